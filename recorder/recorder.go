@@ -1,0 +1,173 @@
+// Package recorder defines the usage events an apipool transport records,
+// one per attempt, the Recorder interface that stores them, and the Stats
+// interface through which stores answer usage queries.
+//
+// The embedded default store is in package recorder/memory; the ClickHouse
+// store is in recorder/clickhouse. Every store passes the conformance suite
+// in recorder/recordertest.
+package recorder
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/apipool-ng/apipool/status"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// Event is the record of one attempt of one request through the pool.
+// It never holds a key's secret: only its ID and fingerprint.
+type Event struct {
+	// Time is when the attempt finished (response headers or error seen).
+	Time time.Time
+	// KeyID is the ID of the key used; empty when no key was used
+	// (status NoKeyAvailable, or a request sent without a key).
+	KeyID string
+	// KeyFingerprint is the key's keyed-hash fingerprint (hex), or empty.
+	KeyFingerprint string
+	// Status is the attempt's outcome.
+	Status status.Status
+	// HTTPStatus is the response's status code, or 0 when there was none.
+	HTTPStatus int
+	// Latency is the time from sending the attempt to its response headers
+	// or error.
+	Latency time.Duration
+	// Attempt is the attempt's number within its request, from 1.
+	Attempt int
+	// Method and Host are the request's HTTP method and URL host.
+	Method string
+	Host   string
+	// Operation is the name the caller gave the request through the
+	// context (for SDK users, the API operation), or empty.
+	Operation string
+	// RequestBytes and ResponseBytes are the body sizes when known, else -1.
+	RequestBytes  int64
+	ResponseBytes int64
+	// TraceID and SpanID identify the attempt's span, when traced.
+	TraceID trace.TraceID
+	SpanID  trace.SpanID
+	// ErrorType is a short, secret-free name of the error kind, or empty.
+	ErrorType string
+}
+
+// Recorder stores usage events. Implementations must be safe for concurrent
+// use. Record is called on the request path: it must not block on I/O and
+// must not retain pointers into the caller's data beyond the Event itself.
+// Close flushes what the recorder holds, within ctx, and releases it; Record
+// after Close must not panic (an event then is dropped and counted).
+type Recorder interface {
+	Record(Event)
+	Close(ctx context.Context) error
+}
+
+// DropCounter is implemented by recorders that can drop events (a full
+// queue, a closed recorder). Dropped returns how many were dropped so far.
+type DropCounter interface {
+	Dropped() uint64
+}
+
+// QueueLener is implemented by recorders that queue events before storing
+// them. QueueLen returns how many are waiting.
+type QueueLener interface {
+	QueueLen() int
+}
+
+// Query selects events for a stats call. The zero value selects everything.
+type Query struct {
+	// Since and Until bound the events' Time: Since <= Time < Until.
+	// A zero Since means from the earliest, a zero Until means no end.
+	Since, Until time.Time
+	// KeyID, when not empty, selects one key's events.
+	KeyID string
+	// Status, when not Unknown, selects events matching it as
+	// status.Status.Matches does: apipool-ng's ids 1, 5 and 9 match by
+	// class (Failed matches every kind of failure), the others exactly.
+	Status status.Status
+}
+
+// Latency summarises the latencies of a set of events.
+type Latency struct {
+	Count         int64
+	P50, P90, P99 time.Duration
+}
+
+// Bucket is one step of a time series.
+type Bucket struct {
+	Start time.Time // the bucket covers [Start, Start+step)
+	Count int64
+}
+
+// Stats answers usage queries. Every method honours ctx. Results cover the
+// events the store holds: a store with a retention answers for what it
+// still keeps.
+type Stats interface {
+	// UsageByKey returns the number of matching events per key ID
+	// (apipool-ng's usage_count_stats_in_recent_n_seconds). Keys with no
+	// matching event are absent.
+	UsageByKey(ctx context.Context, q Query) (map[string]int64, error)
+	// UsageCount returns the number of matching events
+	// (apipool-ng's usage_count_in_recent_n_seconds).
+	UsageCount(ctx context.Context, q Query) (int64, error)
+	// LatencyByKey returns latency quantiles per key over matching events.
+	LatencyByKey(ctx context.Context, q Query) (map[string]Latency, error)
+	// Series returns per key the count of matching events in consecutive
+	// buckets of the given step (a minute when step is 0), aligned to
+	// multiples of step since the Unix epoch, from the bucket holding
+	// q.Since to the one holding the last instant before q.Until. Both
+	// bounds must be set. Empty buckets are included with Count 0.
+	Series(ctx context.Context, q Query, step time.Duration) (map[string][]Bucket, error)
+}
+
+// ErrClosed is returned by a store's methods after Close.
+var ErrClosed = errors.New("apipool/recorder: closed")
+
+// ErrBadQuery is wrapped by errors about an invalid query.
+var ErrBadQuery = errors.New("apipool/recorder: bad query")
+
+// Nop is a Recorder that discards every event.
+type Nop struct{}
+
+func (Nop) Record(Event)                {}
+func (Nop) Close(context.Context) error { return nil }
+
+// Fanout returns a Recorder that hands every event to each of rs in turn
+// and closes them all. Nil entries are skipped.
+func Fanout(rs ...Recorder) Recorder {
+	out := make(fanout, 0, len(rs))
+	for _, r := range rs {
+		if r != nil {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+type fanout []Recorder
+
+func (f fanout) Record(e Event) {
+	for _, r := range f {
+		r.Record(e)
+	}
+}
+
+func (f fanout) Close(ctx context.Context) error {
+	var errs []error
+	for _, r := range f {
+		if err := r.Close(ctx); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Dropped sums the drop counts of the recorders that count drops.
+func (f fanout) Dropped() uint64 {
+	var n uint64
+	for _, r := range f {
+		if d, ok := r.(DropCounter); ok {
+			n += d.Dropped()
+		}
+	}
+	return n
+}

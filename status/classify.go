@@ -1,0 +1,124 @@
+package status
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+)
+
+// Config configures a [Classifier]. The zero value means the defaults:
+// 429 is a rate limit, 401 and 403 mean an invalid key.
+type Config struct {
+	// RateLimitCodes are the HTTP status codes that mean the key is rate
+	// limited. Nil means {429}. Some APIs also use 403 or 402.
+	RateLimitCodes []int
+	// InvalidKeyCodes are the HTTP status codes that mean the key is not
+	// valid (revoked, wrong, unpaid). Nil means {401, 403}. A code listed
+	// in both lists counts as a rate limit.
+	InvalidKeyCodes []int
+	// Hook, when set, runs first on every response. If it returns ok, its
+	// status is used; otherwise the codes above decide. It may read the
+	// response's headers but must not read or close its body.
+	Hook func(resp *http.Response) (s Status, ok bool)
+}
+
+// Classifier maps a response, or a transport error, to a Status. Build one
+// with [NewClassifier]; the zero value is not usable. It is safe for
+// concurrent use and never reads a response body.
+type Classifier struct {
+	codes [600]Status
+	hook  func(*http.Response) (Status, bool)
+}
+
+// ConfigError reports a bad classifier configuration.
+type ConfigError struct {
+	Field  string
+	Reason string
+}
+
+func (e *ConfigError) Error() string {
+	return "apipool/status: " + e.Field + ": " + e.Reason
+}
+
+// NewClassifier validates c and returns a classifier. Codes outside
+// 100..599 are an error.
+func NewClassifier(c Config) (*Classifier, error) {
+	cl := &Classifier{hook: c.Hook}
+	for code := 100; code < 600; code++ {
+		switch {
+		case code >= 200 && code < 400:
+			cl.codes[code] = Success
+		case code >= 500:
+			cl.codes[code] = ServerError
+		case code >= 400:
+			cl.codes[code] = ClientError
+		default:
+			cl.codes[code] = Success // 1xx reaching the caller (101 Switching Protocols)
+		}
+	}
+	inv := c.InvalidKeyCodes
+	if inv == nil {
+		inv = []int{http.StatusUnauthorized, http.StatusForbidden}
+	}
+	rl := c.RateLimitCodes
+	if rl == nil {
+		rl = []int{http.StatusTooManyRequests}
+	}
+	for i, code := range inv {
+		if code < 100 || code > 599 {
+			return nil, &ConfigError{Field: fmt.Sprintf("InvalidKeyCodes[%d]", i), Reason: fmt.Sprintf("%d is not an HTTP status code (100-599)", code)}
+		}
+		cl.codes[code] = InvalidKey
+	}
+	for i, code := range rl {
+		if code < 100 || code > 599 {
+			return nil, &ConfigError{Field: fmt.Sprintf("RateLimitCodes[%d]", i), Reason: fmt.Sprintf("%d is not an HTTP status code (100-599)", code)}
+		}
+		cl.codes[code] = ReachLimit
+	}
+	return cl, nil
+}
+
+var defaultClassifier, _ = NewClassifier(Config{})
+
+// Default returns the classifier with the default configuration.
+func Default() *Classifier { return defaultClassifier }
+
+// Classify returns the status of one attempt: of err when it is not nil,
+// else of resp.
+func (c *Classifier) Classify(resp *http.Response, err error) Status {
+	if err != nil {
+		return ClassifyError(err)
+	}
+	if resp == nil {
+		return NetworkError
+	}
+	if c.hook != nil {
+		if s, ok := c.hook(resp); ok && s.Valid() {
+			return s
+		}
+	}
+	if resp.StatusCode < 100 || resp.StatusCode > 599 {
+		return Failed
+	}
+	return c.codes[resp.StatusCode]
+}
+
+// ClassifyError maps a transport error to Canceled, Timeout or NetworkError.
+func ClassifyError(err error) Status {
+	switch {
+	case err == nil:
+		return Success
+	case errors.Is(err, context.Canceled):
+		return Canceled
+	case errors.Is(err, context.DeadlineExceeded):
+		return Timeout
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return Timeout
+	}
+	return NetworkError
+}
