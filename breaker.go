@@ -1,0 +1,142 @@
+package apipool
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/apipool-ng/apipool/status"
+	"github.com/sony/gobreaker/v2"
+)
+
+// BreakerState is a key's circuit-breaker state: closed (requests flow),
+// open (the key is skipped) or half-open (a few trial requests).
+type BreakerState = gobreaker.State
+
+// The breaker states.
+const (
+	BreakerClosed   = gobreaker.StateClosed
+	BreakerHalfOpen = gobreaker.StateHalfOpen
+	BreakerOpen     = gobreaker.StateOpen
+)
+
+// BreakerSettings configures the circuit breaker each key has
+// (sony/gobreaker v2). Server errors, network errors and timeouts count as
+// failures; rate limits, invalid keys, client errors and cancellations are
+// not counted either way. The zero value means the defaults below.
+//
+// The breaker's timing follows the wall clock, not the pool's Clock:
+// gobreaker reads time.Now itself.
+type BreakerSettings struct {
+	// Failures is how many failures in a row open the breaker
+	// (default 5).
+	Failures uint32
+	// Timeout is how long the breaker stays open before it lets trial
+	// requests through (default 30s).
+	Timeout time.Duration
+	// HalfOpenRequests is how many trial requests a half-open breaker
+	// lets through, and how many must succeed to close it (default 1).
+	HalfOpenRequests uint32
+	// Interval, when above 0, clears the closed breaker's counts at that
+	// interval. 0 keeps them until a success resets the run of failures.
+	Interval time.Duration
+	// ReadyToTrip, when set, replaces Failures: it decides from the
+	// counts whether a failure opens the breaker.
+	ReadyToTrip func(gobreaker.Counts) bool
+	// Disabled turns the breakers off: no key is ever skipped for its
+	// breaker.
+	Disabled bool
+}
+
+func (s BreakerSettings) validate() error {
+	if s.Timeout < 0 || s.Interval < 0 {
+		return &ConfigError{Field: "WithBreaker", Reason: fmt.Sprintf("negative duration (Timeout %v, Interval %v)", s.Timeout, s.Interval)}
+	}
+	return nil
+}
+
+func (s BreakerSettings) timeout() time.Duration {
+	if s.Timeout == 0 {
+		return 30 * time.Second
+	}
+	return s.Timeout
+}
+
+// errBreakerFailure is what the pool reports to a breaker for an attempt
+// that counts as a failure; errBreakerExcluded for one that counts neither
+// way.
+var (
+	errBreakerFailure  = errors.New("apipool: attempt failed")
+	errBreakerExcluded = errors.New("apipool: attempt not counted")
+)
+
+// breakerOutcome maps an attempt's status to what its breaker is told.
+func breakerOutcome(s status.Status) error {
+	switch s {
+	case status.Success:
+		return nil
+	case status.ServerError, status.NetworkError, status.Timeout, status.Failed:
+		return errBreakerFailure
+	default:
+		return errBreakerExcluded
+	}
+}
+
+type breakerChange struct {
+	from, to BreakerState
+}
+
+// keyBreaker is a key's gobreaker plus what the pool mirrors of it:
+// gobreaker calls OnStateChange under its own lock, so the change is
+// mirrored into atomics there and queued, and the user's callback runs
+// later from flush, outside every lock.
+type keyBreaker struct {
+	cb      *gobreaker.TwoStepCircuitBreaker[struct{}]
+	mu      sync.Mutex
+	pending []breakerChange
+}
+
+func newKeyBreaker(s BreakerSettings, k *keyState) *keyBreaker {
+	if s.Disabled {
+		return nil
+	}
+	kb := &keyBreaker{}
+	failures := s.Failures
+	if failures == 0 {
+		failures = 5
+	}
+	trip := s.ReadyToTrip
+	if trip == nil {
+		trip = func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= failures }
+	}
+	kb.cb = gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
+		Name:         k.key.ID,
+		MaxRequests:  s.HalfOpenRequests,
+		Interval:     s.Interval,
+		Timeout:      s.timeout(),
+		ReadyToTrip:  trip,
+		IsSuccessful: func(err error) bool { return err == nil },
+		IsExcluded:   func(err error) bool { return err == errBreakerExcluded },
+		OnStateChange: func(_ string, from, to BreakerState) {
+			k.breakerState.Store(int32(to))
+			if to == BreakerOpen {
+				k.breakerOpenedAt.Store(time.Now().UnixNano())
+			}
+			kb.mu.Lock()
+			kb.pending = append(kb.pending, breakerChange{from, to})
+			kb.mu.Unlock()
+			k.breakerPending.Store(true)
+		},
+	})
+	return kb
+}
+
+// takePending returns and clears the queued state changes.
+func (kb *keyBreaker) takePending() []breakerChange {
+	kb.mu.Lock()
+	p := kb.pending
+	kb.pending = nil
+	kb.mu.Unlock()
+	return p
+}

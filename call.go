@@ -1,0 +1,294 @@
+package apipool
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/apipool-ng/apipool/recorder"
+	"github.com/apipool-ng/apipool/status"
+)
+
+// prepareBody makes the request body replayable when it can be: through
+// GetBody, or by buffering it up to the configured size.
+func (c *call) prepareBody() error {
+	r := c.req
+	if r.Body == nil || r.Body == http.NoBody {
+		c.replayable = true
+		return nil
+	}
+	if r.GetBody != nil {
+		c.getBody, c.replayable = r.GetBody, true
+		return nil
+	}
+	limit := c.t.cfg.maxBuffered
+	if limit == 0 || r.ContentLength > limit || c.t.cfg.maxAttempts == 1 {
+		return nil // sent once, as it is
+	}
+	buf, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	if err != nil {
+		r.Body.Close()
+		return errors.New("apipool: reading request body: " + err.Error())
+	}
+	if int64(len(buf)) > limit {
+		// Too large to keep: send what was read, then the rest, once.
+		c.getBody = func() (io.ReadCloser, error) {
+			return readCloser{io.MultiReader(bytes.NewReader(buf), r.Body), r.Body}, nil
+		}
+		c.replayable = false
+		return nil
+	}
+	r.Body.Close()
+	c.getBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf)), nil }
+	c.replayable = true
+	return nil
+}
+
+type readCloser struct {
+	io.Reader
+	io.Closer
+}
+
+// closeUnsentBody closes the caller's body when it was never handed to
+// the base transport (which would have closed it).
+func (c *call) closeUnsentBody() {
+	if !c.bodySent {
+		closeBody(c.req)
+		c.bodySent = true
+	}
+}
+
+func closeBody(r *http.Request) {
+	if r.Body != nil {
+		r.Body.Close()
+	}
+}
+
+// attemptRequest returns the copy of the caller's request sent for one
+// attempt, with key k applied.
+func (c *call) attemptRequest(ctx context.Context, k *keyState, attempt int) (*http.Request, error) {
+	t := c.t
+	orig := c.req
+	r := orig.WithContext(ctx) // a shallow copy: every field we change is replaced, never written through
+	if orig.Body != nil && orig.Body != http.NoBody {
+		switch {
+		case attempt == 1 && (orig.GetBody != nil || c.getBody == nil):
+			// the caller's own body goes out first
+		default:
+			b, err := c.getBody()
+			if err != nil {
+				return nil, errors.New("apipool: replaying request body: " + err.Error())
+			}
+			r.Body = b
+			if attempt == 1 {
+				// The caller's body was consumed into a buffer; the
+				// base must not see it.
+				c.bodySent = true
+			}
+		}
+	}
+	switch t.cfg.inject {
+	case injectBearer, injectHeader:
+		h := make(http.Header, len(orig.Header)+1)
+		for name, v := range orig.Header {
+			h[name] = v[:len(v):len(v)]
+		}
+		h[t.keyHeader()] = k.headerValue
+		r.Header = h
+	case injectQuery:
+		r.Header = orig.Header.Clone()
+		u := *orig.URL
+		r.URL = &u
+		setQueryParam(&u, t.cfg.injectName, k.secret)
+	case injectFunc:
+		r.Header = orig.Header.Clone()
+		if r.Header == nil {
+			r.Header = make(http.Header)
+		}
+		u := *orig.URL
+		if u.User != nil {
+			uu := *u.User
+			u.User = &uu
+		}
+		r.URL = &u
+		t.cfg.injector(r, k.key.Secret)
+	}
+	return r, nil
+}
+
+func setQueryParam(u *url.URL, name, value string) {
+	esc := url.QueryEscape(name) + "=" + url.QueryEscape(value)
+	if u.RawQuery == "" {
+		u.RawQuery = esc
+		return
+	}
+	q := u.Query()
+	if _, exists := q[name]; exists {
+		q.Set(name, value)
+		u.RawQuery = q.Encode()
+		return
+	}
+	u.RawQuery += "&" + esc
+}
+
+// deliver hands resp to the caller: the caller's own request in
+// resp.Request (never the copy holding the key), and a body that frees the
+// key's in-flight slot when closed or read to the end.
+func (c *call) deliver(resp *http.Response, k *keyState) *http.Response {
+	resp.Request = c.req
+	if resp.Body == nil || resp.Body == http.NoBody || resp.StatusCode == http.StatusSwitchingProtocols {
+		c.t.release(k)
+		return resp
+	}
+	c.body, c.key = resp.Body, k
+	resp.Body = c
+	return resp
+}
+
+// discard drains a little of an answer that will not be returned, so its
+// connection can be reused, and closes it.
+func (c *call) discard(resp *http.Response, k *keyState) {
+	if resp.Body != nil {
+		io.CopyN(io.Discard, resp.Body, DefaultDrainLimit)
+		resp.Body.Close()
+	}
+	c.t.release(k)
+}
+
+func (t *Transport) release(k *keyState) { k.inFlight.Add(-1) }
+
+// Read reads the response body; at its end the key's slot is freed.
+func (c *call) Read(p []byte) (int, error) {
+	n, err := c.body.Read(p)
+	if err == io.EOF {
+		c.releaseOnce()
+	}
+	return n, err
+}
+
+// Close closes the response body and frees the key's slot.
+func (c *call) Close() error {
+	err := c.body.Close()
+	c.releaseOnce()
+	return err
+}
+
+func (c *call) releaseOnce() {
+	if c.released.CompareAndSwap(false, true) {
+		c.t.release(c.key)
+	}
+}
+
+// breakerDone reports the attempt's outcome to k's breaker.
+func (c *call) breakerDone(k *keyState, outcome error) {
+	if c.done == nil {
+		return
+	}
+	c.done(outcome)
+	c.done = nil
+	c.t.flushBreaker(k)
+}
+
+// flushBreaker delivers queued breaker state changes, outside every lock.
+func (t *Transport) flushBreaker(k *keyState) {
+	if !k.breakerPending.Load() || !k.breakerPending.CompareAndSwap(true, false) {
+		return
+	}
+	for _, ch := range k.breaker.takePending() {
+		if t.cfg.logger != nil {
+			t.cfg.logger.Info("apipool: breaker state changed", "key", k.key.ID, "from", ch.from.String(), "to", ch.to.String())
+		}
+		if t.cfg.onBreaker != nil {
+			t.cfg.onBreaker(k.key.ID, ch.from, ch.to)
+		}
+	}
+}
+
+// updateKey applies what an attempt's answer says of its key.
+func (t *Transport) updateKey(k *keyState, st status.Status, resp *http.Response, now time.Time) {
+	switch st {
+	case status.ReachLimit:
+		d, ok := status.RetryAfter(resp.Header, now)
+		if !ok {
+			d = t.cfg.cooldown
+		}
+		d = min(d, t.cfg.maxCooldown)
+		if k.cool(now.Add(d)) && t.cfg.logger != nil {
+			t.cfg.logger.Info("apipool: key rate limited, cooling down", "key", k.key.ID, "for", d.String())
+		}
+	case status.InvalidKey:
+		t.disable(k, "upstream answered "+strconv.Itoa(resp.StatusCode)+" "+http.StatusText(resp.StatusCode), now)
+	}
+}
+
+func (t *Transport) disable(k *keyState, reason string, now time.Time) {
+	if k.disabled.CompareAndSwap(nil, &disableInfo{reason: reason, at: now}) && t.cfg.logger != nil {
+		t.cfg.logger.Warn("apipool: key disabled", "key", k.key.ID, "reason", reason)
+	}
+}
+
+// record hands one attempt's usage event to the recorder.
+func (t *Transport) record(c *call, k *keyState, st status.Status, latency time.Duration, attempt int, resp *http.Response, errType string) {
+	r := c.req
+	e := recorder.Event{
+		Time:          c.now.Add(latency),
+		Status:        st,
+		Latency:       latency,
+		Attempt:       attempt,
+		Method:        r.Method,
+		Host:          r.URL.Host,
+		Operation:     OperationFrom(r.Context()),
+		RequestBytes:  -1,
+		ResponseBytes: -1,
+		ErrorType:     errType,
+	}
+	if e.Method == "" {
+		e.Method = http.MethodGet
+	}
+	if k != nil {
+		e.KeyID, e.KeyFingerprint = k.key.ID, k.fp
+	}
+	if r.Body == nil || r.Body == http.NoBody {
+		e.RequestBytes = 0
+	} else if r.ContentLength > 0 {
+		e.RequestBytes = r.ContentLength
+	}
+	if resp != nil {
+		e.HTTPStatus = resp.StatusCode
+		e.ResponseBytes = resp.ContentLength
+	}
+	t.rec.Record(e)
+}
+
+// errorType names an attempt's failure in a few secret-free words.
+func errorType(st status.Status, err error) string {
+	if err == nil {
+		switch st {
+		case status.Success, status.ClientError:
+			return ""
+		}
+		return ""
+	}
+	switch st {
+	case status.Canceled:
+		return "canceled"
+	case status.Timeout:
+		return "timeout"
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+		return "connection_closed"
+	}
+	return "network_error"
+}
+
+func itoa(i int) string     { return strconv.Itoa(i) }
+func quote(s string) string { return strconv.Quote(s) }

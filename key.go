@@ -1,0 +1,104 @@
+package apipool
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"log/slog"
+	"strconv"
+)
+
+// Secret is an API key's secret value. Every way of printing it redacts it:
+// fmt's verbs, slog, and JSON. Use [Secret.Reveal] to get the value.
+type Secret string
+
+const redacted = "[REDACTED]"
+
+// String returns "[REDACTED]".
+func (Secret) String() string { return redacted }
+
+// GoString returns "[REDACTED]", for %#v.
+func (Secret) GoString() string { return redacted }
+
+// LogValue returns "[REDACTED]" for log/slog.
+func (Secret) LogValue() slog.Value { return slog.StringValue(redacted) }
+
+// MarshalJSON encodes "[REDACTED]".
+func (Secret) MarshalJSON() ([]byte, error) { return []byte(`"` + redacted + `"`), nil }
+
+// MarshalText encodes "[REDACTED]".
+func (Secret) MarshalText() ([]byte, error) { return []byte(redacted), nil }
+
+// Reveal returns the secret's value.
+func (s Secret) Reveal() string { return string(s) }
+
+// Key is one API key of the pool. ID and Secret are required; the other
+// fields are optional limits, whose zero value means "no limit".
+//
+// A Key's String, GoString, LogValue and JSON encoding never show the
+// secret.
+type Key struct {
+	// ID names the key in stats, spans and snapshots. Required, unique in
+	// a pool, and never the secret itself.
+	ID string
+	// Secret is what is sent to the upstream.
+	Secret Secret
+	// Weight is the key's share for the Weighted strategy. 0 means 1.
+	Weight int
+	// MaxInFlight caps the requests using this key at once (until their
+	// response body is closed). 0 means no cap.
+	MaxInFlight int
+	// PerSecond and PerMinute cap the key's request rate, each a token
+	// bucket (golang.org/x/time/rate) whose burst is one second's or one
+	// minute's worth. 0 means no cap.
+	PerSecond float64
+	PerMinute int
+	// PerDay caps the key's requests per day; the day starts at midnight
+	// in the pool's quota location (UTC by default). 0 means no cap.
+	PerDay int
+}
+
+// String describes the key without its secret.
+func (k Key) String() string {
+	return "apipool.Key{ID: " + strconv.Quote(k.ID) + ", Secret: " + redacted + "}"
+}
+
+// GoString describes the key without its secret, for %#v.
+func (k Key) GoString() string { return k.String() }
+
+// LogValue describes the key without its secret, for log/slog.
+func (k Key) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("id", k.ID), slog.String("secret", redacted))
+}
+
+// MarshalJSON encodes the key with its secret redacted.
+func (k Key) MarshalJSON() ([]byte, error) {
+	type public struct {
+		ID          string  `json:"id"`
+		Secret      string  `json:"secret"`
+		Weight      int     `json:"weight,omitempty"`
+		MaxInFlight int     `json:"max_in_flight,omitempty"`
+		PerSecond   float64 `json:"per_second,omitempty"`
+		PerMinute   int     `json:"per_minute,omitempty"`
+		PerDay      int     `json:"per_day,omitempty"`
+	}
+	return json.Marshal(public{k.ID, redacted, k.Weight, k.MaxInFlight, k.PerSecond, k.PerMinute, k.PerDay})
+}
+
+// defaultFingerprintKey is the HMAC key of fingerprints when the pool is
+// given none. It is public, so the fingerprint of a guessable secret can be
+// guessed: set WithFingerprintKey in production.
+var defaultFingerprintKey = []byte("apipool fingerprint v1")
+
+// Fingerprint returns the keyed hash by which stats and spans may name a
+// secret without revealing it: the first 8 bytes of HMAC-SHA256(hmacKey,
+// secret), in hex. A nil hmacKey means the library's default key.
+func Fingerprint(hmacKey []byte, secret Secret) string {
+	if hmacKey == nil {
+		hmacKey = defaultFingerprintKey
+	}
+	m := hmac.New(sha256.New, hmacKey)
+	m.Write([]byte(secret))
+	return hex.EncodeToString(m.Sum(nil)[:8])
+}

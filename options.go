@@ -1,0 +1,378 @@
+package apipool
+
+import (
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/apipool-ng/apipool/recorder"
+	"github.com/apipool-ng/apipool/status"
+	"github.com/hashicorp/go-retryablehttp"
+)
+
+// Option configures a Transport. Options are applied in order by New; an
+// option given bad values makes New return a *ConfigError.
+type Option interface {
+	apply(*config) error
+}
+
+type optionFunc func(*config) error
+
+func (f optionFunc) apply(c *config) error { return f(c) }
+
+// Injector applies a key's secret to an outgoing request. The request is
+// the pool's own copy: its Header and URL may be modified in place.
+type Injector func(r *http.Request, secret Secret)
+
+type injectMode uint8
+
+const (
+	injectBearer injectMode = iota
+	injectHeader
+	injectQuery
+	injectFunc
+)
+
+// Defaults, as documented on the options that change them.
+const (
+	DefaultMaxAttempts     = 4
+	DefaultCooldown        = 30 * time.Second
+	DefaultMaxCooldown     = time.Hour
+	DefaultMaxWait         = 5 * time.Second
+	DefaultMaxBufferedBody = 1 << 20
+	DefaultBackoffMin      = 100 * time.Millisecond
+	DefaultBackoffMax      = 2 * time.Second
+	DefaultDrainLimit      = 64 << 10
+)
+
+type config struct {
+	base           http.RoundTripper
+	strategy       Strategy
+	selector       Selector
+	inject         injectMode
+	injectName     string
+	injector       Injector
+	hosts          map[string]bool
+	classifier     *status.Classifier
+	breaker        BreakerSettings
+	onBreaker      func(keyID string, from, to BreakerState)
+	cooldown       time.Duration
+	maxCooldown    time.Duration
+	maxAttempts    int
+	maxWait        time.Duration
+	retryNonIdem   bool
+	backoff        retryablehttp.Backoff
+	backoffMin     time.Duration
+	backoffMax     time.Duration
+	maxBuffered    int64
+	recorder       recorder.Recorder
+	recorderSet    bool
+	probe          Probe
+	probeInterval  time.Duration
+	clock          Clock
+	logger         *slog.Logger
+	fingerprintKey []byte
+	quotaLoc       *time.Location
+}
+
+func defaultConfig() config {
+	return config{
+		base:        nil,
+		strategy:    RoundRobin,
+		inject:      injectBearer,
+		classifier:  status.Default(),
+		cooldown:    DefaultCooldown,
+		maxCooldown: DefaultMaxCooldown,
+		maxAttempts: DefaultMaxAttempts,
+		maxWait:     DefaultMaxWait,
+		backoff:     retryablehttp.DefaultBackoff,
+		backoffMin:  DefaultBackoffMin,
+		backoffMax:  DefaultBackoffMax,
+		maxBuffered: DefaultMaxBufferedBody,
+		clock:       realClock{},
+		quotaLoc:    time.UTC,
+	}
+}
+
+// WithBase sets the transport that sends the requests. Nil, the default,
+// means http.DefaultTransport.
+func WithBase(rt http.RoundTripper) Option {
+	return optionFunc(func(c *config) error { c.base = rt; return nil })
+}
+
+// WithStrategy sets how a key is picked for each attempt. The default is
+// RoundRobin.
+func WithStrategy(s Strategy) Option {
+	return optionFunc(func(c *config) error {
+		if !s.valid() {
+			return &ConfigError{Field: "WithStrategy", Reason: fmt.Sprintf("unknown strategy %d", int(s))}
+		}
+		c.strategy, c.selector = s, nil
+		return nil
+	})
+}
+
+// WithSelector sets a custom Selector, in place of a Strategy.
+func WithSelector(s Selector) Option {
+	return optionFunc(func(c *config) error {
+		if s == nil {
+			return &ConfigError{Field: "WithSelector", Reason: "nil selector"}
+		}
+		c.selector = s
+		return nil
+	})
+}
+
+// WithBearer sends the secret as "Authorization: Bearer <secret>". This is
+// the default.
+func WithBearer() Option {
+	return optionFunc(func(c *config) error { c.inject, c.injectName = injectBearer, ""; return nil })
+}
+
+// WithHeader sends the secret as the value of the named header, such as
+// "X-Api-Key".
+func WithHeader(name string) Option {
+	return optionFunc(func(c *config) error {
+		if !validHeaderName(name) {
+			return &ConfigError{Field: "WithHeader", Reason: fmt.Sprintf("%q is not a valid header name", name)}
+		}
+		c.inject, c.injectName = injectHeader, http.CanonicalHeaderKey(name)
+		return nil
+	})
+}
+
+// WithQueryParam sends the secret as the named URL query parameter, such
+// as "key". The pool redacts it from the errors it returns; prefer a header
+// where the API allows one, since URLs end up in logs.
+func WithQueryParam(name string) Option {
+	return optionFunc(func(c *config) error {
+		if name == "" {
+			return &ConfigError{Field: "WithQueryParam", Reason: "empty parameter name"}
+		}
+		c.inject, c.injectName = injectQuery, name
+		return nil
+	})
+}
+
+// WithInjector applies the secret with a function of the caller's, for
+// schemes the other options do not cover (a signature, say).
+func WithInjector(f Injector) Option {
+	return optionFunc(func(c *config) error {
+		if f == nil {
+			return &ConfigError{Field: "WithInjector", Reason: "nil function"}
+		}
+		c.inject, c.injector = injectFunc, f
+		return nil
+	})
+}
+
+// WithHosts limits the hosts a key is sent to. A host is a name as in
+// URL.Host, with or without a port ("api.example.com",
+// "api.example.com:8443"); a name without a port matches any port.
+// Requests to other hosts pass through with no key and no retries.
+//
+// Without WithHosts a key is sent to whichever host a request names, except
+// on a redirect: a request that follows a redirect to a host other than the
+// original request's goes out with no key.
+func WithHosts(hosts ...string) Option {
+	return optionFunc(func(c *config) error {
+		if len(hosts) == 0 {
+			return &ConfigError{Field: "WithHosts", Reason: "no host given"}
+		}
+		c.hosts = make(map[string]bool, len(hosts))
+		for i, h := range hosts {
+			h = strings.ToLower(strings.TrimSpace(h))
+			if h == "" || strings.ContainsAny(h, "/ @?#") {
+				return &ConfigError{Field: fmt.Sprintf("WithHosts[%d]", i), Reason: fmt.Sprintf("%q is not a host name", hosts[i])}
+			}
+			c.hosts[h] = true
+		}
+		return nil
+	})
+}
+
+// WithClassifier sets how responses and errors map to statuses. The
+// default rates 429 as rate limited and 401 and 403 as an invalid key.
+func WithClassifier(cfg status.Config) Option {
+	return optionFunc(func(c *config) error {
+		cl, err := status.NewClassifier(cfg)
+		if err != nil {
+			return &ConfigError{Field: "WithClassifier", Reason: err.Error()}
+		}
+		c.classifier = cl
+		return nil
+	})
+}
+
+// WithCooldown sets how long a rate-limited key rests when the response
+// says nothing of when to retry (default 30s), and the most any response
+// can make it rest (default 1h).
+func WithCooldown(fallback, max time.Duration) Option {
+	return optionFunc(func(c *config) error {
+		if fallback <= 0 || max <= 0 || fallback > max {
+			return &ConfigError{Field: "WithCooldown", Reason: fmt.Sprintf("want 0 < fallback <= max, got fallback %v, max %v", fallback, max)}
+		}
+		c.cooldown, c.maxCooldown = fallback, max
+		return nil
+	})
+}
+
+// WithMaxAttempts bounds the attempts of one request, the first included
+// (default 4). 1 disables retries.
+func WithMaxAttempts(n int) Option {
+	return optionFunc(func(c *config) error {
+		if n < 1 || n > 100 {
+			return &ConfigError{Field: "WithMaxAttempts", Reason: fmt.Sprintf("want 1 to 100, got %d", n)}
+		}
+		c.maxAttempts = n
+		return nil
+	})
+}
+
+// WithMaxWait bounds how long a request waits for a key to free up when
+// none is eligible (default 5s). The request's context deadline bounds it
+// too. 0 means never wait: fail at once with a *NoKeyError.
+func WithMaxWait(d time.Duration) Option {
+	return optionFunc(func(c *config) error {
+		if d < 0 {
+			return &ConfigError{Field: "WithMaxWait", Reason: fmt.Sprintf("negative duration %v", d)}
+		}
+		c.maxWait = d
+		return nil
+	})
+}
+
+// WithRetryNonIdempotent lets server errors and network errors of
+// non-idempotent requests (POST, PATCH) be resent. By default only
+// idempotent methods, and requests with an Idempotency-Key header, are
+// resent after such errors. Rate-limited and invalid-key answers are resent
+// for any method regardless, since the upstream did no work.
+func WithRetryNonIdempotent(on bool) Option {
+	return optionFunc(func(c *config) error { c.retryNonIdem = on; return nil })
+}
+
+// WithBackoff sets the wait before resending after a server or network
+// error, as a go-retryablehttp Backoff with its bounds. The default is
+// retryablehttp.DefaultBackoff between 100ms and 2s.
+func WithBackoff(b retryablehttp.Backoff, min, max time.Duration) Option {
+	return optionFunc(func(c *config) error {
+		if b == nil || min < 0 || max < min {
+			return &ConfigError{Field: "WithBackoff", Reason: "want a function and 0 <= min <= max"}
+		}
+		c.backoff, c.backoffMin, c.backoffMax = b, min, max
+		return nil
+	})
+}
+
+// WithMaxBufferedBody bounds how much of a request body without GetBody
+// the pool keeps in memory so it can resend it (default 1 MiB). A larger
+// body is streamed and sent once. 0 disables buffering.
+func WithMaxBufferedBody(n int64) Option {
+	return optionFunc(func(c *config) error {
+		if n < 0 {
+			return &ConfigError{Field: "WithMaxBufferedBody", Reason: fmt.Sprintf("negative size %d", n)}
+		}
+		c.maxBuffered = n
+		return nil
+	})
+}
+
+// WithRecorder sets where usage events go. The default is an in-memory
+// store (package recorder/memory), which also answers Stats. Nil discards
+// events.
+func WithRecorder(r recorder.Recorder) Option {
+	return optionFunc(func(c *config) error {
+		c.recorder, c.recorderSet = r, true
+		return nil
+	})
+}
+
+// WithClock sets the pool's clock; tests use a fake one.
+func WithClock(clk Clock) Option {
+	return optionFunc(func(c *config) error {
+		if clk == nil {
+			return &ConfigError{Field: "WithClock", Reason: "nil clock"}
+		}
+		c.clock = clk
+		return nil
+	})
+}
+
+// WithLogger sets a logger for key state changes (cooldowns, disabled and
+// re-enabled keys, breaker changes). The default logs nothing. Secrets are
+// never logged.
+func WithLogger(l *slog.Logger) Option {
+	return optionFunc(func(c *config) error { c.logger = l; return nil })
+}
+
+// WithFingerprintKey sets the HMAC key of key fingerprints. Give every
+// replica of a service the same one so that their stats agree.
+func WithFingerprintKey(k []byte) Option {
+	return optionFunc(func(c *config) error {
+		if len(k) == 0 {
+			return &ConfigError{Field: "WithFingerprintKey", Reason: "empty key"}
+		}
+		c.fingerprintKey = append([]byte(nil), k...)
+		return nil
+	})
+}
+
+// WithQuotaLocation sets where a day starts for Key.PerDay (default UTC).
+func WithQuotaLocation(loc *time.Location) Option {
+	return optionFunc(func(c *config) error {
+		if loc == nil {
+			return &ConfigError{Field: "WithQuotaLocation", Reason: "nil location"}
+		}
+		c.quotaLoc = loc
+		return nil
+	})
+}
+
+// WithBreaker sets the per-key circuit breakers' settings.
+func WithBreaker(s BreakerSettings) Option {
+	return optionFunc(func(c *config) error {
+		if err := s.validate(); err != nil {
+			return err
+		}
+		c.breaker = s
+		return nil
+	})
+}
+
+// WithBreakerStateChange sets a function called when a key's breaker
+// changes state. It runs outside the pool's and the breaker's locks, on the
+// goroutine of the request that caused the change.
+func WithBreakerStateChange(f func(keyID string, from, to BreakerState)) Option {
+	return optionFunc(func(c *config) error { c.onBreaker = f; return nil })
+}
+
+// WithProbe sets the probe CheckUsable runs on each key. With an interval
+// above 0, a background loop also probes disabled keys at that interval and
+// re-enables those that pass; Close stops it.
+func WithProbe(p Probe, interval time.Duration) Option {
+	return optionFunc(func(c *config) error {
+		if p == nil {
+			return &ConfigError{Field: "WithProbe", Reason: "nil probe"}
+		}
+		if interval < 0 {
+			return &ConfigError{Field: "WithProbe", Reason: fmt.Sprintf("negative interval %v", interval)}
+		}
+		c.probe, c.probeInterval = p, interval
+		return nil
+	})
+}
+
+func validHeaderName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		ch := s[i]
+		if ch <= ' ' || ch >= 0x7f || strings.IndexByte("\"(),/:;<=>?@[\\]{}", ch) >= 0 {
+			return false
+		}
+	}
+	return true
+}

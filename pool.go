@@ -1,0 +1,284 @@
+package apipool
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/apipool-ng/apipool/recorder"
+	"github.com/apipool-ng/apipool/status"
+)
+
+// Probe checks that a key works, typically with one cheap request (list
+// models, fetch quota) through client, which sends every request with the
+// key under test and no retries. It returns nil when the key is usable.
+// Whatever it returns, an answer that the classifier rates as an invalid
+// key marks the key unusable.
+type Probe func(ctx context.Context, client *http.Client) error
+
+// ProbeRequest returns a Probe that sends one request with the given
+// method to url and passes when the answer is a success (2xx or 3xx).
+func ProbeRequest(method, url string) Probe {
+	return func(ctx context.Context, client *http.Client) error {
+		req, err := http.NewRequestWithContext(ctx, method, url, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode >= 400 {
+			return errors.New("apipool: probe answered " + resp.Status)
+		}
+		return nil
+	}
+}
+
+// ProbeResult is what a probe found of one key.
+type ProbeResult struct {
+	KeyID string
+	// Usable is true when the probe passed; the key is then enabled.
+	Usable bool
+	// Status is the status of the probe's last answer, if it made any
+	// request through the client.
+	Status status.Status
+	// Err is the probe's error, with the key's secret removed from it.
+	Err error
+}
+
+// ErrNoProbe is returned by CheckUsable when the pool has no probe.
+var ErrNoProbe = errors.New("apipool: no probe configured (see WithProbe)")
+
+// CheckUsable runs the pool's probe on every key at once, as apipool-ng's
+// check_usable does, and returns one result per key in the pool's order.
+// A key that passes is enabled; a key the upstream rejects as invalid is
+// disabled; other failures (network errors, timeouts) leave its state as
+// it was.
+func (t *Transport) CheckUsable(ctx context.Context) ([]ProbeResult, error) {
+	if t.cfg.probe == nil {
+		return nil, ErrNoProbe
+	}
+	keys := t.keys.Load().keys
+	return t.probeKeys(ctx, keys), nil
+}
+
+func (t *Transport) probeKeys(ctx context.Context, keys []*keyState) []ProbeResult {
+	out := make([]ProbeResult, len(keys))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	for i, k := range keys {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			out[i] = t.probeKey(ctx, k)
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+func (t *Transport) probeKey(ctx context.Context, k *keyState) ProbeResult {
+	pt := &pinnedTransport{t: t, k: k}
+	client := &http.Client{Transport: pt}
+	err := t.cfg.probe(ContextWithOperation(ctx, "apipool.probe"), client)
+	res := ProbeResult{KeyID: k.key.ID, Status: pt.last()}
+	now := t.cfg.clock.Now()
+	switch {
+	case res.Status == status.InvalidKey:
+		res.Err = errors.New("apipool: key rejected by the upstream")
+		if err != nil {
+			res.Err = redact(err, k.secret)
+		}
+		t.disable(k, "probe: upstream rejected the key", now)
+	case err != nil:
+		res.Err = redact(err, k.secret)
+	default:
+		res.Usable = true
+		if k.disabled.Swap(nil) != nil && t.cfg.logger != nil {
+			t.cfg.logger.Info("apipool: key re-enabled by probe", "key", k.key.ID)
+		}
+	}
+	return res
+}
+
+// pinnedTransport sends every request with one key, once.
+type pinnedTransport struct {
+	t  *Transport
+	k  *keyState
+	mu sync.Mutex
+	st status.Status
+}
+
+func (p *pinnedTransport) last() status.Status {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.st
+}
+
+func (p *pinnedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	t := p.t
+	if !t.keyAllowed(req) {
+		return t.base.RoundTrip(req)
+	}
+	c := &call{t: t, req: req, ks: t.keys.Load(), replayable: false}
+	c.now = t.cfg.clock.Now()
+	p.k.inFlight.Add(1)
+	r, err := c.attemptRequest(req.Context(), p.k, 1)
+	if err != nil {
+		p.k.inFlight.Add(-1)
+		closeBody(req)
+		return nil, err
+	}
+	resp, err := t.base.RoundTrip(r)
+	end := t.cfg.clock.Now()
+	if err != nil {
+		resp = nil
+	}
+	st := t.cfg.classifier.Classify(resp, err)
+	p.mu.Lock()
+	p.st = st
+	p.mu.Unlock()
+	if st == status.ReachLimit {
+		t.updateKey(p.k, st, resp, end)
+	}
+	t.record(c, p.k, st, end.Sub(c.now), 1, resp, errorType(st, err))
+	if err != nil {
+		p.k.inFlight.Add(-1)
+		return nil, redact(err, p.k.secret)
+	}
+	return c.deliver(resp, p.k), nil
+}
+
+// probeLoop probes the disabled keys at the configured interval.
+func (t *Transport) probeLoop() {
+	defer close(t.probeDone)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-t.stopProbe
+		cancel()
+	}()
+	for {
+		tm := t.cfg.clock.NewTimer(t.cfg.probeInterval)
+		select {
+		case <-t.stopProbe:
+			tm.Stop()
+			return
+		case <-tm.C():
+		}
+		var disabled []*keyState
+		for _, k := range t.keys.Load().keys {
+			if k.disabled.Load() != nil && !k.removed.Load() {
+				disabled = append(disabled, k)
+			}
+		}
+		if len(disabled) > 0 {
+			t.probeKeys(ctx, disabled)
+		}
+	}
+}
+
+// AddKey adds a key to the pool while requests flow. It returns a
+// *ConfigError for a bad key or an ID already in the pool.
+func (t *Transport) AddKey(k Key) error {
+	if err := validateKey(k, -1); err != nil {
+		return err
+	}
+	t.keysMu.Lock()
+	defer t.keysMu.Unlock()
+	old := t.keys.Load()
+	if _, dup := old.byID[k.ID]; dup {
+		return &ConfigError{Field: "AddKey", Reason: "duplicate ID " + quote(k.ID)}
+	}
+	keys := append(old.keys[:len(old.keys):len(old.keys)], t.newKeyState(k))
+	t.keys.Store(newKeySet(keys))
+	return nil
+}
+
+// RemoveKey removes a key from the pool. Requests already using it
+// finish; no new attempt picks it. It returns ErrUnknownKey for an ID the
+// pool does not hold.
+func (t *Transport) RemoveKey(id string) error {
+	t.keysMu.Lock()
+	defer t.keysMu.Unlock()
+	old := t.keys.Load()
+	k, ok := old.byID[id]
+	if !ok {
+		return ErrUnknownKey
+	}
+	k.removed.Store(true)
+	keys := make([]*keyState, 0, len(old.keys)-1)
+	for _, o := range old.keys {
+		if o != k {
+			keys = append(keys, o)
+		}
+	}
+	t.keys.Store(newKeySet(keys))
+	return nil
+}
+
+// Disable takes a key out of use until Enable or a passing probe, with a
+// reason shown in snapshots.
+func (t *Transport) Disable(id, reason string) error {
+	k, ok := t.keys.Load().byID[id]
+	if !ok {
+		return ErrUnknownKey
+	}
+	if reason == "" {
+		reason = "disabled by the application"
+	}
+	t.disable(k, reason, t.cfg.clock.Now())
+	return nil
+}
+
+// Enable puts a disabled key back in use, and ends its cooldown.
+func (t *Transport) Enable(id string) error {
+	k, ok := t.keys.Load().byID[id]
+	if !ok {
+		return ErrUnknownKey
+	}
+	k.disabled.Store(nil)
+	k.cooldownUntil.Store(0)
+	return nil
+}
+
+// Snapshot returns every key's state now, in the pool's order.
+func (t *Transport) Snapshot() []KeyStatus {
+	now := t.cfg.clock.Now()
+	keys := t.keys.Load().keys
+	out := make([]KeyStatus, len(keys))
+	for i, k := range keys {
+		out[i] = t.snapshotKey(k, now)
+	}
+	return out
+}
+
+// UsageCountByKey returns the number of attempts per key ID over the last
+// window, as apipool-ng's usage_count_stats_in_recent_n_seconds. It needs a
+// recorder that answers stats (the default one does).
+func (t *Transport) UsageCountByKey(ctx context.Context, window time.Duration) (map[string]int64, error) {
+	if t.stats == nil {
+		return nil, errNoStats
+	}
+	now := t.cfg.clock.Now()
+	return t.stats.UsageByKey(ctx, recorder.Query{Since: now.Add(-window), Until: now.Add(time.Nanosecond)})
+}
+
+// UsageCount returns the number of attempts over the last window with the
+// given status (status.Unknown for any) and key ID ("" for any), as
+// apipool-ng's usage_count_in_recent_n_seconds.
+func (t *Transport) UsageCount(ctx context.Context, window time.Duration, st status.Status, keyID string) (int64, error) {
+	if t.stats == nil {
+		return 0, errNoStats
+	}
+	now := t.cfg.clock.Now()
+	return t.stats.UsageCount(ctx, recorder.Query{Since: now.Add(-window), Until: now.Add(time.Nanosecond), Status: st, KeyID: keyID})
+}
+
+var errNoStats = errors.New("apipool: the recorder answers no stats queries")

@@ -1,0 +1,222 @@
+package apipool
+
+import (
+	"math/rand/v2"
+	"sort"
+	"sync/atomic"
+)
+
+// Strategy names a built-in way of picking a key. The zero value is
+// RoundRobin.
+type Strategy int
+
+const (
+	// RoundRobin takes the keys in turn, skipping those not eligible.
+	RoundRobin Strategy = iota
+	// Random takes an eligible key at random, as apipool-ng does.
+	Random
+	// Weighted takes an eligible key at random in proportion to
+	// Key.Weight.
+	Weighted
+	// LeastInFlight takes the eligible key with the fewest requests in
+	// flight, ties in turn.
+	LeastInFlight
+	// MostQuotaLeft takes the eligible key with the most of its daily
+	// quota left (a key without one counts as unlimited), ties in turn.
+	MostQuotaLeft
+)
+
+var strategyNames = [...]string{"round-robin", "random", "weighted", "least-in-flight", "most-quota-left"}
+
+func (s Strategy) valid() bool { return s >= 0 && int(s) < len(strategyNames) }
+
+// String returns the strategy's name, such as "round-robin".
+func (s Strategy) String() string {
+	if s.valid() {
+		return strategyNames[s]
+	}
+	return "unknown strategy"
+}
+
+// ParseStrategy returns the strategy with the given name (as String
+// spells it), or a *ConfigError.
+func ParseStrategy(name string) (Strategy, error) {
+	for i, n := range strategyNames {
+		if n == name {
+			return Strategy(i), nil
+		}
+	}
+	return 0, &ConfigError{Field: "strategy", Reason: "unknown strategy " + quote(name)}
+}
+
+// Selector picks the key for one attempt. Pick returns an index i in
+// [0, c.Len()) for which c.Eligible(i) is true, or -1 when there is none.
+// The pool checks the pick again when it takes the key (limits may be
+// reached in between) and calls Pick again if needed. Pick is called
+// concurrently from many goroutines; it must not block.
+type Selector interface {
+	Pick(c *Candidates) int
+}
+
+// KeyInfo is what a Selector may know of a key.
+type KeyInfo struct {
+	ID        string
+	Weight    int
+	InFlight  int64
+	QuotaLeft int64 // today's quota left, or -1 when the key has no daily quota
+}
+
+// Candidates is the pool as one attempt sees it. Its methods are cheap and
+// safe to call from Pick only.
+type Candidates struct {
+	ks   *keySet
+	call *call
+}
+
+// Len returns the number of keys, eligible or not.
+func (c *Candidates) Len() int { return len(c.ks.keys) }
+
+// Eligible reports whether key i may be used for this attempt: not
+// disabled, removed, cooling down, with its breaker open, at a limit, nor
+// (while another key is eligible) already tried by this request.
+func (c *Candidates) Eligible(i int) bool {
+	if i < 0 || i >= len(c.ks.keys) {
+		return false
+	}
+	return c.call.eligible(i)
+}
+
+// Info returns what a Selector may know of key i.
+func (c *Candidates) Info(i int) KeyInfo {
+	k := c.ks.keys[i]
+	return KeyInfo{ID: k.key.ID, Weight: k.weight(), InFlight: k.inFlight.Load(), QuotaLeft: k.quotaLeft(c.call.now)}
+}
+
+func newSelector(s Strategy) Selector {
+	switch s {
+	case Random:
+		return randomSelector{}
+	case Weighted:
+		return weightedSelector{}
+	case LeastInFlight:
+		return &scanSelector{score: func(c *Candidates, i int) int64 { return -c.ks.keys[i].inFlight.Load() }}
+	case MostQuotaLeft:
+		return &scanSelector{score: func(c *Candidates, i int) int64 {
+			q := c.ks.keys[i].quotaLeft(c.call.now)
+			if q < 0 {
+				return 1 << 62
+			}
+			return q
+		}}
+	default:
+		return &roundRobin{}
+	}
+}
+
+// probeFrom returns the first eligible index at or after start, wrapping.
+func probeFrom(c *Candidates, start int) int {
+	n := c.Len()
+	for j := 0; j < n; j++ {
+		i := start + j
+		if i >= n {
+			i -= n
+		}
+		if c.Eligible(i) {
+			return i
+		}
+	}
+	return -1
+}
+
+type roundRobin struct {
+	_    [64]byte // keep the hot counter off its neighbours' cache line
+	next atomic.Uint64
+	_    [56]byte
+}
+
+func (r *roundRobin) Pick(c *Candidates) int {
+	n := c.Len()
+	if n == 0 {
+		return -1
+	}
+	return probeFrom(c, int((r.next.Add(1)-1)%uint64(n)))
+}
+
+type randomSelector struct{}
+
+func (randomSelector) Pick(c *Candidates) int {
+	n := c.Len()
+	if n == 0 {
+		return -1
+	}
+	return probeFrom(c, rand.IntN(n))
+}
+
+type weightedSelector struct{}
+
+func (weightedSelector) Pick(c *Candidates) int {
+	n := c.Len()
+	if n == 0 || c.ks.totalWeight == 0 {
+		return -1
+	}
+	// A few weighted draws first; then a weighted pass over the
+	// eligible keys alone, so that ineligible heavy keys do not skew the
+	// rest towards their neighbours.
+	for try := 0; try < 3; try++ {
+		r := rand.Int64N(c.ks.totalWeight)
+		i := sort.Search(n, func(i int) bool { return c.ks.cumWeight[i] > r })
+		if c.Eligible(i) {
+			return i
+		}
+	}
+	var total int64
+	for i := 0; i < n; i++ {
+		if c.Eligible(i) {
+			total += int64(c.ks.keys[i].weight())
+		}
+	}
+	if total == 0 {
+		return -1
+	}
+	r := rand.Int64N(total)
+	for i := 0; i < n; i++ {
+		if c.Eligible(i) {
+			r -= int64(c.ks.keys[i].weight())
+			if r < 0 {
+				return i
+			}
+		}
+	}
+	return -1
+}
+
+// scanSelector takes the eligible key of highest score, starting its scan
+// at a rotating index so that ties are shared.
+type scanSelector struct {
+	_     [64]byte
+	next  atomic.Uint64
+	_     [56]byte
+	score func(c *Candidates, i int) int64
+}
+
+func (s *scanSelector) Pick(c *Candidates) int {
+	n := c.Len()
+	if n == 0 {
+		return -1
+	}
+	start := int((s.next.Add(1) - 1) % uint64(n))
+	best, bestScore := -1, int64(0)
+	for j := 0; j < n; j++ {
+		i := start + j
+		if i >= n {
+			i -= n
+		}
+		if !c.Eligible(i) {
+			continue
+		}
+		if sc := s.score(c, i); best < 0 || sc > bestScore {
+			best, bestScore = i, sc
+		}
+	}
+	return best
+}

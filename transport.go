@@ -1,0 +1,557 @@
+// Package apipool spreads the requests of one program over a pool of API
+// keys for the same upstream API. Its Transport is an http.RoundTripper:
+// set it as an http.Client's Transport, hand that client to any SDK, and
+// every request goes out with a key picked from the pool.
+//
+// For each attempt the Transport picks an eligible key (not disabled, not
+// cooling down, breaker not open, within its limits), applies it to a copy
+// of the request, sends it, and classifies the answer (package status). A
+// rate-limited key cools down until its Retry-After and the request moves
+// at once to another key; a key the upstream rejects is disabled until a
+// probe passes; server and network errors count towards the key's circuit
+// breaker and are resent on another key when that is safe. Every attempt
+// becomes a usage event (package recorder), kept in memory by default and
+// queryable through Stats.
+package apipool
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/apipool-ng/apipool/recorder"
+	"github.com/apipool-ng/apipool/status"
+	"golang.org/x/time/rate"
+)
+
+// Transport is an http.RoundTripper that sends each request with a key
+// from its pool. Create one with New; the zero value is not usable. It is
+// safe for concurrent use, and is meant to be shared: create one per
+// upstream API and keep it for the program's life.
+//
+// Per the http.RoundTripper contract, RoundTrip never modifies the
+// caller's request (it sends copies), returns a 429 or 5xx answer as a
+// response rather than an error, never returns a response together with
+// an error, and always closes the request body.
+type Transport struct {
+	cfg      config
+	base     http.RoundTripper
+	selector Selector
+	rec      recorder.Recorder
+	stats    recorder.Stats
+
+	keys   atomic.Pointer[keySet]
+	keysMu sync.Mutex // serialises AddKey and RemoveKey
+
+	closed    atomic.Bool
+	closeOnce sync.Once
+	stopProbe chan struct{}
+	probeDone chan struct{}
+}
+
+var _ http.RoundTripper = (*Transport)(nil)
+
+// New returns a Transport over keys. It returns a *ConfigError (matching
+// ErrInvalidConfig) naming the problem when keys is empty, an ID repeats, a
+// secret is empty, a limit is negative, or an option is given bad values.
+func New(keys []Key, opts ...Option) (*Transport, error) {
+	cfg := defaultConfig()
+	for i, o := range opts {
+		if o == nil {
+			return nil, &ConfigError{Field: "options", Reason: "option " + itoa(i) + " is nil"}
+		}
+		if err := o.apply(&cfg); err != nil {
+			return nil, err
+		}
+	}
+	if len(keys) == 0 {
+		return nil, &ConfigError{Field: "keys", Reason: "no keys"}
+	}
+	t := &Transport{cfg: cfg, base: cfg.base}
+	if t.base == nil {
+		t.base = http.DefaultTransport
+	}
+	t.selector = cfg.selector
+	if t.selector == nil {
+		t.selector = newSelector(cfg.strategy)
+	}
+	states := make([]*keyState, 0, len(keys))
+	seen := make(map[string]int, len(keys))
+	for i, k := range keys {
+		if err := validateKey(k, i); err != nil {
+			return nil, err
+		}
+		if j, dup := seen[k.ID]; dup {
+			return nil, &ConfigError{Field: "keys[" + itoa(i) + "].ID", Reason: "duplicate ID " + quote(k.ID) + " (also keys[" + itoa(j) + "])"}
+		}
+		seen[k.ID] = i
+		states = append(states, t.newKeyState(k))
+	}
+	t.keys.Store(newKeySet(states))
+	switch {
+	case !cfg.recorderSet:
+		t.rec, t.stats = defaultRecorder()
+	case cfg.recorder == nil:
+		t.rec = recorder.Nop{}
+	default:
+		t.rec = cfg.recorder
+		t.stats, _ = cfg.recorder.(recorder.Stats)
+	}
+	if cfg.probe != nil && cfg.probeInterval > 0 {
+		t.stopProbe, t.probeDone = make(chan struct{}), make(chan struct{})
+		go t.probeLoop()
+	}
+	return t, nil
+}
+
+// Stats returns the recorder's query interface, or nil when the recorder
+// answers no queries.
+func (t *Transport) Stats() recorder.Stats { return t.stats }
+
+// Recorder returns where the pool records usage events.
+func (t *Transport) Recorder() recorder.Recorder { return t.rec }
+
+// CloseIdleConnections forwards to the base transport, as http.Client
+// expects of a wrapping transport.
+func (t *Transport) CloseIdleConnections() {
+	if c, ok := t.base.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
+
+// Close stops the background probe, closes the recorder (flushing it
+// within ctx) and makes later requests fail with ErrClosed. Requests in
+// flight finish. It is safe to call more than once.
+func (t *Transport) Close(ctx context.Context) error {
+	var err error
+	t.closeOnce.Do(func() {
+		t.closed.Store(true)
+		if t.stopProbe != nil {
+			close(t.stopProbe)
+			select {
+			case <-t.probeDone:
+			case <-ctx.Done():
+				err = ctx.Err()
+				return
+			}
+		}
+		err = t.rec.Close(ctx)
+	})
+	return err
+}
+
+// RoundTrip sends req with a key from the pool, resending it on another
+// key when the answer or error allows. See the package documentation.
+func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req == nil || req.URL == nil {
+		if req != nil && req.Body != nil {
+			req.Body.Close()
+		}
+		return nil, errors.New("apipool: nil request or URL")
+	}
+	if t.closed.Load() {
+		closeBody(req)
+		return nil, ErrClosed
+	}
+	if !t.keyAllowed(req) {
+		return t.base.RoundTrip(req)
+	}
+	c := &call{t: t, req: req, ks: t.keys.Load()}
+	c.cand = Candidates{ks: c.ks, call: c}
+	return c.run()
+}
+
+// keyAllowed reports whether a key may be sent to req's host.
+func (t *Transport) keyAllowed(req *http.Request) bool {
+	if t.cfg.hosts != nil {
+		return t.cfg.hosts[strings.ToLower(req.URL.Host)] || t.cfg.hosts[strings.ToLower(req.URL.Hostname())]
+	}
+	if req.Response == nil {
+		return true
+	}
+	// A redirect: the key goes only to the host of the request the
+	// redirects started from.
+	root := req
+	for i := 0; i < 100 && root.Response != nil && root.Response.Request != nil; i++ {
+		root = root.Response.Request
+	}
+	return root.URL != nil && strings.EqualFold(root.URL.Host, req.URL.Host)
+}
+
+// call is one request's journey through the pool. It is also the body
+// of the response returned, so that one allocation serves both.
+type call struct {
+	t    *Transport
+	req  *http.Request
+	ks   *keySet
+	cand Candidates
+	now  time.Time
+
+	tried     uint64   // keys 0..63 tried by this request
+	triedMore []uint64 // keys 64.. tried, when the pool is that large
+	skipTried bool
+
+	// Request body replay: getBody gives a fresh body for a resend;
+	// replayable is false when the body can be sent only once.
+	getBody    func() (io.ReadCloser, error)
+	replayable bool
+	bodySent   bool // the original req.Body went out (the base closes it)
+
+	waitUntil time.Time // when waiting for a key must give up (pool clock)
+
+	done func(error) // the current attempt's breaker callback
+
+	// The returned response's body and the key it holds.
+	body     io.ReadCloser
+	key      *keyState
+	released atomic.Bool
+}
+
+func (c *call) markTried(i int) {
+	if i < 64 {
+		c.tried |= 1 << uint(i)
+		return
+	}
+	w := i/64 - 1
+	for len(c.triedMore) <= w {
+		c.triedMore = append(c.triedMore, 0)
+	}
+	c.triedMore[w] |= 1 << uint(i%64)
+}
+
+func (c *call) isTried(i int) bool {
+	if i < 64 {
+		return c.tried&(1<<uint(i)) != 0
+	}
+	w := i/64 - 1
+	return w < len(c.triedMore) && c.triedMore[w]&(1<<uint(i%64)) != 0
+}
+
+func (c *call) eligible(i int) bool {
+	if c.skipTried && c.isTried(i) {
+		return false
+	}
+	return c.t.keyEligible(c.ks.keys[i], c.now)
+}
+
+func (t *Transport) keyEligible(k *keyState, now time.Time) bool {
+	if k.removed.Load() || k.disabled.Load() != nil {
+		return false
+	}
+	if k.cooldownUntil.Load() > now.UnixNano() {
+		return false
+	}
+	if k.breakerOpen(t.cfg.breaker.timeout()) {
+		return false
+	}
+	return t.withinLimits(k, now)
+}
+
+// retryable tells whether an attempt of status s may be resent.
+func (c *call) retryable(s status.Status) bool {
+	if !c.replayable || c.req.Context().Err() != nil {
+		return false
+	}
+	switch s {
+	case status.ReachLimit, status.InvalidKey:
+		return true
+	case status.ServerError, status.NetworkError, status.Timeout:
+		return c.t.cfg.retryNonIdem || idempotent(c.req)
+	}
+	return false
+}
+
+func idempotent(r *http.Request) bool {
+	switch r.Method {
+	case "", http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	return r.Header.Get("Idempotency-Key") != "" || r.Header.Get("X-Idempotency-Key") != ""
+}
+
+func (c *call) run() (*http.Response, error) {
+	t := c.t
+	ctx := c.req.Context()
+	c.now = t.cfg.clock.Now()
+	c.waitUntil = c.now.Add(t.cfg.maxWait)
+	if err := c.prepareBody(); err != nil {
+		return nil, err
+	}
+	var (
+		prev    *http.Response // the last attempt's answer, returned if nothing better comes
+		prevKey *keyState
+		prevErr error
+	)
+	for attempt := 1; ; attempt++ {
+		if attempt > 1 {
+			c.now = t.cfg.clock.Now()
+		}
+		k, idx, err := c.pick(ctx, attempt, prev != nil)
+		if err == errWaitWithPrev {
+			// A key frees up soon: waiting for it beats returning the
+			// previous answer, which cannot be held open meanwhile.
+			c.discard(prev, prevKey)
+			prev, prevKey = nil, nil
+			k, idx, err = c.pick(ctx, attempt, false)
+		}
+		if k == nil {
+			if prev != nil {
+				return c.deliver(prev, prevKey), nil
+			}
+			if prevErr != nil {
+				return nil, prevErr
+			}
+			c.closeUnsentBody()
+			if errors.Is(err, ErrNoKeyAvailable) {
+				t.record(c, nil, status.NoKeyAvailable, 0, attempt, nil, "no_key_available")
+			}
+			return nil, err
+		}
+		if prev != nil {
+			// Another key is taken: the previous answer is not needed.
+			c.discard(prev, prevKey)
+			prev, prevKey = nil, nil
+		}
+		c.markTried(idx)
+		r, err := c.attemptRequest(ctx, k, attempt)
+		if err != nil { // the body could not be replayed
+			t.release(k)
+			c.breakerDone(k, errBreakerExcluded)
+			if prevErr != nil {
+				return nil, prevErr
+			}
+			return nil, err
+		}
+		start := c.now
+		resp, err := t.base.RoundTrip(r)
+		if attempt == 1 {
+			c.bodySent = true
+		}
+		end := t.cfg.clock.Now()
+		if err != nil {
+			resp = nil // a RoundTripper never returns both
+		}
+		st := t.cfg.classifier.Classify(resp, err)
+		c.breakerDone(k, breakerOutcome(st))
+		t.updateKey(k, st, resp, end)
+		t.record(c, k, st, end.Sub(start), attempt, resp, errorType(st, err))
+		if err != nil {
+			t.release(k)
+			err = redact(err, k.secret)
+		}
+		if attempt >= t.cfg.maxAttempts || !c.retryable(st) {
+			if err != nil {
+				return nil, err
+			}
+			return c.deliver(resp, k), nil
+		}
+		prev, prevKey, prevErr = resp, k, err
+		if st == status.ServerError || st == status.NetworkError || st == status.Timeout {
+			// The upstream itself is failing: wait a little before the next
+			// attempt, but only when there is a key to send it with.
+			c.now = t.cfg.clock.Now()
+			if c.anyEligible() {
+				d := t.cfg.backoff(t.cfg.backoffMin, t.cfg.backoffMax, attempt-1, resp)
+				d = min(d, t.cfg.backoffMax)
+				if prev != nil {
+					c.discard(prev, prevKey)
+					prev, prevKey = nil, nil
+				}
+				if err := c.sleep(ctx, d); err != nil {
+					c.closeUnsentBody()
+					return nil, err
+				}
+			}
+		}
+	}
+}
+
+// pick takes an eligible key for the next attempt, waiting for one to
+// free up when allowed. It returns the key, its index, or an error: a
+// *NoKeyError, or the context's error.
+func (c *call) pick(ctx context.Context, attempt int, havePrev bool) (*keyState, int, error) {
+	t := c.t
+	for {
+		for pass := 0; pass < 2; pass++ {
+			// First pass skips the keys this request tried; the second
+			// allows them, when no other key is eligible.
+			c.skipTried = pass == 0
+			if pass == 1 && attempt == 1 {
+				break
+			}
+			for tries := 0; tries <= len(c.ks.keys); tries++ {
+				i := t.selector.Pick(&c.cand)
+				if i < 0 || i >= len(c.ks.keys) || !c.eligible(i) {
+					break
+				}
+				k := c.ks.keys[i]
+				if done, ok := t.acquire(k, c.now); ok {
+					c.done = done
+					return k, i, nil
+				}
+				c.markTried(i)
+			}
+		}
+		nk := c.noKeyError()
+		wait := time.Duration(-1)
+		if !nk.RetryAt.IsZero() {
+			wait = nk.RetryAt.Sub(c.now)
+		}
+		if wait < 0 || nk.RetryAt.After(c.waitUntil) {
+			return nil, -1, nk
+		}
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
+			return nil, -1, nk
+		}
+		if havePrev {
+			// Waiting beats returning the previous failure; that answer
+			// cannot be kept open meanwhile.
+			return nil, -1, errWaitWithPrev
+		}
+		if err := c.sleep(ctx, max(wait, time.Millisecond)); err != nil {
+			return nil, -1, err
+		}
+		c.now = t.cfg.clock.Now()
+	}
+}
+
+var errWaitWithPrev = errors.New("apipool: internal: wait needed")
+
+// noKeyError describes why no key is eligible now, and when one may be.
+func (c *call) noKeyError() *NoKeyError {
+	t := c.t
+	e := &NoKeyError{Keys: len(c.ks.keys)}
+	var retryAt time.Time
+	consider := func(at time.Time) {
+		if retryAt.IsZero() || at.Before(retryAt) {
+			retryAt = at
+		}
+	}
+	nowNs := c.now.UnixNano()
+	for _, k := range c.ks.keys {
+		if k.removed.Load() {
+			continue
+		}
+		if k.disabled.Load() != nil {
+			e.Disabled++
+			continue
+		}
+		free := c.now
+		if u := k.cooldownUntil.Load(); u > nowNs {
+			e.CoolingDown++
+			free = time.Unix(0, u)
+		}
+		if k.breakerOpen(t.cfg.breaker.timeout()) {
+			e.BreakerOpen++
+			left := time.Duration(k.breakerOpenedAt.Load() + int64(t.cfg.breaker.timeout()) - time.Now().UnixNano())
+			if at := c.now.Add(left); at.After(free) {
+				free = at
+			}
+		}
+		if !t.withinLimits(k, free) {
+			e.Limited++
+			if at, ok := t.limitFree(k, free); ok {
+				free = at
+			} else {
+				continue // only a response body closing frees it: no time to give
+			}
+		}
+		consider(free)
+	}
+	e.RetryAt = retryAt
+	return e
+}
+
+// limitFree returns when k's rate and daily limits next allow a request,
+// from at; false when an in-flight limit is what holds it.
+func (t *Transport) limitFree(k *keyState, at time.Time) (time.Time, bool) {
+	if m := k.key.MaxInFlight; m > 0 && k.inFlight.Load() >= int64(m) {
+		return time.Time{}, false
+	}
+	free := at
+	if k.key.PerDay > 0 && int64(k.dayUsed(at)) >= int64(k.key.PerDay) {
+		// The next quota day.
+		_, off := at.In(k.loc).Zone()
+		day := int64(dayIndex(at, k.loc)) + 1
+		free = time.Unix(day*86400-int64(off), 0)
+	}
+	for _, l := range [...]*rate.Limiter{k.perSecond, k.perMinute} {
+		if l == nil {
+			continue
+		}
+		if tok := l.TokensAt(free); tok < 1 {
+			need := time.Duration((1 - tok) / float64(l.Limit()) * float64(time.Second))
+			free = free.Add(need + time.Millisecond)
+		}
+	}
+	return free, true
+}
+
+func (c *call) anyEligible() bool {
+	c.skipTried = false
+	for i := range c.ks.keys {
+		if c.eligible(i) {
+			return true
+		}
+	}
+	return false
+}
+
+// sleep waits d on the pool's clock, or until ctx is done.
+func (c *call) sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	tm := c.t.cfg.clock.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-tm.C():
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// acquire takes key k for one attempt: an in-flight slot, rate tokens,
+// a day's quota and the breaker's permission. It takes all or nothing.
+func (t *Transport) acquire(k *keyState, now time.Time) (done func(error), ok bool) {
+	if m := int64(k.key.MaxInFlight); m > 0 {
+		for {
+			n := k.inFlight.Load()
+			if n >= m {
+				return nil, false
+			}
+			if k.inFlight.CompareAndSwap(n, n+1) {
+				break
+			}
+		}
+	} else {
+		k.inFlight.Add(1)
+	}
+	ok = (k.perMinute == nil || k.perMinute.AllowN(now, 1)) &&
+		(k.perSecond == nil || k.perSecond.AllowN(now, 1))
+	if !ok {
+		k.inFlight.Add(-1)
+		return nil, false
+	}
+	if !k.takeDay(now) {
+		k.inFlight.Add(-1)
+		return nil, false
+	}
+	if k.breaker != nil {
+		var err error
+		done, err = k.breaker.cb.Allow()
+		t.flushBreaker(k)
+		if err != nil {
+			k.giveDay(now)
+			k.inFlight.Add(-1)
+			return nil, false
+		}
+	}
+	return done, true
+}
