@@ -12,6 +12,7 @@ import (
 
 	"github.com/apipool-ng/apipool/recorder"
 	"github.com/apipool-ng/apipool/status"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // prepareBody makes the request body replayable when it can be: through
@@ -141,11 +142,13 @@ func setQueryParam(u *url.URL, name, value string) {
 // key's in-flight slot when closed or read to the end.
 func (c *call) deliver(resp *http.Response, k *keyState) *http.Response {
 	resp.Request = c.req
+	c.key = k
 	if resp.Body == nil || resp.Body == http.NoBody || resp.StatusCode == http.StatusSwitchingProtocols {
 		c.t.release(k)
+		endSpan(c.attSpan)
 		return resp
 	}
-	c.body, c.key = resp.Body, k
+	c.body = resp.Body
 	resp.Body = c
 	return resp
 }
@@ -181,6 +184,16 @@ func (c *call) Close() error {
 func (c *call) releaseOnce() {
 	if c.released.CompareAndSwap(false, true) {
 		c.t.release(c.key)
+		endSpan(c.attSpan)
+		if c.reqSpan != nil {
+			endRequest(c.reqSpan, c.final, c.attempts, c.waited, c.key, nil)
+		}
+	}
+}
+
+func endSpan(s trace.Span) {
+	if s != nil {
+		s.End()
 	}
 }
 
@@ -233,7 +246,7 @@ func (t *Transport) disable(k *keyState, reason string, now time.Time) {
 }
 
 // record hands one attempt's usage event to the recorder.
-func (t *Transport) record(c *call, k *keyState, st status.Status, latency time.Duration, attempt int, resp *http.Response, errType string) {
+func (t *Transport) record(c *call, k *keyState, st status.Status, latency time.Duration, attempt int, resp *http.Response, errType string, sc trace.SpanContext) {
 	r := c.req
 	e := recorder.Event{
 		Time:          c.now.Add(latency),
@@ -246,6 +259,8 @@ func (t *Transport) record(c *call, k *keyState, st status.Status, latency time.
 		RequestBytes:  -1,
 		ResponseBytes: -1,
 		ErrorType:     errType,
+		TraceID:       sc.TraceID(),
+		SpanID:        sc.SpanID(),
 	}
 	if e.Method == "" {
 		e.Method = http.MethodGet

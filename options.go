@@ -10,6 +10,9 @@ import (
 	"github.com/apipool-ng/apipool/recorder"
 	"github.com/apipool-ng/apipool/status"
 	"github.com/hashicorp/go-retryablehttp"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Option configures a Transport. Options are applied in order by New; an
@@ -75,6 +78,9 @@ type config struct {
 	logger         *slog.Logger
 	fingerprintKey []byte
 	quotaLoc       *time.Location
+	tracerProvider trace.TracerProvider
+	meterProvider  metric.MeterProvider
+	propagator     propagation.TextMapPropagator
 }
 
 func defaultConfig() config {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/apipool-ng/apipool/recorder"
 	"github.com/apipool-ng/apipool/status"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Probe checks that a key works, typically with one cheap request (list
@@ -147,7 +148,7 @@ func (p *pinnedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if st == status.ReachLimit {
 		t.updateKey(p.k, st, resp, end)
 	}
-	t.record(c, p.k, st, end.Sub(c.now), 1, resp, errorType(st, err))
+	t.record(c, p.k, st, end.Sub(c.now), 1, resp, errorType(st, err), trace.SpanContextFromContext(req.Context()))
 	if err != nil {
 		p.k.inFlight.Add(-1)
 		return nil, redact(err, p.k.secret)

@@ -26,6 +26,7 @@ import (
 
 	"github.com/apipool-ng/apipool/recorder"
 	"github.com/apipool-ng/apipool/status"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/time/rate"
 )
 
@@ -44,6 +45,8 @@ type Transport struct {
 	selector Selector
 	rec      recorder.Recorder
 	stats    recorder.Stats
+
+	tel telemetry
 
 	keys   atomic.Pointer[keySet]
 	keysMu sync.Mutex // serialises AddKey and RemoveKey
@@ -73,6 +76,7 @@ func New(keys []Key, opts ...Option) (*Transport, error) {
 		return nil, &ConfigError{Field: "keys", Reason: "no keys"}
 	}
 	t := &Transport{cfg: cfg, base: cfg.base}
+	t.tel.t = t
 	if t.base == nil {
 		t.base = http.DefaultTransport
 	}
@@ -210,6 +214,14 @@ type call struct {
 	body     io.ReadCloser
 	key      *keyState
 	released atomic.Bool
+
+	// Telemetry: the logical request's span and the delivered attempt's
+	// span (nil when tracing is off), ended when the body is released.
+	reqSpan  trace.Span
+	attSpan  trace.Span
+	waited   time.Duration
+	attempts int
+	final    status.Status
 }
 
 func (c *call) markTried(i int) {
@@ -275,8 +287,18 @@ func idempotent(r *http.Request) bool {
 }
 
 func (c *call) run() (*http.Response, error) {
+	ctx, span := c.t.tel.startRequest(c.req.Context(), c.req)
+	c.reqSpan = span
+	resp, err := c.loop(ctx)
+	if span != nil && (err != nil || c.body == nil) {
+		// No body holds the request open: its span ends now.
+		endRequest(span, c.final, c.attempts, c.waited, c.key, err)
+	}
+	return resp, err
+}
+
+func (c *call) loop(ctx context.Context) (*http.Response, error) {
 	t := c.t
-	ctx := c.req.Context()
 	c.now = t.cfg.clock.Now()
 	c.waitUntil = c.now.Add(t.cfg.maxWait)
 	if err := c.prepareBody(); err != nil {
@@ -308,7 +330,9 @@ func (c *call) run() (*http.Response, error) {
 			}
 			c.closeUnsentBody()
 			if errors.Is(err, ErrNoKeyAvailable) {
-				t.record(c, nil, status.NoKeyAvailable, 0, attempt, nil, "no_key_available")
+				c.final = status.NoKeyAvailable
+				t.record(c, nil, status.NoKeyAvailable, 0, attempt, nil, "no_key_available", trace.SpanContextFromContext(ctx))
+				t.tel.noKey(ctx)
 			}
 			return nil, err
 		}
@@ -318,10 +342,15 @@ func (c *call) run() (*http.Response, error) {
 			prev, prevKey = nil, nil
 		}
 		c.markTried(idx)
-		r, err := c.attemptRequest(ctx, k, attempt)
+		c.attempts = attempt
+		actx, aspan := t.tel.startAttempt(ctx, c.req, attempt, k)
+		r, err := c.attemptRequest(actx, k, attempt)
 		if err != nil { // the body could not be replayed
 			t.release(k)
 			c.breakerDone(k, errBreakerExcluded)
+			if aspan != nil {
+				aspan.End()
+			}
 			if prevErr != nil {
 				return nil, prevErr
 			}
@@ -337,19 +366,24 @@ func (c *call) run() (*http.Response, error) {
 			resp = nil // a RoundTripper never returns both
 		}
 		st := t.cfg.classifier.Classify(resp, err)
+		c.final = st
 		c.breakerDone(k, breakerOutcome(st))
 		t.updateKey(k, st, resp, end)
-		t.record(c, k, st, end.Sub(start), attempt, resp, errorType(st, err))
 		if err != nil {
 			t.release(k)
 			err = redact(err, k.secret)
 		}
+		t.tel.attemptDone(actx, aspan, c.req, k, st, resp, err, end.Sub(start))
+		t.record(c, k, st, end.Sub(start), attempt, resp, errorType(st, err), trace.SpanContextFromContext(actx))
 		if attempt >= t.cfg.maxAttempts || !c.retryable(st) {
 			if err != nil {
+				endSpan(aspan)
 				return nil, err
 			}
+			c.attSpan = aspan
 			return c.deliver(resp, k), nil
 		}
+		endSpan(aspan)
 		prev, prevKey, prevErr = resp, k, err
 		if st == status.ServerError || st == status.NetworkError || st == status.Timeout {
 			// The upstream itself is failing: wait a little before the next
@@ -362,6 +396,7 @@ func (c *call) run() (*http.Response, error) {
 					c.discard(prev, prevKey)
 					prev, prevKey = nil, nil
 				}
+				waitEvent(c.reqSpan, d, "backoff after "+st.String())
 				if err := c.sleep(ctx, d); err != nil {
 					c.closeUnsentBody()
 					return nil, err
@@ -413,7 +448,9 @@ func (c *call) pick(ctx context.Context, attempt int, havePrev bool) (*keyState,
 			// cannot be kept open meanwhile.
 			return nil, -1, errWaitWithPrev
 		}
-		if err := c.sleep(ctx, max(wait, time.Millisecond)); err != nil {
+		d := max(wait, time.Millisecond)
+		waitEvent(c.reqSpan, d, "no key available")
+		if err := c.sleep(ctx, d); err != nil {
 			return nil, -1, err
 		}
 		c.now = t.cfg.clock.Now()
@@ -507,6 +544,7 @@ func (c *call) sleep(ctx context.Context, d time.Duration) error {
 	if d <= 0 {
 		return ctx.Err()
 	}
+	c.waited += d
 	tm := c.t.cfg.clock.NewTimer(d)
 	defer tm.Stop()
 	select {

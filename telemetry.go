@@ -1,0 +1,400 @@
+package apipool
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"reflect"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/apipool-ng/apipool/recorder"
+	"github.com/apipool-ng/apipool/status"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
+)
+
+// Version is the library's version, reported as the instrumentation scope
+// version of its spans and metrics.
+const Version = "0.1.0"
+
+const scopeName = "github.com/apipool-ng/apipool"
+
+// WithTracerProvider sets where spans go. The default is the global
+// provider (otel.GetTracerProvider), read at each request so that setting
+// it after New takes effect.
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return optionFunc(func(c *config) error {
+		if tp == nil {
+			return &ConfigError{Field: "WithTracerProvider", Reason: "nil provider"}
+		}
+		c.tracerProvider = tp
+		return nil
+	})
+}
+
+// WithMeterProvider sets where metrics go. The default is the global
+// provider (otel.GetMeterProvider).
+func WithMeterProvider(mp metric.MeterProvider) Option {
+	return optionFunc(func(c *config) error {
+		if mp == nil {
+			return &ConfigError{Field: "WithMeterProvider", Reason: "nil provider"}
+		}
+		c.meterProvider = mp
+		return nil
+	})
+}
+
+// WithPropagators sets how trace context is written into outgoing
+// requests. The default is the global propagator
+// (otel.GetTextMapPropagator).
+func WithPropagators(p propagation.TextMapPropagator) Option {
+	return optionFunc(func(c *config) error {
+		if p == nil {
+			return &ConfigError{Field: "WithPropagators", Reason: "nil propagator"}
+		}
+		c.propagator = p
+		return nil
+	})
+}
+
+// telemetry holds the pool's tracer and instruments. When the providers
+// are no-ops (the globals before an SDK is installed, or the noop
+// packages'), a request pays for an atomic load and a comparison.
+type telemetry struct {
+	t        *Transport
+	tracers  atomic.Pointer[tracerEntry]
+	meters   atomic.Pointer[meterEntry]
+	metersMu sync.Mutex
+}
+
+type tracerEntry struct {
+	tp     trace.TracerProvider
+	tracer trace.Tracer
+	on     bool
+}
+
+type meterEntry struct {
+	mp       metric.MeterProvider
+	on       bool
+	duration metric.Float64Histogram
+	requests metric.Int64Counter
+	reg      metric.Registration
+}
+
+// isNoop reports whether a provider records nothing: the noop packages'
+// providers, or the global delegating provider before any SDK is set.
+func isNoop(p any) bool {
+	switch p.(type) {
+	case tracenoop.TracerProvider, *tracenoop.TracerProvider, metricnoop.MeterProvider, *metricnoop.MeterProvider:
+		return true
+	}
+	name := reflect.TypeOf(p).String()
+	return name == "*global.tracerProvider" || name == "*global.meterProvider"
+}
+
+func sameProvider(a, b any) bool {
+	if reflect.TypeOf(a) != reflect.TypeOf(b) || !reflect.TypeOf(a).Comparable() {
+		return false
+	}
+	return a == b
+}
+
+func (tl *telemetry) tracer() (trace.Tracer, bool) {
+	tp := tl.t.cfg.tracerProvider
+	if tp == nil {
+		tp = otel.GetTracerProvider()
+	}
+	if e := tl.tracers.Load(); e != nil && sameProvider(e.tp, tp) {
+		return e.tracer, e.on
+	}
+	e := &tracerEntry{tp: tp, on: !isNoop(tp)}
+	e.tracer = tp.Tracer(scopeName, trace.WithInstrumentationVersion(Version))
+	tl.tracers.Store(e)
+	return e.tracer, e.on
+}
+
+func (tl *telemetry) meter() *meterEntry {
+	mp := tl.t.cfg.meterProvider
+	if mp == nil {
+		mp = otel.GetMeterProvider()
+	}
+	if e := tl.meters.Load(); e != nil && sameProvider(e.mp, mp) {
+		return e
+	}
+	tl.metersMu.Lock()
+	defer tl.metersMu.Unlock()
+	if e := tl.meters.Load(); e != nil && sameProvider(e.mp, mp) {
+		return e
+	}
+	if old := tl.meters.Load(); old != nil && old.reg != nil {
+		old.reg.Unregister()
+	}
+	e := &meterEntry{mp: mp, on: !isNoop(mp)}
+	if e.on {
+		tl.instruments(e)
+	}
+	tl.meters.Store(e)
+	return e
+}
+
+func (tl *telemetry) propagator() propagation.TextMapPropagator {
+	if p := tl.t.cfg.propagator; p != nil {
+		return p
+	}
+	return otel.GetTextMapPropagator()
+}
+
+// instruments creates e's instruments. Errors from a provider leave the
+// instrument a no-op; they are reported through otel.Handle.
+func (tl *telemetry) instruments(e *meterEntry) {
+	m := e.mp.Meter(scopeName, metric.WithInstrumentationVersion(Version))
+	var err error
+	e.duration, err = m.Float64Histogram("http.client.request.duration",
+		metric.WithDescription("Duration of HTTP client requests."), metric.WithUnit("s"),
+		metric.WithExplicitBucketBoundaries(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10))
+	otelHandle(err)
+	e.requests, err = m.Int64Counter("apipool.requests",
+		metric.WithDescription("Attempts sent through the pool, by key and apipool status."), metric.WithUnit("{request}"))
+	otelHandle(err)
+	cooling, err := m.Int64ObservableGauge("apipool.key.cooling", metric.WithDescription("1 while the key cools down after a rate limit."))
+	otelHandle(err)
+	disabled, err := m.Int64ObservableGauge("apipool.key.disabled", metric.WithDescription("1 while the key is disabled."))
+	otelHandle(err)
+	open, err := m.Int64ObservableGauge("apipool.key.breaker_open", metric.WithDescription("1 while the key's circuit breaker is open."))
+	otelHandle(err)
+	inflight, err := m.Int64ObservableGauge("apipool.key.in_flight", metric.WithDescription("Requests using the key now."), metric.WithUnit("{request}"))
+	otelHandle(err)
+	quota, err := m.Int64ObservableGauge("apipool.key.quota_left", metric.WithDescription("Today's quota left, for keys with a daily quota."), metric.WithUnit("{request}"))
+	otelHandle(err)
+	queue, err := m.Int64ObservableGauge("apipool.recorder.queue_length", metric.WithDescription("Usage events waiting in the recorder's queue."), metric.WithUnit("{event}"))
+	otelHandle(err)
+	dropped, err := m.Int64ObservableCounter("apipool.recorder.dropped", metric.WithDescription("Usage events the recorder dropped."), metric.WithUnit("{event}"))
+	otelHandle(err)
+	insts := []metric.Observable{cooling, disabled, open, inflight, quota, queue, dropped}
+	for _, i := range insts {
+		if i == nil {
+			return
+		}
+	}
+	e.reg, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		t := tl.t
+		for _, s := range t.Snapshot() {
+			attrs := metric.WithAttributes(attribute.String("apipool.key.id", s.ID))
+			o.ObserveInt64(cooling, b2i(!s.CoolingUntil.IsZero()), attrs)
+			o.ObserveInt64(disabled, b2i(s.Disabled), attrs)
+			o.ObserveInt64(open, b2i(s.Breaker == BreakerOpen), attrs)
+			o.ObserveInt64(inflight, s.InFlight, attrs)
+			if s.QuotaLeft >= 0 {
+				o.ObserveInt64(quota, s.QuotaLeft, attrs)
+			}
+		}
+		if q, ok := t.rec.(recorder.QueueLener); ok {
+			o.ObserveInt64(queue, int64(q.QueueLen()))
+		}
+		if d, ok := t.rec.(recorder.DropCounter); ok {
+			o.ObserveInt64(dropped, int64(d.Dropped()))
+		}
+		return nil
+	}, insts...)
+	otelHandle(err)
+}
+
+func otelHandle(err error) {
+	if err != nil {
+		otel.Handle(err)
+	}
+}
+
+func b2i(b bool) int64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// startRequest starts the span of a logical request, or returns a nil
+// span when tracing is off.
+func (tl *telemetry) startRequest(ctx context.Context, r *http.Request) (context.Context, trace.Span) {
+	tr, on := tl.tracer()
+	if !on {
+		return ctx, nil
+	}
+	attrs := []attribute.KeyValue{
+		attribute.String("http.request.method", method(r)),
+		attribute.String("server.address", r.URL.Hostname()),
+	}
+	if op := OperationFrom(ctx); op != "" {
+		attrs = append(attrs, attribute.String("apipool.operation", op))
+	}
+	return tr.Start(ctx, "apipool "+method(r), trace.WithSpanKind(trace.SpanKindInternal), trace.WithAttributes(attrs...))
+}
+
+// startAttempt starts the CLIENT span of one attempt, following the HTTP
+// client semantic conventions.
+func (tl *telemetry) startAttempt(ctx context.Context, r *http.Request, attempt int, k *keyState) (context.Context, trace.Span) {
+	tr, on := tl.tracer()
+	if !on {
+		return ctx, nil
+	}
+	attrs := make([]attribute.KeyValue, 0, 8)
+	attrs = append(attrs,
+		attribute.String("http.request.method", method(r)),
+		attribute.String("server.address", r.URL.Hostname()),
+		attribute.Int("server.port", port(r.URL)),
+		attribute.String("url.full", redactURL(r.URL, tl.t.cfg.injectName, tl.t.cfg.inject == injectQuery)),
+		attribute.String("apipool.key.id", k.key.ID),
+		attribute.String("apipool.key.fingerprint", k.fp),
+	)
+	if attempt > 1 {
+		attrs = append(attrs, attribute.Int("http.request.resend_count", attempt-1))
+	}
+	return tr.Start(ctx, method(r), trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...))
+}
+
+// inject writes the trace context of ctx into h, when there is one.
+func (tl *telemetry) inject(ctx context.Context, h http.Header) {
+	if !trace.SpanContextFromContext(ctx).IsValid() {
+		return
+	}
+	tl.propagator().Inject(ctx, propagation.HeaderCarrier(h))
+}
+
+// attemptDone records an attempt's outcome on its span and in the
+// metrics. The span is left open; the caller ends it.
+func (tl *telemetry) attemptDone(ctx context.Context, span trace.Span, r *http.Request, k *keyState, st status.Status, resp *http.Response, err error, d time.Duration) {
+	errType := ""
+	code := 0
+	if resp != nil {
+		code = resp.StatusCode
+		if code >= 400 {
+			errType = strconv.Itoa(code)
+		}
+	}
+	if err != nil {
+		errType = errorType(st, err)
+	}
+	if span != nil {
+		span.SetAttributes(attribute.String("apipool.status", st.String()), attribute.Int("apipool.status_id", st.ID()))
+		if code != 0 {
+			span.SetAttributes(attribute.Int("http.response.status_code", code))
+		}
+		if errType != "" {
+			span.SetAttributes(attribute.String("error.type", errType))
+			msg := st.String()
+			if err != nil {
+				msg = err.Error() // already redacted
+			}
+			span.SetStatus(codes.Error, msg)
+		}
+	}
+	e := tl.meter()
+	if !e.on {
+		return
+	}
+	attrs := []attribute.KeyValue{
+		attribute.String("http.request.method", method(r)),
+		attribute.String("server.address", r.URL.Hostname()),
+		attribute.Int("server.port", port(r.URL)),
+	}
+	if code != 0 {
+		attrs = append(attrs, attribute.Int("http.response.status_code", code))
+	}
+	if errType != "" {
+		attrs = append(attrs, attribute.String("error.type", errType))
+	}
+	if e.duration != nil {
+		e.duration.Record(ctx, d.Seconds(), metric.WithAttributes(attrs...))
+	}
+	if e.requests != nil {
+		e.requests.Add(ctx, 1, metric.WithAttributes(attribute.String("apipool.key.id", keyID(k)), attribute.String("apipool.status", st.String())))
+	}
+}
+
+// noKey counts a request that found no key, in the metrics.
+func (tl *telemetry) noKey(ctx context.Context) {
+	if e := tl.meter(); e.on && e.requests != nil {
+		e.requests.Add(ctx, 1, metric.WithAttributes(attribute.String("apipool.key.id", ""), attribute.String("apipool.status", status.NoKeyAvailable.String())))
+	}
+}
+
+// wait marks on the request's span that it waited, and why.
+func waitEvent(span trace.Span, d time.Duration, reason string) {
+	if span != nil {
+		span.AddEvent("apipool.wait", trace.WithAttributes(attribute.Float64("apipool.wait.seconds", d.Seconds()), attribute.String("apipool.wait.reason", reason)))
+	}
+}
+
+// endRequest ends the logical request's span with its summary.
+func endRequest(span trace.Span, st status.Status, attempts int, waited time.Duration, k *keyState, err error) {
+	if span == nil {
+		return
+	}
+	span.SetAttributes(
+		attribute.String("apipool.status", st.String()),
+		attribute.Int("apipool.attempts", attempts),
+		attribute.Float64("apipool.wait.total_seconds", waited.Seconds()),
+	)
+	if k != nil {
+		span.SetAttributes(attribute.String("apipool.key.id", k.key.ID))
+	}
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+	} else if st != status.Success {
+		span.SetStatus(codes.Error, st.String())
+	}
+	span.End()
+}
+
+func keyID(k *keyState) string {
+	if k == nil {
+		return ""
+	}
+	return k.key.ID
+}
+
+func method(r *http.Request) string {
+	if r.Method == "" {
+		return http.MethodGet
+	}
+	return r.Method
+}
+
+func port(u *url.URL) int {
+	if p := u.Port(); p != "" {
+		n, _ := strconv.Atoi(p)
+		return n
+	}
+	if u.Scheme == "https" {
+		return 443
+	}
+	return 80
+}
+
+// redactURL returns u for url.full: credentials replaced by REDACTED, and
+// the key's query parameter, when keys go in the query, replaced too.
+func redactURL(u *url.URL, param string, queryKey bool) string {
+	if u.User == nil && (!queryKey || u.RawQuery == "") {
+		return u.String()
+	}
+	c := *u
+	if c.User != nil {
+		c.User = url.UserPassword("REDACTED", "REDACTED")
+	}
+	if queryKey && c.RawQuery != "" {
+		q := c.Query()
+		if _, ok := q[param]; ok {
+			q.Set(param, "REDACTED")
+			c.RawQuery = q.Encode()
+		}
+	}
+	return c.String()
+}
