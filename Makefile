@@ -1,0 +1,35 @@
+# apipool: make test installs what the tests need (as root) and runs them all.
+GO ?= go
+export PATH := /usr/local/go/bin:$(PATH)
+
+.PHONY: test test-deps vet bench bench-smoke lint fuzz quickstart
+
+test: test-deps vet
+	$(GO) test -race -count=1 ./...
+	$(MAKE) bench-smoke
+
+test-deps:
+	./scripts/install-test-deps.sh
+
+vet:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1)
+	$(GO) vet ./...
+
+lint: vet
+
+# Each benchmark once, so none rots (CI runs this through make test).
+bench-smoke:
+	$(GO) test -run='^$$' -bench=. -benchtime=1x ./...
+	@if [ -f bench/go.mod ]; then cd bench && $(GO) vet ./... && $(GO) test -run='^$$' -bench=. -benchtime=1x ./...; fi
+
+# The benchmark suite, enough runs for benchstat.
+bench:
+	@if [ -f bench/go.mod ]; then cd bench && $(GO) test -run='^$$' -bench=. -count=6 -benchtime=1s ./... | tee ../bench.out; else $(GO) test -run='^$$' -bench=. -count=6 ./... | tee bench.out; fi
+
+fuzz:
+	$(GO) test -run='^$$' -fuzz=FuzzParseRetryAfter -fuzztime=30s ./status
+	$(GO) test -run='^$$' -fuzz=FuzzRetryAfterHeaders -fuzztime=30s ./status
+	$(GO) test -run='^$$' -fuzz=FuzzNewConfig -fuzztime=30s .
+
+quickstart:
+	$(GO) run ./examples/quickstart
