@@ -1,8 +1,13 @@
 package apipool
 
-import "github.com/apipool-ng/apipool/recorder"
+import (
+	"github.com/apipool-ng/apipool/recorder"
+	"github.com/apipool-ng/apipool/recorder/memory"
+)
 
-// defaultRecorder is the store a pool records into when given none.
+// defaultRecorder is the store a pool records into when given none: the
+// in-memory store, which also answers Stats.
 func defaultRecorder() (recorder.Recorder, recorder.Stats) {
-	return recorder.Nop{}, nil // TODO: the in-memory store
+	m := memory.New()
+	return m, m
 }

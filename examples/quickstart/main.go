@@ -96,12 +96,28 @@ func run(out io.Writer, requests, workers int) error {
 		{ID: "delta", Secret: "sk-delta-0004"},
 		{ID: "echo", Secret: "sk-echo-revoked"},
 	}
-	pool, err := apipool.New(keys, apipool.WithMaxWait(10*time.Second))
+	pool, err := apipool.New(keys,
+		apipool.WithMaxWait(10*time.Second),
+		apipool.WithProbe(apipool.ProbeRequest(http.MethodGet, srv.URL+"/v1/echo"), 0))
 	if err != nil {
 		return err
 	}
 	defer pool.Close(context.Background())
 	client := &http.Client{Transport: pool, Timeout: 30 * time.Second}
+
+	// apipool-ng's manager.check_usable(): probe every key at once.
+	report, err := pool.CheckUsable(context.Background())
+	if err != nil {
+		return err
+	}
+	for _, r := range report {
+		if r.Usable {
+			fmt.Fprintf(out, "check_usable: %-8s usable\n", r.KeyID)
+		} else {
+			fmt.Fprintf(out, "check_usable: %-8s NOT usable (%s): %v\n", r.KeyID, r.Status, r.Err)
+		}
+	}
+	fmt.Fprintln(out)
 
 	start := time.Now()
 	var ok, failed atomic.Int64

@@ -22,6 +22,14 @@ func TestQuickstart(t *testing.T) {
 	if !regexp.MustCompile(`sent 1500 requests through 5 keys from 32 goroutines in [0-9.]+s: 1500 answered 200, 0 failed`).MatchString(text) {
 		t.Errorf("summary line missing or wrong")
 	}
+	for _, id := range []string{"alpha", "bravo", "charlie", "delta"} {
+		if !regexp.MustCompile(`check_usable: ` + id + ` +usable`).MatchString(text) {
+			t.Errorf("check_usable line for %s missing", id)
+		}
+	}
+	if !strings.Contains(text, "check_usable: echo     NOT usable (invalid key)") {
+		t.Errorf("check_usable did not report the revoked key")
+	}
 	lines := strings.Split(text, "\n")
 	var header int = -1
 	for i, l := range lines {
@@ -57,7 +65,9 @@ func TestQuickstart(t *testing.T) {
 		totalSuccess += success
 		totalLimited += limited
 		if id == "echo" {
-			if f[7] != "disabled" || invalid != 1 || success != 0 {
+			// CheckUsable found it revoked before the traffic: its one
+			// attempt is the probe's.
+			if f[7] != "disabled" || invalid != 1 || success != 0 || attempts != 1 {
 				t.Errorf("revoked key row = %q, want one invalid attempt and state disabled", f)
 			}
 			continue
@@ -66,8 +76,8 @@ func TestQuickstart(t *testing.T) {
 			t.Errorf("working key row = %q", f)
 		}
 	}
-	if totalSuccess != 1500 {
-		t.Errorf("successes = %d, want 1500", totalSuccess)
+	if totalSuccess != 1500+4 { // the requests and the four probes that passed
+		t.Errorf("successes = %d, want 1504", totalSuccess)
 	}
 	if totalLimited == 0 {
 		t.Errorf("no rate limit seen: the fake API's quota was not reached")
