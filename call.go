@@ -47,6 +47,7 @@ func (c *call) prepareBody() error {
 	r.Body.Close()
 	c.getBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf)), nil }
 	c.replayable = true
+	c.bufLen = int64(len(buf))
 	return nil
 }
 
@@ -86,6 +87,11 @@ func (c *call) attemptRequest(ctx context.Context, k *keyState, attempt int) (*h
 				return nil, errors.New("apipool: replaying request body: " + err.Error())
 			}
 			r.Body = b
+			if c.bufLen >= 0 && orig.GetBody == nil {
+				// A buffered body: its length is known now, and the base
+				// may replay it itself (a retry on a fresh connection).
+				r.ContentLength, r.GetBody = c.bufLen, c.getBody
+			}
 			if attempt == 1 {
 				// The caller's body was consumed into a buffer; the
 				// base must not see it.

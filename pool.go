@@ -127,7 +127,7 @@ func (p *pinnedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if !t.keyAllowed(req) {
 		return t.base.RoundTrip(req)
 	}
-	c := &call{t: t, req: req, ks: t.keys.Load(), replayable: false}
+	c := &call{t: t, req: req, ks: t.keys.Load(), bufLen: -1}
 	c.now = t.cfg.clock.Now()
 	p.k.inFlight.Add(1)
 	r, err := c.attemptRequest(req.Context(), p.k, 1)

@@ -165,7 +165,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if !t.keyAllowed(req) {
 		return t.base.RoundTrip(req)
 	}
-	c := &call{t: t, req: req, ks: t.keys.Load()}
+	c := &call{t: t, req: req, ks: t.keys.Load(), bufLen: -1}
 	c.cand = Candidates{ks: c.ks, call: c}
 	return c.run()
 }
@@ -203,6 +203,7 @@ type call struct {
 	// Request body replay: getBody gives a fresh body for a resend;
 	// replayable is false when the body can be sent only once.
 	getBody    func() (io.ReadCloser, error)
+	bufLen     int64 // the buffered body's length, or -1 when not buffered
 	replayable bool
 	bodySent   bool // the original req.Body went out (the base closes it)
 
