@@ -1,0 +1,143 @@
+package memory
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/apipool-ng/apipool/recorder"
+	"github.com/apipool-ng/apipool/status"
+)
+
+var benchBase = time.Date(2026, 1, 2, 3, 0, 0, 0, time.UTC)
+
+func benchClock() time.Time { return benchBase.Add(1000 * time.Hour) }
+
+// fill records, for each of n keys, events in every minute of the store's
+// retention and an hour more (one of each status class, so that every
+// histogram is allocated), and one every second of the last 5 minutes. It
+// returns the newest event's time.
+func fill(s *Store, keys int) time.Time {
+	span := s.Retention() + time.Hour
+	end := benchBase.Add(span)
+	sts := [...]status.Status{status.Success, status.ReachLimit, status.ServerError}
+	for k := range keys {
+		id := fmt.Sprintf("key-%03d", k)
+		for t := benchBase; t.Before(end); t = t.Add(time.Minute) {
+			for i, st := range sts {
+				s.Record(recorder.Event{Time: t.Add(time.Duration(i) * time.Second), KeyID: id, Status: st,
+					Latency: time.Duration(10+k+i*50) * time.Millisecond})
+			}
+		}
+		for t := end.Add(-5 * time.Minute); t.Before(end); t = t.Add(time.Second) {
+			s.Record(recorder.Event{Time: t, KeyID: id, Status: status.Success, Latency: 20 * time.Millisecond})
+		}
+	}
+	return end.Add(-time.Second)
+}
+
+func BenchmarkRecord(b *testing.B) {
+	s := New(WithClock(benchClock))
+	e := recorder.Event{Time: benchBase, KeyID: "key", Status: status.Success, Latency: 150 * time.Millisecond}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		// 1000 events a second of event time, so buckets keep turning.
+		e.Time = benchBase.Add(time.Duration(i) * time.Millisecond)
+		s.Record(e)
+		i++
+	}
+}
+
+func BenchmarkRecordParallel(b *testing.B) {
+	for _, shared := range []bool{false, true} {
+		name := "KeyPerGoroutine"
+		if shared {
+			name = "OneKey"
+		}
+		b.Run(name, func(b *testing.B) {
+			s := New(WithClock(benchClock))
+			var g atomic.Int64
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				id := fmt.Sprint("key-", g.Add(1))
+				if shared {
+					id = "key"
+				}
+				e := recorder.Event{Time: benchBase, KeyID: id, Status: status.Success, Latency: 150 * time.Millisecond}
+				i := 0
+				for pb.Next() {
+					e.Time = benchBase.Add(time.Duration(i) * time.Millisecond)
+					s.Record(e)
+					i++
+				}
+			})
+		})
+	}
+}
+
+// BenchmarkQuery runs each query over 100 keys and the full 24 hours.
+func BenchmarkQuery(b *testing.B) {
+	s := New(WithClock(benchClock))
+	newest := fill(s, 100)
+	ctx := context.Background()
+	day := recorder.Query{Since: newest.Add(-24 * time.Hour).Truncate(time.Second), Until: newest.Add(time.Second)}
+	failed := day
+	failed.Status = status.Failed
+	lastHour := recorder.Query{Since: newest.Add(-time.Hour), Until: newest.Add(time.Second)}
+	for _, c := range []struct {
+		name string
+		fn   func() error
+	}{
+		{"UsageByKey", func() error { _, err := s.UsageByKey(ctx, day); return err }},
+		{"UsageByKeyFailed", func() error { _, err := s.UsageByKey(ctx, failed); return err }},
+		{"UsageCount", func() error { _, err := s.UsageCount(ctx, day); return err }},
+		{"LatencyByKey", func() error { _, err := s.LatencyByKey(ctx, day); return err }},
+		{"LatencyByKeyLastHour", func() error { _, err := s.LatencyByKey(ctx, lastHour); return err }},
+		{"SeriesHourly", func() error { _, err := s.Series(ctx, day, time.Hour); return err }},
+		{"SeriesMinutes", func() error { _, err := s.Series(ctx, day, time.Minute); return err }},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := c.fn(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkMemoryPerKey reports the heap a key takes once every bucket and
+// histogram of a 24-hour store is in use (B/key), and for one event (B/idle-key).
+func BenchmarkMemoryPerKey(b *testing.B) {
+	const keys = 20
+	var full, idle float64
+	for b.Loop() {
+		before := heapInUse()
+		s := New(WithClock(benchClock))
+		fill(s, keys)
+		full = float64(heapInUse()-before) / keys
+		runtime.KeepAlive(s)
+
+		before = heapInUse()
+		s2 := New(WithClock(benchClock))
+		for k := range keys {
+			s2.Record(recorder.Event{Time: benchBase, KeyID: fmt.Sprint("key-", k), Status: status.Success})
+		}
+		idle = float64(heapInUse()-before) / keys
+		runtime.KeepAlive(s2)
+	}
+	b.ReportMetric(full, "B/key")
+	b.ReportMetric(idle, "B/idle-key")
+}
+
+func heapInUse() uint64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}

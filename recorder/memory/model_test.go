@@ -1,0 +1,233 @@
+package memory
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/apipool-ng/apipool/recorder"
+	"github.com/apipool-ng/apipool/status"
+)
+
+// model is a plain reference for the store's counting: it keeps every event
+// and applies the documented rules one event at a time.
+type model struct {
+	minutes int64
+	g       int64 // newest accepted second, -1 if none
+	newest  map[string]int64
+	events  []modelEvent
+	tooOld  int
+}
+
+type modelEvent struct {
+	key string
+	sec int64
+	st  status.Status
+}
+
+func newModel(retention time.Duration) *model {
+	return &model{minutes: int64(retention / time.Minute), g: -1, newest: map[string]int64{}}
+}
+
+func (m *model) record(e recorder.Event) {
+	sec := e.Time.Unix()
+	if sec < 0 || (m.g >= 0 && sec/60 <= m.g/60-m.minutes) {
+		m.tooOld++
+		return
+	}
+	m.events = append(m.events, modelEvent{e.KeyID, sec, e.Status})
+	if n, ok := m.newest[e.KeyID]; !ok || sec > n {
+		m.newest[e.KeyID] = sec
+	}
+	m.g = max(m.g, sec)
+}
+
+// at returns the time an event counts at, and whether it is still held.
+func (m *model) at(ev modelEvent) (int64, bool) {
+	kn := m.newest[ev.key]
+	mn := ev.sec / 60
+	if mn < m.g/60-m.minutes+1 || mn < kn/60-m.minutes+1 {
+		return 0, false
+	}
+	if ev.sec > kn-secondSlots {
+		return ev.sec, true
+	}
+	return mn * 60, true
+}
+
+func (m *model) usage(q recorder.Query) map[string]int64 {
+	out := map[string]int64{}
+	for _, ev := range m.events {
+		t, ok := m.at(ev)
+		if !ok || (q.KeyID != "" && ev.key != q.KeyID) || !ev.st.Matches(q.Status) {
+			continue
+		}
+		if (!q.Since.IsZero() && time.Unix(t, 0).Before(q.Since)) || (!q.Until.IsZero() && !time.Unix(t, 0).Before(q.Until)) {
+			continue
+		}
+		out[ev.key]++
+	}
+	return out
+}
+
+func (m *model) series(q recorder.Query, step time.Duration) map[string][]int64 {
+	st := int64(step / time.Second)
+	first := floorDiv(q.Since.Unix(), st)
+	last := q.Until.Add(-time.Nanosecond).Unix()
+	nb := floorDiv(last, st) - first + 1
+	out := map[string][]int64{}
+	for _, ev := range m.events {
+		t, ok := m.at(ev)
+		if !ok || (q.KeyID != "" && ev.key != q.KeyID) || !ev.st.Matches(q.Status) {
+			continue
+		}
+		if time.Unix(t, 0).Before(q.Since) || !time.Unix(t, 0).Before(q.Until) {
+			continue
+		}
+		if out[ev.key] == nil {
+			out[ev.key] = make([]int64, nb)
+		}
+		out[ev.key][floorDiv(t, st)-first]++
+	}
+	return out
+}
+
+// randomStatus returns a status, now and then one that package status does
+// not define.
+func randomStatus(r *rand.Rand) status.Status {
+	switch r.IntN(20) {
+	case 0:
+		return status.Status(2)
+	case 1:
+		return status.Status(200)
+	case 2:
+		return status.Unknown
+	}
+	return status.All[r.IntN(len(status.All))]
+}
+
+func TestModelRandom(t *testing.T) {
+	base := time.Date(2026, 1, 2, 3, 0, 0, 0, time.UTC)
+	for seed := range uint64(12) {
+		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
+			r := rand.New(rand.NewPCG(seed, 7))
+			retention := []time.Duration{time.Hour, 2 * time.Hour, 6 * time.Hour, 24 * time.Hour}[seed%4]
+			s := New(WithRetention(retention), WithClock(func() time.Time { return base.Add(1000 * time.Hour) }))
+			defer s.Close(context.Background())
+			m := newModel(retention)
+			keys := []string{"", "a", "b", "c", "d"}
+			// A walk forward through time with jitter, jumps, and stragglers.
+			now := base
+			for range 4000 {
+				switch r.IntN(100) {
+				case 0:
+					now = now.Add(time.Duration(r.IntN(3*3600)) * time.Second) // a jump
+				case 1, 2:
+					now = now.Add(-time.Duration(r.Int64N(int64(retention + 2*time.Hour)))) // back in time
+				default:
+					now = now.Add(time.Duration(r.IntN(20_000)) * time.Millisecond)
+				}
+				at := now
+				if r.IntN(10) == 0 {
+					at = at.Add(-time.Duration(r.IntN(1200)) * time.Second) // a straggler
+				}
+				e := recorder.Event{Time: at, KeyID: keys[r.IntN(len(keys))], Status: randomStatus(r),
+					Latency: time.Duration(r.IntN(1e6)) * time.Microsecond}
+				s.Record(e)
+				m.record(e)
+			}
+			if got := s.TooOld(); got != uint64(m.tooOld) {
+				t.Errorf("TooOld() = %d, model %d", got, m.tooOld)
+			}
+			if m.tooOld == 0 || len(m.events) == 0 {
+				t.Fatalf("the walk is too tame: %d too old, %d kept", m.tooOld, len(m.events))
+			}
+			newest := time.Unix(m.g, 0)
+			filters := []status.Status{status.Unknown, status.Success, status.Failed, status.ReachLimit, status.Timeout, status.NoKeyAvailable}
+			ctx := context.Background()
+			for i := range 300 {
+				q := recorder.Query{Status: filters[r.IntN(len(filters))]}
+				if r.IntN(3) == 0 {
+					q.KeyID = keys[1+r.IntN(len(keys)-1)]
+				}
+				// Windows: whole minutes, whole seconds, or with nanoseconds,
+				// mostly near the newest event.
+				span := retention + 10*time.Minute
+				if r.IntN(2) == 0 {
+					span = 10 * time.Minute
+				}
+				since := newest.Add(-time.Duration(r.Int64N(int64(span))))
+				until := since.Add(time.Duration(r.Int64N(int64(span))))
+				switch r.IntN(3) {
+				case 0:
+					since, until = since.Truncate(time.Minute), until.Truncate(time.Minute)
+				case 1:
+					since, until = since.Truncate(time.Second), until.Truncate(time.Second)
+				}
+				if r.IntN(8) != 0 {
+					q.Since = since
+				}
+				if r.IntN(8) != 0 {
+					q.Until = until
+				}
+				want := m.usage(q)
+				got, err := s.UsageByKey(ctx, q)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !maps.Equal(got, want) {
+					t.Fatalf("query %d %+v: UsageByKey = %v, model %v", i, q, got, want)
+				}
+				var total int64
+				for _, n := range want {
+					total += n
+				}
+				if n, err := s.UsageCount(ctx, q); err != nil || n != total {
+					t.Fatalf("query %d %+v: UsageCount = %d, %v, model %d", i, q, n, err, total)
+				}
+				lat, err := s.LatencyByKey(ctx, q)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(lat) != len(want) {
+					t.Fatalf("query %d %+v: LatencyByKey has %d keys, model %d", i, q, len(lat), len(want))
+				}
+				for k, l := range lat {
+					if l.Count != want[k] || l.P50 > l.P90 || l.P90 > l.P99 || l.P99 > time.Second+time.Second/16 {
+						t.Fatalf("query %d %+v: LatencyByKey[%q] = %+v, model count %d", i, q, k, l, want[k])
+					}
+				}
+				if q.Since.IsZero() || q.Until.IsZero() || !q.Until.After(q.Since) {
+					continue
+				}
+				step := []time.Duration{time.Second, 7 * time.Second, time.Minute, 7 * time.Minute, time.Hour}[r.IntN(5)]
+				if q.Until.Sub(q.Since)/step > MaxSeriesBuckets {
+					step = time.Hour
+				}
+				ser, err := s.Series(ctx, q, step)
+				if err != nil {
+					t.Fatalf("query %d %+v step %v: %v", i, q, step, err)
+				}
+				wantSer := m.series(q, step)
+				if len(ser) != len(wantSer) {
+					t.Fatalf("query %d %+v step %v: Series has keys %v, model %v", i, q, step, slices.Sorted(maps.Keys(ser)), slices.Sorted(maps.Keys(wantSer)))
+				}
+				for k, bs := range ser {
+					ws := wantSer[k]
+					if len(bs) != len(ws) {
+						t.Fatalf("query %d %+v step %v: key %q has %d buckets, model %d", i, q, step, k, len(bs), len(ws))
+					}
+					for j, b := range bs {
+						if b.Count != ws[j] || b.Start.Unix()%int64(step/time.Second) != 0 {
+							t.Fatalf("query %d %+v step %v: key %q bucket %d = %v %d, model %d", i, q, step, k, j, b.Start, b.Count, ws[j])
+						}
+					}
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,398 @@
+package memory
+
+import (
+	"context"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/apipool-ng/apipool/recorder"
+	"github.com/apipool-ng/apipool/status"
+)
+
+const (
+	// secondSlots is the span of the second tier: the last 5 minutes.
+	secondSlots = 300
+	// minuteHistSlots is the span of the minute latency histograms.
+	minuteHistSlots = 60
+
+	// DefaultRetention is the retention of a store made without
+	// [WithRetention].
+	DefaultRetention = 24 * time.Hour
+	// MinRetention and MaxRetention bound the retention.
+	MinRetention = 5 * time.Minute
+	MaxRetention = 31 * 24 * time.Hour
+	// DefaultMaxKeys is the key limit of a store made without [WithMaxKeys].
+	DefaultMaxKeys = 1024
+	// DefaultMaxFuture is how far ahead of the clock an event's time may be
+	// for a store made without [WithMaxFuture].
+	DefaultMaxFuture = time.Minute
+)
+
+// Status slots: the counts of a time bucket are indexed by a dense slot
+// rather than by status id. Every status that package status defines has its
+// own slot; all the ids it does not define share slotOther.
+const (
+	slotOther = 11
+	numSlots  = 12
+)
+
+// Histogram classes.
+const (
+	classSuccess = 0
+	classLimit   = 1
+	classFailed  = 2 // every other status, Unknown included
+	numClasses   = 3
+)
+
+var (
+	slotOf      [256]uint8
+	classOf     [256]uint8
+	slotStatus  [numSlots]status.Status // a status for each slot
+	slotsByHand = [...]status.Status{status.Unknown, status.Success, status.Failed, status.ReachLimit,
+		status.InvalidKey, status.ServerError, status.ClientError, status.Timeout,
+		status.Canceled, status.NetworkError, status.NoKeyAvailable}
+)
+
+func init() {
+	for i := range slotOf {
+		slotOf[i] = slotOther
+		classOf[i] = classFailed
+	}
+	for i, s := range slotsByHand {
+		slotOf[s] = uint8(i)
+		slotStatus[i] = s
+	}
+	slotStatus[slotOther] = status.Status(255) // undefined, of class Failed
+	classOf[status.Success] = classSuccess
+	classOf[status.ReachLimit] = classLimit
+}
+
+// counts holds a time bucket's event counts per status slot.
+type counts [numSlots]uint32
+
+// hourSlot is a bucket of the hour tier.
+type hourSlot struct {
+	n  [numSlots]uint64
+	hs histSet
+}
+
+// Values of keyState.newest other than a time.
+const (
+	notStarted = -1 // no event yet
+	evicted    = -2 // removed from the store: look the key up again
+)
+
+// keyState is everything the store holds about one key. Its mutex guards
+// every field. The rings hold exactly the data of the last secondSlots
+// seconds, minutes and minuteHistSlots minutes and hours up to newest: when
+// newest advances, the slots it passes are cleared.
+type keyState struct {
+	mu     sync.Mutex
+	newest int64 // the newest event's Unix second, or notStarted or evicted
+
+	secs     [secondSlots]counts
+	minHists [minuteHistSlots]histSet
+	mins     []counts   // cfg.minutes slots
+	hours    []hourSlot // cfg.hours slots
+}
+
+type config struct {
+	minutes   int64 // retention in minutes: the minute ring's size
+	hours     int64 // the hour ring's size
+	maxKeys   int
+	maxFuture int64 // seconds
+	now       func() time.Time
+}
+
+// Option configures a [Store].
+type Option func(*config)
+
+// WithRetention sets how long events are kept, relative to the newest event
+// the store has accepted (not to the clock). It is rounded up to a whole
+// minute and clamped to [MinRetention, MaxRetention]. The default is
+// [DefaultRetention].
+func WithRetention(d time.Duration) Option {
+	return func(c *config) {
+		d = min(max(d, MinRetention), MaxRetention)
+		c.minutes = int64((d + time.Minute - 1) / time.Minute)
+	}
+}
+
+// WithMaxKeys bounds the number of keys the store tracks, the key "" of
+// keyless events included. When it is full, a new key takes the place of keys
+// whose events all fell out of the retention; if there are none, the new
+// key's events are dropped and counted in [Store.Dropped]. n < 1 means the
+// default, [DefaultMaxKeys].
+func WithMaxKeys(n int) Option {
+	return func(c *config) {
+		if n < 1 {
+			n = DefaultMaxKeys
+		}
+		c.maxKeys = n
+	}
+}
+
+// WithMaxFuture sets how far ahead of the clock an event's time may be.
+// Later events are rejected and counted in [Store.TooNew], so that one event
+// with a wild time cannot push every other out of the retention. Negative
+// means 0. The default is [DefaultMaxFuture].
+func WithMaxFuture(d time.Duration) Option {
+	return func(c *config) {
+		d = max(d, 0)
+		c.maxFuture = int64((d + time.Second - 1) / time.Second)
+	}
+}
+
+// WithClock sets the clock that [WithMaxFuture] is measured against; nil
+// means time.Now. The store reads it only for events newer than every event
+// it has accepted, at most about once per second of event time.
+func WithClock(now func() time.Time) Option {
+	return func(c *config) {
+		if now == nil {
+			now = time.Now
+		}
+		c.now = now
+	}
+}
+
+// Store is the in-memory usage store. Make one with [New]; the zero value is
+// not usable. It is safe for concurrent use.
+type Store struct {
+	cfg  config
+	keys atomic.Pointer[map[string]*keyState] // copy on write
+
+	mu     sync.Mutex // serialises adding and evicting keys, and Close
+	closed atomic.Bool
+
+	newest    atomic.Int64 // the newest accepted event's Unix second, -1 if none
+	lastEvict atomic.Int64 // the minute of newest at the last eviction scan
+
+	dropped, tooOld, tooNew atomic.Uint64
+}
+
+var (
+	_ recorder.Recorder    = (*Store)(nil)
+	_ recorder.Stats       = (*Store)(nil)
+	_ recorder.DropCounter = (*Store)(nil)
+)
+
+// New returns an empty store. Without options it keeps 24 hours
+// ([DefaultRetention]) of up to 1024 keys ([DefaultMaxKeys]) and rejects
+// events more than a minute ahead of time.Now ([DefaultMaxFuture]).
+func New(opts ...Option) *Store {
+	c := config{maxKeys: DefaultMaxKeys, now: time.Now, maxFuture: int64(DefaultMaxFuture / time.Second)}
+	WithRetention(DefaultRetention)(&c)
+	for _, o := range opts {
+		if o != nil {
+			o(&c)
+		}
+	}
+	// The hour ring covers every hour the minute ring touches.
+	c.hours = (c.minutes+59)/60 + 1
+	s := &Store{cfg: c}
+	m := map[string]*keyState{}
+	s.keys.Store(&m)
+	s.newest.Store(-1)
+	s.lastEvict.Store(math.MinInt64)
+	return s
+}
+
+// Retention returns the store's retention.
+func (s *Store) Retention() time.Duration { return time.Duration(s.cfg.minutes) * time.Minute }
+
+// Dropped returns how many events were dropped: recorded after Close, or
+// for a new key when the store already held WithMaxKeys keys. It does not
+// count the events of [Store.TooOld] and [Store.TooNew].
+func (s *Store) Dropped() uint64 { return s.dropped.Load() }
+
+// TooOld returns how many events were not kept because they were already
+// out of the retention when recorded: older than the retention relative to
+// the newest accepted event, or before 1970.
+func (s *Store) TooOld() uint64 { return s.tooOld.Load() }
+
+// TooNew returns how many events were not kept because their time was
+// further ahead of the clock than WithMaxFuture allows.
+func (s *Store) TooNew() uint64 { return s.tooNew.Load() }
+
+// Record counts e in the buckets of its own time, e.Time. It never blocks
+// on I/O, does not allocate once the buckets of a key are in use, and
+// contends only with calls for the same key.
+func (s *Store) Record(e recorder.Event) {
+	if s.closed.Load() {
+		s.dropped.Add(1)
+		return
+	}
+	sec := e.Time.Unix()
+	if sec < 0 {
+		s.tooOld.Add(1)
+		return
+	}
+	g := s.newest.Load()
+	if sec > g {
+		if sec > s.cfg.now().Unix()+s.cfg.maxFuture {
+			s.tooNew.Add(1)
+			return
+		}
+	} else if sec/60 <= g/60-s.cfg.minutes {
+		s.tooOld.Add(1)
+		return
+	}
+	slot, class, bin := int(slotOf[e.Status]), int(classOf[e.Status]), binOf(e.Latency)
+
+	ks := (*s.keys.Load())[e.KeyID]
+	for {
+		if ks == nil {
+			if ks = s.addKey(e.KeyID); ks == nil {
+				return // dropped and counted
+			}
+		}
+		ks.mu.Lock()
+		if ks.newest != evicted {
+			break
+		}
+		ks.mu.Unlock()
+		ks = nil
+	}
+	ok := ks.add(sec, slot, class, bin, &s.cfg)
+	ks.mu.Unlock()
+	if !ok {
+		s.tooOld.Add(1)
+		return
+	}
+	for g < sec && !s.newest.CompareAndSwap(g, sec) {
+		g = s.newest.Load()
+	}
+}
+
+// addKey returns the state of key id, adding it. It returns nil, and counts
+// a drop, when the store is closed or full.
+func (s *Store) addKey(id string) *keyState {
+	if m := *s.keys.Load(); len(m) >= s.cfg.maxKeys && s.lastEvict.Load() == s.newest.Load()/60 {
+		// Full, and scanned for stale keys in this minute already.
+		if m[id] == nil {
+			s.dropped.Add(1)
+			return nil
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed.Load() {
+		s.dropped.Add(1)
+		return nil
+	}
+	m := *s.keys.Load()
+	if ks := m[id]; ks != nil {
+		return ks
+	}
+	if len(m) >= s.cfg.maxKeys {
+		m = s.evictLocked(m)
+		if len(m) >= s.cfg.maxKeys {
+			s.dropped.Add(1)
+			return nil
+		}
+	}
+	nm := make(map[string]*keyState, len(m)+1)
+	for k, v := range m {
+		nm[k] = v
+	}
+	ks := &keyState{
+		newest: notStarted,
+		mins:   make([]counts, s.cfg.minutes),
+		hours:  make([]hourSlot, s.cfg.hours),
+	}
+	nm[id] = ks
+	s.keys.Store(&nm)
+	return ks
+}
+
+// evictLocked removes the keys that hold no event within the retention,
+// at most once per minute of event time. s.mu is held.
+func (s *Store) evictLocked(m map[string]*keyState) map[string]*keyState {
+	g := s.newest.Load()
+	if s.lastEvict.Load() == g/60 {
+		return m
+	}
+	s.lastEvict.Store(g / 60)
+	var nm map[string]*keyState
+	for id, ks := range m {
+		ks.mu.Lock()
+		if g >= 0 && ks.newest/60 <= g/60-s.cfg.minutes {
+			ks.newest = evicted
+			if nm == nil {
+				nm = make(map[string]*keyState, len(m))
+				for k, v := range m {
+					nm[k] = v
+				}
+			}
+			delete(nm, id)
+		}
+		ks.mu.Unlock()
+	}
+	if nm == nil {
+		return m
+	}
+	s.keys.Store(&nm)
+	return nm
+}
+
+// add counts one event; it reports false when the event is older than the
+// key's minute ring. k.mu is held.
+func (k *keyState) add(sec int64, slot, class, bin int, c *config) bool {
+	if k.newest == notStarted {
+		k.newest = sec
+	} else if sec > k.newest {
+		k.advance(sec, c)
+	}
+	m, nm := sec/60, k.newest/60
+	if m <= nm-c.minutes {
+		return false
+	}
+	if sec > k.newest-secondSlots {
+		k.secs[sec%secondSlots][slot]++
+	}
+	k.mins[m%c.minutes][slot]++
+	if m > nm-minuteHistSlots {
+		k.minHists[m%minuteHistSlots].add(class, bin)
+	}
+	h := &k.hours[sec/3600%c.hours]
+	h.n[slot]++
+	h.hs.add(class, bin)
+	return true
+}
+
+// advance moves newest to sec, clearing the slots of the time passed.
+func (k *keyState) advance(sec int64, c *config) {
+	old := k.newest
+	for t := old + 1; t <= min(sec, old+secondSlots); t++ {
+		k.secs[t%secondSlots] = counts{}
+	}
+	om, nm := old/60, sec/60
+	for t := om + 1; t <= min(nm, om+c.minutes); t++ {
+		k.mins[t%c.minutes] = counts{}
+	}
+	for t := om + 1; t <= min(nm, om+minuteHistSlots); t++ {
+		k.minHists[t%minuteHistSlots].clear()
+	}
+	oh, nh := old/3600, sec/3600
+	for t := oh + 1; t <= min(nh, oh+c.hours); t++ {
+		h := &k.hours[t%c.hours]
+		h.n = [numSlots]uint64{}
+		h.hs.clear()
+	}
+	k.newest = sec
+}
+
+// Close releases the store's data. Later calls to Record drop their event
+// and count it in Dropped; later queries return recorder.ErrClosed. An event
+// recorded concurrently with Close may be lost without being counted. Close
+// always returns nil.
+func (s *Store) Close(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed.Store(true)
+	empty := map[string]*keyState{}
+	s.keys.Store(&empty)
+	return nil
+}

@@ -1,0 +1,483 @@
+package memory
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/apipool-ng/apipool/recorder"
+	"github.com/apipool-ng/apipool/status"
+)
+
+var (
+	t0  = time.Date(2026, 1, 2, 3, 0, 0, 0, time.UTC)
+	ctx = context.Background()
+)
+
+// newTest returns a store whose clock is far after t0.
+func newTest(t *testing.T, opts ...Option) *Store {
+	t.Helper()
+	s := New(append([]Option{WithClock(func() time.Time { return t0.Add(10000 * time.Hour) })}, opts...)...)
+	t.Cleanup(func() { s.Close(ctx) })
+	return s
+}
+
+func ev(key string, at time.Duration, st status.Status) recorder.Event {
+	return recorder.Event{Time: t0.Add(at), KeyID: key, Status: st, Latency: 100 * time.Millisecond}
+}
+
+func usage(t *testing.T, s *Store, q recorder.Query) map[string]int64 {
+	t.Helper()
+	m, err := s.UsageByKey(ctx, q)
+	if err != nil {
+		t.Fatalf("UsageByKey(%+v): %v", q, err)
+	}
+	return m
+}
+
+func TestRecordDoesNotAllocate(t *testing.T) {
+	s := newTest(t)
+	// Use every bucket of the rings once, so that every histogram exists.
+	end := fill(s, 1)
+	e := recorder.Event{Time: end, KeyID: "key-000", Status: status.Success, Latency: time.Second}
+	sts := [...]status.Status{status.Success, status.ReachLimit, status.Timeout}
+	i := 0
+	allocs := testing.AllocsPerRun(5000, func() {
+		// 10 events a second, into new seconds, minutes and hours.
+		i++
+		e.Time = end.Add(time.Duration(i) * 100 * time.Millisecond)
+		e.Status = sts[i%len(sts)]
+		s.Record(e)
+	})
+	if allocs != 0 {
+		t.Errorf("Record allocates %v times per call", allocs)
+	}
+	// The same for the empty key, once it exists.
+	s.Record(recorder.Event{Time: e.Time, Status: status.NoKeyAvailable})
+	allocs = testing.AllocsPerRun(1000, func() {
+		s.Record(recorder.Event{Time: e.Time, Status: status.NoKeyAvailable})
+	})
+	if allocs != 0 {
+		t.Errorf("Record of a keyless event allocates %v times per call", allocs)
+	}
+	// AllocsPerRun runs the function once more, to warm up.
+	if n := usage(t, s, recorder.Query{})[""]; n != 1002 {
+		t.Errorf(`usage of key "" = %d, want 1002`, n)
+	}
+}
+
+func TestOptions(t *testing.T) {
+	for _, c := range []struct {
+		in, want time.Duration
+	}{
+		{0, MinRetention},
+		{-time.Hour, MinRetention},
+		{90 * time.Second, MinRetention},
+		{time.Hour + time.Second, time.Hour + time.Minute},
+		{48 * time.Hour, 48 * time.Hour},
+		{1000 * 24 * time.Hour, MaxRetention},
+	} {
+		if got := New(WithRetention(c.in)).Retention(); got != c.want {
+			t.Errorf("WithRetention(%v): Retention() = %v, want %v", c.in, got, c.want)
+		}
+	}
+	if got := New().Retention(); got != DefaultRetention {
+		t.Errorf("default Retention() = %v, want %v", got, DefaultRetention)
+	}
+	// nil options and a nil clock are ignored.
+	s := New(nil, WithClock(nil), WithMaxKeys(0), WithMaxFuture(-time.Hour))
+	s.Record(recorder.Event{Time: time.Now().Add(-time.Minute), KeyID: "a"})
+	if n, _ := s.UsageCount(ctx, recorder.Query{}); n != 1 {
+		t.Errorf("UsageCount = %d, want 1", n)
+	}
+}
+
+func TestCloseThenRecord(t *testing.T) {
+	s := newTest(t)
+	s.Record(ev("a", 0, status.Success))
+	if err := s.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(ctx); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	for range 5 {
+		s.Record(ev("a", time.Second, status.Success))
+		s.Record(ev("new key", time.Second, status.Success))
+	}
+	if d := s.Dropped(); d != 10 {
+		t.Errorf("Dropped() = %d, want 10", d)
+	}
+	if _, err := s.UsageByKey(ctx, recorder.Query{}); !errors.Is(err, recorder.ErrClosed) {
+		t.Errorf("UsageByKey after Close: %v", err)
+	}
+	if _, err := s.Series(ctx, recorder.Query{}, 0); !errors.Is(err, recorder.ErrBadQuery) && !errors.Is(err, recorder.ErrClosed) {
+		t.Errorf("Series after Close: %v", err)
+	}
+}
+
+func TestTooOldAndTooNew(t *testing.T) {
+	now := t0.Add(10 * time.Hour)
+	s := New(WithClock(func() time.Time { return now }), WithRetention(time.Hour))
+	s.Record(ev("a", 10*time.Hour, status.Success))
+	// Within the retention of the newest event, including a new key.
+	s.Record(ev("a", 9*time.Hour+30*time.Minute, status.Success))
+	s.Record(ev("b", 9*time.Hour+30*time.Minute, status.Success))
+	// Out of it: the minute 9:00 is an hour before 10:00.
+	s.Record(ev("a", 9*time.Hour+59*time.Second, status.Success))
+	s.Record(ev("c", time.Hour, status.Success))
+	s.Record(recorder.Event{Time: time.Unix(-1, 0), KeyID: "a"})
+	s.Record(recorder.Event{KeyID: "a"}) // the zero time
+	if got := s.TooOld(); got != 4 {
+		t.Errorf("TooOld() = %d, want 4", got)
+	}
+	// Ahead of the clock: up to a minute is fine.
+	s.Record(recorder.Event{Time: now.Add(time.Minute), KeyID: "a"})
+	s.Record(recorder.Event{Time: now.Add(time.Minute + time.Second), KeyID: "a"})
+	s.Record(recorder.Event{Time: now.Add(1000 * 24 * time.Hour), KeyID: "a"})
+	s.Record(recorder.Event{Time: time.Unix(1<<62, 0), KeyID: "a"})
+	if got := s.TooNew(); got != 3 {
+		t.Errorf("TooNew() = %d, want 3", got)
+	}
+	if got, want := usage(t, s, recorder.Query{}), map[string]int64{"a": 3, "b": 1}; !maps.Equal(got, want) {
+		t.Errorf("usage = %v, want %v: a wild event must not push the others out", got, want)
+	}
+	if s.Dropped() != 0 {
+		t.Errorf("Dropped() = %d, want 0", s.Dropped())
+	}
+}
+
+func TestRetentionMovesWithNewestEvent(t *testing.T) {
+	s := newTest(t, WithRetention(time.Hour))
+	s.Record(ev("a", 0, status.Success))
+	s.Record(ev("b", 30*time.Minute, status.Success))
+	if got := usage(t, s, recorder.Query{}); !maps.Equal(got, map[string]int64{"a": 1, "b": 1}) {
+		t.Fatalf("usage = %v", got)
+	}
+	// An event of another key, 1h later: a's event is out of the retention,
+	// b's is not.
+	s.Record(ev("c", time.Hour, status.Success))
+	if got, want := usage(t, s, recorder.Query{}), map[string]int64{"b": 1, "c": 1}; !maps.Equal(got, want) {
+		t.Errorf("usage = %v, want %v", got, want)
+	}
+	s.Record(ev("c", 3*time.Hour, status.Success))
+	if got, want := usage(t, s, recorder.Query{}), map[string]int64{"c": 1}; !maps.Equal(got, want) {
+		t.Errorf("usage = %v, want %v", got, want)
+	}
+}
+
+func TestMaxKeys(t *testing.T) {
+	s := newTest(t, WithMaxKeys(2), WithRetention(time.Hour))
+	s.Record(ev("a", 0, status.Success))
+	s.Record(ev("b", 0, status.Success))
+	s.Record(ev("c", 0, status.Success)) // full
+	s.Record(ev("c", time.Second, status.Success))
+	s.Record(ev("a", time.Second, status.Success)) // a known key is fine
+	if d := s.Dropped(); d != 2 {
+		t.Errorf("Dropped() = %d, want 2", d)
+	}
+	// b falls out of the retention: c may take its place.
+	s.Record(ev("a", 2*time.Hour, status.Success))
+	s.Record(ev("c", 2*time.Hour, status.Success))
+	if got, want := usage(t, s, recorder.Query{}), map[string]int64{"a": 1, "c": 1}; !maps.Equal(got, want) {
+		t.Errorf("usage = %v, want %v", got, want)
+	}
+	if d := s.Dropped(); d != 2 {
+		t.Errorf("Dropped() = %d, want 2", d)
+	}
+	// Both in use: d is dropped, even after a rescan in a new minute.
+	s.Record(ev("d", 2*time.Hour, status.Success))
+	s.Record(ev("a", 2*time.Hour+time.Minute, status.Success))
+	s.Record(ev("d", 2*time.Hour+time.Minute, status.Success))
+	if d := s.Dropped(); d != 4 {
+		t.Errorf("Dropped() = %d, want 4", d)
+	}
+}
+
+func TestStatusSlots(t *testing.T) {
+	s := newTest(t)
+	for i, st := range []status.Status{status.Unknown, status.Success, status.Failed, status.ReachLimit,
+		status.InvalidKey, status.ServerError, status.ClientError, status.Timeout, status.Canceled,
+		status.NetworkError, status.NoKeyAvailable, status.Status(2), status.Status(18), status.Status(255)} {
+		s.Record(ev("k", time.Duration(i)*time.Second, st))
+	}
+	for _, c := range []struct {
+		f    status.Status
+		want int64
+	}{
+		{status.Unknown, 14},
+		{status.Success, 1},
+		{status.ReachLimit, 1},
+		// Every failure, and the undefined statuses (of class Failed), but
+		// not Unknown.
+		{status.Failed, 11},
+		{status.InvalidKey, 1},
+		{status.NoKeyAvailable, 1},
+	} {
+		if n, err := s.UsageCount(ctx, recorder.Query{Status: c.f}); err != nil || n != c.want {
+			t.Errorf("UsageCount(status %v) = %d, %v; want %d", c.f, n, err, c.want)
+		}
+	}
+	for _, f := range []status.Status{status.Status(2), status.Status(18), status.Status(255)} {
+		if _, err := s.UsageCount(ctx, recorder.Query{Status: f}); !errors.Is(err, recorder.ErrBadQuery) {
+			t.Errorf("UsageCount(status %d): %v, want ErrBadQuery", f, err)
+		}
+		if _, err := s.Series(ctx, recorder.Query{Since: t0, Until: t0.Add(time.Hour), Status: f}, 0); !errors.Is(err, recorder.ErrBadQuery) {
+			t.Errorf("Series(status %d): %v, want ErrBadQuery", f, err)
+		}
+	}
+}
+
+func TestSeriesValidation(t *testing.T) {
+	s := newTest(t)
+	s.Record(ev("a", 0, status.Success))
+	at := func(d time.Duration) time.Time { return t0.Add(d) }
+	for _, c := range []struct {
+		since, until time.Time
+		step         time.Duration
+		buckets      int // 0: an error wrapping ErrBadQuery
+	}{
+		{at(0), at(100_000 * time.Second), time.Second, 100_000},
+		{at(0), at(100_000*time.Second + 1), time.Second, 0},
+		{at(-time.Nanosecond), at(100_000*time.Second - time.Nanosecond), time.Second, 0},
+		{at(-time.Nanosecond), at(99_999*time.Second - time.Nanosecond), time.Second, 100_000},
+		{at(0), at(time.Hour), time.Minute, 60},
+		{at(0), at(time.Hour), 0, 60},
+		{at(time.Second), at(time.Hour + time.Second), time.Minute, 61},
+		{at(0), at(time.Nanosecond), time.Minute, 1},
+		{at(0), at(time.Hour), -time.Second, 0},
+		{at(0), at(time.Hour), time.Second + 1, 0},
+		{at(0), at(time.Hour), time.Millisecond, 0},
+		{at(0), at(time.Hour), time.Duration(-1 << 63), 0},
+		{at(0), at(time.Hour), time.Duration(1<<63 - 1), 0},
+		{at(0), at(time.Hour), 1 << 62 / time.Second * time.Second, 1},
+		{at(time.Hour), at(0), time.Minute, 0},
+		{at(0), at(0), time.Minute, 0},
+		{time.Time{}, at(0), time.Minute, 0},
+		{at(0), time.Time{}, time.Minute, 0},
+		{time.Unix(-1<<62, 0), time.Unix(1<<62, 0), 1 << 62 / time.Second * time.Second, 0},
+		{time.Date(-5000, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(-5000, 1, 2, 0, 0, 0, 0, time.UTC), time.Hour, 24},
+		{time.Unix(1<<62-10, 0), time.Unix(1<<62, 0), time.Second, 10},
+		{time.Unix(1<<62, 0), time.Unix(1<<62+10, 0), time.Second, 0},
+	} {
+		got, err := s.Series(ctx, recorder.Query{Since: c.since, Until: c.until}, c.step)
+		if c.buckets == 0 {
+			if !errors.Is(err, recorder.ErrBadQuery) {
+				t.Errorf("Series(%v, %v, %v) = %d keys, %v; want ErrBadQuery", c.since, c.until, c.step, len(got), err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("Series(%v, %v, %v): %v", c.since, c.until, c.step, err)
+			continue
+		}
+		// The buckets show when the range holds a's event.
+		if bs, ok := got["a"]; ok && len(bs) != c.buckets {
+			t.Errorf("Series(%v, %v, %v) has %d buckets, want %d", c.since, c.until, c.step, len(bs), c.buckets)
+		}
+	}
+}
+
+// TestSeriesRandomBounds throws odd bounds and steps at Series: it must not
+// panic, and its buckets must add up to UsageCount.
+func TestSeriesRandomBounds(t *testing.T) {
+	s := newTest(t)
+	for i := range 500 {
+		s.Record(ev(fmt.Sprint(i%3), time.Duration(i)*17*time.Second, status.All[i%len(status.All)]))
+	}
+	r := rand.New(rand.NewPCG(3, 4))
+	times := func() time.Time {
+		switch r.IntN(4) {
+		case 0:
+			return time.Unix(r.Int64()-1<<62, r.Int64N(1e9))
+		case 1:
+			return t0.Add(time.Duration(r.Int64N(int64(5 * time.Hour))))
+		case 2:
+			return t0.Add(time.Duration(r.Int64N(5*3600)) * time.Second)
+		}
+		return time.Time{}
+	}
+	ok := 0
+	for range 2000 {
+		q := recorder.Query{Since: times(), Until: times()}
+		step := []time.Duration{time.Duration(r.Int64()), time.Duration(-r.Int64()), time.Duration(r.IntN(1000)) * time.Second,
+			time.Second, time.Minute, 13 * time.Second, 0}[r.IntN(7)]
+		got, err := s.Series(ctx, q, step)
+		if err != nil {
+			if !errors.Is(err, recorder.ErrBadQuery) {
+				t.Fatalf("Series(%+v, %v): %v", q, step, err)
+			}
+			continue
+		}
+		ok++
+		var sum int64
+		for _, bs := range got {
+			for _, b := range bs {
+				sum += b.Count
+			}
+		}
+		if n, err := s.UsageCount(ctx, q); err != nil || n != sum {
+			t.Fatalf("Series(%+v, %v) sums to %d, UsageCount = %d, %v", q, step, sum, n, err)
+		}
+	}
+	if ok < 100 {
+		t.Errorf("only %d of the random series were valid", ok)
+	}
+}
+
+func TestLatency(t *testing.T) {
+	s := newTest(t)
+	rec := func(key string, at time.Duration, st status.Status, lat time.Duration, n int) {
+		for range n {
+			s.Record(recorder.Event{Time: t0.Add(at), KeyID: key, Status: st, Latency: lat})
+		}
+	}
+	// Hour 0: a mix; hour 1 minute 0: fast; hour 1 minute 30: slow; and
+	// failures that a Success filter leaves out.
+	rec("a", 10*time.Minute, status.Success, 100*time.Millisecond, 50)
+	rec("a", 20*time.Minute, status.Success, 300*time.Millisecond, 40)
+	rec("a", 30*time.Minute, status.Success, 3*time.Second, 10)
+	rec("a", 40*time.Minute, status.Timeout, 30*time.Second, 100)
+	rec("a", 61*time.Minute, status.Success, 2*time.Millisecond, 10)
+	rec("a", 90*time.Minute, status.Success, 7*time.Second, 10)
+	rec("a", 90*time.Minute, status.ReachLimit, 5*time.Microsecond, 10)
+	ms := time.Millisecond
+	for _, c := range []struct {
+		name          string
+		from, to      time.Duration
+		st            status.Status
+		count         int64
+		p50, p90, p99 time.Duration
+	}{
+		{"hour 0, successes", 0, time.Hour, status.Success, 100, 100 * ms, 300 * ms, 3 * time.Second},
+		{"hour 0, failures", 0, time.Hour, status.Failed, 100, 30 * time.Second, 30 * time.Second, 30 * time.Second},
+		{"hour 0, timeouts", 0, time.Hour, status.Timeout, 100, 30 * time.Second, 30 * time.Second, 30 * time.Second},
+		{"hour 0", 0, time.Hour, status.Unknown, 200, 3 * time.Second, 30 * time.Second, 30 * time.Second},
+		// Within the last hour, minute windows are exact.
+		{"minute 61", 61 * time.Minute, 62 * time.Minute, status.Unknown, 10, 2 * ms, 2 * ms, 2 * ms},
+		{"minute 90", 90 * time.Minute, 91 * time.Minute, status.Success, 10, 7 * time.Second, 7 * time.Second, 7 * time.Second},
+		{"minute 90, reach limit", 90 * time.Minute, 91 * time.Minute, status.ReachLimit, 10, 5 * time.Microsecond, 5 * time.Microsecond, 5 * time.Microsecond},
+		{"minutes 61-91", 61 * time.Minute, 91 * time.Minute, status.Success, 20, 2 * ms, 7 * time.Second, 7 * time.Second},
+		// Before the last hour, the window takes in the whole hour: the
+		// successes of hour 0, for a count of 10.
+		{"minute 30", 30 * time.Minute, 31 * time.Minute, status.Success, 10, 100 * ms, 300 * ms, 3 * time.Second},
+	} {
+		got, err := s.LatencyByKey(ctx, recorder.Query{Since: t0.Add(c.from), Until: t0.Add(c.to), Status: c.st})
+		if err != nil {
+			t.Fatal(err)
+		}
+		l := got["a"]
+		if len(got) != 1 || l.Count != c.count || !within(l.P50, c.p50) || !within(l.P90, c.p90) || !within(l.P99, c.p99) {
+			t.Errorf("%s: LatencyByKey = %+v, want count %d and %v %v %v", c.name, got, c.count, c.p50, c.p90, c.p99)
+		}
+	}
+	if got, err := s.LatencyByKey(ctx, recorder.Query{Since: t0.Add(2 * time.Hour)}); err != nil || len(got) != 0 {
+		t.Errorf("LatencyByKey(no event) = %v, %v; want an empty map", got, err)
+	}
+}
+
+// within reports whether got is within the histogram's error of want.
+func within(got, want time.Duration) bool {
+	d := got - want
+	return max(d, -d) <= want/16+time.Microsecond
+}
+
+// TestConcurrent records, queries, adds keys and closes at once, for the
+// race detector; without Close, every event counts.
+func TestConcurrent(t *testing.T) {
+	s := newTest(t, WithMaxKeys(50))
+	var wg sync.WaitGroup
+	const writers, each = 6, 2000
+	for w := range writers {
+		wg.Go(func() {
+			for i := range each {
+				s.Record(recorder.Event{Time: t0.Add(time.Duration(i) * 50 * time.Millisecond), KeyID: fmt.Sprint((w*each + i) % 40),
+					Status: status.All[i%len(status.All)], Latency: time.Duration(i) * time.Millisecond})
+			}
+		})
+	}
+	stop := make(chan struct{})
+	var rd sync.WaitGroup
+	rd.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := s.LatencyByKey(ctx, recorder.Query{}); err != nil {
+				t.Error(err)
+				return
+			}
+			if _, err := s.Series(ctx, recorder.Query{Since: t0, Until: t0.Add(time.Hour)}, time.Second); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	})
+	wg.Wait()
+	close(stop)
+	rd.Wait()
+	if n, err := s.UsageCount(ctx, recorder.Query{}); err != nil || n != writers*each {
+		t.Errorf("UsageCount = %d, %v; want %d", n, err, writers*each)
+	}
+	if s.Dropped()+s.TooOld()+s.TooNew() != 0 {
+		t.Errorf("dropped %d, too old %d, too new %d", s.Dropped(), s.TooOld(), s.TooNew())
+	}
+
+	// Now with Close in the middle: nothing panics, and no event is counted
+	// twice.
+	s2 := newTest(t)
+	for w := range writers {
+		wg.Go(func() {
+			for i := range each {
+				s2.Record(ev(fmt.Sprint(w, i%7), time.Duration(i)*time.Second, status.Success))
+			}
+		})
+	}
+	wg.Go(func() { s2.Close(ctx) })
+	wg.Wait()
+	if d := s2.Dropped(); d > writers*each {
+		t.Errorf("Dropped() = %d, more than the %d events", d, writers*each)
+	}
+}
+
+// TestMemoryLayout keeps the package documentation's figures honest.
+func TestMemoryLayout(t *testing.T) {
+	s := New()
+	ks := s.addKey("k")
+	for _, c := range []struct {
+		name      string
+		got, want uintptr
+	}{
+		{"key state", unsafe.Sizeof(*ks), 16384},
+		{"minute ring", uintptr(cap(ks.mins)) * unsafe.Sizeof(counts{}), 1440 * 48},
+		{"hour ring", uintptr(cap(ks.hours)) * unsafe.Sizeof(hourSlot{}), 25 * 128},
+		{"histogram", unsafe.Sizeof(hist{}), 896},
+		{"histograms per class", minuteHistSlots + uintptr(len(ks.hours)), 85},
+	} {
+		if c.got != c.want {
+			t.Errorf("%s: %d bytes, the documentation says %d", c.name, c.got, c.want)
+		}
+	}
+	before := totalAlloc()
+	s.addKey("k2")
+	// The key state, the minute ring rounded up to whole pages, the hour
+	// ring in its size class (3456), and the copied map.
+	if got, want := totalAlloc()-before, uint64(16384+73728+3456); got < want || got > want+4096 {
+		t.Errorf("adding a key allocated %d bytes, want %d and the map", got, want)
+	}
+}
+
+func totalAlloc() uint64 {
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.TotalAlloc
+}
