@@ -376,7 +376,8 @@ func (s *Store) Series(ctx context.Context, q recorder.Query, step time.Duration
 	if q.Until.Nanosecond() == 0 {
 		last--
 	}
-	if first < -maxSec || last > maxSec {
+	// Bounds within ±2^61 seconds keep last-first from overflowing.
+	if first < -maxSec/2 || last > maxSec/2 {
 		return nil, fmt.Errorf("%w: range out of bounds", recorder.ErrBadQuery)
 	}
 	first = floorDiv(first, st) * st

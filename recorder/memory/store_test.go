@@ -264,8 +264,15 @@ func TestSeriesValidation(t *testing.T) {
 		{at(0), time.Time{}, time.Minute, 0},
 		{time.Unix(-1<<62, 0), time.Unix(1<<62, 0), 1 << 62 / time.Second * time.Second, 0},
 		{time.Date(-5000, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(-5000, 1, 2, 0, 0, 0, 0, time.UTC), time.Hour, 24},
-		{time.Unix(1<<62-10, 0), time.Unix(1<<62, 0), time.Second, 10},
+		{time.Unix(1<<62-10, 0), time.Unix(1<<62, 0), time.Second, 0}, // out of range
 		{time.Unix(1<<62, 0), time.Unix(1<<62+10, 0), time.Second, 0},
+		// last-first would overflow.
+		{time.Unix(-1<<62, 0), time.Unix(1<<62, 0), time.Second, 0},
+		{time.Unix(-1<<62, 0), time.Unix(1<<62, 0), time.Hour, 0},
+		{time.Unix(-1<<61, 0), time.Unix(1<<61, 0), time.Second, 0},
+		{time.Unix(1<<61-10, 0), time.Unix(1<<61, 0), time.Second, 10},
+		{time.Unix(-1<<63, 0), time.Unix(1<<63-1, 0), time.Second, 0},
+		{time.Date(-292277022399, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(292277026596, 1, 1, 0, 0, 0, 0, time.UTC), time.Minute, 0},
 	} {
 		got, err := s.Series(ctx, recorder.Query{Since: c.since, Until: c.until}, c.step)
 		if c.buckets == 0 {
@@ -480,4 +487,63 @@ func totalAlloc() uint64 {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	return m.TotalAlloc
+}
+
+// FuzzSeries: no bounds or step make Series panic or fail otherwise than
+// with ErrBadQuery, and its buckets add up to UsageCount.
+func FuzzSeries(f *testing.F) {
+	f.Add(t0.Unix(), int64(0), t0.Unix()+3600, int64(0), int64(time.Minute))
+	f.Add(int64(-1<<62), int64(0), int64(1<<62), int64(0), int64(time.Second))
+	f.Add(t0.Unix()-1, int64(999_999_999), t0.Unix()+1, int64(1), int64(7*time.Second))
+	f.Add(int64(0), int64(0), int64(1<<40), int64(0), int64(-1))
+	s := New(WithClock(func() time.Time { return t0.Add(1000 * time.Hour) }))
+	for i := range 300 {
+		s.Record(ev(fmt.Sprint(i%3), time.Duration(i)*37*time.Second, status.All[i%len(status.All)]))
+	}
+	f.Fuzz(func(t *testing.T, since, sinceNs, until, untilNs, step int64) {
+		q := recorder.Query{Since: time.Unix(since, sinceNs), Until: time.Unix(until, untilNs)}
+		got, err := s.Series(ctx, q, time.Duration(step))
+		if err != nil {
+			if !errors.Is(err, recorder.ErrBadQuery) {
+				t.Fatalf("Series(%+v, %v): %v", q, time.Duration(step), err)
+			}
+			return
+		}
+		var sum int64
+		for _, bs := range got {
+			for _, b := range bs {
+				sum += b.Count
+			}
+		}
+		if n, err := s.UsageCount(ctx, q); err != nil || n != sum {
+			t.Fatalf("Series(%+v, %v) sums to %d, UsageCount = %d, %v", q, time.Duration(step), sum, n, err)
+		}
+	})
+}
+
+func TestOddEvents(t *testing.T) {
+	s := newTest(t)
+	for _, e := range []recorder.Event{
+		{Time: time.Unix(-1<<63, 0)},
+		{Time: time.Unix(1<<63-1, 999_999_999)},
+		{Time: time.Date(-292277022399, 1, 1, 0, 0, 0, 0, time.UTC)},
+		{Time: t0, Latency: -time.Hour, Status: status.Status(255)},
+		{Time: t0, Latency: 1<<63 - 1, Status: status.Success},
+		{Time: t0, Latency: 1<<63 - 1, Status: status.Success, KeyID: string(make([]byte, 1<<16))},
+	} {
+		s.Record(e)
+	}
+	if s.TooOld() != 2 || s.TooNew() != 1 {
+		t.Errorf("TooOld() = %d, TooNew() = %d; want 2 and 1", s.TooOld(), s.TooNew())
+	}
+	lat, err := s.LatencyByKey(ctx, recorder.Query{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := lat[""]; l.Count != 2 || l.P50 != 0 || l.P99 < 17*time.Minute {
+		t.Errorf(`LatencyByKey()[""] = %+v, want 2 events, from 0 to the last bin`, l)
+	}
+	if l := lat[string(make([]byte, 1<<16))]; l.Count != 1 {
+		t.Errorf("the long key: %+v", l)
+	}
 }
