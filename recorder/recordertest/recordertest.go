@@ -424,7 +424,7 @@ func testSeries(t *testing.T, s Store, base time.Time, evs []recorder.Event) {
 		name string
 		q    recorder.Query
 		step time.Duration
-		n    int // the number of buckets
+		n    int // the number of buckets, for Base (7-minute and day buckets fall differently for other bases)
 	}{
 		{"minutes around 3:00", recorder.Query{Since: at(178 * time.Minute), Until: at(183 * time.Minute)}, time.Minute, 5},
 		{"hours", recorder.Query{Since: at(-time.Hour), Until: at(4 * time.Hour)}, time.Hour, 5},
@@ -441,7 +441,7 @@ func testSeries(t *testing.T, s Store, base time.Time, evs []recorder.Event) {
 	for _, c := range cases {
 		want := wantSeries(evs, c.q, c.step)
 		for k, bs := range want {
-			if len(bs) != c.n {
+			if base.Equal(Base) && len(bs) != c.n {
 				t.Fatalf("%s: the reference series of %q has %d buckets, the case says %d", c.name, k, len(bs), c.n)
 			}
 		}
