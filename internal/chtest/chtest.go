@@ -1,0 +1,454 @@
+// Package chtest runs private ClickHouse servers for tests.
+//
+// A server is Debian's clickhouse-server binary started on a free loopback
+// port with a minimal configuration in a temporary directory: only the
+// native TCP port, bound to 127.0.0.1, with data, logs and users under that
+// directory. It starts in well under a second, so a test package can run
+// one for all its tests (see [Main] and [Shared]) and fault tests can run
+// their own (see [StartPrivate]) to stop and start it.
+//
+// When the binary is missing, tests that need a server are skipped with a
+// message telling how to install it, unless the environment variable CI is
+// "true", in which case they fail.
+package chtest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+)
+
+// DefaultBinary is where Debian's clickhouse-server package installs the
+// server. The environment variable CHTEST_CLICKHOUSE_SERVER overrides it.
+const DefaultBinary = "/usr/sbin/clickhouse-server"
+
+// InstallHint tells how to get the server binary.
+const InstallHint = "install it with: apt-get update && apt-get install -y clickhouse-server " +
+	"(or set CHTEST_CLICKHOUSE_SERVER to a clickhouse-server binary)"
+
+// The servers have two users: "default", without a password, and
+// PasswordUser, whose password is Password. Both may connect from
+// 127.0.0.1 only.
+const (
+	PasswordUser = "apipool"
+	Password     = "apipool-secret"
+)
+
+// StartTimeout bounds how long Start waits for a server to accept queries.
+const StartTimeout = 30 * time.Second
+
+// stopTimeout bounds how long Stop waits for a graceful exit before it
+// kills the server.
+const stopTimeout = 15 * time.Second
+
+// Server is one private clickhouse-server process. Its methods are safe for
+// concurrent use.
+type Server struct {
+	// Addr is the native protocol address, "127.0.0.1:port". It stays the
+	// same across Stop and Start.
+	Addr string
+	// Dir holds the configuration, data and logs.
+	Dir string
+
+	bin string
+
+	mu   sync.Mutex
+	proc *proc // the running process, or nil
+}
+
+// proc is one run of the server process.
+type proc struct {
+	cmd    *exec.Cmd
+	exited chan struct{} // closed when cmd has exited
+	err    error         // cmd's exit status, set before exited is closed
+}
+
+// Binary returns the path of the server binary, or an error saying how to
+// install it.
+func Binary() (string, error) {
+	if p := os.Getenv("CHTEST_CLICKHOUSE_SERVER"); p != "" {
+		if _, err := os.Stat(p); err != nil {
+			return "", fmt.Errorf("chtest: CHTEST_CLICKHOUSE_SERVER=%s: %w", p, err)
+		}
+		return p, nil
+	}
+	if _, err := os.Stat(DefaultBinary); err == nil {
+		return DefaultBinary, nil
+	}
+	if p, err := exec.LookPath("clickhouse-server"); err == nil {
+		return p, nil
+	}
+	return "", fmt.Errorf("chtest: clickhouse-server not found at %s nor on PATH; %s", DefaultBinary, InstallHint)
+}
+
+// InCI reports whether the environment variable CI is "true", where a
+// missing server is a failure rather than a reason to skip.
+func InCI() bool { return os.Getenv("CI") == "true" }
+
+// Start starts a new server in a new temporary directory and waits until it
+// accepts queries. Close stops it and removes the directory.
+func Start() (*Server, error) {
+	bin, err := Binary()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "chtest-")
+	if err != nil {
+		return nil, fmt.Errorf("chtest: %w", err)
+	}
+	// The port is free when chosen, but another process may take it before
+	// the server binds it: try a few.
+	for try := 0; ; try++ {
+		port, err := freePort()
+		if err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+		s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Dir: dir, bin: bin}
+		if err := s.writeConfig(port); err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+		err = s.Start()
+		if err == nil {
+			return s, nil
+		}
+		if try == 2 || !strings.Contains(s.errLogTail(), "Address already in use") {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+	}
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("chtest: finding a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func (s *Server) writeConfig(port int) error {
+	p := func(name string) string { return filepath.Join(s.Dir, name) + "/" }
+	config := fmt.Sprintf(`<?xml version="1.0"?>
+<yandex>
+    <logger>
+        <level>information</level>
+        <log>%[1]s/server.log</log>
+        <errorlog>%[1]s/server.err.log</errorlog>
+        <size>10M</size>
+        <count>1</count>
+        <console>0</console>
+    </logger>
+    <listen_host>127.0.0.1</listen_host>
+    <tcp_port>%[2]d</tcp_port>
+    <path>%[3]s</path>
+    <tmp_path>%[4]s</tmp_path>
+    <user_files_path>%[5]s</user_files_path>
+    <format_schema_path>%[6]s</format_schema_path>
+    <users_config>%[1]s/users.xml</users_config>
+    <default_profile>default</default_profile>
+    <default_database>default</default_database>
+    <timezone>UTC</timezone>
+    <max_concurrent_queries>100</max_concurrent_queries>
+    <mark_cache_size>268435456</mark_cache_size>
+    <uncompressed_cache_size>268435456</uncompressed_cache_size>
+    <mlock_executable>false</mlock_executable>
+</yandex>
+`, s.Dir, port, p("data"), p("tmp"), p("user_files"), p("format_schemas"))
+	users := fmt.Sprintf(`<?xml version="1.0"?>
+<yandex>
+    <profiles>
+        <default>
+            <max_memory_usage>2000000000</max_memory_usage>
+            <!-- Idle connections check for shutdown this often (seconds):
+                 the default, 10, makes a graceful stop wait that long. -->
+            <poll_interval>1</poll_interval>
+        </default>
+    </profiles>
+    <users>
+        <default>
+            <password></password>
+            <networks><ip>127.0.0.1</ip></networks>
+            <profile>default</profile>
+            <quota>default</quota>
+        </default>
+        <%[1]s>
+            <password>%[2]s</password>
+            <networks><ip>127.0.0.1</ip></networks>
+            <profile>default</profile>
+            <quota>default</quota>
+        </%[1]s>
+    </users>
+    <quotas>
+        <default></default>
+    </quotas>
+</yandex>
+`, PasswordUser, Password)
+	if err := os.WriteFile(filepath.Join(s.Dir, "config.xml"), []byte(config), 0o644); err != nil {
+		return fmt.Errorf("chtest: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(s.Dir, "users.xml"), []byte(users), 0o644); err != nil {
+		return fmt.Errorf("chtest: %w", err)
+	}
+	return nil
+}
+
+// Start starts the server again after Stop, on the same port and data
+// directory, and waits until it accepts queries. It is a no-op when the
+// server is running.
+func (s *Server) Start() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.proc != nil {
+		return nil
+	}
+	cmd := exec.Command(s.bin, "--config-file="+filepath.Join(s.Dir, "config.xml"))
+	cmd.Dir = s.Dir
+	out, err := os.OpenFile(filepath.Join(s.Dir, "stdout.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("chtest: %w", err)
+	}
+	defer out.Close()
+	cmd.Stdout, cmd.Stderr = out, out
+	setProcAttr(cmd)
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("chtest: starting %s: %w", s.bin, err)
+	}
+	p := &proc{cmd: cmd, exited: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.exited)
+	}()
+	if err := s.waitReady(p); err != nil {
+		cmd.Process.Kill()
+		<-p.exited
+		return err
+	}
+	s.proc = p
+	return nil
+}
+
+// waitReady polls the server with a query until it answers, the process
+// exits, or StartTimeout passes.
+func (s *Server) waitReady(p *proc) error {
+	deadline := time.Now().Add(StartTimeout)
+	var last error
+	for delay := 5 * time.Millisecond; ; delay = min(2*delay, 100*time.Millisecond) {
+		if last = s.ping(); last == nil {
+			return nil
+		}
+		select {
+		case <-p.exited:
+			return fmt.Errorf("chtest: clickhouse-server exited during start-up: %v\n%s", p.err, s.errLogTail())
+		case <-time.After(delay):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("chtest: clickhouse-server did not answer at %s within %v: %v\n%s", s.Addr, StartTimeout, last, s.errLogTail())
+		}
+	}
+}
+
+func (s *Server) ping() error {
+	c, err := net.DialTimeout("tcp", s.Addr, time.Second)
+	if err != nil {
+		return err
+	}
+	c.Close()
+	conn, err := clickhouse.Open(&clickhouse.Options{
+		Addr:        []string{s.Addr},
+		Protocol:    clickhouse.Native,
+		DialTimeout: time.Second,
+		ReadTimeout: 5 * time.Second,
+	})
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var one uint8
+	return conn.QueryRow(ctx, "SELECT 1").Scan(&one)
+}
+
+// Stop stops the server gracefully (SIGTERM), killing it if it has not
+// exited within 15 seconds, and waits until it has exited. Its port is
+// then closed and its data kept for Start. It is a no-op when the server
+// is not running.
+func (s *Server) Stop() error {
+	return s.stop(syscall.SIGTERM)
+}
+
+// Kill stops the server at once (SIGKILL), like a crash, and waits until it
+// has exited.
+func (s *Server) Kill() error {
+	return s.stop(syscall.SIGKILL)
+}
+
+func (s *Server) stop(sig syscall.Signal) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.proc
+	if p == nil {
+		return nil
+	}
+	if err := p.cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("chtest: signalling clickhouse-server: %w", err)
+	}
+	timer := time.NewTimer(stopTimeout)
+	defer timer.Stop()
+	select {
+	case <-p.exited:
+	case <-timer.C:
+		p.cmd.Process.Kill()
+		<-p.exited
+	}
+	s.proc = nil
+	return nil
+}
+
+// Running reports whether the server process is running.
+func (s *Server) Running() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.proc != nil
+}
+
+// Close stops the server and removes its directory.
+func (s *Server) Close() error {
+	err := s.Stop()
+	if rerr := os.RemoveAll(s.Dir); err == nil {
+		err = rerr
+	}
+	return err
+}
+
+// Options returns clickhouse-go options for the server as the default user.
+func (s *Server) Options() *clickhouse.Options {
+	return &clickhouse.Options{
+		Addr:        []string{s.Addr},
+		Protocol:    clickhouse.Native,
+		DialTimeout: 5 * time.Second,
+	}
+}
+
+// Conn opens a connection pool to the server as the default user and
+// closes it when t ends.
+func (s *Server) Conn(t testing.TB) clickhouse.Conn {
+	t.Helper()
+	conn, err := clickhouse.Open(s.Options())
+	if err != nil {
+		t.Fatalf("chtest: %v", err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// errLogTail returns the end of the server's error log, for messages.
+func (s *Server) errLogTail() string {
+	var b []byte
+	for _, name := range []string{"server.err.log", "stdout.log"} {
+		data, err := os.ReadFile(filepath.Join(s.Dir, name))
+		if err != nil {
+			continue
+		}
+		if len(data) > 2000 {
+			data = data[len(data)-2000:]
+		}
+		b = append(b, data...)
+	}
+	return string(bytes.TrimSpace(b))
+}
+
+var shared struct {
+	srv  *Server
+	skip string // why tests that need a server skip, when srv is nil
+}
+
+// Main starts one server for the test package, runs its tests and stops
+// the server. Call it from TestMain:
+//
+//	func TestMain(m *testing.M) { chtest.Main(m) }
+//
+// When the binary is missing, Main runs the tests anyway and [Shared]
+// skips those that need the server, unless CI is "true": then Main fails
+// at once. When the server is there but does not start, Main fails.
+func Main(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	if _, err := Binary(); err != nil {
+		if InCI() {
+			fmt.Fprintf(os.Stderr, "FAIL: %v (CI=true, so a missing server is an error)\n", err)
+			return 1
+		}
+		shared.skip = err.Error()
+		return m.Run()
+	}
+	srv, err := Start()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "FAIL: %v\n", err)
+		return 1
+	}
+	shared.srv = srv
+	defer srv.Close()
+	return m.Run()
+}
+
+// Shared returns the server that Main started for the package. When there
+// is none because the binary is missing, it skips t (or fails it when CI
+// is "true").
+func Shared(t testing.TB) *Server {
+	t.Helper()
+	if shared.srv != nil {
+		return shared.srv
+	}
+	if shared.skip == "" {
+		t.Fatal("chtest: no server: call chtest.Main from TestMain")
+	}
+	unavailable(t, shared.skip)
+	return nil
+}
+
+// StartPrivate starts a server for t alone, for tests that stop and start
+// it, and closes it when t ends. It skips or fails t as Shared does when
+// the binary is missing.
+func StartPrivate(t testing.TB) *Server {
+	t.Helper()
+	if _, err := Binary(); err != nil {
+		unavailable(t, err.Error())
+	}
+	srv, err := Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := srv.Close(); err != nil {
+			t.Errorf("chtest: closing server: %v", err)
+		}
+	})
+	return srv
+}
+
+func unavailable(t testing.TB, why string) {
+	t.Helper()
+	if InCI() {
+		t.Fatalf("%s (CI=true, so a missing server is an error)", why)
+	}
+	t.Skip(why)
+}

@@ -1,0 +1,97 @@
+package chtest_test
+
+import (
+	"context"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/apipool-ng/apipool/internal/chtest"
+)
+
+func TestMain(m *testing.M) { chtest.Main(m) }
+
+func TestSharedAnswers(t *testing.T) {
+	srv := chtest.Shared(t)
+	conn := srv.Conn(t)
+	var v string
+	if err := conn.QueryRow(context.Background(), "SELECT version()").Scan(&v); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("server %s at %s", v, srv.Addr)
+	host, _, err := net.SplitHostPort(srv.Addr)
+	if err != nil || host != "127.0.0.1" {
+		t.Fatalf("Addr = %q, want a 127.0.0.1 address", srv.Addr)
+	}
+}
+
+func TestPasswordUser(t *testing.T) {
+	srv := chtest.Shared(t)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name, password string
+		ok             bool
+	}{
+		{"right password", chtest.Password, true},
+		{"wrong password", "nope", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			opts := srv.Options()
+			opts.Auth = clickhouse.Auth{Username: chtest.PasswordUser, Password: tc.password}
+			conn, err := clickhouse.Open(opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			err = conn.Ping(ctx)
+			if (err == nil) != tc.ok {
+				t.Fatalf("Ping: %v, want ok=%v", err, tc.ok)
+			}
+		})
+	}
+}
+
+func TestStopStartKeepsPortAndData(t *testing.T) {
+	srv := chtest.StartPrivate(t)
+	ctx := context.Background()
+	conn := srv.Conn(t)
+	if err := conn.Exec(ctx, "CREATE TABLE kept (x UInt8) ENGINE = MergeTree() ORDER BY x"); err != nil {
+		t.Fatal(err)
+	}
+	// 18.16 answers an inline VALUES insert sent through Exec with a
+	// request for data blocks, so insert with SELECT.
+	if err := conn.Exec(ctx, "INSERT INTO kept (x) SELECT 7"); err != nil {
+		t.Fatal(err)
+	}
+	addr := srv.Addr
+	if err := srv.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if srv.Running() {
+		t.Fatal("Running after Stop")
+	}
+	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		c.Close()
+		t.Fatalf("port %s still open after Stop", addr)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if srv.Addr != addr {
+		t.Fatalf("Addr changed from %s to %s", addr, srv.Addr)
+	}
+	var x uint8
+	if err := srv.Conn(t).QueryRow(ctx, "SELECT x FROM kept").Scan(&x); err != nil || x != 7 {
+		t.Fatalf("after restart: x=%d, %v", x, err)
+	}
+	if err := srv.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Conn(t).QueryRow(ctx, "SELECT x FROM kept").Scan(&x); err != nil || x != 7 {
+		t.Fatalf("after kill and restart: x=%d, %v", x, err)
+	}
+}
