@@ -2,9 +2,9 @@
 GO ?= go
 export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: test test-deps vet bench bench-smoke lint fuzz quickstart
+.PHONY: test test-deps test-examples vet bench bench-smoke lint fuzz quickstart
 
-test: test-deps vet
+test: test-deps vet test-examples
 	$(GO) test -race -count=1 ./...
 	$(MAKE) bench-smoke
 
@@ -33,3 +33,8 @@ fuzz:
 
 quickstart:
 	$(GO) run ./examples/quickstart
+
+# The SDK examples (oapi-codegen, openai-go), in their own module so that the
+# SDKs stay out of the library's dependencies.
+test-examples:
+	cd examples/sdk && $(GO) vet ./... && $(GO) test -race -count=1 ./...
