@@ -132,15 +132,29 @@ func (Nop) Record(Event)                {}
 func (Nop) Close(context.Context) error { return nil }
 
 // Fanout returns a Recorder that hands every event to each of rs in turn
-// and closes them all. Nil entries are skipped.
+// and closes them all. Nil entries are skipped. When one of rs answers
+// queries (implements Stats), so does the fan-out, through the first such.
 func Fanout(rs ...Recorder) Recorder {
 	out := make(fanout, 0, len(rs))
+	var st Stats
 	for _, r := range rs {
 		if r != nil {
 			out = append(out, r)
+			if s, ok := r.(Stats); ok && st == nil {
+				st = s
+			}
 		}
 	}
+	if st != nil {
+		return fanoutStats{out, st}
+	}
 	return out
+}
+
+// fanoutStats is a fan-out that answers queries through one member.
+type fanoutStats struct {
+	fanout
+	Stats
 }
 
 type fanout []Recorder
