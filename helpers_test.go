@@ -411,3 +411,5 @@ func snapshotByID(p *apipool.Transport) map[string]apipool.KeyStatus {
 	}
 	return m
 }
+
+func itoa(i int) string { return strconv.Itoa(i) }

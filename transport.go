@@ -438,10 +438,14 @@ func (c *call) pick(ctx context.Context, attempt int, havePrev bool) (*keyState,
 		if !nk.RetryAt.IsZero() {
 			wait = nk.RetryAt.Sub(c.now)
 		}
-		if wait < 0 || nk.RetryAt.After(c.waitUntil) {
+		// A key free now that no pick took (a selector answering -1, a
+		// half-open breaker turning requests away) still costs a short
+		// sleep: that sleep too must fit within the wait allowed.
+		d := max(wait, time.Millisecond)
+		if wait < 0 || c.now.Add(d).After(c.waitUntil) {
 			return nil, -1, nk
 		}
-		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < d {
 			return nil, -1, nk
 		}
 		if havePrev {
@@ -449,7 +453,6 @@ func (c *call) pick(ctx context.Context, attempt int, havePrev bool) (*keyState,
 			// cannot be kept open meanwhile.
 			return nil, -1, errWaitWithPrev
 		}
-		d := max(wait, time.Millisecond)
 		waitEvent(c.reqSpan, d, "no key available")
 		if err := c.sleep(ctx, d); err != nil {
 			return nil, -1, err
