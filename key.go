@@ -5,6 +5,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
+	"io"
 	"log/slog"
 	"strconv"
 )
@@ -20,6 +22,17 @@ func (Secret) String() string { return redacted }
 
 // GoString returns "[REDACTED]", for %#v.
 func (Secret) GoString() string { return redacted }
+
+// Format writes "[REDACTED]" for every fmt verb. String alone covers
+// only %v, %s, %q and %x: fmt prints a string-kinded value as it is for
+// the other verbs (%d, %t...), inside its "%!d(...)" complaint.
+func (Secret) Format(f fmt.State, verb rune) {
+	if verb == 'q' {
+		io.WriteString(f, strconv.Quote(redacted))
+		return
+	}
+	io.WriteString(f, redacted)
+}
 
 // LogValue returns "[REDACTED]" for log/slog.
 func (Secret) LogValue() slog.Value { return slog.StringValue(redacted) }
@@ -66,6 +79,16 @@ func (k Key) String() string {
 
 // GoString describes the key without its secret, for %#v.
 func (k Key) GoString() string { return k.String() }
+
+// Format prints String for every fmt verb: without it a verb such as %d
+// prints a *Key field's secret inside fmt's "%!d(...)" complaint.
+func (k Key) Format(f fmt.State, verb rune) {
+	if verb == 'q' {
+		io.WriteString(f, strconv.Quote(k.String()))
+		return
+	}
+	io.WriteString(f, k.String())
+}
 
 // LogValue describes the key without its secret, for log/slog.
 func (k Key) LogValue() slog.Value {
