@@ -85,7 +85,11 @@ func validateKey(k Key, i int) error {
 	case k.Secret == "":
 		return &ConfigError{Field: field("Secret"), Reason: "empty secret"}
 	case string(k.Secret) == k.ID:
-		return &ConfigError{Field: field("ID"), Reason: "the ID is the secret itself; IDs appear in stats and spans"}
+		f := "Key.ID" // not field("ID"), which quotes the ID: the secret
+		if i >= 0 {
+			f = field("ID")
+		}
+		return &ConfigError{Field: f, Reason: "the ID is the secret itself; IDs appear in stats and spans"}
 	case k.Weight < 0:
 		return &ConfigError{Field: field("Weight"), Reason: fmt.Sprintf("negative weight %d", k.Weight)}
 	case k.Weight > 1_000_000:
