@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/apipool-ng/apipool/status"
@@ -95,13 +96,20 @@ type keyBreaker struct {
 	cb      *gobreaker.TwoStepCircuitBreaker[struct{}]
 	mu      sync.Mutex
 	pending []breakerChange
+
+	// fast is set when the breaker trips on failures in a row alone (no
+	// ReadyToTrip of the user's): see keyState.breakerFast. failRun is
+	// then nonzero when failures were reported since the last success
+	// that was.
+	fast    bool
+	failRun atomic.Uint64
 }
 
 func newKeyBreaker(s BreakerSettings, k *keyState) *keyBreaker {
 	if s.Disabled {
 		return nil
 	}
-	kb := &keyBreaker{}
+	kb := &keyBreaker{fast: s.ReadyToTrip == nil}
 	failures := s.Failures
 	if failures == 0 {
 		failures = 5
@@ -130,6 +138,45 @@ func newKeyBreaker(s BreakerSettings, k *keyState) *keyBreaker {
 		},
 	})
 	return kb
+}
+
+// breakerFast reports whether an attempt may go out with k without
+// asking k's breaker first: the breaker is closed and trips on failures
+// in a row alone, so its answer is certain and only the attempt's outcome
+// matters (reportLate). A request then pays no gobreaker lock, clock read
+// or done closure unless it fails.
+func (k *keyState) breakerFast() bool {
+	return k.breaker.fast && BreakerState(k.breakerState.Load()) == BreakerClosed
+}
+
+// reportLate tells k's breaker the outcome of an attempt that went out
+// without asking it (breakerFast). Only a failure, and the first success
+// after failures, can change a closed breaker that counts failures in a
+// row, so other outcomes are not reported. An outcome that comes after the
+// breaker left the closed state is dropped, as gobreaker drops outcomes
+// of an earlier state.
+func (k *keyState) reportLate(outcome error) {
+	kb := k.breaker
+	if outcome == errBreakerExcluded || BreakerState(k.breakerState.Load()) != BreakerClosed {
+		return
+	}
+	if outcome == nil {
+		n := kb.failRun.Load()
+		if n == 0 {
+			return
+		}
+		if done, err := kb.cb.Allow(); err == nil {
+			done(nil)
+		}
+		kb.failRun.CompareAndSwap(n, 0) // a failure since keeps it set
+		return
+	}
+	if done, err := kb.cb.Allow(); err == nil {
+		done(outcome)
+	}
+	// Counted after the breaker heard of it: a success that still reads
+	// 0 is then taken as having come before this failure.
+	kb.failRun.Add(1)
 }
 
 // takePending returns and clears the queued state changes.

@@ -205,11 +205,16 @@ func endSpan(s trace.Span) {
 
 // breakerDone reports the attempt's outcome to k's breaker.
 func (c *call) breakerDone(k *keyState, outcome error) {
-	if c.done == nil {
+	switch {
+	case c.done != nil:
+		c.done(outcome)
+		c.done = nil
+	case c.breakerLate:
+		c.breakerLate = false
+		k.reportLate(outcome)
+	default:
 		return
 	}
-	c.done(outcome)
-	c.done = nil
 	c.t.flushBreaker(k)
 }
 

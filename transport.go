@@ -210,6 +210,10 @@ type call struct {
 	waitUntil time.Time // when waiting for a key must give up (pool clock)
 
 	done func(error) // the current attempt's breaker callback
+	// breakerLate is set when the attempt went out without asking its
+	// key's closed breaker (keyState.breakerFast): breakerDone reports
+	// the outcome afterwards.
+	breakerLate bool
 
 	// The returned response's body and the key it holds.
 	body     io.ReadCloser
@@ -427,7 +431,7 @@ func (c *call) pick(ctx context.Context, attempt int, havePrev bool) (*keyState,
 				}
 				k := c.ks.keys[i]
 				if done, ok := t.acquire(k, c.now); ok {
-					c.done = done
+					c.done, c.breakerLate = done, done == nil && k.breaker != nil
 					return k, i, nil
 				}
 				c.markTried(i)
@@ -561,6 +565,8 @@ func (c *call) sleep(ctx context.Context, d time.Duration) error {
 
 // acquire takes key k for one attempt: an in-flight slot, rate tokens,
 // a day's quota and the breaker's permission. It takes all or nothing.
+// done is nil when no permission was asked: k has no breaker, or a
+// closed one that hears of the attempt afterwards (keyState.breakerFast).
 func (t *Transport) acquire(k *keyState, now time.Time) (done func(error), ok bool) {
 	if m := int64(k.key.MaxInFlight); m > 0 {
 		for {
@@ -585,7 +591,7 @@ func (t *Transport) acquire(k *keyState, now time.Time) (done func(error), ok bo
 		k.inFlight.Add(-1)
 		return nil, false
 	}
-	if k.breaker != nil {
+	if k.breaker != nil && !k.breakerFast() {
 		var err error
 		done, err = k.breaker.cb.Allow()
 		t.flushBreaker(k)
