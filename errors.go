@@ -2,6 +2,7 @@ package apipool
 
 import (
 	"errors"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -98,7 +99,8 @@ func (e *redactedError) Temporary() bool {
 }
 
 // redact returns err with every occurrence of the secrets removed from its
-// text, or err itself when its text holds none.
+// text, as they are and URL-escaped (as a query parameter shows them in
+// a URL), or err itself when its text holds none.
 func redact(err error, secrets ...string) error {
 	if err == nil {
 		return nil
@@ -106,9 +108,14 @@ func redact(err error, secrets ...string) error {
 	msg := err.Error()
 	changed := false
 	for _, s := range secrets {
-		if s != "" && strings.Contains(msg, s) {
-			msg = strings.ReplaceAll(msg, s, redacted)
-			changed = true
+		if s == "" {
+			continue
+		}
+		for _, form := range [...]string{s, url.QueryEscape(s)} {
+			if strings.Contains(msg, form) {
+				msg = strings.ReplaceAll(msg, form, redacted)
+				changed = true
+			}
 		}
 	}
 	if !changed {
