@@ -260,12 +260,16 @@ func (tl *telemetry) startAttempt(ctx context.Context, r *http.Request, attempt 
 	return tr.Start(ctx, method(r), trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...))
 }
 
-// inject writes the trace context of ctx into h, when there is one.
-func (tl *telemetry) inject(ctx context.Context, h http.Header) {
+// inject writes the trace context of ctx into r's header, when there is
+// one. r is the pool's copy of the request: its Header is its own.
+func (tl *telemetry) inject(ctx context.Context, r *http.Request) {
 	if !trace.SpanContextFromContext(ctx).IsValid() {
 		return
 	}
-	tl.propagator().Inject(ctx, propagation.HeaderCarrier(h))
+	if r.Header == nil {
+		r.Header = make(http.Header)
+	}
+	tl.propagator().Inject(ctx, propagation.HeaderCarrier(r.Header))
 }
 
 // attemptDone records an attempt's outcome on its span and in the
