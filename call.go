@@ -76,7 +76,14 @@ func closeBody(r *http.Request) {
 func (c *call) attemptRequest(ctx context.Context, k *keyState, attempt int) (*http.Request, error) {
 	t := c.t
 	orig := c.req
-	r := orig.WithContext(ctx) // a shallow copy: every field we change is replaced, never written through
+	// A shallow copy: every field we change is replaced, never written through.
+	var r *http.Request
+	if attempt == 1 {
+		c.first = *orig.WithContext(ctx)
+		r = &c.first
+	} else {
+		r = orig.WithContext(ctx)
+	}
 	if orig.Body != nil && orig.Body != http.NoBody {
 		switch {
 		case attempt == 1 && (orig.GetBody != nil || c.getBody == nil):

@@ -196,6 +196,11 @@ type call struct {
 	cand Candidates
 	now  time.Time
 
+	// first is the first attempt's copy of req, so that the call's
+	// allocation holds it too. Later attempts copy req afresh: the base
+	// may still read an earlier copy.
+	first http.Request
+
 	tried     uint64   // keys 0..63 tried by this request
 	triedMore []uint64 // keys 64.. tried, when the pool is that large
 	skipTried bool
@@ -360,11 +365,6 @@ func (c *call) loop(ctx context.Context) (*http.Response, error) {
 				return nil, prevErr
 			}
 			return nil, err
-		}
-		if aspan != nil {
-			// The attempt's span is the upstream's parent. With tracing
-			// off, nothing is injected: that costs nothing.
-			t.tel.inject(actx, r)
 		}
 		start := c.now
 		resp, err := t.base.RoundTrip(r)
