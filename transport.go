@@ -366,6 +366,11 @@ func (c *call) loop(ctx context.Context) (*http.Response, error) {
 			}
 			return nil, err
 		}
+		if aspan != nil {
+			// The attempt's span is the upstream's parent. With tracing
+			// off, nothing is injected: that costs nothing.
+			t.tel.inject(actx, r)
+		}
 		start := c.now
 		resp, err := t.base.RoundTrip(r)
 		if attempt == 1 {
