@@ -68,7 +68,8 @@ func WithPropagators(p propagation.TextMapPropagator) Option {
 
 // telemetry holds the pool's tracer and instruments. When the providers
 // are no-ops (the globals before an SDK is installed, or the noop
-// packages'), a request pays for an atomic load and a comparison.
+// packages'), a request pays for a few atomic loads and comparisons: see
+// BenchmarkTelemetryOff.
 type telemetry struct {
 	t        *Transport
 	tracers  atomic.Pointer[tracerEntry]
@@ -76,15 +77,24 @@ type telemetry struct {
 	metersMu sync.Mutex
 }
 
+// tracerEntry caches the tracer of one provider. fixed marks a provider
+// set by option, which holds for the pool's life: the entry is used as it
+// is. Otherwise it is the global provider's entry, reused while the
+// global is the same provider; cmp tells whether the provider's type is
+// comparable, which == needs to tell.
 type tracerEntry struct {
 	tp     trace.TracerProvider
 	tracer trace.Tracer
 	on     bool
+	fixed  bool
+	cmp    bool
 }
 
 type meterEntry struct {
 	mp       metric.MeterProvider
 	on       bool
+	fixed    bool
+	cmp      bool
 	duration metric.Float64Histogram
 	requests metric.Int64Counter
 	reg      metric.Registration
@@ -101,44 +111,61 @@ func isNoop(p any) bool {
 	return name == "*global.tracerProvider" || name == "*global.meterProvider"
 }
 
-func sameProvider(a, b any) bool {
-	if reflect.TypeOf(a) != reflect.TypeOf(b) || !reflect.TypeOf(a).Comparable() {
-		return false
-	}
-	return a == b
-}
+// isComparable reports whether == may be used on p without panicking.
+func isComparable(p any) bool { return reflect.TypeOf(p).Comparable() }
 
+// tracer returns the tracer to use now, and whether it records. On the
+// request path it costs an atomic load, plus, without a provider option,
+// a read of the global and an interface comparison (e.tp is of a
+// comparable type, so == cannot panic whatever the global is).
 func (tl *telemetry) tracer() (trace.Tracer, bool) {
-	tp := tl.t.cfg.tracerProvider
-	if tp == nil {
-		tp = otel.GetTracerProvider()
+	e := tl.tracers.Load()
+	if e == nil || !e.fixed && !(e.cmp && e.tp == otel.GetTracerProvider()) {
+		e = tl.loadTracer()
 	}
-	if e := tl.tracers.Load(); e != nil && sameProvider(e.tp, tp) {
-		return e.tracer, e.on
-	}
-	e := &tracerEntry{tp: tp, on: !isNoop(tp)}
-	e.tracer = tp.Tracer(scopeName, trace.WithInstrumentationVersion(Version))
-	tl.tracers.Store(e)
 	return e.tracer, e.on
 }
 
+// loadTracer makes the entry of the provider to use now.
+func (tl *telemetry) loadTracer() *tracerEntry {
+	tp := tl.t.cfg.tracerProvider
+	fixed := tp != nil
+	if !fixed {
+		tp = otel.GetTracerProvider()
+	}
+	e := &tracerEntry{tp: tp, on: !isNoop(tp), fixed: fixed, cmp: isComparable(tp)}
+	e.tracer = tp.Tracer(scopeName, trace.WithInstrumentationVersion(Version))
+	tl.tracers.Store(e)
+	return e
+}
+
+// meter returns the instruments to use now, as tracer does the tracer.
 func (tl *telemetry) meter() *meterEntry {
-	mp := tl.t.cfg.meterProvider
-	if mp == nil {
-		mp = otel.GetMeterProvider()
+	e := tl.meters.Load()
+	if e == nil || !e.fixed && !(e.cmp && e.mp == otel.GetMeterProvider()) {
+		e = tl.loadMeter()
 	}
-	if e := tl.meters.Load(); e != nil && sameProvider(e.mp, mp) {
-		return e
-	}
+	return e
+}
+
+// loadMeter makes the entry of the provider to use now. A change of
+// provider moves the key-state callback to the new one.
+func (tl *telemetry) loadMeter() *meterEntry {
 	tl.metersMu.Lock()
 	defer tl.metersMu.Unlock()
-	if e := tl.meters.Load(); e != nil && sameProvider(e.mp, mp) {
-		return e
+	mp := tl.t.cfg.meterProvider
+	fixed := mp != nil
+	if !fixed {
+		mp = otel.GetMeterProvider()
 	}
-	if old := tl.meters.Load(); old != nil && old.reg != nil {
+	old := tl.meters.Load()
+	if old != nil && (old.fixed || old.cmp && old.mp == mp) {
+		return old
+	}
+	if old != nil && old.reg != nil {
 		old.reg.Unregister()
 	}
-	e := &meterEntry{mp: mp, on: !isNoop(mp)}
+	e := &meterEntry{mp: mp, on: !isNoop(mp), fixed: fixed, cmp: isComparable(mp)}
 	if e.on {
 		tl.instruments(e)
 	}
@@ -275,6 +302,10 @@ func (tl *telemetry) inject(ctx context.Context, r *http.Request) {
 // attemptDone records an attempt's outcome on its span and in the
 // metrics. The span is left open; the caller ends it.
 func (tl *telemetry) attemptDone(ctx context.Context, span trace.Span, r *http.Request, k *keyState, st status.Status, resp *http.Response, err error, d time.Duration) {
+	e := tl.meter()
+	if span == nil && !e.on {
+		return // before anything allocates (strconv.Itoa(429) does)
+	}
 	errType := ""
 	code := 0
 	if resp != nil {
@@ -300,7 +331,6 @@ func (tl *telemetry) attemptDone(ctx context.Context, span trace.Span, r *http.R
 			span.SetStatus(codes.Error, msg)
 		}
 	}
-	e := tl.meter()
 	if !e.on {
 		return
 	}
