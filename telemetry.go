@@ -75,6 +75,19 @@ type telemetry struct {
 	tracers  atomic.Pointer[tracerEntry]
 	meters   atomic.Pointer[meterEntry]
 	metersMu sync.Mutex
+	closed   bool // under metersMu: register no more callbacks
+}
+
+// close unregisters the key-state callback, so that a closed pool
+// reports no gauges and its meter provider does not keep it alive.
+func (tl *telemetry) close() {
+	tl.metersMu.Lock()
+	defer tl.metersMu.Unlock()
+	tl.closed = true
+	if e := tl.meters.Load(); e != nil && e.reg != nil {
+		e.reg.Unregister()
+		e.reg = nil
+	}
 }
 
 // tracerEntry caches the tracer of one provider. fixed marks a provider
@@ -211,6 +224,9 @@ func (tl *telemetry) instruments(e *meterEntry) {
 		if i == nil {
 			return
 		}
+	}
+	if tl.closed {
+		return
 	}
 	e.reg, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		t := tl.t

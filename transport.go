@@ -110,6 +110,7 @@ func New(keys []Key, opts ...Option) (*Transport, error) {
 		t.stopProbe, t.probeDone = make(chan struct{}), make(chan struct{})
 		go t.probeLoop()
 	}
+	t.tel.meter() // the key gauges report from now, not from the first request
 	return t, nil
 }
 
@@ -135,6 +136,7 @@ func (t *Transport) Close(ctx context.Context) error {
 	var err error
 	t.closeOnce.Do(func() {
 		t.closed.Store(true)
+		t.tel.close()
 		if t.stopProbe != nil {
 			close(t.stopProbe)
 			select {
