@@ -327,10 +327,10 @@ func await[T any](t testing.TB, ch <-chan T, what string) T {
 	select {
 	case v := <-ch:
 		return v
-	case <-time.After(30 * time.Second):
+	case <-time.After(60 * time.Second):
 		buf := make([]byte, 1<<20)
 		n := runtime.Stack(buf, true)
-		t.Fatalf("%s: no answer after 30s (deadlock?)\n%s", what, buf[:n])
+		t.Fatalf("%s: no answer after 60s (deadlock?)\n%s", what, buf[:n])
 		panic("unreachable")
 	}
 }
