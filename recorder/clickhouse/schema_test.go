@@ -1,0 +1,241 @@
+package clickhouse
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseVersion(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want version
+		bad  bool
+	}{
+		{in: "18.16.1", want: version{18, 16}},
+		{in: "23.8.2.7", want: version{23, 8}},
+		{in: "25.3.1.2703", want: version{25, 3}},
+		{in: "1.1.54385", want: version{1, 1}},
+		{in: " 21.1 ", want: version{21, 1}},
+		{in: "", bad: true},
+		{in: "banana", bad: true},
+		{in: "21", bad: true},
+		{in: "-1.2", bad: true},
+	} {
+		got, err := parseVersion(c.in)
+		if (err != nil) != c.bad || !c.bad && got != c.want {
+			t.Errorf("parseVersion(%q) = %v, %v; want %v, bad=%v", c.in, got, err, c.want, c.bad)
+		}
+	}
+}
+
+func TestFeaturesFor(t *testing.T) {
+	legacy := features{LowCardinality: true, LowCardinalitySetting: true}
+	modern := features{DateTime64: true, Codecs: true, TTL: true, LowCardinality: true}
+	for _, c := range []struct {
+		v    version
+		want features
+	}{
+		{version{1, 1}, features{}},
+		{version{18, 14}, features{}},
+		{version{18, 16}, legacy},
+		{version{19, 17}, legacy},
+		{version{20, 12}, legacy},
+		{version{21, 1}, modern},
+		{version{23, 8}, modern},
+		{version{25, 6}, modern},
+	} {
+		if got := featuresFor(c.v); got != c.want {
+			t.Errorf("featuresFor(%v) = %+v, want %+v", c.v, got, c.want)
+		}
+	}
+}
+
+var testSchema = schemaConfig{Database: "db", Table: "events"}
+
+func TestPlanSchemaLegacy(t *testing.T) {
+	cfg := testSchema
+	cfg.TTL = 24 * time.Hour
+	cfg.RollupTTL = 48 * time.Hour
+	p := planSchema(featuresFor(version{18, 16}), cfg)
+	if p.Settings[lowCardinalitySetting] != 1 {
+		t.Errorf("Settings = %v, want %s=1", p.Settings, lowCardinalitySetting)
+	}
+	for _, want := range []string{
+		"CREATE TABLE IF NOT EXISTS `db`.`events`",
+		"event_time       DateTime('UTC'),",
+		"event_ms         UInt16,",
+		"event_id         UUID,",
+		"key_id           LowCardinality(String),",
+		"latency_us       UInt32,",
+		"request_bytes    Int64,",
+		"trace_id         String,",
+		"ENGINE = MergeTree()",
+		"ORDER BY (key_id, event_time)",
+	} {
+		if !strings.Contains(p.Table, want) {
+			t.Errorf("legacy table DDL lacks %q:\n%s", want, p.Table)
+		}
+	}
+	for _, banned := range []string{"DateTime64", "CODEC", "TTL"} {
+		for _, stmt := range p.Statements() {
+			if strings.Contains(stmt, banned) {
+				t.Errorf("legacy DDL has %s:\n%s", banned, stmt)
+			}
+		}
+	}
+	if len(p.Warnings) != 2 {
+		t.Errorf("Warnings = %q, want two (TTL and RollupTTL ignored)", p.Warnings)
+	}
+	if p.Layout.time64 {
+		t.Error("legacy layout has time64")
+	}
+	if got := p.Layout.insertSQL("`db`.`events`"); !strings.HasPrefix(got, "INSERT INTO `db`.`events` (event_time, event_ms, event_id, key_id,") ||
+		!strings.HasSuffix(got, "trace_id, span_id, error_type)") {
+		t.Errorf("insertSQL = %s", got)
+	}
+	if len(p.Statements()) != 3 {
+		t.Errorf("%d statements, want 3", len(p.Statements()))
+	}
+}
+
+func TestPlanSchemaModern(t *testing.T) {
+	cfg := testSchema
+	cfg.TTL = 30 * 24 * time.Hour
+	p := planSchema(featuresFor(version{24, 3}), cfg)
+	if p.Settings != nil {
+		t.Errorf("Settings = %v, want none", p.Settings)
+	}
+	for _, want := range []string{
+		"event_time       DateTime64(3, 'UTC') CODEC(Delta, ZSTD(1)),",
+		"latency_us       UInt32 CODEC(T64, ZSTD(1)),",
+		"key_id           LowCardinality(String),",
+		"TTL toDateTime(event_time) + INTERVAL 2592000 SECOND",
+	} {
+		if !strings.Contains(p.Table, want) {
+			t.Errorf("modern table DDL lacks %q:\n%s", want, p.Table)
+		}
+	}
+	if strings.Contains(p.Table, "event_ms") {
+		t.Errorf("modern DDL has event_ms:\n%s", p.Table)
+	}
+	if strings.Contains(p.Rollup, "TTL") {
+		t.Errorf("rollup has a TTL without RollupTTL:\n%s", p.Rollup)
+	}
+	if len(p.Warnings) != 0 {
+		t.Errorf("Warnings = %q", p.Warnings)
+	}
+	if got := p.Layout.insertSQL("t"); !strings.HasPrefix(got, "INSERT INTO t (event_time, event_id,") {
+		t.Errorf("insertSQL = %s", got)
+	}
+}
+
+func TestPlanSchemaRollup(t *testing.T) {
+	for _, v := range []version{{18, 16}, {23, 8}} {
+		p := planSchema(featuresFor(v), testSchema)
+		for _, want := range []string{
+			"CREATE TABLE IF NOT EXISTS `db`.`events_1m`",
+			"ENGINE = AggregatingMergeTree()",
+			"latency        AggregateFunction(quantiles(0.5, 0.9, 0.99), UInt32),",
+		} {
+			if !strings.Contains(p.Rollup, want) {
+				t.Errorf("%v: rollup DDL lacks %q:\n%s", v, want, p.Rollup)
+			}
+		}
+		for _, want := range []string{
+			"CREATE MATERIALIZED VIEW IF NOT EXISTS `db`.`events_1m_mv` TO `db`.`events_1m`",
+			"quantilesState(0.5, 0.9, 0.99)(latency_us) AS latency",
+			"FROM `db`.`events`",
+		} {
+			if !strings.Contains(p.View, want) {
+				t.Errorf("%v: view DDL lacks %q:\n%s", v, want, p.View)
+			}
+		}
+		cfg := testSchema
+		cfg.NoRollup = true
+		if p := planSchema(featuresFor(v), cfg); len(p.Statements()) != 1 || p.Rollup != "" || p.View != "" {
+			t.Errorf("%v: NoRollup plan has %d statements", v, len(p.Statements()))
+		}
+	}
+}
+
+// columnsOf returns the columns a plan's table DDL declares, name → type
+// as system.columns would spell them.
+func columnsOf(t *testing.T, f features) map[string]string {
+	out := map[string]string{}
+	for _, col := range (layout{time64: f.DateTime64}).columns() {
+		switch col.kind {
+		case kindTime:
+			out[col.name] = "DateTime('UTC')"
+			if f.DateTime64 {
+				out[col.name] = "DateTime64(3, 'UTC')"
+			}
+		case kindString:
+			out[col.name] = "LowCardinality(String)"
+		case kindUUID:
+			out[col.name] = "UUID"
+		case kindUInt8:
+			out[col.name] = "UInt8"
+		case kindUInt16:
+			out[col.name] = "UInt16"
+		case kindUInt32:
+			out[col.name] = "UInt32"
+		case kindInt64:
+			out[col.name] = "Int64"
+		}
+	}
+	return out
+}
+
+func TestCheckColumns(t *testing.T) {
+	legacy := columnsOf(t, featuresFor(version{18, 16}))
+	if l, err := checkColumns("db.t", legacy); err != nil || l.time64 {
+		t.Errorf("legacy columns: %+v, %v", l, err)
+	}
+	modern := columnsOf(t, featuresFor(version{23, 8}))
+	if l, err := checkColumns("db.t", modern); err != nil || !l.time64 {
+		t.Errorf("modern columns: %+v, %v", l, err)
+	}
+	// Plain strings and extra columns are fine.
+	plain := columnsOf(t, featuresFor(version{23, 8}))
+	plain[colKeyID] = "String"
+	plain["extra"] = "Nullable(String)"
+	if _, err := checkColumns("db.t", plain); err != nil {
+		t.Errorf("plain String key_id: %v", err)
+	}
+
+	broken := columnsOf(t, featuresFor(version{18, 16}))
+	delete(broken, colEventMS)
+	delete(broken, colTraceID)
+	broken[colLatencyUS] = "UInt64"
+	_, err := checkColumns("db.t", broken)
+	var se *SchemaError
+	if !errors.As(err, &se) {
+		t.Fatalf("checkColumns(broken) = %v, want a *SchemaError", err)
+	}
+	if se.Table != "db.t" || strings.Join(se.Missing, ",") != "event_ms,trace_id" || len(se.Mismatched) != 1 {
+		t.Errorf("SchemaError = %+v", se)
+	}
+	for _, want := range []string{"db.t", "event_ms", "trace_id", "latency_us: has UInt64, want UInt32"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %q", err, want)
+		}
+	}
+}
+
+func TestCheckRollupColumns(t *testing.T) {
+	good := map[string]string{
+		"minute": "DateTime('UTC')", "key_id": "LowCardinality(String)", "status_id": "UInt8",
+		"events": "AggregateFunction(count)", "latency": "AggregateFunction(quantiles(0.5, 0.9, 0.99), UInt32)",
+	}
+	if err := checkRollupColumns("db.t_1m", good); err != nil {
+		t.Errorf("good rollup: %v", err)
+	}
+	bad := map[string]string{"minute": "DateTime", "key_id": "String", "status_id": "UInt8",
+		"latency": "AggregateFunction(quantilesTDigest(0.5, 0.9, 0.99), UInt32)"}
+	err := checkRollupColumns("db.t_1m", bad)
+	if err == nil || !strings.Contains(err.Error(), "events") || !strings.Contains(err.Error(), "latency: has") {
+		t.Errorf("bad rollup: %v", err)
+	}
+}
