@@ -1,0 +1,201 @@
+package clickhouse
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Config configures a Store. Its zero value is usable: it connects to a
+// server on 127.0.0.1:9000 as user "default" and writes to
+// default.apipool_events. Each zero field takes the default its comment
+// gives.
+type Config struct {
+	// Addrs are the servers' native protocol addresses ("host:port"); the
+	// store uses the first that answers. Default: 127.0.0.1:9000. Only the
+	// native protocol is used (ClickHouse's HTTP interface is not).
+	Addrs []string
+	// Database holds the tables. Default: "default". It is created if
+	// missing. Database and Table must be plain identifiers
+	// ([A-Za-z_][A-Za-z0-9_]*).
+	Database string
+	// Table is the event table. Default: "apipool_events". The per-minute
+	// rollup is Table+"_1m", filled by the materialized view
+	// Table+"_1m_mv".
+	Table string
+	// Username and Password authenticate. Default user: "default".
+	Username, Password string
+	// TLS, when not nil, connects with TLS (use the server's secure native
+	// port, usually 9440).
+	TLS *tls.Config
+	// DialTimeout bounds connecting. Default: 5s.
+	DialTimeout time.Duration
+	// ReadTimeout bounds waiting for the server during a query or an
+	// insert. Default: 30s.
+	ReadTimeout time.Duration
+
+	// BatchSize is the number of events per INSERT: the writer flushes
+	// when this many are queued, or FlushInterval after the last flush,
+	// whichever comes first. Default: 10,000.
+	BatchSize int
+	// FlushInterval: see BatchSize. Default: 1s.
+	FlushInterval time.Duration
+	// QueueSize bounds the events held in memory waiting for the writer,
+	// besides the batch being sent. Default: 100,000 (memory for the queue
+	// is taken as it fills, in blocks of 256 events, about 60 KiB each).
+	QueueSize int
+	// OnFull says what Record does when the queue is full. Default: Drop.
+	OnFull FullPolicy
+
+	// SpillDir, when set, is a directory where events that the server
+	// cannot take in time are kept: while inserts fail and the queue is
+	// half full, the writer moves the oldest queued events to an
+	// append-only file there, and replays it, in order, once the server
+	// is back. A store opened on the same directory and table replays
+	// what an earlier one left. One store at a time may use a spill file.
+	SpillDir string
+	// SpillMaxBytes bounds the spill file. Default: 1 GiB. When it is
+	// full, the queue fills and OnFull applies.
+	SpillMaxBytes int64
+
+	// MinBackoff and MaxBackoff bound the jittered, doubling wait between
+	// failed attempts to send a batch (or to create the schema).
+	// Defaults: 100ms and 10s.
+	MinBackoff, MaxBackoff time.Duration
+
+	// AllowUnavailable lets New return a working Store when no server
+	// answers: events queue (and spill) meanwhile, the schema is created
+	// once a server answers, and Err reports the last failure. Without it
+	// New fails when it cannot reach a server. Either way, New fails on
+	// errors that retrying would not cure when a server answers: wrong
+	// credentials, an incompatible existing table.
+	AllowUnavailable bool
+
+	// TTL, when positive, makes the server delete events that old (from
+	// their time). Servers before 21.1 have no TTL: there it is ignored,
+	// with a warning. It applies when the table is created.
+	TTL time.Duration
+	// RollupTTL is the same for the per-minute rollup.
+	RollupTTL time.Duration
+	// NoRollup skips the per-minute rollup: stats then always read the
+	// event table.
+	NoRollup bool
+	// RollupAfter is the shortest query window that reads the rollup for
+	// its whole minutes (and the event table for the partial minutes at
+	// its ends). Default: 1 hour. Negative: never read the rollup.
+	RollupAfter time.Duration
+
+	// Logger receives the store's rare log lines: send failures and
+	// recoveries, schema changes, spills. Default: none.
+	Logger *slog.Logger
+}
+
+// FullPolicy says what Record does when the queue is full.
+type FullPolicy int
+
+const (
+	// Drop drops the event and counts it (see Store.Dropped). Record
+	// never waits.
+	Drop FullPolicy = iota
+	// Block makes Record wait until there is room, or the store closes.
+	Block
+)
+
+func (p FullPolicy) String() string {
+	switch p {
+	case Drop:
+		return "drop"
+	case Block:
+		return "block"
+	}
+	return fmt.Sprintf("FullPolicy(%d)", int(p))
+}
+
+// The defaults of Config's zero fields.
+const (
+	DefaultAddr          = "127.0.0.1:9000"
+	DefaultDatabase      = "default"
+	DefaultTable         = "apipool_events"
+	DefaultUsername      = "default"
+	DefaultDialTimeout   = 5 * time.Second
+	DefaultReadTimeout   = 30 * time.Second
+	DefaultBatchSize     = 10_000
+	DefaultFlushInterval = time.Second
+	DefaultQueueSize     = 100_000
+	DefaultSpillMaxBytes = 1 << 30
+	DefaultMinBackoff    = 100 * time.Millisecond
+	DefaultMaxBackoff    = 10 * time.Second
+	DefaultRollupAfter   = time.Hour
+)
+
+// ErrBadConfig is wrapped by New's errors about an invalid Config.
+var ErrBadConfig = errors.New("apipool: clickhouse: bad config")
+
+// withDefaults returns c with defaults for its zero fields, or an error
+// wrapping ErrBadConfig.
+func (c Config) withDefaults() (Config, error) {
+	if len(c.Addrs) == 0 {
+		c.Addrs = []string{DefaultAddr}
+	}
+	if c.Database == "" {
+		c.Database = DefaultDatabase
+	}
+	if c.Table == "" {
+		c.Table = DefaultTable
+	}
+	if c.Username == "" {
+		c.Username = DefaultUsername
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&c.DialTimeout, DefaultDialTimeout)
+	def(&c.ReadTimeout, DefaultReadTimeout)
+	def(&c.FlushInterval, DefaultFlushInterval)
+	def(&c.MinBackoff, DefaultMinBackoff)
+	def(&c.MaxBackoff, DefaultMaxBackoff)
+	def(&c.RollupAfter, DefaultRollupAfter)
+	if c.BatchSize == 0 {
+		c.BatchSize = DefaultBatchSize
+	}
+	if c.QueueSize == 0 {
+		c.QueueSize = DefaultQueueSize
+	}
+	if c.SpillMaxBytes == 0 {
+		c.SpillMaxBytes = DefaultSpillMaxBytes
+	}
+	bad := func(format string, args ...any) (Config, error) {
+		return c, fmt.Errorf("%w: "+format, append([]any{ErrBadConfig}, args...)...)
+	}
+	switch {
+	case !identRE.MatchString(c.Database):
+		return bad("Database %q is not a plain identifier", c.Database)
+	case !identRE.MatchString(c.Table) || !identRE.MatchString(c.Table+viewSuffix):
+		return bad("Table %q is not a plain identifier (of at most %d bytes)", c.Table, 128-len(viewSuffix))
+	case c.BatchSize < 0, c.QueueSize < 0, c.SpillMaxBytes < 0:
+		return bad("BatchSize, QueueSize and SpillMaxBytes must not be negative")
+	case c.DialTimeout < 0, c.ReadTimeout < 0, c.FlushInterval < 0, c.MinBackoff < 0, c.MaxBackoff < 0, c.TTL < 0, c.RollupTTL < 0:
+		return bad("durations must not be negative (RollupAfter aside)")
+	case c.MinBackoff > c.MaxBackoff:
+		return bad("MinBackoff %v exceeds MaxBackoff %v", c.MinBackoff, c.MaxBackoff)
+	case c.OnFull != Drop && c.OnFull != Block:
+		return bad("unknown OnFull %v", c.OnFull)
+	}
+	for _, a := range c.Addrs {
+		if a == "" {
+			return bad("empty address in Addrs")
+		}
+	}
+	if c.QueueSize < c.BatchSize {
+		c.QueueSize = c.BatchSize
+	}
+	return c, nil
+}
+
+func (c Config) schemaConfig() schemaConfig {
+	return schemaConfig{Database: c.Database, Table: c.Table, TTL: c.TTL, RollupTTL: c.RollupTTL, NoRollup: c.NoRollup}
+}

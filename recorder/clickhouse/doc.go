@@ -1,0 +1,39 @@
+// Package clickhouse is a recorder.Recorder and recorder.Stats that keeps
+// apipool's usage events in ClickHouse, for analysis in SQL.
+//
+//	store, err := clickhouse.New(ctx, clickhouse.Config{Addrs: []string{"clickhouse:9000"}})
+//	if err != nil { ... }
+//	defer store.Close(ctx) // give ctx a deadline
+//
+// Record is cheap and never does I/O: events go to a bounded queue that a
+// background goroutine sends in batches of Config.BatchSize rows, or every
+// Config.FlushInterval. A batch that fails is retried as it is, with the
+// same event ids, so a server outage neither loses nor duplicates events
+// (see Store for the one exception); while the server is down, events
+// wait in the queue and, with Config.SpillDir, in a file.
+//
+// # Schema
+//
+// New creates the tables when they are missing, choosing the column types
+// by the server's version (SELECT version()):
+//
+//   - servers from 21.1 on: event_time is DateTime64(3, 'UTC'); columns
+//     have compression codecs; Config.TTL and Config.RollupTTL apply;
+//   - older servers, such as Debian's 18.16: event_time is DateTime('UTC')
+//     and event_ms holds the milliseconds; LowCardinality(String) is
+//     created with the setting allow_experimental_low_cardinality_type=1;
+//     no codecs, no TTL.
+//
+// Beside the event table, an AggregatingMergeTree table (Table+"_1m") holds
+// per-minute counts, latency samples and byte sums per key and status,
+// filled by a materialized view (Table+"_1m_mv"); stats queries over long
+// windows read it. An existing table is used as it is, whichever layout it
+// has, provided it has the columns the store writes.
+//
+// The package README (recorder/clickhouse/README.md) shows the DDL and
+// ready-made queries: usage per key per hour, rate-limit share per key,
+// latency percentiles per key, keys nearing their daily quota.
+//
+// Only the native protocol is used: clickhouse-go's HTTP transport does not
+// work with 18.16.
+package clickhouse

@@ -1,0 +1,170 @@
+package clickhouse
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"github.com/apipool-ng/apipool/recorder"
+)
+
+// blockLen is the number of events per queue block.
+const blockLen = 256
+
+// qblock is a block of queued events. Blocks are recycled, so a queue in
+// steady state allocates nothing.
+type qblock struct {
+	n  int
+	ev [blockLen]recorder.Event
+}
+
+// queue is the bounded FIFO between Record and the writer goroutine: a
+// list of blocks under a mutex. Record copies an event into the tail block;
+// the writer detaches whole blocks (pointer moves only, so the lock is held
+// briefly) and reports back how many events it has consumed. An event
+// counts against the bound from Record until the writer consumes it.
+type queue struct {
+	mu      sync.Mutex
+	notFull sync.Cond // Block policy: Records waiting for room
+	blocks  []*qblock // queued, head first
+	free    []*qblock
+	n       int    // events queued or detached but not consumed
+	enq     uint64 // events ever enqueued
+	max     int
+	block   bool // Block policy, else drop
+	closed  bool
+	waiting int // Records waiting on notFull
+
+	// wake tells the writer that the queue has reached one of the
+	// thresholds: a batch, the spill mark, full.
+	wake                 chan struct{}
+	batchMark, spillMark int
+	dropped              atomic.Uint64
+	maxFree              int
+}
+
+func newQueue(max, batch int, block bool) *queue {
+	q := &queue{
+		max:       max,
+		block:     block,
+		wake:      make(chan struct{}, 1),
+		batchMark: min(batch, max),
+		spillMark: max / 2,
+		// Keep enough free blocks for a full queue, no more.
+		maxFree: (max + blockLen - 1) / blockLen,
+	}
+	q.notFull.L = &q.mu
+	return q
+}
+
+// put enqueues a copy of *e, or drops it (counting it) when the queue is
+// closed, or full under the drop policy. Under the block policy it waits
+// for room. It reports whether e was enqueued.
+func (q *queue) put(e *recorder.Event) bool {
+	q.mu.Lock()
+	for q.n >= q.max && !q.closed {
+		if !q.block {
+			q.mu.Unlock()
+			q.dropped.Add(1)
+			return false
+		}
+		q.waiting++
+		q.notFull.Wait()
+		q.waiting--
+	}
+	if q.closed {
+		q.mu.Unlock()
+		q.dropped.Add(1)
+		return false
+	}
+	var tail *qblock
+	if k := len(q.blocks); k > 0 && q.blocks[k-1].n < blockLen {
+		tail = q.blocks[k-1]
+	} else {
+		if k := len(q.free); k > 0 {
+			tail = q.free[k-1]
+			q.free = q.free[:k-1]
+		} else {
+			tail = new(qblock)
+		}
+		q.blocks = append(q.blocks, tail)
+	}
+	tail.ev[tail.n] = *e
+	tail.n++
+	q.n++
+	q.enq++
+	n := q.n
+	q.mu.Unlock()
+	// n grows one at a time, so each mark is seen when crossed.
+	if n == q.batchMark || n == q.spillMark || n == q.max {
+		q.signal()
+	}
+	return true
+}
+
+func (q *queue) signal() {
+	select {
+	case q.wake <- struct{}{}:
+	default:
+	}
+}
+
+// detach moves blocks from the head of the queue to dst until dst holds at
+// least want events or the queue is empty; their events stay counted in
+// len until consumed.
+func (q *queue) detach(dst []*qblock, have, want int) ([]*qblock, int) {
+	q.mu.Lock()
+	k := 0
+	for k < len(q.blocks) && have < want {
+		have += q.blocks[k].n
+		k++
+	}
+	dst = append(dst, q.blocks[:k]...)
+	n := copy(q.blocks, q.blocks[k:])
+	clear(q.blocks[n:])
+	q.blocks = q.blocks[:n]
+	q.mu.Unlock()
+	return dst, have
+}
+
+// consumed tells the queue that the writer is done with n events, and
+// returns the blocks emptied (cleared, to drop their strings) to the free
+// list.
+func (q *queue) consumed(n int, emptied []*qblock) {
+	for _, b := range emptied {
+		clear(b.ev[:b.n])
+		b.n = 0
+	}
+	q.mu.Lock()
+	q.n -= n
+	for _, b := range emptied {
+		if len(q.free) < q.maxFree {
+			q.free = append(q.free, b)
+		}
+	}
+	if q.waiting > 0 {
+		q.notFull.Broadcast()
+	}
+	q.mu.Unlock()
+}
+
+// len returns the number of events held (queued or detached).
+func (q *queue) len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.n
+}
+
+// enqueued returns how many events were ever enqueued.
+func (q *queue) enqueued() uint64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.enq
+}
+
+// close makes put drop from now on and wakes Records waiting for room.
+func (q *queue) close() {
+	q.mu.Lock()
+	q.closed = true
+	q.notFull.Broadcast()
+	q.mu.Unlock()
+}
