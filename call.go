@@ -249,18 +249,40 @@ func (t *Transport) updateKey(k *keyState, st status.Status, resp *http.Response
 			d = t.cfg.cooldown
 		}
 		d = min(d, t.cfg.maxCooldown)
-		if k.cool(now.Add(d)) && t.cfg.logger != nil {
-			t.cfg.logger.Info("apipool: key rate limited, cooling down", "key", k.key.ID, "for", d.String())
+		if until := now.Add(d); k.cool(until) {
+			if t.cfg.logger != nil {
+				t.cfg.logger.Info("apipool: key rate limited, cooling down", "key", k.key.ID, "for", d.String())
+			}
+			t.publish(StateChange{KeyID: k.key.ID, Kind: ChangeCooldown, Until: until, At: now})
 		}
 	case status.InvalidKey:
-		t.disable(k, "upstream answered "+strconv.Itoa(resp.StatusCode)+" "+http.StatusText(resp.StatusCode), now)
+		t.disable(k, "upstream answered "+strconv.Itoa(resp.StatusCode)+" "+http.StatusText(resp.StatusCode), now, true)
 	}
 }
 
-func (t *Transport) disable(k *keyState, reason string, now time.Time) {
-	if k.disabled.CompareAndSwap(nil, &disableInfo{reason: reason, at: now}) && t.cfg.logger != nil {
+// disable takes k out of use; publish tells the other replicas, when the
+// change is this replica's own.
+func (t *Transport) disable(k *keyState, reason string, now time.Time, publish bool) {
+	if !k.disabled.CompareAndSwap(nil, &disableInfo{reason: reason, at: now}) {
+		return
+	}
+	if t.cfg.logger != nil {
 		t.cfg.logger.Warn("apipool: key disabled", "key", k.key.ID, "reason", reason)
 	}
+	if publish {
+		t.publish(StateChange{KeyID: k.key.ID, Kind: ChangeDisable, Reason: reason, At: now})
+	}
+}
+
+// enable puts k back in use and ends its cooldown; publish tells the
+// other replicas. It reports whether k was disabled.
+func (t *Transport) enable(k *keyState, publish bool) bool {
+	was := k.disabled.Swap(nil) != nil
+	k.cooldownUntil.Store(0)
+	if publish {
+		t.publish(StateChange{KeyID: k.key.ID, Kind: ChangeEnable, At: t.cfg.clock.Now()})
+	}
+	return was
 }
 
 // record hands one attempt's usage event to the recorder.

@@ -81,6 +81,7 @@ type config struct {
 	tracerProvider trace.TracerProvider
 	meterProvider  metric.MeterProvider
 	propagator     propagation.TextMapPropagator
+	shared         SharedState
 }
 
 func defaultConfig() config {

@@ -96,12 +96,12 @@ func (t *Transport) probeKey(ctx context.Context, k *keyState) ProbeResult {
 		if err != nil {
 			res.Err = redact(err, k.secret)
 		}
-		t.disable(k, "probe: upstream rejected the key", now)
+		t.disable(k, "probe: upstream rejected the key", now, true)
 	case err != nil:
 		res.Err = redact(err, k.secret)
 	default:
 		res.Usable = true
-		if k.disabled.Swap(nil) != nil && t.cfg.logger != nil {
+		if k.disabled.Load() != nil && t.enable(k, true) && t.cfg.logger != nil {
 			t.cfg.logger.Info("apipool: key re-enabled by probe", "key", k.key.ID)
 		}
 	}
@@ -234,7 +234,7 @@ func (t *Transport) Disable(id, reason string) error {
 	if reason == "" {
 		reason = "disabled by the application"
 	}
-	t.disable(k, reason, t.cfg.clock.Now())
+	t.disable(k, reason, t.cfg.clock.Now(), true)
 	return nil
 }
 
@@ -244,8 +244,7 @@ func (t *Transport) Enable(id string) error {
 	if !ok {
 		return ErrUnknownKey
 	}
-	k.disabled.Store(nil)
-	k.cooldownUntil.Store(0)
+	t.enable(k, true)
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -32,7 +33,12 @@ type keyState struct {
 	inFlight      atomic.Int64
 
 	perSecond, perMinute *rate.Limiter
-	loc                  *time.Location // where the quota day starts
+	// With shared state: a daily-quota block leased from the store.
+	leaseMu  sync.Mutex
+	leaseDay uint64
+	leased   int
+	limited  bool           // the key has a rate or daily limit
+	loc      *time.Location // where the quota day starts
 	// day packs the quota day (high 32 bits, days since the epoch in the
 	// quota location) and the requests counted that day (low 32 bits).
 	day atomic.Uint64
@@ -127,6 +133,7 @@ func (t *Transport) newKeyState(k Key) *keyState {
 		ks.perMinute = rate.NewLimiter(rate.Limit(float64(k.PerMinute)/60), k.PerMinute)
 	}
 	ks.breaker = newKeyBreaker(t.cfg.breaker, ks)
+	ks.limited = k.PerSecond > 0 || k.PerMinute > 0 || k.PerDay > 0
 	return ks
 }
 

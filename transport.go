@@ -46,7 +46,8 @@ type Transport struct {
 	rec      recorder.Recorder
 	stats    recorder.Stats
 
-	tel telemetry
+	tel    telemetry
+	shared *sharedSync // nil without WithSharedState
 
 	keys   atomic.Pointer[keySet]
 	keysMu sync.Mutex // serialises AddKey and RemoveKey
@@ -110,6 +111,9 @@ func New(keys []Key, opts ...Option) (*Transport, error) {
 		t.stopProbe, t.probeDone = make(chan struct{}), make(chan struct{})
 		go t.probeLoop()
 	}
+	if cfg.shared != nil {
+		t.startShared(cfg.shared)
+	}
 	t.tel.meter() // the key gauges report from now, not from the first request
 	return t, nil
 }
@@ -137,6 +141,11 @@ func (t *Transport) Close(ctx context.Context) error {
 	t.closeOnce.Do(func() {
 		t.closed.Store(true)
 		t.tel.close()
+		if t.shared != nil {
+			if err = t.shared.stop(ctx); err != nil {
+				return
+			}
+		}
 		if t.stopProbe != nil {
 			close(t.stopProbe)
 			select {
@@ -442,7 +451,7 @@ func (c *call) pick(ctx context.Context, attempt int, havePrev bool) (*keyState,
 					break
 				}
 				k := c.ks.keys[i]
-				if done, ok := t.acquire(k, c.now); ok {
+				if done, ok := t.acquire(ctx, k, c.now); ok {
 					c.done, c.breakerLate = done, done == nil && k.breaker != nil
 					return k, i, nil
 				}
@@ -579,7 +588,7 @@ func (c *call) sleep(ctx context.Context, d time.Duration) error {
 // a day's quota and the breaker's permission. It takes all or nothing.
 // done is nil when no permission was asked: k has no breaker, or a
 // closed one that hears of the attempt afterwards (keyState.breakerFast).
-func (t *Transport) acquire(k *keyState, now time.Time) (done func(error), ok bool) {
+func (t *Transport) acquire(ctx context.Context, k *keyState, now time.Time) (done func(error), ok bool) {
 	if m := int64(k.key.MaxInFlight); m > 0 {
 		for {
 			n := k.inFlight.Load()
@@ -600,6 +609,11 @@ func (t *Transport) acquire(k *keyState, now time.Time) (done func(error), ok bo
 		return nil, false
 	}
 	if !k.takeDay(now) {
+		k.inFlight.Add(-1)
+		return nil, false
+	}
+	if t.shared != nil && k.limited && !t.takeShared(ctx, k, now) {
+		k.giveDay(now)
 		k.inFlight.Add(-1)
 		return nil, false
 	}

@@ -1,0 +1,341 @@
+package apipool
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// SharedState shares key state among the replicas of a service that use
+// the same keys, so that a cooldown seen by one holds for all, a key
+// revoked through one is skipped by all, and a key's limits hold across
+// all of them. Package redisstate implements it on Redis.
+//
+// The pool keeps every key's state in memory and reads only memory to pick
+// a key; a SharedState carries changes between replicas (Publish, Watch)
+// and enforces the limits that must hold across them (Take). When it fails,
+// the pool goes on with its local state and limits, reports the fault, and
+// resumes sharing when it works again.
+//
+// Implementations must be safe for concurrent use.
+type SharedState interface {
+	// Publish records a change of one key's state where every replica
+	// sees it: a cooldown (the later deadline wins, atomically), a key
+	// disabled with its reason, or a key enabled. The pool calls it off
+	// the request path, and again after an error.
+	Publish(ctx context.Context, c StateChange) error
+	// Watch calls apply with the current state of every key the store
+	// knows, then once with a change of kind ChangeSynced (no key) to say
+	// that the state is complete, then with each change that any replica
+	// publishes, until ctx ends or the store fails; it returns the error
+	// (ctx's error when ctx ended). The pool calls it again after a
+	// failure, with a backoff. apply must not be called concurrently.
+	Watch(ctx context.Context, apply func(StateChange)) error
+	// Take reserves up to n requests of key id's shared limits at now,
+	// atomically across replicas, and returns how many it granted (0 to
+	// n). When it grants none, retryAt is when the limits next allow a
+	// request. It is called on the request path, at most once per request.
+	Take(ctx context.Context, id string, l Limits, now time.Time, n int) (granted int, retryAt time.Time, err error)
+}
+
+// ChangeKind says what a StateChange changes.
+type ChangeKind uint8
+
+const (
+	// ChangeCooldown: the key rests until StateChange.Until.
+	ChangeCooldown ChangeKind = iota + 1
+	// ChangeDisable: the key is disabled, for StateChange.Reason.
+	ChangeDisable
+	// ChangeEnable: the key is enabled again, and its cooldown ends.
+	ChangeEnable
+	// ChangeSynced: Watch delivered the whole current state; no key.
+	ChangeSynced
+)
+
+// String names the kind: "cooldown", "disable" or "enable".
+func (k ChangeKind) String() string {
+	switch k {
+	case ChangeCooldown:
+		return "cooldown"
+	case ChangeDisable:
+		return "disable"
+	case ChangeEnable:
+		return "enable"
+	case ChangeSynced:
+		return "synced"
+	}
+	return "unknown"
+}
+
+// StateChange is one change of a key's shared state.
+type StateChange struct {
+	KeyID  string
+	Kind   ChangeKind
+	Until  time.Time // ChangeCooldown: when the cooldown ends
+	Reason string    // ChangeDisable: why (never a secret)
+	At     time.Time // when the change was made
+}
+
+// Limits are a key's limits that must hold across replicas, as Key gives
+// them. Day is the quota day, in days since the Unix epoch in the pool's
+// quota location; a PerDay count resets when it changes.
+type Limits struct {
+	PerSecond float64
+	PerMinute int
+	PerDay    int
+	Day       uint64
+}
+
+// WithSharedState shares key state with the other replicas of a service
+// through s (see SharedState): cooldowns, disabled keys, and limits that
+// hold across replicas. Close stops the sharing.
+func WithSharedState(s SharedState) Option {
+	return optionFunc(func(c *config) error {
+		if s == nil {
+			return &ConfigError{Field: "WithSharedState", Reason: "nil shared state"}
+		}
+		c.shared = s
+		return nil
+	})
+}
+
+// sharedQueueSize bounds the local changes waiting to be published; when
+// it is full, new changes are dropped and counted (the state they carry is
+// still applied locally).
+const sharedQueueSize = 4096
+
+// sharedSync runs a pool's side of a SharedState: it applies the other
+// replicas' changes, publishes this one's, and takes shared limits.
+type sharedSync struct {
+	t      *Transport
+	s      SharedState
+	queue  chan StateChange
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	faulty    atomic.Bool   // the last call to the store failed
+	errors    atomic.Uint64 // failed calls to the store
+	dropped   atomic.Uint64 // changes not published: the queue was full
+	lastErrMu sync.Mutex
+	lastErr   error
+}
+
+func (t *Transport) startShared(s SharedState) {
+	ctx, cancel := context.WithCancel(context.Background())
+	sh := &sharedSync{t: t, s: s, queue: make(chan StateChange, sharedQueueSize), ctx: ctx, cancel: cancel}
+	t.shared = sh
+	sh.wg.Add(2)
+	go sh.watchLoop()
+	go sh.publishLoop()
+}
+
+// stop ends the background work, waiting for it within ctx.
+func (sh *sharedSync) stop(ctx context.Context) error {
+	sh.cancel()
+	done := make(chan struct{})
+	go func() { sh.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// fault records a failed call to the store; the first of an outage is
+// logged, not every one.
+func (sh *sharedSync) fault(op string, err error) {
+	if err == nil || sh.ctx.Err() != nil {
+		return
+	}
+	sh.errors.Add(1)
+	sh.lastErrMu.Lock()
+	sh.lastErr = err
+	sh.lastErrMu.Unlock()
+	if sh.faulty.CompareAndSwap(false, true) && sh.t.cfg.logger != nil {
+		sh.t.cfg.logger.Warn("apipool: shared state unavailable; going on with local state", "op", op, "error", err.Error())
+	}
+}
+
+// ok records a call to the store that worked.
+func (sh *sharedSync) ok() {
+	if sh.faulty.Load() && sh.faulty.CompareAndSwap(true, false) && sh.t.cfg.logger != nil {
+		sh.t.cfg.logger.Info("apipool: shared state available again")
+	}
+}
+
+// backoff returns the wait before the n-th retry: 50ms doubling to 5s.
+func backoffDelay(n int) time.Duration {
+	d := 50 * time.Millisecond << min(n, 7)
+	return min(d, 5*time.Second)
+}
+
+func (sh *sharedSync) sleep(d time.Duration) bool {
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-tm.C:
+		return true
+	case <-sh.ctx.Done():
+		return false
+	}
+}
+
+func (sh *sharedSync) watchLoop() {
+	defer sh.wg.Done()
+	for n := 0; ; {
+		applied := false
+		err := sh.s.Watch(sh.ctx, func(c StateChange) {
+			if !applied {
+				applied = true
+				sh.ok()
+			}
+			sh.t.applyShared(c)
+		})
+		if sh.ctx.Err() != nil {
+			return
+		}
+		if applied {
+			n = 0
+		}
+		if err == nil {
+			err = errors.New("apipool: shared state watch ended")
+		}
+		sh.fault("watch", err)
+		if !sh.sleep(backoffDelay(n)) {
+			return
+		}
+		n++
+	}
+}
+
+func (sh *sharedSync) publishLoop() {
+	defer sh.wg.Done()
+	for {
+		var c StateChange
+		select {
+		case c = <-sh.queue:
+		case <-sh.ctx.Done():
+			return
+		}
+		for n := 0; ; n++ {
+			ctx, cancel := context.WithTimeout(sh.ctx, 5*time.Second)
+			err := sh.s.Publish(ctx, c)
+			cancel()
+			if err == nil {
+				sh.ok()
+				break
+			}
+			sh.fault("publish", err)
+			if !sh.sleep(backoffDelay(n)) {
+				return
+			}
+		}
+	}
+}
+
+// publish queues a local change for the other replicas.
+func (t *Transport) publish(c StateChange) {
+	sh := t.shared
+	if sh == nil {
+		return
+	}
+	select {
+	case sh.queue <- c:
+	default:
+		sh.dropped.Add(1)
+	}
+}
+
+// applyShared applies a change another replica made (or this one, echoed
+// back), without publishing it again.
+func (t *Transport) applyShared(c StateChange) {
+	k, ok := t.keys.Load().byID[c.KeyID]
+	if !ok {
+		return
+	}
+	switch c.Kind {
+	case ChangeCooldown:
+		k.cool(c.Until)
+	case ChangeDisable:
+		reason := c.Reason
+		if reason == "" {
+			reason = "disabled by another replica"
+		}
+		t.disable(k, reason, c.At, false)
+	case ChangeEnable:
+		t.enable(k, false)
+	}
+}
+
+// takeShared takes one request of k's shared limits, from a leased block
+// when the key has only a daily quota. It reports false when the limits
+// refuse; when the store fails, the local limits (already taken) decide.
+func (t *Transport) takeShared(ctx context.Context, k *keyState, now time.Time) bool {
+	sh := t.shared
+	l := Limits{PerSecond: k.key.PerSecond, PerMinute: k.key.PerMinute, PerDay: k.key.PerDay}
+	if l.PerDay > 0 {
+		l.Day = dayIndex(now, k.loc)
+	}
+	n := 1
+	if l.PerSecond == 0 && l.PerMinute == 0 {
+		// A daily quota alone: lease a small block, so that most requests
+		// need no round trip. Unused leases lapse with the day.
+		k.leaseMu.Lock()
+		if k.leaseDay == l.Day && k.leased > 0 {
+			k.leased--
+			k.leaseMu.Unlock()
+			return true
+		}
+		k.leaseMu.Unlock()
+		n = min(max(l.PerDay/100, 1), 16)
+	}
+	got, retryAt, err := sh.s.Take(ctx, k.key.ID, l, now, n)
+	if err != nil {
+		sh.fault("take", err)
+		return true
+	}
+	sh.ok()
+	if got <= 0 {
+		if !retryAt.After(now) {
+			retryAt = now.Add(time.Second)
+		}
+		k.cool(retryAt) // local only: the limit, not the key, is spent
+		return false
+	}
+	if got > 1 {
+		k.leaseMu.Lock()
+		if k.leaseDay != l.Day {
+			k.leaseDay, k.leased = l.Day, 0
+		}
+		k.leased += got - 1
+		k.leaseMu.Unlock()
+	}
+	return true
+}
+
+// SharedStateHealth is how a pool's sharing of key state fares.
+type SharedStateHealth struct {
+	// Available is false while calls to the store fail.
+	Available bool
+	// Errors counts the calls to the store that failed; Dropped, the
+	// local changes not published because the queue was full.
+	Errors, Dropped uint64
+	// LastError is the last failure, or nil.
+	LastError error
+}
+
+// SharedStateHealth reports how the sharing of key state fares; the zero
+// value when the pool has no shared state.
+func (t *Transport) SharedStateHealth() SharedStateHealth {
+	sh := t.shared
+	if sh == nil {
+		return SharedStateHealth{}
+	}
+	sh.lastErrMu.Lock()
+	defer sh.lastErrMu.Unlock()
+	return SharedStateHealth{Available: !sh.faulty.Load(), Errors: sh.errors.Load(), Dropped: sh.dropped.Load(), LastError: sh.lastErr}
+}
