@@ -265,6 +265,33 @@ func (c *call) isTried(i int) bool {
 	return w < len(c.triedMore) && c.triedMore[w]&(1<<uint(i%64)) != 0
 }
 
+// refreshKeys moves the call onto the pool's current keys when AddKey or
+// RemoveKey changed them since the call last looked, keeping its record
+// of the keys it tried. Without it a request would not see keys added
+// after it started, and would find none once all of its keys were
+// removed, though the pool has others.
+func (c *call) refreshKeys() {
+	ks := c.t.keys.Load()
+	if ks == c.ks {
+		return
+	}
+	old, tried, more := c.ks, c.tried, c.triedMore
+	c.ks, c.cand.ks = ks, ks
+	c.tried, c.triedMore = 0, nil
+	for i, k := range old.keys {
+		w := i/64 - 1
+		if i < 64 && tried&(1<<uint(i)) == 0 || i >= 64 && (w >= len(more) || more[w]&(1<<uint(i%64)) == 0) {
+			continue
+		}
+		for j, nk := range ks.keys {
+			if nk == k {
+				c.markTried(j)
+				break
+			}
+		}
+	}
+}
+
 func (c *call) eligible(i int) bool {
 	if c.skipTried && c.isTried(i) {
 		return false
@@ -438,6 +465,7 @@ func (c *call) loop(ctx context.Context) (*http.Response, error) {
 func (c *call) pick(ctx context.Context, attempt int, havePrev bool) (*keyState, int, error) {
 	t := c.t
 	for {
+		c.refreshKeys()
 		for pass := 0; pass < 2; pass++ {
 			// First pass skips the keys this request tried; the second
 			// allows them, when no other key is eligible.
