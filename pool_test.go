@@ -309,3 +309,25 @@ func TestCheckUsableReport(t *testing.T) {
 		}
 	}
 }
+
+// A request waiting for a key sees the keys added and removed meanwhile:
+// a key rotation during the wait does not fail it.
+func TestWaitingRequestSeesKeyChanges(t *testing.T) {
+	t.Parallel()
+	clk := newClock()
+	up := newUpstream(bySecret(map[string]reply{"s0": {Status: 429, Header: hdr("Retry-After", "20")}}))
+	p := mustNew(t, keys(1), apipool.WithBase(up), apipool.WithClock(clk), apipool.WithMaxWait(time.Minute))
+	ch := goRoundTrip(p, newGet(t, "http://api.test/"))
+	waitTimer(t, clk) // k0 answered 429; the request waits for it
+	if err := p.AddKey(apipool.Key{ID: "k-new", Secret: "s-new"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.RemoveKey("k0"); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(20 * time.Second)
+	r := await(t, ch, "the waiting request")
+	if r.err != nil || r.resp.StatusCode != 200 || r.body != "ok s-new" {
+		t.Fatalf("%+v, want 200 from the key added during the wait", r)
+	}
+}
