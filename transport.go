@@ -486,6 +486,9 @@ func (c *call) pick(ctx context.Context, attempt int, havePrev bool) (*keyState,
 				c.markTried(i)
 			}
 		}
+		if t.keys.Load() != c.ks {
+			continue // the keys changed while this pick looked: look again
+		}
 		nk := c.noKeyError()
 		wait := time.Duration(-1)
 		if !nk.RetryAt.IsZero() {
