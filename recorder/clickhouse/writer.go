@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -58,12 +59,16 @@ type writer struct {
 	cols           columnBufs
 	spillBuf       []row
 
-	// settled counts this store's events that are written (or lost);
-	// events are settled in the order they were enqueued.
-	settled uint64
-	waiters []*flushReq
+	// taken counts this store's events consumed from the queue (into
+	// pending or the spill file), settled those written (or lost); both
+	// in the order the events were enqueued.
+	taken, settled uint64
+	waiters        []*flushReq
+	// forceTo makes the writer send what is queued, without waiting for a
+	// full batch, until taken reaches it: the interval ticked, or a Flush
+	// came, when that many events had been enqueued.
+	forceTo uint64
 
-	force     bool // send what is queued without waiting for a full batch
 	failing   bool // the last attempt failed
 	failures  int
 	spillFull bool // the spill file refused rows; stop trying until it drains
@@ -72,6 +77,8 @@ type writer struct {
 
 	ticker *time.Ticker
 	timer  *time.Timer
+
+	batches atomic.Uint64 // batches written, for tests
 }
 
 func newWriter(s *Store, sp *spillFile) *writer {
@@ -89,8 +96,6 @@ func newWriter(s *Store, sp *spillFile) *writer {
 		done:    make(chan struct{}),
 		ticker:  time.NewTicker(s.cfg.FlushInterval),
 		timer:   t,
-		// Send what a spill file holds at once.
-		force: sp != nil && sp.count > 0,
 	}
 }
 
@@ -135,13 +140,7 @@ func (w *writer) load() bool {
 		return true
 	}
 	held := w.q.len()
-	if held == 0 {
-		if !w.closing && len(w.waiters) == 0 {
-			w.force = false
-		}
-		return false
-	}
-	if held < w.size && !w.force && !w.closing && len(w.waiters) == 0 {
+	if held == 0 || held < w.size && !w.closing && w.taken >= w.forceTo {
 		return false
 	}
 	var m takeMark
@@ -204,6 +203,7 @@ func (w *writer) commitTake(m takeMark) {
 	w.carry = w.carry[:k]
 	w.off = m.off
 	w.carryN -= m.n
+	w.taken += uint64(m.n)
 	w.q.consumed(m.n, w.emptied)
 	clear(w.emptied)
 }
@@ -282,10 +282,11 @@ func (w *writer) sent() {
 		}
 		w.settled += uint64(n - w.spillInh)
 		w.s.spilledN.Store(w.sp.count)
-		w.spillFull = false
 	} else {
 		w.settled += uint64(n)
 	}
+	w.batches.Add(1)
+	w.spillFull = false
 	clear(w.pending)
 	w.pending = w.pending[:0]
 	w.fromSpill = false
@@ -301,9 +302,16 @@ func (w *writer) sent() {
 func (w *writer) failed(err error) {
 	w.s.setErr(err)
 	w.failures++
-	if !w.failing {
-		w.failing = true
+	if w.failing {
+		return
+	}
+	w.failing = true
+	if retryable(err) {
 		w.s.log.Warn("apipool: clickhouse: sending a batch failed; retrying it", "err", err, "events", len(w.pending))
+	} else {
+		// Wrong credentials or an incompatible table: retried too, in case
+		// someone fixes it, but worth a louder line.
+		w.s.log.Error("apipool: clickhouse: the server refuses the batch; retrying it", "err", err, "events", len(w.pending))
 	}
 }
 
@@ -332,10 +340,9 @@ func (w *writer) idle() {
 	select {
 	case <-w.q.wake:
 	case <-w.ticker.C:
-		w.force = true
+		w.forceTo = w.q.enqueued()
 	case r := <-w.flushCh:
-		w.waiters = append(w.waiters, r)
-		w.force = true
+		w.addWaiter(r)
 	case ctx := <-w.closeCh:
 		w.startClosing(ctx)
 	}
@@ -357,9 +364,9 @@ func (w *writer) sleep(d time.Duration) {
 			return
 		case <-w.q.wake:
 		case <-w.ticker.C:
+			w.forceTo = w.q.enqueued()
 		case r := <-w.flushCh:
-			w.waiters = append(w.waiters, r)
-			w.force = true
+			w.addWaiter(r)
 			return
 		case ctx := <-w.closeCh:
 			w.startClosing(ctx)
@@ -368,6 +375,11 @@ func (w *writer) sleep(d time.Duration) {
 			return
 		}
 	}
+}
+
+func (w *writer) addWaiter(r *flushReq) {
+	w.waiters = append(w.waiters, r)
+	w.forceTo = max(w.forceTo, r.target)
 }
 
 func (w *writer) startClosing(ctx context.Context) {
