@@ -18,7 +18,10 @@
 // by the server's version (SELECT version()):
 //
 //   - servers from 21.1 on: event_time is DateTime64(3, 'UTC'); columns
-//     have compression codecs; Config.TTL and Config.RollupTTL apply;
+//     have compression codecs; Config.TTL and Config.RollupTTL apply; from
+//     21.8 on, the table drops a batch it already holds
+//     (non_replicated_deduplication_window), so a batch resent after a
+//     lost acknowledgement is not written twice;
 //   - older servers, such as Debian's 18.16: event_time is DateTime('UTC')
 //     and event_ms holds the milliseconds; LowCardinality(String) is
 //     created with the setting allow_experimental_low_cardinality_type=1;

@@ -17,7 +17,7 @@ func TestReadmeShowsTheDDL(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, v := range []version{{18, 16}, {21, 1}} {
+	for _, v := range []version{{18, 16}, {21, 8}} {
 		p := planSchema(featuresFor(v), cfg.schemaConfig())
 		ddl := strings.Join(p.Statements(), ";\n\n") + ";"
 		if !strings.Contains(string(readme), ddl) {

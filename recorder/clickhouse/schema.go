@@ -48,12 +48,18 @@ type features struct {
 	// allow_experimental_low_cardinality_type=1 for it.
 	LowCardinality        bool
 	LowCardinalitySetting bool
+	// Dedup makes the server drop a batch it already has (the same rows
+	// resent after a lost acknowledgement): the table setting
+	// non_replicated_deduplication_window.
+	Dedup bool
 }
 
 // featuresFor chooses the schema features for a server version.
 func featuresFor(v version) features {
 	if v.atLeast(21, 1) {
-		return features{DateTime64: true, Codecs: true, TTL: true, LowCardinality: true}
+		// non_replicated_deduplication_window came in 21.2 or 21.3; 21.8 is
+		// the first LTS release sure to have it.
+		return features{DateTime64: true, Codecs: true, TTL: true, LowCardinality: true, Dedup: v.atLeast(21, 8)}
 	}
 	// 18.16 has LowCardinality behind a setting; older servers lack it.
 	lc := v.atLeast(18, 16)
@@ -261,6 +267,9 @@ func planSchema(f features, c schemaConfig) schemaPlan {
 		}
 	}
 	b.WriteString("SETTINGS index_granularity = 8192")
+	if f.Dedup {
+		fmt.Fprintf(&b, ", non_replicated_deduplication_window = %d", dedupWindow)
+	}
 	p.Table = b.String()
 	if c.NoRollup {
 		return p
@@ -301,6 +310,10 @@ FROM %s
 GROUP BY minute, key_id, status_id`, c.view(), c.rollup(), rollupQuantiles, rollupQuantileLevels, c.table())
 	return p
 }
+
+// dedupWindow is how many recent batches the server remembers to drop
+// resent ones.
+const dedupWindow = 1000
 
 // The rollup's quantile function, its levels (those of recorder.Latency),
 // and its state's type.

@@ -32,7 +32,9 @@ func TestParseVersion(t *testing.T) {
 
 func TestFeaturesFor(t *testing.T) {
 	legacy := features{LowCardinality: true, LowCardinalitySetting: true}
-	modern := features{DateTime64: true, Codecs: true, TTL: true, LowCardinality: true}
+	modern := features{DateTime64: true, Codecs: true, TTL: true, LowCardinality: true, Dedup: true}
+	modernNoDedup := modern
+	modernNoDedup.Dedup = false
 	for _, c := range []struct {
 		v    version
 		want features
@@ -42,7 +44,9 @@ func TestFeaturesFor(t *testing.T) {
 		{version{18, 16}, legacy},
 		{version{19, 17}, legacy},
 		{version{20, 12}, legacy},
-		{version{21, 1}, modern},
+		{version{21, 1}, modernNoDedup},
+		{version{21, 7}, modernNoDedup},
+		{version{21, 8}, modern},
 		{version{23, 8}, modern},
 		{version{25, 6}, modern},
 	} {
@@ -78,7 +82,7 @@ func TestPlanSchemaLegacy(t *testing.T) {
 			t.Errorf("legacy table DDL lacks %q:\n%s", want, p.Table)
 		}
 	}
-	for _, banned := range []string{"DateTime64", "CODEC", "TTL"} {
+	for _, banned := range []string{"DateTime64", "CODEC", "TTL", "deduplication"} {
 		for _, stmt := range p.Statements() {
 			if strings.Contains(stmt, banned) {
 				t.Errorf("legacy DDL has %s:\n%s", banned, stmt)
@@ -112,6 +116,7 @@ func TestPlanSchemaModern(t *testing.T) {
 		"latency_us       UInt32 CODEC(T64, ZSTD(1)),",
 		"key_id           LowCardinality(String),",
 		"TTL toDateTime(event_time) + INTERVAL 2592000 SECOND",
+		"SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 1000",
 	} {
 		if !strings.Contains(p.Table, want) {
 			t.Errorf("modern table DDL lacks %q:\n%s", want, p.Table)
@@ -237,5 +242,18 @@ func TestCheckRollupColumns(t *testing.T) {
 	err := checkRollupColumns("db.t_1m", bad)
 	if err == nil || !strings.Contains(err.Error(), "events") || !strings.Contains(err.Error(), "latency: has") {
 		t.Errorf("bad rollup: %v", err)
+	}
+}
+
+func TestPlanSchemaDedupOnlyOnTheEventTable(t *testing.T) {
+	p := planSchema(featuresFor(version{21, 7}), testSchema)
+	if strings.Contains(p.Table, "deduplication") {
+		t.Errorf("21.7 gets the dedup setting:\n%s", p.Table)
+	}
+	p = planSchema(featuresFor(version{25, 1}), testSchema)
+	// Dedup of the event table also keeps a resent batch out of the
+	// view, so the rollup needs no setting of its own.
+	if strings.Contains(p.Rollup, "deduplication") {
+		t.Errorf("the rollup gets the dedup setting:\n%s", p.Rollup)
 	}
 }

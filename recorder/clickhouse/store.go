@@ -25,10 +25,11 @@ import (
 // Config.SpillDir, overflow to a file. Close sends what it can and reports
 // what it could not (see CloseError).
 //
-// Delivery is exactly once except when a connection breaks after the
-// server has stored a batch but before it has acknowledged it: the batch
-// is then sent again and its events appear twice, with the same event_id.
-// Queries on event_id can tell them apart.
+// Delivery is exactly once on servers from 21.8 on, whose event table
+// drops a batch it already holds (non_replicated_deduplication_window).
+// On older servers, a connection that breaks after the server has stored
+// a batch but before it has acknowledged it (a server killed mid-insert)
+// makes the batch's events appear twice, with the same event_id.
 type Store struct {
 	cfg  Config
 	conn driver.Conn
@@ -245,6 +246,10 @@ func (s *Store) setupLocked(ctx context.Context) (*tableState, error) {
 		rcols, err := s.columns(ctx, s.cfg.Table+rollupSuffix)
 		if err != nil {
 			return nil, err
+		}
+		if !existed && len(rcols) > 0 {
+			s.log.Warn("apipool: clickhouse: created the event table, but its rollup exists: " +
+				"long windows count the events it holds from before; drop the rollup too to start afresh")
 		}
 		if len(rcols) == 0 {
 			if err := s.conn.Exec(dctx, plan.Rollup); err != nil {
