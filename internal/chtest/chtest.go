@@ -81,7 +81,7 @@ type proc struct {
 func Binary() (string, error) {
 	if p := os.Getenv("CHTEST_CLICKHOUSE_SERVER"); p != "" {
 		if _, err := os.Stat(p); err != nil {
-			return "", fmt.Errorf("chtest: CHTEST_CLICKHOUSE_SERVER=%s: %w", p, err)
+			return "", fmt.Errorf("chtest: CHTEST_CLICKHOUSE_SERVER=%s: %w; unset it to use %s, or %s", p, err, DefaultBinary, InstallHint)
 		}
 		return p, nil
 	}
