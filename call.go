@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/apipool-ng/apipool/recorder"
@@ -156,6 +158,9 @@ func setQueryParam(u *url.URL, name, value string) {
 func (c *call) deliver(resp *http.Response, k *keyState) *http.Response {
 	resp.Request = c.req
 	c.key = k
+	if k == nil { // a kept answer: it holds no key
+		return resp
+	}
 	if resp.Body == nil || resp.Body == http.NoBody || resp.StatusCode == http.StatusSwitchingProtocols {
 		c.t.release(k)
 		endSpan(c.attSpan)
@@ -166,17 +171,88 @@ func (c *call) deliver(resp *http.Response, k *keyState) *http.Response {
 	return resp
 }
 
-// discard drains a little of an answer that will not be returned, so its
-// connection can be reused, and closes it.
-func (c *call) discard(resp *http.Response, k *keyState) {
-	if resp.Body != nil {
-		io.CopyN(io.Discard, resp.Body, DefaultDrainLimit)
-		resp.Body.Close()
+func (t *Transport) release(k *keyState) {
+	if k == nil {
+		return
 	}
-	c.t.release(k)
+	k.inFlight.Add(-1)
+	if k.key.MaxInFlight > 0 {
+		t.freed.notify()
+	}
 }
 
-func (t *Transport) release(k *keyState) { k.inFlight.Add(-1) }
+// keep turns an answer that may yet be returned, if no other key can be
+// tried, into one that holds neither a connection nor the key: its body,
+// when small, is read into memory. It returns nil (the answer closed) when
+// the body is too large to keep.
+func (c *call) keep(resp *http.Response, k *keyState) *http.Response {
+	defer c.t.release(k)
+	if resp.Body == nil || resp.Body == http.NoBody {
+		resp.Body = http.NoBody
+		return resp
+	}
+	// At most DefaultDrainLimit bytes are read, as the drain of a
+	// discarded answer; a body that fills them all is taken as too large.
+	buf, err := io.ReadAll(io.LimitReader(resp.Body, DefaultDrainLimit))
+	resp.Body.Close()
+	if err != nil || len(buf) >= DefaultDrainLimit {
+		return nil
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(buf))
+	return resp
+}
+
+// waitFreed waits until a key's in-flight slot frees up, the wait allowed
+// runs out, or ctx ends.
+func (c *call) waitFreed(ctx context.Context) error {
+	f := &c.t.freed
+	f.waiting.Add(1)
+	defer f.waiting.Add(-1)
+	ch := f.wait()
+	if c.anyEligible() { // freed before the channel was taken
+		return nil
+	}
+	d := c.waitUntil.Sub(c.now)
+	waitEvent(c.reqSpan, d, "keys at their in-flight cap")
+	tm := c.t.cfg.clock.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-ch:
+		return nil
+	case <-tm.C():
+		return nil // the next look reports no key
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// freeSignal wakes the requests waiting for an in-flight slot.
+type freeSignal struct {
+	waiting atomic.Int32
+	mu      sync.Mutex
+	ch      chan struct{}
+}
+
+func (f *freeSignal) wait() <-chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.ch == nil {
+		f.ch = make(chan struct{})
+	}
+	return f.ch
+}
+
+func (f *freeSignal) notify() {
+	if f.waiting.Load() == 0 {
+		return
+	}
+	f.mu.Lock()
+	if f.ch != nil {
+		close(f.ch)
+		f.ch = nil
+	}
+	f.mu.Unlock()
+}
 
 // Read reads the response body; at its end the key's slot is freed.
 func (c *call) Read(p []byte) (int, error) {

@@ -31,6 +31,8 @@ type NoKeyError struct {
 	// BreakerOpen and Limited count why the others were not eligible
 	// (a key may count in more than one).
 	Keys, Disabled, CoolingDown, BreakerOpen, Limited int
+
+	inFlightBound bool // some key is held by its in-flight cap alone
 }
 
 func (e *NoKeyError) Error() string {

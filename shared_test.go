@@ -117,19 +117,6 @@ func (m *memShared) Take(_ context.Context, id string, l apipool.Limits, now tim
 	return g, time.Time{}, nil
 }
 
-
-// waitFor polls cond until it holds or a generous deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
 func stateOf(p *apipool.Transport, id string) apipool.KeyStatus {
 	for _, s := range p.Snapshot() {
 		if s.ID == id {
@@ -195,8 +182,8 @@ func TestSharedStateCooldownAndDisableReachEveryReplica(t *testing.T) {
 	}
 	want := clk.Now().Add(60 * time.Second)
 	for i, p := range pools[1:] {
-		waitFor(t, "the cooldown to reach pool "+itoa(i+1), func() bool { return stateOf(p, "k1").CoolingUntil.Equal(want) })
-		waitFor(t, "the disable to reach pool "+itoa(i+1), func() bool { return stateOf(p, "k2").Disabled })
+		eventually(t, "the cooldown to reach pool "+itoa(i+1), func() bool { return stateOf(p, "k1").CoolingUntil.Equal(want) })
+		eventually(t, "the disable to reach pool "+itoa(i+1), func() bool { return stateOf(p, "k2").Disabled })
 	}
 	// The other pools never send k1 or k2 now.
 	for _, p := range pools[1:] {
@@ -215,7 +202,7 @@ func TestSharedStateCooldownAndDisableReachEveryReplica(t *testing.T) {
 	if err := pools[2].Enable("k2"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the enable to reach pool 0", func() bool { return !stateOf(pools[0], "k2").Disabled })
+	eventually(t, "the enable to reach pool 0", func() bool { return !stateOf(pools[0], "k2").Disabled })
 }
 
 func TestSharedStateDailyQuotaHoldsAcrossReplicas(t *testing.T) {
@@ -283,7 +270,7 @@ func TestSharedStateDownKeepsRequestsFlowing(t *testing.T) {
 		t.Fatalf("health while down = %+v", h)
 	}
 	store.fail.Store(false)
-	waitFor(t, "sharing to resume", func() bool { return p.SharedStateHealth().Available })
+	eventually(t, "sharing to resume", func() bool { return p.SharedStateHealth().Available })
 }
 
 func TestSharedStateNilIsAConfigError(t *testing.T) {

@@ -48,6 +48,7 @@ type Transport struct {
 
 	tel    telemetry
 	shared *sharedSync // nil without WithSharedState
+	freed  freeSignal  // wakes requests waiting for an in-flight slot
 
 	keys   atomic.Pointer[keySet]
 	keysMu sync.Mutex // serialises AddKey and RemoveKey
@@ -353,28 +354,25 @@ func (c *call) loop(ctx context.Context) (*http.Response, error) {
 		return nil, err
 	}
 	var (
-		prev    *http.Response // the last attempt's answer, returned if nothing better comes
-		prevKey *keyState
+		// The last attempt's answer, kept (see keep) to be returned if no
+		// other key can be tried; or its error.
+		prev    *http.Response
 		prevErr error
 	)
 	for attempt := 1; ; attempt++ {
 		if attempt > 1 {
 			c.now = t.cfg.clock.Now()
 		}
-		k, idx, err := c.pick(ctx, attempt, prev != nil)
-		if err == errWaitWithPrev {
-			// A key frees up soon: waiting for it beats returning the
-			// previous answer, which cannot be held open meanwhile.
-			c.discard(prev, prevKey)
-			prev, prevKey = nil, nil
-			k, idx, err = c.pick(ctx, attempt, false)
-		}
+		k, idx, err := c.pick(ctx, attempt)
 		if k == nil {
-			if prev != nil {
-				return c.deliver(prev, prevKey), nil
+			if prev != nil && errors.Is(err, ErrNoKeyAvailable) {
+				return c.deliver(prev, nil), nil
 			}
-			if prevErr != nil {
+			if prevErr != nil && errors.Is(err, ErrNoKeyAvailable) {
 				return nil, prevErr
+			}
+			if prev != nil {
+				prev.Body.Close()
 			}
 			c.closeUnsentBody()
 			if errors.Is(err, ErrNoKeyAvailable) {
@@ -386,9 +384,10 @@ func (c *call) loop(ctx context.Context) (*http.Response, error) {
 		}
 		if prev != nil {
 			// Another key is taken: the previous answer is not needed.
-			c.discard(prev, prevKey)
-			prev, prevKey = nil, nil
+			prev.Body.Close()
+			prev = nil
 		}
+		prevErr = nil
 		c.markTried(idx)
 		c.attempts = attempt
 		actx, aspan := t.tel.startAttempt(ctx, c.req, attempt, k)
@@ -437,7 +436,11 @@ func (c *call) loop(ctx context.Context) (*http.Response, error) {
 			return c.deliver(resp, k), nil
 		}
 		endSpan(aspan)
-		prev, prevKey, prevErr = resp, k, err
+		if resp != nil {
+			prev = c.keep(resp, k)
+		} else {
+			prevErr = err
+		}
 		if st == status.ServerError || st == status.NetworkError || st == status.Timeout {
 			// The upstream itself is failing: wait a little before the next
 			// attempt, but only when there is a key to send it with.
@@ -445,13 +448,12 @@ func (c *call) loop(ctx context.Context) (*http.Response, error) {
 			if c.anyEligible() {
 				d := t.cfg.backoff(t.cfg.backoffMin, t.cfg.backoffMax, attempt-1, resp)
 				d = min(d, t.cfg.backoffMax)
-				if prev != nil {
-					c.discard(prev, prevKey)
-					prev, prevKey = nil, nil
-				}
 				waitEvent(c.reqSpan, d, "backoff after "+st.String())
 				if err := c.sleep(ctx, d); err != nil {
 					c.closeUnsentBody()
+					if prev != nil {
+						prev.Body.Close()
+					}
 					return nil, err
 				}
 			}
@@ -462,7 +464,7 @@ func (c *call) loop(ctx context.Context) (*http.Response, error) {
 // pick takes an eligible key for the next attempt, waiting for one to
 // free up when allowed. It returns the key, its index, or an error: a
 // *NoKeyError, or the context's error.
-func (c *call) pick(ctx context.Context, attempt int, havePrev bool) (*keyState, int, error) {
+func (c *call) pick(ctx context.Context, attempt int) (*keyState, int, error) {
 	t := c.t
 	for {
 		c.refreshKeys()
@@ -498,16 +500,20 @@ func (c *call) pick(ctx context.Context, attempt int, havePrev bool) (*keyState,
 		// half-open breaker turning requests away) still costs a short
 		// sleep: that sleep too must fit within the wait allowed.
 		d := max(wait, time.Millisecond)
+		if wait < 0 && nk.inFlightBound && c.waitUntil.After(c.now) {
+			// Only in-flight caps hold the keys: a response body closing
+			// frees one, at no time that can be told in advance.
+			if err := c.waitFreed(ctx); err != nil {
+				return nil, -1, err
+			}
+			c.now = t.cfg.clock.Now()
+			continue
+		}
 		if wait < 0 || c.now.Add(d).After(c.waitUntil) {
 			return nil, -1, nk
 		}
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < d {
 			return nil, -1, nk
-		}
-		if havePrev {
-			// Waiting beats returning the previous failure; that answer
-			// cannot be kept open meanwhile.
-			return nil, -1, errWaitWithPrev
 		}
 		waitEvent(c.reqSpan, d, "no key available")
 		if err := c.sleep(ctx, d); err != nil {
@@ -516,8 +522,6 @@ func (c *call) pick(ctx context.Context, attempt int, havePrev bool) (*keyState,
 		c.now = t.cfg.clock.Now()
 	}
 }
-
-var errWaitWithPrev = errors.New("apipool: internal: wait needed")
 
 // noKeyError describes why no key is eligible now, and when one may be.
 func (c *call) noKeyError() *NoKeyError {
@@ -555,6 +559,7 @@ func (c *call) noKeyError() *NoKeyError {
 			if at, ok := t.limitFree(k, free); ok {
 				free = at
 			} else {
+				e.inFlightBound = true
 				continue // only a response body closing frees it: no time to give
 			}
 		}

@@ -1,0 +1,93 @@
+package apipool_test
+
+import (
+	"io"
+	"testing"
+	"time"
+
+	"github.com/apipool-ng/apipool"
+)
+
+// A request that waited for a cooling key, and then found none, returns
+// the upstream's own rate-limit answer, body intact, rather than an error.
+func TestWaitThatFindsNoKeyReturnsTheLastAnswer(t *testing.T) {
+	clk := newClock()
+	up := newUpstream(bySecret(map[string]reply{"s0": {Status: 429, Header: hdr("Retry-After", "2"), Body: "slow down"}}))
+	p := mustNew(t, keys(1), apipool.WithBase(up), apipool.WithClock(clk), apipool.WithMaxWait(5*time.Second))
+	ch := goRoundTrip(p, newGet(t, "http://api.test/"))
+	waitTimer(t, clk) // the request waits for k0's cooldown
+	if err := p.Disable("k0", "revoked by the test"); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(2 * time.Second)
+	r := await(t, ch, "the waiting request")
+	if r.err != nil || r.resp.StatusCode != 429 || r.body != "slow down" {
+		t.Fatalf("got %v %q %v; want the 429 answer with its body", r.resp, r.body, r.err)
+	}
+	if r.resp.Request == nil || r.resp.Request.Header.Get("Authorization") != "" {
+		t.Fatalf("resp.Request is not the caller's request")
+	}
+	for _, b := range up.Bodies() {
+		if !b.Closed() {
+			t.Fatal("the upstream's body was left open")
+		}
+	}
+	if s := p.Snapshot()[0]; s.InFlight != 0 {
+		t.Fatalf("in flight = %d after the request", s.InFlight)
+	}
+}
+
+// When every key is at its in-flight cap, a request waits for a slot,
+// within WithMaxWait, instead of failing at once.
+func TestInFlightCapWaitsForASlot(t *testing.T) {
+	clk := newClock()
+	up := newUpstream(nil)
+	ks := []apipool.Key{{ID: "k0", Secret: "s0", MaxInFlight: 1}}
+	p := mustNew(t, ks, apipool.WithBase(up), apipool.WithClock(clk), apipool.WithMaxWait(5*time.Second))
+	held, err := p.RoundTrip(newGet(t, "http://api.test/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := goRoundTrip(p, newGet(t, "http://api.test/"))
+	waitTimer(t, clk) // blocked on the cap, with the wait's deadline armed
+	select {
+	case r := <-ch:
+		t.Fatalf("the second request did not wait: %v %v", r.resp, r.err)
+	default:
+	}
+	io.Copy(io.Discard, held.Body)
+	held.Body.Close()
+	r := await(t, ch, "the request waiting for a slot")
+	if r.err != nil || r.resp.StatusCode != 200 {
+		t.Fatalf("got %v %v", r.resp, r.err)
+	}
+
+	// With the slot held past the wait allowed: a *NoKeyError.
+	held, err = p.RoundTrip(newGet(t, "http://api.test/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Body.Close()
+	ch = goRoundTrip(p, newGet(t, "http://api.test/"))
+	waitTimer(t, clk)
+	clk.Advance(5 * time.Second)
+	r = await(t, ch, "the request whose wait ran out")
+	nk := noKey(t, r.err)
+	if nk.Limited != 1 {
+		t.Fatalf("NoKeyError %+v, want the key counted as limited", nk)
+	}
+}
+
+// With WithMaxWait(0) a capped pool fails at once.
+func TestInFlightCapNoWait(t *testing.T) {
+	ks := []apipool.Key{{ID: "k0", Secret: "s0", MaxInFlight: 1}}
+	p := mustNew(t, ks, apipool.WithBase(newUpstream(nil)), apipool.WithMaxWait(0))
+	held, err := p.RoundTrip(newGet(t, "http://api.test/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Body.Close()
+	_, err = p.RoundTrip(newGet(t, "http://api.test/"))
+	noKey(t, err)
+}
+
