@@ -1,0 +1,376 @@
+// Package redistest runs private Redis servers for tests.
+//
+// A server is Debian's redis-server binary started on a free loopback port
+// with persistence off (no snapshots, no append-only file) and its working
+// directory in a temporary directory. It starts in milliseconds, so a test
+// package runs one for all its tests (see [Main] and [Shared]) and fault
+// tests run their own (see [StartPrivate]) to stop and start it.
+//
+// When the binary is missing, tests that need a server are skipped with a
+// message telling how to install it, unless the environment variable CI is
+// "true", in which case they fail.
+package redistest
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// DefaultBinary is where Debian's redis-server package installs the
+// server. The environment variable REDISTEST_REDIS_SERVER overrides it.
+const DefaultBinary = "/usr/bin/redis-server"
+
+// InstallHint tells how to get the server binary.
+const InstallHint = "install it with: apt-get update && apt-get install -y redis-server " +
+	"(or set REDISTEST_REDIS_SERVER to a redis-server binary)"
+
+// StartTimeout bounds how long Start waits for a server to answer PING.
+const StartTimeout = 15 * time.Second
+
+// stopTimeout bounds how long Stop waits for a graceful exit before it
+// kills the server.
+const stopTimeout = 10 * time.Second
+
+// Server is one private redis-server process. Its methods are safe for
+// concurrent use.
+type Server struct {
+	// Addr is "127.0.0.1:port". It stays the same across Stop and Start.
+	Addr string
+	// Dir is the server's working directory; it holds its log.
+	Dir string
+
+	bin  string
+	port int
+
+	mu   sync.Mutex
+	proc *proc // the running process, or nil
+}
+
+// proc is one run of the server process.
+type proc struct {
+	cmd    *exec.Cmd
+	exited chan struct{} // closed when cmd has exited
+	err    error         // cmd's exit status, set before exited is closed
+}
+
+// Binary returns the path of the server binary, or an error saying how to
+// install it.
+func Binary() (string, error) {
+	if p := os.Getenv("REDISTEST_REDIS_SERVER"); p != "" {
+		if _, err := os.Stat(p); err != nil {
+			return "", fmt.Errorf("redistest: REDISTEST_REDIS_SERVER=%s: %w; %s", p, err, InstallHint)
+		}
+		return p, nil
+	}
+	if _, err := os.Stat(DefaultBinary); err == nil {
+		return DefaultBinary, nil
+	}
+	if p, err := exec.LookPath("redis-server"); err == nil {
+		return p, nil
+	}
+	return "", fmt.Errorf("redistest: redis-server not found at %s nor on PATH; %s", DefaultBinary, InstallHint)
+}
+
+// InCI reports whether the environment variable CI is "true", where a
+// missing server is a failure rather than a reason to skip.
+func InCI() bool { return os.Getenv("CI") == "true" }
+
+// Start starts a new server in a new temporary directory and waits until it
+// answers PING. Close stops it and removes the directory.
+func Start() (*Server, error) {
+	bin, err := Binary()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "redistest-")
+	if err != nil {
+		return nil, fmt.Errorf("redistest: %w", err)
+	}
+	// The port is free when chosen, but another process may take it before
+	// the server binds it: try a few.
+	for try := 0; ; try++ {
+		port, err := freePort()
+		if err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+		s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Dir: dir, bin: bin, port: port}
+		err = s.Start()
+		if err == nil {
+			return s, nil
+		}
+		if try == 2 || !strings.Contains(s.logTail(), "Address already in use") {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+	}
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("redistest: finding a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// Start starts the server again after Stop, on the same port, and waits
+// until it answers PING. It is a no-op when the server is running. The
+// data set starts empty: the server keeps nothing on disk.
+func (s *Server) Start() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.proc != nil {
+		return nil
+	}
+	cmd := exec.Command(s.bin,
+		"--port", strconv.Itoa(s.port),
+		"--bind", "127.0.0.1",
+		"--save", "",
+		"--appendonly", "no",
+		"--dir", s.Dir,
+		"--logfile", filepath.Join(s.Dir, "redis.log"),
+		"--daemonize", "no",
+	)
+	cmd.Dir = s.Dir
+	setProcAttr(cmd)
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("redistest: starting %s: %w", s.bin, err)
+	}
+	p := &proc{cmd: cmd, exited: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.exited)
+	}()
+	if err := s.waitReady(p); err != nil {
+		cmd.Process.Kill()
+		<-p.exited
+		return err
+	}
+	s.proc = p
+	return nil
+}
+
+// waitReady polls the server with PING until it answers, the process
+// exits, or StartTimeout passes.
+func (s *Server) waitReady(p *proc) error {
+	deadline := time.Now().Add(StartTimeout)
+	var last error
+	for delay := time.Millisecond; ; delay = min(2*delay, 50*time.Millisecond) {
+		if last = s.ping(); last == nil {
+			return nil
+		}
+		select {
+		case <-p.exited:
+			return fmt.Errorf("redistest: redis-server exited during start-up: %v\n%s", p.err, s.logTail())
+		case <-time.After(delay):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("redistest: redis-server did not answer at %s within %v: %v\n%s", s.Addr, StartTimeout, last, s.logTail())
+		}
+	}
+}
+
+// ping sends PING in the inline protocol and expects +PONG.
+func (s *Server) ping() error {
+	c, err := net.DialTimeout("tcp", s.Addr, time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := c.Write([]byte("PING\r\n")); err != nil {
+		return err
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if line != "+PONG\r\n" {
+		// -LOADING while it starts, for example.
+		return fmt.Errorf("redistest: PING answered %q", strings.TrimSpace(line))
+	}
+	return nil
+}
+
+// Stop stops the server gracefully (SIGTERM), killing it if it has not
+// exited within 10 seconds, and waits until it has exited. Its port is then
+// closed: clients see connections refused. It is a no-op when the server
+// is not running.
+func (s *Server) Stop() error {
+	return s.stop(syscall.SIGTERM)
+}
+
+// Kill stops the server at once (SIGKILL), like a crash, and waits until it
+// has exited.
+func (s *Server) Kill() error {
+	return s.stop(syscall.SIGKILL)
+}
+
+func (s *Server) stop(sig syscall.Signal) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p := s.proc
+	if p == nil {
+		return nil
+	}
+	if err := p.cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return fmt.Errorf("redistest: signalling redis-server: %w", err)
+	}
+	timer := time.NewTimer(stopTimeout)
+	defer timer.Stop()
+	select {
+	case <-p.exited:
+	case <-timer.C:
+		p.cmd.Process.Kill()
+		<-p.exited
+	}
+	s.proc = nil
+	return nil
+}
+
+// Running reports whether the server process is running.
+func (s *Server) Running() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.proc != nil
+}
+
+// Close stops the server and removes its directory.
+func (s *Server) Close() error {
+	err := s.Stop()
+	if rerr := os.RemoveAll(s.Dir); err == nil {
+		err = rerr
+	}
+	return err
+}
+
+// Options returns go-redis options for the server with short timeouts, as
+// a service that must not stall on its shared state would set them: dial,
+// read and write each give up after a second, context deadlines are
+// honoured, and a failed command is not retried.
+func (s *Server) Options() *redis.Options {
+	return &redis.Options{
+		Addr:                  s.Addr,
+		DialTimeout:           time.Second,
+		ReadTimeout:           time.Second,
+		WriteTimeout:          time.Second,
+		ContextTimeoutEnabled: true,
+		MaxRetries:            -1,
+	}
+}
+
+// Client returns a new client of the server (see Options) and closes it
+// when t ends.
+func (s *Server) Client(t testing.TB) *redis.Client {
+	t.Helper()
+	c := redis.NewClient(s.Options())
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// logTail returns the end of the server's log, for messages.
+func (s *Server) logTail() string {
+	data, err := os.ReadFile(filepath.Join(s.Dir, "redis.log"))
+	if err != nil {
+		return ""
+	}
+	if len(data) > 2000 {
+		data = data[len(data)-2000:]
+	}
+	return string(bytes.TrimSpace(data))
+}
+
+var shared struct {
+	srv  *Server
+	skip string // why tests that need a server skip, when srv is nil
+}
+
+// Main starts one server for the test package, runs its tests and stops
+// the server. Call it from TestMain:
+//
+//	func TestMain(m *testing.M) { redistest.Main(m) }
+//
+// When the binary is missing, Main runs the tests anyway and [Shared]
+// skips those that need the server, unless CI is "true": then Main fails
+// at once. When the server is there but does not start, Main fails.
+func Main(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	if _, err := Binary(); err != nil {
+		if InCI() {
+			fmt.Fprintf(os.Stderr, "FAIL: %v (CI=true, so a missing server is an error)\n", err)
+			return 1
+		}
+		shared.skip = err.Error()
+		return m.Run()
+	}
+	srv, err := Start()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "FAIL: %v\n", err)
+		return 1
+	}
+	shared.srv = srv
+	defer srv.Close()
+	return m.Run()
+}
+
+// Shared returns the server that Main started for the package. When there
+// is none because the binary is missing, it skips t (or fails it when CI
+// is "true"). Tests sharing it keep apart by using their own key names.
+func Shared(t testing.TB) *Server {
+	t.Helper()
+	if shared.srv != nil {
+		return shared.srv
+	}
+	if shared.skip == "" {
+		t.Fatal("redistest: no server: call redistest.Main from TestMain")
+	}
+	unavailable(t, shared.skip)
+	return nil
+}
+
+// StartPrivate starts a server for t alone, for tests that stop and start
+// it, and closes it when t ends. It skips or fails t as Shared does when
+// the binary is missing.
+func StartPrivate(t testing.TB) *Server {
+	t.Helper()
+	if _, err := Binary(); err != nil {
+		unavailable(t, err.Error())
+	}
+	srv, err := Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := srv.Close(); err != nil {
+			t.Errorf("redistest: closing server: %v", err)
+		}
+	})
+	return srv
+}
+
+func unavailable(t testing.TB, why string) {
+	t.Helper()
+	if InCI() {
+		t.Fatalf("%s (CI=true, so a missing server is an error)", why)
+	}
+	t.Skip(why)
+}
