@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -110,9 +111,13 @@ func (c *call) attemptRequest(ctx context.Context, k *keyState, attempt int) (*h
 	}
 	switch t.cfg.inject {
 	case injectBearer, injectHeader:
-		h := make(http.Header, len(orig.Header)+1)
-		for name, v := range orig.Header {
-			h[name] = v[:len(v):len(v)]
+		// maps.Clone copies the map's memory, cheaper than inserting
+		// each header anew. The values stay the caller's slices, shared
+		// as r.URL is: the base must not write to them (the RoundTripper
+		// contract), and the pool only ever replaces a value.
+		h := maps.Clone(orig.Header)
+		if h == nil {
+			h = make(http.Header, 1)
 		}
 		h[t.keyHeader()] = k.headerValue
 		r.Header = h
