@@ -413,7 +413,7 @@ func (c *call) loop(ctx context.Context) (*http.Response, error) {
 		if attempt == 1 {
 			c.bodySent = true
 		}
-		end := t.cfg.clock.Now()
+		end := t.after(start)
 		if err != nil {
 			resp = nil // a RoundTripper never returns both
 		}
