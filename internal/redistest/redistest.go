@@ -263,11 +263,13 @@ func (s *Server) Close() error {
 // Options returns go-redis options for the server with short timeouts, as
 // a service that must not stall on its shared state would set them: dial,
 // read and write each give up after a second, context deadlines are
-// honoured, and a failed command is not retried.
+// honoured, a failed dial and a failed command are not retried (go-redis
+// would otherwise dial 5 times, 100ms apart, and retry a command 3 times).
 func (s *Server) Options() *redis.Options {
 	return &redis.Options{
 		Addr:                  s.Addr,
 		DialTimeout:           time.Second,
+		DialerRetries:         1,
 		ReadTimeout:           time.Second,
 		WriteTimeout:          time.Second,
 		ContextTimeoutEnabled: true,

@@ -1,0 +1,75 @@
+package redisstate_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/apipool-ng/apipool"
+	"github.com/apipool-ng/apipool/internal/redistest"
+)
+
+// BenchmarkTake measures one Take: one round trip to a redis-server on
+// loopback running the limits script, as the request path pays it for a
+// key with shared limits (the pool calls Take at most once per request,
+// and once per leased block for a key with a daily quota alone).
+//
+//   - Rate: PerSecond and PerMinute (two GCRA fields), n = 1, as for a key
+//     with rate limits; the limits are high, so every call is granted.
+//   - Day: PerDay only, a block of n = 16, as the pool leases.
+//   - All: every limit at once.
+//   - Parallel: Rate from GOMAXPROCS goroutines, for throughput.
+//
+// The server shares the machine's cores with the benchmark.
+func BenchmarkTake(b *testing.B) {
+	srv := redistest.Shared(b)
+	r := newReplica(b, srv, testPrefix(b))
+	ctx := context.Background()
+	now := time.Now()
+	for _, c := range []struct {
+		name string
+		l    apipool.Limits
+		n    int
+	}{
+		{"Rate", apipool.Limits{PerSecond: 1e9, PerMinute: 1 << 40}, 1},
+		{"Day", apipool.Limits{PerDay: 1 << 40, Day: day(now)}, 16},
+		{"All", apipool.Limits{PerSecond: 1e9, PerMinute: 1 << 40, PerDay: 1 << 40, Day: day(now)}, 1},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if g, _, err := r.Take(ctx, "bench-"+c.name, c.l, now, c.n); err != nil || g != c.n {
+					b.Fatalf("granted %d, %v", g, err)
+				}
+			}
+		})
+	}
+	b.Run("Parallel", func(b *testing.B) {
+		b.ReportAllocs()
+		l := apipool.Limits{PerSecond: 1e9, PerMinute: 1 << 40}
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if g, _, err := r.Take(ctx, "bench-parallel", l, now, 1); err != nil || g != 1 {
+					b.Errorf("granted %d, %v", g, err)
+					return
+				}
+			}
+		})
+	})
+}
+
+// BenchmarkPublish measures one Publish of a cooldown that moves the
+// deadline (so it is stored and published), off the request path.
+func BenchmarkPublish(b *testing.B) {
+	srv := redistest.Shared(b)
+	r := newReplica(b, srv, testPrefix(b))
+	ctx := context.Background()
+	until := time.Now().Add(time.Hour)
+	b.ReportAllocs()
+	for b.Loop() {
+		until = until.Add(time.Millisecond)
+		if err := r.Publish(ctx, apipool.StateChange{KeyID: "k", Kind: apipool.ChangeCooldown, Until: until}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

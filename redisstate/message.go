@@ -1,0 +1,143 @@
+package redisstate
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/apipool-ng/apipool"
+)
+
+// message is a StateChange as published on the channel:
+//
+//	{"kind":"cooldown","key":"k1","until":1767225600000,"at":1767225570000}
+//	{"kind":"disable","key":"k1","reason":"401 from upstream","at":1767225570000}
+//	{"kind":"enable","key":"k1","at":1767225570000}
+//
+// Times are milliseconds since the Unix epoch. A cooldown's until is
+// rounded up, so that the shared deadline never ends before the local one.
+type message struct {
+	Kind   string `json:"kind"`
+	Key    string `json:"key"`
+	Until  int64  `json:"until,omitempty"`
+	Reason string `json:"reason,omitempty"`
+	At     int64  `json:"at,omitempty"`
+}
+
+// disabledEntry is a value of the disabled hash.
+type disabledEntry struct {
+	Reason string `json:"reason"`
+	At     int64  `json:"at"`
+}
+
+// maxMessage bounds the messages Watch decodes; longer ones are malformed.
+const maxMessage = 64 << 10
+
+// maxMs is the last millisecond of year 9999: later times are malformed.
+const maxMs = 253402300799999
+
+// maxKeyID bounds key IDs (the pool allows 256 bytes).
+const maxKeyID = 1024
+
+// validChange checks a change before it is published.
+func validChange(c apipool.StateChange) error {
+	switch {
+	case c.KeyID == "":
+		return fmt.Errorf("%w: empty key ID", ErrInvalid)
+	case len(c.KeyID) > maxKeyID:
+		return fmt.Errorf("%w: key ID longer than %d bytes", ErrInvalid, maxKeyID)
+	case !utf8.ValidString(c.KeyID):
+		return fmt.Errorf("%w: key ID is not valid UTF-8", ErrInvalid)
+	}
+	switch c.Kind {
+	case apipool.ChangeCooldown:
+		if c.Until.IsZero() {
+			return fmt.Errorf("%w: cooldown of %q without a deadline", ErrInvalid, c.KeyID)
+		}
+		if ms := ceilMs(c.Until); ms <= 0 || ms > maxMs {
+			return fmt.Errorf("%w: cooldown of %q until %v, out of range", ErrInvalid, c.KeyID, c.Until)
+		}
+	case apipool.ChangeDisable, apipool.ChangeEnable:
+	default:
+		return fmt.Errorf("%w: unknown change kind %d", ErrInvalid, c.Kind)
+	}
+	return nil
+}
+
+// encodeChange returns the message for c, which validChange accepted, with
+// its time at (c.At, or now when zero) in ms.
+func encodeChange(c apipool.StateChange, at int64) []byte {
+	m := message{Kind: c.Kind.String(), Key: c.KeyID, At: at}
+	switch c.Kind {
+	case apipool.ChangeCooldown:
+		m.Until = ceilMs(c.Until)
+	case apipool.ChangeDisable:
+		m.Reason = c.Reason
+	}
+	b, err := json.Marshal(m)
+	if err != nil { // cannot happen: strings and integers only
+		panic(err)
+	}
+	return b
+}
+
+// decodeChange decodes a message; ok is false when it is malformed.
+func decodeChange(payload string) (c apipool.StateChange, ok bool) {
+	if len(payload) > maxMessage {
+		return c, false
+	}
+	var m message
+	if err := json.Unmarshal([]byte(payload), &m); err != nil {
+		return c, false
+	}
+	if m.Key == "" || len(m.Key) > maxKeyID || m.At < 0 || m.At > maxMs {
+		return c, false
+	}
+	c.KeyID = m.Key
+	if m.At > 0 {
+		c.At = time.UnixMilli(m.At)
+	}
+	switch m.Kind {
+	case "cooldown":
+		if m.Until <= 0 || m.Until > maxMs {
+			return c, false
+		}
+		c.Kind, c.Until = apipool.ChangeCooldown, time.UnixMilli(m.Until)
+	case "disable":
+		c.Kind, c.Reason = apipool.ChangeDisable, m.Reason
+	case "enable":
+		c.Kind = apipool.ChangeEnable
+	default:
+		return apipool.StateChange{}, false
+	}
+	return c, true
+}
+
+// decodeDeadline decodes a value of the cooldown hash.
+func decodeDeadline(v string) (time.Time, bool) {
+	ms, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || ms <= 0 || ms > maxMs {
+		return time.Time{}, false
+	}
+	return time.UnixMilli(ms), true
+}
+
+// decodeDisabled decodes a value of the disabled hash.
+func decodeDisabled(v string) (disabledEntry, bool) {
+	var e disabledEntry
+	if len(v) > maxMessage || json.Unmarshal([]byte(v), &e) != nil || e.At < 0 || e.At > maxMs {
+		return e, false
+	}
+	return e, true
+}
+
+// ceilMs is t in ms since the epoch, rounded up.
+func ceilMs(t time.Time) int64 {
+	ms := t.UnixMilli() // rounded down: the nanoseconds count up from a whole second
+	if t.Nanosecond()%1e6 != 0 {
+		ms++
+	}
+	return ms
+}

@@ -1,0 +1,94 @@
+package redisstate
+
+import (
+	"testing"
+	"time"
+
+	"github.com/apipool-ng/apipool"
+)
+
+func TestMessageRoundTrip(t *testing.T) {
+	at := time.UnixMilli(1_767_225_600_123)
+	for _, c := range []apipool.StateChange{
+		{KeyID: "k1", Kind: apipool.ChangeCooldown, Until: at.Add(30 * time.Second), At: at},
+		{KeyID: "ключ \"1\"", Kind: apipool.ChangeDisable, Reason: "401: <bad key> & more", At: at},
+		{KeyID: "k1", Kind: apipool.ChangeEnable, At: at},
+	} {
+		m := encodeChange(c, c.At.UnixMilli())
+		got, ok := decodeChange(string(m))
+		if !ok || got.KeyID != c.KeyID || got.Kind != c.Kind || !got.Until.Equal(c.Until) || got.Reason != c.Reason || !got.At.Equal(c.At) {
+			t.Errorf("%s: decoded %+v, %v; want %+v", m, got, ok, c)
+		}
+	}
+	// A cooldown's deadline is rounded up to the millisecond.
+	c := apipool.StateChange{KeyID: "k", Kind: apipool.ChangeCooldown, Until: at.Add(1)}
+	got, _ := decodeChange(string(encodeChange(c, 0)))
+	if !got.Until.Equal(at.Add(time.Millisecond)) || !got.At.IsZero() {
+		t.Errorf("rounded %v to %v, at %v", c.Until, got.Until, got.At)
+	}
+}
+
+func TestCeilMs(t *testing.T) {
+	for _, c := range []struct {
+		t    time.Time
+		want int64
+	}{
+		{time.UnixMilli(5), 5},
+		{time.Unix(0, 5_000_001), 6},
+		{time.Unix(0, -1), 0},
+		{time.Unix(0, -1_000_001), -1},
+		{time.Unix(0, 0), 0},
+	} {
+		if got := ceilMs(c.t); got != c.want {
+			t.Errorf("ceilMs(%d ns) = %d, want %d", c.t.UnixNano(), got, c.want)
+		}
+	}
+}
+
+// FuzzDecodeChange: decoding any payload never panics, and what it
+// accepts encodes back to a message that decodes the same.
+func FuzzDecodeChange(f *testing.F) {
+	for _, s := range []string{
+		`{"kind":"cooldown","key":"k1","until":1767225600000,"at":1767225570000}`,
+		`{"kind":"disable","key":"k1","reason":"401","at":1}`,
+		`{"kind":"enable","key":"k1"}`,
+		`{"kind":"cooldown","key":"k","until":-1}`,
+		`{"kind":"enable","key":"\ud800"}`,
+		`{`, `null`, ``,
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, payload string) {
+		c, ok := decodeChange(payload)
+		if !ok {
+			return
+		}
+		if c.KeyID == "" || c.Kind < apipool.ChangeCooldown || c.Kind > apipool.ChangeEnable {
+			t.Fatalf("accepted %q as %+v", payload, c)
+		}
+		if c.Kind == apipool.ChangeCooldown && c.Until.IsZero() {
+			t.Fatalf("cooldown without a deadline from %q", payload)
+		}
+		var at int64
+		if !c.At.IsZero() {
+			at = c.At.UnixMilli()
+		}
+		again, ok := decodeChange(string(encodeChange(c, at)))
+		if !ok || again.KeyID != c.KeyID || again.Kind != c.Kind || !again.Until.Equal(c.Until) || again.Reason != c.Reason || !again.At.Equal(c.At) {
+			t.Fatalf("%q: %+v re-decoded as %+v (%v)", payload, c, again, ok)
+		}
+	})
+}
+
+func TestDecodeEntries(t *testing.T) {
+	for v, ok := range map[string]bool{"1767225600000": true, "0": false, "-1": false, "x": false, "": false, "99999999999999999": false} {
+		if _, got := decodeDeadline(v); got != ok {
+			t.Errorf("decodeDeadline(%q) ok = %v", v, got)
+		}
+	}
+	for v, ok := range map[string]bool{`{"reason":"r","at":5}`: true, `{}`: true, `{"at":-1}`: false, `x`: false, `[]`: false} {
+		if _, got := decodeDisabled(v); got != ok {
+			t.Errorf("decodeDisabled(%q) ok = %v", v, got)
+		}
+	}
+}

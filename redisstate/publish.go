@@ -1,0 +1,101 @@
+package redisstate
+
+import (
+	"context"
+	"encoding/json"
+	"strconv"
+	"time"
+
+	"github.com/apipool-ng/apipool"
+	"github.com/redis/go-redis/v9"
+)
+
+// cooldownScript sets a key's cooldown deadline only if it is later than
+// the one held, and then publishes the change. It returns 1 when the
+// deadline moved.
+//
+// KEYS[1] the cooldown hash; ARGV: key ID, deadline (ms), channel, message.
+var cooldownScript = redis.NewScript(`
+local old = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0') or 0
+if tonumber(ARGV[2]) > old then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  redis.call('PUBLISH', ARGV[3], ARGV[4])
+  return 1
+end
+return 0
+`)
+
+// disableScript disables a key unless it is disabled already (the first
+// reason stays), and then publishes the change. It returns 1 when the key
+// was not disabled.
+//
+// KEYS[1] the disabled hash; ARGV: key ID, entry, channel, message.
+var disableScript = redis.NewScript(`
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
+  redis.call('PUBLISH', ARGV[3], ARGV[4])
+  return 1
+end
+return 0
+`)
+
+// enableScript enables a key and ends its cooldown, and publishes the
+// change whether or not the key was disabled or cooling: a replica may
+// hold it so without Redis knowing.
+//
+// KEYS[1] the disabled hash, KEYS[2] the cooldown hash; ARGV: key ID,
+// channel, message.
+var enableScript = redis.NewScript(`
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 1
+`)
+
+// Publish records a change where every replica sees it, and publishes it
+// on the store's channel when it changes the shared state:
+//
+//   - ChangeCooldown keeps the later of the held and the new deadline
+//     (rounded up to the millisecond), atomically, and publishes only when
+//     the deadline moved;
+//   - ChangeDisable disables the key with c.Reason unless it is disabled
+//     already, in which case the first reason stays and nothing is
+//     published;
+//   - ChangeEnable enables the key, ends its cooldown, and always
+//     publishes.
+//
+// c.At zero means now. An invalid change (empty or non-UTF-8 key ID,
+// unknown kind, cooldown without a deadline) is refused with an error
+// matching ErrInvalid, without a round trip.
+func (s *Store) Publish(ctx context.Context, c apipool.StateChange) error {
+	if err := validChange(c); err != nil {
+		return err
+	}
+	at := time.Now()
+	if !c.At.IsZero() {
+		at = c.At
+	}
+	atMs := at.UnixMilli()
+	if atMs < 0 || atMs > maxMs {
+		atMs = time.Now().UnixMilli()
+	}
+	msg := encodeChange(c, atMs)
+	cctx, cancel := s.callCtx(ctx)
+	defer cancel()
+	var err error
+	switch c.Kind {
+	case apipool.ChangeCooldown:
+		err = cooldownScript.Run(cctx, s.c, []string{s.cooldownKey},
+			c.KeyID, strconv.FormatInt(ceilMs(c.Until), 10), s.channel, msg).Err()
+	case apipool.ChangeDisable:
+		entry, _ := json.Marshal(disabledEntry{Reason: c.Reason, At: atMs})
+		err = disableScript.Run(cctx, s.c, []string{s.disabledKey},
+			c.KeyID, entry, s.channel, msg).Err()
+	case apipool.ChangeEnable:
+		err = enableScript.Run(cctx, s.c, []string{s.disabledKey, s.cooldownKey},
+			c.KeyID, s.channel, msg).Err()
+	}
+	if err != nil {
+		return s.fail(ctx, "publish "+c.Kind.String()+" of "+strconv.Quote(c.KeyID), err)
+	}
+	return nil
+}

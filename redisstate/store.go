@@ -1,0 +1,280 @@
+// Package redisstate shares the key state of apipool pools across the
+// replicas of a service, on Redis: it implements [apipool.SharedState].
+//
+//	rdb := redis.NewClient(&redis.Options{
+//		Addr:                  "redis:6379",
+//		DialTimeout:           time.Second,
+//		DialerRetries:         1,
+//		ReadTimeout:           500 * time.Millisecond,
+//		WriteTimeout:          500 * time.Millisecond,
+//		ContextTimeoutEnabled: true,
+//		MaxRetries:            -1,
+//	})
+//	store, err := redisstate.New(rdb)
+//	...
+//	pool, err := apipool.New(keys, apipool.WithSharedState(store))
+//
+// Any [redis.UniversalClient] works: a standalone client, a Sentinel
+// failover client or a Cluster client. Every key the store uses begins with
+// the hash tag "{prefix}", so all of them live in one hash slot and its Lua
+// scripts may touch several of them in a Cluster.
+//
+// # What is kept in Redis
+//
+// With the default prefix "apipool":
+//
+//	{apipool}:cooldown         hash: key ID → cooldown deadline, ms since the epoch
+//	{apipool}:disabled         hash: key ID → {"reason": ..., "at": ms}
+//	{apipool}:epoch            a random value that changes when Redis loses its data
+//	{apipool}:day:<day>:<id>   counter of key id's requests on quota day <day>; expires after 2 days
+//	{apipool}:rate:<id>        hash: GCRA state of key id's rate limits (fields s, m)
+//	{apipool}:changes          the pub/sub channel of changes
+//
+// A cooldown is set by a Lua script that keeps the later deadline and
+// publishes the change only when the deadline moved. A disable keeps the
+// first reason when the key is already disabled (and then publishes
+// nothing); an enable removes the key's entries from both hashes and always
+// publishes. Messages are small JSON objects; see [Store.Watch].
+//
+// # Limits
+//
+// [Store.Take] runs one Lua script per call, which enforces all of a key's
+// limits at once: the daily quota (a counter per key and quota day) and the
+// per-second and per-minute rates, each as GCRA (the generic cell rate
+// algorithm). GCRA keeps one timestamp per limit, needs no clean-up, and
+// is the same bucket as the pool's local limits (golang.org/x/time/rate):
+// a rate r with a burst of one second's worth (at least 1) for PerSecond,
+// PerMinute/60 per second with a burst of PerMinute for PerMinute. A fixed
+// window would allow twice the rate across a window boundary, and a sliding
+// log costs memory per request.
+//
+// The script uses the caller's now, not Redis's TIME, so that tests need no
+// sleeps and the pool's clock rules. Replicas therefore need synchronized
+// clocks (NTP) for the rate limits: a replica whose clock runs ahead by d
+// may exceed a rate by up to d's worth of requests, one that runs behind
+// gets fewer. Daily quotas are exact whatever the clocks, except around
+// midnight, where a replica counts against the day its own clock says.
+//
+// # Faults
+//
+// Every method returns an error when Redis fails and counts it in
+// [Store.Stats]. How promptly depends on the client, so set it up as above:
+// go-redis honours context deadlines only with ContextTimeoutEnabled, and
+// otherwise waits up to its ReadTimeout (3 s by default); by default it
+// dials 5 times, 100 ms apart (DialerRetries), and retries a failed command
+// 3 times (MaxRetries), so that a Take on the request path would wait about
+// 400 ms for a Redis that refuses connections instead of failing at once.
+// The store bounds each call with its own timeout too (see [WithTimeout]).
+package redisstate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/apipool-ng/apipool"
+	"github.com/redis/go-redis/v9"
+)
+
+// Defaults, as documented on the options that change them.
+const (
+	DefaultPrefix        = "apipool"
+	DefaultTimeout       = time.Second
+	DefaultCheckInterval = 15 * time.Second
+)
+
+// ErrInvalid is matched (errors.Is) by the errors of calls given arguments
+// that no retry can make work: an empty key ID, an unknown change kind, a
+// negative limit. The pool should drop such a change rather than publish it
+// again.
+var ErrInvalid = errors.New("redisstate: invalid argument")
+
+// Store is an [apipool.SharedState] on Redis. Create it with [New]; the
+// zero Store is not usable. It is safe for concurrent use. It does not own
+// the client: close the client when done with the store.
+type Store struct {
+	c        redis.UniversalClient
+	prefix   string
+	timeout  time.Duration
+	interval time.Duration
+
+	// Redis keys and the channel, all beginning with "{prefix}".
+	cooldownKey, disabledKey, epochKey, channel string
+	dayPrefix, ratePrefix                       string
+
+	errs      atomic.Uint64
+	malformed atomic.Uint64
+	lastErr   atomic.Pointer[errRecord]
+
+	// watchMu guards what Watch remembers between its calls.
+	watchMu sync.Mutex
+	// reported holds the keys Watch has reported disabled or cooling, and
+	// not enabled since; epoch is the value of the epoch key it last read.
+	reported map[string]struct{}
+	epoch    string
+}
+
+type errRecord struct {
+	err error
+	at  time.Time
+}
+
+var _ apipool.SharedState = (*Store)(nil)
+
+// Option configures a Store. Options are applied in order by New; an option
+// given a bad value makes New return an error.
+type Option interface {
+	apply(*Store) error
+}
+
+type optionFunc func(*Store) error
+
+func (f optionFunc) apply(s *Store) error { return f(s) }
+
+// WithPrefix sets the prefix of every Redis key and channel the store
+// uses, as the hash tag "{prefix}". Pools that share keys must use the same
+// prefix; pools with other keys may share a Redis under other prefixes. It
+// must be non-empty, at most 128 bytes, without braces. The default is
+// DefaultPrefix, "apipool".
+func WithPrefix(p string) Option {
+	return optionFunc(func(s *Store) error {
+		switch {
+		case p == "":
+			return fmt.Errorf("%w: WithPrefix: empty prefix", ErrInvalid)
+		case len(p) > 128:
+			return fmt.Errorf("%w: WithPrefix: prefix longer than 128 bytes", ErrInvalid)
+		case strings.ContainsAny(p, "{}"):
+			return fmt.Errorf("%w: WithPrefix: prefix %q contains a brace", ErrInvalid, p)
+		}
+		s.prefix = p
+		return nil
+	})
+}
+
+// WithTimeout bounds each Publish and Take call, and each step of Watch
+// other than waiting for messages (subscribing, reading the state), by
+// adding a deadline to the caller's context. 0 adds none. The default is
+// DefaultTimeout, one second. The client must honour context deadlines
+// (ContextTimeoutEnabled) for it to cut a slow reply short.
+func WithTimeout(d time.Duration) Option {
+	return optionFunc(func(s *Store) error {
+		if d < 0 {
+			return fmt.Errorf("%w: WithTimeout: negative timeout %v", ErrInvalid, d)
+		}
+		s.timeout = d
+		return nil
+	})
+}
+
+// WithCheckInterval sets how long Watch waits for a message before it
+// checks its connection with a PING; when the PING is not answered within
+// as long again, Watch returns an error. A closed connection is noticed at
+// once; this finds one that hangs. The default is DefaultCheckInterval,
+// 15 seconds.
+func WithCheckInterval(d time.Duration) Option {
+	return optionFunc(func(s *Store) error {
+		if d <= 0 {
+			return fmt.Errorf("%w: WithCheckInterval: want a positive interval, got %v", ErrInvalid, d)
+		}
+		s.interval = d
+		return nil
+	})
+}
+
+// New returns a Store on client. It sends nothing to Redis: a Redis that
+// is down makes the store's methods fail, not New.
+func New(client redis.UniversalClient, opts ...Option) (*Store, error) {
+	if client == nil {
+		return nil, fmt.Errorf("%w: nil client", ErrInvalid)
+	}
+	s := &Store{c: client, prefix: DefaultPrefix, timeout: DefaultTimeout, interval: DefaultCheckInterval}
+	for _, o := range opts {
+		if o == nil {
+			continue
+		}
+		if err := o.apply(s); err != nil {
+			return nil, err
+		}
+	}
+	tag := "{" + s.prefix + "}:"
+	s.cooldownKey = tag + "cooldown"
+	s.disabledKey = tag + "disabled"
+	s.epochKey = tag + "epoch"
+	s.channel = tag + "changes"
+	s.dayPrefix = tag + "day:"
+	s.ratePrefix = tag + "rate:"
+	return s, nil
+}
+
+// Prefix returns the prefix of the store's keys.
+func (s *Store) Prefix() string { return s.prefix }
+
+// Channel returns the pub/sub channel on which the store publishes
+// changes.
+func (s *Store) Channel() string { return s.channel }
+
+// Stats are a Store's counters since New, for a metric or a health check.
+type Stats struct {
+	// Errors counts the calls that failed at Redis (Publish, Take, Watch
+	// ending other than by its context). Calls whose context ended first,
+	// and calls refused with ErrInvalid, do not count.
+	Errors uint64
+	// LastError is the latest of those failures, and LastErrorAt when it
+	// happened; nil and zero when there was none.
+	LastError   error
+	LastErrorAt time.Time
+	// Malformed counts the messages and stored entries Watch ignored
+	// because it could not decode them.
+	Malformed uint64
+}
+
+// Stats returns the store's counters.
+func (s *Store) Stats() Stats {
+	st := Stats{Errors: s.errs.Load(), Malformed: s.malformed.Load()}
+	if r := s.lastErr.Load(); r != nil {
+		st.LastError, st.LastErrorAt = r.err, r.at
+	}
+	return st
+}
+
+// fail records err, a failure of op at Redis, unless ctx ended first, and
+// returns it wrapped.
+func (s *Store) fail(ctx context.Context, op string, err error) error {
+	if ctxDone(ctx) {
+		<-ctx.Done()
+		return fmt.Errorf("redisstate: %s: %w", op, ctx.Err())
+	}
+	err = fmt.Errorf("redisstate: %s: %w", op, err)
+	s.errs.Add(1)
+	s.lastErr.Store(&errRecord{err: err, at: time.Now()})
+	return err
+}
+
+// ctxDone reports whether ctx is done or its deadline has passed (a read
+// whose deadline was ctx's may fail just before ctx says it is done).
+func ctxDone(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	dl, ok := ctx.Deadline()
+	return ok && !time.Now().Before(dl)
+}
+
+// callCtx bounds one call by the store's timeout.
+func (s *Store) callCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	if s.timeout > 0 {
+		return context.WithTimeout(ctx, s.timeout)
+	}
+	return ctx, func() {}
+}
+
+func (s *Store) dayKey(id string, day uint64) string {
+	return s.dayPrefix + strconv.FormatUint(day, 10) + ":" + id
+}
+
+func (s *Store) rateKey(id string) string { return s.ratePrefix + id }

@@ -1,0 +1,272 @@
+package redisstate
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"time"
+
+	"github.com/apipool-ng/apipool"
+	"github.com/redis/go-redis/v9"
+)
+
+// stateScript reads the epoch (setting it to ARGV[1] when missing, as after
+// Redis lost its data) and both hashes, atomically.
+//
+// KEYS[1] the epoch, KEYS[2] the cooldown hash, KEYS[3] the disabled hash.
+var stateScript = redis.NewScript(`
+local e = redis.call('GET', KEYS[1])
+if not e then
+  e = ARGV[1]
+  redis.call('SET', KEYS[1], e)
+end
+return {e, redis.call('HGETALL', KEYS[2]), redis.call('HGETALL', KEYS[3])}
+`)
+
+// Watch subscribes to the store's channel, then reads the shared state and
+// calls apply with it, then once with a change of kind ChangeSynced, then
+// with each change published by any replica (this one included), until ctx
+// ends or the connection fails. It
+// returns ctx's error when ctx ended, and otherwise the failure, which it
+// counts in Stats. Subscribing before reading means no change is missed
+// between the two; a change published meanwhile is applied twice, which
+// changes nothing.
+//
+// The state is applied in key ID order: for each key, its cooldown when it
+// has not ended yet (At zero), then its disable (with the reason and time
+// it was disabled). A key that an earlier Watch of this Store reported
+// disabled or cooling, and that is now neither disabled nor holds a
+// cooldown, is reported enabled: it was enabled while this replica was not
+// watching. That is skipped when Redis lost its data since (its epoch key
+// changed), lest a restarted Redis enable the keys every replica disabled.
+//
+// Messages that cannot be decoded are ignored and counted in Stats, as are
+// undecodable entries of the hashes. The pool runs one Watch at a time;
+// apply is never called concurrently by one Watch.
+func (s *Store) Watch(ctx context.Context, apply func(apipool.StateChange)) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	ps := s.c.Subscribe(ctx, s.channel)
+	defer ps.Close()
+	// go-redis does not interrupt a blocked read when ctx ends: close the
+	// subscription, which does.
+	stop := context.AfterFunc(ctx, func() { ps.Close() })
+	defer stop()
+
+	if err := s.subscribed(ctx, ps); err != nil {
+		return s.fail(ctx, "watch: subscribe", err)
+	}
+	changes, err := s.readState(ctx)
+	if err != nil {
+		return s.fail(ctx, "watch: read state", err)
+	}
+	for _, c := range changes {
+		apply(c)
+	}
+	apply(apipool.StateChange{Kind: apipool.ChangeSynced})
+
+	// From here ctx ends the Watch by closing ps (above): reads and pings
+	// get deadlines of their own, so that a read timing out at ctx's
+	// deadline is not taken for a silent connection.
+	bg := context.WithoutCancel(ctx)
+	pinged := false
+	for {
+		m, err := ps.ReceiveTimeout(bg, s.interval)
+		if err != nil {
+			if ctxDone(ctx) {
+				<-ctx.Done()
+				return ctx.Err()
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				if pinged {
+					return s.fail(ctx, "watch", fmt.Errorf("no answer to PING within %v", s.interval))
+				}
+				if err := ps.Ping(bg); err != nil {
+					return s.fail(ctx, "watch: ping", err)
+				}
+				pinged = true
+				continue
+			}
+			return s.fail(ctx, "watch", err)
+		}
+		pinged = false
+		switch m := m.(type) {
+		case *redis.Message:
+			if m.Channel != s.channel {
+				continue
+			}
+			c, ok := decodeChange(m.Payload)
+			if !ok {
+				s.malformed.Add(1)
+				continue
+			}
+			s.note(c)
+			apply(c)
+		case *redis.Subscription:
+			if m.Kind == "unsubscribe" && m.Channel == s.channel {
+				return s.fail(ctx, "watch", errors.New("unsubscribed from "+s.channel))
+			}
+		}
+	}
+}
+
+// subscribed waits for Redis to confirm the subscription.
+func (s *Store) subscribed(ctx context.Context, ps *redis.PubSub) error {
+	cctx, cancel := s.callCtx(ctx)
+	defer cancel()
+	wait := s.timeout
+	if wait == 0 {
+		wait = s.interval
+	}
+	for {
+		m, err := ps.ReceiveTimeout(cctx, wait)
+		if err != nil {
+			return err
+		}
+		if sub, ok := m.(*redis.Subscription); ok && sub.Kind == "subscribe" && sub.Channel == s.channel {
+			return nil
+		}
+	}
+}
+
+// readState reads the shared state and returns it as changes to apply,
+// updating what the store remembers of it.
+func (s *Store) readState(ctx context.Context) ([]apipool.StateChange, error) {
+	var nonce [16]byte
+	rand.Read(nonce[:])
+	cctx, cancel := s.callCtx(ctx)
+	defer cancel()
+	res, err := stateScript.Run(cctx, s.c, []string{s.epochKey, s.cooldownKey, s.disabledKey}, hex.EncodeToString(nonce[:])).Slice()
+	if err != nil {
+		return nil, err
+	}
+	if len(res) != 3 {
+		return nil, fmt.Errorf("unexpected reply of %d elements", len(res))
+	}
+	epoch, _ := res[0].(string)
+	cooling, err1 := pairs(res[1])
+	disabled, err2 := pairs(res[2])
+	if err := errors.Join(err1, err2); err != nil {
+		return nil, err
+	}
+
+	now := time.Now()
+	type keyState struct {
+		until    time.Time
+		disabled *disabledEntry
+		present  bool // in either hash, even if malformed or ended
+	}
+	keys := make(map[string]*keyState, len(cooling)+len(disabled))
+	get := func(id string) *keyState {
+		k := keys[id]
+		if k == nil {
+			k = &keyState{present: true}
+			keys[id] = k
+		}
+		return k
+	}
+	for i := 0; i+1 < len(cooling); i += 2 {
+		k := get(cooling[i])
+		if u, ok := decodeDeadline(cooling[i+1]); !ok {
+			s.malformed.Add(1)
+		} else if u.After(now) {
+			k.until = u
+		}
+	}
+	for i := 0; i+1 < len(disabled); i += 2 {
+		k := get(disabled[i])
+		e, ok := decodeDisabled(disabled[i+1])
+		if !ok {
+			s.malformed.Add(1)
+			e = disabledEntry{} // disabled all the same, reason unknown
+		}
+		k.disabled = &e
+	}
+
+	s.watchMu.Lock()
+	defer s.watchMu.Unlock()
+	var out []apipool.StateChange
+	ids := make([]string, 0, len(keys)+len(s.reported))
+	for id := range keys {
+		ids = append(ids, id)
+	}
+	if epoch != "" && epoch == s.epoch {
+		for id := range s.reported {
+			if keys[id] == nil {
+				ids = append(ids, id)
+			}
+		}
+	}
+	slices.Sort(ids)
+	reported := make(map[string]struct{}, len(keys))
+	for _, id := range ids {
+		if id == "" || len(id) > maxKeyID {
+			s.malformed.Add(1)
+			continue
+		}
+		k := keys[id]
+		if k == nil {
+			out = append(out, apipool.StateChange{KeyID: id, Kind: apipool.ChangeEnable, At: now})
+			continue
+		}
+		if !k.until.IsZero() {
+			out = append(out, apipool.StateChange{KeyID: id, Kind: apipool.ChangeCooldown, Until: k.until})
+			reported[id] = struct{}{}
+		}
+		if k.disabled != nil {
+			c := apipool.StateChange{KeyID: id, Kind: apipool.ChangeDisable, Reason: k.disabled.Reason}
+			if k.disabled.At > 0 {
+				c.At = time.UnixMilli(k.disabled.At)
+			}
+			out = append(out, c)
+			reported[id] = struct{}{}
+		}
+	}
+	// A key with an ended cooldown stays reported, if it was: its entry
+	// is still there, so a later enable removes it and must be reported.
+	for id := range s.reported {
+		if k := keys[id]; k != nil {
+			reported[id] = struct{}{}
+		}
+	}
+	s.reported, s.epoch = reported, epoch
+	return out, nil
+}
+
+// note updates what the store remembers of the state with a change that
+// Watch applies.
+func (s *Store) note(c apipool.StateChange) {
+	s.watchMu.Lock()
+	defer s.watchMu.Unlock()
+	if c.Kind == apipool.ChangeEnable {
+		delete(s.reported, c.KeyID)
+		return
+	}
+	if s.reported == nil {
+		s.reported = make(map[string]struct{})
+	}
+	s.reported[c.KeyID] = struct{}{}
+}
+
+// pairs converts a flat HGETALL reply to strings.
+func pairs(v any) ([]string, error) {
+	a, ok := v.([]any)
+	if !ok {
+		return nil, fmt.Errorf("unexpected reply %T for a hash", v)
+	}
+	out := make([]string, len(a))
+	for i, x := range a {
+		sx, ok := x.(string)
+		if !ok {
+			return nil, fmt.Errorf("unexpected reply %T in a hash", x)
+		}
+		out[i] = sx
+	}
+	return out, nil
+}

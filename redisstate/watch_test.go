@@ -1,0 +1,229 @@
+package redisstate_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/apipool-ng/apipool"
+	"github.com/apipool-ng/apipool/internal/redistest"
+)
+
+func changeString(c apipool.StateChange) string {
+	switch c.Kind {
+	case apipool.ChangeCooldown:
+		return fmt.Sprintf("%s cooldown %d", c.KeyID, c.Until.UnixMilli())
+	case apipool.ChangeDisable:
+		var at int64
+		if !c.At.IsZero() {
+			at = c.At.UnixMilli()
+		}
+		return fmt.Sprintf("%s disable %q %d", c.KeyID, c.Reason, at)
+	}
+	return c.KeyID + " " + c.Kind.String()
+}
+
+func changesString(cs []apipool.StateChange) string {
+	s := make([]string, len(cs))
+	for i, c := range cs {
+		s[i] = changeString(c)
+	}
+	return strings.Join(s, "; ")
+}
+
+// TestWatchStateThenChanges: a replica's Watch applies the full state
+// first, then each change published by any replica, itself included.
+func TestWatchStateThenChanges(t *testing.T) {
+	srv := redistest.Shared(t)
+	prefix := testPrefix(t)
+	a, b, c := newReplica(t, srv, prefix), newReplica(t, srv, prefix), newReplica(t, srv, prefix)
+	ctx := ctxT(t)
+	soon := time.Now().Add(time.Hour).Truncate(time.Millisecond)
+	at := time.UnixMilli(1_767_225_600_000)
+	for _, ch := range []apipool.StateChange{
+		{KeyID: "k2", Kind: apipool.ChangeCooldown, Until: soon},
+		{KeyID: "k1", Kind: apipool.ChangeDisable, Reason: "revoked", At: at},
+		{KeyID: "k1", Kind: apipool.ChangeCooldown, Until: soon.Add(time.Second)},
+		{KeyID: "k3", Kind: apipool.ChangeCooldown, Until: time.Now().Add(-time.Minute)}, // ended: not applied
+	} {
+		if err := a.Publish(ctx, ch); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	w := startWatch(t, b)
+	state := w.state(t)
+	want := fmt.Sprintf(`k1 cooldown %d; k1 disable "revoked" %d; k2 cooldown %d`,
+		soon.Add(time.Second).UnixMilli(), at.UnixMilli(), soon.UnixMilli())
+	if got := changesString(state); got != want {
+		t.Errorf("state:\n got %s\nwant %s", got, want)
+	}
+
+	// Changes from another replica, from the watching one, and one that
+	// changes nothing (an earlier cooldown), which is not published.
+	for _, p := range []struct {
+		r  replica
+		ch apipool.StateChange
+	}{
+		{c, apipool.StateChange{KeyID: "k2", Kind: apipool.ChangeCooldown, Until: soon.Add(time.Minute), At: at}},
+		{b, apipool.StateChange{KeyID: "k4", Kind: apipool.ChangeDisable, Reason: "quota gone", At: at}},
+		{c, apipool.StateChange{KeyID: "k2", Kind: apipool.ChangeCooldown, Until: soon}},
+		{a, apipool.StateChange{KeyID: "k1", Kind: apipool.ChangeEnable, At: at}},
+	} {
+		if err := p.r.Publish(ctx, p.ch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := w.sync(t, c.Store)
+	want = fmt.Sprintf(`k2 cooldown %d; k4 disable "quota gone" %d; k1 enable`, soon.Add(time.Minute).UnixMilli(), at.UnixMilli())
+	if changesString(got) != want {
+		t.Errorf("changes:\n got %s\nwant %s", changesString(got), want)
+	}
+	if !got[2].At.Equal(at) || !got[0].At.Equal(at) {
+		t.Errorf("change times %v, %v, want %v", got[0].At, got[2].At, at)
+	}
+	if err := w.stop(); !errors.Is(err, context.Canceled) {
+		t.Errorf("Watch returned %v after cancel, want context.Canceled", err)
+	}
+	if st := b.Stats(); st.Errors != 0 || st.Malformed != 0 {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+// TestWatchReportsMissedEnable: a key enabled while a replica was not
+// watching is reported enabled when it watches again.
+func TestWatchReportsMissedEnable(t *testing.T) {
+	srv := redistest.Shared(t)
+	prefix := testPrefix(t)
+	a, b := newReplica(t, srv, prefix), newReplica(t, srv, prefix)
+	ctx := ctxT(t)
+	for _, ch := range []apipool.StateChange{
+		{KeyID: "k1", Kind: apipool.ChangeDisable, Reason: "revoked"},
+		{KeyID: "k2", Kind: apipool.ChangeCooldown, Until: time.Now().Add(time.Hour)},
+		{KeyID: "k3", Kind: apipool.ChangeDisable, Reason: "revoked"},
+	} {
+		if err := a.Publish(ctx, ch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w := startWatch(t, b)
+	if st := w.state(t); len(st) != 3 {
+		t.Fatalf("state: %s", changesString(st))
+	}
+	// k5 is reported by a message rather than in the state.
+	if err := a.Publish(ctx, apipool.StateChange{KeyID: "k5", Kind: apipool.ChangeDisable}); err != nil {
+		t.Fatal(err)
+	}
+	w.sync(t, a.Store)
+	w.stop()
+
+	for _, id := range []string{"k1", "k2", "k5"} {
+		if err := a.Publish(ctx, apipool.StateChange{KeyID: id, Kind: apipool.ChangeEnable}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w = startWatch(t, b)
+	got := w.state(t)
+	if s := changesString(got); !strings.HasPrefix(s, `k1 enable; k2 enable; k3 disable "revoked" `) ||
+		!strings.HasSuffix(s, "; k5 enable") {
+		t.Errorf("state after a gap: %s", s)
+	}
+	if extra := w.sync(t, a.Store); len(extra) != 0 {
+		t.Errorf("more changes: %s", changesString(extra))
+	}
+}
+
+// TestWatchNoEnableAfterDataLoss: when Redis lost its data (here: the keys
+// deleted), the keys a replica knew disabled are not reported enabled.
+func TestWatchNoEnableAfterDataLoss(t *testing.T) {
+	srv := redistest.Shared(t)
+	prefix := testPrefix(t)
+	a, b := newReplica(t, srv, prefix), newReplica(t, srv, prefix)
+	ctx := ctxT(t)
+	if err := a.Publish(ctx, apipool.StateChange{KeyID: "k1", Kind: apipool.ChangeDisable, Reason: "revoked"}); err != nil {
+		t.Fatal(err)
+	}
+	w := startWatch(t, b)
+	if st := w.state(t); len(st) != 1 {
+		t.Fatalf("state: %s", changesString(st))
+	}
+	w.stop()
+	tag := "{" + prefix + "}:"
+	if err := a.rdb.Del(ctx, tag+"epoch", tag+"disabled", tag+"cooldown").Err(); err != nil {
+		t.Fatal(err)
+	}
+	w = startWatch(t, b)
+	if got := w.state(t); len(got) != 0 {
+		t.Errorf("after data loss: %s", changesString(got))
+	}
+}
+
+// TestWatchIgnoresMalformed: messages and entries that cannot be decoded
+// are skipped and counted; Watch goes on.
+func TestWatchIgnoresMalformed(t *testing.T) {
+	srv := redistest.Shared(t)
+	a := newReplica(t, srv, testPrefix(t))
+	ctx := ctxT(t)
+	tag := "{" + a.Prefix() + "}:"
+	// Entries: a deadline that is no number, one disabled entry that is no
+	// JSON (the key is disabled all the same, reason unknown).
+	a.rdb.HSet(ctx, tag+"cooldown", "bad", "soon", "neg", "-5")
+	a.rdb.HSet(ctx, tag+"disabled", "k9", "{not json")
+	w := startWatch(t, a)
+	if got := changesString(w.state(t)); got != `k9 disable "" 0` {
+		t.Errorf("undecodable disabled entry applied as %s", got)
+	}
+	bad := []string{
+		"", "{", "null", "[]", `"text"`, "\xff\xfe",
+		`{"kind":"cooldown","key":"k"}`,
+		`{"kind":"cooldown","key":"k","until":-1}`,
+		`{"kind":"cooldown","key":"k","until":"soon"}`,
+		`{"kind":"cooldown","key":"k","until":99999999999999999}`,
+		`{"kind":"disable","key":""}`,
+		`{"kind":"disable"}`,
+		`{"kind":"melt","key":"k"}`,
+		`{"kind":"enable","key":"k","at":-3}`,
+		`{"kind":"enable","key":` + `"` + strings.Repeat("k", 2000) + `"}`,
+		`{"kind":"enable","key":"k"` + strings.Repeat(" ", 70<<10) + `}`,
+	}
+	for _, p := range bad {
+		if err := a.rdb.Publish(ctx, a.Channel(), p).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a.rdb.Publish(ctx, a.Channel(), `{"kind":"disable","key":"k1","reason":"ok","extra":[1,2]}`)
+	got := w.sync(t, a.Store)
+	if changesString(got) != `k1 disable "ok" 0` {
+		t.Errorf("applied %s", changesString(got))
+	}
+	if st := a.Stats(); st.Malformed != uint64(len(bad))+3 || st.Errors != 0 {
+		t.Errorf("stats %+v, want %d malformed", st, len(bad)+3)
+	}
+}
+
+// TestWatchEndsWithContext: Watch returns ctx's error promptly, also when
+// ctx is done before it starts, and does not count it as a failure.
+func TestWatchEndsWithContext(t *testing.T) {
+	srv := redistest.Shared(t)
+	a := newReplica(t, srv, testPrefix(t))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := a.Watch(ctx, func(apipool.StateChange) {}); !errors.Is(err, context.Canceled) {
+		t.Errorf("done ctx: %v", err)
+	}
+	ctx, cancel = context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if err := a.Watch(ctx, func(apipool.StateChange) {}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("deadline: %v", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("Watch took %v to see its deadline", d)
+	}
+	if st := a.Stats(); st.Errors != 0 {
+		t.Errorf("stats %+v", st)
+	}
+}
