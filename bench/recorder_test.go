@@ -1,0 +1,63 @@
+package bench
+
+import (
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/apipool-ng/apipool/recorder"
+	"github.com/apipool-ng/apipool/recorder/memory"
+	"github.com/apipool-ng/apipool/status"
+)
+
+// BenchmarkRecorder measures one Record call of each store, on one
+// goroutine: the cost a request pays per attempt to record its usage
+// event. The events spread over 10 keys, with the mix of statuses and
+// latencies of a busy pool, and times that move on by a microsecond an
+// event.
+func BenchmarkRecorder(b *testing.B) {
+	b.Run("memory", func(b *testing.B) {
+		s := memory.New()
+		defer s.Close(b.Context())
+		benchRecord(b, s)
+	})
+	// BenchmarkRecorder/clickhouse comes with the ClickHouse store
+	// (recorder/clickhouse), run when a server is reachable.
+}
+
+func benchRecord(b *testing.B, r recorder.Recorder) {
+	keys := testKeys(10)
+	statuses := [...]status.Status{status.Success, status.Success, status.Success, status.Success, status.Success,
+		status.Success, status.Success, status.ReachLimit, status.ServerError, status.Success}
+	events := make([]recorder.Event, 64)
+	for i := range events {
+		k := keys[i%len(keys)]
+		st := statuses[i%len(statuses)]
+		code := http.StatusOK
+		switch st {
+		case status.ReachLimit:
+			code = http.StatusTooManyRequests
+		case status.ServerError:
+			code = http.StatusBadGateway
+		}
+		events[i] = recorder.Event{
+			KeyID: k.ID, KeyFingerprint: "0123456789abcdef", Status: st, HTTPStatus: code,
+			Latency: time.Duration(50+i*37) * time.Millisecond, Attempt: 1,
+			Method: http.MethodGet, Host: "api.example.test", RequestBytes: 0, ResponseBytes: 512,
+		}
+	}
+	start := time.Now().Add(-time.Minute)
+	b.ReportAllocs()
+	done := measureCPU(b)
+	i := 0
+	for b.Loop() {
+		e := events[i%len(events)]
+		e.Time = start.Add(time.Duration(i) * time.Microsecond)
+		r.Record(e)
+		i++
+	}
+	done()
+	if d, ok := r.(recorder.DropCounter); ok && d.Dropped() > 0 {
+		b.Errorf("%d events dropped", d.Dropped())
+	}
+}
