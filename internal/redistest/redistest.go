@@ -14,6 +14,7 @@ package redistest
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -53,8 +54,9 @@ type Server struct {
 	// Dir is the server's working directory; it holds its log.
 	Dir string
 
-	bin  string
-	port int
+	bin     string
+	port    int
+	cluster bool
 
 	mu   sync.Mutex
 	proc *proc // the running process, or nil
@@ -91,7 +93,15 @@ func InCI() bool { return os.Getenv("CI") == "true" }
 
 // Start starts a new server in a new temporary directory and waits until it
 // answers PING. Close stops it and removes the directory.
-func Start() (*Server, error) {
+func Start() (*Server, error) { return start(false) }
+
+// StartCluster starts a new server in cluster mode, a cluster of one node
+// that holds all 16384 hash slots, and waits until the cluster is up. It
+// enforces what a Cluster does (a script's or command's keys must share a
+// slot), and a redis.ClusterClient works with it (see ClusterOptions).
+func StartCluster() (*Server, error) { return start(true) }
+
+func start(cluster bool) (*Server, error) {
 	bin, err := Binary()
 	if err != nil {
 		return nil, err
@@ -108,7 +118,7 @@ func Start() (*Server, error) {
 			os.RemoveAll(dir)
 			return nil, err
 		}
-		s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Dir: dir, bin: bin, port: port}
+		s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Dir: dir, bin: bin, port: port, cluster: cluster}
 		err = s.Start()
 		if err == nil {
 			return s, nil
@@ -138,7 +148,7 @@ func (s *Server) Start() error {
 	if s.proc != nil {
 		return nil
 	}
-	cmd := exec.Command(s.bin,
+	args := []string{
 		"--port", strconv.Itoa(s.port),
 		"--bind", "127.0.0.1",
 		"--save", "",
@@ -146,7 +156,11 @@ func (s *Server) Start() error {
 		"--dir", s.Dir,
 		"--logfile", filepath.Join(s.Dir, "redis.log"),
 		"--daemonize", "no",
-	)
+	}
+	if s.cluster {
+		args = append(args, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+	}
+	cmd := exec.Command(s.bin, args...)
 	cmd.Dir = s.Dir
 	setProcAttr(cmd)
 	if err := cmd.Start(); err != nil {
@@ -157,12 +171,44 @@ func (s *Server) Start() error {
 		p.err = cmd.Wait()
 		close(p.exited)
 	}()
-	if err := s.waitReady(p); err != nil {
+	err := s.waitReady(p)
+	if err == nil && s.cluster {
+		err = s.waitCluster(p)
+	}
+	if err != nil {
 		cmd.Process.Kill()
 		<-p.exited
 		return err
 	}
 	s.proc = p
+	return nil
+}
+
+// waitCluster gives the node every hash slot, unless it has them from an
+// earlier run (its nodes.conf), and waits until the cluster is up.
+func (s *Server) waitCluster(p *proc) error {
+	c := redis.NewClient(&redis.Options{Addr: s.Addr, DialTimeout: time.Second, MaxRetries: -1})
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), StartTimeout)
+	defer cancel()
+	info := func() string {
+		v, _ := c.ClusterInfo(ctx).Result()
+		return v
+	}
+	if strings.Contains(info(), "cluster_slots_assigned:0") {
+		if err := c.ClusterAddSlotsRange(ctx, 0, 16383).Err(); err != nil {
+			return fmt.Errorf("redistest: assigning the hash slots: %w", err)
+		}
+	}
+	for delay := time.Millisecond; !strings.Contains(info(), "cluster_state:ok"); delay = min(2*delay, 50*time.Millisecond) {
+		select {
+		case <-p.exited:
+			return fmt.Errorf("redistest: redis-server exited during start-up: %v\n%s", p.err, s.logTail())
+		case <-ctx.Done():
+			return fmt.Errorf("redistest: cluster at %s not up within %v: %s", s.Addr, StartTimeout, info())
+		case <-time.After(delay):
+		}
+	}
 	return nil
 }
 
@@ -277,6 +323,21 @@ func (s *Server) Options() *redis.Options {
 	}
 }
 
+// ClusterOptions returns go-redis Cluster client options for a server
+// started with StartCluster, with the timeouts of Options.
+func (s *Server) ClusterOptions() *redis.ClusterOptions {
+	o := s.Options()
+	return &redis.ClusterOptions{
+		Addrs:                 []string{s.Addr},
+		DialTimeout:           o.DialTimeout,
+		DialerRetries:         o.DialerRetries,
+		ReadTimeout:           o.ReadTimeout,
+		WriteTimeout:          o.WriteTimeout,
+		ContextTimeoutEnabled: o.ContextTimeoutEnabled,
+		MaxRetries:            o.MaxRetries,
+	}
+}
+
 // Client returns a new client of the server (see Options) and closes it
 // when t ends.
 func (s *Server) Client(t testing.TB) *redis.Client {
@@ -354,10 +415,21 @@ func Shared(t testing.TB) *Server {
 // the binary is missing.
 func StartPrivate(t testing.TB) *Server {
 	t.Helper()
+	return startPrivate(t, false)
+}
+
+// StartPrivateCluster is StartPrivate with StartCluster.
+func StartPrivateCluster(t testing.TB) *Server {
+	t.Helper()
+	return startPrivate(t, true)
+}
+
+func startPrivate(t testing.TB, cluster bool) *Server {
+	t.Helper()
 	if _, err := Binary(); err != nil {
 		unavailable(t, err.Error())
 	}
-	srv, err := Start()
+	srv, err := start(cluster)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,10 +2,12 @@ package redistest_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/apipool-ng/apipool/internal/redistest"
+	"github.com/redis/go-redis/v9"
 )
 
 func TestMain(m *testing.M) { redistest.Main(m) }
@@ -68,5 +70,34 @@ func TestStopStartKeepsPort(t *testing.T) {
 	}
 	if err := c.Ping(ctx).Err(); err != nil {
 		t.Fatalf("PING after Kill and Start: %v", err)
+	}
+}
+
+// TestClusterEnforcesSlots: the one-node cluster serves a Cluster client
+// and refuses a command whose keys are in different slots, as a Cluster
+// does.
+func TestClusterEnforcesSlots(t *testing.T) {
+	srv := redistest.StartPrivateCluster(t)
+	c := redis.NewClusterClient(srv.ClusterOptions())
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.MSet(ctx, "{t}a", 1, "{t}b", 2).Err(); err != nil {
+		t.Fatalf("same slot: %v", err)
+	}
+	plain := redis.NewClient(srv.Options())
+	defer plain.Close()
+	if err := plain.MSet(ctx, "a", 1, "b", 2).Err(); err == nil || !strings.Contains(err.Error(), "CROSSSLOT") {
+		t.Fatalf("keys in two slots: %v, want CROSSSLOT", err)
+	}
+	// Stopped and started, it keeps its slots (nodes.conf) and is up again.
+	if err := srv.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Set(ctx, "{t}a", 3, 0).Err(); err != nil {
+		t.Fatalf("after restart: %v", err)
 	}
 }
