@@ -119,18 +119,34 @@ func TestWatchFindsHungConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	synced := make(chan struct{})
+	applied := make(chan apipool.StateChange, 10)
 	go func() {
-		done <- s.Watch(context.Background(), func(c apipool.StateChange) {
-			if c.Kind == apipool.ChangeSynced {
-				close(synced)
-			}
-		})
+		done <- s.Watch(context.Background(), func(c apipool.StateChange) { applied <- c })
 	}()
-	select {
-	case <-synced:
-	case <-time.After(5 * time.Second):
-		t.Fatal("Watch did not sync")
+	next := func() apipool.StateChange {
+		select {
+		case c := <-applied:
+			return c
+		case err := <-done:
+			t.Fatalf("Watch returned %v", err)
+		case <-time.After(5 * time.Second):
+			t.Fatal("nothing applied within 5s")
+		}
+		return apipool.StateChange{}
+	}
+	if c := next(); c.Kind != apipool.ChangeSynced {
+		t.Fatalf("applied %+v", c)
+	}
+	// While the connection works, its PINGs are answered: Watch goes on
+	// through several check intervals (the sleep lets them pass; it is
+	// not what the test asserts) and applies what comes next.
+	time.Sleep(350 * time.Millisecond)
+	other := newReplica(t, srv, s.Prefix())
+	if err := other.Publish(context.Background(), apipool.StateChange{KeyID: "k", Kind: apipool.ChangeEnable}); err != nil {
+		t.Fatal(err)
+	}
+	if c := next(); c.KeyID != "k" {
+		t.Fatalf("applied %+v", c)
 	}
 	p.hang()
 	select {
