@@ -61,11 +61,14 @@ for _, r in ipairs(rates) do
   local tat = tonumber(redis.call('HGET', KEYS[2], r.field) or '') or now
   if tat < now then tat = now end
   r.tat = tat
-  -- Half a microsecond of slack absorbs the rounding of the TAT.
-  local k = math.floor((r.b * r.t - (tat - now) + 0.5) / r.t)
+  -- Half a microsecond of slack (half a request at most) absorbs the
+  -- rounding of times near 1.7e15 µs, whose doubles are 0.25 µs apart.
+  local k = math.floor((r.b * r.t - (tat - now) + math.min(0.5, r.t / 2)) / r.t)
   if k < 1 then
     k = 0
     local at = math.ceil(tat - (r.b - 1) * r.t)
+    -- A very fast rate may round to now: the next microsecond, then.
+    if at <= now then at = math.floor(now) + 1 end
     if at > retry then retry = at end
   end
   if k < grant then grant = k end
@@ -85,7 +88,9 @@ for _, r in ipairs(rates) do
   if d > ttl then ttl = d end
 end
 if ttl > 0 then
-  redis.call('PEXPIRE', KEYS[2], ttl + 1000)
+  -- At most ~3 years, which a very slow rate could exceed: PEXPIRE wants
+  -- an integer it can add to the clock.
+  redis.call('PEXPIRE', KEYS[2], math.min(ttl, 1e11) + 1000)
 end
 return {grant, 0, 0}
 `)
@@ -147,7 +152,7 @@ func (s *Store) Take(ctx context.Context, id string, l apipool.Limits, now time.
 			retryAt = q
 		}
 	}
-	if retryAt.IsZero() {
+	if !retryAt.After(now) {
 		// Cannot happen with a consistent reply; never report "now".
 		retryAt = now.Add(time.Millisecond)
 	}

@@ -3,6 +3,7 @@ package redisstate_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"sync"
@@ -293,4 +294,33 @@ func equalInts(a, b []int) bool {
 		}
 	}
 	return true
+}
+
+// TestTakeExtremeLimits: very slow and very fast rates and large requests
+// work (the state's expiry stays an integer Redis accepts).
+func TestTakeExtremeLimits(t *testing.T) {
+	srv := redistest.Shared(t)
+	a := newReplica(t, srv, testPrefix(t))
+	ctx := ctxT(t)
+	for _, c := range []struct {
+		l    apipool.Limits
+		n    int
+		want int
+	}{
+		{apipool.Limits{PerSecond: 1e-300}, 3, 1},
+		{apipool.Limits{PerSecond: 1e-9, PerMinute: 1}, 3, 1},
+		{apipool.Limits{PerSecond: 1e12}, 1 << 40, 1e12},
+		{apipool.Limits{PerMinute: math.MaxInt32}, 5, 5},
+		{apipool.Limits{PerDay: math.MaxInt32}, math.MaxInt32 + 10, math.MaxInt32},
+	} {
+		id := fmt.Sprintf("%+v", c.l)
+		g, _, err := a.Take(ctx, id, c.l, t0, c.n)
+		if err != nil || g != c.want {
+			t.Errorf("%+v, n %d: granted %d, %v; want %d", c.l, c.n, g, err, c.want)
+		}
+		g, at, err := a.Take(ctx, id, c.l, t0, 1)
+		if c.want < c.n && (err != nil || g != 0 || !at.After(t0)) {
+			t.Errorf("%+v again: granted %d, retry at %v, %v", c.l, g, at, err)
+		}
+	}
 }
