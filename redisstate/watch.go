@@ -157,16 +157,16 @@ func (s *Store) readState(ctx context.Context) ([]apipool.StateChange, error) {
 	}
 
 	now := time.Now()
+	// A key in either hash, even with a malformed or ended entry.
 	type keyState struct {
-		until    time.Time
+		until    time.Time // zero when none or ended
 		disabled *disabledEntry
-		present  bool // in either hash, even if malformed or ended
 	}
 	keys := make(map[string]*keyState, len(cooling)+len(disabled))
 	get := func(id string) *keyState {
 		k := keys[id]
 		if k == nil {
-			k = &keyState{present: true}
+			k = &keyState{}
 			keys[id] = k
 		}
 		return k
