@@ -24,7 +24,8 @@ type SharedState interface {
 	// Publish records a change of one key's state where every replica
 	// sees it: a cooldown (the later deadline wins, atomically), a key
 	// disabled with its reason, or a key enabled. The pool calls it off
-	// the request path, and again after an error.
+	// the request path, and again after an error, except an error that
+	// matches ErrRejectedChange: that change is dropped and counted.
 	Publish(ctx context.Context, c StateChange) error
 	// Watch calls apply with the current state of every key the store
 	// knows, then once with a change of kind ChangeSynced (no key) to say
@@ -80,13 +81,19 @@ type StateChange struct {
 
 // Limits are a key's limits that must hold across replicas, as Key gives
 // them. Day is the quota day, in days since the Unix epoch in the pool's
-// quota location; a PerDay count resets when it changes.
+// quota location; a PerDay count resets when it changes, at DayEnd.
 type Limits struct {
 	PerSecond float64
 	PerMinute int
 	PerDay    int
 	Day       uint64
+	DayEnd    time.Time // when quota day Day ends (the next midnight in the quota location)
 }
+
+// ErrRejectedChange is matched by a SharedState's Publish error for a
+// change it will never accept (an invalid key ID, say): the pool drops the
+// change instead of retrying it.
+var ErrRejectedChange = errors.New("apipool: shared state rejected the change")
 
 // WithSharedState shares key state with the other replicas of a service
 // through s (see SharedState): cooldowns, disabled keys, and limits that
@@ -116,7 +123,11 @@ type sharedSync struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	faulty    atomic.Bool   // the last call to the store failed
+	faulty atomic.Bool // the last call to the store failed
+	// While faulty, Take is skipped (local limits decide) until
+	// nextTake, wall-clock ns: one request probes the store per backoff.
+	nextTake  atomic.Int64
+	takeFail  atomic.Int32  // Takes failed in a row
 	errors    atomic.Uint64 // failed calls to the store
 	dropped   atomic.Uint64 // changes not published: the queue was full
 	lastErrMu sync.Mutex
@@ -229,6 +240,10 @@ func (sh *sharedSync) publishLoop() {
 				sh.ok()
 				break
 			}
+			if errors.Is(err, ErrRejectedChange) {
+				sh.dropped.Add(1)
+				break
+			}
 			sh.fault("publish", err)
 			if !sh.sleep(backoffDelay(n)) {
 				return
@@ -276,9 +291,16 @@ func (t *Transport) applyShared(c StateChange) {
 // refuse; when the store fails, the local limits (already taken) decide.
 func (t *Transport) takeShared(ctx context.Context, k *keyState, now time.Time) bool {
 	sh := t.shared
+	if sh.faulty.Load() {
+		next := sh.nextTake.Load()
+		if time.Now().UnixNano() < next || !sh.nextTake.CompareAndSwap(next, next+1) {
+			return true // the store is down: local limits decide, without a round trip
+		}
+	}
 	l := Limits{PerSecond: k.key.PerSecond, PerMinute: k.key.PerMinute, PerDay: k.key.PerDay}
 	if l.PerDay > 0 {
 		l.Day = dayIndex(now, k.loc)
+		l.DayEnd = dayStart(l.Day+1, k.loc)
 	}
 	n := 1
 	if l.PerSecond == 0 && l.PerMinute == 0 {
@@ -295,9 +317,14 @@ func (t *Transport) takeShared(ctx context.Context, k *keyState, now time.Time) 
 	}
 	got, retryAt, err := sh.s.Take(ctx, k.key.ID, l, now, n)
 	if err != nil {
-		sh.fault("take", err)
+		if ctx.Err() == nil {
+			sh.fault("take", err)
+			fails := sh.takeFail.Add(1)
+			sh.nextTake.Store(time.Now().Add(backoffDelay(int(fails) - 1)).UnixNano())
+		}
 		return true
 	}
+	sh.takeFail.Store(0)
 	sh.ok()
 	if got <= 0 {
 		if !retryAt.After(now) {

@@ -3,6 +3,7 @@ package apipool_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -23,6 +24,7 @@ type memShared struct {
 	used     map[string]int // id/day -> requests granted
 	subs     map[chan apipool.StateChange]bool
 	fail     atomic.Bool
+	reject   string // a key ID whose changes Publish rejects for good
 	takes    atomic.Int64
 }
 
@@ -35,6 +37,9 @@ func newMemShared() *memShared {
 func (m *memShared) Publish(_ context.Context, c apipool.StateChange) error {
 	if m.fail.Load() {
 		return errDown
+	}
+	if c.KeyID == m.reject {
+		return fmt.Errorf("bad key %q: %w", c.KeyID, apipool.ErrRejectedChange)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -269,6 +274,11 @@ func TestSharedStateDownKeepsRequestsFlowing(t *testing.T) {
 	if h.Available || h.Errors == 0 || !errors.Is(h.LastError, errDown) {
 		t.Fatalf("health while down = %+v", h)
 	}
+	// While the store is down, requests do not each wait on it: Take is
+	// tried again only after a backoff that doubles.
+	if n := store.takes.Load(); n >= 10 {
+		t.Errorf("%d Takes for 10 requests while the store was down", n)
+	}
 	store.fail.Store(false)
 	eventually(t, "sharing to resume", func() bool { return p.SharedStateHealth().Available })
 }
@@ -277,5 +287,30 @@ func TestSharedStateNilIsAConfigError(t *testing.T) {
 	_, err := apipool.New(keys(1), apipool.WithSharedState(nil))
 	if !errors.Is(err, apipool.ErrInvalidConfig) || !strings.Contains(err.Error(), "WithSharedState") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// A change the store rejects for good is dropped and counted, and the
+// changes queued after it still go out.
+func TestSharedStateRejectedChangeIsDropped(t *testing.T) {
+	store := newMemShared()
+	store.reject = "k1"
+	up := &upstream{}
+	a := mustNew(t, keys(3), apipool.WithBase(up), apipool.WithSharedState(store))
+	defer a.Close(context.Background())
+	b := mustNew(t, keys(3), apipool.WithBase(up), apipool.WithSharedState(store))
+	defer b.Close(context.Background())
+	if err := a.Disable("k1", "x"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Disable("k0", "y"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "k0's change to reach the other pool", func() bool { return stateOf(b, "k0").Disabled })
+	if h := a.SharedStateHealth(); h.Dropped != 1 {
+		t.Fatalf("health %+v, want the rejected change dropped and counted", h)
+	}
+	if stateOf(b, "k1").Disabled {
+		t.Fatal("the rejected change reached the other pool")
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/time/rate"
 )
@@ -88,6 +89,8 @@ func validateKey(k Key, i int) error {
 		return &ConfigError{Field: field("ID"), Reason: "empty ID"}
 	case len(k.ID) > 256:
 		return &ConfigError{Field: field("ID"), Reason: "longer than 256 bytes"}
+	case !utf8.ValidString(k.ID):
+		return &ConfigError{Field: field("ID"), Reason: "not valid UTF-8"}
 	case k.Secret == "":
 		return &ConfigError{Field: field("Secret"), Reason: "empty secret"}
 	case string(k.Secret) == k.ID:
@@ -152,6 +155,12 @@ func dayIndex(now time.Time, loc *time.Location) uint64 {
 		return 0
 	}
 	return uint64(s / 86400)
+}
+
+// dayStart returns when quota day d starts in loc: its local midnight.
+func dayStart(d uint64, loc *time.Location) time.Time {
+	y, m, dd := time.Unix(int64(d)*86400, 0).UTC().Date()
+	return time.Date(y, m, dd, 0, 0, 0, 0, loc)
 }
 
 // quotaLeft returns today's quota left, or -1 without a daily quota.

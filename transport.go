@@ -577,10 +577,7 @@ func (t *Transport) limitFree(k *keyState, at time.Time) (time.Time, bool) {
 	}
 	free := at
 	if k.key.PerDay > 0 && int64(k.dayUsed(at)) >= int64(k.key.PerDay) {
-		// The next quota day.
-		_, off := at.In(k.loc).Zone()
-		day := int64(dayIndex(at, k.loc)) + 1
-		free = time.Unix(day*86400-int64(off), 0)
+		free = dayStart(dayIndex(at, k.loc)+1, k.loc) // the next quota day
 	}
 	for _, l := range [...]*rate.Limiter{k.perSecond, k.perMinute} {
 		if l == nil {

@@ -69,7 +69,6 @@ package redisstate
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -90,9 +89,14 @@ const (
 
 // ErrInvalid is matched (errors.Is) by the errors of calls given arguments
 // that no retry can make work: an empty key ID, an unknown change kind, a
-// negative limit. The pool should drop such a change rather than publish it
-// again.
-var ErrInvalid = errors.New("redisstate: invalid argument")
+// negative limit. It also matches apipool.ErrRejectedChange, so the pool
+// drops such a change rather than publish it again.
+var ErrInvalid error = invalidError{}
+
+type invalidError struct{}
+
+func (invalidError) Error() string        { return "redisstate: invalid argument" }
+func (invalidError) Is(target error) bool { return target == apipool.ErrRejectedChange }
 
 // Store is an [apipool.SharedState] on Redis. Create it with [New]; the
 // zero Store is not usable. It is safe for concurrent use. It does not own

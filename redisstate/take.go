@@ -109,10 +109,10 @@ return {grant, 0, 0}
 //
 // When it grants none, retryAt is when the limits next allow a request:
 // for a rate, exactly when its bucket holds one again; for a used-up daily
-// quota, the next quarter hour (UTC) after now, because Limits says which
-// day it is but not where that day ends. Every time zone's midnight falls on
-// a quarter hour, so the quota is never found later than that, at the cost
-// of one Take a quarter hour per key while it is used up.
+// quota, l.DayEnd, or, when that is not set, the next quarter hour (UTC)
+// after now: every time zone's midnight falls on a quarter hour, so the
+// quota is never found later than that, at the cost of one Take a quarter
+// hour per key while it is used up.
 //
 // n < 1, an empty key ID and negative or non-finite limits are refused
 // with an error matching ErrInvalid.
@@ -148,7 +148,11 @@ func (s *Store) Take(ctx context.Context, id string, l apipool.Limits, now time.
 		retryAt = time.UnixMicro(res[1])
 	}
 	if res[2] == 1 {
-		if q := nextQuarterHour(now); q.After(retryAt) {
+		q := l.DayEnd
+		if !q.After(now) {
+			q = nextQuarterHour(now)
+		}
+		if q.After(retryAt) {
 			retryAt = q
 		}
 	}

@@ -324,3 +324,28 @@ func TestTakeExtremeLimits(t *testing.T) {
 		}
 	}
 }
+
+// A used-up daily quota is retried at the end of the quota day the pool
+// names, not a quarter hour later.
+func TestTakeDailyQuotaRetryAtDayEnd(t *testing.T) {
+	s := newReplica(t, redistest.Shared(t), testPrefix(t))
+	now := time.Date(2026, 3, 1, 22, 7, 0, 0, time.UTC)
+	end := time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC)
+	l := apipool.Limits{PerDay: 1, Day: day(now), DayEnd: end}
+	if g, _, err := s.Take(context.Background(), "k", l, now, 1); err != nil || g != 1 {
+		t.Fatalf("first take: %d, %v", g, err)
+	}
+	g, at, err := s.Take(context.Background(), "k", l, now, 1)
+	if err != nil || g != 0 || !at.Equal(end) {
+		t.Fatalf("second take: %d, %v, %v; want 0 and retry at %v", g, at, err, end)
+	}
+}
+
+// Invalid changes match apipool.ErrRejectedChange, so the pool drops them.
+func TestInvalidMatchesRejectedChange(t *testing.T) {
+	s := newReplica(t, redistest.Shared(t), testPrefix(t))
+	err := s.Publish(context.Background(), apipool.StateChange{KeyID: "", Kind: apipool.ChangeDisable})
+	if !errors.Is(err, redisstate.ErrInvalid) || !errors.Is(err, apipool.ErrRejectedChange) {
+		t.Fatalf("err = %v", err)
+	}
+}
