@@ -90,4 +90,3 @@ func TestInFlightCapNoWait(t *testing.T) {
 	_, err = p.RoundTrip(newGet(t, "http://api.test/"))
 	noKey(t, err)
 }
-
