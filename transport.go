@@ -388,7 +388,6 @@ func (c *call) loop(ctx context.Context) (*http.Response, error) {
 			prev = nil
 		}
 		prevErr = nil
-		c.markTried(idx)
 		c.attempts = attempt
 		actx, aspan := t.tel.startAttempt(ctx, c.req, attempt, k)
 		r, err := c.attemptRequest(actx, k, attempt)
@@ -435,6 +434,9 @@ func (c *call) loop(ctx context.Context) (*http.Response, error) {
 			c.attSpan = aspan
 			return c.deliver(resp, k), nil
 		}
+		// Marked only now that the request goes on: in a pool of more
+		// than 64 keys, marking allocates.
+		c.markTried(idx)
 		endSpan(aspan)
 		if resp != nil {
 			prev = c.keep(resp, k)
