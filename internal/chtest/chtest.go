@@ -7,6 +7,11 @@
 // one for all its tests (see [Main] and [Shared]) and fault tests can run
 // their own (see [StartPrivate]) to stop and start it.
 //
+// The directory goes under [BaseDir]: /dev/shm (memory) when it is there,
+// so that the many small files the server creates per insert cost no disk
+// I/O and no file-system quirks; the environment variable CHTEST_DIR names
+// another parent directory (a disk, to measure with one).
+//
 // When the binary is missing, tests that need a server are skipped with a
 // message telling how to install it, unless the environment variable CI is
 // "true", in which case they fail.
@@ -94,18 +99,42 @@ func Binary() (string, error) {
 	return "", fmt.Errorf("chtest: clickhouse-server not found at %s nor on PATH; %s", DefaultBinary, InstallHint)
 }
 
+// BaseDir returns the directory under which servers keep their files:
+// $CHTEST_DIR when set, else /dev/shm when it is a directory (Start falls
+// back to the system's temporary directory when it cannot write there),
+// else the system's temporary directory.
+//
+// On the machines this project runs on, the temporary directory is on an
+// ext4 file system without a journal, where creating a file scans for
+// recently deleted inodes: the server spent half its CPU time there
+// (measured with perf while inserting 10,000-row batches: 4 to 7 µs per
+// row against 2 on /dev/shm).
+func BaseDir() string {
+	if d := os.Getenv("CHTEST_DIR"); d != "" {
+		return d
+	}
+	const shm = "/dev/shm"
+	if fi, err := os.Stat(shm); err == nil && fi.IsDir() {
+		return shm
+	}
+	return os.TempDir()
+}
+
 // InCI reports whether the environment variable CI is "true", where a
 // missing server is a failure rather than a reason to skip.
 func InCI() bool { return os.Getenv("CI") == "true" }
 
-// Start starts a new server in a new temporary directory and waits until it
-// accepts queries. Close stops it and removes the directory.
+// Start starts a new server in a new directory under [BaseDir] and waits
+// until it accepts queries. Close stops it and removes the directory.
 func Start() (*Server, error) {
 	bin, err := Binary()
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp("", "chtest-")
+	dir, err := os.MkdirTemp(BaseDir(), "chtest-")
+	if err != nil && os.Getenv("CHTEST_DIR") == "" {
+		dir, err = os.MkdirTemp("", "chtest-")
+	}
 	if err != nil {
 		return nil, fmt.Errorf("chtest: %w", err)
 	}

@@ -3,6 +3,8 @@ package chtest_test
 import (
 	"context"
 	"net"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -93,5 +95,25 @@ func TestStopStartKeepsPortAndData(t *testing.T) {
 	}
 	if err := srv.Conn(t).QueryRow(ctx, "SELECT x FROM kept").Scan(&x); err != nil || x != 7 {
 		t.Fatalf("after kill and restart: x=%d, %v", x, err)
+	}
+}
+
+func TestBaseDir(t *testing.T) {
+	srv := chtest.Shared(t)
+	if got, want := filepath.Dir(srv.Dir), chtest.BaseDir(); got != want && os.Getenv("CHTEST_DIR") == "" {
+		// Start falls back to the temporary directory when it cannot
+		// write under /dev/shm.
+		if got != filepath.Clean(os.TempDir()) {
+			t.Errorf("server directory %s is under neither %s nor the temporary directory", srv.Dir, want)
+		}
+	}
+	dir := t.TempDir()
+	t.Setenv("CHTEST_DIR", dir)
+	if got := chtest.BaseDir(); got != dir {
+		t.Errorf("BaseDir() = %s with CHTEST_DIR=%s", got, dir)
+	}
+	srv2 := chtest.StartPrivate(t)
+	if filepath.Dir(srv2.Dir) != dir {
+		t.Errorf("server directory %s, want one under CHTEST_DIR=%s", srv2.Dir, dir)
 	}
 }
