@@ -23,9 +23,9 @@
 //     (non_replicated_deduplication_window), so a batch resent after a
 //     lost acknowledgement is not written twice;
 //   - older servers, such as Debian's 18.16: event_time is DateTime('UTC')
-//     and event_ms holds the milliseconds; LowCardinality(String) is
-//     created with the setting allow_experimental_low_cardinality_type=1;
-//     no codecs, no TTL.
+//     and event_ms holds the milliseconds; strings are plain String
+//     (clickhouse-go builds LowCardinality columns slowly, and 18.16 has
+//     them as an experiment); no codecs, no TTL.
 //
 // Beside the event table, an AggregatingMergeTree table (Table+"_1m") holds
 // per-minute counts, latency samples and byte sums per key and status,

@@ -1,6 +1,7 @@
 package clickhouse
 
 import (
+	"cmp"
 	"fmt"
 	"regexp"
 	"slices"
@@ -43,9 +44,11 @@ type features struct {
 	Codecs bool
 	// TTL allows a table TTL.
 	TTL bool
-	// LowCardinality stores repetitive strings as LowCardinality(String);
-	// LowCardinalitySetting says that CREATE needs the setting
-	// allow_experimental_low_cardinality_type=1 for it.
+	// LowCardinality makes new tables store repetitive strings as
+	// LowCardinality(String), else as String. LowCardinalitySetting says
+	// that creating a LowCardinality column needs the setting
+	// allow_experimental_low_cardinality_type=1 (an existing table's type
+	// may be followed when creating the rollup).
 	LowCardinality        bool
 	LowCardinalitySetting bool
 	// Dedup makes the server drop a batch it already has (the same rows
@@ -62,8 +65,15 @@ func featuresFor(v version) features {
 		return features{DateTime64: true, Codecs: true, TTL: true, LowCardinality: true, Dedup: v.atLeast(21, 8)}
 	}
 	// 18.16 has LowCardinality behind a setting; older servers lack it.
-	lc := v.atLeast(18, 16)
-	return features{LowCardinality: lc, LowCardinalitySetting: lc}
+	// New tables get plain strings there all the same: clickhouse-go
+	// builds LowCardinality columns a row at a time, through reflection
+	// and a map of interfaces, which took over half the client's time of
+	// an insert (six allocations per event); 18.16 cannot be told to take
+	// plain strings for them per query (its setting
+	// low_cardinality_allow_in_native_format works per session only). On
+	// modern servers the storage and GROUP BY gains are worth it; there,
+	// LowCardinality is no longer experimental.
+	return features{LowCardinalitySetting: v.atLeast(18, 16)}
 }
 
 // lowCardinalitySetting is the setting that 18.x needs to create
@@ -173,6 +183,13 @@ type schemaConfig struct {
 	Database, Table string
 	TTL, RollupTTL  time.Duration
 	NoRollup        bool
+	// KeyType and RollupKeyType are the types of key_id in the event
+	// table and in the rollup when they exist already (as system.columns
+	// spells them), else empty. A rollup created for an existing event
+	// table takes its type; a view between tables whose types differ
+	// converts key_id (18.16 refuses to push a String into a
+	// LowCardinality(String) column, and the reverse).
+	KeyType, RollupKeyType string
 }
 
 func (c schemaConfig) table() string { return quoteIdent(c.Database) + "." + quoteIdent(c.Table) }
@@ -226,6 +243,10 @@ func planSchema(f features, c schemaConfig) schemaPlan {
 		}
 		return "String"
 	}
+	// The key_id types of the two tables: as they are, or as they will be
+	// created.
+	keyType := cmp.Or(c.KeyType, str(true))
+	rollupKeyType := cmp.Or(c.RollupKeyType, keyType)
 	var b strings.Builder
 	fmt.Fprintf(&b, "CREATE TABLE IF NOT EXISTS %s\n(\n", c.table())
 	for i, col := range p.Layout.columns() {
@@ -278,7 +299,7 @@ func planSchema(f features, c schemaConfig) schemaPlan {
 	b.Reset()
 	fmt.Fprintf(&b, "CREATE TABLE IF NOT EXISTS %s\n(\n", c.rollup())
 	fmt.Fprintf(&b, "    minute         DateTime('UTC'),\n")
-	fmt.Fprintf(&b, "    key_id         %s,\n", str(true))
+	fmt.Fprintf(&b, "    key_id         %s,\n", rollupKeyType)
 	fmt.Fprintf(&b, "    status_id      UInt8,\n")
 	fmt.Fprintf(&b, "    events         AggregateFunction(count),\n")
 	fmt.Fprintf(&b, "    latency        %s,\n", rollupLatencyType)
@@ -295,19 +316,23 @@ func planSchema(f features, c schemaConfig) schemaPlan {
 	b.WriteString("SETTINGS index_granularity = 8192")
 	p.Rollup = b.String()
 
+	key := "key_id"
+	if keyType != rollupKeyType {
+		key = "CAST(key_id AS " + rollupKeyType + ") AS key_id"
+	}
 	// The aliases differ from the event table's column names: newer
 	// servers read "sumState(x) AS x" as an aggregate inside an aggregate.
 	p.View = fmt.Sprintf(`CREATE MATERIALIZED VIEW IF NOT EXISTS %s TO %s
 AS SELECT
     toStartOfMinute(toDateTime(event_time)) AS minute,
-    key_id,
+    %s,
     status_id,
     countState() AS events,
     %sState%s(latency_us) AS latency,
     sumState(if(request_bytes > 0, request_bytes, toInt64(0))) AS req_bytes,
     sumState(if(response_bytes > 0, response_bytes, toInt64(0))) AS resp_bytes
 FROM %s
-GROUP BY minute, key_id, status_id`, c.view(), c.rollup(), rollupQuantiles, rollupQuantileLevels, c.table())
+GROUP BY minute, key_id, status_id`, c.view(), c.rollup(), key, rollupQuantiles, rollupQuantileLevels, c.table())
 	return p
 }
 

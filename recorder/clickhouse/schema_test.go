@@ -31,7 +31,7 @@ func TestParseVersion(t *testing.T) {
 }
 
 func TestFeaturesFor(t *testing.T) {
-	legacy := features{LowCardinality: true, LowCardinalitySetting: true}
+	legacy := features{LowCardinalitySetting: true}
 	modern := features{DateTime64: true, Codecs: true, TTL: true, LowCardinality: true, Dedup: true}
 	modernNoDedup := modern
 	modernNoDedup.Dedup = false
@@ -71,7 +71,8 @@ func TestPlanSchemaLegacy(t *testing.T) {
 		"event_time       DateTime('UTC'),",
 		"event_ms         UInt16,",
 		"event_id         UUID,",
-		"key_id           LowCardinality(String),",
+		"key_id           String,",
+		"status           String,",
 		"latency_us       UInt32,",
 		"request_bytes    Int64,",
 		"trace_id         String,",
@@ -82,7 +83,7 @@ func TestPlanSchemaLegacy(t *testing.T) {
 			t.Errorf("legacy table DDL lacks %q:\n%s", want, p.Table)
 		}
 	}
-	for _, banned := range []string{"DateTime64", "CODEC", "TTL", "deduplication"} {
+	for _, banned := range []string{"DateTime64", "CODEC", "TTL", "deduplication", "LowCardinality", "CAST"} {
 		for _, stmt := range p.Statements() {
 			if strings.Contains(stmt, banned) {
 				t.Errorf("legacy DDL has %s:\n%s", banned, stmt)
@@ -255,5 +256,41 @@ func TestPlanSchemaDedupOnlyOnTheEventTable(t *testing.T) {
 	// view, so the rollup needs no setting of its own.
 	if strings.Contains(p.Rollup, "deduplication") {
 		t.Errorf("the rollup gets the dedup setting:\n%s", p.Rollup)
+	}
+}
+
+// TestPlanSchemaKeyTypes checks that the rollup and the view follow the
+// key_id types of tables that exist: 18.16 does not convert between String
+// and LowCardinality(String) when a view pushes rows.
+func TestPlanSchemaKeyTypes(t *testing.T) {
+	const lc = "LowCardinality(String)"
+	for _, c := range []struct {
+		name             string
+		v                version
+		keyType, rollKey string
+		wantRollup       string // key_id's type in the rollup DDL
+		wantViewKey      string // key_id's expression in the view
+	}{
+		{"legacy, new tables", version{18, 16}, "", "", "String", "    key_id,"},
+		{"modern, new tables", version{23, 8}, "", "", lc, "    key_id,"},
+		{"legacy, event table from an earlier store", version{18, 16}, lc, "", lc, "    key_id,"},
+		{"legacy, both from an earlier store", version{18, 16}, lc, lc, lc, "    key_id,"},
+		{"legacy, new event table, old rollup", version{18, 16}, "String", lc, lc, "    CAST(key_id AS LowCardinality(String)) AS key_id,"},
+		{"modern, LowCardinality table, String rollup", version{23, 8}, lc, "String", "String", "    CAST(key_id AS String) AS key_id,"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := testSchema
+			cfg.KeyType, cfg.RollupKeyType = c.keyType, c.rollKey
+			p := planSchema(featuresFor(c.v), cfg)
+			if want := "    key_id         " + c.wantRollup + ",\n"; !strings.Contains(p.Rollup, want) {
+				t.Errorf("rollup DDL lacks %q:\n%s", want, p.Rollup)
+			}
+			if !strings.Contains(p.View, "\n"+c.wantViewKey+"\n") {
+				t.Errorf("view DDL lacks %q:\n%s", c.wantViewKey, p.View)
+			}
+			if strings.Contains(p.Rollup, "LowCardinality") && featuresFor(c.v).LowCardinalitySetting && p.Settings[lowCardinalitySetting] != 1 {
+				t.Errorf("a LowCardinality rollup on %v without the setting", c.v)
+			}
+		})
 	}
 }

@@ -202,7 +202,8 @@ func (s *Store) setupLocked(ctx context.Context) (*tableState, error) {
 		s.log.Warn("apipool: clickhouse: unknown server version; using the legacy schema", "version", v)
 	}
 	sc := s.cfg.schemaConfig()
-	plan := planSchema(featuresFor(ver), sc)
+	feat := featuresFor(ver)
+	plan := planSchema(feat, sc)
 	for _, w := range plan.Warnings {
 		s.log.Warn("apipool: clickhouse: " + w)
 	}
@@ -251,6 +252,9 @@ func (s *Store) setupLocked(ctx context.Context) (*tableState, error) {
 			s.log.Warn("apipool: clickhouse: created the event table, but its rollup exists: " +
 				"long windows count the events it holds from before; drop the rollup too to start afresh")
 		}
+		// The rollup and the view follow the key_id types the tables have.
+		sc.KeyType, sc.RollupKeyType = cols[colKeyID], rcols[colKeyID]
+		plan = planSchema(feat, sc)
 		if len(rcols) == 0 {
 			if err := s.conn.Exec(dctx, plan.Rollup); err != nil {
 				return nil, fmt.Errorf("creating table %s%s: %w", name, rollupSuffix, err)
@@ -267,6 +271,8 @@ func (s *Store) setupLocked(ctx context.Context) (*tableState, error) {
 			return nil, err
 		}
 		if n == 0 {
+			sc.RollupKeyType = rcols[colKeyID]
+			plan = planSchema(feat, sc)
 			if err := s.conn.Exec(dctx, plan.View); err != nil {
 				return nil, fmt.Errorf("creating view %s%s: %w", name, viewSuffix, err)
 			}

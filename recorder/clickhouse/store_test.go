@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	chgo "github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/apipool-ng/apipool/internal/chtest"
 	"github.com/apipool-ng/apipool/recorder"
 	"github.com/apipool-ng/apipool/recorder/clickhouse"
@@ -142,8 +143,8 @@ func TestEventRoundTrip(t *testing.T) {
 }
 
 // TestLegacySchema checks the table that New creates on this server
-// (18.16): DateTime plus milliseconds, LowCardinality strings, the rollup
-// and its view.
+// (18.16): DateTime plus milliseconds, plain strings, the rollup and its
+// view.
 func TestLegacySchema(t *testing.T) {
 	srv := chtest.Shared(t)
 	cfg := testConfig(t, srv)
@@ -162,8 +163,8 @@ func TestLegacySchema(t *testing.T) {
 		types[n] = ty
 	}
 	for col, want := range map[string]string{
-		"event_time": "DateTime('UTC')", "event_ms": "UInt16", "event_id": "UUID", "key_id": "LowCardinality(String)",
-		"latency_us": "UInt32", "request_bytes": "Int64", "trace_id": "String",
+		"event_time": "DateTime('UTC')", "event_ms": "UInt16", "event_id": "UUID", "key_id": "String",
+		"status": "String", "latency_us": "UInt32", "request_bytes": "Int64", "trace_id": "String",
 	} {
 		if types[col] != want {
 			t.Errorf("column %s: %q, want %q", col, types[col], want)
@@ -181,6 +182,77 @@ func TestLegacySchema(t *testing.T) {
 	if !strings.Contains(logs.String(), "no TTL") {
 		t.Errorf("no warning about the ignored TTL in the log:\n%s", logs.String())
 	}
+}
+
+// TestKeyTypesOfExistingTables checks tables that an earlier version of
+// the store created on 18.16 with LowCardinality(String) strings, alone or
+// beside new ones: the rollup and its view follow the types that exist,
+// and every event reaches both tables (18.16 refuses a view that pushes a
+// String into a LowCardinality column, or the reverse, unless it converts).
+func TestKeyTypesOfExistingTables(t *testing.T) {
+	srv := chtest.Shared(t)
+	for _, c := range []struct {
+		name string
+		ddl  func(table string) []string // run before New
+		want string                      // key_id's type in the rollup afterwards
+	}{
+		{"event table with LowCardinality, no rollup", func(table string) []string {
+			return []string{legacyLCTable(table)}
+		}, "LowCardinality(String)"},
+		{"new event table, LowCardinality rollup", func(table string) []string {
+			return []string{legacyLCRollup(table)}
+		}, "LowCardinality(String)"},
+		{"both with LowCardinality", func(table string) []string {
+			return []string{legacyLCTable(table), legacyLCRollup(table)}
+		}, "LowCardinality(String)"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := testConfig(t, srv)
+			conn := srv.Conn(t)
+			ctx := ctxT(t, 30*time.Second)
+			dctx := chgo.Context(ctx, chgo.WithSettings(chgo.Settings{"allow_experimental_low_cardinality_type": 1}))
+			for _, q := range c.ddl(cfg.Table) {
+				if err := conn.Exec(dctx, q); err != nil {
+					t.Fatal(err)
+				}
+			}
+			s := newStore(t, cfg)
+			for i := range 100 {
+				s.Record(event(i))
+			}
+			if err := s.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			var typ string
+			if err := conn.QueryRow(ctx, "SELECT type FROM system.columns WHERE database = 'default' AND table = '"+
+				cfg.Table+"_1m' AND name = 'key_id'").Scan(&typ); err != nil || typ != c.want {
+				t.Errorf("rollup key_id type %q, %v; want %q", typ, err, c.want)
+			}
+			var raw, rolled uint64
+			conn.QueryRow(ctx, "SELECT count() FROM "+cfg.Table).Scan(&raw)
+			conn.QueryRow(ctx, "SELECT countMerge(events) FROM "+cfg.Table+"_1m").Scan(&rolled)
+			if raw != 100 || rolled != 100 {
+				t.Errorf("event table holds %d events, rollup %d; want 100 each", raw, rolled)
+			}
+		})
+	}
+}
+
+// legacyLCTable and legacyLCRollup are the DDL of an earlier version of
+// the store on 18.16, with LowCardinality(String) strings.
+func legacyLCTable(table string) string {
+	return "CREATE TABLE `default`.`" + table + "` (event_time DateTime('UTC'), event_ms UInt16, event_id UUID, " +
+		"key_id LowCardinality(String), key_fingerprint LowCardinality(String), status_id UInt8, status LowCardinality(String), " +
+		"http_status UInt16, latency_us UInt32, attempt UInt16, method LowCardinality(String), host LowCardinality(String), " +
+		"operation LowCardinality(String), request_bytes Int64, response_bytes Int64, trace_id String, span_id String, " +
+		"error_type LowCardinality(String)) ENGINE = MergeTree() PARTITION BY toYYYYMM(event_time) ORDER BY (key_id, event_time)"
+}
+
+func legacyLCRollup(table string) string {
+	return "CREATE TABLE `default`.`" + table + "_1m` (minute DateTime('UTC'), key_id LowCardinality(String), status_id UInt8, " +
+		"events AggregateFunction(count), latency AggregateFunction(quantiles(0.5, 0.9, 0.99), UInt32), " +
+		"req_bytes AggregateFunction(sum, Int64), resp_bytes AggregateFunction(sum, Int64)) " +
+		"ENGINE = AggregatingMergeTree() PARTITION BY toYYYYMM(minute) ORDER BY (key_id, minute, status_id)"
 }
 
 // TestTrickyKeyIDs checks that key IDs reach the table and the queries
