@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -471,6 +472,49 @@ func TestServerStoppedMidStream(t *testing.T) {
 	mu.Unlock()
 	wantExactlyOnce(t, srv, cfg.Table, n)
 	t.Logf("%d events, the server stopped and started in between", n)
+}
+
+// TestPipelinedBatchesExactlyOnce records a fast stream, so that the writer
+// builds each batch while the one before is sent, and stops the server in
+// the middle: a batch built ahead is dropped when the one before fails,
+// its events stay queued, and every event arrives exactly once.
+func TestPipelinedBatchesExactlyOnce(t *testing.T) {
+	srv := chtest.StartPrivate(t)
+	cfg := testConfig(t, srv)
+	cfg.BatchSize = 1000
+	cfg.QueueSize = 20_000
+	cfg.OnFull = clickhouse.Block
+	cfg.SpillDir = t.TempDir()
+	s, err := clickhouse.New(ctxT(t, 30*time.Second), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 100_000
+	var recorded atomic.Int64
+	go func() {
+		for i := range n {
+			s.Record(event(i))
+			recorded.Store(int64(i + 1))
+		}
+	}()
+	waitFor(t, "batches built ahead", func() bool { return clickhouse.Pipelined(s) > 5 })
+	if err := srv.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the store to notice", func() bool { return s.Err() != nil })
+	time.Sleep(200 * time.Millisecond) // queue, and spill
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "every event recorded", func() bool { return recorded.Load() == n })
+	if err := s.Close(ctxT(t, 60*time.Second)); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if s.Dropped() != 0 {
+		t.Fatalf("Dropped %d", s.Dropped())
+	}
+	wantExactlyOnce(t, srv, cfg.Table, n)
+	t.Logf("%d events, %d batches built ahead", n, clickhouse.Pipelined(s))
 }
 
 // TestSpillWhileDown fills more than the queue holds while the server is

@@ -52,12 +52,21 @@ type writer struct {
 	// spillNext, spillInh of its rows written by an earlier store.
 	pending        []row
 	batch          driver.Batch
+	sendDone       chan error // the result of batch.Send, sent from its goroutine
 	fromSpill      bool
 	spillNext      int64
 	spillInh       int64
 	appendFailures int
 	cols           columnBufs
 	spillBuf       []row
+
+	// next is the batch after pending, prepared while pending is sent:
+	// its rows are peeked, not taken, so that until pending succeeds they
+	// stay queued (and spill, or give up, in their place). nextBatch is
+	// nil when there is none.
+	next      []row
+	nextMark  takeMark
+	nextBatch driver.Batch
 
 	// taken counts this store's events consumed from the queue (into
 	// pending or the spill file), settled those written (or lost); both
@@ -78,24 +87,26 @@ type writer struct {
 	ticker *time.Ticker
 	timer  *time.Timer
 
-	batches atomic.Uint64 // batches written, for tests
+	batches   atomic.Uint64 // batches written, for tests
+	pipelined atomic.Uint64 // of which built while the one before was sent
 }
 
 func newWriter(s *Store, sp *spillFile) *writer {
 	t := time.NewTimer(time.Hour)
 	t.Stop()
 	return &writer{
-		s:       s,
-		q:       s.q,
-		sp:      sp,
-		ids:     newIDGen(),
-		bo:      newBackoff(s.cfg.MinBackoff, s.cfg.MaxBackoff),
-		size:    s.cfg.BatchSize,
-		flushCh: make(chan *flushReq),
-		closeCh: make(chan context.Context, 1),
-		done:    make(chan struct{}),
-		ticker:  time.NewTicker(s.cfg.FlushInterval),
-		timer:   t,
+		s:        s,
+		q:        s.q,
+		sp:       sp,
+		ids:      newIDGen(),
+		bo:       newBackoff(s.cfg.MinBackoff, s.cfg.MaxBackoff),
+		size:     s.cfg.BatchSize,
+		flushCh:  make(chan *flushReq),
+		sendDone: make(chan error, 1),
+		closeCh:  make(chan context.Context, 1),
+		done:     make(chan struct{}),
+		ticker:   time.NewTicker(s.cfg.FlushInterval),
+		timer:    t,
 	}
 }
 
@@ -117,11 +128,13 @@ func (w *writer) run() {
 			continue
 		}
 		if err := w.send(); err != nil {
+			w.dropNext()
 			w.failed(err)
 			w.sleep(w.bo.next())
 			continue
 		}
 		w.sent()
+		w.takeNext()
 	}
 }
 
@@ -226,8 +239,11 @@ func (w *writer) send() error {
 		w.batch = b
 		w.appendFailures = 0
 	}
-	// After a failed Send, Send sends the same block again.
-	if err := w.batch.Send(); err != nil {
+	// After a failed Send, Send sends the same block again. While the
+	// server takes it, the next batch is built.
+	go func(b driver.Batch) { w.sendDone <- b.Send() }(w.batch)
+	w.prepareNext(st)
+	if err := <-w.sendDone; err != nil {
 		err = classify(err)
 		if !retryable(err) {
 			// The server refused the rows: prepare them anew after the
@@ -238,6 +254,59 @@ func (w *writer) send() error {
 	}
 	w.batch = nil
 	return nil
+}
+
+// prepareNext builds the batch after pending, while pending is being sent,
+// when the last attempt succeeded, no events wait in the spill file, and a
+// full batch is queued. Its rows stay in the queue until takeNext; a batch
+// that fails to build is dropped, to be built again the usual way.
+func (w *writer) prepareNext(st *tableState) {
+	if w.nextBatch != nil || w.failing || w.fromSpill || w.sp != nil && w.sp.count > 0 || w.q.len() < w.size {
+		return
+	}
+	w.next, w.nextMark = w.peek(w.size, w.next[:0])
+	if w.nextMark.n < w.size {
+		clear(w.next)
+		return
+	}
+	b, err := w.s.conn.PrepareBatch(w.s.ctx, st.insertSQL)
+	if err != nil {
+		clear(w.next)
+		return
+	}
+	if err := w.cols.append(b, w.next, st.layout); err != nil {
+		b.Abort()
+		clear(w.next)
+		return
+	}
+	w.nextBatch = b
+}
+
+// takeNext makes the batch that prepareNext built the one to send, after
+// pending was written.
+func (w *writer) takeNext() {
+	if w.nextBatch == nil {
+		return
+	}
+	w.commitTake(w.nextMark)
+	w.pipelined.Add(1)
+	w.pending, w.next = w.next, w.pending[:0]
+	w.batch, w.nextBatch = w.nextBatch, nil
+	w.fromSpill = false
+	w.s.pendingN.Store(int64(len(w.pending)))
+}
+
+// dropNext forgets the next batch after pending failed: its events stay
+// queued, behind pending, and whatever the writer does while the server
+// fails (spill, give up) applies to them.
+func (w *writer) dropNext() {
+	if w.nextBatch == nil {
+		return
+	}
+	w.nextBatch.Abort()
+	w.nextBatch = nil
+	clear(w.next)
+	w.next = w.next[:0]
 }
 
 // serverError makes the store check its tables again when the server
