@@ -183,12 +183,13 @@ type contender struct {
 // work keeps busy, wall time per operation (ns/op) grows with the waits
 // for a CPU, while CPU time stays close to the work done: compare the two
 // to judge a run. For RunParallel benchmarks it sums every CPU's time.
-// Call it after the setup, just before the timed loop, and the function
-// it returns after the loop.
+// Runs shorter than 50ms report nothing: the kernel counts CPU time in
+// steps of a few milliseconds. Call it after the setup, just before the
+// timed loop, and the function it returns after the loop.
 func measureCPU(b *testing.B) func() {
 	start := cpuNanos()
 	return func() {
-		if end := cpuNanos(); start >= 0 && end >= 0 && b.N > 0 {
+		if end := cpuNanos(); start >= 0 && end >= 0 && b.N > 0 && b.Elapsed() >= 50*time.Millisecond {
 			b.ReportMetric(float64(end-start)/float64(b.N), "cpu-ns/op")
 		}
 	}
