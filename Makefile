@@ -4,9 +4,9 @@ export PATH := /usr/local/go/bin:$(PATH)
 
 .PHONY: test test-deps test-examples vet bench bench-smoke lint fuzz quickstart
 
-test: test-deps vet test-examples
+# The library's race tests run last, so that their results close the output.
+test: test-deps vet test-examples bench-smoke
 	$(GO) test -race -count=1 ./...
-	$(MAKE) bench-smoke
 
 test-deps:
 	./scripts/install-test-deps.sh
