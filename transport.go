@@ -258,12 +258,15 @@ func (c *call) markTried(i int) {
 	c.triedMore[w] |= 1 << uint(i%64)
 }
 
-func (c *call) isTried(i int) bool {
+func (c *call) isTried(i int) bool { return triedBit(c.tried, c.triedMore, i) }
+
+// triedBit reads bit i of a tried set: lo holds keys 0..63, more the rest.
+func triedBit(lo uint64, more []uint64, i int) bool {
 	if i < 64 {
-		return c.tried&(1<<uint(i)) != 0
+		return lo&(1<<uint(i)) != 0
 	}
 	w := i/64 - 1
-	return w < len(c.triedMore) && c.triedMore[w]&(1<<uint(i%64)) != 0
+	return w < len(more) && more[w]&(1<<uint(i%64)) != 0
 }
 
 // refreshKeys moves the call onto the pool's current keys when AddKey or
@@ -280,8 +283,7 @@ func (c *call) refreshKeys() {
 	c.ks, c.cand.ks = ks, ks
 	c.tried, c.triedMore = 0, nil
 	for i, k := range old.keys {
-		w := i/64 - 1
-		if i < 64 && tried&(1<<uint(i)) == 0 || i >= 64 && (w >= len(more) || more[w]&(1<<uint(i%64)) == 0) {
+		if !triedBit(tried, more, i) {
 			continue
 		}
 		for j, nk := range ks.keys {
