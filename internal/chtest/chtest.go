@@ -10,7 +10,8 @@
 // The directory goes under [BaseDir]: /dev/shm (memory) when it is there,
 // so that the many small files the server creates per insert cost no disk
 // I/O and no file-system quirks; the environment variable CHTEST_DIR names
-// another parent directory (a disk, to measure with one).
+// another parent directory (a disk, to measure with one). Start removes
+// the directories that servers of exited test processes left there.
 //
 // When the binary is missing, tests that need a server are skipped with a
 // message telling how to install it, unless the environment variable CI is
@@ -131,11 +132,16 @@ func Start() (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp(BaseDir(), "chtest-")
+	sweep(BaseDir())
+	dir, err := os.MkdirTemp(BaseDir(), dirPrefix)
 	if err != nil && os.Getenv("CHTEST_DIR") == "" {
-		dir, err = os.MkdirTemp("", "chtest-")
+		dir, err = os.MkdirTemp("", dirPrefix)
 	}
 	if err != nil {
+		return nil, fmt.Errorf("chtest: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, ownerFile), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+		os.RemoveAll(dir)
 		return nil, fmt.Errorf("chtest: %w", err)
 	}
 	// The port is free when chosen, but another process may take it before
@@ -158,6 +164,36 @@ func Start() (*Server, error) {
 		if try == 2 || !strings.Contains(s.errLogTail(), "Address already in use") {
 			os.RemoveAll(dir)
 			return nil, err
+		}
+	}
+}
+
+// A server's directory is named dirPrefix plus a random number, and
+// holds ownerFile: the process ID of the test process that started it.
+const (
+	dirPrefix = "chtest-"
+	ownerFile = "owner.pid"
+)
+
+// sweep removes the directories under base that servers of test
+// processes that have exited left behind (a test killed before its
+// cleanup ran): under /dev/shm they hold memory.
+func sweep(base string) {
+	entries, err := os.ReadDir(base)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if !e.IsDir() || !strings.HasPrefix(e.Name(), dirPrefix) {
+			continue
+		}
+		dir := filepath.Join(base, e.Name())
+		b, err := os.ReadFile(filepath.Join(dir, ownerFile))
+		if err != nil {
+			continue // not ours to judge: no owner recorded
+		}
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 0 && ownerGone(pid) {
+			os.RemoveAll(dir)
 		}
 	}
 }

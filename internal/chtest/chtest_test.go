@@ -4,7 +4,9 @@ import (
 	"context"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -115,5 +117,44 @@ func TestBaseDir(t *testing.T) {
 	srv2 := chtest.StartPrivate(t)
 	if filepath.Dir(srv2.Dir) != dir {
 		t.Errorf("server directory %s, want one under CHTEST_DIR=%s", srv2.Dir, dir)
+	}
+}
+
+// TestSweepsLeftovers checks that Start removes the directory of a server
+// whose test process has exited, and keeps those of live ones and those
+// without an owner.
+func TestSweepsLeftovers(t *testing.T) {
+	base := t.TempDir()
+	t.Setenv("CHTEST_DIR", base)
+	// A process that has exited: a child, waited for.
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Skip("no true(1):", err)
+	}
+	dead := cmd.Process.Pid
+	mk := func(name, owner string) string {
+		dir := filepath.Join(base, name)
+		if err := os.MkdirAll(filepath.Join(dir, "data"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if owner != "" {
+			if err := os.WriteFile(filepath.Join(dir, "owner.pid"), []byte(owner), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return dir
+	}
+	left := mk("chtest-1", strconv.Itoa(dead))
+	live := mk("chtest-2", strconv.Itoa(os.Getpid()))
+	unowned := mk("chtest-3", "")
+	other := mk("other-4", strconv.Itoa(dead))
+	chtest.StartPrivate(t)
+	if _, err := os.Stat(left); !os.IsNotExist(err) {
+		t.Errorf("the directory of an exited owner is still there: %v", err)
+	}
+	for _, dir := range []string{live, unowned, other} {
+		if _, err := os.Stat(dir); err != nil {
+			t.Errorf("%s: %v", dir, err)
+		}
 	}
 }
