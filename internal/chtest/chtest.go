@@ -106,10 +106,10 @@ func Binary() (string, error) {
 // else the system's temporary directory.
 //
 // On the machines this project runs on, the temporary directory is on an
-// ext4 file system without a journal, where creating a file scans for
-// recently deleted inodes: the server spent half its CPU time there
-// (measured with perf while inserting 10,000-row batches: 4 to 7 µs per
-// row against 2 on /dev/shm).
+// ext4 file system where creating a file scans for recently deleted
+// inodes: the server spent half its CPU time there (measured with perf
+// while inserting 10,000-row batches: 4 to 7 µs per row against 2 on
+// /dev/shm), more the more files were deleted in the last minutes.
 func BaseDir() string {
 	if d := os.Getenv("CHTEST_DIR"); d != "" {
 		return d
