@@ -44,7 +44,8 @@ type Config struct {
 	FlushInterval time.Duration
 	// QueueSize bounds the events held in memory waiting for the writer,
 	// besides the batch being sent. Default: 100,000 (memory for the queue
-	// is taken as it fills, in blocks of 256 events, about 60 KiB each).
+	// is taken as it fills, in blocks of 48 KiB, about 193 bytes per
+	// event, plus the bytes of strings the events alone refer to).
 	QueueSize int
 	// OnFull says what Record does when the queue is full. Default: Drop.
 	OnFull FullPolicy

@@ -3,6 +3,7 @@ package clickhouse
 import (
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/apipool-ng/apipool/recorder"
 )
@@ -127,5 +128,17 @@ func TestRecordDoesNotAllocate(t *testing.T) {
 	q.put(&e) // the first block
 	if n := testing.AllocsPerRun(blockLen-2, func() { q.put(&e) }); n != 0 {
 		t.Errorf("put allocates %v times per event", n)
+	}
+}
+
+// TestBlockFitsItsPages checks that a queue block fills the whole pages
+// the runtime gives it: within an event of blockBytes, and not over.
+func TestBlockFitsItsPages(t *testing.T) {
+	size := int(unsafe.Sizeof(qblock{}))
+	if size > blockBytes || blockBytes-size >= int(unsafe.Sizeof(recorder.Event{})) {
+		t.Errorf("a block of %d events takes %d bytes; want at most %d, within an event of it", blockLen, size, blockBytes)
+	}
+	if blockBytes%8192 != 0 {
+		t.Errorf("blockBytes %d is not whole pages", blockBytes)
 	}
 }
