@@ -8,7 +8,9 @@
 //	go run ./examples/clickhouse -addr 127.0.0.1:9000
 //
 // The address comes from -addr, else $CLICKHOUSE_ADDR, else
-// 127.0.0.1:9000 (the native protocol port). The events go to the table
+// 127.0.0.1:9000 (the native protocol port); the user from -user or
+// $CLICKHOUSE_USER, the password from $CLICKHOUSE_PASSWORD (not a flag, so
+// that it stays out of the process list). The events go to the table
 // apipool_events of the database -database (apipool_example by default),
 // created if missing. The store's stats read this run's events; the SQL
 // queries, as the README has them, the table's last hour, day or week.
