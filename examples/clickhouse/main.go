@@ -30,14 +30,13 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"text/tabwriter"
 	"time"
 
 	chgo "github.com/ClickHouse/clickhouse-go/v2"
 
 	"github.com/apipool-ng/apipool"
+	"github.com/apipool-ng/apipool/internal/demoapi"
 	"github.com/apipool-ng/apipool/recorder"
 	"github.com/apipool-ng/apipool/recorder/clickhouse"
 	"github.com/apipool-ng/apipool/recorder/memory"
@@ -87,55 +86,6 @@ Then: go run ./examples/clickhouse -addr 127.0.0.1:9000 (or set CLICKHOUSE_ADDR)
 `, addr)
 }
 
-// fakeAPI answers GET /v1/echo for the bearer keys it knows. Each key may
-// make quota requests per window; beyond that it answers 429 with
-// Retry-After (seconds) and retry-after-ms. The revoked key gets 401. It
-// counts every request it receives with a key: one per attempt.
-type fakeAPI struct {
-	quota   int
-	window  time.Duration
-	latency time.Duration
-	revoked string
-	hits    atomic.Int64
-
-	mu    sync.Mutex
-	start time.Time
-	used  map[string]int // requests in the current window, per key
-	win   int64
-}
-
-func (f *fakeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	key, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !ok || key == "" {
-		http.Error(w, `{"error":"missing key"}`, http.StatusUnauthorized)
-		return
-	}
-	f.hits.Add(1)
-	if key == f.revoked {
-		http.Error(w, `{"error":"key revoked"}`, http.StatusUnauthorized)
-		return
-	}
-	f.mu.Lock()
-	now := time.Now()
-	win := int64(now.Sub(f.start) / f.window)
-	if win != f.win {
-		f.win, f.used = win, map[string]int{}
-	}
-	f.used[key]++
-	over := f.used[key] > f.quota
-	left := f.start.Add(time.Duration(win+1) * f.window).Sub(now)
-	f.mu.Unlock()
-	if over {
-		w.Header().Set("Retry-After", strconv.Itoa(int((left+time.Second-1)/time.Second)))
-		w.Header().Set("Retry-After-Ms", strconv.FormatInt(left.Milliseconds()+1, 10))
-		http.Error(w, `{"error":"rate limited"}`, http.StatusTooManyRequests)
-		return
-	}
-	time.Sleep(f.latency)
-	w.Header().Set("Content-Type", "application/json")
-	io.WriteString(w, `{"echo":"ok"}`)
-}
-
 func run(out io.Writer, c config) error {
 	ctx := context.Background()
 	// The store first: without a server there is nothing to show.
@@ -154,22 +104,16 @@ func run(out io.Writer, c config) error {
 	}
 	mem := memory.New()
 
-	api := &fakeAPI{quota: 150, window: 500 * time.Millisecond, latency: 2 * time.Millisecond, revoked: "sk-echo-revoked", start: time.Now(), used: map[string]int{}}
+	api := demoapi.New()
 	srv := httptest.NewServer(api)
 	defer srv.Close()
-	keys := []apipool.Key{
-		{ID: "alpha", Secret: "sk-alpha-0001"},
-		{ID: "bravo", Secret: "sk-bravo-0002"},
-		{ID: "charlie", Secret: "sk-charlie-0003"},
-		{ID: "delta", Secret: "sk-delta-0004"},
-		{ID: "echo", Secret: "sk-echo-revoked"},
-	}
+	keys := demoapi.Keys()
 	// Every attempt goes to both stores; the pool's stats (and
 	// UsageCountByKey) come from the first that answers queries: ClickHouse.
 	pool, err := apipool.New(keys,
 		apipool.WithRecorder(recorder.Fanout(store, mem)),
 		apipool.WithMaxWait(10*time.Second),
-		apipool.WithProbe(apipool.ProbeRequest(http.MethodGet, srv.URL+"/v1/echo"), 0))
+		apipool.WithProbe(apipool.ProbeRequest(http.MethodGet, srv.URL+demoapi.Path), 0))
 	if err != nil {
 		store.Close(ctx)
 		return err
@@ -188,46 +132,12 @@ func run(out io.Writer, c config) error {
 	if err != nil {
 		return err
 	}
-	for _, r := range report {
-		if r.Usable {
-			fmt.Fprintf(out, "check_usable: %-8s usable\n", r.KeyID)
-		} else {
-			fmt.Fprintf(out, "check_usable: %-8s NOT usable (%s): %v\n", r.KeyID, r.Status, r.Err)
-		}
-	}
-	fmt.Fprintln(out)
+	demoapi.PrintReport(out, report)
 
 	sendStart := time.Now()
-	var ok, failed atomic.Int64
-	jobs := make(chan int)
-	var wg sync.WaitGroup
-	for range c.workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for range jobs {
-				resp, err := client.Get(srv.URL + "/v1/echo")
-				if err != nil {
-					failed.Add(1)
-					continue
-				}
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode == http.StatusOK {
-					ok.Add(1)
-				} else {
-					failed.Add(1)
-				}
-			}
-		}()
-	}
-	for i := range c.requests {
-		jobs <- i
-	}
-	close(jobs)
-	wg.Wait()
+	ok, failed := demoapi.Send(client, srv.URL+demoapi.Path, c.requests, c.workers)
 	fmt.Fprintf(out, "sent %d requests through %d keys from %d goroutines in %.1fs: %d answered 200, %d failed\n",
-		c.requests, len(keys), c.workers, time.Since(sendStart).Seconds(), ok.Load(), failed.Load())
+		c.requests, len(keys), c.workers, time.Since(sendStart).Seconds(), ok, failed)
 
 	// Flush makes every event recorded so far visible to queries.
 	fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -246,7 +156,7 @@ func run(out io.Writer, c config) error {
 		return err
 	}
 	fmt.Fprintf(out, "attempts: the API saw %d; ClickHouse holds %d events, the in-memory store %d; dropped %d\n\n",
-		api.hits.Load(), inCH, inMem, store.Dropped())
+		api.Hits(), inCH, inMem, store.Dropped())
 
 	// The store's stats, as recorder.Stats answers them in SQL.
 	fmt.Fprintln(out, "recorder.Stats from ClickHouse (UsageByKey, UsageCount, LatencyByKey):")
@@ -266,15 +176,7 @@ func run(out io.Writer, c config) error {
 		}
 		return n
 	}
-	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "KEY\tATTEMPTS\tSUCCESS\tRATE LIMITED\tINVALID\tP50\tP99\tSTATE\t")
-	for _, s := range pool.Snapshot() {
-		l := lat[s.ID]
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t\n", s.ID, byKey[s.ID],
-			count(s.ID, status.Success), count(s.ID, status.ReachLimit), count(s.ID, status.InvalidKey),
-			round(l.P50), round(l.P99), s.State)
-	}
-	tw.Flush()
+	demoapi.PrintTable(out, pool.Snapshot(), byKey, lat, count)
 	if countErr != nil {
 		return countErr
 	}
@@ -283,7 +185,7 @@ func run(out io.Writer, c config) error {
 		return err
 	}
 	fmt.Fprintf(out, "\nSeries, attempts per second:\n")
-	tw = tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	for _, s := range pool.Snapshot() {
 		var b strings.Builder
 		for i, bk := range series[s.ID] {
@@ -321,8 +223,8 @@ func run(out io.Writer, c config) error {
 	if err := pool.Close(cctx); err != nil {
 		return err
 	}
-	if failed.Load() > 0 {
-		return fmt.Errorf("%d requests failed", failed.Load())
+	if failed > 0 {
+		return fmt.Errorf("%d requests failed", failed)
 	}
 	return nil
 }
@@ -421,11 +323,4 @@ func format(v any) string {
 		}
 	}
 	return fmt.Sprint(v)
-}
-
-func round(d time.Duration) string {
-	if d == 0 {
-		return "-"
-	}
-	return d.Round(100 * time.Microsecond).String()
 }
