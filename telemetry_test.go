@@ -19,8 +19,6 @@ import (
 	"time"
 
 	"github.com/apipool-ng/apipool"
-	"github.com/apipool-ng/apipool/internal/fakeclock"
-	"github.com/apipool-ng/apipool/recorder"
 	"github.com/apipool-ng/apipool/status"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
@@ -36,7 +34,9 @@ import (
 )
 
 // Helpers here are prefixed "tel" so they do not collide with the other
-// test files of package apipool_test.
+// test files of package apipool_test; the helpers they share (the clock
+// adapter, roundTripperFunc, captureRecorder, mustNew, secretOf) are in
+// helpers_test.go.
 
 // telKit is an SDK tracer provider recording every span and an SDK meter
 // provider read by hand.
@@ -158,48 +158,11 @@ func telWant(t *testing.T, what string, attrs map[string]attribute.Value, want m
 	}
 }
 
-// telEvents is a Recorder that keeps every event.
-type telEvents struct {
-	mu     sync.Mutex
-	events []recorder.Event
-}
-
-func (r *telEvents) Record(e recorder.Event) {
-	r.mu.Lock()
-	r.events = append(r.events, e)
-	r.mu.Unlock()
-}
-
-func (r *telEvents) Close(context.Context) error { return nil }
-
-func (r *telEvents) all() []recorder.Event {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return slices.Clone(r.events)
-}
-
 // telQueueRecorder also reports a queue length and a drop count.
-type telQueueRecorder struct{ telEvents }
+type telQueueRecorder struct{ captureRecorder }
 
 func (*telQueueRecorder) QueueLen() int   { return 7 }
 func (*telQueueRecorder) Dropped() uint64 { return 3 }
-
-type telClock struct{ *fakeclock.Clock }
-
-func (c telClock) NewTimer(d time.Duration) apipool.Timer { return c.Clock.NewTimer(d) }
-
-type telRT func(*http.Request) (*http.Response, error)
-
-func (f telRT) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
-
-// telSecret returns the key secret a request carries: the bearer token,
-// else the "key" query parameter.
-func telSecret(r *http.Request) string {
-	if s, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
-		return s
-	}
-	return r.URL.Query().Get("key")
-}
 
 // telServer answers each request with the status code codes gives for
 // its key's secret (200 when absent), and "ok" as body. A 429 carries
@@ -207,7 +170,7 @@ func telSecret(r *http.Request) string {
 func telServer(t *testing.T, answer map[string]int) *httptest.Server {
 	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		code := answer[telSecret(r)]
+		code := answer[secretOf(r)]
 		if code == 0 {
 			code = 200
 		}
@@ -230,16 +193,6 @@ func telPort(t *testing.T, srv *httptest.Server) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return p
-}
-
-func telNew(t *testing.T, keys []apipool.Key, opts ...apipool.Option) *apipool.Transport {
-	t.Helper()
-	p, err := apipool.New(keys, opts...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Close(context.Background()) })
 	return p
 }
 
@@ -300,7 +253,7 @@ func telTree(t *testing.T, spans []sdktrace.ReadOnlySpan) (sdktrace.ReadOnlySpan
 func TestTelemetrySpanTreeRotated(t *testing.T) {
 	kit := newTelKit(t)
 	srv := telServer(t, map[string]int{"sk-a": 429})
-	pool := telNew(t, []apipool.Key{{ID: "a", Secret: "sk-a"}, {ID: "b", Secret: "sk-b"}}, kit.opts()...)
+	pool := mustNew(t, []apipool.Key{{ID: "a", Secret: "sk-a"}, {ID: "b", Secret: "sk-b"}}, kit.opts()...)
 	client := &http.Client{Transport: pool}
 	resp, err := client.Get(srv.URL + "/v1/x?q=1")
 	if err != nil {
@@ -411,7 +364,7 @@ func TestTelemetryAttemptSpanEndsWithBody(t *testing.T) {
 	}
 	t.Run("close", func(t *testing.T) {
 		kit := newTelKit(t)
-		pool := telNew(t, []apipool.Key{{ID: "a", Secret: "sk-a"}}, kit.opts()...)
+		pool := mustNew(t, []apipool.Key{{ID: "a", Secret: "sk-a"}}, kit.opts()...)
 		resp := telGet(t, pool, context.Background(), srv.URL)
 		open(t, kit)
 		resp.Body.Close()
@@ -419,7 +372,7 @@ func TestTelemetryAttemptSpanEndsWithBody(t *testing.T) {
 	})
 	t.Run("eof", func(t *testing.T) {
 		kit := newTelKit(t)
-		pool := telNew(t, []apipool.Key{{ID: "a", Secret: "sk-a"}}, kit.opts()...)
+		pool := mustNew(t, []apipool.Key{{ID: "a", Secret: "sk-a"}}, kit.opts()...)
 		resp := telGet(t, pool, context.Background(), srv.URL)
 		open(t, kit)
 		if b, err := io.ReadAll(resp.Body); err != nil || string(b) != "ok" {
@@ -433,7 +386,7 @@ func TestTelemetryAttemptSpanEndsWithBody(t *testing.T) {
 	})
 	t.Run("no body", func(t *testing.T) {
 		kit := newTelKit(t)
-		pool := telNew(t, []apipool.Key{{ID: "a", Secret: "sk-a"}}, kit.opts()...)
+		pool := mustNew(t, []apipool.Key{{ID: "a", Secret: "sk-a"}}, kit.opts()...)
 		req, _ := http.NewRequest("HEAD", srv.URL, nil)
 		resp, err := pool.RoundTrip(req)
 		if err != nil {
@@ -444,8 +397,8 @@ func TestTelemetryAttemptSpanEndsWithBody(t *testing.T) {
 	})
 	t.Run("error", func(t *testing.T) {
 		kit := newTelKit(t)
-		base := telRT(func(*http.Request) (*http.Response, error) { return nil, errors.New("connection refused") })
-		pool := telNew(t, []apipool.Key{{ID: "a", Secret: "sk-a"}}, append(kit.opts(), apipool.WithBase(base), apipool.WithMaxAttempts(1))...)
+		base := roundTripperFunc(func(*http.Request) (*http.Response, error) { return nil, errors.New("connection refused") })
+		pool := mustNew(t, []apipool.Key{{ID: "a", Secret: "sk-a"}}, append(kit.opts(), apipool.WithBase(base), apipool.WithMaxAttempts(1))...)
 		req, _ := http.NewRequest("GET", srv.URL, nil)
 		if _, err := pool.RoundTrip(req); err == nil {
 			t.Fatal("no error")
@@ -480,7 +433,7 @@ func TestTelemetryStreamedBody(t *testing.T) {
 		io.WriteString(w, "second\n")
 	}))
 	defer srv.Close()
-	pool := telNew(t, []apipool.Key{{ID: "a", Secret: "sk-a"}}, kit.opts()...)
+	pool := mustNew(t, []apipool.Key{{ID: "a", Secret: "sk-a"}}, kit.opts()...)
 	resp := telGet(t, pool, context.Background(), srv.URL)
 	defer resp.Body.Close()
 	br := bufio.NewReader(resp.Body)
@@ -507,7 +460,7 @@ func TestTelemetryStreamedBody(t *testing.T) {
 // TestTelemetryWaitEvents: waiting for a key, and backing off after a
 // server error, show as "apipool.wait" events on the request span.
 func TestTelemetryWaitEvents(t *testing.T) {
-	run := func(t *testing.T, pool *apipool.Transport, clk telClock, u string, d time.Duration) {
+	run := func(t *testing.T, pool *apipool.Transport, clk clockAdapter, u string, d time.Duration) {
 		t.Helper()
 		done := make(chan *http.Response, 1)
 		go func() {
@@ -559,17 +512,17 @@ func TestTelemetryWaitEvents(t *testing.T) {
 			}
 		}))
 		defer srv.Close()
-		clk := telClock{fakeclock.New(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))}
-		pool := telNew(t, []apipool.Key{{ID: "a", Secret: "sk-a"}}, append(kit.opts(), apipool.WithClock(clk))...)
+		clk := newClock()
+		pool := mustNew(t, []apipool.Key{{ID: "a", Secret: "sk-a"}}, append(kit.opts(), apipool.WithClock(clk))...)
 		run(t, pool, clk, srv.URL, 2*time.Second)
 		check(t, kit, "no key available", 2*time.Second)
 	})
 	t.Run("backoff", func(t *testing.T) {
 		kit := newTelKit(t)
 		srv := telServer(t, map[string]int{"sk-a": 503})
-		clk := telClock{fakeclock.New(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))}
+		clk := newClock()
 		backoff := func(_, _ time.Duration, _ int, _ *http.Response) time.Duration { return 250 * time.Millisecond }
-		pool := telNew(t, []apipool.Key{{ID: "a", Secret: "sk-a"}, {ID: "b", Secret: "sk-b"}},
+		pool := mustNew(t, []apipool.Key{{ID: "a", Secret: "sk-a"}, {ID: "b", Secret: "sk-b"}},
 			append(kit.opts(), apipool.WithClock(clk), apipool.WithBackoff(backoff, 0, time.Second))...)
 		run(t, pool, clk, srv.URL, 250*time.Millisecond)
 		check(t, kit, "backoff after "+status.ServerError.String(), 250*time.Millisecond)
@@ -597,7 +550,7 @@ func newTelUpstream(t *testing.T, answer map[string]int) (*telUpstream, *httptes
 		up.parent = append(up.parent, trace.SpanContextFromContext(ctx))
 		up.header = append(up.header, r.Header.Get("Traceparent"))
 		up.mu.Unlock()
-		if c := answer[telSecret(r)]; c != 0 {
+		if c := answer[secretOf(r)]; c != 0 {
 			w.WriteHeader(c)
 		}
 	}))
@@ -611,7 +564,7 @@ func newTelUpstream(t *testing.T, answer map[string]int) (*telUpstream, *httptes
 func TestTelemetryPropagation(t *testing.T) {
 	kit := newTelKit(t)
 	up, srv := newTelUpstream(t, map[string]int{"sk-a": 429})
-	pool := telNew(t, []apipool.Key{{ID: "a", Secret: "sk-a"}, {ID: "b", Secret: "sk-b"}},
+	pool := mustNew(t, []apipool.Key{{ID: "a", Secret: "sk-a"}, {ID: "b", Secret: "sk-b"}},
 		append(kit.opts(), apipool.WithPropagators(propagation.TraceContext{}))...)
 	ctx, caller := kit.tp.Tracer("test").Start(context.Background(), "caller")
 	req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL, nil)
@@ -661,12 +614,12 @@ func TestTelemetryPropagation(t *testing.T) {
 func TestTelemetryEventsCarryTraceIDs(t *testing.T) {
 	kit := newTelKit(t)
 	srv := telServer(t, map[string]int{"sk-a": 429})
-	rec := &telEvents{}
-	pool := telNew(t, []apipool.Key{{ID: "a", Secret: "sk-a"}, {ID: "b", Secret: "sk-b"}},
+	rec := &captureRecorder{}
+	pool := mustNew(t, []apipool.Key{{ID: "a", Secret: "sk-a"}, {ID: "b", Secret: "sk-b"}},
 		append(kit.opts(), apipool.WithRecorder(rec))...)
 	telDrain(telGet(t, pool, context.Background(), srv.URL))
 	parent, attempts := telTree(t, kit.sr.Ended())
-	events := rec.all()
+	events := rec.Events()
 	if len(events) != 2 || len(attempts) != 2 {
 		t.Fatalf("%d events, %d attempt spans; want 2", len(events), len(attempts))
 	}
@@ -694,7 +647,7 @@ func TestTelemetryEventsCarryTraceIDs(t *testing.T) {
 	if len(spans) != 1 || spans[0].SpanKind() != trace.SpanKindInternal {
 		t.Fatalf("%d spans, want the request span alone", len(spans))
 	}
-	events = rec.all()
+	events = rec.Events()
 	last := events[len(events)-1]
 	if last.Status != status.NoKeyAvailable || last.SpanID != spans[0].SpanContext().SpanID() || last.TraceID != spans[0].SpanContext().TraceID() {
 		t.Errorf("no-key event %+v, want the request span's ids %s", last, spans[0].SpanContext().SpanID())
@@ -716,7 +669,7 @@ func TestTelemetryMetrics(t *testing.T) {
 	t.Run("rotation", func(t *testing.T) {
 		kit := newTelKit(t)
 		srv := telServer(t, map[string]int{"sk-a": 429})
-		pool := telNew(t, []apipool.Key{{ID: "a", Secret: "sk-a"}, {ID: "b", Secret: "sk-b", PerDay: 10}, {ID: "c", Secret: "sk-c"}},
+		pool := mustNew(t, []apipool.Key{{ID: "a", Secret: "sk-a"}, {ID: "b", Secret: "sk-b", PerDay: 10}, {ID: "c", Secret: "sk-c"}},
 			append(kit.opts(), apipool.WithRecorder(&telQueueRecorder{}))...)
 		resp := telGet(t, pool, context.Background(), srv.URL+"/v1/x")
 		rm := kit.collect(t)
@@ -794,7 +747,7 @@ func TestTelemetryMetrics(t *testing.T) {
 	t.Run("disabled", func(t *testing.T) {
 		kit := newTelKit(t)
 		srv := telServer(t, map[string]int{"sk-x": 401})
-		pool := telNew(t, []apipool.Key{{ID: "x", Secret: "sk-x"}, {ID: "y", Secret: "sk-y"}}, kit.opts()...)
+		pool := mustNew(t, []apipool.Key{{ID: "x", Secret: "sk-x"}, {ID: "y", Secret: "sk-y"}}, kit.opts()...)
 		telDrain(telGet(t, pool, context.Background(), srv.URL))
 		rm := kit.collect(t)
 		if got, want := telGauge(t, rm, "apipool.key.disabled"), map[string]int64{"x": 1, "y": 0}; !telMapsEqual(got, want) {
@@ -836,7 +789,7 @@ func TestTelemetryMetrics(t *testing.T) {
 	})
 	t.Run("no key", func(t *testing.T) {
 		kit := newTelKit(t)
-		pool := telNew(t, []apipool.Key{{ID: "x", Secret: "sk-x"}}, kit.opts()...)
+		pool := mustNew(t, []apipool.Key{{ID: "x", Secret: "sk-x"}}, kit.opts()...)
 		pool.Disable("x", "test")
 		req, _ := http.NewRequest("GET", "http://api.test/", nil)
 		if _, err := pool.RoundTrip(req); !errors.Is(err, apipool.ErrNoKeyAvailable) {
@@ -876,7 +829,7 @@ func telMapsEqual[V comparable](a, b map[string]V) bool {
 
 // telLeaks returns every place the canary appears in the recorded spans,
 // metrics, events and error.
-func telLeaks(t *testing.T, kit *telKit, rec *telEvents, err error, canary string) []string {
+func telLeaks(t *testing.T, kit *telKit, rec *captureRecorder, err error, canary string) []string {
 	t.Helper()
 	var leaks []string
 	check := func(where, s string) {
@@ -939,7 +892,7 @@ func telLeaks(t *testing.T, kit *telKit, rec *telEvents, err error, canary strin
 	if points == 0 {
 		t.Fatal("no metric points to check")
 	}
-	for _, e := range rec.all() {
+	for _, e := range rec.Events() {
 		check("usage event", fmt.Sprintf("%+v", e))
 	}
 	if err != nil {
@@ -972,20 +925,20 @@ func TestTelemetryNoSecretInTelemetry(t *testing.T) {
 			keys := []apipool.Key{{ID: "k1", Secret: apipool.Secret(canary + "-1")}, {ID: "k2", Secret: apipool.Secret(canary + "-2")}, {ID: "k3", Secret: apipool.Secret(canary + "-3")}}
 			t.Run(inj.name+"/"+canary+"/upstream", func(t *testing.T) {
 				kit := newTelKit(t)
-				rec := &telEvents{}
+				rec := &captureRecorder{}
 				srv := telServer(t, nil)
 				// The upstream rejects k1 (429) and k2 (401); k3 succeeds.
 				answer := map[string]int{canary + "-1": 429, canary + "-2": 401}
 				srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 					s := r.Header.Get("X-Api-Key")
 					if s == "" {
-						s = telSecret(r)
+						s = secretOf(r)
 					}
 					if c := answer[s]; c != 0 {
 						w.WriteHeader(c)
 					}
 				})
-				pool := telNew(t, keys, append(kit.opts(), inj.opt, apipool.WithRecorder(rec), apipool.WithPropagators(propagation.TraceContext{}))...)
+				pool := mustNew(t, keys, append(kit.opts(), inj.opt, apipool.WithRecorder(rec), apipool.WithPropagators(propagation.TraceContext{}))...)
 				// The caller's URL carries credentials and the query
 				// parameter's name already.
 				u, _ := url.Parse(srv.URL + "/v1/x?key=placeholder&q=1")
@@ -995,8 +948,8 @@ func TestTelemetryNoSecretInTelemetry(t *testing.T) {
 				if resp.StatusCode != 200 {
 					t.Fatalf("status %d", resp.StatusCode)
 				}
-				if len(rec.all()) != 3 {
-					t.Fatalf("%d attempts, want 3", len(rec.all()))
+				if len(rec.Events()) != 3 {
+					t.Fatalf("%d attempts, want 3", len(rec.Events()))
 				}
 				for _, l := range telLeaks(t, kit, rec, nil, marker) {
 					t.Error("secret leaked: " + l)
@@ -1009,20 +962,20 @@ func TestTelemetryNoSecretInTelemetry(t *testing.T) {
 			})
 			t.Run(inj.name+"/"+canary+"/base error", func(t *testing.T) {
 				kit := newTelKit(t)
-				rec := &telEvents{}
+				rec := &captureRecorder{}
 				// A base whose error text holds the full URL (the query
 				// key with it) and the headers, as some proxies' do.
-				base := telRT(func(r *http.Request) (*http.Response, error) {
+				base := roundTripperFunc(func(r *http.Request) (*http.Response, error) {
 					return nil, &url.Error{Op: "Get", URL: r.URL.String(), Err: fmt.Errorf("dial tcp: connection refused (request %s, headers %v)", r.URL, r.Header)}
 				})
-				pool := telNew(t, keys, append(kit.opts(), inj.opt, apipool.WithBase(base), apipool.WithRecorder(rec), apipool.WithMaxAttempts(3), apipool.WithBackoff(func(_, _ time.Duration, _ int, _ *http.Response) time.Duration { return 0 }, 0, 0))...)
+				pool := mustNew(t, keys, append(kit.opts(), inj.opt, apipool.WithBase(base), apipool.WithRecorder(rec), apipool.WithMaxAttempts(3), noBackoff)...)
 				req, _ := http.NewRequest("GET", "http://api.test/v1/x?q=1", nil)
 				_, err := pool.RoundTrip(req)
 				if err == nil {
 					t.Fatal("no error")
 				}
-				if len(rec.all()) != 3 {
-					t.Fatalf("%d attempts, want 3 (one per key)", len(rec.all()))
+				if len(rec.Events()) != 3 {
+					t.Fatalf("%d attempts, want 3 (one per key)", len(rec.Events()))
 				}
 				for _, l := range telLeaks(t, kit, rec, err, marker) {
 					t.Error("secret leaked: " + l)
@@ -1049,7 +1002,7 @@ func TestTelemetryGlobalProviders(t *testing.T) {
 		otel.SetTextMapPropagator(prevProp)
 	})
 	up, srv := newTelUpstream(t, nil)
-	pool := telNew(t, []apipool.Key{{ID: "a", Secret: "sk-a"}})
+	pool := mustNew(t, []apipool.Key{{ID: "a", Secret: "sk-a"}})
 	kit := newTelKit(t)
 
 	telDrain(telGet(t, pool, context.Background(), srv.URL))
@@ -1096,7 +1049,7 @@ func TestTelemetryGlobalProviders(t *testing.T) {
 
 	// An option wins over the globals.
 	kit3 := newTelKit(t)
-	pool3 := telNew(t, []apipool.Key{{ID: "a", Secret: "sk-a"}}, kit3.opts()...)
+	pool3 := mustNew(t, []apipool.Key{{ID: "a", Secret: "sk-a"}}, kit3.opts()...)
 	telDrain(telGet(t, pool3, context.Background(), srv.URL))
 	if n2, n3 := len(kit2.sr.Ended()), len(kit3.sr.Ended()); n2 != 2 || n3 != 2 {
 		t.Errorf("spans %d (global), %d (option); want 2, 2", n2, n3)
@@ -1126,14 +1079,14 @@ func TestTelemetryOptions(t *testing.T) {
 		}
 	}
 	up, srv := newTelUpstream(t, nil)
-	rec := &telEvents{}
-	pool := telNew(t, keys, apipool.WithTracerProvider(tracenoop.NewTracerProvider()), apipool.WithMeterProvider(metricnoop.NewMeterProvider()),
+	rec := &captureRecorder{}
+	pool := mustNew(t, keys, apipool.WithTracerProvider(tracenoop.NewTracerProvider()), apipool.WithMeterProvider(metricnoop.NewMeterProvider()),
 		apipool.WithPropagators(propagation.TraceContext{}), apipool.WithRecorder(rec))
 	telDrain(telGet(t, pool, context.Background(), srv.URL))
 	if seen, _ := up.seen(); len(seen) != 1 || seen[0].IsValid() {
 		t.Errorf("upstream saw %v, want no trace context", seen)
 	}
-	if e := rec.all(); len(e) != 1 || e[0].TraceID.IsValid() || e[0].SpanID.IsValid() {
+	if e := rec.Events(); len(e) != 1 || e[0].TraceID.IsValid() || e[0].SpanID.IsValid() {
 		t.Errorf("events %+v, want no trace ids", e)
 	}
 }
