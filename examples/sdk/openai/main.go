@@ -20,21 +20,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
-	"slices"
 	"strings"
-	"sync"
-	"text/tabwriter"
 	"time"
 
 	"github.com/apipool-ng/apipool"
+	"github.com/apipool-ng/apipool/examples/sdk/internal/demo"
 	"github.com/apipool-ng/apipool/recorder"
 	"github.com/apipool-ng/apipool/recorder/memory"
-	"github.com/apipool-ng/apipool/status"
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
 )
@@ -64,11 +60,9 @@ type report struct {
 	Calls, OK int
 	Streamed  string // the streamed completion's text
 	Chunks    int    // how many chunks it came in
-	ByKey     map[string]keyUsage
-	ByOp      map[string]opUsage
+	ByKey     map[string]demo.KeyUsage
+	ByOp      map[string]demo.OpUsage
 }
-
-type keyUsage struct{ Attempts, Success, Limited int64 }
 
 // run runs the demo against fake. onChunk, when not nil, is called with
 // each streamed chunk (from 1) as soon as the SDK hands it over.
@@ -79,10 +73,10 @@ func run(out io.Writer, fake *chatAPI, onChunk func(n int, text string)) (*repor
 	defer srv.Close()
 	base := srv.URL + "/v1/"
 
-	mem, ops := memory.New(), newOpCounter()
+	mem, ops := memory.New(), demo.NewOpCounter()
 	pool, err := apipool.New(keys,
 		apipool.WithStrategy(apipool.RoundRobin), // the default, named: the demo's numbers follow it
-		apipool.WithRecorder(statsRecorder{recorder.Fanout(mem, ops), mem}))
+		apipool.WithRecorder(demo.StatsRecorder{Recorder: recorder.Fanout(mem, ops), Stats: mem}))
 	if err != nil {
 		return nil, err
 	}
@@ -166,38 +160,14 @@ func run(out io.Writer, fake *chatAPI, onChunk func(n int, text string)) (*repor
 	fmt.Fprintf(out, "\n%d calls, %d succeeded; requests that reached the API with the SDK's own key: %d\n\n",
 		rep.Calls, rep.OK, fake.foreignKey.Load())
 
-	stats := pool.Stats()
-	all := recorder.Query{Since: start.Add(-time.Minute), Until: time.Now().Add(time.Minute)}
-	byKey, err := stats.UsageByKey(ctx, all)
+	rep.ByKey, err = demo.KeyTable(ctx, out, pool, start)
 	if err != nil {
 		return rep, err
 	}
-	count := func(id string, s status.Status) int64 {
-		n, err := stats.UsageCount(ctx, recorder.Query{Since: all.Since, Until: all.Until, KeyID: id, Status: s})
-		if err != nil {
-			return -1
-		}
-		return n
-	}
-	rep.ByKey = map[string]keyUsage{}
-	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "KEY\tATTEMPTS\tSUCCESS\tRATE LIMITED\tSTATE\t")
-	for _, s := range pool.Snapshot() {
-		u := keyUsage{byKey[s.ID], count(s.ID, status.Success), count(s.ID, status.ReachLimit)}
-		rep.ByKey[s.ID] = u
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\t\n", s.ID, u.Attempts, u.Success, u.Limited, s.State)
-	}
-	tw.Flush()
 
 	fmt.Fprintln(out)
-	rep.ByOp = ops.snapshot()
-	tw = tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "OPERATION\tATTEMPTS\tSUCCESS\tRATE LIMITED\tRESENT\t")
-	for _, op := range slices.Sorted(maps.Keys(rep.ByOp)) {
-		u := rep.ByOp[op]
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t\n", op, u.Attempts, u.Success, u.Limited, u.Resent)
-	}
-	tw.Flush()
+	rep.ByOp = ops.Snapshot()
+	demo.OpTable(out, rep.ByOp)
 	if rep.OK != rep.Calls {
 		return rep, fmt.Errorf("%d of %d calls failed", rep.Calls-rep.OK, rep.Calls)
 	}
@@ -228,51 +198,4 @@ func operationNamer(base string) option.Middleware {
 		}
 		return next(req)
 	}
-}
-
-// opCounter is a recorder that counts the pool's usage events by
-// operation. The pool hands it every event, beside the in-memory store.
-type opCounter struct {
-	mu  sync.Mutex
-	ops map[string]opUsage
-}
-
-type opUsage struct {
-	Attempts, Success, Limited int
-	Resent                     int // attempts after a request's first
-}
-
-func newOpCounter() *opCounter { return &opCounter{ops: map[string]opUsage{}} }
-
-func (c *opCounter) Record(e recorder.Event) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	u := c.ops[e.Operation]
-	u.Attempts++
-	switch {
-	case e.Status.Matches(status.Success):
-		u.Success++
-	case e.Status.Matches(status.ReachLimit):
-		u.Limited++
-	}
-	if e.Attempt > 1 {
-		u.Resent++
-	}
-	c.ops[e.Operation] = u
-}
-
-func (c *opCounter) Close(context.Context) error { return nil }
-
-func (c *opCounter) snapshot() map[string]opUsage {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return maps.Clone(c.ops)
-}
-
-// statsRecorder records through one recorder (the fan-out) and answers
-// stats queries from another (the in-memory store), so that pool.Stats()
-// still answers: a fan-out answers none.
-type statsRecorder struct {
-	recorder.Recorder
-	recorder.Stats
 }

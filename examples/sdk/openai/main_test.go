@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/apipool-ng/apipool"
+	"github.com/apipool-ng/apipool/examples/sdk/internal/demo"
 	"github.com/apipool-ng/apipool/status"
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/option"
@@ -94,21 +95,7 @@ func TestOpenAIExample(t *testing.T) {
 		t.Errorf("%d requests reached the server with a key not from the pool: the SDK's Authorization header won", k)
 	}
 
-	var used int
-	var attempts, limited int64
-	for id, u := range rep.ByKey {
-		if u.Success > 0 {
-			used++
-		}
-		if u.Attempts != u.Success+u.Limited {
-			t.Errorf("key %s: %d attempts != %d successes + %d rate limited", id, u.Attempts, u.Success, u.Limited)
-		}
-		attempts += u.Attempts
-		limited += u.Limited
-	}
-	if used < 2 {
-		t.Errorf("calls went through %d key(s), want the pool to spread them: %+v", used, rep.ByKey)
-	}
+	attempts, limited := demo.CheckKeys(t, rep.ByKey)
 	if limited == 0 || rep.ByKey["alpha"].Limited == 0 {
 		t.Errorf("no 429 on alpha, whose quota is one request: %+v", rep.ByKey)
 	}

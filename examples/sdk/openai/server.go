@@ -7,9 +7,10 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/apipool-ng/apipool/examples/sdk/internal/demo"
 )
 
 // chatAPI is an in-process fake of the few OpenAI endpoints the example
@@ -34,14 +35,11 @@ type chatAPI struct {
 	// hold (the SDK's own "unused" key, say).
 	foreignKey atomic.Int64
 
-	mu    sync.Mutex
-	start time.Time
-	win   int64
-	used  map[string]int // requests in the current window, per key secret
+	used *demo.Window // requests in the current window, per key secret
 }
 
 func newChatAPI(quota map[string]int, window time.Duration) *chatAPI {
-	return &chatAPI{quota: quota, window: window, start: time.Now(), used: map[string]int{}}
+	return &chatAPI{quota: quota, window: window, used: demo.NewWindow(window)}
 }
 
 // reply is what the fake model answers; a stream sends it a word per chunk.
@@ -55,7 +53,7 @@ func (a *chatAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		openAIError(w, http.StatusUnauthorized, "invalid_request_error", "invalid_api_key", "Incorrect API key provided.")
 		return
 	}
-	if left, over := a.take(key, quota); over {
+	if left, over := a.used.Take(key, quota); over {
 		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(left.Seconds()))))
 		w.Header().Set("Retry-After-Ms", strconv.FormatInt(left.Milliseconds()+1, 10))
 		w.Header().Set("X-Ratelimit-Limit-Requests", strconv.Itoa(quota))
@@ -75,20 +73,6 @@ func (a *chatAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		openAIError(w, http.StatusNotFound, "invalid_request_error", "unknown_url", "Unknown request URL: "+r.Method+" "+r.URL.Path)
 	}
-}
-
-// take counts a request against key's quota; over is true when the quota
-// is used up, and left says how long until it refills.
-func (a *chatAPI) take(key string, quota int) (left time.Duration, over bool) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	now := time.Now()
-	win := int64(now.Sub(a.start) / a.window)
-	if win != a.win {
-		a.win, a.used = win, map[string]int{}
-	}
-	a.used[key]++
-	return a.start.Add(time.Duration(win+1) * a.window).Sub(now), a.used[key] > quota
 }
 
 func (a *chatAPI) completion(w http.ResponseWriter, r *http.Request) {

@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/apipool-ng/apipool"
+	"github.com/apipool-ng/apipool/examples/sdk/internal/demo"
 )
 
 // TestOpenAPIExample runs the example end to end: every call through the
@@ -30,21 +31,7 @@ func TestOpenAPIExample(t *testing.T) {
 		t.Errorf("calls = %d, answered 200 = %d; want 9 and 9", rep.Calls, rep.OK)
 	}
 
-	var used int
-	var attempts, limited int64
-	for id, u := range rep.ByKey {
-		if u.Success > 0 {
-			used++
-		}
-		if u.Attempts != u.Success+u.Limited {
-			t.Errorf("key %s: %d attempts != %d successes + %d rate limited", id, u.Attempts, u.Success, u.Limited)
-		}
-		attempts += u.Attempts
-		limited += u.Limited
-	}
-	if used < 2 {
-		t.Errorf("calls went through %d key(s), want the pool to spread them: %+v", used, rep.ByKey)
-	}
+	attempts, limited := demo.CheckKeys(t, rep.ByKey)
 	if limited == 0 {
 		t.Errorf("no 429 seen: the demo quota was not reached")
 	}

@@ -5,8 +5,9 @@ import (
 	"math"
 	"net/http"
 	"strconv"
-	"sync"
 	"time"
+
+	"github.com/apipool-ng/apipool/examples/sdk/internal/demo"
 )
 
 // weatherAPI is an in-process server for api.yaml. Every request needs a
@@ -16,15 +17,11 @@ import (
 type weatherAPI struct {
 	quota  map[string]int // per key secret
 	window time.Duration
-
-	mu    sync.Mutex
-	start time.Time
-	win   int64
-	used  map[string]int // requests in the current window, per key secret
+	used   *demo.Window // requests in the current window, per key secret
 }
 
 func newWeatherAPI(quota map[string]int, window time.Duration) *weatherAPI {
-	return &weatherAPI{quota: quota, window: window, start: time.Now(), used: map[string]int{}}
+	return &weatherAPI{quota: quota, window: window, used: demo.NewWindow(window)}
 }
 
 type city struct {
@@ -103,17 +100,7 @@ func (a *weatherAPI) limit(next http.Handler) http.Handler {
 			writeError(w, http.StatusUnauthorized, "invalid_key", "missing or unknown API key")
 			return
 		}
-		a.mu.Lock()
-		now := time.Now()
-		win := int64(now.Sub(a.start) / a.window)
-		if win != a.win {
-			a.win, a.used = win, map[string]int{}
-		}
-		a.used[key]++
-		over := a.used[key] > quota
-		left := a.start.Add(time.Duration(win+1) * a.window).Sub(now)
-		a.mu.Unlock()
-		if over {
+		if left, over := a.used.Take(key, quota); over {
 			w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(left.Seconds()))))
 			writeError(w, http.StatusTooManyRequests, "rate_limited", "quota of "+strconv.Itoa(quota)+" requests per "+a.window.String()+" used up")
 			return
