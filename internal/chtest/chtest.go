@@ -19,9 +19,7 @@
 package chtest
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -29,12 +27,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
+
+	"github.com/apipool-ng/apipool/internal/testsrv"
 )
 
 // DefaultBinary is where Debian's clickhouse-server package installs the
@@ -69,36 +67,22 @@ type Server struct {
 	// Dir holds the configuration, data and logs.
 	Dir string
 
-	bin string
-
-	mu   sync.Mutex
-	proc *proc // the running process, or nil
+	bin  string
+	proc *testsrv.Process
 }
 
-// proc is one run of the server process.
-type proc struct {
-	cmd    *exec.Cmd
-	exited chan struct{} // closed when cmd has exited
-	err    error         // cmd's exit status, set before exited is closed
+// binary is where the server binary may be.
+var binary = testsrv.Binary{
+	Pkg:         "chtest",
+	Name:        "clickhouse-server",
+	Env:         "CHTEST_CLICKHOUSE_SERVER",
+	Default:     DefaultBinary,
+	InstallHint: InstallHint,
 }
 
 // Binary returns the path of the server binary, or an error saying how to
 // install it.
-func Binary() (string, error) {
-	if p := os.Getenv("CHTEST_CLICKHOUSE_SERVER"); p != "" {
-		if _, err := os.Stat(p); err != nil {
-			return "", fmt.Errorf("chtest: CHTEST_CLICKHOUSE_SERVER=%s: %w; unset it to use %s, or %s", p, err, DefaultBinary, InstallHint)
-		}
-		return p, nil
-	}
-	if _, err := os.Stat(DefaultBinary); err == nil {
-		return DefaultBinary, nil
-	}
-	if p, err := exec.LookPath("clickhouse-server"); err == nil {
-		return p, nil
-	}
-	return "", fmt.Errorf("chtest: clickhouse-server not found at %s nor on PATH; %s", DefaultBinary, InstallHint)
-}
+func Binary() (string, error) { return binary.Path() }
 
 // BaseDir returns the directory under which servers keep their files:
 // $CHTEST_DIR when set, else /dev/shm when it is a directory (Start falls
@@ -123,7 +107,7 @@ func BaseDir() string {
 
 // InCI reports whether the environment variable CI is "true", where a
 // missing server is a failure rather than a reason to skip.
-func InCI() bool { return os.Getenv("CI") == "true" }
+func InCI() bool { return testsrv.InCI() }
 
 // Start starts a new server in a new directory under [BaseDir] and waits
 // until it accepts queries. Close stops it and removes the directory.
@@ -144,28 +128,28 @@ func Start() (*Server, error) {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("chtest: %w", err)
 	}
-	// The port is free when chosen, but another process may take it before
-	// the server binds it: try a few.
-	for try := 0; ; try++ {
-		port, err := freePort()
-		if err != nil {
-			os.RemoveAll(dir)
-			return nil, err
-		}
-		s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Dir: dir, bin: bin}
+	return testsrv.OnFreePort("chtest", dir, func(port int) (*Server, error) {
+		s := newServer(net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), dir, bin)
 		if err := s.writeConfig(port); err != nil {
-			os.RemoveAll(dir)
 			return nil, err
 		}
-		err = s.Start()
-		if err == nil {
-			return s, nil
-		}
-		if try == 2 || !strings.Contains(s.errLogTail(), "Address already in use") {
-			os.RemoveAll(dir)
-			return nil, err
-		}
+		return s, s.Start()
+	}, func(s *Server) bool {
+		return s != nil && strings.Contains(s.errLogTail(), "Address already in use")
+	})
+}
+
+func newServer(addr, dir, bin string) *Server {
+	s := &Server{Addr: addr, Dir: dir, bin: bin}
+	s.proc = &testsrv.Process{
+		Pkg:         "chtest",
+		Name:        "clickhouse-server",
+		Addr:        addr,
+		Output:      filepath.Join(dir, "stdout.log"),
+		StopTimeout: stopTimeout,
+		LogTail:     s.errLogTail,
 	}
+	return s
 }
 
 // A server's directory is named dirPrefix plus a random number, and
@@ -196,15 +180,6 @@ func sweep(base string) {
 			os.RemoveAll(dir)
 		}
 	}
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("chtest: finding a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 func (s *Server) writeConfig(port int) error {
@@ -277,55 +252,15 @@ func (s *Server) writeConfig(port int) error {
 // directory, and waits until it accepts queries. It is a no-op when the
 // server is running.
 func (s *Server) Start() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.proc != nil {
-		return nil
-	}
-	cmd := exec.Command(s.bin, "--config-file="+filepath.Join(s.Dir, "config.xml"))
-	cmd.Dir = s.Dir
-	out, err := os.OpenFile(filepath.Join(s.Dir, "stdout.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return fmt.Errorf("chtest: %w", err)
-	}
-	defer out.Close()
-	cmd.Stdout, cmd.Stderr = out, out
-	setProcAttr(cmd)
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("chtest: starting %s: %w", s.bin, err)
-	}
-	p := &proc{cmd: cmd, exited: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.exited)
-	}()
-	if err := s.waitReady(p); err != nil {
-		cmd.Process.Kill()
-		<-p.exited
-		return err
-	}
-	s.proc = p
-	return nil
-}
-
-// waitReady polls the server with a query until it answers, the process
-// exits, or StartTimeout passes.
-func (s *Server) waitReady(p *proc) error {
-	deadline := time.Now().Add(StartTimeout)
-	var last error
-	for delay := 5 * time.Millisecond; ; delay = min(2*delay, 100*time.Millisecond) {
-		if last = s.ping(); last == nil {
-			return nil
-		}
-		select {
-		case <-p.exited:
-			return fmt.Errorf("chtest: clickhouse-server exited during start-up: %v\n%s", p.err, s.errLogTail())
-		case <-time.After(delay):
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("chtest: clickhouse-server did not answer at %s within %v: %v\n%s", s.Addr, StartTimeout, last, s.errLogTail())
-		}
-	}
+	return s.proc.Start(func() *exec.Cmd {
+		cmd := exec.Command(s.bin, "--config-file="+filepath.Join(s.Dir, "config.xml"))
+		cmd.Dir = s.Dir
+		return cmd
+	}, func(r *testsrv.Run) error {
+		// Poll with a query until it answers, the process exits, or
+		// StartTimeout passes.
+		return r.WaitReady(s.ping, StartTimeout, 5*time.Millisecond, 100*time.Millisecond)
+	})
 }
 
 func (s *Server) ping() error {
@@ -354,53 +289,17 @@ func (s *Server) ping() error {
 // exited within 15 seconds, and waits until it has exited. Its port is
 // then closed and its data kept for Start. It is a no-op when the server
 // is not running.
-func (s *Server) Stop() error {
-	return s.stop(syscall.SIGTERM)
-}
+func (s *Server) Stop() error { return s.proc.Stop() }
 
 // Kill stops the server at once (SIGKILL), like a crash, and waits until it
 // has exited.
-func (s *Server) Kill() error {
-	return s.stop(syscall.SIGKILL)
-}
-
-func (s *Server) stop(sig syscall.Signal) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	p := s.proc
-	if p == nil {
-		return nil
-	}
-	if err := p.cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return fmt.Errorf("chtest: signalling clickhouse-server: %w", err)
-	}
-	timer := time.NewTimer(stopTimeout)
-	defer timer.Stop()
-	select {
-	case <-p.exited:
-	case <-timer.C:
-		p.cmd.Process.Kill()
-		<-p.exited
-	}
-	s.proc = nil
-	return nil
-}
+func (s *Server) Kill() error { return s.proc.Kill() }
 
 // Running reports whether the server process is running.
-func (s *Server) Running() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.proc != nil
-}
+func (s *Server) Running() bool { return s.proc.Running() }
 
 // Close stops the server and removes its directory.
-func (s *Server) Close() error {
-	err := s.Stop()
-	if rerr := os.RemoveAll(s.Dir); err == nil {
-		err = rerr
-	}
-	return err
-}
+func (s *Server) Close() error { return s.proc.Close(s.Dir) }
 
 // Options returns clickhouse-go options for the server as the default user.
 func (s *Server) Options() *clickhouse.Options {
@@ -425,24 +324,12 @@ func (s *Server) Conn(t testing.TB) clickhouse.Conn {
 
 // errLogTail returns the end of the server's error log, for messages.
 func (s *Server) errLogTail() string {
-	var b []byte
-	for _, name := range []string{"server.err.log", "stdout.log"} {
-		data, err := os.ReadFile(filepath.Join(s.Dir, name))
-		if err != nil {
-			continue
-		}
-		if len(data) > 2000 {
-			data = data[len(data)-2000:]
-		}
-		b = append(b, data...)
-	}
-	return string(bytes.TrimSpace(b))
+	return testsrv.Tail(s.Dir, "server.err.log", "stdout.log")
 }
 
-var shared struct {
-	srv  *Server
-	skip string // why tests that need a server skip, when srv is nil
-}
+// harness is the server Main starts for the package, and the plumbing of
+// Shared and StartPrivate.
+var harness = testsrv.Harness[*Server]{Pkg: "chtest", Binary: Binary, Start: Start}
 
 // Main starts one server for the test package, runs its tests and stops
 // the server. Call it from TestMain:
@@ -452,42 +339,14 @@ var shared struct {
 // When the binary is missing, Main runs the tests anyway and [Shared]
 // skips those that need the server, unless CI is "true": then Main fails
 // at once. When the server is there but does not start, Main fails.
-func Main(m *testing.M) {
-	os.Exit(run(m))
-}
-
-func run(m *testing.M) int {
-	if _, err := Binary(); err != nil {
-		if InCI() {
-			fmt.Fprintf(os.Stderr, "FAIL: %v (CI=true, so a missing server is an error)\n", err)
-			return 1
-		}
-		shared.skip = err.Error()
-		return m.Run()
-	}
-	srv, err := Start()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "FAIL: %v\n", err)
-		return 1
-	}
-	shared.srv = srv
-	defer srv.Close()
-	return m.Run()
-}
+func Main(m *testing.M) { harness.Main(m) }
 
 // Shared returns the server that Main started for the package. When there
 // is none because the binary is missing, it skips t (or fails it when CI
 // is "true").
 func Shared(t testing.TB) *Server {
 	t.Helper()
-	if shared.srv != nil {
-		return shared.srv
-	}
-	if shared.skip == "" {
-		t.Fatal("chtest: no server: call chtest.Main from TestMain")
-	}
-	unavailable(t, shared.skip)
-	return nil
+	return harness.Shared(t)
 }
 
 // StartPrivate starts a server for t alone, for tests that stop and start
@@ -495,25 +354,5 @@ func Shared(t testing.TB) *Server {
 // the binary is missing.
 func StartPrivate(t testing.TB) *Server {
 	t.Helper()
-	if _, err := Binary(); err != nil {
-		unavailable(t, err.Error())
-	}
-	srv, err := Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := srv.Close(); err != nil {
-			t.Errorf("chtest: closing server: %v", err)
-		}
-	})
-	return srv
-}
-
-func unavailable(t testing.TB, why string) {
-	t.Helper()
-	if InCI() {
-		t.Fatalf("%s (CI=true, so a missing server is an error)", why)
-	}
-	t.Skip(why)
+	return harness.StartPrivate(t, Start)
 }

@@ -2,10 +2,6 @@
 
 package chtest
 
-import "os/exec"
-
-func setProcAttr(cmd *exec.Cmd) {}
-
 // ownerGone reports false: without Pdeathsig a server may outlive its
 // test process, so directories are never swept.
 func ownerGone(pid int) bool { return false }

@@ -13,9 +13,7 @@ package redistest
 
 import (
 	"bufio"
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -23,12 +21,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/apipool-ng/apipool/internal/testsrv"
 )
 
 // DefaultBinary is where Debian's redis-server package installs the
@@ -57,39 +55,25 @@ type Server struct {
 	bin     string
 	port    int
 	cluster bool
-
-	mu   sync.Mutex
-	proc *proc // the running process, or nil
+	proc    *testsrv.Process
 }
 
-// proc is one run of the server process.
-type proc struct {
-	cmd    *exec.Cmd
-	exited chan struct{} // closed when cmd has exited
-	err    error         // cmd's exit status, set before exited is closed
+// binary is where the server binary may be.
+var binary = testsrv.Binary{
+	Pkg:         "redistest",
+	Name:        "redis-server",
+	Env:         "REDISTEST_REDIS_SERVER",
+	Default:     DefaultBinary,
+	InstallHint: InstallHint,
 }
 
 // Binary returns the path of the server binary, or an error saying how to
 // install it.
-func Binary() (string, error) {
-	if p := os.Getenv("REDISTEST_REDIS_SERVER"); p != "" {
-		if _, err := os.Stat(p); err != nil {
-			return "", fmt.Errorf("redistest: REDISTEST_REDIS_SERVER=%s: %w; %s", p, err, InstallHint)
-		}
-		return p, nil
-	}
-	if _, err := os.Stat(DefaultBinary); err == nil {
-		return DefaultBinary, nil
-	}
-	if p, err := exec.LookPath("redis-server"); err == nil {
-		return p, nil
-	}
-	return "", fmt.Errorf("redistest: redis-server not found at %s nor on PATH; %s", DefaultBinary, InstallHint)
-}
+func Binary() (string, error) { return binary.Path() }
 
 // InCI reports whether the environment variable CI is "true", where a
 // missing server is a failure rather than a reason to skip.
-func InCI() bool { return os.Getenv("CI") == "true" }
+func InCI() bool { return testsrv.InCI() }
 
 // Start starts a new server in a new temporary directory and waits until it
 // answers PING. Close stops it and removes the directory.
@@ -110,83 +94,60 @@ func start(cluster bool) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("redistest: %w", err)
 	}
-	// The port is free when chosen, but another process may take it before
-	// the server binds it: try a few.
-	for try := 0; ; try++ {
-		port, err := freePort()
-		if err != nil {
-			os.RemoveAll(dir)
-			return nil, err
-		}
-		s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Dir: dir, bin: bin, port: port, cluster: cluster}
-		err = s.Start()
-		if err == nil {
-			return s, nil
-		}
-		if try == 2 || !strings.Contains(s.logTail(), "Address already in use") {
-			os.RemoveAll(dir)
-			return nil, err
-		}
-	}
+	return testsrv.OnFreePort("redistest", dir, func(port int) (*Server, error) {
+		s := newServer(net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), dir, bin, port, cluster)
+		return s, s.Start()
+	}, func(s *Server) bool {
+		return strings.Contains(s.logTail(), "Address already in use")
+	})
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("redistest: finding a free port: %w", err)
+func newServer(addr, dir, bin string, port int, cluster bool) *Server {
+	s := &Server{Addr: addr, Dir: dir, bin: bin, port: port, cluster: cluster}
+	s.proc = &testsrv.Process{
+		Pkg:         "redistest",
+		Name:        "redis-server",
+		Addr:        addr,
+		StopTimeout: stopTimeout,
+		LogTail:     s.logTail,
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return s
 }
 
 // Start starts the server again after Stop, on the same port, and waits
 // until it answers PING. It is a no-op when the server is running. The
 // data set starts empty: the server keeps nothing on disk.
 func (s *Server) Start() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.proc != nil {
-		return nil
-	}
-	args := []string{
-		"--port", strconv.Itoa(s.port),
-		"--bind", "127.0.0.1",
-		"--save", "",
-		"--appendonly", "no",
-		"--dir", s.Dir,
-		"--logfile", filepath.Join(s.Dir, "redis.log"),
-		"--daemonize", "no",
-	}
-	if s.cluster {
-		args = append(args, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
-	}
-	cmd := exec.Command(s.bin, args...)
-	cmd.Dir = s.Dir
-	setProcAttr(cmd)
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("redistest: starting %s: %w", s.bin, err)
-	}
-	p := &proc{cmd: cmd, exited: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.exited)
-	}()
-	err := s.waitReady(p)
-	if err == nil && s.cluster {
-		err = s.waitCluster(p)
-	}
-	if err != nil {
-		cmd.Process.Kill()
-		<-p.exited
+	return s.proc.Start(func() *exec.Cmd {
+		args := []string{
+			"--port", strconv.Itoa(s.port),
+			"--bind", "127.0.0.1",
+			"--save", "",
+			"--appendonly", "no",
+			"--dir", s.Dir,
+			"--logfile", filepath.Join(s.Dir, "redis.log"),
+			"--daemonize", "no",
+		}
+		if s.cluster {
+			args = append(args, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+		}
+		cmd := exec.Command(s.bin, args...)
+		cmd.Dir = s.Dir
+		return cmd
+	}, func(r *testsrv.Run) error {
+		// Poll with PING until it answers, the process exits, or
+		// StartTimeout passes.
+		err := r.WaitReady(s.ping, StartTimeout, time.Millisecond, 50*time.Millisecond)
+		if err == nil && s.cluster {
+			err = s.waitCluster(r)
+		}
 		return err
-	}
-	s.proc = p
-	return nil
+	})
 }
 
 // waitCluster gives the node every hash slot, unless it has them from an
 // earlier run (its nodes.conf), and waits until the cluster is up.
-func (s *Server) waitCluster(p *proc) error {
+func (s *Server) waitCluster(r *testsrv.Run) error {
 	c := redis.NewClient(&redis.Options{Addr: s.Addr, DialTimeout: time.Second, MaxRetries: -1})
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), StartTimeout)
@@ -202,34 +163,14 @@ func (s *Server) waitCluster(p *proc) error {
 	}
 	for delay := time.Millisecond; !strings.Contains(info(), "cluster_state:ok"); delay = min(2*delay, 50*time.Millisecond) {
 		select {
-		case <-p.exited:
-			return fmt.Errorf("redistest: redis-server exited during start-up: %v\n%s", p.err, s.logTail())
+		case <-r.Exited():
+			return r.ExitError()
 		case <-ctx.Done():
 			return fmt.Errorf("redistest: cluster at %s not up within %v: %s", s.Addr, StartTimeout, info())
 		case <-time.After(delay):
 		}
 	}
 	return nil
-}
-
-// waitReady polls the server with PING until it answers, the process
-// exits, or StartTimeout passes.
-func (s *Server) waitReady(p *proc) error {
-	deadline := time.Now().Add(StartTimeout)
-	var last error
-	for delay := time.Millisecond; ; delay = min(2*delay, 50*time.Millisecond) {
-		if last = s.ping(); last == nil {
-			return nil
-		}
-		select {
-		case <-p.exited:
-			return fmt.Errorf("redistest: redis-server exited during start-up: %v\n%s", p.err, s.logTail())
-		case <-time.After(delay):
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("redistest: redis-server did not answer at %s within %v: %v\n%s", s.Addr, StartTimeout, last, s.logTail())
-		}
-	}
 }
 
 // ping sends PING in the inline protocol and expects +PONG.
@@ -258,53 +199,17 @@ func (s *Server) ping() error {
 // exited within 10 seconds, and waits until it has exited. Its port is then
 // closed: clients see connections refused. It is a no-op when the server
 // is not running.
-func (s *Server) Stop() error {
-	return s.stop(syscall.SIGTERM)
-}
+func (s *Server) Stop() error { return s.proc.Stop() }
 
 // Kill stops the server at once (SIGKILL), like a crash, and waits until it
 // has exited.
-func (s *Server) Kill() error {
-	return s.stop(syscall.SIGKILL)
-}
-
-func (s *Server) stop(sig syscall.Signal) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	p := s.proc
-	if p == nil {
-		return nil
-	}
-	if err := p.cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
-		return fmt.Errorf("redistest: signalling redis-server: %w", err)
-	}
-	timer := time.NewTimer(stopTimeout)
-	defer timer.Stop()
-	select {
-	case <-p.exited:
-	case <-timer.C:
-		p.cmd.Process.Kill()
-		<-p.exited
-	}
-	s.proc = nil
-	return nil
-}
+func (s *Server) Kill() error { return s.proc.Kill() }
 
 // Running reports whether the server process is running.
-func (s *Server) Running() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.proc != nil
-}
+func (s *Server) Running() bool { return s.proc.Running() }
 
 // Close stops the server and removes its directory.
-func (s *Server) Close() error {
-	err := s.Stop()
-	if rerr := os.RemoveAll(s.Dir); err == nil {
-		err = rerr
-	}
-	return err
-}
+func (s *Server) Close() error { return s.proc.Close(s.Dir) }
 
 // Options returns go-redis options for the server with short timeouts, as
 // a service that must not stall on its shared state would set them: dial,
@@ -348,21 +253,11 @@ func (s *Server) Client(t testing.TB) *redis.Client {
 }
 
 // logTail returns the end of the server's log, for messages.
-func (s *Server) logTail() string {
-	data, err := os.ReadFile(filepath.Join(s.Dir, "redis.log"))
-	if err != nil {
-		return ""
-	}
-	if len(data) > 2000 {
-		data = data[len(data)-2000:]
-	}
-	return string(bytes.TrimSpace(data))
-}
+func (s *Server) logTail() string { return testsrv.Tail(s.Dir, "redis.log") }
 
-var shared struct {
-	srv  *Server
-	skip string // why tests that need a server skip, when srv is nil
-}
+// harness is the server Main starts for the package, and the plumbing of
+// Shared and StartPrivate.
+var harness = testsrv.Harness[*Server]{Pkg: "redistest", Binary: Binary, Start: Start}
 
 // Main starts one server for the test package, runs its tests and stops
 // the server. Call it from TestMain:
@@ -372,42 +267,14 @@ var shared struct {
 // When the binary is missing, Main runs the tests anyway and [Shared]
 // skips those that need the server, unless CI is "true": then Main fails
 // at once. When the server is there but does not start, Main fails.
-func Main(m *testing.M) {
-	os.Exit(run(m))
-}
-
-func run(m *testing.M) int {
-	if _, err := Binary(); err != nil {
-		if InCI() {
-			fmt.Fprintf(os.Stderr, "FAIL: %v (CI=true, so a missing server is an error)\n", err)
-			return 1
-		}
-		shared.skip = err.Error()
-		return m.Run()
-	}
-	srv, err := Start()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "FAIL: %v\n", err)
-		return 1
-	}
-	shared.srv = srv
-	defer srv.Close()
-	return m.Run()
-}
+func Main(m *testing.M) { harness.Main(m) }
 
 // Shared returns the server that Main started for the package. When there
 // is none because the binary is missing, it skips t (or fails it when CI
 // is "true"). Tests sharing it keep apart by using their own key names.
 func Shared(t testing.TB) *Server {
 	t.Helper()
-	if shared.srv != nil {
-		return shared.srv
-	}
-	if shared.skip == "" {
-		t.Fatal("redistest: no server: call redistest.Main from TestMain")
-	}
-	unavailable(t, shared.skip)
-	return nil
+	return harness.Shared(t)
 }
 
 // StartPrivate starts a server for t alone, for tests that stop and start
@@ -426,25 +293,5 @@ func StartPrivateCluster(t testing.TB) *Server {
 
 func startPrivate(t testing.TB, cluster bool) *Server {
 	t.Helper()
-	if _, err := Binary(); err != nil {
-		unavailable(t, err.Error())
-	}
-	srv, err := start(cluster)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := srv.Close(); err != nil {
-			t.Errorf("redistest: closing server: %v", err)
-		}
-	})
-	return srv
-}
-
-func unavailable(t testing.TB, why string) {
-	t.Helper()
-	if InCI() {
-		t.Fatalf("%s (CI=true, so a missing server is an error)", why)
-	}
-	t.Skip(why)
+	return harness.StartPrivate(t, func() (*Server, error) { return start(cluster) })
 }

@@ -1,4 +1,4 @@
-package redistest
+package testsrv
 
 import (
 	"os/exec"
