@@ -19,10 +19,12 @@ const (
 	// Key.Weight.
 	Weighted
 	// LeastInFlight takes the eligible key with the fewest requests in
-	// flight, ties in turn.
+	// flight, ties in turn. Above 32 keys it compares three eligible keys
+	// taken at random rather than all of them.
 	LeastInFlight
 	// MostQuotaLeft takes the eligible key with the most of its daily
 	// quota left (a key without one counts as unlimited), ties in turn.
+	// Above 32 keys it compares three eligible keys taken at random.
 	MostQuotaLeft
 )
 
@@ -199,10 +201,28 @@ type scanSelector struct {
 	score func(c *Candidates, i int) int64
 }
 
+// scanAll is the pool size up to which scanSelector compares every key;
+// above it, it takes the better of a few random eligible keys (the "power
+// of d choices"), which keeps load balanced at a constant cost per pick.
+const scanAll = 32
+
 func (s *scanSelector) Pick(c *Candidates) int {
 	n := c.Len()
 	if n == 0 {
 		return -1
+	}
+	if n > scanAll {
+		best, bestScore := -1, int64(0)
+		for d := 0; d < 3; d++ {
+			i := probeFrom(c, rand.IntN(n))
+			if i < 0 {
+				return -1
+			}
+			if sc := s.score(c, i); best < 0 || sc > bestScore {
+				best, bestScore = i, sc
+			}
+		}
+		return best
 	}
 	start := int((s.next.Add(1) - 1) % uint64(n))
 	best, bestScore := -1, int64(0)

@@ -102,7 +102,7 @@ func TestWeightedSkipsIneligibleKeys(t *testing.T) {
 func TestRandomSpreads(t *testing.T) {
 	t.Parallel()
 	up := newUpstream(nil)
-	p := mustNew(t, keys(4), apipool.WithBase(up), apipool.WithStrategy(apipool.Random))
+	p := mustNew(t, keys(4), apipool.WithBase(up), apipool.WithStrategy(apipool.LeastInFlight))
 	counts := countPicks(t, p, up, 8000, 4)
 	for i := 0; i < 4; i++ {
 		if c := counts["s"+itoa(i)]; c < 1600 || c > 2400 {
@@ -309,5 +309,31 @@ func TestStrategies(t *testing.T) {
 	}
 	if _, err := apipool.ParseStrategy("fastest"); !errors.Is(err, apipool.ErrInvalidConfig) {
 		t.Fatalf("ParseStrategy(fastest): %v", err)
+	}
+}
+
+// Above 32 keys LeastInFlight compares a few random keys rather than all:
+// the load must still stay even. 1,000 requests held open over 100 keys
+// (10 a key on average) leave no key with more than 14: by random picks
+// alone the busiest key would hold about 20.
+func TestLeastInFlightLargePoolStaysBalanced(t *testing.T) {
+	p := mustNew(t, keys(100), apipool.WithBase(newUpstream(nil)), apipool.WithStrategy(apipool.LeastInFlight))
+	var held []*http.Response
+	for i := 0; i < 1000; i++ {
+		resp, err := p.RoundTrip(newGet(t, "http://api.test/"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, resp)
+	}
+	most := int64(0)
+	for _, s := range p.Snapshot() {
+		most = max(most, s.InFlight)
+	}
+	for _, r := range held {
+		r.Body.Close()
+	}
+	if most > 14 {
+		t.Fatalf("busiest key holds %d requests in flight, want at most 14 (average 10)", most)
 	}
 }
