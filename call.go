@@ -374,7 +374,7 @@ func (t *Transport) record(c *call, k *keyState, st status.Status, latency time.
 		Status:        st,
 		Latency:       latency,
 		Attempt:       attempt,
-		Method:        r.Method,
+		Method:        method(r),
 		Host:          r.URL.Host,
 		Operation:     OperationFrom(r.Context()),
 		RequestBytes:  -1,
@@ -382,9 +382,6 @@ func (t *Transport) record(c *call, k *keyState, st status.Status, latency time.
 		ErrorType:     errType,
 		TraceID:       sc.TraceID(),
 		SpanID:        sc.SpanID(),
-	}
-	if e.Method == "" {
-		e.Method = http.MethodGet
 	}
 	if k != nil {
 		e.KeyID, e.KeyFingerprint = k.key.ID, k.fp
@@ -404,10 +401,6 @@ func (t *Transport) record(c *call, k *keyState, st status.Status, latency time.
 // errorType names an attempt's failure in a few secret-free words.
 func errorType(st status.Status, err error) string {
 	if err == nil {
-		switch st {
-		case status.Success, status.ClientError:
-			return ""
-		}
 		return ""
 	}
 	switch st {
