@@ -102,7 +102,7 @@ func TestWeightedSkipsIneligibleKeys(t *testing.T) {
 func TestRandomSpreads(t *testing.T) {
 	t.Parallel()
 	up := newUpstream(nil)
-	p := mustNew(t, keys(4), apipool.WithBase(up), apipool.WithStrategy(apipool.LeastInFlight))
+	p := mustNew(t, keys(4), apipool.WithBase(up), apipool.WithStrategy(apipool.Random))
 	counts := countPicks(t, p, up, 8000, 4)
 	for i := 0; i < 4; i++ {
 		if c := counts["s"+itoa(i)]; c < 1600 || c > 2400 {
