@@ -2,6 +2,7 @@ package clickhouse
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -15,7 +16,7 @@ import (
 // the interval has ticked.
 func TestTrickleBatchesByInterval(t *testing.T) {
 	srv := chtest.Shared(t)
-	s, err := New(context.Background(), Config{Addrs: []string{srv.Addr}, Table: "trickle", FlushInterval: 100 * time.Millisecond})
+	s, err := New(context.Background(), Config{Addrs: []string{srv.Addr}, Table: fmt.Sprintf("trickle_%d", time.Now().UnixNano()), FlushInterval: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
