@@ -1,12 +1,29 @@
 #!/usr/bin/env bash
-# Installs what the test suite needs on a fresh Debian machine: the
-# ClickHouse server (integration tests start private instances of it) and
-# the Redis server. Needs root to install; elsewhere it says what is missing.
+# Installs what the test suite needs on a fresh Debian machine. Every server
+# is started privately by the tests themselves (free loopback port, data in a
+# temp directory); the packages' own services are stopped and never used.
+#   clickhouse-server  recorder/clickhouse, examples/clickhouse, bench
+#   redis-server       redisstate, bench
+#   postgresql         recorder/sql (PostgreSQL dialect)
+#   mariadb-server     recorder/sql (MySQL/MariaDB dialect)
+#   zookeeper          recorder/clickhouse cluster tests (replicated tables)
+#   chromium           dashboard browser tests (headless)
+#   curl               cmd/apipool proxy tests (a real client)
+# Node.js and npm come with the machine; the proxy's npm test installs its
+# pinned packages itself.
+# Needs root to install; elsewhere it says what is missing.
 set -euo pipefail
 
+have() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/bin/$1" ]; }
+
 need=()
-[ -x /usr/sbin/clickhouse-server ] || command -v clickhouse-server >/dev/null 2>&1 || need+=(clickhouse-server)
-command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+have clickhouse-server || need+=(clickhouse-server)
+have redis-server || need+=(redis-server)
+{ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; } || need+=(postgresql)
+{ have mariadbd && have mariadb-install-db; } || need+=(mariadb-server)
+[ -f /usr/share/zookeeper/bin/zkServer.sh ] || need+=(zookeeper)
+{ have chromium; } || need+=(chromium)
+have curl || need+=(curl)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
@@ -18,9 +35,12 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "install-test-deps: installing ${need[*]}"
 export DEBIAN_FRONTEND=noninteractive
+# Keep the packages' own services from starting at install time.
+printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+chmod +x /usr/sbin/policy-rc.d
+trap 'rm -f /usr/sbin/policy-rc.d' EXIT
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-# The packages' own services are not used: tests start private servers.
-for svc in clickhouse-server redis-server; do
+for svc in clickhouse-server redis-server postgresql mariadb zookeeper; do
   if command -v service >/dev/null 2>&1; then service "$svc" stop >/dev/null 2>&1 || true; fi
 done
