@@ -2,7 +2,7 @@ package apipool
 
 import (
 	"errors"
-		"strconv"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -111,4 +111,3 @@ var ErrInvalidConfig = errors.New("apipool: invalid configuration")
 
 // Is makes errors.Is(err, ErrInvalidConfig) true.
 func (e *ConfigError) Is(target error) bool { return target == ErrInvalidConfig }
-

@@ -60,8 +60,8 @@ const (
 type disableInfo struct {
 	reason  string
 	at      time.Time
-	retryAt time.Time // when a trial request may test the key; zero: never by itself
-	strikes int       // disables in a row, for the retry backoff
+	retryAt time.Time    // when a trial request may test the key; zero: never by itself
+	strikes int          // disables in a row, for the retry backoff
 	prev    *disableInfo // the disable this one replaced (its own prev dropped), or nil
 }
 

@@ -2,9 +2,9 @@ package apipool
 
 import (
 	"fmt"
-	"slices"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
