@@ -165,6 +165,9 @@ func (t *Transport) reserve(ctx context.Context, c *call, k *keyState, now time.
 		return false
 	}
 	c.trial = false
+	if k.budget.expire(now) {
+		k.gate.CompareAndSwap(gateOpen, gateTrial) // a new window: one request learns its count first
+	}
 	if k.gate.Load() == gateTrial || k.disabled.Load() != nil {
 		if !k.gate.CompareAndSwap(gateTrial, gateTrialOut) {
 			return undo(0)
