@@ -146,6 +146,8 @@ func (t *Transport) learnBudget(k *keyState, h http.Header, now time.Time) {
 	k.budget.set(w.Remaining, w.Limit, reset, k.inFlight.Load(), now)
 	if w.Remaining == 0 {
 		k.gate.CompareAndSwap(gateOpen, gateTrial) // after the reset, one request first
+		// The other replicas learn it as a cooldown until the reset.
+		t.publish(StateChange{KeyID: k.key.ID, Kind: ChangeCooldown, Until: reset, At: now})
 	}
 }
 

@@ -23,8 +23,10 @@ const (
 	// flight, ties in turn. Above 32 keys it compares three eligible keys
 	// taken at random rather than all of them.
 	LeastInFlight
-	// MostQuotaLeft takes the eligible key with the most of its daily
-	// quota left (a key without one counts as unlimited), ties in turn.
+	// MostQuotaLeft takes the eligible key with the most quota left: the
+	// lesser of its daily quota left and the requests its provider's
+	// rate-limit headers say are left in the current window (a key with
+	// neither counts as unlimited), ties in turn.
 	// Above 32 keys it compares three eligible keys taken at random.
 	MostQuotaLeft
 )
@@ -105,9 +107,13 @@ func newSelector(s Strategy) Selector {
 		return &scanSelector{score: func(c *Candidates, i int) int64 { return -c.ks.keys[i].inFlight.Load() }}
 	case MostQuotaLeft:
 		return &scanSelector{score: func(c *Candidates, i int) int64 {
-			q := c.ks.keys[i].quotaLeft(c.call.now)
+			k := c.ks.keys[i]
+			q := k.quotaLeft(c.call.now)
 			if q < 0 {
-				return 1 << 62
+				q = 1 << 62
+			}
+			if r, _, _ := k.budget.view(c.call.now); r >= 0 && r < q {
+				q = r // the provider's own count, when its headers tell it
 			}
 			return q
 		}}
