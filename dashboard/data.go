@@ -170,14 +170,6 @@ func share(n, total int64) *float64 {
 
 func ms(d time.Duration) *float64 { return ptr(float64(d.Microseconds()) / 1000) }
 
-func sum(m map[string]int64) int64 {
-	var n int64
-	for _, v := range m {
-		n += v
-	}
-	return n
-}
-
 func (h *handler) serveKeys(w http.ResponseWriter, r *http.Request) {
 	win, ok := parseWindow(r)
 	if !ok {

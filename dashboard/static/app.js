@@ -171,7 +171,18 @@
     charts[id] = { sig: sig, plot: new uPlot(opts, data, $(id)) };
   }
 
-  var axes = [{ stroke: '#5f6b76', grid: { stroke: '#eef0f2' } }, { stroke: '#5f6b76', grid: { stroke: '#eef0f2' } }];
+  function compact(v) {
+    if (v === null || v === undefined) return '';
+    var a = Math.abs(v);
+    if (a >= 1e6) return +(v / 1e6).toFixed(1) + 'M';
+    if (a >= 1e3) return +(v / 1e3).toFixed(1) + 'k';
+    return +v.toFixed(2) + '';
+  }
+  var axes = [
+    { stroke: '#5f6b76', grid: { stroke: '#eef0f2' }, ticks: { stroke: '#eef0f2' } },
+    { stroke: '#5f6b76', grid: { stroke: '#eef0f2' }, ticks: { stroke: '#eef0f2' }, size: 56,
+      values: function (self, vals) { return vals.map(compact); } }
+  ];
 
   function renderCharts(u) {
     // Requests by status, stacked: series i holds statuses 0..i added
