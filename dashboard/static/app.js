@@ -238,7 +238,7 @@
           var p99 = /p99$/.test(s.name);
           return {
             label: s.name, stroke: palette[Math.floor(i / 2) % palette.length], width: 2,
-            dash: p99 ? [6, 4] : undefined, points: { show: true, size: 5 }, spanGaps: false
+            dash: p99 ? [6, 4] : undefined, points: { show: true, size: 8, width: 2 }, spanGaps: false
           };
         }))
       };
