@@ -265,13 +265,25 @@
     });
   }
 
-  document.querySelectorAll('#windows button').forEach(function (b) {
-    b.addEventListener('click', function () {
-      win = b.dataset.window;
-      document.querySelectorAll('#windows button').forEach(function (o) { o.classList.toggle('on', o === b); });
-      refresh();
+  // selectWindow shows the window named w (15m, 1h, 24h); the URL's
+  // fragment keeps it across reloads (#15m).
+  function selectWindow(w, fetchNow) {
+    var found = false;
+    document.querySelectorAll('#windows button').forEach(function (o) {
+      var on = o.dataset.window === w;
+      o.classList.toggle('on', on);
+      found = found || on;
     });
+    if (!found) return false;
+    win = w;
+    if (location.hash !== '#' + w) history.replaceState(null, '', '#' + w);
+    if (fetchNow) refresh();
+    return true;
+  }
+  document.querySelectorAll('#windows button').forEach(function (b) {
+    b.addEventListener('click', function () { selectWindow(b.dataset.window, true); });
   });
+  if (location.hash.length > 1) selectWindow(location.hash.slice(1), false);
 
   if (cfg.actions) {
     document.querySelector('#keys tbody').addEventListener('click', function (ev) {
