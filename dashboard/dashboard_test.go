@@ -166,7 +166,7 @@ func TestKeysAPI(t *testing.T) {
 		t.Fatalf("rows %v, want the pool's keys in order", ids)
 	}
 	a, b, c, e := body.Keys[0], body.Keys[1], body.Keys[2], body.Keys[4]
-	if a.State != "active" || a.Breaker != "closed" || a.QuotaLeft != nil || a.Remaining != nil {
+	if a.State != "active" || a.Breaker != "closed" || a.QuotaLeft != nil || a.ProviderRemaining != nil {
 		t.Errorf("alpha: %+v", a)
 	}
 	if *a.Requests != 12 || *a.Succeeded != 10 || *a.RateLimited != 2 {
@@ -225,6 +225,9 @@ func TestKeysAPICooling(t *testing.T) {
 	a := body.Keys[0]
 	if a.State != "cooling" || a.CoolingUntil == nil {
 		t.Fatalf("alpha after a 429 with Retry-After 3600: %+v", a)
+	}
+	if a.CoolingReason == "" || a.Hold == "" || a.HoldUntil == nil {
+		t.Errorf("alpha cooling: reason %q, hold %q until %v; want them set", a.CoolingReason, a.Hold, a.HoldUntil)
 	}
 	if d := a.CoolingUntil.Sub(before); d < 3590*time.Second || d > 3700*time.Second {
 		t.Errorf("alpha cools until %v, %v after the request; want about an hour", a.CoolingUntil, d)

@@ -63,11 +63,20 @@ type KeyRow struct {
 	Breaker   string `json:"breaker"`
 	InFlight  int64  `json:"in_flight"`
 	QuotaLeft *int64 `json:"quota_left"` // today's quota left; null without a daily quota
-	// Remaining and RemainingReset are the provider's own count and its
-	// reset, where known.
-	Remaining      *int64     `json:"remaining"`
-	RemainingReset *time.Time `json:"remaining_reset"`
-	Weight         int        `json:"weight"`
+	// DisabledRetryAt is when a trial request tests a disabled key
+	// again; null when only Enable or a probe puts it back.
+	DisabledRetryAt *time.Time `json:"disabled_retry_at"`
+	// Hold says why the key cannot take a request now ("" when it can),
+	// HoldUntil until when, where known.
+	Hold      string     `json:"hold"`
+	HoldUntil *time.Time `json:"hold_until"`
+	// ProviderRemaining, ProviderLimit and ProviderReset are the
+	// upstream's own count for the key, from its rate-limit headers,
+	// where known.
+	ProviderRemaining *int64     `json:"provider_remaining"`
+	ProviderLimit     *int64     `json:"provider_limit"`
+	ProviderReset     *time.Time `json:"provider_reset"`
+	Weight            int        `json:"weight"`
 	// Attempts through the key in the window, and how many succeeded
 	// or were rate limited.
 	Requests         *int64   `json:"requests"`
@@ -223,28 +232,32 @@ func with(q recorder.Query, st status.Status) recorder.Query {
 }
 
 func (h *handler) row(s apipool.KeyStatus) KeyRow {
-	x := h.cfg.extra(s)
 	k := KeyRow{
-		ID: s.ID, Fingerprint: s.Fingerprint, State: s.State, CoolingReason: x.CoolingReason,
+		ID: s.ID, Fingerprint: s.Fingerprint, State: s.State, CoolingReason: s.CoolingReason,
 		Disabled: s.Disabled, DisabledReason: s.DisabledReason, Breaker: s.Breaker.String(),
-		InFlight: s.InFlight, Weight: s.Weight,
-	}
-	if !s.CoolingUntil.IsZero() {
-		k.CoolingUntil = ptr(s.CoolingUntil.UTC())
-	}
-	if !s.DisabledAt.IsZero() {
-		k.DisabledAt = ptr(s.DisabledAt.UTC())
-	}
-	if s.QuotaLeft >= 0 {
-		k.QuotaLeft = ptr(s.QuotaLeft)
-	}
-	if x.Remaining >= 0 {
-		k.Remaining = ptr(x.Remaining)
-	}
-	if !x.ResetAt.IsZero() {
-		k.RemainingReset = ptr(x.ResetAt.UTC())
+		InFlight: s.InFlight, Weight: s.Weight, Hold: s.Hold,
+		CoolingUntil: timePtr(s.CoolingUntil), DisabledAt: timePtr(s.DisabledAt),
+		DisabledRetryAt: timePtr(s.DisabledRetryAt), HoldUntil: timePtr(s.HoldUntil),
+		QuotaLeft: countPtr(s.QuotaLeft), ProviderRemaining: countPtr(s.ProviderRemaining),
+		ProviderLimit: countPtr(s.ProviderLimit), ProviderReset: timePtr(s.ProviderReset),
 	}
 	return k
+}
+
+// timePtr is t in UTC, or nil for the zero time (not known, or not set).
+func timePtr(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return ptr(t.UTC())
+}
+
+// countPtr is n, or nil for -1 (not known, or no such limit).
+func countPtr(n int64) *int64 {
+	if n < 0 {
+		return nil
+	}
+	return ptr(n)
 }
 
 func (h *handler) serveTotals(w http.ResponseWriter, r *http.Request) {

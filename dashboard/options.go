@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/apipool-ng/apipool"
 	"github.com/apipool-ng/apipool/recorder"
 )
 
@@ -28,18 +27,6 @@ type optionFunc func(*config) error
 
 func (f optionFunc) apply(c *config) error { return f(c) }
 
-// KeyExtra is what the dashboard shows of a key beyond apipool.KeyStatus:
-// the provider's own view of its quota, when known.
-type KeyExtra struct {
-	// Remaining is the provider's remaining request count (for example
-	// from x-ratelimit-remaining headers), or -1 when unknown.
-	Remaining int64
-	// ResetAt is when the provider's count resets, or zero when unknown.
-	ResetAt time.Time
-	// CoolingReason says why the key cools down, or "" when unknown.
-	CoolingReason string
-}
-
 // Refresh bounds.
 const (
 	DefaultRefresh = 3 * time.Second
@@ -60,13 +47,12 @@ type config struct {
 	refresh   time.Duration
 	now       func() time.Time
 	waits     func() int64
-	extra     func(apipool.KeyStatus) KeyExtra
 	chartKeys int
 	title     string
 }
 
 func defaultConfig() config {
-	return config{refresh: DefaultRefresh, now: time.Now, extra: defaultExtra, chartKeys: DefaultChartKeys, title: "apipool"}
+	return config{refresh: DefaultRefresh, now: time.Now, chartKeys: DefaultChartKeys, title: "apipool"}
 }
 
 // WithStats sets where the dashboard reads usage stats from. By default it
@@ -143,19 +129,6 @@ func WithWaits(waits func() int64) Option {
 	})
 }
 
-// WithKeyExtra sets a function that tells, for a key, what the pool's
-// snapshot does not hold yet: the provider's remaining count, its reset
-// time and why the key cools down. Without it those show "-".
-func WithKeyExtra(extra func(apipool.KeyStatus) KeyExtra) Option {
-	return optionFunc(func(c *config) error {
-		if extra == nil {
-			extra = defaultExtra
-		}
-		c.extra = extra
-		return nil
-	})
-}
-
 // WithChartKeys sets how many keys the per-key charts draw, the busiest
 // in the window first, the rest summed as "other keys": DefaultChartKeys
 // (8) by default, from 1 to 64.
@@ -191,11 +164,4 @@ func WithClock(now func() time.Time) Option {
 		c.now = now
 		return nil
 	})
-}
-
-// defaultExtra is the adapter from the pool's snapshot to what the
-// dashboard shows beyond it. apipool.KeyStatus has no provider counts or
-// cooldown reason yet; when it gets them, read them here.
-func defaultExtra(apipool.KeyStatus) KeyExtra {
-	return KeyExtra{Remaining: -1}
 }

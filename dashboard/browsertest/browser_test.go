@@ -369,7 +369,7 @@ func TestDashboardInBrowser(t *testing.T) {
 		// columns: ID, fingerprint, state, breaker, in flight, quota,
 		// provider remaining, requests, success, rate limited, p50, p99.
 		want := map[int]string{0: k.ID, 1: k.Fingerprint, 3: k.Breaker, 4: strconv.FormatInt(k.InFlight, 10),
-			5: num(k.QuotaLeft), 6: num(k.Remaining), 7: num(k.Requests), 8: pct(k.SuccessShare), 9: pct(k.RateLimitedShare)}
+			5: num(k.QuotaLeft), 7: num(k.Requests), 8: pct(k.SuccessShare), 9: pct(k.RateLimitedShare)}
 		for i, w := range want {
 			if row.Cells[i] != w {
 				t.Errorf("%s column %d: page %q, API %q", k.ID, i, row.Cells[i], w)

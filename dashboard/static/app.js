@@ -94,6 +94,9 @@
     } else if (k.disabled) {
       detail = k.disabled_reason || 'disabled';
       if (k.disabled_at) detail += ' (since ' + clock(k.disabled_at) + ')';
+      if (k.disabled_retry_at) detail += '; trial ' + inSeconds(k.disabled_retry_at);
+    } else if (k.state !== 'active' && k.hold) {
+      detail = k.hold + (k.hold_until ? ' until ' + clock(k.hold_until) + ' (' + inSeconds(k.hold_until) + ')' : '');
     } else if (k.state === 'limited') {
       detail = 'at a rate, in-flight or daily limit';
     }
@@ -114,8 +117,9 @@
       tr.appendChild(el('td', 'breaker', k.breaker));
       tr.appendChild(el('td', 'n inflight', k.in_flight));
       tr.appendChild(el('td', 'n quota', num(k.quota_left)));
-      var rem = num(k.remaining);
-      if (k.remaining !== null && k.remaining_reset) rem += ' (reset ' + clock(k.remaining_reset) + ')';
+      var rem = num(k.provider_remaining);
+      if (k.provider_remaining !== null && k.provider_limit !== null) rem += ' / ' + k.provider_limit;
+      if (k.provider_remaining !== null && k.provider_reset) rem += ' (reset ' + clock(k.provider_reset) + ')';
       tr.appendChild(el('td', 'n remaining', rem));
       tr.appendChild(el('td', 'n requests', num(k.requests)));
       tr.appendChild(el('td', 'n success', pct(k.success_share)));
