@@ -295,8 +295,10 @@ func (t *Transport) endTrial(k *keyState, st status.Status) {
 func (t *Transport) coolFor(k *keyState, resp *http.Response, now time.Time) {
 	ref := now
 	if resp != nil {
-		if d, err := http.ParseTime(resp.Header.Get("Date")); err == nil {
-			ref = d
+		if v := resp.Header.Get("Date"); v != "" {
+			if d, err := http.ParseTime(v); err == nil {
+				ref = d
+			}
 		}
 	}
 	var d time.Duration
