@@ -43,8 +43,8 @@ type call struct {
 	replayable bool
 	bodySent   bool // the original req.Body went out (the base closes it)
 
-	waiter    *waiter   // this call's place in the wait queue, while queued
-	hasWaited bool      // counted in Transport.Waits
+	waiter    *waiter // this call's place in the wait queue, while queued
+	hasWaited bool    // counted in Transport.Waits
 
 	// The current attempt: its breaker ticket, whether it is its key's
 	// trial, and the cancel of a pool-imposed attempt timeout.

@@ -29,8 +29,8 @@ type Transport struct {
 	stats    recorder.Stats
 
 	tel     telemetry
-	shared  *sharedSync // nil without WithSharedState
-	waiters waitQueue   // requests waiting for a key, in arrival order
+	shared  *sharedSync  // nil without WithSharedState
+	waiters waitQueue    // requests waiting for a key, in arrival order
 	waits   atomic.Int64 // requests that waited for a key
 
 	keys   atomic.Pointer[keySet]

@@ -22,7 +22,7 @@ import (
 
 const (
 	fullBenchEvents = 1_000_000
-	benchKeys   = 20
+	benchKeys       = 20
 )
 
 // benchNow is where the benchmarks' windows end; their events fill the 24
