@@ -2,7 +2,6 @@ package sql_test
 
 import (
 	"context"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -10,29 +9,30 @@ import (
 	sqlrec "github.com/apipool-ng/apipool/recorder/sql"
 )
 
-// newSQLite opens a store on a new SQLite file in t's temporary directory.
-func newSQLite(t *testing.T, cfg sqlrec.Config) *sqlrec.Store {
-	t.Helper()
-	cfg.Driver = "sqlite"
-	if cfg.DSN == "" {
-		cfg.DSN = filepath.Join(t.TempDir(), "usage.db")
+func TestConformance(t *testing.T) {
+	for _, driver := range drivers {
+		t.Run(driver, func(t *testing.T) {
+			recordertest.Run(t, func(t *testing.T) recordertest.Store {
+				cfg := sqlrec.Config{Driver: driver, DSN: dsnFor(t, driver)}
+				s, err := sqlrec.New(context.Background(), cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return s
+			})
+		})
 	}
-	s, err := sqlrec.New(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
 }
 
-func TestConformanceSQLite(t *testing.T) {
-	recordertest.Run(t, func(t *testing.T) recordertest.Store {
-		return newSQLite(t, sqlrec.Config{})
-	})
-}
-
-func TestConformanceSQLiteRecentBase(t *testing.T) {
+// TestConformanceRecentBase runs the suite on events of the last hours,
+// in small batches, with a retention that keeps them all.
+func TestConformanceRecentBase(t *testing.T) {
 	base := time.Now().Truncate(time.Hour).Add(-4 * time.Hour)
 	recordertest.RunBase(t, base, func(t *testing.T) recordertest.Store {
-		return newSQLite(t, sqlrec.Config{BatchSize: 100})
+		s, err := sqlrec.New(context.Background(), sqlrec.Config{Driver: "sqlite", DSN: dsnFor(t, "sqlite"), BatchSize: 100, Retention: 24 * time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
 	})
 }
