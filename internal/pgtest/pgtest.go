@@ -151,7 +151,7 @@ func newServer(dir, bin string, port int, cred *syscall.Credential) *Server {
 		StopTimeout: 20 * time.Second,
 		// A fast shutdown: SIGTERM's smart shutdown waits for clients.
 		StopSignal: syscall.SIGINT,
-		LogTail:     s.logTail,
+		LogTail:    s.logTail,
 	}
 	return s
 }
