@@ -168,6 +168,14 @@ func (s *Store) migrateTo(ctx context.Context, target int) error {
 		}
 		defer conn.ExecContext(context.WithoutCancel(ctx), "SELECT RELEASE_LOCK(?)", t.schema)
 	}
+	// An event table made by someone else, of another layout, stays as it
+	// is: say so before the migrations trip over it.
+	if rows, err := conn.QueryContext(ctx, "SELECT 1 FROM "+t.events+" WHERE 1 = 0"); err == nil {
+		rows.Close()
+		if err := checkTable(ctx, conn, t.events, eventColumns); err != nil {
+			return err
+		}
+	}
 	// PostgreSQL and SQLite change the schema in one transaction; MySQL
 	// commits each DDL statement by itself, under the lock above.
 	tx, err := conn.BeginTx(ctx, nil)
@@ -215,13 +223,6 @@ func (s *Store) migrateTo(ctx context.Context, target int) error {
 		for _, stmt := range migrations[v](d, t, collation) {
 			if _, err := tx.ExecContext(ctx, stmt); err != nil {
 				return &SchemaError{Table: tableOf(stmt), Err: fmt.Errorf("migrating to schema version %d: %w", v, err)}
-			}
-		}
-		if v == 1 {
-			// A table of the same name made by someone else stays as it
-			// was: say so before the next steps read it.
-			if err := checkTable(ctx, tx, t.events, eventColumns); err != nil {
-				return err
 			}
 		}
 		q := "UPDATE " + t.schema + " SET version = ?"
