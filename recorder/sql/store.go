@@ -12,7 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/go-sql-driver/mysql"
+	_ "github.com/go-sql-driver/mysql" // the "mysql" driver
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
 	_ "modernc.org/sqlite" // the "sqlite" driver
@@ -516,11 +516,4 @@ func (s *Store) DeleteOlderThan(ctx context.Context, before time.Time) (int64, e
 			return total, nil
 		}
 	}
-}
-
-// isMySQLError reports whether err is a MySQL server error of the given
-// number.
-func isMySQLError(err error, number uint16) bool {
-	var me *mysql.MySQLError
-	return errors.As(err, &me) && me.Number == number
 }
