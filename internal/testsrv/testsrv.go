@@ -119,6 +119,8 @@ type Process struct {
 	StopTimeout time.Duration
 	// LogTail returns the end of the server's logs, for messages.
 	LogTail func() string
+	// StopSignal is the signal Stop sends. Default: SIGTERM.
+	StopSignal syscall.Signal
 
 	mu  sync.Mutex
 	run *Run // the running process, or nil
@@ -201,10 +203,13 @@ func (r *Run) WaitReady(ping func() error, timeout, first, most time.Duration) e
 	}
 }
 
-// Stop stops the process gracefully (SIGTERM), killing it if it has not
+// Stop stops the process gracefully (StopSignal, SIGTERM by default), killing it if it has not
 // exited within StopTimeout, and waits until it has exited. It is a no-op
 // when the process is not running.
 func (p *Process) Stop() error {
+	if p.StopSignal != 0 {
+		return p.stop(p.StopSignal)
+	}
 	return p.stop(syscall.SIGTERM)
 }
 
