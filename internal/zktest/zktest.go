@@ -100,9 +100,11 @@ func Start() (*Server, error) {
 }
 
 func (s *Server) writeConfig() error {
-	// tickTime bounds session timeouts: clients may ask for 2 to 20
-	// ticks. The four-letter word srvr tells when the server serves.
-	cfg := fmt.Sprintf(`tickTime=500
+	// Sessions may last up to a minute, so that clients' sessions (30 s
+	// for ClickHouse) outlive a server stopped for a few seconds. The
+	// four-letter word srvr tells when the server serves.
+	cfg := fmt.Sprintf(`tickTime=1000
+maxSessionTimeout=60000
 initLimit=10
 syncLimit=5
 dataDir=%s
