@@ -228,7 +228,7 @@ func (w *writer) send() error {
 		return err
 	}
 	if w.batch == nil {
-		b, err := w.s.conn.PrepareBatch(w.s.ctx, st.insertSQL)
+		b, err := w.s.conn.PrepareBatch(st.insertContext(w.s.ctx), st.insertSQL)
 		if err != nil {
 			return w.serverError(classify(err))
 		}
@@ -269,7 +269,7 @@ func (w *writer) prepareNext(st *tableState) {
 		clear(w.next)
 		return
 	}
-	b, err := w.s.conn.PrepareBatch(w.s.ctx, st.insertSQL)
+	b, err := w.s.conn.PrepareBatch(st.insertContext(w.s.ctx), st.insertSQL)
 	if err != nil {
 		clear(w.next)
 		return
