@@ -267,7 +267,7 @@ func (s *Server) writeConfig(port int, extra string) error {
 // server is running.
 func (s *Server) Start() error {
 	return s.proc.Start(func() *exec.Cmd {
-		cmd := exec.Command(s.bin, "--config-file="+filepath.Join(s.Dir, "config.xml"))
+		cmd := exec.Command(s.bin, "--config-file="+filepath.Join(s.Dir, "config.xml"), "--pid-file="+s.pidFile())
 		cmd.Dir = s.Dir
 		return cmd
 	}, func(r *testsrv.Run) error {
@@ -313,6 +313,49 @@ func (s *Server) Stop() error { return s.proc.Stop() }
 // Kill stops the server at once (SIGKILL), like a crash, and waits until it
 // has exited.
 func (s *Server) Kill() error { return s.proc.Kill() }
+
+// Pause stops the server process where it is (SIGSTOP), like a server
+// that hangs: connections stay open and new ones are accepted by the
+// kernel, but nothing answers. Resume continues it. A test that pauses
+// the server must resume it before stopping it (Stop's SIGTERM waits for
+// a paused process to continue, then kills it after 15 seconds); Pause
+// resumes it when t ends, in case.
+func (s *Server) Pause(t testing.TB) error {
+	t.Helper()
+	t.Cleanup(func() { s.Resume() })
+	return s.signal(sigStop)
+}
+
+// Resume continues a paused server (SIGCONT).
+func (s *Server) Resume() error { return s.signal(sigCont) }
+
+func (s *Server) pidFile() string { return filepath.Join(s.Dir, "server.pid") }
+
+// signal sends sig to the server process, named by its pid file.
+func (s *Server) signal(sig os.Signal) error {
+	if sig == nil {
+		return fmt.Errorf("chtest: pausing a server needs SIGSTOP, which this system lacks")
+	}
+	if !s.Running() {
+		return fmt.Errorf("chtest: the server is not running")
+	}
+	b, err := os.ReadFile(s.pidFile())
+	if err != nil {
+		return fmt.Errorf("chtest: %w", err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return fmt.Errorf("chtest: bad pid file %s", s.pidFile())
+	}
+	p, err := os.FindProcess(pid)
+	if err != nil {
+		return fmt.Errorf("chtest: %w", err)
+	}
+	if err := p.Signal(sig); err != nil {
+		return fmt.Errorf("chtest: signalling the server: %w", err)
+	}
+	return nil
+}
 
 // Running reports whether the server process is running.
 func (s *Server) Running() bool { return s.proc.Running() }

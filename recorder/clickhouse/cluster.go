@@ -196,6 +196,18 @@ func (s *Store) setupCluster(ctx context.Context, v string, feat features) (*tab
 		st.insertSettings["insert_distributed_sync"] = 1
 	}
 	st.insertSQL = st.layout.insertSQL(target)
+	// Replicated tables drop a block they hold already: a batch is resent
+	// identical, with its token where the server has the setting (21.8
+	// on); the Distributed table passes both on to the shards.
+	engine, err := s.engineOf(ctx, local)
+	if err != nil {
+		return nil, err
+	}
+	var tok uint64
+	if err := s.conn.QueryRow(ctx, "SELECT count() FROM system.settings WHERE name = 'insert_deduplication_token'").Scan(&tok); err != nil {
+		return nil, err
+	}
+	st.dedup = dedupFor(engine, "", tok > 0)
 
 	if s.cfg.NoRollup {
 		return st, nil
@@ -246,10 +258,3 @@ func (s *Store) engineOf(ctx context.Context, name string) (string, error) {
 	return engine, rows.Err()
 }
 
-// insertContext returns ctx with the settings inserts need.
-func (st *tableState) insertContext(ctx context.Context) context.Context {
-	if len(st.insertSettings) == 0 {
-		return ctx
-	}
-	return clickhouse.Context(ctx, clickhouse.WithSettings(st.insertSettings))
-}
