@@ -121,6 +121,9 @@ func TestClusterCreatesReplicatedTablesOnEveryReplica(t *testing.T) {
 					}
 				}
 			}
+			if m := clickhouse.ResendMode(s); m != "identical" {
+				t.Errorf("resend mode %q, want identical (replicated tables drop identical blocks)", m)
+			}
 			const n = 2000
 			for i := range n {
 				s.Record(event(i))
