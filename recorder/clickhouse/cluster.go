@@ -257,4 +257,3 @@ func (s *Store) engineOf(ctx context.Context, name string) (string, error) {
 	}
 	return engine, rows.Err()
 }
-

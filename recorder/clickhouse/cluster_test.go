@@ -4,14 +4,17 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	chgo "github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/apipool-ng/apipool/internal/chtest"
 	"github.com/apipool-ng/apipool/recorder"
 	"github.com/apipool-ng/apipool/recorder/clickhouse"
+	"github.com/apipool-ng/apipool/status"
 )
 
 // The cluster tests share one cluster (chtest.SharedCluster: ZooKeeper
@@ -37,7 +40,10 @@ func syncReplicas(t *testing.T, c *chtest.Cluster, tables ...string) {
 	for _, r := range c.Replicas {
 		conn := r.Conn(t)
 		for _, tbl := range tables {
-			if err := conn.Exec(ctx, "SYSTEM SYNC REPLICA default."+tbl); err != nil {
+			if !strings.Contains(tbl, ".") {
+				tbl = "default." + tbl
+			}
+			if err := conn.Exec(ctx, "SYSTEM SYNC REPLICA "+tbl); err != nil {
 				t.Fatalf("replica %s: SYNC REPLICA %s: %v", r.Replica, tbl, err)
 			}
 		}
@@ -57,9 +63,9 @@ func wantOnceEverywhere(t *testing.T, c *chtest.Cluster, table string, n int) {
 }
 
 // wantOnceOn checks that events 0..n-1 are each once in table on srv.
-// It counts event ids as strings: 18.16 hashes a UUID by one half, which
-// the store's ids share, so that uniqExact(event_id) takes minutes over a
-// few hundred thousand rows.
+// It counts event ids as strings: 18.16 hashes a UUID by one of its
+// halves, which made uniqExact(event_id) take minutes over ids that share
+// one (the store's ids were once a fixed prefix and a counter).
 func wantOnceOn(t *testing.T, srv *chtest.Server, table string, n int) {
 	t.Helper()
 	var got tally
@@ -370,6 +376,104 @@ func TestClusterResendAfterLostAnswerIsWrittenOnce(t *testing.T) {
 				t.Fatal(err)
 			}
 			wantOnceEverywhere(t, c, cfg.Table, n)
+		})
+	}
+}
+
+// BenchmarkClusterThroughput measures the sustained rate from Record
+// (Block policy, 10,000-row batches) into a single server and into the
+// shared two-replica cluster, inserting into the local replicated table
+// or through the Distributed table, in the same run: the servers and
+// ZooKeeper run beside the client.
+func BenchmarkClusterThroughput(b *testing.B) {
+	c := chtest.SharedCluster(b)
+	for _, v := range []struct {
+		name             string
+		cluster, viaDist bool
+	}{
+		{"single", false, false},
+		{"cluster-local", true, false},
+		{"cluster-distributed", true, true},
+	} {
+		b.Run(v.name, func(b *testing.B) {
+			var cfg clickhouse.Config
+			if v.cluster {
+				cfg = clusterConfig(b, c)
+				cfg.InsertDistributed = v.viaDist
+			} else {
+				cfg = testConfig(b, chtest.Shared(b))
+			}
+			cfg.OnFull = clickhouse.Block
+			s := newStore(b, cfg)
+			e := benchEvent()
+			start := time.Now()
+			for i := 0; b.Loop(); i++ {
+				e.RequestBytes = int64(i)
+				s.Record(e)
+			}
+			if err := s.Flush(context.Background()); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "events/s")
+		})
+	}
+}
+
+// TestReadmeQueriesOnCluster runs each query of the README through the
+// cluster's Distributed tables, which carry the default names.
+func TestReadmeQueriesOnCluster(t *testing.T) {
+	c := chtest.SharedCluster(t)
+	cfg := clusterConfig(t, c)
+	cfg.Database = "readme"
+	cfg.Table = clickhouse.DefaultTable
+	s := newStore(t, cfg)
+	now := time.Now()
+	midnight := now.UTC().Truncate(24 * time.Hour)
+	for i := range 3000 {
+		st := status.Success
+		if i%5 == 0 {
+			st = status.ReachLimit
+		}
+		s.Record(recorder.Event{
+			Time:    maxTime(now.Add(-time.Duration(i)*time.Millisecond), midnight),
+			KeyID:   []string{"key-a", "key-b", "key-c"}[i%3],
+			Status:  st,
+			Latency: time.Duration(i%300) * time.Millisecond,
+		})
+	}
+	if err := s.Flush(ctxT(t, time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	// Flush returns once the server the store writes to has the events;
+	// the other replica has them once it has fetched the parts.
+	syncReplicas(t, c, "readme."+cfg.Table+"_local", "readme."+cfg.Table+"_1m_local")
+	queries := readmeQueries(t)
+	if len(queries) < 7 {
+		t.Fatalf("%d README queries", len(queries))
+	}
+	// Through the other replica: it reads the Distributed tables too.
+	conn, err := chgo.Open(&chgo.Options{Addr: []string{c.Replicas[1].Addr}, Auth: chgo.Auth{Database: "readme"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for name, q := range queries {
+		t.Run(name, func(t *testing.T) {
+			rows, err := conn.Query(ctxT(t, time.Minute), q)
+			if err != nil {
+				t.Fatalf("%v\n%s", err, q)
+			}
+			defer rows.Close()
+			n := 0
+			for rows.Next() {
+				n++
+			}
+			if err := rows.Err(); err != nil {
+				t.Fatal(err)
+			}
+			if n == 0 && name != "events written twice" {
+				t.Errorf("no rows:\n%s", q)
+			}
 		})
 	}
 }
