@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -476,4 +477,37 @@ func TestReadmeQueriesOnCluster(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestClusterNewWithAReplicaDown opens a store on a new table while one
+// replica is down: the ON CLUSTER statements time out waiting for it, the
+// store goes on with the tables on the replica it is connected to, and the
+// other replica creates them from the DDL queue when it is back.
+func TestClusterNewWithAReplicaDown(t *testing.T) {
+	c := chtest.SharedCluster(t)
+	r2 := c.Replicas[1]
+	t.Cleanup(func() { r2.Start() })
+	if err := r2.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	cfg := clusterConfig(t, c)
+	cfg.ReadTimeout = 4 * time.Second // ON CLUSTER waits 2 s for the missing replica
+	var logs lockedBuffer
+	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	s := newStore(t, cfg)
+	if !strings.Contains(logs.String(), "some replicas have not created the table yet") {
+		t.Errorf("no warning about the missing replica in the log:\n%s", logs.String())
+	}
+	s.Record(event(0))
+	if err := s.Flush(ctxT(t, time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if err := r2.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitZooKeeper(ctxT(t, time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the tables on the restarted replica", func() bool { return len(engines(t, r2, cfg.Table)) == 5 })
+	wantOnceEverywhere(t, c, cfg.Table, 1)
 }
