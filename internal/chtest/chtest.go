@@ -267,7 +267,7 @@ func (s *Server) writeConfig(port int, extra string) error {
 // server is running.
 func (s *Server) Start() error {
 	return s.proc.Start(func() *exec.Cmd {
-		cmd := exec.Command(s.bin, "--config-file="+filepath.Join(s.Dir, "config.xml"), "--pid-file="+s.pidFile())
+		cmd := exec.Command(s.bin, "--config-file="+filepath.Join(s.Dir, "config.xml"))
 		cmd.Dir = s.Dir
 		return cmd
 	}, func(r *testsrv.Run) error {
@@ -329,9 +329,7 @@ func (s *Server) Pause(t testing.TB) error {
 // Resume continues a paused server (SIGCONT).
 func (s *Server) Resume() error { return s.signal(sigCont) }
 
-func (s *Server) pidFile() string { return filepath.Join(s.Dir, "server.pid") }
-
-// signal sends sig to the server process, named by its pid file.
+// signal sends sig to the server process, found by its command line.
 func (s *Server) signal(sig os.Signal) error {
 	if sig == nil {
 		return fmt.Errorf("chtest: pausing a server needs SIGSTOP, which this system lacks")
@@ -339,13 +337,9 @@ func (s *Server) signal(sig os.Signal) error {
 	if !s.Running() {
 		return fmt.Errorf("chtest: the server is not running")
 	}
-	b, err := os.ReadFile(s.pidFile())
+	pid, err := findPID("--config-file=" + filepath.Join(s.Dir, "config.xml"))
 	if err != nil {
-		return fmt.Errorf("chtest: %w", err)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 0 {
-		return fmt.Errorf("chtest: bad pid file %s", s.pidFile())
+		return err
 	}
 	p, err := os.FindProcess(pid)
 	if err != nil {

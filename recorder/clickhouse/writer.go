@@ -119,6 +119,9 @@ type writer struct {
 	spillFull bool // the spill file refused rows; stop trying until a batch is written
 	closing   bool
 	closeCtx  context.Context
+	// closeSoon is set when Close's deadline is near (see spillLead).
+	closeSoon bool
+	soonT     *time.Timer
 
 	ticker *time.Ticker
 	retryT *time.Timer
@@ -168,6 +171,7 @@ func newWriter(s *Store, sp *spillFile) *writer {
 		ticker:  time.NewTicker(s.cfg.FlushInterval),
 		retryT:  stopped(),
 		probeT:  stopped(),
+		soonT:   stopped(),
 	}
 }
 
@@ -176,6 +180,7 @@ func (w *writer) run() {
 	defer w.ticker.Stop()
 	defer w.retryT.Stop()
 	defer w.probeT.Stop()
+	defer w.soonT.Stop()
 	for {
 		w.answerWaiters()
 		if w.closing && w.closeCtx.Err() != nil {
@@ -227,6 +232,11 @@ func (w *writer) wait() {
 	case ctx := <-w.closeCh:
 		w.closing, w.closeCtx = true, ctx
 		w.retryAt = time.Time{}
+		if dl, ok := ctx.Deadline(); ok {
+			w.soonT.Reset(max(time.Until(dl)-min(spillLead, time.Until(dl)/2), 0))
+		}
+	case <-w.soonT.C:
+		w.closeSoon = true
 	case <-closeDone:
 	}
 }
@@ -251,6 +261,7 @@ func (w *writer) maybeStart() {
 	if w.cur == nil {
 		if w.next != nil {
 			w.cur, w.next = w.next, nil
+			w.lastSpill = false
 		} else {
 			w.cur = w.load()
 		}
@@ -258,7 +269,7 @@ func (w *writer) maybeStart() {
 	if w.cur != nil && !w.cur.busy && !w.retryAt.After(time.Now()) {
 		w.start(w.cur, false)
 	}
-	if w.cur != nil && w.cur.busy && !w.cur.fromSpill && w.next == nil && !w.failing && w.q.len() >= w.size {
+	if w.cur != nil && w.cur.busy && w.next == nil && !w.failing && w.q.len() >= w.size {
 		w.next = w.fromQueue(w.size)
 		if w.next != nil {
 			w.start(w.next, true)
@@ -421,6 +432,7 @@ func (w *writer) succeeded(j *job, found bool) {
 	}
 	w.bo.reset()
 	w.retryAt = time.Time{}
+	w.lastErr = nil
 	w.s.setErr(nil)
 	w.done1(j)
 }
@@ -555,6 +567,17 @@ func (w *writer) peek(max int, dst []row) ([]row, takeMark) {
 	return dst, m
 }
 
+// discard consumes every queued event without converting it, and returns
+// how many there were.
+func (w *writer) discard() int {
+	var have int
+	w.carry, have = w.q.detach(w.carry, w.carryN, w.q.len())
+	w.carryN = have
+	m := takeMark{blocks: len(w.carry), n: w.carryN}
+	w.commitTake(m, false)
+	return m.n
+}
+
 // commitTake consumes the events that peek converted, into a batch
 // (toJob) or not.
 func (w *writer) commitTake(m takeMark, toJob bool) {
@@ -621,7 +644,7 @@ func (w *writer) maybeSpill() {
 		return
 	}
 	low := w.q.max / 4
-	if w.closing && w.failing {
+	if w.closing && (w.failing || w.closeSoon) {
 		low = 0
 	} else if w.q.len() < w.q.spillMark {
 		return
@@ -678,8 +701,13 @@ func (w *writer) finish() {
 
 // giveUpBudget bounds the time giveUp spends moving events to the spill
 // file after Close's context ended; what is left then is lost, and
-// counted.
-const giveUpBudget = 200 * time.Millisecond
+// counted. So that little is left then, Close moves every queued event to
+// the spill file from spillLead before its deadline (or half its time,
+// when shorter) while the server has not answered.
+const (
+	giveUpBudget = 100 * time.Millisecond
+	spillLead    = 500 * time.Millisecond
+)
 
 // giveUp ends a Close whose context ended: what is left goes to the spill
 // file, or is lost. An attempt still running is left to end by itself
@@ -706,13 +734,11 @@ func (w *writer) giveUp() {
 	}
 	w.cur, w.next = nil, nil
 	for w.q.len() > 0 {
-		if w.sp != nil && !w.spillFull && time.Now().Before(deadline) && w.spillSome(4*spillChunk) > 0 {
+		if w.sp != nil && !w.spillFull && time.Now().Before(deadline) && w.spillSome(2*spillChunk) > 0 {
 			continue
 		}
 		// No spill file, it is full, or the time is up: drop the rest.
-		_, m := w.peek(w.q.len(), nil)
-		w.commitTake(m, false)
-		lost += int64(m.n)
+		lost += int64(w.discard())
 	}
 	w.q.drop(dropCloseLost, uint64(lost))
 	var spilled int64
