@@ -378,7 +378,7 @@ func (sf *spillFile) append(rows []row) error {
 	}
 	sf.end += int64(len(sf.wbuf))
 	sf.count += int64(len(rows))
-	if cap(sf.wbuf) > 4<<20 {
+	if cap(sf.wbuf) > 16<<20 {
 		sf.wbuf = nil
 	}
 	return nil

@@ -631,8 +631,13 @@ func (w *writer) answerWaiters() {
 	w.waiters = w.waiters[:k]
 }
 
-// spillChunk is the number of rows per spill-file append (and fsync).
-const spillChunk = 4096
+// spillChunk is the number of rows per spill-file append (and fsync)
+// while the writer has other work; maybeSpill appends up to maxSpillChunk
+// at a time, an fsync each.
+const (
+	spillChunk    = 4096
+	maxSpillChunk = 32_768
+)
 
 // maybeSpill moves the oldest queued events to the spill file when the
 // queue passes its high-water mark (half full), whatever the cause: the
@@ -654,7 +659,7 @@ func (w *writer) maybeSpill() {
 		if held <= low || w.closing && w.closeCtx.Err() != nil {
 			return
 		}
-		w.spillSome(min(held-low, spillChunk))
+		w.spillSome(min(held-low, maxSpillChunk))
 	}
 }
 
