@@ -275,10 +275,12 @@ type Harness[S interface{ Close() error }] struct {
 // Shared skips those that need the server, unless CI is "true": then Main
 // fails at once. When the server is there but does not start, Main fails.
 func (h *Harness[S]) Main(m *testing.M) {
-	os.Exit(h.run(m))
+	os.Exit(h.Run(m))
 }
 
-func (h *Harness[S]) run(m *testing.M) int {
+// Run is Main without the exit: it returns the exit code, for a TestMain
+// that has more to stop afterwards.
+func (h *Harness[S]) Run(m *testing.M) int {
 	if _, err := h.Binary(); err != nil {
 		if InCI() {
 			fmt.Fprintf(os.Stderr, "FAIL: %v (CI=true, so a missing server is an error)\n", err)
