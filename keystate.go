@@ -44,11 +44,12 @@ type keyState struct {
 	limits *localLimits // PerSecond, PerMinute, PerDay; nil without (limits.go)
 
 	// With shared state: a daily-quota block leased from the store.
-	leaseMu  sync.Mutex
-	leaseDay uint64
-	leased   int
-	limited  bool           // the key has a rate or daily limit
-	loc      *time.Location // where the quota day starts
+	leaseMu    sync.Mutex
+	leaseDay   uint64
+	leased     int
+	leaseUntil time.Time
+	limited    bool           // the key has a rate or daily limit
+	loc        *time.Location // where the quota day starts
 }
 
 const (
