@@ -98,8 +98,15 @@ func (s *Store) learnDedup(ctx context.Context) (dedupInfo, error) {
 // and its deduplication token where the table uses one.
 func (s *Store) insertContext(st *tableState, id string) context.Context {
 	opts := []clickhouse.QueryOption{clickhouse.WithQueryID(id)}
-	if st.dedup.token {
-		opts = append(opts, clickhouse.WithSettings(clickhouse.Settings{"insert_deduplication_token": id}))
+	if st.dedup.token || len(st.insertSettings) > 0 {
+		set := clickhouse.Settings{}
+		for k, v := range st.insertSettings {
+			set[k] = v
+		}
+		if st.dedup.token {
+			set["insert_deduplication_token"] = id
+		}
+		opts = append(opts, clickhouse.WithSettings(set))
 	}
 	return clickhouse.Context(s.ctx, opts...)
 }

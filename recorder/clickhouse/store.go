@@ -64,6 +64,8 @@ type tableState struct {
 	rollupTbl string
 	insertSQL string
 	dedup     dedupInfo
+	// insertSettings go with every insert (cluster mode).
+	insertSettings map[string]any
 }
 
 var (
@@ -206,6 +208,9 @@ func (s *Store) setupLocked(ctx context.Context) (*tableState, error) {
 	}
 	sc := s.cfg.schemaConfig()
 	feat := featuresFor(ver)
+	if s.cfg.Cluster != "" {
+		return s.setupCluster(ctx, v, feat)
+	}
 	plan := planSchema(feat, sc)
 	for _, w := range plan.Warnings {
 		s.log.Warn("apipool: clickhouse: " + w)
