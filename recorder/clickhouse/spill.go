@@ -378,8 +378,8 @@ func (sf *spillFile) append(rows []row) error {
 	}
 	sf.end += int64(len(sf.wbuf))
 	sf.count += int64(len(rows))
-	if cap(sf.wbuf) > 16<<20 {
-		sf.wbuf = nil
+	if cap(sf.wbuf) > 1<<20 {
+		sf.wbuf = nil // an outage's buffer: not kept for good
 	}
 	return nil
 }

@@ -20,16 +20,18 @@ import (
 // Record copies the event into a bounded in-memory queue and returns; a
 // background goroutine sends the queue in batches (see Config.BatchSize
 // and Config.FlushInterval). A batch that fails is sent again, the same
-// rows with the same event ids, after a jittered backoff, until it
-// succeeds or the store closes; meanwhile events keep queueing and, with
-// Config.SpillDir, overflow to a file. Close sends what it can and reports
-// what it could not (see CloseError).
+// rows with the same event ids, until it succeeds or the store closes;
+// meanwhile events keep queueing and, with Config.SpillDir, overflow to a
+// file. Close sends what it can and reports what it could not (see
+// CloseError).
 //
-// Delivery is exactly once on servers from 21.8 on, whose event table
-// drops a batch it already holds (non_replicated_deduplication_window).
-// On older servers, a connection that breaks after the server has stored
-// a batch but before it has acknowledged it (a server killed mid-insert)
-// makes the batch's events appear twice, with the same event_id.
+// A batch whose insert failed after its rows left (a timeout, a broken
+// connection) may have been written: before sending it again, the store
+// looks for its rows in the table (a plain MergeTree, such as 18.16's) or
+// sends the identical block, which the table drops if it has it (a
+// replicated table, or a MergeTree with non_replicated_deduplication_window,
+// which the store sets on 21.8 and later). The package README lists the
+// cases that can still lose or duplicate events, per configuration.
 type Store struct {
 	cfg  Config
 	conn driver.Conn
@@ -81,7 +83,8 @@ var ErrUnavailable = errors.New("apipool: clickhouse: server unavailable")
 var ErrAuth = errors.New("apipool: clickhouse: authentication failed")
 
 // CloseError is Close's error when some events could not be written to
-// ClickHouse before Close's context ended.
+// ClickHouse before Close's context ended. It matches the context's error
+// (errors.Is(err, context.DeadlineExceeded)).
 type CloseError struct {
 	// Spilled events are kept in the spill file, for a store opened later
 	// on the same Config.SpillDir and table to replay.
@@ -89,7 +92,7 @@ type CloseError struct {
 	// Lost events are gone (no spill file, or it was full). They are also
 	// counted in Dropped.
 	Lost int64
-	// Err is the last error from the server, or the context's.
+	// Err is the context's error, with the last error from the server.
 	Err error
 }
 
@@ -458,10 +461,16 @@ func (s *Store) ctxErr(ctx context.Context) error {
 }
 
 // Close stops accepting events, writes what the store holds, and releases
-// the connections. It keeps retrying a failing server until ctx ends; then
-// it moves what is left to the spill file if there is one, and returns a
-// *CloseError counting the events not written. A Close without a deadline
-// waits as long as the server stays down. Close after Close returns nil.
+// the connections. It keeps retrying a failing server until ctx ends;
+// from half a second before ctx's deadline (or half its time, when
+// shorter) it moves queued events to the spill file if there is one.
+// When ctx ends it keeps what is left in the spill file for up to 100 ms
+// more, drops the rest (counted in Drops().CloseLost), and returns a
+// *CloseError counting the events not written, which matches ctx's error.
+// An insert still in flight then is abandoned, its rows kept or dropped
+// with the rest (if the server commits it after all, a store replaying
+// them writes them twice). A Close without a deadline waits as long as the
+// server stays down. Close after Close returns nil.
 func (s *Store) Close(ctx context.Context) error {
 	first := false
 	s.closeOnce.Do(func() {

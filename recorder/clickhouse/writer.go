@@ -659,7 +659,11 @@ func (w *writer) maybeSpill() {
 		if held <= low || w.closing && w.closeCtx.Err() != nil {
 			return
 		}
-		w.spillSome(min(held-low, maxSpillChunk))
+		chunk := maxSpillChunk
+		if w.closing {
+			chunk = spillChunk // Close's deadline is checked between chunks
+		}
+		w.spillSome(min(held-low, chunk))
 	}
 }
 
@@ -679,6 +683,9 @@ func (w *writer) spillSome(n int) int {
 		return 0
 	}
 	clear(w.spillBuf)
+	if cap(w.spillBuf) > spillChunk {
+		w.spillBuf = nil // an outage's buffer: not kept for good
+	}
 	w.pushSpill(w.taken, int64(m.n))
 	w.commitTake(m, false)
 	w.s.spilledN.Store(w.sp.count)
@@ -739,7 +746,7 @@ func (w *writer) giveUp() {
 	}
 	w.cur, w.next = nil, nil
 	for w.q.len() > 0 {
-		if w.sp != nil && !w.spillFull && time.Now().Before(deadline) && w.spillSome(2*spillChunk) > 0 {
+		if w.sp != nil && !w.spillFull && time.Now().Before(deadline) && w.spillSome(spillChunk) > 0 {
 			continue
 		}
 		// No spill file, it is full, or the time is up: drop the rest.
