@@ -274,13 +274,19 @@ func (t *Transport) applyShared(c StateChange) {
 	}
 	switch c.Kind {
 	case ChangeCooldown:
-		k.cool(c.Until)
+		k.cool(c.Until, reasonReplica)
 	case ChangeDisable:
 		reason := c.Reason
 		if reason == "" {
 			reason = "disabled by another replica"
 		}
-		t.disable(k, reason, c.At, false)
+		at := c.At
+		if at.IsZero() {
+			at = t.cfg.clock.Now()
+		}
+		// The disable's retry follows this replica's WithDisabledRetry: the
+		// store does not say whether the other replica's was for good.
+		t.disable(k, reason, at, false, false)
 	case ChangeEnable:
 		t.enable(k, false)
 	}
@@ -292,9 +298,13 @@ func (t *Transport) applyShared(c StateChange) {
 func (t *Transport) takeShared(ctx context.Context, k *keyState, now time.Time) bool {
 	sh := t.shared
 	if sh.faulty.Load() {
+		// While the store fails, one request per backoff probes it: the
+		// one that moves nextTake past now. The others go on with the
+		// local limits alone, without a round trip.
 		next := sh.nextTake.Load()
-		if time.Now().UnixNano() < next || !sh.nextTake.CompareAndSwap(next, next+1) {
-			return true // the store is down: local limits decide, without a round trip
+		nowNs := now.UnixNano()
+		if nowNs < next || !sh.nextTake.CompareAndSwap(next, nowNs+int64(backoffDelay(int(sh.takeFail.Load())))) {
+			return true
 		}
 	}
 	l := Limits{PerSecond: k.key.PerSecond, PerMinute: k.key.PerMinute, PerDay: k.key.PerDay}
@@ -320,7 +330,7 @@ func (t *Transport) takeShared(ctx context.Context, k *keyState, now time.Time) 
 		if ctx.Err() == nil {
 			sh.fault("take", err)
 			fails := sh.takeFail.Add(1)
-			sh.nextTake.Store(time.Now().Add(backoffDelay(int(fails) - 1)).UnixNano())
+			sh.nextTake.Store(t.cfg.clock.Now().Add(backoffDelay(int(fails) - 1)).UnixNano())
 		}
 		return true
 	}
@@ -330,7 +340,7 @@ func (t *Transport) takeShared(ctx context.Context, k *keyState, now time.Time) 
 		if !retryAt.After(now) {
 			retryAt = now.Add(time.Second)
 		}
-		k.cool(retryAt) // local only: the limit, not the key, is spent
+		k.cool(retryAt, reasonShared) // local only: the limit, not the key, is spent
 		return false
 	}
 	if got > 1 {
