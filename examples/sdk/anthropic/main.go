@@ -40,21 +40,28 @@ import (
 
 func main() {
 	fake := newMessagesAPI(quotas, time.Minute)
+	for key, n := range spent {
+		fake.spend(key, n)
+	}
 	if _, err := run(os.Stdout, fake, "sdk-placeholder"); err != nil {
 		fmt.Fprintln(os.Stderr, "anthropic:", err)
 		os.Exit(1)
 	}
 }
 
-// The pool's keys, and the quota the fake API gives each per minute:
-// alpha's is one request, so that it runs out during the demo.
+// The pool's keys, and the quota the fake API gives each per minute.
+// Another service shares alpha and has used up its quota (see spent), so
+// the pool's first request on alpha meets a 429: the pool cannot know it
+// beforehand. bravo runs out during the demo too, but its answers say how
+// many requests it has left, so the pool stops using it before any 429.
 var (
 	keys = []apipool.Key{
 		{ID: "alpha", Secret: "sk-ant-alpha-0001"},
 		{ID: "bravo", Secret: "sk-ant-bravo-0002"},
 		{ID: "charlie", Secret: "sk-ant-charlie-0003"},
 	}
-	quotas = map[string]int{"sk-ant-alpha-0001": 1, "sk-ant-bravo-0002": 3, "sk-ant-charlie-0003": 3}
+	quotas = map[string]int{"sk-ant-alpha-0001": 2, "sk-ant-bravo-0002": 3, "sk-ant-charlie-0003": 3}
+	spent  = map[string]int{"sk-ant-alpha-0001": 2}
 )
 
 // calls is how many messages the demo sends.

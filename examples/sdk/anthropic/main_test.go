@@ -41,9 +41,13 @@ func message(ctx context.Context, c anthropic.Client) (*anthropic.Message, error
 // canary and checks on the wire: every request carried exactly one
 // credential, a pool key in x-api-key, and no Authorization header (the
 // SDK's Bearer placeholder was removed); anthropic-version went through;
-// alpha's 429 moved the request to another key; every call succeeded.
+// alpha's 429 moved the request to another key; bravo's quota was used
+// to the end without a 429; every call succeeded.
 func TestAnthropicExample(t *testing.T) {
 	fake := newMessagesAPI(quotas, time.Minute)
+	for key, n := range spent {
+		fake.spend(key, n)
+	}
 	var out bytes.Buffer
 	rep, err := run(&out, fake, canary)
 	t.Log("\n" + out.String())
@@ -73,7 +77,10 @@ func TestAnthropicExample(t *testing.T) {
 	}
 	attempts, limited := demo.CheckKeys(t, rep.ByKey)
 	if rep.ByKey["alpha"].Limited == 0 {
-		t.Errorf("no 429 on alpha, whose quota is one request: %+v", rep.ByKey)
+		t.Errorf("no 429 on alpha, whose quota was spent: %+v", rep.ByKey)
+	}
+	if b := rep.ByKey["bravo"]; b.Success != int64(quotas["sk-ant-bravo-0002"]) || b.Limited != 0 {
+		t.Errorf("bravo: %+v; want its quota used with no 429, the pool reading its anthropic-ratelimit-requests-remaining", b)
 	}
 	if attempts != int64(len(got)) || attempts != calls+limited {
 		t.Errorf("%d attempts in the stats, %d requests on the wire, %d calls and %d 429s", attempts, len(got), calls, limited)

@@ -23,8 +23,11 @@ import (
 //     answered 401 authentication_error, as the finding was;
 //   - the anthropic-version header is required (400 without it);
 //   - each key may send quota[key] requests per window; beyond that the
-//     answer is 429 rate_limit_error with retry-after (seconds) and the
-//     anthropic-ratelimit-requests-* headers (reset as RFC 3339).
+//     answer is 429 rate_limit_error with retry-after (seconds).
+//
+// Every answer to a known key carries the anthropic-ratelimit-requests-*
+// headers (limit, remaining, reset), as the real API's do; spend uses up
+// part of a key's quota as another client of the API would.
 //
 // Every request is recorded in Wire with the credential the API read.
 type messagesAPI struct {
@@ -38,6 +41,13 @@ type messagesAPI struct {
 
 func newMessagesAPI(quota map[string]int, window time.Duration) *messagesAPI {
 	return &messagesAPI{quota: quota, window: window, used: demo.NewWindow(window)}
+}
+
+// spend counts n requests of key's quota as sent by another client.
+func (a *messagesAPI) spend(key string, n int) {
+	for range n {
+		a.used.Take(key, a.quota[key])
+	}
 }
 
 // handler returns the fake API, recording into a.Wire.
@@ -77,9 +87,9 @@ func (a *messagesAPI) serve(w http.ResponseWriter, r *http.Request) {
 	reset := time.Now().Add(left).UTC().Format(time.RFC3339)
 	w.Header().Set("Anthropic-Ratelimit-Requests-Limit", strconv.Itoa(quota))
 	w.Header().Set("Anthropic-Ratelimit-Requests-Reset", reset)
+	w.Header().Set("Anthropic-Ratelimit-Requests-Remaining", strconv.Itoa(max(quota-a.used.Used(key), 0)))
 	if over {
 		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(left.Seconds()))))
-		w.Header().Set("Anthropic-Ratelimit-Requests-Remaining", "0")
 		anthropicError(w, http.StatusTooManyRequests, "rate_limit_error",
 			fmt.Sprintf("This request would exceed your organization's rate limit of %d requests per %s.", quota, a.window))
 		return
