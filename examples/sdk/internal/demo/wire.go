@@ -48,6 +48,14 @@ func (w *Wire) All() []Received {
 	return slices.Clone(w.got)
 }
 
+// Len returns how many requests have been received so far. A request is
+// counted before its answer reaches the client.
+func (w *Wire) Len() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.got)
+}
+
 type statusWriter struct {
 	http.ResponseWriter
 	status int
