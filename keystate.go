@@ -165,6 +165,9 @@ func (t *Transport) reserve(ctx context.Context, c *call, k *keyState, now time.
 		return false
 	}
 	c.trial = false
+	if k.budget.expire(now) {
+		k.gate.CompareAndSwap(gateOpen, gateTrial) // a new window: one request learns its count first
+	}
 	if k.gate.Load() == gateTrial || k.disabled.Load() != nil {
 		if !k.gate.CompareAndSwap(gateTrial, gateTrialOut) {
 			return undo(0)
@@ -292,8 +295,10 @@ func (t *Transport) endTrial(k *keyState, st status.Status) {
 func (t *Transport) coolFor(k *keyState, resp *http.Response, now time.Time) {
 	ref := now
 	if resp != nil {
-		if d, err := http.ParseTime(resp.Header.Get("Date")); err == nil {
-			ref = d
+		if v := resp.Header.Get("Date"); v != "" {
+			if d, err := http.ParseTime(v); err == nil {
+				ref = d
+			}
 		}
 	}
 	var d time.Duration

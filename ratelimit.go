@@ -74,12 +74,34 @@ func (b *budget) giveBack() {
 }
 
 // set records an answer's view: remaining requests (less the others in
-// flight, which the upstream has not counted yet) until reset.
-func (b *budget) set(remaining, limit int64, reset time.Time, inFlight int64) {
+// flight, which the upstream has not counted yet) until reset. An answer
+// of the same window (a reset within 100ms of the known one) that left
+// more than is known now came before the others: it does not raise the
+// count.
+func (b *budget) set(remaining, limit int64, reset time.Time, inFlight int64, now time.Time) {
 	left := max(remaining-max(inFlight-1, 0), 0)
-	b.reset.Store(reset.UnixNano())
+	r := reset.UnixNano()
+	oldLeft, oldReset := b.left.Load(), b.reset.Load()
+	if oldLeft >= 0 && oldReset > now.UnixNano() && r <= oldReset+int64(100*time.Millisecond) && r >= oldReset-int64(100*time.Millisecond) {
+		if left >= oldLeft {
+			return
+		}
+		r = oldReset
+	}
+	b.reset.Store(r)
 	b.limit.Store(limit)
 	b.left.Store(left)
+}
+
+// expire forgets a known window once it has reset, and reports whether
+// it did: the key's next request is then a trial, whose answer tells the
+// new window's count.
+func (b *budget) expire(now time.Time) bool {
+	left := b.left.Load()
+	if left < 0 || b.reset.Load() > now.UnixNano() {
+		return false
+	}
+	return b.left.CompareAndSwap(left, -1)
 }
 
 // view returns what a snapshot shows: remaining, limit and reset, or -1,
@@ -98,33 +120,31 @@ func (t *Transport) learnBudget(k *keyState, h http.Header, now time.Time) {
 	if !t.cfg.steer || len(h) == 0 {
 		return
 	}
-	ref := now
-	if d, err := http.ParseTime(h.Get("Date")); err == nil {
-		ref = d
-	}
 	var b status.Budget
 	if t.cfg.budgetParser != nil {
-		b = t.cfg.budgetParser(h, ref)
+		b = t.cfg.budgetParser(h, now)
 	} else {
-		b = status.ParseBudget(h, ref)
+		b = status.ParseBudget(h, now)
 	}
 	w := b.Requests
-	if tok := b.Tokens; tok.Known && tok.Remaining == 0 && tok.Reset.After(ref) {
+	if tok := b.Tokens; tok.Known && tok.Remaining == 0 && tok.Reset.After(now) {
 		// A token budget used up holds the key as a request budget would.
 		w = tok
 	}
 	if !w.Known || w.Reset.IsZero() {
 		return
 	}
-	// Reset times are the upstream's: move them onto the pool's clock.
-	reset := now.Add(w.Reset.Sub(ref))
+	// Relative resets count from now; absolute ones (Unix seconds, RFC
+	// 3339) are the upstream's clock, taken as ours.
+	reset := w.Reset
 	if !reset.After(now) {
-		k.budget.left.Store(-1)
-		return
+		return // an answer of a window that has reset already
 	}
-	k.budget.set(w.Remaining, w.Limit, reset, k.inFlight.Load())
+	k.budget.set(w.Remaining, w.Limit, reset, k.inFlight.Load(), now)
 	if w.Remaining == 0 {
 		k.gate.CompareAndSwap(gateOpen, gateTrial) // after the reset, one request first
+		// The other replicas learn it as a cooldown until the reset.
+		t.publish(StateChange{KeyID: k.key.ID, Kind: ChangeCooldown, Until: reset, At: now})
 	}
 }
 

@@ -108,6 +108,10 @@ func WithSharedState(s SharedState) Option {
 	})
 }
 
+// sharedTakeTimeout bounds one Take: longer, and the store counts as
+// failing (local limits decide meanwhile).
+const sharedTakeTimeout = 250 * time.Millisecond
+
 // sharedQueueSize bounds the local changes waiting to be published; when
 // it is full, new changes are dropped and counted (the state they carry is
 // still applied locally).
@@ -325,9 +329,14 @@ func (t *Transport) takeShared(ctx context.Context, k *keyState, now time.Time) 
 		k.leaseMu.Unlock()
 		n = min(max(l.PerDay/100, 1), 16)
 	}
-	got, retryAt, err := sh.s.Take(ctx, k.key.ID, l, now, n)
+	// The store gets sharedTakeTimeout: a store that hangs is a failing
+	// store, even for callers whose own deadlines are shorter.
+	tctx, cancel := context.WithTimeout(ctx, sharedTakeTimeout)
+	got, retryAt, err := sh.s.Take(tctx, k.key.ID, l, now, n)
+	storeTimedOut := tctx.Err() != nil && ctx.Err() == nil
+	cancel()
 	if err != nil {
-		if ctx.Err() == nil {
+		if ctx.Err() == nil || storeTimedOut {
 			sh.fault("take", err)
 			fails := sh.takeFail.Add(1)
 			sh.nextTake.Store(t.cfg.clock.Now().Add(backoffDelay(int(fails) - 1)).UnixNano())

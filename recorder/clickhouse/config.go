@@ -88,6 +88,34 @@ type Config struct {
 	// its ends). Default: 1 hour. Negative: never read the rollup.
 	RollupAfter time.Duration
 
+	// Cluster, when set, is the name of a cluster in the servers'
+	// remote_servers, and switches on cluster mode: the store creates its
+	// tables ON CLUSTER, as replicated tables (Table+"_local" and
+	// Table+"_1m_local") behind Distributed tables named Table and
+	// Table+"_1m", which queries read. Inserts go to the local replicated
+	// table of the server the store is connected to (the first of Addrs
+	// that answers, so list the replicas of one shard), or through the
+	// Distributed table with InsertDistributed. Replicated tables drop a
+	// block they already hold, so a batch sent again is written once, on
+	// every server version. Default: "" (a single server, plain
+	// MergeTree tables). Must be a plain identifier.
+	Cluster string
+	// ReplicaPath is the ZooKeeper path under which the replicated
+	// tables keep their state: each table's path is ReplicaPath followed
+	// by "/database.table". The server substitutes its macros in it.
+	// Default: "/clickhouse/tables/{shard}" (each server's config must
+	// then define the macro shard).
+	ReplicaPath string
+	// ReplicaName is the replica's name in ZooKeeper. Default:
+	// "{replica}" (each server's config must define the macro replica).
+	ReplicaName string
+	// InsertDistributed makes inserts go through the Distributed table,
+	// synchronously (insert_distributed_sync): the server the store is
+	// connected to forwards each row to a replica of its shard (sharded
+	// by event id). Only with a Cluster. Default: insert into the local
+	// replicated table of the server the store is connected to.
+	InsertDistributed bool
+
 	// Logger receives the store's rare log lines: send failures and
 	// recoveries, schema changes, spills. Default: none.
 	Logger *slog.Logger
@@ -149,6 +177,14 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Username == "" {
 		c.Username = DefaultUsername
 	}
+	if c.Cluster != "" {
+		if c.ReplicaPath == "" {
+			c.ReplicaPath = DefaultReplicaPath
+		}
+		if c.ReplicaName == "" {
+			c.ReplicaName = DefaultReplicaName
+		}
+	}
 	def := func(d *time.Duration, v time.Duration) {
 		if *d == 0 {
 			*d = v
@@ -186,6 +222,9 @@ func (c Config) withDefaults() (Config, error) {
 	case c.OnFull != Drop && c.OnFull != Block:
 		return bad("unknown OnFull %v", c.OnFull)
 	}
+	if err := c.checkClusterConfig(); err != nil {
+		return c, err
+	}
 	for _, a := range c.Addrs {
 		if a == "" {
 			return bad("empty address in Addrs")
@@ -198,5 +237,6 @@ func (c Config) withDefaults() (Config, error) {
 }
 
 func (c Config) schemaConfig() schemaConfig {
-	return schemaConfig{Database: c.Database, Table: c.Table, TTL: c.TTL, RollupTTL: c.RollupTTL, NoRollup: c.NoRollup}
+	return schemaConfig{Database: c.Database, Table: c.Table, TTL: c.TTL, RollupTTL: c.RollupTTL, NoRollup: c.NoRollup,
+		Cluster: c.Cluster, ReplicaPath: c.ReplicaPath, ReplicaName: c.ReplicaName}
 }

@@ -33,6 +33,17 @@
 // windows read it. An existing table is used as it is, whichever layout it
 // has, provided it has the columns the store writes.
 //
+// # Cluster
+//
+// With Config.Cluster, New creates the tables ON CLUSTER as replicated
+// tables (ReplicatedMergeTree Table+"_local", ReplicatedAggregatingMergeTree
+// Table+"_1m_local", the view on each server) behind Distributed tables
+// named Table and Table+"_1m", which the stats queries read. Inserts go to
+// the local replicated table of the first of Config.Addrs that answers, or
+// through the Distributed table (Config.InsertDistributed). Replicated
+// tables drop a block they already hold, on every server version, so a
+// batch resent after a lost acknowledgement is written once there.
+//
 // The package README (recorder/clickhouse/README.md) shows the DDL and
 // ready-made queries: usage per key per hour, rate-limit share per key,
 // latency percentiles per key, keys nearing their daily quota.

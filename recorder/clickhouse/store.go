@@ -47,7 +47,6 @@ type Store struct {
 	errMu   sync.Mutex
 	lastErr error
 
-	pendingN atomic.Int64 // rows in the batch being sent
 	spilledN atomic.Int64 // rows in the spill file
 
 	closed    atomic.Bool
@@ -62,6 +61,9 @@ type tableState struct {
 	table     string
 	rollupTbl string
 	insertSQL string
+	dedup     dedupInfo
+	// insertSettings go with every insert (cluster mode).
+	insertSettings map[string]any
 }
 
 var (
@@ -203,6 +205,9 @@ func (s *Store) setupLocked(ctx context.Context) (*tableState, error) {
 	}
 	sc := s.cfg.schemaConfig()
 	feat := featuresFor(ver)
+	if s.cfg.Cluster != "" {
+		return s.setupCluster(ctx, v, feat)
+	}
 	plan := planSchema(feat, sc)
 	for _, w := range plan.Warnings {
 		s.log.Warn("apipool: clickhouse: " + w)
@@ -242,6 +247,9 @@ func (s *Store) setupLocked(ctx context.Context) (*tableState, error) {
 		return nil, err
 	}
 	st.insertSQL = st.layout.insertSQL(st.table)
+	if st.dedup, err = s.learnDedup(ctx); err != nil {
+		return nil, err
+	}
 
 	if !s.cfg.NoRollup {
 		rcols, err := s.columns(ctx, s.cfg.Table+rollupSuffix)
@@ -339,8 +347,15 @@ func classify(err error) error {
 // down or busy. Wrong credentials and incompatible tables need a person,
 // but the writer retries those too, slowly, in case one comes.
 func retryable(err error) bool {
-	return errors.Is(err, ErrUnavailable)
+	var ex *clickhouse.Exception
+	return errors.Is(err, ErrUnavailable) || errors.Is(err, errInsertRunning) ||
+		errors.As(err, &ex) && ex.Code == codeQueryRunning
 }
+
+// codeQueryRunning is the server's error when a query with the same
+// query_id runs (QUERY_WITH_SAME_ID_IS_ALREADY_RUNNING): an earlier
+// attempt at the same batch.
+const codeQueryRunning = 216
 
 func (s *Store) setErr(err error) {
 	s.errMu.Lock()
@@ -368,14 +383,45 @@ func (s *Store) Record(e recorder.Event) {
 	s.q.put(&e)
 }
 
-// Dropped returns how many events were dropped: recorded while the queue
-// was full (under the Drop policy) or after Close, lost when Close gave up
-// without a spill file to keep them, or lost to a corrupt spill file.
+// Dropped returns how many events were dropped, for any reason: the sum
+// of Drops' counts.
 func (s *Store) Dropped() uint64 { return s.q.dropped.Load() }
+
+// Drops counts dropped events by reason.
+type Drops struct {
+	// QueueFull events were recorded while the queue was full, under the
+	// Drop policy: the server was down or slower than the traffic for
+	// longer than the queue holds, without a spill file, or faster than
+	// the spill file took them.
+	QueueFull uint64
+	// SpillFull events were recorded while the queue was full and the
+	// spill file refused rows (Config.SpillMaxBytes reached, or a write
+	// error), under the Drop policy.
+	SpillFull uint64
+	// Closed events were recorded after Close.
+	Closed uint64
+	// CloseLost events were held when Close's context ended, and not kept
+	// in a spill file (none, full, or no time left).
+	CloseLost uint64
+	// Corrupt events were lost to a spill file that could not be read.
+	Corrupt uint64
+	// Unbuildable events were in a batch the client library refused to
+	// build three times (the table changed under the store).
+	Unbuildable uint64
+}
+
+// Drops returns the dropped events by reason.
+func (s *Store) Drops() Drops {
+	d := &s.q.drops
+	return Drops{
+		QueueFull: d[dropQueueFull].Load(), SpillFull: d[dropSpillFull].Load(), Closed: d[dropClosed].Load(),
+		CloseLost: d[dropCloseLost].Load(), Corrupt: d[dropCorrupt].Load(), Unbuildable: d[dropUnbuildable].Load(),
+	}
+}
 
 // QueueLen returns how many events are held in memory: queued, or in the
 // batch being sent.
-func (s *Store) QueueLen() int { return s.q.len() + int(s.pendingN.Load()) }
+func (s *Store) QueueLen() int { return s.q.total() }
 
 // Spilled returns how many events wait in the spill file.
 func (s *Store) Spilled() int64 { return s.spilledN.Load() }
