@@ -88,7 +88,7 @@ func run(out io.Writer, fake *chatAPI, placeholder string, onChunk func(n int, t
 		option.WithHTTPClient(httpClient),
 		option.WithBaseURL(base),
 		option.WithAPIKey(placeholder), // any value: the pool sets the real key
-		option.WithMaxRetries(0),    // the pool retries, on another key
+		option.WithMaxRetries(0),       // the pool retries, on another key
 		option.WithMiddleware(operationNamer(base)),
 	)
 
