@@ -22,13 +22,28 @@ type API struct {
 	limited  map[string]int  // secret -> requests answered 429
 	seen     []string        // every credential-bearing header and query value seen
 	requests []Seen
-	// Gate, when not nil, holds each streamed answer after its first event
-	// until it is closed (or the request is canceled), and the plain
-	// /v1/slow endpoint until then.
-	Gate chan struct{}
+	gate     chan struct{}
 	// Canceled receives the path of each request whose caller went away
-	// while it was held by Gate.
+	// while Hold held it.
 	Canceled chan string
+}
+
+// Hold makes each streamed answer wait after its first event, and the
+// /v1/slow endpoint wait before it answers, until the returned func is
+// called (or the request is canceled).
+func (a *API) Hold() (release func()) {
+	ch := make(chan struct{})
+	a.mu.Lock()
+	a.gate = ch
+	a.mu.Unlock()
+	var once sync.Once
+	return func() { once.Do(func() { close(ch) }) }
+}
+
+func (a *API) held() chan struct{} {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.gate
 }
 
 // Seen is what the fake saw of one request.
@@ -149,9 +164,9 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		writeJSON(w, http.StatusOK, completion(req.Model, "Hello from the fake API."))
 	case r.URL.Path == "/v1/slow":
-		if a.Gate != nil {
+		if g := a.held(); g != nil {
 			select {
-			case <-a.Gate:
+			case <-g:
 			case <-r.Context().Done():
 				a.Canceled <- r.URL.Path
 				return
@@ -182,6 +197,7 @@ func (a *API) stream(w http.ResponseWriter, r *http.Request, model string) {
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")
 	rc := http.NewResponseController(w)
+	gate := a.held()
 	for i, word := range Words {
 		chunk := map[string]any{
 			"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1700000000, "model": model,
@@ -193,9 +209,9 @@ func (a *API) stream(w http.ResponseWriter, r *http.Request, model string) {
 		b, _ := json.Marshal(chunk)
 		fmt.Fprintf(w, "data: %s\n\n", b)
 		rc.Flush()
-		if i == 0 && a.Gate != nil {
+		if i == 0 && gate != nil {
 			select {
-			case <-a.Gate:
+			case <-gate:
 			case <-r.Context().Done():
 				a.Canceled <- r.URL.Path
 				return

@@ -207,7 +207,7 @@ func TestRequestID(t *testing.T) {
 
 func TestStreamFlushedAsItArrives(t *testing.T) {
 	e := newEnv(t, envOpts{})
-	e.api.Gate = make(chan struct{})
+	release := e.api.Hold()
 	resp := e.do("POST", "/openai/v1/chat/completions", token, `{"model":"m","stream":true}`)
 	defer resp.Body.Close()
 	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" {
@@ -219,7 +219,7 @@ func TestStreamFlushedAsItArrives(t *testing.T) {
 	if err != nil || !strings.HasPrefix(string(buf[:n]), "data: ") || !strings.Contains(string(buf[:n]), fakeapi.Words[0]) {
 		t.Fatalf("first read: %q, %v", buf[:n], err)
 	}
-	close(e.api.Gate)
+	release()
 	rest, _ := io.ReadAll(resp.Body)
 	if !strings.HasSuffix(string(rest), "data: [DONE]\n\n") {
 		t.Fatalf("rest of the stream: %q", rest)
@@ -228,8 +228,8 @@ func TestStreamFlushedAsItArrives(t *testing.T) {
 
 func TestCallerCancelReachesUpstream(t *testing.T) {
 	e := newEnv(t, envOpts{})
-	e.api.Gate = make(chan struct{})
-	defer close(e.api.Gate)
+	release := e.api.Hold()
+	defer release()
 	ctx, cancel := context.WithCancel(context.Background())
 	r, _ := http.NewRequestWithContext(ctx, "GET", e.url+"/openai/v1/slow", nil)
 	r.Header.Set("Authorization", "Bearer "+token)
