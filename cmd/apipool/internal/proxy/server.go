@@ -53,6 +53,8 @@ type Server struct {
 	admin     http.Handler // nil: the admin endpoints are on main
 	ready     atomic.Bool
 	closing   atomic.Bool
+	stampMu   sync.Mutex
+	stamps    map[string]stamp // the watched files as last loaded
 
 	srvMu    sync.Mutex
 	servers  []*http.Server
@@ -96,6 +98,10 @@ func New(ctx context.Context, cfg *config.Config, o Options) (_ *Server, err err
 		s.byName[uc.Name] = up
 	}
 	s.main, s.admin = s.handlers(cfg, o.Dashboard)
+	if cfg.Dashboard.Enabled && o.Dashboard == nil {
+		s.log.Warn("dashboard.enabled is set, but this build has no dashboard")
+	}
+	s.stamps = s.look()
 	s.ready.Store(true)
 	return s, nil
 }
@@ -300,6 +306,7 @@ func (s *Server) Reload() error {
 	if old.Path == "" {
 		return errors.New("proxy: the config has no file to reload from")
 	}
+	stamps := s.look()
 	c, err := config.Load(old.Path)
 	if err != nil {
 		s.log.Error("reload failed; the running config stays", "error", err)
@@ -324,6 +331,9 @@ func (s *Server) Reload() error {
 	nc := *old
 	nc.Tokens = c.Tokens
 	s.cfg.Store(&nc)
+	s.stampMu.Lock()
+	s.stamps = stamps
+	s.stampMu.Unlock()
 	s.log.Info("reloaded", "tokens", len(c.Tokens))
 	return errors.Join(errs...)
 }
@@ -343,27 +353,31 @@ func (s *Server) watchedFiles() []string {
 	return files
 }
 
-// Watch reloads when the config file or a key file changes (checked every
-// interval: size, modification time and inode), until ctx ends.
+// stamp identifies a version of a watched file.
+type stamp struct {
+	size  int64
+	mtime time.Time
+	ino   any
+}
+
+// look stamps the watched files.
+func (s *Server) look() map[string]stamp {
+	m := map[string]stamp{}
+	for _, f := range s.watchedFiles() {
+		if st, err := os.Stat(f); err == nil {
+			m[f] = stamp{st.Size(), st.ModTime(), inode(st)}
+		}
+	}
+	return m
+}
+
+// Watch reloads when the config file or a key file changes from what was
+// last loaded (checked every interval: size, modification time and inode),
+// until ctx ends.
 func (s *Server) Watch(ctx context.Context, interval time.Duration) {
 	if interval <= 0 {
 		return
 	}
-	type stamp struct {
-		size  int64
-		mtime time.Time
-		sys   any
-	}
-	look := func() map[string]stamp {
-		m := map[string]stamp{}
-		for _, f := range s.watchedFiles() {
-			if st, err := os.Stat(f); err == nil {
-				m[f] = stamp{st.Size(), st.ModTime(), inode(st)}
-			}
-		}
-		return m
-	}
-	last := look()
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -372,7 +386,10 @@ func (s *Server) Watch(ctx context.Context, interval time.Duration) {
 			return
 		case <-t.C:
 		}
-		now := look()
+		now := s.look()
+		s.stampMu.Lock()
+		last := s.stamps
+		s.stampMu.Unlock()
 		changed := len(now) != len(last)
 		for f, st := range now {
 			if last[f] != st {
@@ -381,9 +398,11 @@ func (s *Server) Watch(ctx context.Context, interval time.Duration) {
 		}
 		if changed {
 			s.log.Info("a watched file changed; reloading")
+			s.stampMu.Lock()
+			s.stamps = now // a file with errors is not retried until it changes again
+			s.stampMu.Unlock()
 			s.Reload()
 		}
-		last = now
 	}
 }
 
