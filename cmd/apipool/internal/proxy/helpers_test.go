@@ -100,6 +100,7 @@ type envOpts struct {
 	secrets []string
 	limited []string
 	noServe bool
+	ownRec  bool // use the configured recorder, not a testRecorder
 	yaml    func(upstreamURL, keyFile string) string
 }
 
@@ -158,9 +159,13 @@ func newEnv(t *testing.T, o envOpts) *env {
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
-	e.rec = &testRecorder{Store: memory.New()}
 	log := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	e.srv, err = proxy.New(context.Background(), cfg, proxy.Options{Logger: log, Recorder: e.rec})
+	po := proxy.Options{Logger: log}
+	if !o.ownRec {
+		e.rec = &testRecorder{Store: memory.New()}
+		po.Recorder = e.rec
+	}
+	e.srv, err = proxy.New(context.Background(), cfg, po)
 	if err != nil {
 		t.Fatal(err)
 	}
