@@ -29,6 +29,7 @@ bench:
 fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzParseRetryAfter -fuzztime=30s ./status
 	$(GO) test -run='^$$' -fuzz=FuzzRetryAfterHeaders -fuzztime=30s ./status
+	$(GO) test -run='^$$' -fuzz=FuzzParseBudget -fuzztime=30s ./status
 	$(GO) test -run='^$$' -fuzz=FuzzNewConfig -fuzztime=30s .
 
 quickstart:

@@ -187,3 +187,64 @@ func (kb *keyBreaker) takePending() []breakerChange {
 	kb.mu.Unlock()
 	return p
 }
+
+// breakerTicket is an attempt's permission from its key's breaker: the
+// gobreaker done callback, or, on the fast path (breakerFast), a promise
+// to report the outcome afterwards. The zero ticket reports nothing (a key
+// without a breaker, a probe).
+type breakerTicket struct {
+	done func(error)
+	late bool
+}
+
+// allow asks k's breaker for one attempt.
+func (k *keyState) allow() (breakerTicket, bool) {
+	if k.breaker == nil {
+		return breakerTicket{}, true
+	}
+	if k.breakerFast() {
+		return breakerTicket{late: true}, true
+	}
+	done, err := k.breaker.cb.Allow()
+	if err != nil {
+		return breakerTicket{}, false
+	}
+	return breakerTicket{done: done}, true
+}
+
+// finish reports the attempt's outcome to k's breaker, once.
+func (tk *breakerTicket) finish(k *keyState, outcome error) {
+	switch {
+	case tk.done != nil:
+		tk.done(outcome)
+	case tk.late:
+		k.reportLate(outcome)
+	}
+	*tk = breakerTicket{}
+}
+
+// flushBreaker delivers queued breaker state changes, outside every lock,
+// and wakes a waiting request: a breaker that changed may let it through.
+func (t *Transport) flushBreaker(k *keyState) {
+	if !k.breakerPending.Load() || !k.breakerPending.CompareAndSwap(true, false) {
+		return
+	}
+	for _, ch := range k.breaker.takePending() {
+		if t.cfg.logger != nil {
+			t.cfg.logger.Info("apipool: breaker state changed", "key", k.key.ID, "from", ch.from.String(), "to", ch.to.String())
+		}
+		if t.cfg.onBreaker != nil {
+			t.cfg.onBreaker(k.key.ID, ch.from, ch.to)
+		}
+	}
+	t.waiters.wakeHead()
+}
+
+// breakerOpen reports whether k's breaker is open and still within its
+// timeout (gobreaker's wall clock).
+func (k *keyState) breakerOpen(timeout time.Duration) bool {
+	if k.breaker == nil || BreakerState(k.breakerState.Load()) != BreakerOpen {
+		return false
+	}
+	return time.Now().UnixNano() < k.breakerOpenedAt.Load()+int64(timeout)
+}

@@ -2,7 +2,6 @@ package apipool
 
 import (
 	"errors"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -23,16 +22,32 @@ var ErrClosed = errors.New("apipool: transport closed")
 // ErrNoKeyAvailable.
 type NoKeyError struct {
 	// RetryAt is the earliest time a key is expected to free up (a
-	// cooldown ending, a breaker half-opening, a rate-limit token, a new
-	// quota day); zero when no key will free up by itself (all disabled
-	// or removed).
+	// cooldown ending, a breaker half-opening, a rate-limit window moving
+	// on, a provider's quota resetting, a new quota day, a disabled key's
+	// next trial); zero when no key will free up at a known time (all
+	// disabled for good, or held by requests in flight).
 	RetryAt time.Time
 	// Keys counts the keys in the pool; Disabled, CoolingDown,
-	// BreakerOpen and Limited count why the others were not eligible
-	// (a key may count in more than one).
+	// BreakerOpen and Limited count why they were not eligible.
 	Keys, Disabled, CoolingDown, BreakerOpen, Limited int
+	// Held says, per key in the pool's order, why it was not eligible and
+	// until when.
+	Held []KeyHold
 
-	inFlightBound bool // some key is held by its in-flight cap alone
+	eventBound bool // some key is held until a request in flight ends
+}
+
+// KeyHold is why one key could not be used, and until when.
+type KeyHold struct {
+	KeyID string
+	// Reason is one of "disabled", "cooling down", "trial in flight",
+	// "breaker open", "in-flight cap", "provider quota used up",
+	// "rate limit", "daily quota", or "lost a race" (the key was free but
+	// taken by other requests first).
+	Reason string
+	// Until is when the key is expected to free up; zero when not known
+	// (it frees when a request in flight ends, or never by itself).
+	Until time.Time
 }
 
 func (e *NoKeyError) Error() string {
@@ -52,6 +67,24 @@ func (e *NoKeyError) Error() string {
 		}
 	}
 	b.WriteByte(')')
+	for i, h := range e.Held {
+		if i == 4 {
+			b.WriteString(", ...")
+			break
+		}
+		if i == 0 {
+			b.WriteString(": ")
+		} else {
+			b.WriteString(", ")
+		}
+		b.WriteString(strconv.Quote(h.KeyID))
+		b.WriteByte(' ')
+		b.WriteString(h.Reason)
+		if !h.Until.IsZero() {
+			b.WriteString(" until ")
+			b.WriteString(h.Until.UTC().Format(time.RFC3339Nano))
+		}
+	}
 	if !e.RetryAt.IsZero() {
 		b.WriteString("; next key free at ")
 		b.WriteString(e.RetryAt.UTC().Format(time.RFC3339Nano))
@@ -78,50 +111,3 @@ var ErrInvalidConfig = errors.New("apipool: invalid configuration")
 
 // Is makes errors.Is(err, ErrInvalidConfig) true.
 func (e *ConfigError) Is(target error) bool { return target == ErrInvalidConfig }
-
-// redactedError hides a secret that an underlying error's text contains
-// (a URL with the key in its query, say). It does not unwrap, so the cause,
-// secret and all, cannot be reached with errors.As; errors.Is still sees
-// through it (context.Canceled, io.ErrUnexpectedEOF...), and it keeps the
-// cause's Timeout and Temporary answers for net.Error checks.
-type redactedError struct {
-	msg string
-	err error
-}
-
-func (e *redactedError) Error() string        { return e.msg }
-func (e *redactedError) Is(target error) bool { return errors.Is(e.err, target) }
-func (e *redactedError) Timeout() bool {
-	t, ok := e.err.(interface{ Timeout() bool })
-	return ok && t.Timeout()
-}
-func (e *redactedError) Temporary() bool {
-	t, ok := e.err.(interface{ Temporary() bool })
-	return ok && t.Temporary()
-}
-
-// redact returns err with every occurrence of the secrets removed from its
-// text, as they are and URL-escaped (as a query parameter shows them in
-// a URL), or err itself when its text holds none.
-func redact(err error, secrets ...string) error {
-	if err == nil {
-		return nil
-	}
-	msg := err.Error()
-	changed := false
-	for _, s := range secrets {
-		if s == "" {
-			continue
-		}
-		for _, form := range [...]string{s, url.QueryEscape(s)} {
-			if strings.Contains(msg, form) {
-				msg = strings.ReplaceAll(msg, form, redacted)
-				changed = true
-			}
-		}
-	}
-	if !changed {
-		return err
-	}
-	return &redactedError{msg: msg, err: err}
-}

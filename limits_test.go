@@ -81,34 +81,39 @@ func TestMaxInFlightMovesToAnotherKey(t *testing.T) {
 	}
 }
 
-// Rate limits follow the pool's clock.
+// Rate limits follow the pool's clock, and never let more than the limit
+// through in any window of their length (a sliding window, not a token
+// bucket that would let twice the limit through in the first window).
 func TestPerSecondLimit(t *testing.T) {
 	t.Parallel()
 	clk := newClock()
 	up := newUpstream(nil)
 	p := mustNew(t, []apipool.Key{{ID: "k0", Secret: "s0", PerSecond: 2}}, apipool.WithBase(up), apipool.WithClock(clk), apipool.WithMaxWait(0))
 	mustDo(t, p)
-	mustDo(t, p) // a burst of one second's worth
+	clk.Advance(400 * time.Millisecond)
+	mustDo(t, p)
 	_, _, err := do(t, p)
 	nk := noKey(t, err)
-	if nk.Limited != 1 || !nk.RetryAt.After(t0) || nk.RetryAt.After(t0.Add(600*time.Millisecond)) {
-		t.Fatalf("%+v, want RetryAt about 500ms from now", nk)
+	if nk.Limited != 1 || !nk.RetryAt.Equal(t0.Add(time.Second)) {
+		t.Fatalf("%+v, want RetryAt when the first request leaves the window, 1s after it", nk)
+	}
+	if len(nk.Held) != 1 || nk.Held[0].KeyID != "k0" || nk.Held[0].Reason != "rate limit" || !nk.Held[0].Until.Equal(nk.RetryAt) {
+		t.Fatalf("held %+v, want k0 held by its rate limit until RetryAt", nk.Held)
 	}
 	if s := p.Snapshot()[0]; s.State != "limited" {
 		t.Fatalf("state %q", s.State)
 	}
-	clk.Advance(499 * time.Millisecond)
+	clk.Advance(599 * time.Millisecond)
 	_, _, err = do(t, p)
 	noKey(t, err)
-	clk.Advance(time.Millisecond)
+	clk.Advance(time.Millisecond) // 1s after the first: one slot frees
 	mustDo(t, p)
 	_, _, err = do(t, p)
 	noKey(t, err)
-	clk.Advance(time.Second)
+	clk.Advance(400 * time.Millisecond) // 1s after the second
 	mustDo(t, p)
-	mustDo(t, p)
-	if n := len(up.Calls()); n != 5 {
-		t.Fatalf("%d requests went out, want 5", n)
+	if n := len(up.Calls()); n != 4 {
+		t.Fatalf("%d requests went out, want 4", n)
 	}
 }
 
@@ -119,19 +124,53 @@ func TestPerMinuteLimit(t *testing.T) {
 	p := mustNew(t, []apipool.Key{{ID: "k0", Secret: "s0", PerMinute: 3}}, apipool.WithBase(up), apipool.WithClock(clk), apipool.WithMaxWait(0))
 	for i := 0; i < 3; i++ {
 		mustDo(t, p)
+		clk.Advance(10 * time.Second)
 	}
 	_, _, err := do(t, p)
 	nk := noKey(t, err)
-	if nk.RetryAt.Before(t0.Add(20*time.Second)) || nk.RetryAt.After(t0.Add(21*time.Second)) {
-		t.Fatalf("RetryAt %v, want about 20s from now", nk.RetryAt)
+	if !nk.RetryAt.Equal(t0.Add(time.Minute)) {
+		t.Fatalf("RetryAt %v, want a minute after the first request", nk.RetryAt)
 	}
-	clk.Advance(19 * time.Second)
+	clk.Advance(29 * time.Second) // t0+59s: the first is still in the window
 	_, _, err = do(t, p)
 	noKey(t, err)
 	clk.Advance(time.Second)
 	mustDo(t, p)
 	_, _, err = do(t, p)
 	noKey(t, err)
+}
+
+// In no window of a minute do more than PerMinute requests go out, however
+// the requests come: the token bucket it replaced let twice the limit
+// through in the first minute.
+func TestPerMinuteSlidingWindow(t *testing.T) {
+	t.Parallel()
+	clk := newClock()
+	up := newUpstream(nil)
+	const limit = 10
+	p := mustNew(t, []apipool.Key{{ID: "k0", Secret: "s0", PerMinute: limit}}, apipool.WithBase(up), apipool.WithClock(clk), apipool.WithMaxWait(0))
+	var sent []time.Time
+	for step := 0; step < 600; step++ { // ten minutes in steps of a second
+		for i := 0; i < 3; i++ {
+			if resp, _, err := do(t, p); err == nil {
+				resp.Body.Close()
+				sent = append(sent, clk.Now())
+			}
+		}
+		clk.Advance(time.Second)
+	}
+	for i := range sent {
+		n := 0
+		for j := i; j < len(sent) && sent[j].Sub(sent[i]) < time.Minute; j++ {
+			n++
+		}
+		if n > limit {
+			t.Fatalf("%d requests in the minute from %v, want at most %d", n, sent[i], limit)
+		}
+	}
+	if len(sent) < 10*limit {
+		t.Fatalf("%d requests in ten minutes, want %d (the limit every minute)", len(sent), 10*limit)
+	}
 }
 
 // Within WithMaxWait, a request waits for its rate limit to allow it.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -51,6 +52,15 @@ const (
 )
 
 type config struct {
+	stripHeaders     []string
+	stripParams      []string
+	attemptTimeout   time.Duration
+	rateLimitHeaders RateLimitHeaderMode
+	disabledRetryMin time.Duration
+	disabledRetryMax time.Duration
+	steer            bool
+	budgetParser     status.BudgetParser
+
 	base           http.RoundTripper
 	strategy       Strategy
 	selector       Selector
@@ -100,7 +110,119 @@ func defaultConfig() config {
 		maxBuffered: DefaultMaxBufferedBody,
 		clock:       realClock{},
 		quotaLoc:    time.UTC,
+
+		stripHeaders:     DefaultStripHeaders,
+		stripParams:      DefaultStripParams,
+		disabledRetryMin: DefaultDisabledRetry,
+		disabledRetryMax: DefaultDisabledRetryMax,
+		steer:            true,
 	}
+}
+
+// finish settles what depends on several options.
+func (c *config) finish() {
+	if c.inject == injectHeader || c.inject == injectQuery {
+		// The pool's own header or parameter is replaced anyway; it needs
+		// no separate stripping.
+		c.stripHeaders = slices.DeleteFunc(slices.Clone(c.stripHeaders), func(h string) bool { return h == c.injectName })
+	}
+}
+
+// WithStripCredentials sets the credentials the pool removes from every
+// request before it applies its key, whatever the injection: the header
+// names and query parameter names an SDK may have filled with a
+// placeholder key. The defaults are DefaultStripHeaders (Authorization,
+// X-Api-Key, Api-Key, X-Goog-Api-Key) and DefaultStripParams (api_key, key,
+// apikey). The same parameters are removed from requests to hosts the pool
+// does not key, and the headers from redirect hops to them. Nil slices
+// keep the defaults; empty ones remove nothing.
+func WithStripCredentials(headers, params []string) Option {
+	return optionFunc(func(c *config) error {
+		if headers != nil {
+			c.stripHeaders = make([]string, 0, len(headers))
+			for i, h := range headers {
+				if !validHeaderName(h) {
+					return &ConfigError{Field: fmt.Sprintf("WithStripCredentials.headers[%d]", i), Reason: fmt.Sprintf("%q is not a valid header name", h)}
+				}
+				c.stripHeaders = append(c.stripHeaders, http.CanonicalHeaderKey(h))
+			}
+		}
+		if params != nil {
+			for i, p := range params {
+				if p == "" {
+					return &ConfigError{Field: fmt.Sprintf("WithStripCredentials.params[%d]", i), Reason: "empty parameter name"}
+				}
+			}
+			c.stripParams = slices.Clone(params)
+		}
+		return nil
+	})
+}
+
+// WithAttemptTimeout bounds each attempt (to its response headers and
+// through its body) with a timeout of the pool's own. An attempt that it
+// ends counts as a timeout of the key: its breaker hears of it and the
+// request may be resent. The caller's own deadline or cancel never counts
+// against a key. 0, the default, sets none.
+func WithAttemptTimeout(d time.Duration) Option {
+	return optionFunc(func(c *config) error {
+		if d < 0 {
+			return &ConfigError{Field: "WithAttemptTimeout", Reason: fmt.Sprintf("negative duration %v", d)}
+		}
+		c.attemptTimeout = d
+		return nil
+	})
+}
+
+// Defaults of WithDisabledRetry.
+const (
+	DefaultDisabledRetry    = time.Minute
+	DefaultDisabledRetryMax = time.Hour
+)
+
+// WithDisabledRetry sets when a key that the upstream rejected (401, or a
+// failed probe) is tried again by itself: one trial request after first,
+// then after a backoff that doubles with each rejection in a row, up to
+// max. A trial the upstream accepts puts the key back in use. The defaults
+// are 1 minute doubling to 1 hour. first 0 disables keys for good: only
+// Enable or a passing probe puts them back. Keys disabled with Disable
+// stay disabled until Enable whatever this says.
+func WithDisabledRetry(first, max time.Duration) Option {
+	return optionFunc(func(c *config) error {
+		if first < 0 || max < 0 || first > 0 && max < first {
+			return &ConfigError{Field: "WithDisabledRetry", Reason: fmt.Sprintf("want 0 <= first <= max, got first %v, max %v", first, max)}
+		}
+		c.disabledRetryMin, c.disabledRetryMax = first, max
+		return nil
+	})
+}
+
+// WithRateLimitHeaders sets what the rate-limit headers of the responses
+// the caller gets describe: the key that answered (RateLimitHeadersAsIs,
+// the default), the pool (RateLimitHeadersPool), or nothing
+// (RateLimitHeadersRemove). Use RateLimitHeadersPool with SDKs that track
+// these headers and refuse calls on their own, such as go-github.
+func WithRateLimitHeaders(m RateLimitHeaderMode) Option {
+	return optionFunc(func(c *config) error {
+		if m > RateLimitHeadersRemove {
+			return &ConfigError{Field: "WithRateLimitHeaders", Reason: fmt.Sprintf("unknown mode %d", m)}
+		}
+		c.rateLimitHeaders = m
+		return nil
+	})
+}
+
+// WithRateLimitSteering turns on or off (default on) the reading of the
+// providers' rate-limit headers (status.ParseBudget: OpenAI, Anthropic,
+// GitHub, IETF RateLimit): with it, a key whose answers say its quota is
+// used up rests until the reset, before any 429, and no more requests go
+// to a key at once than it has left. parser, when not nil, reads an API's
+// own headers instead.
+func WithRateLimitSteering(on bool, parser status.BudgetParser) Option {
+	return optionFunc(func(c *config) error {
+		c.steer, c.budgetParser = on, parser
+		return nil
+	})
 }
 
 // WithBase sets the transport that sends the requests. Nil, the default,
@@ -201,7 +323,10 @@ func WithHosts(hosts ...string) Option {
 }
 
 // WithClassifier sets how responses and errors map to statuses. The
-// default rates 429 as rate limited and 401 and 403 as an invalid key.
+// default rates 429 as rate limited, 401 as an invalid key, and 403 as
+// rate limited when it carries rate-limit evidence (Retry-After, or a
+// budget used up: x-ratelimit-remaining: 0), else as a client error that
+// changes no key (see status.Config).
 func WithClassifier(cfg status.Config) Option {
 	return optionFunc(func(c *config) error {
 		cl, err := status.NewClassifier(cfg)
@@ -226,8 +351,14 @@ func WithCooldown(fallback, max time.Duration) Option {
 	})
 }
 
-// WithMaxAttempts bounds the attempts of one request, the first included
-// (default 4). 1 disables retries.
+// WithMaxAttempts bounds the attempts of one request that end in a server
+// error, a network error or a timeout, the first included (default 4).
+// Rate-limit answers are counted apart: a request resends past them on
+// other keys, and waits for keys to free up, for as long as its wait
+// budget lasts (WithMaxWait and its context), with at most twice as many
+// rate-limited attempts as the pool has keys (at least 4). A key the upstream rejects
+// (401) is resent once on another key; a second rejection goes back to the
+// caller. 1 turns every resend off.
 func WithMaxAttempts(n int) Option {
 	return optionFunc(func(c *config) error {
 		if n < 1 || n > 100 {

@@ -98,8 +98,8 @@ func TestConfigErrors(t *testing.T) {
 func TestOptionDefaultsAndOrder(t *testing.T) {
 	t.Parallel()
 	// The zero Key limits mean no limit; default attempts are 4.
-	up := newUpstream(func(seen) reply { return reply{Status: 429, Header: hdr("Retry-After", "0")} })
-	p := mustNew(t, keys(6), apipool.WithBase(up), apipool.WithClock(newClock()))
+	up := newUpstream(func(seen) reply { return reply{Status: 503} })
+	p := mustNew(t, keys(6), apipool.WithBase(up), apipool.WithClock(newClock()), noBackoff)
 	mustDo(t, p)
 	if n := len(up.Calls()); n != apipool.DefaultMaxAttempts {
 		t.Fatalf("%d attempts, want DefaultMaxAttempts (%d)", n, apipool.DefaultMaxAttempts)

@@ -5,11 +5,11 @@ import (
 	"errors"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/apipool-ng/apipool/recorder"
 	"github.com/apipool-ng/apipool/status"
-	"go.opentelemetry.io/otel/trace"
 )
 
 // Probe checks that a key works, typically with one cheap request (list
@@ -96,7 +96,7 @@ func (t *Transport) probeKey(ctx context.Context, k *keyState) ProbeResult {
 		if err != nil {
 			res.Err = redact(err, k.secret)
 		}
-		t.disable(k, "probe: upstream rejected the key", now, true)
+		t.disable(k, "probe: upstream rejected the key", now, true, false)
 	case err != nil:
 		res.Err = redact(err, k.secret)
 	default:
@@ -108,52 +108,31 @@ func (t *Transport) probeKey(ctx context.Context, k *keyState) ProbeResult {
 	return res
 }
 
-// pinnedTransport sends every request with one key, once.
+// pinnedTransport sends every request of a probe with one key, once,
+// through the pool's attempt path (a call pinned to the key): the same
+// copy, credential handling, classification, key updates and usage event
+// as any request, but no pick, no wait and no resend.
 type pinnedTransport struct {
 	t  *Transport
 	k  *keyState
-	mu sync.Mutex
-	st status.Status
+	st atomic.Uint32 // the last answer's status
 }
 
-func (p *pinnedTransport) last() status.Status {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.st
-}
+func (p *pinnedTransport) last() status.Status { return status.Status(p.st.Load()) }
 
 func (p *pinnedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	t := p.t
+	if req == nil || req.URL == nil {
+		return nil, errors.New("apipool: nil request or URL")
+	}
 	if !t.keyAllowed(req) {
-		return t.base.RoundTrip(req)
+		return t.passThrough(req)
 	}
-	c := &call{t: t, req: req, ks: t.keys.Load(), bufLen: -1}
-	c.now = t.cfg.clock.Now()
-	p.k.inFlight.Add(1)
-	r, err := c.attemptRequest(req.Context(), p.k, 1)
-	if err != nil {
-		p.k.inFlight.Add(-1)
-		closeBody(req)
-		return nil, err
-	}
-	resp, err := t.base.RoundTrip(r)
-	end := t.cfg.clock.Now()
-	if err != nil {
-		resp = nil
-	}
-	st := t.cfg.classifier.Classify(resp, err)
-	p.mu.Lock()
-	p.st = st
-	p.mu.Unlock()
-	if st == status.ReachLimit {
-		t.updateKey(p.k, st, resp, end)
-	}
-	t.record(c, p.k, st, end.Sub(c.now), 1, resp, errorType(st, err), trace.SpanContextFromContext(req.Context()))
-	if err != nil {
-		p.k.inFlight.Add(-1)
-		return nil, redact(err, p.k.secret)
-	}
-	return c.deliver(resp, p.k), nil
+	c := &call{t: t, req: req, ks: t.keys.Load(), bufLen: -1, pinned: p.k}
+	c.cand = Candidates{ks: c.ks, call: c}
+	resp, err := c.run()
+	p.st.Store(uint32(c.final))
+	return resp, err
 }
 
 // probeLoop probes the disabled keys at the configured interval.
@@ -234,7 +213,7 @@ func (t *Transport) Disable(id, reason string) error {
 	if reason == "" {
 		reason = "disabled by the application"
 	}
-	t.disable(k, reason, t.cfg.clock.Now(), true)
+	t.disable(k, reason, t.cfg.clock.Now(), true, true)
 	return nil
 }
 

@@ -285,7 +285,7 @@ func TestCheckUsableWithoutProbe(t *testing.T) {
 func TestCheckUsableReport(t *testing.T) {
 	t.Parallel()
 	up := newUpstream(bySecret(map[string]reply{
-		"s1": {Status: 403},
+		"s1": {Status: 401},
 		"s2": {Status: 503},
 	}))
 	p := mustNew(t, keys(3), apipool.WithBase(up), apipool.WithProbe(apipool.ProbeRequest("GET", "http://api.test/me"), 0))

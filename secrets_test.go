@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -44,6 +45,53 @@ func assertErrNoCanary(t *testing.T, what string, err error) {
 	if errors.As(err, &ue) {
 		assertNoCanary(t, what+" (url.Error.URL)", ue.URL)
 	}
+	if path, ok := reachable(reflect.ValueOf(err), "CANARY", "err", 0); ok {
+		t.Errorf("%s: the secret is reachable by reflection at %s", what, path)
+	}
+}
+
+// reachable walks v by reflection, unexported fields included, as go-spew
+// or a debugger would, and reports the path of a string holding needle.
+func reachable(v reflect.Value, needle, path string, depth int) (string, bool) {
+	if depth > 20 || !v.IsValid() {
+		return "", false
+	}
+	switch v.Kind() {
+	case reflect.String:
+		if strings.Contains(v.String(), needle) {
+			return path, true
+		}
+	case reflect.Pointer, reflect.Interface:
+		if !v.IsNil() {
+			return reachable(v.Elem(), needle, path, depth+1)
+		}
+	case reflect.Struct:
+		for i := 0; i < v.NumField(); i++ {
+			if p, ok := reachable(v.Field(i), needle, path+"."+v.Type().Field(i).Name, depth+1); ok {
+				return p, true
+			}
+		}
+	case reflect.Slice, reflect.Array:
+		if v.Kind() == reflect.Slice && v.Type().Elem().Kind() == reflect.Uint8 {
+			if strings.Contains(string(v.Bytes()), needle) {
+				return path, true
+			}
+			return "", false
+		}
+		for i := 0; i < v.Len(); i++ {
+			if p, ok := reachable(v.Index(i), needle, fmt.Sprintf("%s[%d]", path, i), depth+1); ok {
+				return p, true
+			}
+		}
+	case reflect.Map:
+		it := v.MapRange()
+		for it.Next() {
+			if p, ok := reachable(it.Value(), needle, path+"[key]", depth+1); ok {
+				return p, true
+			}
+		}
+	}
+	return "", false
 }
 
 // formatted returns k printed, logged and encoded every way a program

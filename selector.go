@@ -11,7 +11,8 @@ import (
 type Strategy int
 
 const (
-	// RoundRobin takes the keys in turn, skipping those not eligible.
+	// RoundRobin takes the keys in turn, skipping those not eligible; a
+	// skipped key's turns are spread evenly over the others.
 	RoundRobin Strategy = iota
 	// Random takes an eligible key at random, as apipool-ng does.
 	Random
@@ -22,8 +23,10 @@ const (
 	// flight, ties in turn. Above 32 keys it compares three eligible keys
 	// taken at random rather than all of them.
 	LeastInFlight
-	// MostQuotaLeft takes the eligible key with the most of its daily
-	// quota left (a key without one counts as unlimited), ties in turn.
+	// MostQuotaLeft takes the eligible key with the most quota left: the
+	// lesser of its daily quota left and the requests its provider's
+	// rate-limit headers say are left in the current window (a key with
+	// neither counts as unlimited), ties in turn.
 	// Above 32 keys it compares three eligible keys taken at random.
 	MostQuotaLeft
 )
@@ -104,9 +107,13 @@ func newSelector(s Strategy) Selector {
 		return &scanSelector{score: func(c *Candidates, i int) int64 { return -c.ks.keys[i].inFlight.Load() }}
 	case MostQuotaLeft:
 		return &scanSelector{score: func(c *Candidates, i int) int64 {
-			q := c.ks.keys[i].quotaLeft(c.call.now)
+			k := c.ks.keys[i]
+			q := k.quotaLeft(c.call.now)
 			if q < 0 {
-				return 1 << 62
+				q = 1 << 62
+			}
+			if r, _, _ := k.budget.view(c.call.now); r >= 0 && r < q {
+				q = r // the provider's own count, when its headers tell it
 			}
 			return q
 		}}
@@ -136,22 +143,44 @@ type roundRobin struct {
 	_    [56]byte
 }
 
+// Pick takes the key the turn counter names; when that key is not
+// eligible, it draws the next turn rather than taking the key's
+// neighbour, so that a skipped key's turns spread evenly over the others
+// (taking the neighbour would give it twice the others' share). After n
+// draws without an eligible key it scans from the last.
 func (r *roundRobin) Pick(c *Candidates) int {
 	n := c.Len()
 	if n == 0 {
 		return -1
 	}
-	return probeFrom(c, int((r.next.Add(1)-1)%uint64(n)))
+	var i int
+	for range n {
+		i = int((r.next.Add(1) - 1) % uint64(n))
+		if c.Eligible(i) {
+			return i
+		}
+	}
+	return probeFrom(c, i)
 }
 
 type randomSelector struct{}
 
+// Pick draws keys at random until one is eligible (n draws at most, then
+// a scan): taking the neighbour of an ineligible key would double the
+// neighbour's share.
 func (randomSelector) Pick(c *Candidates) int {
 	n := c.Len()
 	if n == 0 {
 		return -1
 	}
-	return probeFrom(c, rand.IntN(n))
+	i := 0
+	for range n {
+		i = rand.IntN(n)
+		if c.Eligible(i) {
+			return i
+		}
+	}
+	return probeFrom(c, i)
 }
 
 type weightedSelector struct{}
@@ -224,7 +253,15 @@ func (s *scanSelector) Pick(c *Candidates) int {
 		}
 		return best
 	}
-	start := int((s.next.Add(1) - 1) % uint64(n))
+	// Ties go to the first key from a rotating start; the start is drawn
+	// again when it is not eligible, so that ties spread evenly.
+	start := 0
+	for range n {
+		start = int((s.next.Add(1) - 1) % uint64(n))
+		if c.Eligible(start) {
+			break
+		}
+	}
 	best, bestScore := -1, int64(0)
 	for j := 0; j < n; j++ {
 		i := start + j

@@ -108,6 +108,10 @@ func WithSharedState(s SharedState) Option {
 	})
 }
 
+// sharedTakeTimeout bounds one Take: longer, and the store counts as
+// failing (local limits decide meanwhile).
+const sharedTakeTimeout = 250 * time.Millisecond
+
 // sharedQueueSize bounds the local changes waiting to be published; when
 // it is full, new changes are dropped and counted (the state they carry is
 // still applied locally).
@@ -274,13 +278,19 @@ func (t *Transport) applyShared(c StateChange) {
 	}
 	switch c.Kind {
 	case ChangeCooldown:
-		k.cool(c.Until)
+		k.cool(c.Until, reasonReplica)
 	case ChangeDisable:
 		reason := c.Reason
 		if reason == "" {
 			reason = "disabled by another replica"
 		}
-		t.disable(k, reason, c.At, false)
+		at := c.At
+		if at.IsZero() {
+			at = t.cfg.clock.Now()
+		}
+		// The disable's retry follows this replica's WithDisabledRetry: the
+		// store does not say whether the other replica's was for good.
+		t.disable(k, reason, at, false, false)
 	case ChangeEnable:
 		t.enable(k, false)
 	}
@@ -292,9 +302,13 @@ func (t *Transport) applyShared(c StateChange) {
 func (t *Transport) takeShared(ctx context.Context, k *keyState, now time.Time) bool {
 	sh := t.shared
 	if sh.faulty.Load() {
+		// While the store fails, one request per backoff probes it: the
+		// one that moves nextTake past now. The others go on with the
+		// local limits alone, without a round trip.
 		next := sh.nextTake.Load()
-		if time.Now().UnixNano() < next || !sh.nextTake.CompareAndSwap(next, next+1) {
-			return true // the store is down: local limits decide, without a round trip
+		nowNs := now.UnixNano()
+		if nowNs < next || !sh.nextTake.CompareAndSwap(next, nowNs+int64(backoffDelay(int(sh.takeFail.Load())))) {
+			return true
 		}
 	}
 	l := Limits{PerSecond: k.key.PerSecond, PerMinute: k.key.PerMinute, PerDay: k.key.PerDay}
@@ -315,12 +329,17 @@ func (t *Transport) takeShared(ctx context.Context, k *keyState, now time.Time) 
 		k.leaseMu.Unlock()
 		n = min(max(l.PerDay/100, 1), 16)
 	}
-	got, retryAt, err := sh.s.Take(ctx, k.key.ID, l, now, n)
+	// The store gets sharedTakeTimeout: a store that hangs is a failing
+	// store, even for callers whose own deadlines are shorter.
+	tctx, cancel := context.WithTimeout(ctx, sharedTakeTimeout)
+	got, retryAt, err := sh.s.Take(tctx, k.key.ID, l, now, n)
+	storeTimedOut := tctx.Err() != nil && ctx.Err() == nil
+	cancel()
 	if err != nil {
-		if ctx.Err() == nil {
+		if ctx.Err() == nil || storeTimedOut {
 			sh.fault("take", err)
 			fails := sh.takeFail.Add(1)
-			sh.nextTake.Store(time.Now().Add(backoffDelay(int(fails) - 1)).UnixNano())
+			sh.nextTake.Store(t.cfg.clock.Now().Add(backoffDelay(int(fails) - 1)).UnixNano())
 		}
 		return true
 	}
@@ -330,7 +349,7 @@ func (t *Transport) takeShared(ctx context.Context, k *keyState, now time.Time) 
 		if !retryAt.After(now) {
 			retryAt = now.Add(time.Second)
 		}
-		k.cool(retryAt) // local only: the limit, not the key, is spent
+		k.cool(retryAt, reasonShared) // local only: the limit, not the key, is spent
 		return false
 	}
 	if got > 1 {

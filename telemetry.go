@@ -215,11 +215,13 @@ func (tl *telemetry) instruments(e *meterEntry) {
 	otelHandle(err)
 	quota, err := m.Int64ObservableGauge("apipool.key.quota_left", metric.WithDescription("Today's quota left, for keys with a daily quota."), metric.WithUnit("{request}"))
 	otelHandle(err)
+	remaining, err := m.Int64ObservableGauge("apipool.key.provider_remaining", metric.WithDescription("Requests left in the key's current window, as the upstream's rate-limit headers last said (only while known)."), metric.WithUnit("{request}"))
+	otelHandle(err)
 	queue, err := m.Int64ObservableGauge("apipool.recorder.queue_length", metric.WithDescription("Usage events waiting in the recorder's queue."), metric.WithUnit("{event}"))
 	otelHandle(err)
 	dropped, err := m.Int64ObservableCounter("apipool.recorder.dropped", metric.WithDescription("Usage events the recorder dropped."), metric.WithUnit("{event}"))
 	otelHandle(err)
-	insts := []metric.Observable{cooling, disabled, open, inflight, quota, queue, dropped}
+	insts := []metric.Observable{cooling, disabled, open, inflight, quota, remaining, queue, dropped}
 	for _, i := range insts {
 		if i == nil {
 			return
@@ -238,6 +240,9 @@ func (tl *telemetry) instruments(e *meterEntry) {
 			o.ObserveInt64(inflight, s.InFlight, attrs)
 			if s.QuotaLeft >= 0 {
 				o.ObserveInt64(quota, s.QuotaLeft, attrs)
+			}
+			if s.ProviderRemaining >= 0 {
+				o.ObserveInt64(remaining, s.ProviderRemaining, attrs)
 			}
 		}
 		if q, ok := t.rec.(recorder.QueueLener); ok {

@@ -256,10 +256,13 @@ func TestPeriodicProbeReenablesKey(t *testing.T) {
 }
 
 // While another key is eligible, a request never goes twice to one key.
+// Rate-limited attempts are counted apart from WithMaxAttempts: at most
+// twice as many as the pool has keys (at least 4).
 func TestNoKeyTriedTwiceInOneRequest(t *testing.T) {
 	t.Parallel()
 	// Retry-After: 0 leaves every key eligible: only the request's memory
-	// of the keys it tried keeps it from going back to one.
+	// of the keys it tried keeps it from going back to one before it has
+	// tried them all.
 	limited := func(seen) reply { return reply{Status: 429, Header: hdr("Retry-After", "0")} }
 	for _, st := range []apipool.Strategy{apipool.RoundRobin, apipool.Random, apipool.Weighted, apipool.LeastInFlight, apipool.MostQuotaLeft} {
 		t.Run(st.String(), func(t *testing.T) {
@@ -272,7 +275,11 @@ func TestNoKeyTriedTwiceInOneRequest(t *testing.T) {
 				if resp.StatusCode != 429 {
 					t.Fatalf("status %d", resp.StatusCode)
 				}
-				assertDistinct(t, up.Secrets(), 5)
+				got := up.Secrets()
+				if len(got) != 10 {
+					t.Fatalf("%d attempts, want 10 (twice the keys)", len(got))
+				}
+				assertDistinct(t, got[:5], 5)
 			}
 		})
 	}
@@ -292,7 +299,11 @@ func TestNoKeyTriedTwiceInOneRequest(t *testing.T) {
 		up := newUpstream(limited)
 		p := mustNew(t, keys(70), apipool.WithBase(up), apipool.WithClock(newClock()), apipool.WithStrategy(apipool.Random), apipool.WithMaxAttempts(70))
 		mustDo(t, p)
-		assertDistinct(t, up.Secrets(), 70)
+		got := up.Secrets()
+		if len(got) != 140 {
+			t.Fatalf("%d attempts, want 140", len(got))
+		}
+		assertDistinct(t, got[:70], 70)
 	})
 	t.Run("fewer keys than attempts", func(t *testing.T) {
 		t.Parallel()
@@ -300,8 +311,8 @@ func TestNoKeyTriedTwiceInOneRequest(t *testing.T) {
 		p := mustNew(t, keys(3), apipool.WithBase(up), apipool.WithClock(newClock()), apipool.WithMaxAttempts(5))
 		mustDo(t, p)
 		got := up.Secrets()
-		if len(got) != 5 {
-			t.Fatalf("%d attempts, want 5", len(got))
+		if len(got) != 6 {
+			t.Fatalf("%d attempts, want 6 (twice the keys)", len(got))
 		}
 		assertDistinct(t, got[:3], 3)
 	})

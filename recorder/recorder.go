@@ -185,3 +185,51 @@ func (f fanout) Dropped() uint64 {
 	}
 	return n
 }
+
+// Flusher is implemented by recorders that can write out what they hold
+// without closing.
+type Flusher interface {
+	Flush(ctx context.Context) error
+}
+
+// KeepOpen returns r wrapped so that its Close flushes r (when r is a
+// Flusher) and leaves it open. Give it to pools that share one store: a
+// pool closes its recorder on Close, and the first pool closed would
+// otherwise close the store under the others. Close the store yourself
+// after the pools. The wrapper answers Stats, Dropped and QueueLen when r
+// does.
+func KeepOpen(r Recorder) Recorder {
+	k := keepOpen{r}
+	if s, ok := r.(Stats); ok {
+		return keepOpenStats{k, s}
+	}
+	return k
+}
+
+type keepOpen struct{ Recorder }
+
+func (k keepOpen) Close(ctx context.Context) error {
+	if f, ok := k.Recorder.(Flusher); ok {
+		return f.Flush(ctx)
+	}
+	return nil
+}
+
+func (k keepOpen) Dropped() uint64 {
+	if d, ok := k.Recorder.(DropCounter); ok {
+		return d.Dropped()
+	}
+	return 0
+}
+
+func (k keepOpen) QueueLen() int {
+	if q, ok := k.Recorder.(QueueLener); ok {
+		return q.QueueLen()
+	}
+	return 0
+}
+
+type keepOpenStats struct {
+	keepOpen
+	Stats
+}

@@ -6,18 +6,28 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"time"
 )
 
 // Config configures a [Classifier]. The zero value means the defaults:
-// 429 is a rate limit, 401 and 403 mean an invalid key.
+// 429 is a rate limit, 401 means an invalid key, and 403 is a rate limit
+// when the answer carries rate-limit evidence (a Retry-After, or a
+// rate-limit budget used up, as GitHub sends), else a client error: a
+// plain 403 (a permission, a region) says nothing of the key.
 type Config struct {
 	// RateLimitCodes are the HTTP status codes that mean the key is rate
 	// limited. Nil means {429}. Some APIs also use 403 or 402.
 	RateLimitCodes []int
 	// InvalidKeyCodes are the HTTP status codes that mean the key is not
-	// valid (revoked, wrong, unpaid). Nil means {401, 403}. A code listed
-	// in both lists counts as a rate limit.
+	// valid (revoked, wrong, unpaid). Nil means {401}; before v0.2 it
+	// meant {401, 403}. A code listed in both lists counts as a rate
+	// limit.
 	InvalidKeyCodes []int
+	// EvidenceCodes are the HTTP status codes that count as a rate limit
+	// when the answer carries rate-limit evidence (see
+	// [RateLimitEvidence]), and as their other class without it. Nil
+	// means {403}; an empty non-nil slice turns this off.
+	EvidenceCodes []int
 	// Hook, when set, runs first on every response. If it returns ok, its
 	// status is used; otherwise the codes above decide. It may read the
 	// response's headers but must not read or close its body.
@@ -28,8 +38,9 @@ type Config struct {
 // with [NewClassifier]; the zero value is not usable. It is safe for
 // concurrent use and never reads a response body.
 type Classifier struct {
-	codes [600]Status
-	hook  func(*http.Response) (Status, bool)
+	codes    [600]Status
+	evidence [600]bool
+	hook     func(*http.Response) (Status, bool)
 }
 
 // ConfigError reports a bad classifier configuration.
@@ -60,7 +71,7 @@ func NewClassifier(c Config) (*Classifier, error) {
 	}
 	inv := c.InvalidKeyCodes
 	if inv == nil {
-		inv = []int{http.StatusUnauthorized, http.StatusForbidden}
+		inv = []int{http.StatusUnauthorized}
 	}
 	rl := c.RateLimitCodes
 	if rl == nil {
@@ -78,6 +89,16 @@ func NewClassifier(c Config) (*Classifier, error) {
 		}
 		cl.codes[code] = ReachLimit
 	}
+	ev := c.EvidenceCodes
+	if ev == nil {
+		ev = []int{http.StatusForbidden}
+	}
+	for i, code := range ev {
+		if code < 100 || code > 599 {
+			return nil, &ConfigError{Field: fmt.Sprintf("EvidenceCodes[%d]", i), Reason: fmt.Sprintf("%d is not an HTTP status code (100-599)", code)}
+		}
+		cl.evidence[code] = true
+	}
 	return cl, nil
 }
 
@@ -87,8 +108,14 @@ var defaultClassifier, _ = NewClassifier(Config{})
 func Default() *Classifier { return defaultClassifier }
 
 // Classify returns the status of one attempt: of err when it is not nil,
-// else of resp.
+// else of resp. It is ClassifyAt with the time now.
 func (c *Classifier) Classify(resp *http.Response, err error) Status {
+	return c.ClassifyAt(resp, err, time.Now())
+}
+
+// ClassifyAt returns the status of one attempt, reading rate-limit resets
+// relative to now: of err when it is not nil, else of resp.
+func (c *Classifier) ClassifyAt(resp *http.Response, err error, now time.Time) Status {
 	if err != nil {
 		return ClassifyError(err)
 	}
@@ -102,6 +129,9 @@ func (c *Classifier) Classify(resp *http.Response, err error) Status {
 	}
 	if resp.StatusCode < 100 || resp.StatusCode > 599 {
 		return Failed
+	}
+	if c.evidence[resp.StatusCode] && RateLimitEvidence(resp.Header, now) {
+		return ReachLimit
 	}
 	return c.codes[resp.StatusCode]
 }

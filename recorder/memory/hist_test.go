@@ -66,10 +66,10 @@ func TestQuantile(t *testing.T) {
 	var hs histSet
 	for i := 1; i <= 100; i++ {
 		for range i % 7 { // uneven weights
-			hs.add(classSuccess, binOf(time.Duration(i)*time.Millisecond))
+			hs.add(classSuccess, binOf(time.Duration(i)*time.Millisecond), nil)
 		}
 	}
-	hs.add(classFailed, binOf(time.Hour))
+	hs.add(classFailed, binOf(time.Hour), nil)
 	var all []time.Duration
 	for i := 1; i <= 100; i++ {
 		for range i % 7 {
@@ -93,10 +93,56 @@ func TestQuantile(t *testing.T) {
 	if got := m.quantile(1); got < 17*time.Minute {
 		t.Errorf("quantile(1) with an hour-long latency = %v, want the last bin", got)
 	}
-	hs.clear()
+	for _, h := range hs.h {
+		if h != nil {
+			h.clear()
+		}
+	}
 	m.reset()
 	m.addSet(&hs, 7)
 	if m.n != 0 || m.quantile(0.5) != 0 {
 		t.Errorf("after clear: %d latencies, median %v", m.n, m.quantile(0.5))
+	}
+}
+
+// TestHistSparseAndDense checks that a histogram counts the same whether it
+// is sparse, turns dense on the way, or is reused after clear.
+func TestHistSparseAndDense(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	var free hists
+	for _, distinct := range []int{1, 5, maxSparse, maxSparse + 1, numBins} {
+		for round := range 2 { // the second round reuses cleared histograms
+			var want [numBins]uint64
+			var hs histSet
+			for range 2000 {
+				bin := rng.IntN(distinct) * (numBins / distinct)
+				want[bin]++
+				hs.add(classLimit, bin, &free)
+			}
+			h := hs.h[classLimit]
+			if dense := distinct > maxSparse; h.dense() != dense && round == 0 {
+				t.Errorf("%d bins: dense = %v, want %v", distinct, h.dense(), dense)
+			}
+			var m merged
+			m.reset()
+			m.addSet(&hs, 1<<classLimit)
+			if m.bins != want || m.n != 2000 {
+				t.Fatalf("%d bins, round %d: merged counts differ", distinct, round)
+			}
+			free.put(h)
+		}
+	}
+}
+
+// TestHistFullSparseCount checks that a bin counted past what a sparse bin
+// holds turns the histogram dense without losing a count.
+func TestHistFullSparseCount(t *testing.T) {
+	h := newHist()
+	h.add(3)
+	for range sparseMax + 1 {
+		h.add(7)
+	}
+	if !h.dense() || h.v[7] != sparseMax+1 || h.v[3] != 1 {
+		t.Fatalf("dense %v, bins 3 and 7 = %d, %d", h.dense(), h.v[3], h.v[7])
 	}
 }

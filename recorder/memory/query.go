@@ -21,10 +21,8 @@ const (
 // filter is a query's status filter resolved to status slots and histogram
 // classes.
 type filter struct {
-	all     bool
-	n       int
-	slots   [numSlots]uint8
-	classes uint8 // bit c selects histogram class c
+	has     [numSlots]bool // the status slots selected
+	classes uint8          // bit c selects histogram class c
 }
 
 func newFilter(f status.Status) (filter, error) {
@@ -33,12 +31,8 @@ func newFilter(f status.Status) (filter, error) {
 	}
 	var fl filter
 	for i, s := range slotStatus {
-		if s.Matches(f) {
-			fl.slots[fl.n] = uint8(i)
-			fl.n++
-		}
+		fl.has[i] = s.Matches(f)
 	}
-	fl.all = fl.n == numSlots
 	switch f {
 	case status.Unknown:
 		fl.classes = 1<<classSuccess | 1<<classLimit | 1<<classFailed
@@ -52,30 +46,12 @@ func newFilter(f status.Status) (filter, error) {
 	return fl, nil
 }
 
-func (f *filter) sum(c *counts) int64 {
-	var n int64
-	if f.all {
-		for _, v := range c {
-			n += int64(v)
-		}
-		return n
-	}
-	for _, i := range f.slots[:f.n] {
-		n += int64(c[i])
-	}
-	return n
-}
-
 func (f *filter) sum64(c *[numSlots]uint64) int64 {
 	var n uint64
-	if f.all {
-		for _, v := range c {
+	for i, v := range c {
+		if f.has[i] {
 			n += v
 		}
-		return int64(n)
-	}
-	for _, i := range f.slots[:f.n] {
-		n += c[i]
 	}
 	return int64(n)
 }
@@ -140,87 +116,89 @@ func (s *Store) spanOf(k *keyState, g int64) span {
 
 // secSum returns the events of the seconds [lo, hi) of the second ring.
 func (k *keyState) secSum(sp *span, lo, hi int64, f *filter) int64 {
-	var n int64
-	for t := max(lo, sp.sLo); t < min(hi, sp.sHi+1); t++ {
-		n += f.sum(&k.secs[t%secondSlots])
+	lo, hi = max(lo, sp.sLo), min(hi, sp.sHi+1)
+	if lo >= hi {
+		return 0
 	}
-	return n
+	return k.secs.sum(lo, hi, f)
 }
 
 // minuteCount returns the events of minute m that count in the window w.
-func (k *keyState) minuteCount(sp *span, m int64, w window, f *filter, c *config) int64 {
+func (k *keyState) minuteCount(sp *span, m int64, w window, f *filter) int64 {
 	start := m * 60
-	if start >= sp.sLo {
-		// The whole minute is in the second ring.
-		return k.secSum(sp, max(w.a, start), min(w.b, start+60), f)
-	}
 	n := k.secSum(sp, max(w.a, start), min(w.b, start+60), f)
-	if start >= w.a && start < w.b {
+	if start < sp.sLo && start >= w.a && start < w.b {
 		// The events of the minute older than the second ring count at
 		// its start.
-		n += f.sum(&k.mins[m%c.minutes]) - k.secSum(sp, start, start+60, f)
+		n += k.mins.sum(m, m+1, f) - k.secSum(sp, start, start+60, f)
 	}
 	return n
 }
 
 // count returns the key's events in the window. k.mu is held.
-func (k *keyState) count(sp *span, w window, f *filter, c *config) int64 {
+func (k *keyState) count(sp *span, w window, f *filter) int64 {
 	if sp.mLo > sp.mHi || w.a >= w.b {
 		return 0
 	}
 	var n int64
 	// Whole minutes in the window count in full: from the minute ring, or
-	// the hour ring for whole hours.
+	// the hour counts for whole hours.
 	f0 := max((w.a+59)/60, sp.mLo)
 	f1 := min(w.b/60, sp.mHi+1)
 	for m := f0; m < f1; {
 		if m%60 == 0 && m+60 <= f1 {
-			n += f.sum64(&k.hours[m/60%c.hours].n)
+			if e := k.hourHists.get(m / 60); e != nil && e.n != nil {
+				n += f.sum64(e.n)
+			}
 			m += 60
 			continue
 		}
-		n += f.sum(&k.mins[m%c.minutes])
-		m++
+		end := min(f1, (m/60+1)*60)
+		n += k.mins.sum(m, end, f)
+		m = end
 	}
 	// The minutes that hold a bound but are not whole in the window.
 	ma, mb := w.a/60, w.b/60
 	if w.a%60 != 0 && ma >= sp.mLo && ma <= sp.mHi {
-		n += k.minuteCount(sp, ma, w, f, c)
+		n += k.minuteCount(sp, ma, w, f)
 	}
 	if w.b%60 != 0 && (mb != ma || w.a%60 == 0) && mb >= sp.mLo && mb <= sp.mHi {
-		n += k.minuteCount(sp, mb, w, f, c)
+		n += k.minuteCount(sp, mb, w, f)
 	}
 	return n
 }
 
 // points calls fn with every counting time in the window and its count.
 // k.mu is held.
-func (k *keyState) points(sp *span, w window, f *filter, c *config, fn func(sec, n int64)) {
+func (k *keyState) points(sp *span, w window, f *filter, fn func(sec, n int64)) {
 	if sp.mLo > sp.mHi || w.a >= w.b {
 		return
 	}
-	for t := max(w.a, sp.sLo); t < min(w.b, sp.sHi+1); t++ {
-		if n := f.sum(&k.secs[t%secondSlots]); n != 0 {
-			fn(t, n)
-		}
+	if lo, hi := max(w.a, sp.sLo), min(w.b, sp.sHi+1); lo < hi {
+		k.secs.each(lo, hi, f, func(t, n int64) {
+			if n != 0 {
+				fn(t, n)
+			}
+		})
 	}
 	m0 := max((w.a+59)/60, sp.mLo)
 	m1 := min((w.b+59)/60, sp.mHi+1, (sp.sLo+59)/60)
-	for m := m0; m < m1; m++ {
-		n := f.sum(&k.mins[m%c.minutes])
-		if m*60+59 >= sp.sLo {
-			n -= k.secSum(sp, m*60, m*60+60, f)
-		}
-		if n != 0 {
-			fn(m*60, n)
-		}
+	if m0 < m1 {
+		k.mins.each(m0, m1, f, func(m, n int64) {
+			if m*60+59 >= sp.sLo {
+				n -= k.secSum(sp, m*60, m*60+60, f)
+			}
+			if n != 0 {
+				fn(m*60, n)
+			}
+		})
 	}
 }
 
 // latency merges into mg the histograms that cover the key's events in the
 // window: minute histograms where the key has them, else hour histograms,
 // which may hold events of the hour outside the window. k.mu is held.
-func (k *keyState) latency(sp *span, w window, f *filter, c *config, mg *merged) {
+func (k *keyState) latency(sp *span, w window, f *filter, mg *merged) {
 	if sp.mLo > sp.mHi || w.a >= w.b {
 		return
 	}
@@ -231,11 +209,15 @@ func (k *keyState) latency(sp *span, w window, f *filter, c *config, mg *merged)
 		a, b := max(h*60, lo), min(h*60+59, hi)
 		if b-a+1 < 60 && a >= firstMinHist {
 			for m := a; m <= b; m++ {
-				mg.addSet(&k.minHists[m%minuteHistSlots], f.classes)
+				if e := k.minHists.get(m); e != nil {
+					mg.addSet(&e.hs, f.classes)
+				}
 			}
 			continue
 		}
-		mg.addSet(&k.hours[h%c.hours].hs, f.classes)
+		if e := k.hourHists.get(h); e != nil {
+			mg.addSet(&e.hs, f.classes)
+		}
 	}
 }
 
@@ -292,7 +274,7 @@ func (s *Store) UsageByKey(ctx context.Context, q recorder.Query) (map[string]in
 	w := windowOf(q)
 	out := map[string]int64{}
 	err = s.each(ctx, q, func(id string, k *keyState, sp *span) {
-		if n := k.count(sp, w, &f, &s.cfg); n > 0 {
+		if n := k.count(sp, w, &f); n > 0 {
 			out[id] = n
 		}
 	})
@@ -311,7 +293,7 @@ func (s *Store) UsageCount(ctx context.Context, q recorder.Query) (int64, error)
 	w := windowOf(q)
 	var n int64
 	err = s.each(ctx, q, func(_ string, k *keyState, sp *span) {
-		n += k.count(sp, w, &f, &s.cfg)
+		n += k.count(sp, w, &f)
 	})
 	if err != nil {
 		return 0, err
@@ -330,12 +312,12 @@ func (s *Store) LatencyByKey(ctx context.Context, q recorder.Query) (map[string]
 	out := map[string]recorder.Latency{}
 	mg := new(merged)
 	err = s.each(ctx, q, func(id string, k *keyState, sp *span) {
-		n := k.count(sp, w, &f, &s.cfg)
+		n := k.count(sp, w, &f)
 		if n <= 0 {
 			return
 		}
 		mg.reset()
-		k.latency(sp, w, &f, &s.cfg, mg)
+		k.latency(sp, w, &f, mg)
 		out[id] = recorder.Latency{Count: n, P50: mg.quantile(0.5), P90: mg.quantile(0.9), P99: mg.quantile(0.99)}
 	})
 	if err != nil {
@@ -403,14 +385,14 @@ func (s *Store) Series(ctx context.Context, q recorder.Query, step time.Duration
 			for t := lo; t < hi; {
 				i := (t - first) / st
 				end := min(first+(i+1)*st, hi)
-				if n := k.count(sp, window{t, end}, &f, &s.cfg); n != 0 {
+				if n := k.count(sp, window{t, end}, &f); n != 0 {
 					buf[i] = n
 					hit = true
 				}
 				t = end
 			}
 		} else {
-			k.points(sp, w, &f, &s.cfg, func(sec, n int64) {
+			k.points(sp, w, &f, func(sec, n int64) {
 				if i := (sec - first) / st; i >= 0 && i < nb {
 					buf[i] += n
 					hit = true

@@ -69,15 +69,6 @@ func init() {
 	classOf[status.ReachLimit] = classLimit
 }
 
-// counts holds a time bucket's event counts per status slot.
-type counts [numSlots]uint32
-
-// hourSlot is a bucket of the hour tier.
-type hourSlot struct {
-	n  [numSlots]uint64
-	hs histSet
-}
-
 // Values of keyState.newest other than a time.
 const (
 	notStarted = -1 // no event yet
@@ -85,17 +76,21 @@ const (
 )
 
 // keyState is everything the store holds about one key. Its mutex guards
-// every field. The rings hold exactly the data of the last secondSlots
-// seconds, minutes and minuteHistSlots minutes and hours up to newest: when
-// newest advances, the slots it passes are cleared.
+// every field. Each tier is a ring of the time buckets that hold events,
+// sorted by time: the last secondSlots seconds, the minutes of the
+// retention, the last minuteHistSlots minutes' histograms and the hours'
+// histograms up to newest. When newest advances, the buckets it leaves
+// behind are dropped, so a key's memory follows its events, not the
+// retention.
 type keyState struct {
 	mu     sync.Mutex
 	newest int64 // the newest event's Unix second, or notStarted or evicted
 
-	secs     [secondSlots]counts
-	minHists [minuteHistSlots]histSet
-	mins     []counts   // cfg.minutes slots
-	hours    []hourSlot // cfg.hours slots
+	secs      countRing // (second, slot) counts
+	mins      countRing // (minute, slot) counts
+	minHists  histRing  // histograms by minute
+	hourHists histRing  // histograms and counts by hour
+	free      hists     // cleared histograms to reuse
 }
 
 type config struct {
@@ -217,8 +212,8 @@ func (s *Store) TooOld() uint64 { return s.tooOld.Load() }
 func (s *Store) TooNew() uint64 { return s.tooNew.Load() }
 
 // Record counts e in the buckets of its own time, e.Time. It never blocks
-// on I/O, does not allocate once the buckets of a key are in use, and
-// contends only with calls for the same key.
+// on I/O, allocates only when a key's buckets outgrow their rings (see the
+// package documentation), and contends only with calls for the same key.
 func (s *Store) Record(e recorder.Event) {
 	if s.closed.Load() {
 		s.dropped.Add(1)
@@ -297,11 +292,7 @@ func (s *Store) addKey(id string) *keyState {
 	for k, v := range m {
 		nm[k] = v
 	}
-	ks := &keyState{
-		newest: notStarted,
-		mins:   make([]counts, s.cfg.minutes),
-		hours:  make([]hourSlot, s.cfg.hours),
-	}
+	ks := &keyState{newest: notStarted}
 	nm[id] = ks
 	s.keys.Store(&nm)
 	return ks
@@ -350,36 +341,29 @@ func (k *keyState) add(sec int64, slot, class, bin int, c *config) bool {
 		return false
 	}
 	if sec > k.newest-secondSlots {
-		k.secs[sec%secondSlots][slot]++
+		k.secs.add(sec, uint8(slot))
 	}
-	k.mins[m%c.minutes][slot]++
+	k.mins.add(m, uint8(slot))
 	if m > nm-minuteHistSlots {
-		k.minHists[m%minuteHistSlots].add(class, bin)
+		k.minHists.getOrAdd(m).hs.add(class, bin, &k.free)
 	}
-	h := &k.hours[sec/3600%c.hours]
+	h := k.hourHists.getOrAdd(sec / 3600)
+	if h.n == nil {
+		h.n = new([numSlots]uint64)
+	}
 	h.n[slot]++
-	h.hs.add(class, bin)
+	h.hs.add(class, bin, &k.free)
 	return true
 }
 
-// advance moves newest to sec, clearing the slots of the time passed.
+// advance moves newest to sec, dropping the buckets it leaves behind.
 func (k *keyState) advance(sec int64, c *config) {
-	old := k.newest
-	for t := old + 1; t <= min(sec, old+secondSlots); t++ {
-		k.secs[t%secondSlots] = counts{}
-	}
-	om, nm := old/60, sec/60
-	for t := om + 1; t <= min(nm, om+c.minutes); t++ {
-		k.mins[t%c.minutes] = counts{}
-	}
-	for t := om + 1; t <= min(nm, om+minuteHistSlots); t++ {
-		k.minHists[t%minuteHistSlots].clear()
-	}
-	oh, nh := old/3600, sec/3600
-	for t := oh + 1; t <= min(nh, oh+c.hours); t++ {
-		h := &k.hours[t%c.hours]
-		h.n = [numSlots]uint64{}
-		h.hs.clear()
+	k.secs.expire(sec - secondSlots + 1)
+	m := sec / 60
+	if m > k.newest/60 {
+		k.mins.expire(m - c.minutes + 1)
+		k.minHists.expire(m-minuteHistSlots+1, &k.free)
+		k.hourHists.expire(sec/3600-c.hours+1, &k.free)
 	}
 	k.newest = sec
 }

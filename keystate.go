@@ -1,0 +1,579 @@
+package apipool
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/apipool-ng/apipool/status"
+)
+
+// keyState is a key and everything the pool tracks of it. Fields read on
+// the request path are atomics: no pool-wide lock is taken per request.
+type keyState struct {
+	key    Key
+	fp     string
+	secret string
+	// headerValue is the precomputed value slice for header injection,
+	// shared read-only by every request (capacity == length, so an append
+	// by a base transport copies).
+	headerValue []string
+
+	breaker         *keyBreaker
+	breakerState    atomic.Int32 // BreakerState
+	breakerOpenedAt atomic.Int64 // wall-clock ns when it last opened
+	breakerPending  atomic.Bool
+
+	cooldownUntil atomic.Int64 // pool-clock ns; 0 means none
+	coolReason    atomic.Pointer[string]
+	// gate admits one trial request after a cooldown or to a disabled
+	// key whose retry time came, before any other (gateTrial, then
+	// gateTrialOut while it is in flight).
+	gate     atomic.Int32
+	disabled atomic.Pointer[disableInfo]
+	removed  atomic.Bool
+	inFlight atomic.Int64
+
+	budget budget       // what the provider's rate-limit headers said (ratelimit.go)
+	limits *localLimits // PerSecond, PerMinute, PerDay; nil without (limits.go)
+
+	// With shared state: a daily-quota block leased from the store.
+	leaseMu  sync.Mutex
+	leaseDay uint64
+	leased   int
+	limited  bool           // the key has a rate or daily limit
+	loc      *time.Location // where the quota day starts
+}
+
+const (
+	gateOpen int32 = iota
+	gateTrial
+	gateTrialOut
+)
+
+type disableInfo struct {
+	reason  string
+	at      time.Time
+	retryAt time.Time    // when a trial request may test the key; zero: never by itself
+	strikes int          // disables in a row, for the retry backoff
+	prev    *disableInfo // the disable this one replaced (its own prev dropped), or nil
+}
+
+// hold is why a key cannot take a request now.
+type hold uint8
+
+const (
+	holdNone hold = iota
+	holdRemoved
+	holdDisabled
+	holdCooling
+	holdTrial
+	holdBreaker
+	holdInFlight
+	holdBudget
+	holdRate
+	holdDay
+	holdLost
+)
+
+var holdNames = [...]string{"free", "removed", "disabled", "cooling down", "trial in flight", "breaker open", "in-flight cap", "provider quota used up", "rate limit", "daily quota", "lost a race"}
+
+func (h hold) String() string { return holdNames[h] }
+
+// availability is the one answer to "is key k free at now, and if not,
+// why and until when": picking, waiting, NoKeyError and snapshots all
+// come from it. A zero time means the key frees on an event (a request in
+// flight ending), or never by itself.
+func (t *Transport) availability(k *keyState, now time.Time) (hold, time.Time) {
+	if k.removed.Load() {
+		return holdRemoved, time.Time{}
+	}
+	if d := k.disabled.Load(); d != nil {
+		if d.retryAt.IsZero() || now.Before(d.retryAt) {
+			return holdDisabled, d.retryAt
+		}
+	}
+	if u := k.cooldownUntil.Load(); u > now.UnixNano() {
+		return holdCooling, time.Unix(0, u).In(now.Location())
+	}
+	if k.gate.Load() == gateTrialOut {
+		return holdTrial, time.Time{}
+	}
+	if k.breaker != nil && BreakerState(k.breakerState.Load()) == BreakerOpen {
+		left := k.breakerOpenedAt.Load() + int64(t.cfg.breaker.timeout()) - time.Now().UnixNano()
+		if left > 0 {
+			return holdBreaker, now.Add(time.Duration(left))
+		}
+	}
+	if m := k.key.MaxInFlight; m > 0 && k.inFlight.Load() >= int64(m) {
+		return holdInFlight, time.Time{}
+	}
+	if at, ok := k.budget.heldUntil(now); ok {
+		if at.IsZero() {
+			return holdBudget, time.Time{}
+		}
+		return holdBudget, at
+	}
+	if k.limits != nil {
+		if h, at := k.limits.freeAt(now); h != holdNone {
+			return h, at
+		}
+	}
+	return holdNone, time.Time{}
+}
+
+// reserve takes key k for one attempt of c at now: an in-flight slot, the
+// trial when one is due, the provider's budget, the local rate and daily
+// limits, the breaker's permission and the shared limits. It takes all of
+// them or, when one refuses, gives back what it took and reports false.
+func (t *Transport) reserve(ctx context.Context, c *call, k *keyState, now time.Time) bool {
+	if m := int64(k.key.MaxInFlight); m > 0 {
+		for {
+			n := k.inFlight.Load()
+			if n >= m {
+				return false
+			}
+			if k.inFlight.CompareAndSwap(n, n+1) {
+				break
+			}
+		}
+	} else {
+		k.inFlight.Add(1)
+	}
+	undo := func(steps int) bool {
+		if steps >= 4 {
+			c.ticket.finish(k, errBreakerExcluded)
+			t.flushBreaker(k)
+		}
+		if steps >= 3 && k.limits != nil {
+			k.limits.cancel(now)
+		}
+		if steps >= 2 {
+			k.budget.giveBack()
+		}
+		if steps >= 1 && c.trial {
+			c.trial = false
+			k.gate.CompareAndSwap(gateTrialOut, gateTrial)
+		}
+		t.release(k)
+		return false
+	}
+	c.trial = false
+	if k.budget.expire(now) {
+		k.gate.CompareAndSwap(gateOpen, gateTrial) // a new window: one request learns its count first
+	}
+	if k.gate.Load() == gateTrial || k.disabled.Load() != nil {
+		if !k.gate.CompareAndSwap(gateTrial, gateTrialOut) {
+			return undo(0)
+		}
+		c.trial = true
+	}
+	if !k.budget.take(now) {
+		return undo(1)
+	}
+	if k.limits != nil && !k.limits.reserve(now) {
+		return undo(2)
+	}
+	tk, ok := k.allow()
+	if !ok {
+		t.flushBreaker(k)
+		return undo(3)
+	}
+	c.ticket = tk
+	if t.shared != nil && k.limited && !t.takeShared(ctx, k, now) {
+		return undo(4)
+	}
+	return true
+}
+
+// abandon gives back a key reserved for an attempt that was never sent.
+func (c *call) abandon(k *keyState) {
+	t := c.t
+	c.ticket.finish(k, errBreakerExcluded)
+	t.flushBreaker(k)
+	if k.limits != nil {
+		k.limits.cancel(c.now)
+	}
+	k.budget.giveBack()
+	if c.trial {
+		c.trial = false
+		k.gate.CompareAndSwap(gateTrialOut, gateTrial)
+	}
+	t.release(k)
+	c.endAttempt()
+}
+
+// release frees one in-flight slot of k, and tells a waiting request.
+func (t *Transport) release(k *keyState) {
+	if k == nil {
+		return
+	}
+	k.inFlight.Add(-1)
+	t.waiters.wakeHead()
+}
+
+// settle applies what an attempt's answer says of its key, and returns the
+// attempt's status: a rate limit cools the key down; a rejection disables
+// it, unless another key rejected the same request already (then the
+// request is at fault: the first key is put back and the status becomes
+// ClientError); the breaker hears the outcome unless the caller's own
+// context ended the attempt; a trial's answer opens or closes its gate.
+func (c *call) settle(k *keyState, st status.Status, resp *http.Response, end time.Time, callerEnded bool) status.Status {
+	t := c.t
+	if resp != nil {
+		t.learnBudget(k, resp.Header, end)
+	}
+	outcome := breakerOutcome(st)
+	if callerEnded {
+		outcome = errBreakerExcluded
+	}
+	switch st {
+	case status.ReachLimit:
+		t.coolFor(k, resp, end)
+	case status.InvalidKey:
+		if c.pinned != nil {
+			break // a probe: probeKey decides
+		}
+		if c.rejected == nil {
+			reason := "upstream answered " + strconv.Itoa(resp.StatusCode) + " " + http.StatusText(resp.StatusCode)
+			c.rejected = k
+			c.rejectedInfo = t.disable(k, reason, end, true, false)
+			break
+		}
+		// A second key rejected the same request: the request is at
+		// fault, not the keys.
+		if c.rejectedInfo != nil && c.rejected.disabled.CompareAndSwap(c.rejectedInfo, c.rejectedInfo.prev) {
+			if c.rejectedInfo.prev == nil {
+				t.publish(StateChange{KeyID: c.rejected.key.ID, Kind: ChangeEnable, At: end})
+			}
+			if t.cfg.logger != nil {
+				t.cfg.logger.Info("apipool: two keys rejected one request; the request is at fault, the key is back in use", "key", c.rejected.key.ID)
+			}
+			t.waiters.wakeHead()
+		}
+		st, outcome = status.ClientError, errBreakerExcluded
+	}
+	c.ticket.finish(k, outcome)
+	t.flushBreaker(k)
+	if c.trial {
+		c.trial = false
+		t.endTrial(k, st)
+	}
+	return st
+}
+
+// endTrial opens or closes k's gate after its trial request's answer.
+func (t *Transport) endTrial(k *keyState, st status.Status) {
+	next := gateTrial
+	switch st {
+	case status.Success, status.ClientError, status.Failed:
+		// The upstream took the key: a disabled key is back in use.
+		next = gateOpen
+		if d := k.disabled.Load(); d != nil && k.disabled.CompareAndSwap(d, nil) {
+			if t.cfg.logger != nil {
+				t.cfg.logger.Info("apipool: disabled key accepted again; back in use", "key", k.key.ID)
+			}
+			t.publish(StateChange{KeyID: k.key.ID, Kind: ChangeEnable, At: t.cfg.clock.Now()})
+		}
+		if _, held := k.budget.heldUntil(t.cfg.clock.Now()); held {
+			next = gateTrial
+		}
+	}
+	k.gate.CompareAndSwap(gateTrialOut, next)
+	t.waiters.wakeHead()
+}
+
+// coolFor cools k down after a rate-limit answer, for as long as the
+// answer asks (an HTTP date taken relative to the answer's own Date), or
+// the configured fallback, capped.
+func (t *Transport) coolFor(k *keyState, resp *http.Response, now time.Time) {
+	ref := now
+	if resp != nil {
+		if d, err := http.ParseTime(resp.Header.Get("Date")); err == nil {
+			ref = d
+		}
+	}
+	var d time.Duration
+	ok := false
+	if resp != nil {
+		d, ok = status.RetryAfter(resp.Header, ref)
+	}
+	if !ok {
+		d = t.cfg.cooldown
+	}
+	d = min(d, t.cfg.maxCooldown)
+	until := now.Add(d)
+	if k.cool(until, reasonRateLimited) {
+		if t.cfg.logger != nil {
+			t.cfg.logger.Info("apipool: key rate limited, cooling down", "key", k.key.ID, "for", d.String())
+		}
+		t.publish(StateChange{KeyID: k.key.ID, Kind: ChangeCooldown, Until: until, At: now})
+	}
+}
+
+var (
+	reasonRateLimited = ptr("rate limited by the upstream")
+	reasonShared      = ptr("shared limit reached")
+	reasonReplica     = ptr("cooled down by another replica")
+)
+
+func ptr(s string) *string { return &s }
+
+// cool extends the key's cooldown to until, unless it already ends later,
+// and makes the key's next request a trial. It reports whether the
+// deadline moved.
+func (k *keyState) cool(until time.Time, why *string) bool {
+	u := until.UnixNano()
+	k.gate.CompareAndSwap(gateOpen, gateTrial)
+	for {
+		old := k.cooldownUntil.Load()
+		if old >= u {
+			return false
+		}
+		if k.cooldownUntil.CompareAndSwap(old, u) {
+			k.coolReason.Store(why)
+			return true
+		}
+	}
+}
+
+// disable takes k out of use. Unless permanent, a trial request tests it
+// again after a backoff that doubles with each disable in a row
+// (WithDisabledRetry). publish tells the other replicas, when the change
+// is this replica's own. It returns the disable now in force.
+func (t *Transport) disable(k *keyState, reason string, now time.Time, publish, permanent bool) *disableInfo {
+	var info *disableInfo
+	for {
+		old := k.disabled.Load()
+		if old != nil && old.retryAt.IsZero() {
+			return old // disabled for good already
+		}
+		info = &disableInfo{reason: reason, at: now, strikes: 1}
+		if old != nil {
+			prev := *old
+			prev.prev = nil
+			info.strikes, info.prev = old.strikes+1, &prev
+		}
+		if !permanent && t.cfg.disabledRetryMin > 0 {
+			d := t.cfg.disabledRetryMin << min(info.strikes-1, 30)
+			if d <= 0 || d > t.cfg.disabledRetryMax {
+				d = t.cfg.disabledRetryMax
+			}
+			info.retryAt = now.Add(d)
+		}
+		if k.disabled.CompareAndSwap(old, info) {
+			break
+		}
+	}
+	k.gate.CompareAndSwap(gateOpen, gateTrial)
+	if t.cfg.logger != nil {
+		t.cfg.logger.Warn("apipool: key disabled", "key", k.key.ID, "reason", reason, "retry_at", info.retryAt)
+	}
+	if publish {
+		t.publish(StateChange{KeyID: k.key.ID, Kind: ChangeDisable, Reason: reason, At: now})
+	}
+	return info
+}
+
+// enable puts k back in use and ends its cooldown; publish tells the
+// other replicas. It reports whether k was disabled.
+func (t *Transport) enable(k *keyState, publish bool) bool {
+	was := k.disabled.Swap(nil) != nil
+	k.cooldownUntil.Store(0)
+	k.gate.CompareAndSwap(gateTrial, gateOpen)
+	if publish {
+		t.publish(StateChange{KeyID: k.key.ID, Kind: ChangeEnable, At: t.cfg.clock.Now()})
+	}
+	t.waiters.wakeHead()
+	return was
+}
+
+// keySet is an immutable snapshot of the pool's keys; adding or removing
+// a key publishes a new one.
+type keySet struct {
+	keys        []*keyState
+	byID        map[string]*keyState
+	index_      map[*keyState]int
+	secrets     map[string]struct{}
+	cumWeight   []int64
+	totalWeight int64
+}
+
+func newKeySet(keys []*keyState) *keySet {
+	ks := &keySet{keys: keys, byID: make(map[string]*keyState, len(keys)), index_: make(map[*keyState]int, len(keys)),
+		secrets: make(map[string]struct{}, len(keys)), cumWeight: make([]int64, len(keys))}
+	for i, k := range keys {
+		ks.byID[k.key.ID] = k
+		ks.index_[k] = i
+		ks.secrets[k.secret] = struct{}{}
+		ks.totalWeight += int64(k.weight())
+		ks.cumWeight[i] = ks.totalWeight
+	}
+	return ks
+}
+
+// index returns k's position in the set, or -1.
+func (ks *keySet) index(k *keyState) int {
+	if i, ok := ks.index_[k]; ok {
+		return i
+	}
+	return -1
+}
+
+func (k *keyState) weight() int {
+	if k.key.Weight <= 0 {
+		return 1
+	}
+	return k.key.Weight
+}
+
+// validateKey checks one key; i is its index for error messages, or -1.
+func validateKey(k Key, i int) error {
+	field := func(f string) string {
+		if i < 0 {
+			return "Key(" + strconv.Quote(k.ID) + ")." + f
+		}
+		return fmt.Sprintf("keys[%d].%s", i, f)
+	}
+	switch {
+	case k.ID == "":
+		return &ConfigError{Field: field("ID"), Reason: "empty ID"}
+	case len(k.ID) > 256:
+		return &ConfigError{Field: field("ID"), Reason: "longer than 256 bytes"}
+	case !utf8.ValidString(k.ID):
+		return &ConfigError{Field: field("ID"), Reason: "not valid UTF-8"}
+	case k.Secret == "":
+		return &ConfigError{Field: field("Secret"), Reason: "empty secret"}
+	case string(k.Secret) == k.ID:
+		f := "Key.ID" // not field("ID"), which quotes the ID: the secret
+		if i >= 0 {
+			f = field("ID")
+		}
+		return &ConfigError{Field: f, Reason: "the ID is the secret itself; IDs appear in stats and spans"}
+	case k.Weight < 0:
+		return &ConfigError{Field: field("Weight"), Reason: fmt.Sprintf("negative weight %d", k.Weight)}
+	case k.Weight > 1_000_000:
+		return &ConfigError{Field: field("Weight"), Reason: fmt.Sprintf("weight %d above 1000000", k.Weight)}
+	case k.MaxInFlight < 0:
+		return &ConfigError{Field: field("MaxInFlight"), Reason: fmt.Sprintf("negative limit %d", k.MaxInFlight)}
+	case k.PerSecond < 0 || math.IsNaN(k.PerSecond) || math.IsInf(k.PerSecond, 0):
+		return &ConfigError{Field: field("PerSecond"), Reason: fmt.Sprintf("want a finite rate >= 0, got %v", k.PerSecond)}
+	case k.PerSecond > 1e6:
+		return &ConfigError{Field: field("PerSecond"), Reason: fmt.Sprintf("rate %v above 1000000", k.PerSecond)}
+	case k.PerMinute < 0 || k.PerMinute > 10_000_000:
+		return &ConfigError{Field: field("PerMinute"), Reason: fmt.Sprintf("want 0 to 10000000, got %d", k.PerMinute)}
+	case k.PerDay < 0 || k.PerDay > math.MaxInt32:
+		return &ConfigError{Field: field("PerDay"), Reason: fmt.Sprintf("want 0 to %d, got %d", math.MaxInt32, k.PerDay)}
+	}
+	for j := 0; j < len(k.Secret); j++ {
+		if c := k.Secret[j]; c < ' ' || c == 0x7f {
+			return &ConfigError{Field: field("Secret"), Reason: "contains a control character"}
+		}
+	}
+	return nil
+}
+
+func (t *Transport) newKeyState(k Key) *keyState {
+	ks := &keyState{key: k, secret: string(k.Secret), fp: Fingerprint(t.cfg.fingerprintKey, k.Secret), loc: t.cfg.quotaLoc}
+	switch t.cfg.inject {
+	case injectBearer:
+		ks.headerValue = []string{"Bearer " + ks.secret}
+	case injectHeader:
+		ks.headerValue = []string{ks.secret}
+	}
+	ks.headerValue = ks.headerValue[:len(ks.headerValue):len(ks.headerValue)]
+	ks.limits = newLocalLimits(k, t.cfg.quotaLoc)
+	ks.budget.init()
+	ks.breaker = newKeyBreaker(t.cfg.breaker, ks)
+	ks.limited = k.PerSecond > 0 || k.PerMinute > 0 || k.PerDay > 0
+	return ks
+}
+
+// quotaLeft returns today's quota left, or -1 without a daily quota.
+func (k *keyState) quotaLeft(now time.Time) int64 {
+	if k.limits == nil {
+		return -1
+	}
+	return k.limits.quotaLeft(now)
+}
+
+// KeyStatus is a key's state at one moment, for dashboards and tests.
+type KeyStatus struct {
+	ID          string
+	Fingerprint string
+	// State sums up the rest: "active", "cooling", "disabled",
+	// "breaker-open" or "limited" (at a rate, in-flight or daily limit).
+	State string
+	// Hold says why the key cannot take a request now ("" when it can):
+	// one of the reasons of KeyHold.Reason; HoldUntil is until when, or
+	// zero when not known.
+	Hold      string
+	HoldUntil time.Time
+	// CoolingUntil is when the key's cooldown ends, zero when not cooling
+	// down; CoolingReason says why it cools down.
+	CoolingUntil  time.Time
+	CoolingReason string
+	// Disabled is true while the key is disabled; DisabledRetryAt is when
+	// a trial request tests it again, zero when only Enable or a probe
+	// puts it back.
+	Disabled        bool
+	DisabledReason  string
+	DisabledAt      time.Time
+	DisabledRetryAt time.Time
+	Breaker         BreakerState
+	InFlight        int64
+	QuotaLeft       int64 // today's quota left, or -1 without a daily quota
+	Weight          int
+	// ProviderRemaining is the key's requests left in its current window
+	// as the upstream's rate-limit headers last said, or -1 when not
+	// known; ProviderLimit the window's limit (-1 when not known);
+	// ProviderReset when the window resets (zero when not known).
+	ProviderRemaining int64
+	ProviderLimit     int64
+	ProviderReset     time.Time
+}
+
+// snapshotKey reads the key's state at now (pool clock).
+func (t *Transport) snapshotKey(k *keyState, now time.Time) KeyStatus {
+	s := KeyStatus{
+		ID: k.key.ID, Fingerprint: k.fp, State: "active",
+		Breaker: BreakerClosed, InFlight: k.inFlight.Load(), QuotaLeft: k.quotaLeft(now), Weight: k.weight(),
+	}
+	if k.breaker != nil {
+		s.Breaker = k.breaker.cb.State()
+	}
+	if u := k.cooldownUntil.Load(); u > now.UnixNano() {
+		s.CoolingUntil = time.Unix(0, u)
+		if r := k.coolReason.Load(); r != nil {
+			s.CoolingReason = *r
+		}
+	}
+	if d := k.disabled.Load(); d != nil {
+		s.Disabled, s.DisabledReason, s.DisabledAt, s.DisabledRetryAt = true, d.reason, d.at, d.retryAt
+	}
+	s.ProviderRemaining, s.ProviderLimit, s.ProviderReset = k.budget.view(now)
+	h, until := t.availability(k, now)
+	if h != holdNone {
+		s.Hold, s.HoldUntil = h.String(), until
+	}
+	switch {
+	case s.Disabled:
+		s.State = "disabled"
+	case !s.CoolingUntil.IsZero():
+		s.State = "cooling"
+	case h == holdBudget:
+		s.State = "cooling"
+		s.CoolingUntil, s.CoolingReason = until, "provider quota used up"
+	case s.Breaker == BreakerOpen:
+		s.State = "breaker-open"
+	case h == holdInFlight || h == holdRate || h == holdDay:
+		s.State = "limited"
+	}
+	return s
+}

@@ -1,0 +1,346 @@
+package apipool
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// takeKey returns the key for the request's next attempt, reserved
+// (reserve), waiting for one to free up when none is free now. Waiting
+// requests take keys in arrival order: only the first in the pool's wait
+// queue looks, and when it has a key the next one looks. It returns a
+// *NoKeyError when no key will free up within the wait allowed (the
+// request's context deadline and WithMaxWait), or the context's error.
+func (c *call) takeKey(ctx context.Context) (*keyState, error) {
+	t := c.t
+	if c.pinned != nil {
+		c.pinned.inFlight.Add(1) // a probe's request: its key, once, whatever its state
+		c.ticket, c.trial = breakerTicket{}, false
+		return c.pinned, nil
+	}
+	for {
+		c.now = t.cfg.clock.Now()
+		if t.closed.Load() {
+			return nil, ErrClosed
+		}
+		if c.waiter == nil && t.waiters.empty() || c.waiter != nil && t.waiters.isHead(c.waiter) {
+			if k := c.tryPick(ctx); k != nil {
+				if c.waiter != nil {
+					t.waiters.leave(c.waiter) // and the next in line looks
+					c.waiter = nil
+				}
+				return k, nil
+			}
+		}
+		nk := c.noKeyError()
+		limit := c.waitUntil
+		if dl, ok := ctx.Deadline(); ok {
+			if pdl := c.now.Add(time.Until(dl)); pdl.Before(limit) {
+				limit = pdl
+			}
+		}
+		// Wait only when a key will free up in time: at a known time
+		// within the limit, or when a request in flight ends.
+		willFree := nk.eventBound || !nk.RetryAt.IsZero() && !nk.RetryAt.After(limit)
+		if !c.now.Before(limit) || !willFree {
+			return nil, nk
+		}
+		if c.waiter == nil {
+			c.waiter = t.waiters.join()
+			continue // look once more from the queue: a key may have freed meanwhile
+		}
+		d := limit.Sub(c.now)
+		if t.waiters.isHead(c.waiter) {
+			if nk.RetryAt.IsZero() || nk.eventBound {
+				// A poll, in case a key frees with no event to tell (a
+				// selector's choice, a breaker's half-open slot).
+				d = min(d, headPoll)
+			}
+			if !nk.RetryAt.IsZero() && nk.RetryAt.Sub(c.now) < d {
+				d = nk.RetryAt.Sub(c.now)
+			}
+			d = max(d, time.Millisecond)
+		}
+		waitEvent(c.reqSpan, d, "no key available")
+		if err := c.waitFor(ctx, d); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// headPoll bounds how long the first waiting request waits without
+// looking again.
+const headPoll = 250 * time.Millisecond
+
+// tryPick asks the selector for a free key and reserves it. A key that
+// loses the race for its reservation is set aside for this look, and the
+// selector asked again; keys this request already tried are taken only
+// when no other key is free.
+func (c *call) tryPick(ctx context.Context) *keyState {
+	t := c.t
+	c.refreshKeys()
+	c.lost.clear()
+	for pass := 0; pass < 2; pass++ {
+		c.skipTried = pass == 0
+		if pass == 1 && c.tried.empty() {
+			break
+		}
+		for tries := 0; tries <= len(c.ks.keys); tries++ {
+			i := t.selector.Pick(&c.cand)
+			if i < 0 || i >= len(c.ks.keys) || !c.eligible(i) {
+				break
+			}
+			k := c.ks.keys[i]
+			if t.reserve(ctx, c, k, c.now) {
+				return k
+			}
+			c.lost.set(i)
+		}
+	}
+	return nil
+}
+
+// eligible reports whether key i may be picked in the current look.
+func (c *call) eligible(i int) bool {
+	if c.skipTried && c.tried.has(i) || c.lost.has(i) {
+		return false
+	}
+	h, _ := c.t.availability(c.ks.keys[i], c.now)
+	return h == holdNone
+}
+
+// anyFree reports whether some key is free now, tried or not.
+func (c *call) anyFree() bool {
+	for _, k := range c.ks.keys {
+		if h, _ := c.t.availability(k, c.now); h == holdNone {
+			return true
+		}
+	}
+	return false
+}
+
+// noKeyError says, per key, why none is free now and when one may be.
+func (c *call) noKeyError() *NoKeyError {
+	t := c.t
+	e := &NoKeyError{Keys: len(c.ks.keys), Held: make([]KeyHold, 0, len(c.ks.keys))}
+	for i, k := range c.ks.keys {
+		h, at := t.availability(k, c.now)
+		switch h {
+		case holdRemoved:
+			continue
+		case holdNone:
+			h = holdLost // free, yet every look lost it: it may be free again at once
+			if c.lost.has(i) || !c.tried.has(i) {
+				at = c.now
+			}
+		case holdDisabled:
+			e.Disabled++
+		case holdCooling, holdBudget:
+			e.CoolingDown++
+		case holdBreaker:
+			e.BreakerOpen++
+		case holdInFlight, holdRate, holdDay:
+			e.Limited++
+		}
+		if h == holdInFlight || h == holdTrial || h == holdLost && at.IsZero() {
+			e.eventBound = true
+		}
+		if !at.IsZero() && (e.RetryAt.IsZero() || at.Before(e.RetryAt)) {
+			e.RetryAt = at
+		}
+		e.Held = append(e.Held, KeyHold{KeyID: k.key.ID, Reason: h.String(), Until: at})
+	}
+	return e
+}
+
+// waitFor waits d on the pool's clock, until the call is woken (it is in
+// the wait queue), or until ctx ends.
+func (c *call) waitFor(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	start := c.now
+	tm := c.t.cfg.clock.NewTimer(d)
+	defer tm.Stop()
+	var woken <-chan struct{}
+	if c.waiter != nil {
+		woken = c.waiter.ch
+	}
+	select {
+	case <-tm.C():
+	case <-woken:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	c.waited += c.t.cfg.clock.Now().Sub(start)
+	return nil
+}
+
+// sleep waits d on the pool's clock, or until ctx is done.
+func (c *call) sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	c.waited += d
+	tm := c.t.cfg.clock.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-tm.C():
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// refreshKeys moves the call onto the pool's current keys when AddKey or
+// RemoveKey changed them since the call last looked, keeping its record
+// of the keys it tried.
+func (c *call) refreshKeys() {
+	ks := c.t.keys.Load()
+	if ks == c.ks {
+		return
+	}
+	old, tried := c.ks, c.tried
+	c.ks, c.cand.ks = ks, ks
+	c.tried = keyBits{}
+	for i, k := range old.keys {
+		if tried.has(i) {
+			if j := ks.index(k); j >= 0 {
+				c.tried.set(j)
+			}
+		}
+	}
+}
+
+// keyBits is a set of key indexes: 0..63 without allocating.
+type keyBits struct {
+	lo   uint64
+	more []uint64
+}
+
+func (b *keyBits) set(i int) {
+	if i < 0 {
+		return
+	}
+	if i < 64 {
+		b.lo |= 1 << uint(i)
+		return
+	}
+	w := i/64 - 1
+	for len(b.more) <= w {
+		b.more = append(b.more, 0)
+	}
+	b.more[w] |= 1 << uint(i%64)
+}
+
+func (b *keyBits) has(i int) bool {
+	if i < 64 {
+		return b.lo&(1<<uint(i)) != 0
+	}
+	w := i/64 - 1
+	return w < len(b.more) && b.more[w]&(1<<uint(i%64)) != 0
+}
+
+func (b *keyBits) empty() bool {
+	if b.lo != 0 {
+		return false
+	}
+	for _, w := range b.more {
+		if w != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func (b *keyBits) clear() {
+	b.lo = 0
+	clear(b.more)
+}
+
+// waitQueue holds the requests waiting for a key, in arrival order. Only
+// its head looks for a key; events that may free a key wake the head.
+type waitQueue struct {
+	n    atomic.Int32
+	mu   sync.Mutex
+	list []*waiter
+}
+
+type waiter struct {
+	ch chan struct{} // buffered: a wake is never lost
+}
+
+func (q *waitQueue) empty() bool { return q.n.Load() == 0 }
+
+func (q *waitQueue) join() *waiter {
+	w := &waiter{ch: make(chan struct{}, 1)}
+	q.mu.Lock()
+	q.list = append(q.list, w)
+	q.n.Store(int32(len(q.list)))
+	q.mu.Unlock()
+	return w
+}
+
+func (q *waitQueue) isHead(w *waiter) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.list) > 0 && q.list[0] == w
+}
+
+// leave removes w; when it was the head, the new head is woken.
+func (q *waitQueue) leave(w *waiter) {
+	q.mu.Lock()
+	wasHead := len(q.list) > 0 && q.list[0] == w
+	for i, o := range q.list {
+		if o == w {
+			copy(q.list[i:], q.list[i+1:])
+			q.list[len(q.list)-1] = nil
+			q.list = q.list[:len(q.list)-1]
+			break
+		}
+	}
+	q.n.Store(int32(len(q.list)))
+	var next *waiter
+	if wasHead && len(q.list) > 0 {
+		next = q.list[0]
+	}
+	q.mu.Unlock()
+	if next != nil {
+		next.wake()
+	}
+}
+
+// wakeHead wakes the first waiting request, if any.
+func (q *waitQueue) wakeHead() {
+	if q.n.Load() == 0 {
+		return
+	}
+	q.mu.Lock()
+	var head *waiter
+	if len(q.list) > 0 {
+		head = q.list[0]
+	}
+	q.mu.Unlock()
+	if head != nil {
+		head.wake()
+	}
+}
+
+// wakeAll wakes every waiting request (the pool closes).
+func (q *waitQueue) wakeAll() {
+	q.mu.Lock()
+	l := append([]*waiter(nil), q.list...)
+	q.mu.Unlock()
+	for _, w := range l {
+		w.wake()
+	}
+}
+
+func (w *waiter) wake() {
+	select {
+	case w.ch <- struct{}{}:
+	default:
+	}
+}
