@@ -112,7 +112,7 @@ func (s *Server) newUpstream(uc config.Upstream, cfg *config.Config, base http.R
 	}
 	opts := append(poolOptions(uc, cfg.FingerprintKey),
 		apipool.WithBase(base),
-		apipool.WithRecorder(shareRecorder(s.rec)),
+		apipool.WithRecorder(recorder.KeepOpen(s.rec)),
 		apipool.WithLogger(s.log.With("upstream", uc.Name)),
 		apipool.WithMeterProvider(s.tel.mp),
 		apipool.WithTracerProvider(s.tel.tp),

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"net"
@@ -13,7 +12,6 @@ import (
 
 	"github.com/apipool-ng/apipool"
 	"github.com/apipool-ng/apipool/cmd/apipool/internal/config"
-	"github.com/apipool-ng/apipool/recorder"
 )
 
 // upstream is one configured API: its pool and the reverse proxy in front
@@ -141,22 +139,4 @@ func (up *upstream) reloadKeys(keys []apipool.Key, log *slog.Logger) (added, rem
 		log.Info("keys reloaded", "upstream", up.cfg.Name, "added", added, "removed", removed, "keys", len(up.keys))
 	}
 	return added, removed, err
-}
-
-// sharedRecorder hands events to a recorder that the server owns and
-// closes: the pools must not close it, since they share it.
-type sharedRecorder struct{ recorder.Recorder }
-
-func (sharedRecorder) Close(context.Context) error { return nil }
-
-type sharedRecorderStats struct {
-	sharedRecorder
-	recorder.Stats
-}
-
-func shareRecorder(r recorder.Recorder) recorder.Recorder {
-	if st, ok := r.(recorder.Stats); ok {
-		return sharedRecorderStats{sharedRecorder{r}, st}
-	}
-	return sharedRecorder{r}
 }
