@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -260,3 +261,5 @@ func rawRequest(t *testing.T, addr, raw string) string {
 	line, _, _ := strings.Cut(string(buf[:n]), "\r\n")
 	return line
 }
+
+func stringsReader(s string) io.Reader { return strings.NewReader(s) }
