@@ -20,7 +20,6 @@ type API struct {
 	keys     map[string]bool // secret -> rate limited
 	perKey   map[string]int  // secret -> requests answered 2xx
 	limited  map[string]int  // secret -> requests answered 429
-	seen     []string        // every credential-bearing header and query value seen
 	requests []Seen
 	gate     chan struct{}
 	// Canceled receives the path of each request whose caller went away
