@@ -2,18 +2,21 @@
 GO ?= go
 export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: test test-deps test-examples vet bench bench-smoke lint fuzz quickstart
+.PHONY: test test-deps test-examples test-browser vet bench bench-smoke lint fuzz quickstart
 
 # The library's race tests run last, so that their results close the output.
-test: test-deps vet test-examples bench-smoke
+test: test-deps vet test-examples test-browser bench-smoke
 	$(GO) test -race -count=1 ./...
 
 test-deps:
 	./scripts/install-test-deps.sh
 
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
 vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1)
 	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
 
 lint: vet
 
@@ -40,3 +43,11 @@ quickstart:
 # SDKs stay out of the library's dependencies.
 test-examples:
 	cd examples/sdk && $(GO) vet ./... && $(GO) test -race -count=1 ./...
+
+# The dashboard in headless Chromium (chromedp), in its own module so that
+# chromedp stays out of the library's dependencies; screenshots go under
+# $(BROWSER_OUT)/_artifacts.
+BROWSER_OUT ?= $(CURDIR)/.tmp/browser
+test-browser:
+	mkdir -p $(BROWSER_OUT)
+	cd dashboard/browsertest && $(GO) vet ./... && $(GO) test -race -count=1 -artifacts -outputdir=$(BROWSER_OUT) ./...

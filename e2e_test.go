@@ -76,8 +76,7 @@ func TestNoKeyOnCrossHostRedirect(t *testing.T) {
 		t.Run(m.name, func(t *testing.T) {
 			t.Parallel()
 			b := newRecordingServer(t, nil)
-			var a *recordingServer
-			a = newRecordingServer(t, func(w http.ResponseWriter, r *http.Request) {
+			a := newRecordingServer(t, func(w http.ResponseWriter, r *http.Request) {
 				switch r.URL.Path {
 				case "/away":
 					http.Redirect(w, r, b.URL+"/landing?x=1", http.StatusFound)

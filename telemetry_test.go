@@ -147,13 +147,13 @@ func telWant(t *testing.T, what string, attrs map[string]attribute.Value, want m
 		default:
 			ws = fmt.Sprint(w)
 		}
-		if got.Emit() != ws {
-			t.Errorf("%s: %s = %q, want %q", what, k, got.Emit(), ws)
+		if got.String() != ws {
+			t.Errorf("%s: %s = %q, want %q", what, k, got.String(), ws)
 		}
 	}
 	for _, k := range absent {
 		if v, ok := attrs[k]; ok {
-			t.Errorf("%s: attribute %s = %q, want it absent", what, k, v.Emit())
+			t.Errorf("%s: attribute %s = %q, want it absent", what, k, v.String())
 		}
 	}
 }
@@ -839,7 +839,7 @@ func telLeaks(t *testing.T, kit *telKit, rec *captureRecorder, err error, canary
 	}
 	attrs := func(where string, kvs []attribute.KeyValue) {
 		for _, kv := range kvs {
-			check(where+" attribute "+string(kv.Key), string(kv.Key)+"="+kv.Value.Emit())
+			check(where+" attribute "+string(kv.Key), string(kv.Key)+"="+kv.Value.String())
 		}
 	}
 	spans := kit.sr.Ended()

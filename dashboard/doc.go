@@ -1,0 +1,47 @@
+// Package dashboard serves a live web page of an apipool pool: a table of
+// its keys (state, cooldowns and why, breaker, in flight, quota left,
+// requests, success and rate-limit shares, latency), pool totals, and
+// charts of requests by status, usage per key and latency over the last
+// 15 minutes, hour or day. It is an http.Handler that a Go service mounts
+// with one line:
+//
+//	mux.Handle("/apipool/", http.StripPrefix("/apipool", dashboard.Handler(pool)))
+//
+// The page reads only the pool's public state (Snapshot) and its usage
+// stats (the pool's Stats, whichever store the pool records into: memory,
+// ClickHouse, ...), and refreshes itself by polling a small JSON API that
+// scripts may use too:
+//
+//	GET /api/keys?window=1h    a row per key, as the page's table shows it
+//	GET /api/totals?window=1h  pool totals: requests/s, success share, NoKeyErrors, waits
+//	GET /api/usage?window=1h   the charts' series
+//
+// window is one of 15m, 1h (the default) and 24h.
+//
+// # Safety
+//
+// The dashboard is read-only by default and never shows a key's secret
+// (the pool's snapshot holds none). Every answer carries a strict
+// Content-Security-Policy (scripts, styles and connections from the
+// dashboard itself only, no inline script, no framing), nosniff and
+// no-referrer headers. The charting library (uPlot, MIT, see
+// static/vendor/uplot) is embedded in the binary: nothing is loaded from
+// the network at run time.
+//
+// With [WithActions] the page gets buttons to disable and enable a key and
+// to probe every key. Actions are POST-only and checked against
+// cross-site request forgery twice: by [http.CrossOriginProtection]
+// (Sec-Fetch-Site and Origin headers) and by a per-handler token that the
+// page sends in the X-CSRF-Token header.
+//
+// [WithAuthToken] and [WithBasicAuth] require credentials on every
+// request, compared in constant time. Do not expose the dashboard to the
+// internet without one of them (or an authenticating proxy in front).
+//
+// # Options
+//
+// Options follow the root package's style: sealed values passed to [New]
+// or [Handler]. New returns an error naming a bad option; Handler, for
+// one-line mounting, fails closed instead: with a bad option it answers
+// every request with 500 and the error.
+package dashboard
