@@ -151,6 +151,7 @@ type Redis struct {
 type Dashboard struct {
 	Enabled bool
 	Path    string
+	Actions bool // the disable, enable and probe buttons
 	Users   []User
 }
 
@@ -672,7 +673,7 @@ func (v *validator) redis(r *redisT) *Redis {
 }
 
 func (v *validator) dashboard(d *dashboardT) Dashboard {
-	out := Dashboard{Enabled: d.Enabled.V, Path: d.Path.V}
+	out := Dashboard{Enabled: d.Enabled.V, Path: d.Path.V, Actions: d.Actions.V}
 	if out.Path == "" {
 		out.Path = DefaultDashboardPath
 	}

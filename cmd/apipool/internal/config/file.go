@@ -136,6 +136,7 @@ type redisT struct {
 type dashboardT struct {
 	Enabled Value[bool]   `yaml:"enabled"`
 	Path    Value[string] `yaml:"path"`
+	Actions Value[bool]   `yaml:"actions"`
 	Users   []userT       `yaml:"users"`
 }
 

@@ -160,7 +160,7 @@ func serve(ctx context.Context, cfg *config.Config, stderr io.Writer) int {
 			return ExitFailure
 		}
 	}
-	s, err := New(ctx, cfg, Options{Logger: log, Dashboard: dashboardHandler})
+	s, err := New(ctx, cfg, Options{Logger: log, Dashboard: DashboardHandler(cfg.Dashboard.Actions)})
 	if err != nil {
 		ln.Close()
 		if adminLn != nil {

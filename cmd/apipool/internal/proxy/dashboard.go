@@ -4,10 +4,19 @@ import (
 	"net/http"
 
 	"github.com/apipool-ng/apipool"
+	"github.com/apipool-ng/apipool/dashboard"
 )
 
-// dashboardHandler builds the dashboard of one pool.
-//
-// TODO(dashboard): return dashboard.Handler(pool) once package dashboard
-// lands on main; until then the command mounts none.
-var dashboardHandler func(upstream string, pool *apipool.Transport) http.Handler
+// DashboardHandler returns what serve mounts for each upstream under
+// dashboard.path: package dashboard's page of its pool, titled with the
+// upstream's name, with the disable, enable and probe buttons when actions
+// is true. The server puts it behind the configured users' basic auth.
+func DashboardHandler(actions bool) func(upstream string, pool *apipool.Transport) http.Handler {
+	return func(upstream string, pool *apipool.Transport) http.Handler {
+		opts := []dashboard.Option{dashboard.WithTitle("apipool: " + upstream)}
+		if actions {
+			opts = append(opts, dashboard.WithActions())
+		}
+		return dashboard.Handler(pool, opts...)
+	}
+}

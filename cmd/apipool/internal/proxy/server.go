@@ -31,9 +31,9 @@ type Options struct {
 	// Base, when set, replaces each upstream's base transport (tests,
 	// benchmarks).
 	Base http.RoundTripper
-	// Dashboard, when set, builds the dashboard handler of a pool; the
-	// server mounts it under the configured path, behind the configured
-	// users' basic auth.
+	// Dashboard, when set, builds the dashboard handler of a pool (serve
+	// uses DashboardHandler); the server mounts it under the configured
+	// path, behind the configured users' basic auth. Nil mounts none.
 	Dashboard func(upstream string, pool *apipool.Transport) http.Handler
 }
 
@@ -118,7 +118,7 @@ func (s *Server) newUpstream(uc config.Upstream, cfg *config.Config, base http.R
 		apipool.WithTracerProvider(s.tel.tp),
 		apipool.WithPropagators(propagation.TraceContext{}),
 	)
-	if p := probe(uc); p != nil && uc.Probe.Interval > 0 {
+	if p := probe(uc); p != nil {
 		opts = append(opts, apipool.WithProbe(p, uc.Probe.Interval))
 	}
 	if s.redis != nil {
