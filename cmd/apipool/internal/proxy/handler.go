@@ -199,6 +199,9 @@ func (s *Server) serveProxy(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithDeadline(context.WithValue(r.Context(), ctxKey{}, ri), deadline)
 	defer cancel()
+	// From here the upstream's answer brings its own X-Request-Id, or
+	// setResponseID adds the proxy's (proxyError too).
+	w.Header().Del("X-Request-Id")
 	sw := &statusWriter{ResponseWriter: w}
 	up.proxy.ServeHTTP(sw, r.WithContext(ctx))
 
@@ -302,6 +305,7 @@ func (s *Server) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	args := []any{"error", err, "status", code}
 	if ri != nil {
+		w.Header().Set("X-Request-Id", ri.id)
 		args = append(args, "id", ri.id, "upstream", ri.upstream.cfg.Name)
 	}
 	if code == 499 {
