@@ -19,6 +19,7 @@ import (
 	"github.com/apipool-ng/apipool/cmd/apipool/internal/config"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
 )
 
 // ctxKey carries per-request data from ServeHTTP to the reverse proxy's
@@ -197,7 +198,12 @@ func (s *Server) serveProxy(w http.ResponseWriter, r *http.Request) {
 		rc.SetReadDeadline(start.Add(cfg.Server.ReadTimeout))
 		r.Body = &bodyReader{ReadCloser: http.MaxBytesReader(w, r.Body, tok.MaxBody), rc: rc, ri: ri}
 	}
-	ctx, cancel := context.WithDeadline(context.WithValue(r.Context(), ctxKey{}, ri), deadline)
+	ctx := context.WithValue(r.Context(), ctxKey{}, ri)
+	if s.tel.tracing {
+		// The pool's spans join the caller's trace (W3C traceparent).
+		ctx = propagation.TraceContext{}.Extract(ctx, propagation.HeaderCarrier(r.Header))
+	}
+	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	// From here the upstream's answer brings its own X-Request-Id, or
 	// setResponseID adds the proxy's (proxyError too).

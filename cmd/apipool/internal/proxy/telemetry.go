@@ -28,6 +28,7 @@ type telemetry struct {
 	mp       metric.MeterProvider
 	tp       trace.TracerProvider
 	metrics  http.Handler // nil without Prometheus
+	tracing  bool         // spans are exported: join the callers' traces
 	shutdown []func(context.Context) error
 
 	requests metric.Float64Histogram
@@ -75,6 +76,7 @@ func newTelemetry(ctx context.Context, c config.Telemetry) (*telemetry, error) {
 		}
 		tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
 		t.tp = tp
+		t.tracing = true
 		t.shutdown = append(t.shutdown, tp.Shutdown)
 	}
 	m := t.mp.Meter("github.com/apipool-ng/apipool/cmd/apipool")
