@@ -342,8 +342,8 @@ func requestID(in string) string {
 	return hex.EncodeToString(b[:])
 }
 
-// bodyReader clears the connection's read deadline once the body is read,
-// so that a long streamed answer is not cut by it.
+// bodyReader clears the connection's read deadline once the body is read
+// whole, so that a long streamed answer is not cut by it.
 type bodyReader struct {
 	io.ReadCloser
 	rc   *http.ResponseController
@@ -355,11 +355,16 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	if err != nil && !b.done {
 		b.done = true
-		b.rc.SetReadDeadline(time.Time{})
 		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
+		switch {
+		case err == io.EOF:
+			// Read whole: the rest of the exchange is the answer.
+			b.rc.SetReadDeadline(time.Time{})
+		case errors.As(err, &mbe):
 			b.ri.tooLarge.Store(true)
 		}
+		// On any other error the deadline stays, so that the server
+		// gives up on the connection rather than wait for the rest.
 	}
 	return n, err
 }
