@@ -1,0 +1,716 @@
+package config
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/apipool-ng/apipool"
+	"github.com/apipool-ng/apipool/status"
+	"go.yaml.in/yaml/v3"
+)
+
+// Defaults of the settings the file leaves out.
+const (
+	DefaultListen            = "127.0.0.1:8080"
+	DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultReadTimeout       = 60 * time.Second
+	DefaultIdleTimeout       = 120 * time.Second
+	DefaultShutdownTimeout   = 30 * time.Second
+	DefaultMaxHeaderBytes    = 64 << 10
+	DefaultMaxBody           = 32 << 20
+	DefaultTimeout           = 10 * time.Minute
+	DefaultReloadInterval    = 10 * time.Second
+	DefaultDashboardPath     = "/dashboard/"
+	MinTokenLength           = 16
+)
+
+// Config is a validated configuration. Load returns it; nothing in it is
+// changed afterwards.
+type Config struct {
+	Path           string
+	Listen         string
+	AdminListen    string // empty: admin endpoints on Listen
+	LogFormat      string // "json" or "text"
+	LogLevel       slog.Level
+	Server         Server
+	FingerprintKey []byte // nil: the library's default
+	Tokens         []Token
+	Upstreams      []Upstream
+	Recorder       Recorder
+	Redis          *Redis
+	Dashboard      Dashboard
+	Telemetry      Telemetry
+	ReloadInterval time.Duration // 0: reload on SIGHUP only
+}
+
+// Server holds the listener's timeouts and bounds.
+type Server struct {
+	ReadHeaderTimeout time.Duration
+	ReadTimeout       time.Duration // the request body's, from the request's start
+	WriteTimeout      time.Duration // 0: each upstream's Timeout bounds writing
+	IdleTimeout       time.Duration
+	ShutdownTimeout   time.Duration
+	MaxHeaderBytes    int
+}
+
+// Token is one client credential of the proxy, as the SHA-256 of its value.
+type Token struct {
+	Name      string
+	Hash      [32]byte
+	Rate      float64 // requests per second; 0: no limit
+	Burst     int
+	MaxBody   int64
+	Upstreams map[string]bool // nil: every upstream
+}
+
+// Inject says how a key goes on the upstream request.
+type Inject struct {
+	Kind string // "bearer", "header" or "query"
+	Name string // the header or parameter
+}
+
+// KeyLimits are every key's limits in one upstream.
+type KeyLimits struct {
+	PerSecond   float64
+	PerMinute   int
+	PerDay      int
+	MaxInFlight int
+}
+
+// Probe is the request that check sends with each key.
+type Probe struct {
+	Method   string
+	Path     string
+	Interval time.Duration
+}
+
+// Upstream is one API behind the proxy.
+type Upstream struct {
+	Name                  string
+	Prefix                string // "" or "/name", no trailing slash
+	Host                  string // "" or a host name the caller uses
+	Target                *url.URL
+	Keys                  []apipool.Key
+	KeyEnv, KeyFile       string
+	Inject                Inject
+	Strategy              apipool.Strategy
+	MaxAttempts           int
+	MaxWait               *time.Duration
+	Cooldown, MaxCooldown time.Duration
+	MaxBufferedBody       *int64
+	RetryNonIdempotent    bool
+	Timeout               time.Duration
+	ResponseHeaderTimeout time.Duration
+	KeyLimits             KeyLimits
+	Classifier            status.Config
+	Probe                 *Probe
+}
+
+// Recorder says where usage events go.
+type Recorder struct {
+	Type       string // "memory", "clickhouse" or "sql"
+	Retention  time.Duration
+	ClickHouse ClickHouse
+	SQL        SQL
+}
+
+// ClickHouse is the ClickHouse store's settings.
+type ClickHouse struct {
+	Addrs              []string
+	Database, Table    string
+	Username, Password string
+	SpillDir           string
+	BatchSize          int
+	TTL                time.Duration
+}
+
+// SQL is the SQL store's settings.
+type SQL struct {
+	Driver, DSN, Table string
+}
+
+// Redis is the shared key state's server.
+type Redis struct {
+	Addr, Username, Password string
+	DB                       int
+	Prefix                   string
+}
+
+// Dashboard is the dashboard's mount point and users.
+type Dashboard struct {
+	Enabled bool
+	Path    string
+	Actions bool // the disable, enable and probe buttons
+	Users   []User
+}
+
+// User is a dashboard login, with the SHA-256 of its password.
+type User struct {
+	Name string
+	Hash [32]byte
+}
+
+// Telemetry says where metrics and traces go.
+type Telemetry struct {
+	ServiceName string
+	Prometheus  bool
+	OTLP        *OTLP
+}
+
+// OTLP is the OTLP/HTTP exporter's settings.
+type OTLP struct {
+	Endpoint       string // base URL; empty: OTEL_EXPORTER_OTLP_* variables
+	Traces         bool
+	Metrics        bool
+	MetricInterval time.Duration
+}
+
+// Load reads, expands and validates the file at path, and loads the keys
+// it names. It returns Errors listing every problem it found.
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, Errors{{File: path, Reason: "cannot read the file: " + errors.Unwrap(err).Error()}}
+	}
+	return Parse(path, b)
+}
+
+// Parse is Load for a file's contents; name is used in errors. Variables
+// come from the process's environment.
+func Parse(name string, data []byte) (*Config, error) {
+	var f fileT
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&f); err != nil {
+		if err == io.EOF {
+			return nil, Errors{{File: name, Reason: "the file is empty"}}
+		}
+		return nil, decodeErrors(name, err)
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); err != io.EOF {
+		return nil, Errors{{File: name, Line: extra.Line, Reason: "more than one YAML document; write one"}}
+	}
+	v := &validator{file: name, lookup: os.LookupEnv}
+	c := v.config(&f)
+	if len(v.errs) > 0 {
+		return nil, v.errs
+	}
+	c.Path = name
+	return c, nil
+}
+
+// decodeErrors turns the decoder's errors into Errors.
+func decodeErrors(name string, err error) error {
+	var ce *Error
+	if errors.As(err, &ce) {
+		ce.File = name
+		return Errors{ce}
+	}
+	var te *yaml.TypeError
+	if errors.As(err, &te) {
+		out := make(Errors, 0, len(te.Errors))
+		for _, m := range te.Errors {
+			out = append(out, lineError(name, m))
+		}
+		return out
+	}
+	return Errors{lineError(name, err.Error())}
+}
+
+// lineError parses yaml's "yaml: line 3: ..." or "line 3: ..." messages.
+func lineError(name, msg string) *Error {
+	msg = strings.TrimPrefix(msg, "yaml: ")
+	e := &Error{File: name, Reason: msg}
+	if rest, ok := strings.CutPrefix(msg, "line "); ok {
+		var n int
+		if i := strings.IndexByte(rest, ':'); i > 0 {
+			if _, err := fmt.Sscanf(rest[:i], "%d", &n); err == nil {
+				e.Line, e.Reason = n, strings.TrimSpace(rest[i+1:])
+			}
+		}
+	}
+	// yaml names its types ("field x not found in type config.tokenT"):
+	// say it in the file's words.
+	if i := strings.Index(e.Reason, " not found in type "); i > 0 && strings.HasPrefix(e.Reason, "field ") {
+		e.Reason = "unknown setting " + strings.TrimPrefix(e.Reason[:i], "field ")
+	}
+	return e
+}
+
+type validator struct {
+	file   string
+	lookup func(string) (string, bool)
+	errs   Errors
+}
+
+func (v *validator) fail(line int, field, format string, args ...any) {
+	v.errs = append(v.errs, &Error{File: v.file, Line: line, Field: field, Reason: fmt.Sprintf(format, args...)})
+}
+
+func durOr[T ~int64](x Value[T], def time.Duration) time.Duration {
+	if x.Set {
+		return time.Duration(x.V)
+	}
+	return def
+}
+
+func (v *validator) config(f *fileT) *Config {
+	c := &Config{
+		Listen:      f.Listen.V,
+		AdminListen: f.Admin.Listen.V,
+		LogFormat:   "text",
+		Server: Server{
+			ReadHeaderTimeout: durOr(f.Server.ReadHeaderTimeout, DefaultReadHeaderTimeout),
+			ReadTimeout:       durOr(f.Server.ReadTimeout, DefaultReadTimeout),
+			WriteTimeout:      durOr(f.Server.WriteTimeout, 0),
+			IdleTimeout:       durOr(f.Server.IdleTimeout, DefaultIdleTimeout),
+			ShutdownTimeout:   durOr(f.Server.ShutdownTimeout, DefaultShutdownTimeout),
+			MaxHeaderBytes:    DefaultMaxHeaderBytes,
+		},
+		ReloadInterval: durOr(f.Reload.Interval, DefaultReloadInterval),
+	}
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	v.addr(f.Listen, "listen")
+	v.addr(f.Admin.Listen, "admin.listen")
+	if f.Server.MaxHeaderBytes.Set {
+		if f.Server.MaxHeaderBytes.V < 1024 || f.Server.MaxHeaderBytes.V > 16<<20 {
+			v.fail(f.Server.MaxHeaderBytes.Line, "server.max_header_bytes", "want 1KiB to 16MiB")
+		}
+		c.Server.MaxHeaderBytes = int(f.Server.MaxHeaderBytes.V)
+	}
+	if f.Server.ReadHeaderTimeout.Set && f.Server.ReadHeaderTimeout.V == 0 {
+		v.fail(f.Server.ReadHeaderTimeout.Line, "server.read_header_timeout", "0 would let a client hold a connection open forever (slowloris); give a duration")
+	}
+	if f.Server.ReadTimeout.Set && f.Server.ReadTimeout.V == 0 {
+		v.fail(f.Server.ReadTimeout.Line, "server.read_timeout", "0 would let a client send its body forever; give a duration")
+	}
+	if f.Server.IdleTimeout.Set && f.Server.IdleTimeout.V == 0 {
+		v.fail(f.Server.IdleTimeout.Line, "server.idle_timeout", "0 would keep idle connections forever; give a duration")
+	}
+	switch f.Log.Format.V {
+	case "", "text":
+	case "json":
+		c.LogFormat = "json"
+	default:
+		v.fail(f.Log.Format.Line, "log.format", "want text or json, got %q", f.Log.Format.V)
+	}
+	if f.Log.Level.Set {
+		if err := c.LogLevel.UnmarshalText([]byte(f.Log.Level.V)); err != nil {
+			v.fail(f.Log.Level.Line, "log.level", "want debug, info, warn or error, got %q", f.Log.Level.V)
+		}
+	}
+	if f.FingerprintKey.Set {
+		if !wholeVarLine(f.FingerprintKey) {
+			v.fail(f.FingerprintKey.Line, "fingerprint_key", "is a secret: write it as ${VAR}, not in the file")
+		} else if f.FingerprintKey.V == "" {
+			v.fail(f.FingerprintKey.Line, "fingerprint_key", "is empty")
+		}
+		c.FingerprintKey = []byte(f.FingerprintKey.V)
+	}
+
+	maxBody := int64(DefaultMaxBody)
+	if f.Defaults.MaxBody.Set {
+		maxBody = int64(f.Defaults.MaxBody.V)
+	}
+	v.nonNeg(f.Defaults.Rate, "limits.rate")
+	v.nonNeg(f.Defaults.Burst, "limits.burst")
+
+	names := map[string]bool{}
+	routes := map[string]int{}
+	for i := range f.Upstreams {
+		u := v.upstream(&f.Upstreams[i], fmt.Sprintf("upstreams[%d]", i), c.Server)
+		if u == nil {
+			continue
+		}
+		if names[u.Name] {
+			v.fail(f.Upstreams[i].Name.Line, fmt.Sprintf("upstreams[%d].name", i), "%q names another upstream too", u.Name)
+		}
+		names[u.Name] = true
+		route := u.Host + " " + u.Prefix
+		if j, dup := routes[route]; dup {
+			v.fail(f.Upstreams[i].Prefix.Line, fmt.Sprintf("upstreams[%d]", i), "same host and prefix as upstreams[%d]", j)
+		}
+		routes[route] = i
+		c.Upstreams = append(c.Upstreams, *u)
+	}
+	if len(f.Upstreams) == 0 {
+		v.fail(0, "upstreams", "no upstream configured")
+	}
+
+	tokenNames := map[string]bool{}
+	hashes := map[[32]byte]string{}
+	for i := range f.Tokens {
+		t := v.token(&f.Tokens[i], fmt.Sprintf("tokens[%d]", i), f.Defaults, maxBody, names)
+		if t == nil {
+			continue
+		}
+		if tokenNames[t.Name] {
+			v.fail(f.Tokens[i].Name.Line, fmt.Sprintf("tokens[%d].name", i), "%q names another token too", t.Name)
+		}
+		tokenNames[t.Name] = true
+		if other, dup := hashes[t.Hash]; dup {
+			v.fail(f.Tokens[i].Name.Line, fmt.Sprintf("tokens[%d]", i), "same token as %q", other)
+		}
+		hashes[t.Hash] = t.Name
+		c.Tokens = append(c.Tokens, *t)
+	}
+	if len(f.Tokens) == 0 {
+		v.fail(0, "tokens", "no client token configured: the proxy lets in only callers with a token (see apipool hash-token)")
+	}
+
+	c.Recorder = v.recorder(&f.Recorder)
+	if f.Redis != nil {
+		c.Redis = v.redis(f.Redis)
+	}
+	c.Dashboard = v.dashboard(&f.Dashboard)
+	c.Telemetry = v.telemetry(&f.Telemetry)
+	return c
+}
+
+func wholeVarLine(x Value[string]) bool { return x.Set && x.raw() }
+
+func (v *validator) addr(x Value[string], field string) {
+	if !x.Set {
+		return
+	}
+	if _, _, err := net.SplitHostPort(x.V); err != nil {
+		v.fail(x.Line, field, "want host:port, got %q", x.V)
+	}
+}
+
+func (v *validator) nonNeg(x any, field string) {
+	switch x := x.(type) {
+	case Value[int]:
+		if x.V < 0 {
+			v.fail(x.Line, field, "must not be negative")
+		}
+	case Value[float64]:
+		if x.V < 0 {
+			v.fail(x.Line, field, "must not be negative")
+		}
+	}
+}
+
+func validName(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c == '-' || c == '_' || c == '.' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
+func (v *validator) token(t *tokenT, at string, def limitsDefaultsT, maxBody int64, upstreams map[string]bool) *Token {
+	out := &Token{Name: t.Name.V, Rate: def.Rate.V, Burst: def.Burst.V, MaxBody: maxBody}
+	if !validName(out.Name) {
+		v.fail(t.Name.Line, at+".name", "want a name of letters, digits, '-', '_' or '.', got %q", out.Name)
+	}
+	switch {
+	case t.SHA256.Set && t.Env.Set:
+		v.fail(t.Env.Line, at, "give sha256 or env, not both")
+	case t.SHA256.Set:
+		b, err := hex.DecodeString(t.SHA256.V)
+		if err != nil || len(b) != 32 {
+			v.fail(t.SHA256.Line, at+".sha256", "want 64 hex digits (apipool hash-token prints them)")
+		}
+		copy(out.Hash[:], b)
+	case t.Env.Set:
+		val, ok := v.lookup(t.Env.V)
+		switch {
+		case !ok:
+			v.fail(t.Env.Line, at+".env", "environment variable %s is not set", t.Env.V)
+		case len(val) < MinTokenLength:
+			v.fail(t.Env.Line, at+".env", "the token in %s is shorter than %d characters", t.Env.V, MinTokenLength)
+		}
+		out.Hash = sha256.Sum256([]byte(val))
+	default:
+		v.fail(t.Name.Line, at, "give the token's sha256, or env naming the variable that holds it")
+	}
+	if t.Rate.Set {
+		out.Rate = t.Rate.V
+	}
+	if t.Burst.Set {
+		out.Burst = t.Burst.V
+	}
+	if t.MaxBody.Set {
+		out.MaxBody = int64(t.MaxBody.V)
+	}
+	v.nonNeg(t.Rate, at+".rate")
+	v.nonNeg(t.Burst, at+".burst")
+	if out.Rate > 0 && out.Burst == 0 {
+		out.Burst = max(1, int(out.Rate))
+	}
+	if len(t.Upstreams) > 0 {
+		out.Upstreams = map[string]bool{}
+		for j, u := range t.Upstreams {
+			if !upstreams[u.V] {
+				v.fail(u.Line, fmt.Sprintf("%s.upstreams[%d]", at, j), "no upstream is named %q", u.V)
+			}
+			out.Upstreams[u.V] = true
+		}
+	}
+	return out
+}
+
+func (v *validator) upstream(u *upstreamT, at string, srv Server) *Upstream {
+	out := &Upstream{
+		Name:                  u.Name.V,
+		Host:                  strings.ToLower(u.Host.V),
+		MaxAttempts:           u.MaxAttempts.V,
+		RetryNonIdempotent:    u.RetryNonIdempotent.V,
+		Timeout:               durOr(u.Timeout, DefaultTimeout),
+		ResponseHeaderTimeout: durOr(u.ResponseHeaderTimeout, 0),
+		Cooldown:              durOr(u.Cooldown, apipool.DefaultCooldown),
+		MaxCooldown:           durOr(u.MaxCooldown, apipool.DefaultMaxCooldown),
+		KeyEnv:                u.Keys.Env.V,
+		KeyFile:               u.Keys.File.V,
+	}
+	if !validName(out.Name) {
+		v.fail(u.Name.Line, at+".name", "want a name of letters, digits, '-', '_' or '.', got %q", out.Name)
+	}
+	if u.Prefix.Set {
+		p := strings.TrimRight(u.Prefix.V, "/")
+		if !strings.HasPrefix(u.Prefix.V, "/") || strings.ContainsAny(p, "?#%") || strings.Contains(p, "//") || strings.Contains(p+"/", "/../") || strings.Contains(p+"/", "/./") {
+			v.fail(u.Prefix.Line, at+".prefix", "want a path such as /openai, got %q", u.Prefix.V)
+		}
+		if reserved(p) {
+			v.fail(u.Prefix.Line, at+".prefix", "%q is taken by the proxy's own endpoints (/healthz, /readyz, /metrics)", u.Prefix.V)
+		}
+		out.Prefix = p
+	}
+	if u.Host.Set && (out.Host == "" || strings.ContainsAny(out.Host, "/ @?#")) {
+		v.fail(u.Host.Line, at+".host", "want a host name, got %q", u.Host.V)
+	}
+	if !u.Prefix.Set && !u.Host.Set {
+		v.fail(u.Name.Line, at, "give a prefix (such as /openai) or a host the callers use, or both")
+	}
+	t, err := url.Parse(u.Target.V)
+	switch {
+	case !u.Target.Set:
+		v.fail(u.Name.Line, at+".target", "missing: the upstream's base URL, such as https://api.openai.com")
+	case err != nil || (t.Scheme != "http" && t.Scheme != "https") || t.Host == "" || t.User != nil || t.RawQuery != "" || t.Fragment != "":
+		v.fail(u.Target.Line, at+".target", "want an http or https URL with a host and no user, query or fragment, got %q", u.Target.V)
+	default:
+		t.Path = strings.TrimRight(t.Path, "/")
+		t.RawPath = ""
+		out.Target = t
+	}
+	switch s := u.Inject.V; {
+	case s == "" || s == "bearer":
+		out.Inject = Inject{Kind: "bearer"}
+	case strings.HasPrefix(s, "header:") && len(s) > len("header:"):
+		out.Inject = Inject{Kind: "header", Name: http.CanonicalHeaderKey(strings.TrimPrefix(s, "header:"))}
+	case strings.HasPrefix(s, "query:") && len(s) > len("query:"):
+		out.Inject = Inject{Kind: "query", Name: strings.TrimPrefix(s, "query:")}
+	default:
+		v.fail(u.Inject.Line, at+".inject", "want bearer, header:NAME or query:NAME, got %q", s)
+	}
+	if u.Strategy.Set {
+		s, err := apipool.ParseStrategy(u.Strategy.V)
+		if err != nil {
+			v.fail(u.Strategy.Line, at+".strategy", "%s", strings.TrimPrefix(err.Error(), "apipool: "))
+		}
+		out.Strategy = s
+	}
+	if u.MaxAttempts.Set && (u.MaxAttempts.V < 1 || u.MaxAttempts.V > 100) {
+		v.fail(u.MaxAttempts.Line, at+".max_attempts", "want 1 to 100")
+	}
+	if u.MaxWait.Set {
+		d := time.Duration(u.MaxWait.V)
+		out.MaxWait = &d
+	}
+	if u.MaxBufferedBody.Set {
+		n := int64(u.MaxBufferedBody.V)
+		out.MaxBufferedBody = &n
+	}
+	if out.Cooldown == 0 || out.Cooldown > out.MaxCooldown {
+		v.fail(u.Cooldown.Line, at+".cooldown", "want 0 < cooldown <= max_cooldown")
+	}
+	if out.Timeout == 0 {
+		v.fail(u.Timeout.Line, at+".timeout", "0 would let a request run forever; give a duration")
+	}
+	kl := u.KeyLimits
+	v.nonNeg(kl.PerSecond, at+".key_limits.per_second")
+	v.nonNeg(kl.PerMinute, at+".key_limits.per_minute")
+	v.nonNeg(kl.PerDay, at+".key_limits.per_day")
+	v.nonNeg(kl.MaxInFlight, at+".key_limits.max_in_flight")
+	out.KeyLimits = KeyLimits{kl.PerSecond.V, kl.PerMinute.V, kl.PerDay.V, kl.MaxInFlight.V}
+	for j, c := range u.Classifier.RateLimitCodes {
+		out.Classifier.RateLimitCodes = append(out.Classifier.RateLimitCodes, v.code(c, fmt.Sprintf("%s.classifier.rate_limit_codes[%d]", at, j)))
+	}
+	for j, c := range u.Classifier.InvalidKeyCodes {
+		out.Classifier.InvalidKeyCodes = append(out.Classifier.InvalidKeyCodes, v.code(c, fmt.Sprintf("%s.classifier.invalid_key_codes[%d]", at, j)))
+	}
+	if p := u.Probe; p != nil {
+		out.Probe = &Probe{Method: strings.ToUpper(p.Method.V), Path: p.Path.V, Interval: time.Duration(p.Interval.V)}
+		if out.Probe.Method == "" {
+			out.Probe.Method = http.MethodGet
+		}
+		if !validName(out.Probe.Method) {
+			v.fail(p.Method.Line, at+".probe.method", "not an HTTP method: %q", p.Method.V)
+		}
+		if !strings.HasPrefix(out.Probe.Path, "/") {
+			v.fail(p.Path.Line, at+".probe.path", "want a path such as /v1/models, got %q", p.Path.V)
+		}
+	}
+	keys, errs := LoadKeys(out.Name, out.KeyEnv, out.KeyFile, v.lookup, out.KeyLimits)
+	for _, e := range errs {
+		line := u.Keys.Env.Line
+		field := at + ".keys.env"
+		if e.file {
+			line, field = u.Keys.File.Line, at+".keys.file"
+		}
+		if !u.Keys.Env.Set && !u.Keys.File.Set {
+			line, field = u.Name.Line, at+".keys"
+		}
+		v.fail(line, field, "%s", e.msg)
+	}
+	out.Keys = keys
+	return out
+}
+
+func (v *validator) code(c Value[int], field string) int {
+	if c.V < 100 || c.V > 599 {
+		v.fail(c.Line, field, "%d is not an HTTP status code (100-599)", c.V)
+	}
+	return c.V
+}
+
+// reserved reports whether a path prefix would hide the proxy's endpoints.
+func reserved(p string) bool {
+	for _, r := range []string{"/healthz", "/readyz", "/metrics"} {
+		if p == "" || p == r || strings.HasPrefix(r, p+"/") {
+			return true
+		}
+	}
+	return false
+}
+
+func (v *validator) secret(x Value[string], field string) string {
+	if x.Set && !x.raw() {
+		v.fail(x.Line, field, "is a secret: write it as ${VAR}, not in the file")
+	}
+	return x.V
+}
+
+func (v *validator) recorder(r *recorderT) Recorder {
+	out := Recorder{Type: r.Type.V, Retention: time.Duration(r.Memory.Retention.V)}
+	if out.Type == "" {
+		out.Type = "memory"
+	}
+	switch out.Type {
+	case "memory":
+	case "clickhouse":
+		ch := r.ClickHouse
+		if ch == nil {
+			v.fail(r.Type.Line, "recorder.clickhouse", "missing: the ClickHouse server's settings")
+			return out
+		}
+		for _, a := range ch.Addrs {
+			out.ClickHouse.Addrs = append(out.ClickHouse.Addrs, a.V)
+			v.addr(a, "recorder.clickhouse.addrs")
+		}
+		out.ClickHouse.Database, out.ClickHouse.Table = ch.Database.V, ch.Table.V
+		out.ClickHouse.Username = ch.Username.V
+		out.ClickHouse.Password = v.secret(ch.Password, "recorder.clickhouse.password")
+		out.ClickHouse.SpillDir, out.ClickHouse.BatchSize = ch.SpillDir.V, ch.BatchSize.V
+		out.ClickHouse.TTL = time.Duration(ch.TTL.V)
+		v.nonNeg(ch.BatchSize, "recorder.clickhouse.batch_size")
+	case "sql":
+		s := r.SQL
+		if s == nil {
+			v.fail(r.Type.Line, "recorder.sql", "missing: driver and dsn")
+			return out
+		}
+		switch s.Driver.V {
+		case "sqlite", "postgres", "mysql":
+		default:
+			v.fail(s.Driver.Line, "recorder.sql.driver", "want sqlite, postgres or mysql, got %q", s.Driver.V)
+		}
+		if s.DSN.V == "" {
+			v.fail(s.DSN.Line, "recorder.sql.dsn", "missing")
+		}
+		if s.Driver.V != "sqlite" && !s.DSN.raw() {
+			v.fail(s.DSN.Line, "recorder.sql.dsn", "holds a password: write it as ${VAR}, not in the file")
+		}
+		out.SQL = SQL{Driver: s.Driver.V, DSN: s.DSN.V, Table: s.Table.V}
+	default:
+		v.fail(r.Type.Line, "recorder.type", "want memory, clickhouse or sql, got %q", out.Type)
+	}
+	return out
+}
+
+func (v *validator) redis(r *redisT) *Redis {
+	out := &Redis{Addr: r.Addr.V, Username: r.Username.V, DB: r.DB.V, Prefix: r.Prefix.V}
+	if !r.Addr.Set {
+		v.fail(0, "redis.addr", "missing: the Redis server's host:port")
+	}
+	v.addr(r.Addr, "redis.addr")
+	out.Password = v.secret(r.Password, "redis.password")
+	v.nonNeg(r.DB, "redis.db")
+	if strings.ContainsAny(out.Prefix, "{}") {
+		v.fail(r.Prefix.Line, "redis.prefix", "must not contain braces")
+	}
+	return out
+}
+
+func (v *validator) dashboard(d *dashboardT) Dashboard {
+	out := Dashboard{Enabled: d.Enabled.V, Path: d.Path.V, Actions: d.Actions.V}
+	if out.Path == "" {
+		out.Path = DefaultDashboardPath
+	}
+	if !strings.HasPrefix(out.Path, "/") || !strings.HasSuffix(out.Path, "/") || reserved(strings.TrimSuffix(out.Path, "/")) {
+		v.fail(d.Path.Line, "dashboard.path", "want a path such as /dashboard/, got %q", out.Path)
+	}
+	for i, u := range d.Users {
+		at := fmt.Sprintf("dashboard.users[%d]", i)
+		usr := User{Name: u.Name.V}
+		if usr.Name == "" || strings.Contains(usr.Name, ":") {
+			v.fail(u.Name.Line, at+".name", "want a user name without ':'")
+		}
+		b, err := hex.DecodeString(u.SHA256.V)
+		if err != nil || len(b) != 32 {
+			v.fail(u.SHA256.Line, at+".password_sha256", "want 64 hex digits (apipool hash-token prints them)")
+		}
+		copy(usr.Hash[:], b)
+		out.Users = append(out.Users, usr)
+	}
+	if out.Enabled && len(out.Users) == 0 {
+		v.fail(d.Enabled.Line, "dashboard.users", "the dashboard needs at least one user: it is never open to all")
+	}
+	return out
+}
+
+func (v *validator) telemetry(t *telemetryT) Telemetry {
+	out := Telemetry{ServiceName: t.ServiceName.V, Prometheus: t.Prometheus.V}
+	if out.ServiceName == "" {
+		out.ServiceName = "apipool"
+	}
+	if o := t.OTLP; o != nil {
+		out.OTLP = &OTLP{Endpoint: strings.TrimRight(o.Endpoint.V, "/"), Traces: o.Traces.V || !o.Traces.Set, Metrics: o.Metrics.V || !o.Metrics.Set, MetricInterval: durOr(o.Interval, time.Minute)}
+		if o.Endpoint.Set {
+			if u, err := url.Parse(o.Endpoint.V); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				v.fail(o.Endpoint.Line, "telemetry.otlp.endpoint", "want an http(s) URL such as http://collector:4318, got %q", o.Endpoint.V)
+			}
+		}
+	}
+	return out
+}

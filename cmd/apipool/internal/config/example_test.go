@@ -1,0 +1,31 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestExampleFile keeps cmd/apipool/apipool.example.yaml valid.
+func TestExampleFile(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "..", "apipool.example.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kf := writeKeys(t, "k1 sk-one\nk2 sk-two\n", 0o600)
+	b = []byte(strings.ReplaceAll(string(b), "/etc/apipool/openai.keys", kf))
+	for k, v := range map[string]string{
+		"APIPOOL_FINGERPRINT_KEY": "fp", "APIPOOL_WEB_TOKEN": "a-web-token-long-enough",
+		"GEMINI_KEYS": "g1,g2", "CLICKHOUSE_PASSWORD": "pw", "REDIS_PASSWORD": "pw",
+	} {
+		t.Setenv(k, v)
+	}
+	c, err := Parse("apipool.example.yaml", b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Upstreams) != 2 || len(c.Upstreams[0].Keys) != 2 || len(c.Upstreams[1].Keys) != 2 || c.Tokens[0].Rate != 5 || c.Tokens[1].Rate != 20 {
+		t.Fatalf("%+v", c)
+	}
+}

@@ -1,0 +1,129 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"strings"
+
+	"github.com/apipool-ng/apipool"
+)
+
+// MaxKeyFileSize bounds a key file.
+const MaxKeyFileSize = 16 << 20
+
+type keyErr struct {
+	file bool
+	msg  string
+}
+
+// LoadKeys reads an upstream's keys from the environment variable env and
+// the file, either of which may be empty. Each line (or, in the variable,
+// each comma-separated item) is a secret alone, or an ID and a secret
+// separated by spaces; blank lines and lines starting with # are skipped.
+// A key's ID is "upstream/ID", or "upstream/" and the first 8 hex digits
+// of the secret's fingerprint when the line gives none. Errors name lines,
+// never secrets.
+func LoadKeys(upstream, env, file string, lookup func(string) (string, bool), lim KeyLimits) ([]apipool.Key, []keyErr) {
+	var keys []apipool.Key
+	var errs []keyErr
+	ids := map[string]string{}
+	secrets := map[string]string{}
+	add := func(fromFile bool, where, line string) {
+		fields := strings.Fields(line)
+		var id, secret string
+		switch len(fields) {
+		case 1:
+			secret = fields[0]
+			id = apipool.Fingerprint(nil, apipool.Secret(secret))[:8]
+		case 2:
+			id, secret = fields[0], fields[1]
+			if !validName(id) {
+				errs = append(errs, keyErr{fromFile, where + ": the key ID is not a name of letters, digits, '-', '_' or '.'"})
+				return
+			}
+		default:
+			errs = append(errs, keyErr{fromFile, where + ": want a secret, or an ID and a secret, separated by spaces"})
+			return
+		}
+		id = upstream + "/" + id
+		if other, dup := secrets[secret]; dup {
+			errs = append(errs, keyErr{fromFile, where + ": the same secret as " + other})
+			return
+		}
+		if other, dup := ids[id]; dup {
+			errs = append(errs, keyErr{fromFile, where + ": the same key ID as " + other})
+			return
+		}
+		ids[id], secrets[secret] = where, where
+		keys = append(keys, apipool.Key{ID: id, Secret: apipool.Secret(secret), PerSecond: lim.PerSecond, PerMinute: lim.PerMinute, PerDay: lim.PerDay, MaxInFlight: lim.MaxInFlight})
+	}
+	if env != "" {
+		val, ok := lookup(env)
+		if !ok {
+			errs = append(errs, keyErr{false, "environment variable " + env + " is not set"})
+		}
+		n := 0
+		for _, item := range strings.FieldsFunc(val, func(r rune) bool { return r == ',' || r == '\n' }) {
+			n++
+			item = strings.TrimSpace(item)
+			if item == "" || strings.HasPrefix(item, "#") {
+				continue
+			}
+			add(false, fmt.Sprintf("%s item %d", env, n), item)
+		}
+	}
+	if file != "" {
+		data, err := ReadKeyFile(file)
+		if err != nil {
+			errs = append(errs, keyErr{true, err.Error()})
+		}
+		for i, line := range strings.Split(string(data), "\n") {
+			line = strings.TrimSpace(line)
+			if line == "" || strings.HasPrefix(line, "#") {
+				continue
+			}
+			add(true, fmt.Sprintf("%s line %d", file, i+1), line)
+		}
+	}
+	if env == "" && file == "" {
+		errs = append(errs, keyErr{false, "no keys: give env (a variable holding the keys) or file (a key file), or both"})
+	} else if len(keys) == 0 && len(errs) == 0 {
+		errs = append(errs, keyErr{file != "", "no keys found"})
+	}
+	return keys, errs
+}
+
+// ReadKeyFile reads a key file, refusing one that users other than its
+// owner and group may read or write, or that is not a regular file.
+func ReadKeyFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			return nil, fmt.Errorf("key file %s: %v", path, pe.Err)
+		}
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("key file %s: %v", path, err)
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("key file %s is not a regular file", path)
+	}
+	if perm := st.Mode().Perm(); perm&0o007 != 0 {
+		return nil, fmt.Errorf("key file %s is open to other users (mode %04o): run chmod o-rwx on it (600 or 640)", path, perm)
+	}
+	if st.Size() > MaxKeyFileSize {
+		return nil, fmt.Errorf("key file %s is larger than %d bytes", path, MaxKeyFileSize)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, MaxKeyFileSize))
+	if err != nil {
+		return nil, fmt.Errorf("key file %s: %v", path, err)
+	}
+	return b, nil
+}

@@ -1,0 +1,243 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/apipool-ng/apipool/cmd/apipool/internal/config"
+)
+
+// Exit statuses of the command.
+const (
+	ExitOK        = 0
+	ExitFailure   = 1 // check: a key is unusable; serve, report: a run-time failure
+	ExitBadConfig = 2 // usage or configuration errors
+)
+
+const usage = `apipool: a key-pooling proxy for HTTP APIs
+
+usage:
+  apipool serve  -config apipool.yaml    run the proxy (SIGHUP reloads keys and tokens, SIGTERM stops)
+  apipool check  -config apipool.yaml    probe every key; exit status 1 when one is unusable
+  apipool report -config apipool.yaml [-since 24h] [-format table|csv|json]
+                                         usage per key from the configured store
+  apipool validate -config apipool.yaml  check the config file and the keys it names
+  apipool hash-token                     read a token (or password) on stdin, print its SHA-256
+`
+
+// Main runs the command with args (without the program name) and returns
+// its exit status.
+func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return ExitBadConfig
+	}
+	cmd, args := args[0], args[1:]
+	fs := flag.NewFlagSet("apipool "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "apipool.yaml", "the configuration file")
+	var since *time.Duration
+	var format *string
+	switch cmd {
+	case "report":
+		since = fs.Duration("since", 24*time.Hour, "the window to report, back from now")
+		format = fs.String("format", "table", "table, csv or json")
+	case "serve", "check", "validate":
+	case "hash-token":
+		return hashToken(stdin, stdout, stderr)
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return ExitOK
+	default:
+		fmt.Fprintf(stderr, "apipool: unknown command %q\n\n%s", cmd, usage)
+		return ExitBadConfig
+	}
+	if err := fs.Parse(args); err != nil {
+		return ExitBadConfig
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "apipool %s: unexpected arguments %q\n", cmd, fs.Args())
+		return ExitBadConfig
+	}
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		fmt.Fprintf(stderr, "apipool: configuration errors:\n%v\n", err)
+		return ExitBadConfig
+	}
+	switch cmd {
+	case "validate":
+		n := 0
+		for _, u := range cfg.Upstreams {
+			n += len(u.Keys)
+		}
+		fmt.Fprintf(stdout, "%s: ok (%d upstreams, %d keys, %d tokens)\n", *cfgPath, len(cfg.Upstreams), n, len(cfg.Tokens))
+		return ExitOK
+	case "check":
+		res, err := Check(ctx, cfg, nil)
+		if err != nil {
+			fmt.Fprintf(stderr, "apipool check: %v\n", err)
+			return ExitFailure
+		}
+		bad, skipped := PrintCheck(stdout, res)
+		if skipped == len(res) {
+			fmt.Fprintln(stderr, "apipool check: no upstream has a probe (upstreams[].probe)")
+			return ExitBadConfig
+		}
+		if bad > 0 {
+			fmt.Fprintf(stderr, "apipool check: %d of %d keys unusable\n", bad, len(res)-skipped)
+			return ExitFailure
+		}
+		return ExitOK
+	case "report":
+		if *since <= 0 {
+			fmt.Fprintln(stderr, "apipool report: -since must be positive")
+			return ExitBadConfig
+		}
+		switch *format {
+		case "table", "csv", "json":
+		default:
+			fmt.Fprintf(stderr, "apipool report: -format: want table, csv or json, got %q\n", *format)
+			return ExitBadConfig
+		}
+		st, closeFn, err := OpenStats(ctx, cfg.Recorder)
+		if err != nil {
+			fmt.Fprintf(stderr, "apipool report: %v\n", err)
+			if errors.Is(err, ErrNoStore) {
+				return ExitBadConfig
+			}
+			return ExitFailure
+		}
+		defer closeFn(context.Background())
+		rep, err := BuildReport(ctx, st, *since, time.Now())
+		if err != nil {
+			fmt.Fprintf(stderr, "apipool report: %v\n", err)
+			return ExitFailure
+		}
+		if err := rep.Write(stdout, *format); err != nil {
+			fmt.Fprintf(stderr, "apipool report: %v\n", err)
+			return ExitFailure
+		}
+		return ExitOK
+	}
+	return serve(ctx, cfg, stderr)
+}
+
+// NewLogger returns the logger the config asks for, writing to w.
+func NewLogger(cfg *config.Config, w io.Writer) *slog.Logger {
+	o := &slog.HandlerOptions{Level: cfg.LogLevel}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, o))
+	}
+	return slog.New(slog.NewTextHandler(w, o))
+}
+
+// serve runs the proxy until SIGTERM or SIGINT (or ctx ends).
+func serve(ctx context.Context, cfg *config.Config, stderr io.Writer) int {
+	log := NewLogger(cfg, stderr)
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		log.Error("cannot listen", "addr", cfg.Listen, "error", err)
+		return ExitFailure
+	}
+	var adminLn net.Listener
+	if cfg.AdminListen != "" {
+		if adminLn, err = net.Listen("tcp", cfg.AdminListen); err != nil {
+			ln.Close()
+			log.Error("cannot listen", "addr", cfg.AdminListen, "error", err)
+			return ExitFailure
+		}
+	}
+	s, err := New(ctx, cfg, Options{Logger: log, Dashboard: DashboardHandler(cfg.Dashboard.Actions)})
+	if err != nil {
+		ln.Close()
+		if adminLn != nil {
+			adminLn.Close()
+		}
+		log.Error("cannot start", "error", err)
+		return ExitFailure
+	}
+	return Run(ctx, s, ln, adminLn)
+}
+
+// Run serves s on its listeners, reloads on SIGHUP and on file changes,
+// and shuts down gracefully on SIGTERM or SIGINT or when ctx ends.
+func Run(ctx context.Context, s *Server, ln, adminLn net.Listener) int {
+	cfg := s.cfg.Load()
+	stop := make(chan os.Signal, 1)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(stop)
+	defer signal.Stop(hup)
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go s.Watch(wctx, cfg.ReloadInterval)
+	go func() {
+		for {
+			select {
+			case <-wctx.Done():
+				return
+			case <-hup:
+				s.log.Info("SIGHUP: reloading")
+				s.Reload()
+			}
+		}
+	}()
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ln, adminLn) }()
+	addr := []any{"addr", ln.Addr().String()}
+	if adminLn != nil {
+		addr = append(addr, "admin", adminLn.Addr().String())
+	}
+	s.log.Info("serving", append(addr, "upstreams", len(s.upstreams))...)
+	select {
+	case err := <-done:
+		if err != nil {
+			s.log.Error("serve failed", "error", err)
+			return ExitFailure
+		}
+		return ExitOK
+	case sig := <-stop:
+		s.log.Info("stopping", "signal", sig.String())
+	case <-ctx.Done():
+		s.log.Info("stopping", "reason", ctx.Err())
+	}
+	sctx, scancel := context.WithTimeout(context.Background(), cfg.Server.ShutdownTimeout)
+	defer scancel()
+	err := s.Shutdown(sctx)
+	<-done
+	if err != nil {
+		s.log.Error("shutdown", "error", err)
+		return ExitFailure
+	}
+	return ExitOK
+}
+
+func hashToken(stdin io.Reader, stdout, stderr io.Writer) int {
+	line, err := bufio.NewReader(stdin).ReadString('\n')
+	if err != nil && err != io.EOF {
+		fmt.Fprintln(stderr, "apipool hash-token:", err)
+		return ExitFailure
+	}
+	tok := strings.TrimRight(line, "\r\n")
+	if tok == "" {
+		fmt.Fprintln(stderr, "apipool hash-token: give the token on stdin, e.g. head -c 24 /dev/urandom | base64 | tee token | apipool hash-token")
+		return ExitBadConfig
+	}
+	sum := sha256.Sum256([]byte(tok))
+	fmt.Fprintln(stdout, hex.EncodeToString(sum[:]))
+	return ExitOK
+}

@@ -1,0 +1,396 @@
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httputil"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/apipool-ng/apipool"
+	"github.com/apipool-ng/apipool/cmd/apipool/internal/config"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
+)
+
+// ctxKey carries per-request data from ServeHTTP to the reverse proxy's
+// hooks.
+type ctxKey struct{}
+
+type reqInfo struct {
+	id       string
+	upstream *upstream
+	token    string
+	tooLarge atomic.Bool // the body went past the token's limit
+}
+
+func info(ctx context.Context) *reqInfo {
+	ri, _ := ctx.Value(ctxKey{}).(*reqInfo)
+	return ri
+}
+
+// handlers builds the main handler and, when admin.listen is set, the
+// admin handler.
+func (s *Server) handlers(cfg *config.Config, dash func(string, *apipool.Transport) http.Handler) (main, admin http.Handler) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if !s.ready.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			w.Write([]byte("shutting down\n"))
+			return
+		}
+		w.Write([]byte("ready\n"))
+	})
+	if s.tel.metrics != nil {
+		mux.Handle("GET /metrics", s.tel.metrics)
+	}
+	if cfg.Dashboard.Enabled && dash != nil {
+		base := strings.TrimSuffix(cfg.Dashboard.Path, "/")
+		for _, up := range s.upstreams {
+			p := base + "/" + up.cfg.Name
+			h := basicAuth(cfg.Dashboard.Users, "apipool dashboard", http.StripPrefix(p, dash(up.cfg.Name, up.pool)))
+			mux.Handle(p+"/", h)
+			mux.Handle(p, http.RedirectHandler(p+"/", http.StatusFound))
+		}
+	}
+	if cfg.AdminListen != "" {
+		return http.HandlerFunc(s.serveProxy), guardRelay(mux)
+	}
+	adminPaths := mux
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, pattern := adminPaths.Handler(r); pattern != "" {
+			guardRelay(adminPaths).ServeHTTP(w, r)
+			return
+		}
+		s.serveProxy(w, r)
+	}), nil
+}
+
+// relayRefusal says why a request may not be relayed, or "".
+func relayRefusal(r *http.Request) string {
+	switch {
+	case r.Method == http.MethodConnect:
+		return "CONNECT is not served: this is not an open proxy"
+	case !strings.HasPrefix(r.RequestURI, "/"):
+		return "absolute-form request targets are not served: this is not an open proxy"
+	case hasDotSegment(r.URL.Path) || hasDotSegment(r.URL.RawPath):
+		return "paths with . or .. segments are refused"
+	}
+	return ""
+}
+
+func guardRelay(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if why := relayRefusal(r); why != "" {
+			writeError(w, http.StatusBadRequest, "invalid_request", why)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+func hasDotSegment(p string) bool {
+	if p == "" {
+		return false
+	}
+	p = strings.ReplaceAll(p, "\\", "/")
+	for seg := range strings.SplitSeq(p, "/") {
+		if seg == "." || seg == ".." || strings.EqualFold(seg, "%2e") || strings.EqualFold(seg, "%2e%2e") || strings.EqualFold(seg, ".%2e") || strings.EqualFold(seg, "%2e.") {
+			return true
+		}
+	}
+	return false
+}
+
+// route returns the upstream a request is for, or nil.
+func (s *Server) route(r *http.Request) *upstream {
+	host := strings.ToLower(r.Host)
+	if h, _, ok := strings.Cut(host, ":"); ok && !strings.HasPrefix(host, "[") {
+		host = h
+	}
+	var best *upstream
+	for _, up := range s.upstreams {
+		c := &up.cfg
+		if c.Host != "" && c.Host != host {
+			continue
+		}
+		if c.Prefix != "" && r.URL.Path != c.Prefix && !strings.HasPrefix(r.URL.Path, c.Prefix+"/") {
+			continue
+		}
+		// The longest prefix wins; a host match beats none.
+		if best == nil || len(c.Prefix) > len(best.cfg.Prefix) || (len(c.Prefix) == len(best.cfg.Prefix) && c.Host != "") {
+			best = up
+		}
+	}
+	return best
+}
+
+// serveProxy is every request for an upstream.
+func (s *Server) serveProxy(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	if why := relayRefusal(r); why != "" {
+		s.reject(w, r, http.StatusBadRequest, "relay", "invalid_request", why)
+		return
+	}
+	id := requestID(r.Header.Get("X-Request-Id"))
+	w.Header().Set("X-Request-Id", id)
+
+	presented, had := credential(r)
+	if !had {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="apipool"`)
+		s.reject(w, r, http.StatusUnauthorized, "no_token", "unauthorized", "a proxy token is required (Authorization: Bearer <token>)")
+		return
+	}
+	tok := s.tokens.Load().match(presented)
+	if tok == nil {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="apipool", error="invalid_token"`)
+		s.reject(w, r, http.StatusUnauthorized, "bad_token", "unauthorized", "the proxy token is not valid")
+		return
+	}
+	up := s.route(r)
+	if up == nil {
+		s.reject(w, r, http.StatusNotFound, "no_route", "not_found", "no upstream serves this host and path")
+		return
+	}
+	if tok.Upstreams != nil && !tok.Upstreams[up.cfg.Name] {
+		s.reject(w, r, http.StatusForbidden, "forbidden", "forbidden", "this token may not use upstream "+up.cfg.Name)
+		return
+	}
+	if tok.limiter != nil {
+		res := tok.limiter.ReserveN(start, 1)
+		if d := res.DelayFrom(start); !res.OK() || d > 0 {
+			res.CancelAt(start)
+			w.Header().Set("Retry-After", retryAfter(d))
+			s.reject(w, r, http.StatusTooManyRequests, "rate", "rate_limited", "this token's request rate is exceeded")
+			return
+		}
+	}
+	if r.ContentLength > tok.MaxBody {
+		s.reject(w, r, http.StatusRequestEntityTooLarge, "body", "request_too_large", "the request body exceeds this token's limit of "+strconv.FormatInt(tok.MaxBody, 10)+" bytes")
+		return
+	}
+	if s.closing.Load() {
+		w.Header().Set("Connection", "close")
+	}
+
+	cfg := s.cfg.Load()
+	rc := http.NewResponseController(w)
+	deadline := start.Add(up.cfg.Timeout)
+	if cfg.Server.WriteTimeout == 0 {
+		rc.SetWriteDeadline(deadline.Add(5 * time.Second))
+	}
+	ri := &reqInfo{id: id, upstream: up, token: tok.Name}
+	if r.Body != nil && r.Body != http.NoBody {
+		rc.SetReadDeadline(start.Add(cfg.Server.ReadTimeout))
+		r.Body = &bodyReader{ReadCloser: http.MaxBytesReader(w, r.Body, tok.MaxBody), rc: rc, ri: ri}
+	}
+	ctx := context.WithValue(r.Context(), ctxKey{}, ri)
+	if s.tel.tracing {
+		// The pool's spans join the caller's trace (W3C traceparent).
+		ctx = propagation.TraceContext{}.Extract(ctx, propagation.HeaderCarrier(r.Header))
+	}
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	// From here the upstream's answer brings its own X-Request-Id, or
+	// setResponseID adds the proxy's (proxyError too).
+	w.Header().Del("X-Request-Id")
+	sw := &statusWriter{ResponseWriter: w}
+	up.proxy.ServeHTTP(sw, r.WithContext(ctx))
+
+	code := sw.code
+	if code == 0 {
+		code = http.StatusOK
+	}
+	d := time.Since(start)
+	s.tel.requests.Record(ctx, d.Seconds(), metric.WithAttributes(
+		attribute.String("apipool.upstream", up.cfg.Name),
+		attribute.String("http.request.method", methodAttr(r.Method)),
+		attribute.Int("http.response.status_code", code)))
+	if s.log.Enabled(ctx, levelFor(code)) {
+		s.log.Log(ctx, levelFor(code), "request", "id", id, "token", tok.Name, "upstream", up.cfg.Name,
+			"method", r.Method, "path", r.URL.Path, "status", code, "duration", d, "bytes", sw.n)
+	}
+}
+
+func levelFor(code int) slog.Level {
+	if code >= 500 {
+		return slog.LevelWarn
+	}
+	return slog.LevelInfo
+}
+
+func methodAttr(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodHead, http.MethodOptions:
+		return m
+	}
+	return "_OTHER"
+}
+
+// reject answers a request the proxy refuses, and counts it.
+func (s *Server) reject(w http.ResponseWriter, r *http.Request, code int, reason, typ, msg string) {
+	s.tel.rejected.Add(r.Context(), 1, metric.WithAttributes(attribute.String("reason", reason)))
+	s.log.Info("refused", "reason", reason, "status", code, "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr)
+	if r.ContentLength != 0 {
+		// Do not read what an unauthenticated caller sends.
+		w.Header().Set("Connection", "close")
+	}
+	writeError(w, code, typ, msg)
+}
+
+// writeError writes an error body in the shape OpenAI-style SDKs read.
+func writeError(w http.ResponseWriter, code int, typ, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"message": msg, "type": typ, "code": "apipool_proxy"}})
+}
+
+// rewrite turns the caller's request into the upstream request.
+func (up *upstream) rewrite(pr *httputil.ProxyRequest) {
+	out := pr.Out
+	if p := up.cfg.Prefix; p != "" {
+		out.URL.Path = strings.TrimPrefix(out.URL.Path, p)
+		if out.URL.RawPath != "" {
+			out.URL.RawPath = strings.TrimPrefix(out.URL.RawPath, p)
+		}
+	}
+	pr.SetURL(up.cfg.Target)
+	stripCredentials(out)
+	if ri := info(out.Context()); ri != nil {
+		out.Header.Set("X-Request-Id", ri.id)
+	}
+}
+
+// setResponseID keeps the upstream's request ID, or adds the proxy's.
+func setResponseID(resp *http.Response) error {
+	if resp.Header.Get("X-Request-Id") == "" {
+		if ri := info(resp.Request.Context()); ri != nil {
+			resp.Header.Set("X-Request-Id", ri.id)
+		}
+	}
+	return nil
+}
+
+// proxyError answers a request the upstream did not answer.
+func (s *Server) proxyError(w http.ResponseWriter, r *http.Request, err error) {
+	var mbe *http.MaxBytesError
+	var nke *apipool.NoKeyError
+	code, typ, msg := http.StatusBadGateway, "upstream_error", "the upstream could not be reached"
+	ri := info(r.Context())
+	switch {
+	case ri != nil && ri.tooLarge.Load():
+		code, typ, msg = http.StatusRequestEntityTooLarge, "request_too_large", "the request body exceeds this token's limit"
+	case errors.As(err, &mbe):
+		code, typ, msg = http.StatusRequestEntityTooLarge, "request_too_large", "the request body exceeds this token's limit of "+strconv.FormatInt(mbe.Limit, 10)+" bytes"
+	case errors.As(err, &nke):
+		code, typ, msg = http.StatusServiceUnavailable, "no_key_available", "no upstream key is available now"
+		if !nke.RetryAt.IsZero() {
+			w.Header().Set("Retry-After", retryAfter(time.Until(nke.RetryAt)))
+		}
+	case errors.Is(err, apipool.ErrClosed):
+		code, typ, msg = http.StatusServiceUnavailable, "shutting_down", "the proxy is shutting down"
+	case errors.Is(err, context.DeadlineExceeded):
+		code, typ, msg = http.StatusGatewayTimeout, "timeout", "the upstream did not answer in time"
+	case errors.Is(err, context.Canceled):
+		code, typ, msg = 499, "canceled", "the caller canceled the request"
+	}
+	args := []any{"error", err, "status", code}
+	if ri != nil {
+		w.Header().Set("X-Request-Id", ri.id)
+		args = append(args, "id", ri.id, "upstream", ri.upstream.cfg.Name)
+	}
+	if code == 499 {
+		s.log.Info("request canceled by the caller", args...)
+	} else {
+		s.log.Warn("upstream request failed", args...)
+	}
+	writeError(w, code, typ, msg)
+}
+
+// requestID keeps the caller's X-Request-Id when it is short and printable,
+// else makes one.
+func requestID(in string) string {
+	if in != "" && len(in) <= 128 {
+		ok := true
+		for i := 0; i < len(in); i++ {
+			if in[i] < 0x21 || in[i] > 0x7e {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return in
+		}
+	}
+	var b [16]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// bodyReader clears the connection's read deadline once the body is read
+// whole, so that a long streamed answer is not cut by it.
+type bodyReader struct {
+	io.ReadCloser
+	rc   *http.ResponseController
+	ri   *reqInfo
+	done bool
+}
+
+func (b *bodyReader) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && !b.done {
+		b.done = true
+		var mbe *http.MaxBytesError
+		switch {
+		case err == io.EOF:
+			// Read whole: the rest of the exchange is the answer.
+			b.rc.SetReadDeadline(time.Time{})
+		case errors.As(err, &mbe):
+			b.ri.tooLarge.Store(true)
+		}
+		// On any other error the deadline stays, so that the server
+		// gives up on the connection rather than wait for the rest.
+	}
+	return n, err
+}
+
+// statusWriter notes the status code and bytes written; Unwrap lets
+// http.ResponseController reach Flush and the deadlines.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+	n    int64
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.code == 0 && code >= 200 {
+		w.code = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(p []byte) (int, error) {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(p)
+	w.n += int64(n)
+	return n, err
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -1,0 +1,136 @@
+package proxy
+
+import (
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"text/tabwriter"
+	"time"
+
+	"github.com/apipool-ng/apipool/cmd/apipool/internal/config"
+	"github.com/apipool-ng/apipool/recorder"
+	"github.com/apipool-ng/apipool/status"
+)
+
+// KeyUsage is one row of the per-key table.
+type KeyUsage struct {
+	Key        string  `json:"key"`
+	Total      int64   `json:"total"`
+	Success    int64   `json:"success"`
+	Failed     int64   `json:"failed"`
+	ReachLimit int64   `json:"reach_limit"`
+	P50ms      float64 `json:"p50_ms"`
+	P99ms      float64 `json:"p99_ms"`
+}
+
+// Report is what report prints: apipool-ng's two stats queries over the
+// window, and the per-key table.
+type Report struct {
+	Since time.Time `json:"since"`
+	Until time.Time `json:"until"`
+	// UsageByKey is usage_count_stats_in_recent_n_seconds: attempts per key.
+	UsageByKey map[string]int64 `json:"usage_by_key"`
+	// UsageCount is usage_count_in_recent_n_seconds for every key, by
+	// status: "all", "success", "failed", "reach limit".
+	UsageCount map[string]int64 `json:"usage_count"`
+	Keys       []KeyUsage       `json:"keys"`
+}
+
+// BuildReport runs the queries over [now-window, now].
+func BuildReport(ctx context.Context, st recorder.Stats, window time.Duration, now time.Time) (*Report, error) {
+	q := recorder.Query{Since: now.Add(-window), Until: now.Add(time.Nanosecond)}
+	rep := &Report{Since: q.Since.UTC(), Until: now.UTC(), UsageCount: map[string]int64{}}
+	var err error
+	if rep.UsageByKey, err = st.UsageByKey(ctx, q); err != nil {
+		return nil, err
+	}
+	classes := []struct {
+		name string
+		st   status.Status
+	}{{"all", status.Unknown}, {"success", status.Success}, {"failed", status.Failed}, {"reach limit", status.ReachLimit}}
+	perKey := map[status.Status]map[string]int64{}
+	for _, c := range classes {
+		qq := q
+		qq.Status = c.st
+		n, err := st.UsageCount(ctx, qq)
+		if err != nil {
+			return nil, err
+		}
+		rep.UsageCount[c.name] = n
+		if c.st != status.Unknown {
+			if perKey[c.st], err = st.UsageByKey(ctx, qq); err != nil {
+				return nil, err
+			}
+		}
+	}
+	lat, err := st.LatencyByKey(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	for k, n := range rep.UsageByKey {
+		if k == "" {
+			k = "(no key)"
+		}
+		l := lat[k]
+		rep.Keys = append(rep.Keys, KeyUsage{Key: k, Total: n,
+			Success: perKey[status.Success][k], Failed: perKey[status.Failed][k], ReachLimit: perKey[status.ReachLimit][k],
+			P50ms: ms(l.P50), P99ms: ms(l.P99)})
+	}
+	sort.Slice(rep.Keys, func(i, j int) bool { return rep.Keys[i].Key < rep.Keys[j].Key })
+	return rep, nil
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// Write prints the report as "table", "csv" or "json".
+func (r *Report) Write(w io.Writer, format string) error {
+	switch format {
+	case "json":
+		e := json.NewEncoder(w)
+		e.SetIndent("", "  ")
+		return e.Encode(r)
+	case "csv":
+		cw := csv.NewWriter(w)
+		cw.Write([]string{"key", "total", "success", "failed", "reach_limit", "p50_ms", "p99_ms"})
+		for _, k := range r.Keys {
+			cw.Write([]string{k.Key, i64(k.Total), i64(k.Success), i64(k.Failed), i64(k.ReachLimit), f64(k.P50ms), f64(k.P99ms)})
+		}
+		cw.Flush()
+		return cw.Error()
+	case "table", "":
+		fmt.Fprintf(w, "usage from %s to %s\n", r.Since.Format(time.RFC3339), r.Until.Format(time.RFC3339))
+		fmt.Fprintf(w, "requests: %d (success %d, failed %d, reach limit %d)\n\n", r.UsageCount["all"], r.UsageCount["success"], r.UsageCount["failed"], r.UsageCount["reach limit"])
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "KEY\tTOTAL\tSUCCESS\tFAILED\tREACH LIMIT\tP50 MS\tP99 MS\t")
+		for _, k := range r.Keys {
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\t%s\t\n", k.Key, k.Total, k.Success, k.Failed, k.ReachLimit, f64(k.P50ms), f64(k.P99ms))
+		}
+		return tw.Flush()
+	}
+	return fmt.Errorf("unknown format %q: want table, csv or json", format)
+}
+
+func i64(n int64) string   { return strconv.FormatInt(n, 10) }
+func f64(f float64) string { return strconv.FormatFloat(f, 'f', 3, 64) }
+
+// OpenStats opens the configured store for queries (report). The memory
+// store has nothing to report outside the serving process: ErrNoStore.
+func OpenStats(ctx context.Context, c config.Recorder) (recorder.Stats, func(context.Context) error, error) {
+	if c.Type == "memory" {
+		return nil, nil, ErrNoStore
+	}
+	r, err := openRecorder(ctx, c, nil, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	st, ok := r.(recorder.Stats)
+	if !ok {
+		r.Close(ctx)
+		return nil, nil, fmt.Errorf("recorder %s answers no queries", c.Type)
+	}
+	return st, r.Close, nil
+}

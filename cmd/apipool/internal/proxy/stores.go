@@ -1,0 +1,76 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/apipool-ng/apipool/cmd/apipool/internal/config"
+	"github.com/apipool-ng/apipool/recorder"
+	"github.com/apipool-ng/apipool/recorder/clickhouse"
+	"github.com/apipool-ng/apipool/recorder/memory"
+	"github.com/redis/go-redis/v9"
+)
+
+// ErrNoStore is returned by report for a memory recorder, whose events live
+// in the serving process only.
+var ErrNoStore = errors.New("the memory recorder keeps events inside the serving process: report needs recorder type clickhouse or sql")
+
+// openRecorder opens the configured store. forServe lets a ClickHouse
+// store start while the server is down (events queue meanwhile).
+func openRecorder(ctx context.Context, c config.Recorder, log *slog.Logger, forServe bool) (recorder.Recorder, error) {
+	switch c.Type {
+	case "memory":
+		var opts []memory.Option
+		if c.Retention > 0 {
+			opts = append(opts, memory.WithRetention(c.Retention))
+		}
+		return memory.New(opts...), nil
+	case "clickhouse":
+		ch := c.ClickHouse
+		cfg := clickhouse.Config{
+			Addrs: ch.Addrs, Database: ch.Database, Table: ch.Table,
+			Username: ch.Username, Password: ch.Password,
+			SpillDir: ch.SpillDir, BatchSize: ch.BatchSize, TTL: ch.TTL,
+			AllowUnavailable: forServe,
+			Logger:           log,
+		}
+		if !forServe {
+			cfg.DialTimeout = 5 * time.Second
+		}
+		s, err := clickhouse.New(ctx, cfg)
+		if err != nil {
+			return nil, fmt.Errorf("recorder clickhouse: %w", err)
+		}
+		return s, nil
+	case "sql":
+		return openSQL(ctx, c.SQL, log)
+	}
+	return nil, fmt.Errorf("unknown recorder type %q", c.Type)
+}
+
+// openSQL opens the SQL store.
+//
+// TODO(sql): wire recorder/sql here once it lands on main.
+func openSQL(context.Context, config.SQL, *slog.Logger) (recorder.Recorder, error) {
+	return nil, errors.New("recorder type sql: this build has no SQL store yet")
+}
+
+// redisClient returns a client set up as package redisstate advises:
+// deadlines honoured, no retries hidden on the request path.
+func redisClient(c *config.Redis) *redis.Client {
+	return redis.NewClient(&redis.Options{
+		Addr:                  c.Addr,
+		Username:              c.Username,
+		Password:              c.Password,
+		DB:                    c.DB,
+		DialTimeout:           time.Second,
+		DialerRetries:         1,
+		ReadTimeout:           500 * time.Millisecond,
+		WriteTimeout:          500 * time.Millisecond,
+		ContextTimeoutEnabled: true,
+		MaxRetries:            -1,
+	})
+}
