@@ -22,7 +22,7 @@ lint: vet
 
 # Each benchmark once, so none rots (CI runs this through make test).
 bench-smoke:
-	$(GO) test -run='^$$' -bench=. -benchtime=1x ./...
+	$(GO) test -short -run='^$$' -bench=. -benchtime=1x ./...
 	@if [ -f bench/go.mod ]; then cd bench && $(GO) vet ./... && $(GO) test -run='^$$' -bench=. -benchtime=1x ./...; fi
 
 # The benchmark suite, enough runs for benchstat.

@@ -43,8 +43,8 @@ type call struct {
 	replayable bool
 	bodySent   bool // the original req.Body went out (the base closes it)
 
-	waitUntil time.Time // when waiting for a key must give up (pool clock)
-	waiter    *waiter   // this call's place in the wait queue, while queued
+	waiter    *waiter // this call's place in the wait queue, while queued
+	hasWaited bool    // counted in Transport.Waits
 
 	// The current attempt: its breaker ticket, whether it is its key's
 	// trial, and the cancel of a pool-imposed attempt timeout.
@@ -100,7 +100,6 @@ func (c *call) run() (*http.Response, error) {
 func (c *call) loop(ctx context.Context) (*http.Response, error) {
 	t := c.t
 	c.now = t.cfg.clock.Now()
-	c.waitUntil = c.now.Add(t.cfg.maxWait)
 	if err := c.prepareBody(); err != nil {
 		return nil, err
 	}

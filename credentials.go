@@ -184,17 +184,26 @@ func (t *Transport) hasCredentialParam(u *url.URL) bool {
 // filterQuery removes from a raw query the parameters drop selects,
 // keeping the others as they were, in order.
 func filterQuery(raw string, drop func(name, value string) bool) (string, bool) {
-	var b strings.Builder
-	changed := false
-	for part := range strings.SplitSeq(raw, "&") {
-		if part == "" {
-			continue
+	// A first pass finds whether anything goes, without allocating.
+	first := -1
+	rest := raw
+	for i := 0; rest != "" || i == 0; i++ {
+		part, next, _ := strings.Cut(rest, "&")
+		if part != "" && dropPart(part, drop) {
+			first = i
+			break
 		}
-		name, value, _ := strings.Cut(part, "=")
-		n, err1 := url.QueryUnescape(name)
-		v, err2 := url.QueryUnescape(value)
-		if err1 == nil && err2 == nil && drop(n, v) {
-			changed = true
+		rest = next
+		if rest == "" {
+			break
+		}
+	}
+	if first < 0 {
+		return raw, false
+	}
+	var b strings.Builder
+	for part := range strings.SplitSeq(raw, "&") {
+		if part == "" || dropPart(part, drop) {
 			continue
 		}
 		if b.Len() > 0 {
@@ -202,10 +211,14 @@ func filterQuery(raw string, drop func(name, value string) bool) (string, bool) 
 		}
 		b.WriteString(part)
 	}
-	if !changed {
-		return raw, false
-	}
 	return b.String(), true
+}
+
+func dropPart(part string, drop func(name, value string) bool) bool {
+	name, value, _ := strings.Cut(part, "=")
+	n, err1 := url.QueryUnescape(name)
+	v, err2 := url.QueryUnescape(value)
+	return err1 == nil && err2 == nil && drop(n, v)
 }
 
 func setQueryParam(u *url.URL, name, value string) {

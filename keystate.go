@@ -44,11 +44,12 @@ type keyState struct {
 	limits *localLimits // PerSecond, PerMinute, PerDay; nil without (limits.go)
 
 	// With shared state: a daily-quota block leased from the store.
-	leaseMu  sync.Mutex
-	leaseDay uint64
-	leased   int
-	limited  bool           // the key has a rate or daily limit
-	loc      *time.Location // where the quota day starts
+	leaseMu    sync.Mutex
+	leaseDay   uint64
+	leased     int
+	leaseUntil time.Time
+	limited    bool           // the key has a rate or daily limit
+	loc        *time.Location // where the quota day starts
 }
 
 const (
@@ -295,8 +296,10 @@ func (t *Transport) endTrial(k *keyState, st status.Status) {
 func (t *Transport) coolFor(k *keyState, resp *http.Response, now time.Time) {
 	ref := now
 	if resp != nil {
-		if d, err := http.ParseTime(resp.Header.Get("Date")); err == nil {
-			ref = d
+		if v := resp.Header.Get("Date"); v != "" {
+			if d, err := http.ParseTime(v); err == nil {
+				ref = d
+			}
 		}
 	}
 	var d time.Duration

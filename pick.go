@@ -2,6 +2,7 @@ package apipool
 
 import (
 	"context"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,7 +36,9 @@ func (c *call) takeKey(ctx context.Context) (*keyState, error) {
 			}
 		}
 		nk := c.noKeyError()
-		limit := c.waitUntil
+		// The wait budget is WithMaxWait of time spent waiting (for keys,
+		// and in backoffs), not of time spent in attempts.
+		limit := c.now.Add(t.cfg.maxWait - c.waited)
 		if dl, ok := ctx.Deadline(); ok {
 			if pdl := c.now.Add(time.Until(dl)); pdl.Before(limit) {
 				limit = pdl
@@ -48,26 +51,50 @@ func (c *call) takeKey(ctx context.Context) (*keyState, error) {
 			return nil, nk
 		}
 		if c.waiter == nil {
+			if !c.hasWaited {
+				c.hasWaited = true
+				t.waits.Add(1)
+			}
 			c.waiter = t.waiters.join()
 			continue // look once more from the queue: a key may have freed meanwhile
 		}
+		// Wait until the earliest known time a key frees up; when a key is
+		// free now (the head of the queue takes it and wakes the next) or
+		// frees on an event, until a wake, with a poll in case the event
+		// tells no one (a selector's choice, a breaker's half-open slot).
 		d := limit.Sub(c.now)
-		if t.waiters.isHead(c.waiter) {
-			if nk.RetryAt.IsZero() || nk.eventBound {
-				// A poll, in case a key frees with no event to tell (a
-				// selector's choice, a breaker's half-open slot).
-				d = min(d, headPoll)
+		if nk.RetryAt.After(c.now) && !nk.eventBound {
+			d = min(d, nk.RetryAt.Sub(c.now))
+		} else {
+			// A wake is expected soon (a key is free now, or frees when a
+			// request in flight ends): give it a moment before arming a
+			// timer.
+			if c.yieldForWake() {
+				continue
 			}
-			if !nk.RetryAt.IsZero() && nk.RetryAt.Sub(c.now) < d {
-				d = nk.RetryAt.Sub(c.now)
-			}
-			d = max(d, time.Millisecond)
+			d = min(d, headPoll)
 		}
+		d = max(d, time.Millisecond)
 		waitEvent(c.reqSpan, d, "no key available")
 		if err := c.waitFor(ctx, d); err != nil {
 			return nil, err
 		}
 	}
+}
+
+// yieldForWake yields the processor a few times, and reports whether the
+// call was woken meanwhile: a trial or a request in flight that ends at
+// once then costs no timer.
+func (c *call) yieldForWake() bool {
+	for range 8 {
+		runtime.Gosched()
+		select {
+		case <-c.waiter.ch:
+			return true
+		default:
+		}
+	}
+	return false
 }
 
 // headPoll bounds how long the first waiting request waits without
@@ -161,7 +188,7 @@ func (c *call) waitFor(ctx context.Context, d time.Duration) error {
 	if d <= 0 {
 		return ctx.Err()
 	}
-	start := c.now
+	start := c.t.cfg.clock.Now()
 	tm := c.t.cfg.clock.NewTimer(d)
 	defer tm.Stop()
 	var woken <-chan struct{}

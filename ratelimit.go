@@ -120,26 +120,23 @@ func (t *Transport) learnBudget(k *keyState, h http.Header, now time.Time) {
 	if !t.cfg.steer || len(h) == 0 {
 		return
 	}
-	ref := now
-	if d, err := http.ParseTime(h.Get("Date")); err == nil {
-		ref = d
-	}
 	var b status.Budget
 	if t.cfg.budgetParser != nil {
-		b = t.cfg.budgetParser(h, ref)
+		b = t.cfg.budgetParser(h, now)
 	} else {
-		b = status.ParseBudget(h, ref)
+		b = status.ParseBudget(h, now)
 	}
 	w := b.Requests
-	if tok := b.Tokens; tok.Known && tok.Remaining == 0 && tok.Reset.After(ref) {
+	if tok := b.Tokens; tok.Known && tok.Remaining == 0 && tok.Reset.After(now) {
 		// A token budget used up holds the key as a request budget would.
 		w = tok
 	}
 	if !w.Known || w.Reset.IsZero() {
 		return
 	}
-	// Reset times are the upstream's: move them onto the pool's clock.
-	reset := now.Add(w.Reset.Sub(ref))
+	// Relative resets count from now; absolute ones (Unix seconds, RFC
+	// 3339) are the upstream's clock, taken as ours.
+	reset := w.Reset
 	if !reset.After(now) {
 		return // an answer of a window that has reset already
 	}

@@ -316,19 +316,20 @@ func (t *Transport) takeShared(ctx context.Context, k *keyState, now time.Time) 
 		l.Day = dayIndex(now, k.loc)
 		l.DayEnd = dayStart(l.Day+1, k.loc)
 	}
-	n := 1
-	if l.PerSecond == 0 && l.PerMinute == 0 {
-		// A daily quota alone: lease a small block, so that most requests
-		// need no round trip. Unused leases lapse with the day.
-		k.leaseMu.Lock()
-		if k.leaseDay == l.Day && k.leased > 0 {
-			k.leased--
-			k.leaseMu.Unlock()
-			return true
-		}
+	// Lease a small block, so that most requests need no round trip: for a
+	// daily quota alone, up to 16 requests that lapse with the day; with a
+	// rate limit, up to a tenth of a second's worth (at most 16), which
+	// lapse after a second. A replica can so exceed a shared rate by at
+	// most its block (a tenth of the rate) in any second; the local limits
+	// still hold each replica to the key's own rate.
+	n, valid := leaseSize(l)
+	k.leaseMu.Lock()
+	if k.leased > 0 && k.leaseDay == l.Day && now.Before(k.leaseUntil) {
+		k.leased--
 		k.leaseMu.Unlock()
-		n = min(max(l.PerDay/100, 1), 16)
+		return true
 	}
+	k.leaseMu.Unlock()
 	// The store gets sharedTakeTimeout: a store that hangs is a failing
 	// store, even for callers whose own deadlines are shorter.
 	tctx, cancel := context.WithTimeout(ctx, sharedTakeTimeout)
@@ -354,13 +355,40 @@ func (t *Transport) takeShared(ctx context.Context, k *keyState, now time.Time) 
 	}
 	if got > 1 {
 		k.leaseMu.Lock()
-		if k.leaseDay != l.Day {
-			k.leaseDay, k.leased = l.Day, 0
+		until := now.Add(valid)
+		if k.leased > 0 && k.leaseDay == l.Day && now.Before(k.leaseUntil) {
+			// Another request leased a block meanwhile: keep both.
+			k.leased += got - 1
+			if k.leaseUntil.After(until) {
+				until = k.leaseUntil
+			}
+		} else {
+			k.leased = got - 1
 		}
-		k.leased += got - 1
+		k.leaseDay, k.leaseUntil = l.Day, until
 		k.leaseMu.Unlock()
 	}
 	return true
+}
+
+// leaseSize returns how many requests of a key's shared limits to take
+// from the store at once, and how long they stay valid.
+func leaseSize(l Limits) (int, time.Duration) {
+	rate := 0.0 // requests a second the rate limits allow, 0 without
+	if l.PerSecond > 0 {
+		rate = l.PerSecond
+	}
+	if l.PerMinute > 0 && (rate == 0 || float64(l.PerMinute)/60 < rate) {
+		rate = float64(l.PerMinute) / 60
+	}
+	if rate == 0 {
+		return min(max(l.PerDay/100, 1), 16), 24 * time.Hour
+	}
+	n := min(max(int(rate/10), 1), 16)
+	if l.PerDay > 0 {
+		n = min(n, max(l.PerDay/100, 1))
+	}
+	return n, time.Second
 }
 
 // SharedStateHealth is how a pool's sharing of key state fares.

@@ -276,14 +276,36 @@ func (tl *telemetry) startRequest(ctx context.Context, r *http.Request) (context
 	if !on {
 		return ctx, nil
 	}
-	attrs := []attribute.KeyValue{
+	ctx, span := tr.Start(ctx, requestSpanName(r), trace.WithSpanKind(trace.SpanKindInternal))
+	if !span.IsRecording() {
+		return ctx, span // sampled out: no attributes built
+	}
+	span.SetAttributes(
 		attribute.String("http.request.method", method(r)),
 		attribute.String("server.address", r.URL.Hostname()),
-	}
+	)
 	if op := OperationFrom(ctx); op != "" {
-		attrs = append(attrs, attribute.String("apipool.operation", op))
+		span.SetAttributes(attribute.String("apipool.operation", op))
 	}
-	return tr.Start(ctx, "apipool "+method(r), trace.WithSpanKind(trace.SpanKindInternal), trace.WithAttributes(attrs...))
+	return ctx, span
+}
+
+// requestSpanName is "apipool {method}", without a concatenation for the
+// common methods.
+func requestSpanName(r *http.Request) string {
+	switch method(r) {
+	case http.MethodGet:
+		return "apipool GET"
+	case http.MethodPost:
+		return "apipool POST"
+	case http.MethodPut:
+		return "apipool PUT"
+	case http.MethodDelete:
+		return "apipool DELETE"
+	case http.MethodPatch:
+		return "apipool PATCH"
+	}
+	return "apipool " + method(r)
 }
 
 // startAttempt starts the CLIENT span of one attempt, following the HTTP
@@ -293,8 +315,16 @@ func (tl *telemetry) startAttempt(ctx context.Context, r *http.Request, attempt 
 	if !on {
 		return ctx, nil
 	}
-	attrs := make([]attribute.KeyValue, 0, 8)
-	attrs = append(attrs,
+	if parent := trace.SpanFromContext(ctx); !parent.IsRecording() && !parent.SpanContext().IsSampled() && parent.SpanContext().IsValid() {
+		// The request's span was sampled out: its attempts would be too
+		// (parent-based samplers), so none is started.
+		return ctx, nil
+	}
+	ctx, span := tr.Start(ctx, method(r), trace.WithSpanKind(trace.SpanKindClient))
+	if !span.IsRecording() {
+		return ctx, span // sampled out: no attributes built
+	}
+	span.SetAttributes(
 		attribute.String("http.request.method", method(r)),
 		attribute.String("server.address", r.URL.Hostname()),
 		attribute.Int("server.port", port(r.URL)),
@@ -303,16 +333,16 @@ func (tl *telemetry) startAttempt(ctx context.Context, r *http.Request, attempt 
 		attribute.String("apipool.key.fingerprint", k.fp),
 	)
 	if attempt > 1 {
-		attrs = append(attrs, attribute.Int("http.request.resend_count", attempt-1))
+		span.SetAttributes(attribute.Int("http.request.resend_count", attempt-1))
 	}
-	return tr.Start(ctx, method(r), trace.WithSpanKind(trace.SpanKindClient), trace.WithAttributes(attrs...))
+	return ctx, span
 }
 
 // inject writes the trace context of ctx into r's header, when there is
 // one. r is the pool's copy of the request: its Header is its own.
 func (tl *telemetry) inject(ctx context.Context, r *http.Request) {
-	if !trace.SpanContextFromContext(ctx).IsValid() {
-		return
+	if sc := trace.SpanContextFromContext(ctx); !sc.IsValid() || !sc.IsSampled() && !trace.SpanFromContext(ctx).IsRecording() {
+		return // no trace, or one sampled out: nothing worth the header
 	}
 	if r.Header == nil {
 		r.Header = make(http.Header)
@@ -337,6 +367,12 @@ func (tl *telemetry) attemptDone(ctx context.Context, span trace.Span, r *http.R
 	}
 	if err != nil {
 		errType = errorType(st, err)
+	}
+	if span != nil && !span.IsRecording() {
+		span = nil
+		if !e.on {
+			return
+		}
 	}
 	if span != nil {
 		span.SetAttributes(attribute.String("apipool.status", st.String()), attribute.Int("apipool.status_id", st.ID()))
@@ -383,7 +419,7 @@ func (tl *telemetry) noKey(ctx context.Context) {
 
 // wait marks on the request's span that it waited, and why.
 func waitEvent(span trace.Span, d time.Duration, reason string) {
-	if span != nil {
+	if span != nil && span.IsRecording() {
 		span.AddEvent("apipool.wait", trace.WithAttributes(attribute.Float64("apipool.wait.seconds", d.Seconds()), attribute.String("apipool.wait.reason", reason)))
 	}
 }
@@ -391,6 +427,10 @@ func waitEvent(span trace.Span, d time.Duration, reason string) {
 // endRequest ends the logical request's span with its summary.
 func endRequest(span trace.Span, st status.Status, attempts int, waited time.Duration, k *keyState, err error) {
 	if span == nil {
+		return
+	}
+	if !span.IsRecording() {
+		span.End()
 		return
 	}
 	span.SetAttributes(

@@ -29,8 +29,9 @@ type Transport struct {
 	stats    recorder.Stats
 
 	tel     telemetry
-	shared  *sharedSync // nil without WithSharedState
-	waiters waitQueue   // requests waiting for a key, in arrival order
+	shared  *sharedSync  // nil without WithSharedState
+	waiters waitQueue    // requests waiting for a key, in arrival order
+	waits   atomic.Int64 // requests that waited for a key
 
 	keys   atomic.Pointer[keySet]
 	keysMu sync.Mutex // serialises AddKey and RemoveKey
@@ -107,6 +108,10 @@ func New(keys []Key, opts ...Option) (*Transport, error) {
 // Stats returns the recorder's query interface, or nil when the recorder
 // answers no queries.
 func (t *Transport) Stats() recorder.Stats { return t.stats }
+
+// Waits returns how many requests have waited for a key to free up since
+// the pool was made.
+func (t *Transport) Waits() int64 { return t.waits.Load() }
 
 // Recorder returns where the pool records usage events.
 func (t *Transport) Recorder() recorder.Recorder { return t.rec }

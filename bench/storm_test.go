@@ -37,15 +37,20 @@ func (s *stormBase) RoundTrip(r *http.Request) (*http.Response, error) {
 	}, nil
 }
 
-// jumpClock is a pool clock that jumps over waits: a wait for d returns at
-// once and moves the clock on to the end of the wait. Cooldowns then end
-// without sleeping, so that a storm benchmark measures the pool's work, not
-// the upstream's Retry-After. It starts a day behind the wall clock, so
-// that the events it stamps stay within the recorder's bounds (the
-// in-memory store refuses events more than a minute ahead of time.Now).
+// jumpClock is a pool clock that compresses waits: a timer for d fires
+// after a moment of real time (jumpDelay) and moves the clock on to the end
+// of the wait; a timer stopped before then (its waiter woken by an event)
+// moves nothing. Cooldowns then end without sleeping, so that a storm
+// benchmark measures the pool's work, not the upstream's Retry-After. It
+// starts a day behind the wall clock, so that the events it stamps stay
+// within the recorder's bounds (the in-memory store refuses events more
+// than a minute ahead of time.Now).
 type jumpClock struct {
 	offset atomic.Int64 // added to time.Now
 }
+
+// jumpDelay is the real time a wait of any length takes on a jumpClock.
+const jumpDelay = 20 * time.Microsecond
 
 func newJumpClock() *jumpClock {
 	c := &jumpClock{}
@@ -56,30 +61,35 @@ func newJumpClock() *jumpClock {
 func (c *jumpClock) Now() time.Time { return time.Now().Add(time.Duration(c.offset.Load())) }
 
 func (c *jumpClock) NewTimer(d time.Duration) apipool.Timer {
-	now := time.Now()
-	target := now.Add(time.Duration(c.offset.Load()) + d)
-	for {
-		old := c.offset.Load()
-		if now.Add(time.Duration(old)).After(target) || c.offset.CompareAndSwap(old, int64(target.Sub(now))) {
-			break
+	target := c.Now().Add(d)
+	jt := &jumpTimer{ch: make(chan time.Time, 1)}
+	jt.t = time.AfterFunc(jumpDelay, func() {
+		now := time.Now()
+		for {
+			old := c.offset.Load()
+			if now.Add(time.Duration(old)).After(target) || c.offset.CompareAndSwap(old, int64(target.Sub(now))) {
+				break
+			}
 		}
-	}
-	ch := make(chan time.Time, 1)
-	ch <- target
-	return firedTimer(ch)
+		jt.ch <- target
+	})
+	return jt
 }
 
-type firedTimer chan time.Time
+type jumpTimer struct {
+	t  *time.Timer
+	ch chan time.Time
+}
 
-func (t firedTimer) C() <-chan time.Time { return t }
-func (t firedTimer) Stop() bool          { return false }
+func (t *jumpTimer) C() <-chan time.Time { return t.ch }
+func (t *jumpTimer) Stop() bool          { return t.t.Stop() }
 
 // BenchmarkRateLimitStorm measures a 10-key pool, with its defaults, under
 // a storm of rate limits: 30% of the upstream's answers are 429 with
 // "Retry-After: 1", sent from GOMAXPROCS goroutines. Each 429 cools its key
 // down for a second and the request moves to another key; when every key
 // cools down, requests wait for the first to recover. The pool runs on a
-// clock that jumps over those waits (jumpClock), so that the figure is the
+// clock that compresses those waits (jumpClock), so that the figure is the
 // pool's own cost per successful request (ns/success), retries and
 // discarded 429 answers included; upstream-calls/success says how many
 // answers each success took, and failed/op the share of requests that did

@@ -21,8 +21,8 @@ import (
 )
 
 const (
-	benchEvents = 1_000_000
-	benchKeys   = 20
+	fullBenchEvents = 1_000_000
+	benchKeys       = 20
 )
 
 // benchNow is where the benchmarks' windows end; their events fill the 24
@@ -96,7 +96,7 @@ func benchCalls(b *testing.B, h http.Handler) {
 // 1,000,000 events in the memory store (apipool's default recorder).
 func BenchmarkCallsMemory(b *testing.B) {
 	store := memory.New(memory.WithClock(func() time.Time { return benchNow }))
-	recordBenchEvents(store, benchEvents)
+	recordBenchEvents(store, benchEvents())
 	benchCalls(b, benchPool(b, store))
 }
 
@@ -108,18 +108,18 @@ func BenchmarkCallsClickHouse(b *testing.B) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	store, err := clickhouse.New(ctx, clickhouse.Config{
-		Addrs: []string{srv.Addr}, Table: "dashboard_bench", QueueSize: benchEvents + 1, BatchSize: 100_000,
+		Addrs: []string{srv.Addr}, Table: "dashboard_bench", QueueSize: benchEvents() + 1, BatchSize: 100_000,
 	})
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer store.Close(context.Background())
-	recordBenchEvents(store, benchEvents)
+	recordBenchEvents(store, benchEvents())
 	if err := store.Flush(ctx); err != nil {
 		b.Fatal(err)
 	}
-	if n, err := store.UsageCount(ctx, recorder.Query{}); err != nil || n != benchEvents || store.Dropped() != 0 {
-		b.Fatalf("stored %d events (%v), dropped %d; want %d", n, err, store.Dropped(), benchEvents)
+	if n, err := store.UsageCount(ctx, recorder.Query{}); err != nil || n != int64(benchEvents()) || store.Dropped() != 0 {
+		b.Fatalf("stored %d events (%v), dropped %d; want %d", n, err, store.Dropped(), benchEvents())
 	}
 	benchCalls(b, benchPool(b, store))
 }
@@ -189,4 +189,13 @@ func BenchmarkRoundTripDashboard(b *testing.B) {
 			wg.Wait()
 		})
 	}
+}
+
+// benchEvents is how many events the benchmarks store: a million, or 20,000
+// under -short (make bench-smoke, which only checks that they run).
+func benchEvents() int {
+	if testing.Short() {
+		return 20_000
+	}
+	return fullBenchEvents
 }

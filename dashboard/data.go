@@ -281,6 +281,8 @@ func (h *handler) totals(ctx context.Context, win windowSpec) totalsResponse {
 	}
 	if h.cfg.waits != nil {
 		out.Waits = ptr(h.cfg.waits())
+	} else if w, ok := h.pool.(interface{ Waits() int64 }); ok {
+		out.Waits = ptr(w.Waits())
 	}
 	if h.stats == nil {
 		return out

@@ -120,8 +120,8 @@ func WithRefresh(d time.Duration) Option {
 }
 
 // WithWaits sets a function that returns how many times requests have
-// waited for a key to free up, shown in the pool totals. The pool does not
-// publish this count yet; without this option the totals show "-".
+// waited for a key to free up, shown in the pool totals. Without it, the
+// pool's own count (apipool.Transport.Waits) is shown.
 func WithWaits(waits func() int64) Option {
 	return optionFunc(func(c *config) error {
 		c.waits = waits

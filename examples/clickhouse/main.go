@@ -45,7 +45,13 @@ import (
 
 // config is what the flags set.
 type config struct {
-	addr, database     string
+	// addr is one address, or several separated by commas (a cluster's
+	// replicas).
+	addr, database string
+	// cluster, when set, is the cluster's name in the servers'
+	// remote_servers: the store creates replicated tables behind
+	// Distributed ones (see cluster/README.md).
+	cluster            string
 	username, password string
 	requests, workers  int
 }
@@ -56,7 +62,8 @@ func main() {
 	if addr == "" {
 		addr = clickhouse.DefaultAddr
 	}
-	flag.StringVar(&c.addr, "addr", addr, "ClickHouse native protocol address (default: $CLICKHOUSE_ADDR, else "+clickhouse.DefaultAddr+")")
+	flag.StringVar(&c.addr, "addr", addr, "ClickHouse native protocol address, or a cluster's replicas separated by commas (default: $CLICKHOUSE_ADDR, else "+clickhouse.DefaultAddr+")")
+	flag.StringVar(&c.cluster, "cluster", "", "cluster name in the servers' remote_servers: replicated tables behind Distributed ones (see examples/clickhouse/cluster)")
 	flag.StringVar(&c.database, "database", "apipool_example", "database for the event tables (created if missing)")
 	flag.StringVar(&c.username, "user", os.Getenv("CLICKHOUSE_USER"), "user (default: $CLICKHOUSE_USER, else default)")
 	flag.IntVar(&c.requests, "requests", 3000, "requests to send")
@@ -92,7 +99,8 @@ func run(out io.Writer, c config) error {
 	nctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	store, err := clickhouse.New(nctx, clickhouse.Config{
-		Addrs:         []string{c.addr},
+		Addrs:         strings.Split(c.addr, ","),
+		Cluster:       c.cluster,
 		Database:      c.database,
 		Username:      c.username,
 		Password:      c.password,
@@ -202,7 +210,7 @@ func run(out io.Writer, c config) error {
 	// the default table names in the connection's database.
 	conn, err := chgo.Open(&chgo.Options{
 		Protocol:    chgo.Native,
-		Addr:        []string{c.addr},
+		Addr:        strings.Split(c.addr, ","),
 		Auth:        chgo.Auth{Database: c.database, Username: c.username, Password: c.password},
 		DialTimeout: 2 * time.Second,
 	})

@@ -66,6 +66,8 @@ type Server struct {
 	Addr string
 	// Dir holds the configuration, data and logs.
 	Dir string
+	// Replica is the server's {replica} macro in a Cluster; "" elsewhere.
+	Replica string
 
 	bin  string
 	proc *testsrv.Process
@@ -116,27 +118,37 @@ func Start() (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	sweep(BaseDir())
-	dir, err := os.MkdirTemp(BaseDir(), dirPrefix)
-	if err != nil && os.Getenv("CHTEST_DIR") == "" {
-		dir, err = os.MkdirTemp("", dirPrefix)
-	}
+	dir, err := newDir()
 	if err != nil {
-		return nil, fmt.Errorf("chtest: %w", err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, ownerFile), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
-		os.RemoveAll(dir)
-		return nil, fmt.Errorf("chtest: %w", err)
+		return nil, err
 	}
 	return testsrv.OnFreePort("chtest", dir, func(port int) (*Server, error) {
 		s := newServer(net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), dir, bin)
-		if err := s.writeConfig(port); err != nil {
+		if err := s.writeConfig(port, ""); err != nil {
 			return nil, err
 		}
 		return s, s.Start()
 	}, func(s *Server) bool {
 		return s != nil && strings.Contains(s.errLogTail(), "Address already in use")
 	})
+}
+
+// newDir makes a new server directory under BaseDir, recording the test
+// process as its owner, after sweeping away those of exited ones.
+func newDir() (string, error) {
+	sweep(BaseDir())
+	dir, err := os.MkdirTemp(BaseDir(), dirPrefix)
+	if err != nil && os.Getenv("CHTEST_DIR") == "" {
+		dir, err = os.MkdirTemp("", dirPrefix)
+	}
+	if err != nil {
+		return "", fmt.Errorf("chtest: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, ownerFile), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+		os.RemoveAll(dir)
+		return "", fmt.Errorf("chtest: %w", err)
+	}
+	return dir, nil
 }
 
 func newServer(addr, dir, bin string) *Server {
@@ -182,7 +194,9 @@ func sweep(base string) {
 	}
 }
 
-func (s *Server) writeConfig(port int) error {
+// writeConfig writes the server's configuration for its native port, with
+// extra (XML elements) inside its root element.
+func (s *Server) writeConfig(port int, extra string) error {
 	p := func(name string) string { return filepath.Join(s.Dir, name) + "/" }
 	config := fmt.Sprintf(`<?xml version="1.0"?>
 <yandex>
@@ -208,8 +222,8 @@ func (s *Server) writeConfig(port int) error {
     <mark_cache_size>268435456</mark_cache_size>
     <uncompressed_cache_size>268435456</uncompressed_cache_size>
     <mlock_executable>false</mlock_executable>
-</yandex>
-`, s.Dir, port, p("data"), p("tmp"), p("user_files"), p("format_schemas"))
+%[7]s</yandex>
+`, s.Dir, port, p("data"), p("tmp"), p("user_files"), p("format_schemas"), extra)
 	users := fmt.Sprintf(`<?xml version="1.0"?>
 <yandex>
     <profiles>
@@ -269,12 +283,7 @@ func (s *Server) ping() error {
 		return err
 	}
 	c.Close()
-	conn, err := clickhouse.Open(&clickhouse.Options{
-		Addr:        []string{s.Addr},
-		Protocol:    clickhouse.Native,
-		DialTimeout: time.Second,
-		ReadTimeout: 5 * time.Second,
-	})
+	conn, err := openConn(s.Addr)
 	if err != nil {
 		return err
 	}
@@ -283,6 +292,16 @@ func (s *Server) ping() error {
 	defer cancel()
 	var one uint8
 	return conn.QueryRow(ctx, "SELECT 1").Scan(&one)
+}
+
+// openConn opens a connection to addr for the harness's own queries.
+func openConn(addr string) (clickhouse.Conn, error) {
+	return clickhouse.Open(&clickhouse.Options{
+		Addr:        []string{addr},
+		Protocol:    clickhouse.Native,
+		DialTimeout: time.Second,
+		ReadTimeout: 5 * time.Second,
+	})
 }
 
 // Stop stops the server gracefully (SIGTERM), killing it if it has not
@@ -294,6 +313,43 @@ func (s *Server) Stop() error { return s.proc.Stop() }
 // Kill stops the server at once (SIGKILL), like a crash, and waits until it
 // has exited.
 func (s *Server) Kill() error { return s.proc.Kill() }
+
+// Pause stops the server process where it is (SIGSTOP), like a server
+// that hangs: connections stay open and new ones are accepted by the
+// kernel, but nothing answers. Resume continues it. A test that pauses
+// the server must resume it before stopping it (Stop's SIGTERM waits for
+// a paused process to continue, then kills it after 15 seconds); Pause
+// resumes it when t ends, in case.
+func (s *Server) Pause(t testing.TB) error {
+	t.Helper()
+	t.Cleanup(func() { s.Resume() })
+	return s.signal(sigStop)
+}
+
+// Resume continues a paused server (SIGCONT).
+func (s *Server) Resume() error { return s.signal(sigCont) }
+
+// signal sends sig to the server process, found by its command line.
+func (s *Server) signal(sig os.Signal) error {
+	if sig == nil {
+		return fmt.Errorf("chtest: pausing a server needs SIGSTOP, which this system lacks")
+	}
+	if !s.Running() {
+		return fmt.Errorf("chtest: the server is not running")
+	}
+	pid, err := findPID("--config-file=" + filepath.Join(s.Dir, "config.xml"))
+	if err != nil {
+		return err
+	}
+	p, err := os.FindProcess(pid)
+	if err != nil {
+		return fmt.Errorf("chtest: %w", err)
+	}
+	if err := p.Signal(sig); err != nil {
+		return fmt.Errorf("chtest: signalling the server: %w", err)
+	}
+	return nil
+}
 
 // Running reports whether the server process is running.
 func (s *Server) Running() bool { return s.proc.Running() }
@@ -339,7 +395,11 @@ var harness = testsrv.Harness[*Server]{Pkg: "chtest", Binary: Binary, Start: Sta
 // When the binary is missing, Main runs the tests anyway and [Shared]
 // skips those that need the server, unless CI is "true": then Main fails
 // at once. When the server is there but does not start, Main fails.
-func Main(m *testing.M) { harness.Main(m) }
+func Main(m *testing.M) {
+	code := harness.Run(m)
+	closeShared()
+	os.Exit(code)
+}
 
 // Shared returns the server that Main started for the package. When there
 // is none because the binary is missing, it skips t (or fails it when CI

@@ -6,7 +6,11 @@ import (
 )
 
 // setProcAttr asks the kernel to kill the server when the test process
-// dies, so a crashed or interrupted test leaves no server behind.
+// dies, so a crashed or interrupted test leaves no server behind. It keeps
+// what the harness set in cmd.SysProcAttr (credentials, say).
 func setProcAttr(cmd *exec.Cmd) {
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
 }

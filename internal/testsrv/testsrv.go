@@ -119,6 +119,8 @@ type Process struct {
 	StopTimeout time.Duration
 	// LogTail returns the end of the server's logs, for messages.
 	LogTail func() string
+	// StopSignal is the signal Stop sends. Default: SIGTERM.
+	StopSignal syscall.Signal
 
 	mu  sync.Mutex
 	run *Run // the running process, or nil
@@ -201,10 +203,13 @@ func (r *Run) WaitReady(ping func() error, timeout, first, most time.Duration) e
 	}
 }
 
-// Stop stops the process gracefully (SIGTERM), killing it if it has not
+// Stop stops the process gracefully (StopSignal, SIGTERM by default), killing it if it has not
 // exited within StopTimeout, and waits until it has exited. It is a no-op
 // when the process is not running.
 func (p *Process) Stop() error {
+	if p.StopSignal != 0 {
+		return p.stop(p.StopSignal)
+	}
 	return p.stop(syscall.SIGTERM)
 }
 
@@ -270,10 +275,12 @@ type Harness[S interface{ Close() error }] struct {
 // Shared skips those that need the server, unless CI is "true": then Main
 // fails at once. When the server is there but does not start, Main fails.
 func (h *Harness[S]) Main(m *testing.M) {
-	os.Exit(h.run(m))
+	os.Exit(h.Run(m))
 }
 
-func (h *Harness[S]) run(m *testing.M) int {
+// Run is Main without the exit: it returns the exit code, for a TestMain
+// that has more to stop afterwards.
+func (h *Harness[S]) Run(m *testing.M) int {
 	if _, err := h.Binary(); err != nil {
 		if InCI() {
 			fmt.Fprintf(os.Stderr, "FAIL: %v (CI=true, so a missing server is an error)\n", err)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -14,7 +15,12 @@ import (
 	"github.com/apipool-ng/apipool/recorder/clickhouse"
 )
 
-func TestMain(m *testing.M) { chtest.Main(m) }
+func TestMain(m *testing.M) {
+	if os.Getenv(crashChildEnv) != "" {
+		crashChild() // a child process of TestCrash*: never returns
+	}
+	chtest.Main(m)
+}
 
 var tableSeq atomic.Int64
 

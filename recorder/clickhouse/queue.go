@@ -36,6 +36,7 @@ type queue struct {
 	blocks  []*qblock // queued, head first
 	free    []*qblock
 	n       int    // events queued or detached but not consumed
+	held    int    // events consumed into the writer's batches, not yet settled
 	enq     uint64 // events ever enqueued
 	max     int
 	block   bool // Block policy, else drop
@@ -46,9 +47,42 @@ type queue struct {
 	// thresholds: a batch, the spill mark, full.
 	wake                 chan struct{}
 	batchMark, spillMark int
-	dropped              atomic.Uint64
 	maxFree              int
+
+	// dropped counts every event dropped, for any reason; drops counts
+	// them by reason. spillFull is set while the spill file refuses rows,
+	// so that put counts its drops as the spill file's.
+	dropped   atomic.Uint64
+	drops     [numDropReasons]atomic.Uint64
+	spillFull atomic.Bool
 }
+
+// dropReason is why an event was dropped; see Drops.
+type dropReason int
+
+const (
+	dropQueueFull dropReason = iota
+	dropSpillFull
+	dropClosed
+	dropCloseLost
+	dropCorrupt
+	dropUnbuildable
+	numDropReasons
+)
+
+// drop counts n events dropped for reason r.
+func (q *queue) drop(r dropReason, n uint64) {
+	if n == 0 {
+		return
+	}
+	q.drops[r].Add(n)
+	q.dropped.Add(n)
+}
+
+// maxFreeBlocks bounds the free list: after an outage drains, the blocks
+// beyond it go back to the garbage collector, so a queue that held a
+// million events does not keep their 193 MB.
+const maxFreeBlocks = 8
 
 func newQueue(max, batch int, block bool) *queue {
 	q := &queue{
@@ -57,8 +91,7 @@ func newQueue(max, batch int, block bool) *queue {
 		wake:      make(chan struct{}, 1),
 		batchMark: min(batch, max),
 		spillMark: max / 2,
-		// Keep enough free blocks for a full queue, no more.
-		maxFree: (max + blockLen - 1) / blockLen,
+		maxFree:   min(maxFreeBlocks, (max+blockLen-1)/blockLen),
 	}
 	q.notFull.L = &q.mu
 	return q
@@ -72,7 +105,11 @@ func (q *queue) put(e *recorder.Event) bool {
 	for q.n >= q.max && !q.closed {
 		if !q.block {
 			q.mu.Unlock()
-			q.dropped.Add(1)
+			if q.spillFull.Load() {
+				q.drop(dropSpillFull, 1)
+			} else {
+				q.drop(dropQueueFull, 1)
+			}
 			return false
 		}
 		q.waiting++
@@ -81,7 +118,7 @@ func (q *queue) put(e *recorder.Event) bool {
 	}
 	if q.closed {
 		q.mu.Unlock()
-		q.dropped.Add(1)
+		q.drop(dropClosed, 1)
 		return false
 	}
 	var tail *qblock
@@ -130,20 +167,24 @@ func (q *queue) detach(dst []*qblock, have, want int) ([]*qblock, int) {
 	n := copy(q.blocks, q.blocks[k:])
 	clear(q.blocks[n:])
 	q.blocks = q.blocks[:n]
+	if n == 0 && cap(q.blocks) > 64 {
+		q.blocks = nil // the slice grew during an outage: give it back
+	}
 	q.mu.Unlock()
 	return dst, have
 }
 
 // consumed tells the queue that the writer is done with n events, and
 // returns the blocks emptied (cleared, to drop their strings) to the free
-// list.
-func (q *queue) consumed(n int, emptied []*qblock) {
+// list. held events of them went into a batch (see unhold).
+func (q *queue) consumed(n, held int, emptied []*qblock) {
 	for _, b := range emptied {
 		clear(b.ev[:b.n])
 		b.n = 0
 	}
 	q.mu.Lock()
 	q.n -= n
+	q.held += held
 	for _, b := range emptied {
 		if len(q.free) < q.maxFree {
 			q.free = append(q.free, b)
@@ -153,6 +194,20 @@ func (q *queue) consumed(n int, emptied []*qblock) {
 		q.notFull.Broadcast()
 	}
 	q.mu.Unlock()
+}
+
+// unhold tells the queue that n events of batches are settled.
+func (q *queue) unhold(n int) {
+	q.mu.Lock()
+	q.held -= n
+	q.mu.Unlock()
+}
+
+// total returns the events queued and in batches.
+func (q *queue) total() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.n + q.held
 }
 
 // len returns the number of events held (queued or detached).

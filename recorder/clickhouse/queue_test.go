@@ -27,7 +27,7 @@ func TestQueueDropsWhenFull(t *testing.T) {
 	if q.put(&e) {
 		t.Fatal("put accepted while detached events still count")
 	}
-	q.consumed(have, blocks)
+	q.consumed(have, 0, blocks)
 	if q.len() != 300-blockLen || blocks[0].n != 0 || blocks[0].ev[0].KeyID != "" {
 		t.Fatalf("after consume: len %d, block n %d", q.len(), blocks[0].n)
 	}
@@ -87,7 +87,7 @@ func TestQueueBlockPolicy(t *testing.T) {
 	go func() { done <- q.put(&e) }()
 	waitBlocked()
 	blocks, n := q.detach(nil, 0, blockLen)
-	q.consumed(n, blocks)
+	q.consumed(n, 0, blocks)
 	if !<-done {
 		t.Fatal("blocked put dropped after room was made")
 	}

@@ -1,10 +1,11 @@
 package clickhouse
 
 import (
-	"crypto/rand"
+	crand "crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
 	"math"
+	"math/rand/v2"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -104,27 +105,27 @@ func cleanString(s string) string {
 func clampUint16(v int64) uint16 { return uint16(min(max(v, 0), math.MaxUint16)) }
 func clampUint32(v int64) uint32 { return uint32(min(max(v, 0), math.MaxUint32)) }
 
-// idGen makes event ids: UUIDs of version 8 (RFC 9562's custom layout)
-// holding a random 64-bit prefix, drawn once per store, and a sequence
-// number. Two stores collide only if they draw the same prefix. An idGen
-// is used by one goroutine.
+// idGen makes event ids: random UUIDs of version 4 (122 random bits),
+// from a ChaCha8 generator seeded from crypto/rand, so that drawing one
+// costs a few nanoseconds and no system call. Ids that share a long
+// prefix (an earlier layout: a 64-bit prefix per store and a sequence
+// number) made uniqExact(event_id) on 18.16 take seconds for 40,000 ids,
+// against 0.03 s for random ones. An idGen is used by one goroutine.
 type idGen struct {
-	prefix uint64
-	seq    uint64
+	rnd *rand.ChaCha8
 }
 
 func newIDGen() idGen {
-	var b [8]byte
-	rand.Read(b[:]) // never fails (crypto/rand panics rather)
-	return idGen{prefix: binary.BigEndian.Uint64(b[:])}
+	var seed [32]byte
+	crand.Read(seed[:]) // never fails (crypto/rand panics rather)
+	return idGen{rnd: rand.NewChaCha8(seed)}
 }
 
 func (g *idGen) next() uuid.UUID {
-	g.seq++
 	var u uuid.UUID
-	binary.BigEndian.PutUint64(u[:8], g.prefix)
-	binary.BigEndian.PutUint64(u[8:], g.seq)
-	u[6] = u[6]&0x0f | 0x80 // version 8
+	binary.LittleEndian.PutUint64(u[:8], g.rnd.Uint64())
+	binary.LittleEndian.PutUint64(u[8:], g.rnd.Uint64())
+	u[6] = u[6]&0x0f | 0x40 // version 4
 	u[8] = u[8]&0x3f | 0x80 // variant RFC 9562
 	return u
 }

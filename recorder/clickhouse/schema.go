@@ -190,11 +190,19 @@ type schemaConfig struct {
 	// converts key_id (18.16 refuses to push a String into a
 	// LowCardinality(String) column, and the reverse).
 	KeyType, RollupKeyType string
+	// Cluster, ReplicaPath and ReplicaName are Config's: with Cluster,
+	// the tables above are replicated local tables, created ON CLUSTER,
+	// behind Distributed tables (see cluster.go).
+	Cluster, ReplicaPath, ReplicaName string
 }
 
-func (c schemaConfig) table() string { return quoteIdent(c.Database) + "." + quoteIdent(c.Table) }
+// table, rollup and view name the tables that hold the events and the
+// view: with a Cluster, the local replicated ones (see localName).
+func (c schemaConfig) table() string {
+	return quoteIdent(c.Database) + "." + quoteIdent(c.localName(c.Table))
+}
 func (c schemaConfig) rollup() string {
-	return quoteIdent(c.Database) + "." + quoteIdent(c.Table+rollupSuffix)
+	return quoteIdent(c.Database) + "." + quoteIdent(c.localName(c.Table+rollupSuffix))
 }
 func (c schemaConfig) view() string {
 	return quoteIdent(c.Database) + "." + quoteIdent(c.Table+viewSuffix)
@@ -217,6 +225,9 @@ type schemaPlan struct {
 	// Table creates the event table; Rollup and View the rollup table and
 	// the materialized view that fills it (empty with NoRollup).
 	Table, Rollup, View string
+	// With a Cluster, Dist and RollupDist create the Distributed tables
+	// over Table and Rollup.
+	Dist, RollupDist string
 	// Warnings says what the config asked for that the server lacks.
 	Warnings []string
 }
@@ -224,8 +235,14 @@ type schemaPlan struct {
 // Statements returns the plan's DDL in the order to run it.
 func (p schemaPlan) Statements() []string {
 	out := []string{p.Table}
+	if p.Dist != "" {
+		out = append(out, p.Dist)
+	}
 	if p.Rollup != "" {
 		out = append(out, p.Rollup, p.View)
+	}
+	if p.RollupDist != "" {
+		out = append(out, p.RollupDist)
 	}
 	return out
 }
@@ -248,7 +265,7 @@ func planSchema(f features, c schemaConfig) schemaPlan {
 	keyType := cmp.Or(c.KeyType, str(true))
 	rollupKeyType := cmp.Or(c.RollupKeyType, keyType)
 	var b strings.Builder
-	fmt.Fprintf(&b, "CREATE TABLE IF NOT EXISTS %s\n(\n", c.table())
+	fmt.Fprintf(&b, "CREATE TABLE IF NOT EXISTS %s%s\n(\n", c.table(), c.onCluster())
 	for i, col := range p.Layout.columns() {
 		typ := ""
 		switch col.kind {
@@ -279,7 +296,7 @@ func planSchema(f features, c schemaConfig) schemaPlan {
 		}
 		fmt.Fprintf(&b, "    %-16s %s%s\n", col.name, typ, sep)
 	}
-	b.WriteString(")\nENGINE = MergeTree()\nPARTITION BY toYYYYMM(event_time)\nORDER BY (key_id, event_time)\n")
+	fmt.Fprintf(&b, ")\nENGINE = %s\nPARTITION BY toYYYYMM(event_time)\nORDER BY (key_id, event_time)\n", c.engine("MergeTree", c.Table))
 	if c.TTL > 0 {
 		if f.TTL {
 			fmt.Fprintf(&b, "TTL toDateTime(event_time) + INTERVAL %d SECOND\n", ttlSeconds(c.TTL))
@@ -288,16 +305,22 @@ func planSchema(f features, c schemaConfig) schemaPlan {
 		}
 	}
 	b.WriteString("SETTINGS index_granularity = 8192")
-	if f.Dedup {
+	switch {
+	case c.Cluster != "":
+		// Replicated tables deduplicate on every server version; the
+		// default window is 100 blocks.
+		fmt.Fprintf(&b, ", replicated_deduplication_window = %d", dedupWindow)
+	case f.Dedup:
 		fmt.Fprintf(&b, ", non_replicated_deduplication_window = %d", dedupWindow)
 	}
 	p.Table = b.String()
+	p.Dist = c.distDDL(c.Table, true)
 	if c.NoRollup {
 		return p
 	}
 
 	b.Reset()
-	fmt.Fprintf(&b, "CREATE TABLE IF NOT EXISTS %s\n(\n", c.rollup())
+	fmt.Fprintf(&b, "CREATE TABLE IF NOT EXISTS %s%s\n(\n", c.rollup(), c.onCluster())
 	fmt.Fprintf(&b, "    minute         DateTime('UTC'),\n")
 	fmt.Fprintf(&b, "    key_id         %s,\n", rollupKeyType)
 	fmt.Fprintf(&b, "    status_id      UInt8,\n")
@@ -305,7 +328,7 @@ func planSchema(f features, c schemaConfig) schemaPlan {
 	fmt.Fprintf(&b, "    latency        %s,\n", rollupLatencyType)
 	fmt.Fprintf(&b, "    req_bytes      AggregateFunction(sum, Int64),\n")
 	fmt.Fprintf(&b, "    resp_bytes     AggregateFunction(sum, Int64)\n")
-	b.WriteString(")\nENGINE = AggregatingMergeTree()\nPARTITION BY toYYYYMM(minute)\nORDER BY (key_id, minute, status_id)\n")
+	fmt.Fprintf(&b, ")\nENGINE = %s\nPARTITION BY toYYYYMM(minute)\nORDER BY (key_id, minute, status_id)\n", c.engine("AggregatingMergeTree", c.Table+rollupSuffix))
 	if c.RollupTTL > 0 {
 		if f.TTL {
 			fmt.Fprintf(&b, "TTL minute + INTERVAL %d SECOND\n", ttlSeconds(c.RollupTTL))
@@ -322,7 +345,7 @@ func planSchema(f features, c schemaConfig) schemaPlan {
 	}
 	// The aliases differ from the event table's column names: newer
 	// servers read "sumState(x) AS x" as an aggregate inside an aggregate.
-	p.View = fmt.Sprintf(`CREATE MATERIALIZED VIEW IF NOT EXISTS %s TO %s
+	p.View = fmt.Sprintf(`CREATE MATERIALIZED VIEW IF NOT EXISTS %s%s TO %s
 AS SELECT
     toStartOfMinute(toDateTime(event_time)) AS minute,
     %s,
@@ -332,7 +355,8 @@ AS SELECT
     sumState(if(request_bytes > 0, request_bytes, toInt64(0))) AS req_bytes,
     sumState(if(response_bytes > 0, response_bytes, toInt64(0))) AS resp_bytes
 FROM %s
-GROUP BY minute, key_id, status_id`, c.view(), c.rollup(), key, rollupQuantiles, rollupQuantileLevels, c.table())
+GROUP BY minute, key_id, status_id`, c.view(), c.onCluster(), c.rollup(), key, rollupQuantiles, rollupQuantileLevels, c.table())
+	p.RollupDist = c.distDDL(c.Table+rollupSuffix, false)
 	return p
 }
 
@@ -366,6 +390,9 @@ type SchemaError struct {
 	// Mismatched lists the columns whose types the store cannot write,
 	// as "name: has TYPE, want TYPE".
 	Mismatched []string
+	// Engine, when not "", says the table's engine is not the one the
+	// config needs: "has ENGINE, want ENGINE" (cluster mode).
+	Engine string
 }
 
 func (e *SchemaError) Error() string {
@@ -375,6 +402,9 @@ func (e *SchemaError) Error() string {
 	}
 	if len(e.Mismatched) > 0 {
 		parts = append(parts, "column(s) of the wrong type: "+strings.Join(e.Mismatched, "; "))
+	}
+	if e.Engine != "" {
+		parts = append(parts, "engine: "+e.Engine)
 	}
 	return fmt.Sprintf("apipool: clickhouse: table %s is incompatible: %s", e.Table, strings.Join(parts, "; "))
 }

@@ -20,13 +20,24 @@ import (
 //	crc     uint32, little endian: CRC-32C (Castagnoli) of the payload
 //	payload see appendPayload
 //
-// The header holds a magic string and the replay offset: records before
-// it have been written to ClickHouse. A truncated or corrupt tail (a crash
-// while appending) is cut off when the file is opened.
+// The header holds a magic string, the replay offset (the records before
+// it are written to ClickHouse) and the in-flight offset: when it is past
+// the replay offset, the records between the two were being inserted, and
+// may have been written. The writer sets it before it sends a batch read
+// from the file, and moves the replay offset past the batch (clearing the
+// in-flight offset) after the insert succeeded, so that a process killed
+// at any point leaves either the batch to replay, marked as possibly
+// written, or nothing. A truncated or corrupt tail (a crash while
+// appending) is cut off when the file is opened.
+//
+// Files of the first layout (spillMagic1: no in-flight offset) are read
+// and replayed; they take the current layout once emptied.
 const (
-	spillMagic     = "APCHSPL1"
-	spillHeaderLen = int64(len(spillMagic) + 8 + 4) // magic, replay offset, its CRC
-	recordHeadLen  = 8
+	spillMagic      = "APCHSPL2"
+	spillMagic1     = "APCHSPL1"
+	spillHeaderLen  = int64(len(spillMagic) + 8 + 8 + 4) // magic, replay offset, in-flight offset, CRC
+	spillHeader1Len = int64(len(spillMagic1) + 8 + 4)    // magic, replay offset, CRC
+	recordHeadLen   = 8
 	// maxPayload bounds a record: an event's strings are capped at
 	// maxStringBytes each, so real records are far smaller.
 	maxPayload     = 1 << 16
@@ -181,6 +192,13 @@ type spillFile struct {
 	inheritedEnd     int64
 	maxBytes         int64
 	wbuf             []byte
+	// inflight is the end of the batch being inserted (see the layout),
+	// or 0. hdrLen is the header's length: spillHeaderLen, or
+	// spillHeader1Len for a file of the first layout (v1), whose header
+	// has no in-flight offset.
+	inflight int64
+	hdrLen   int64
+	v1       bool
 }
 
 // openSpill opens (creating it if need be) and locks the spill file for
@@ -199,7 +217,7 @@ func openSpill(dir, database, table string, maxBytes int64) (sf *spillFile, cut 
 		f.Close()
 		return nil, 0, fmt.Errorf("apipool: clickhouse: spill file %s is in use by another store: %w", path, err)
 	}
-	sf = &spillFile{path: path, f: f, maxBytes: maxBytes}
+	sf = &spillFile{path: path, f: f, maxBytes: maxBytes, hdrLen: spillHeaderLen}
 	fail := func(err error) (*spillFile, int64, error) {
 		unlockFile(f)
 		f.Close()
@@ -217,15 +235,31 @@ func openSpill(dir, database, table string, maxBytes int64) (sf *spillFile, cut 
 		return sf, 0, nil
 	}
 	var hdr [spillHeaderLen]byte
-	if _, err := f.ReadAt(hdr[:], 0); err != nil || string(hdr[:len(spillMagic)]) != spillMagic {
+	n, _ := f.ReadAt(hdr[:], 0)
+	magic := string(hdr[:min(n, len(spillMagic))])
+	switch {
+	case magic == spillMagic && int64(n) == spillHeaderLen:
+		body := hdr[len(spillMagic) : spillHeaderLen-4]
+		sf.pos = int64(binary.LittleEndian.Uint64(body))
+		sf.inflight = int64(binary.LittleEndian.Uint64(body[8:]))
+		if crc32.Checksum(body, castagnoli) != binary.LittleEndian.Uint32(hdr[spillHeaderLen-4:]) {
+			// A torn header write (a write of 28 bytes at offset 0 is
+			// not torn in practice): replaying from the start may insert
+			// some events twice, which beats losing them.
+			sf.pos, sf.inflight = spillHeaderLen, 0
+		}
+	case magic == spillMagic1 && int64(n) >= spillHeader1Len:
+		sf.v1, sf.hdrLen = true, spillHeader1Len
+		body := hdr[len(spillMagic1) : spillHeader1Len-4]
+		sf.pos = int64(binary.LittleEndian.Uint64(body))
+		if crc32.Checksum(body, castagnoli) != binary.LittleEndian.Uint32(hdr[spillHeader1Len-4:]) {
+			sf.pos = spillHeader1Len // replaying some events twice beats losing them
+		}
+	default:
 		return fail(fmt.Errorf("apipool: clickhouse: %s is not a spill file; move it away", path))
 	}
-	sf.pos = int64(binary.LittleEndian.Uint64(hdr[len(spillMagic):]))
-	if crc32.Checksum(hdr[len(spillMagic):len(spillMagic)+8], castagnoli) != binary.LittleEndian.Uint32(hdr[len(spillMagic)+8:]) ||
-		sf.pos < spillHeaderLen || sf.pos > st.Size() {
-		// A torn header write: replaying from the start may insert some
-		// events twice, which beats losing them.
-		sf.pos = spillHeaderLen
+	if sf.pos < sf.hdrLen || sf.pos > st.Size() {
+		sf.pos, sf.inflight = sf.hdrLen, 0
 	}
 	// Count the records to replay, and find where the whole ones end.
 	r := bufio.NewReaderSize(io.NewSectionReader(f, sf.pos, st.Size()-sf.pos), 1<<16)
@@ -239,6 +273,10 @@ func openSpill(dir, database, table string, maxBytes int64) (sf *spillFile, cut 
 		sf.end += int64(rec)
 		sf.count++
 	}
+	if sf.inflight <= sf.pos {
+		sf.inflight = 0
+	}
+	sf.inflight = min(sf.inflight, sf.end)
 	if sf.end < st.Size() {
 		cut = st.Size() - sf.end
 		if err := f.Truncate(sf.end); err != nil {
@@ -278,13 +316,47 @@ func readRecord(r *bufio.Reader, buf *[]byte) (int, error) {
 
 func (sf *spillFile) writeHeader() error {
 	var hdr [spillHeaderLen]byte
-	copy(hdr[:], spillMagic)
-	binary.LittleEndian.PutUint64(hdr[len(spillMagic):], uint64(sf.pos))
-	binary.LittleEndian.PutUint32(hdr[len(spillMagic)+8:], crc32.Checksum(hdr[len(spillMagic):len(spillMagic)+8], castagnoli))
-	if _, err := sf.f.WriteAt(hdr[:], 0); err != nil {
+	var b []byte
+	if sf.v1 {
+		copy(hdr[:], spillMagic1)
+		binary.LittleEndian.PutUint64(hdr[len(spillMagic1):], uint64(sf.pos))
+		binary.LittleEndian.PutUint32(hdr[spillHeader1Len-4:], crc32.Checksum(hdr[len(spillMagic1):spillHeader1Len-4], castagnoli))
+		b = hdr[:spillHeader1Len]
+	} else {
+		copy(hdr[:], spillMagic)
+		binary.LittleEndian.PutUint64(hdr[len(spillMagic):], uint64(sf.pos))
+		binary.LittleEndian.PutUint64(hdr[len(spillMagic)+8:], uint64(sf.inflight))
+		binary.LittleEndian.PutUint32(hdr[spillHeaderLen-4:], crc32.Checksum(hdr[len(spillMagic):spillHeaderLen-4], castagnoli))
+		b = hdr[:]
+	}
+	// One write of under a sector: the header is whole or torn, never
+	// half old, half new, on the file systems this runs on; a torn one
+	// is detected by its CRC. It is not synced: a process killed after
+	// the write leaves it in the page cache (see the package README for
+	// a machine that crashes).
+	if _, err := sf.f.WriteAt(b, 0); err != nil {
 		return fmt.Errorf("apipool: clickhouse: spill file: %w", err)
 	}
 	return nil
+}
+
+// uncertain returns the end of a batch that may have been written (an
+// earlier insert of it was cut off), starting at the replay offset, or 0.
+func (sf *spillFile) uncertain() int64 {
+	if sf.inflight > sf.pos {
+		return sf.inflight
+	}
+	return 0
+}
+
+// begin records that the records from the replay offset to next are
+// being inserted, before the insert starts.
+func (sf *spillFile) begin(next int64) error {
+	if sf.v1 || sf.inflight == next {
+		return nil
+	}
+	sf.inflight = next
+	return sf.writeHeader()
 }
 
 // append writes rows at the end of the file, all or none, and syncs it.
@@ -306,8 +378,8 @@ func (sf *spillFile) append(rows []row) error {
 	}
 	sf.end += int64(len(sf.wbuf))
 	sf.count += int64(len(rows))
-	if cap(sf.wbuf) > 4<<20 {
-		sf.wbuf = nil
+	if cap(sf.wbuf) > 1<<20 {
+		sf.wbuf = nil // an outage's buffer: not kept for good
 	}
 	return nil
 }
@@ -315,11 +387,17 @@ func (sf *spillFile) append(rows []row) error {
 // read decodes up to max records from the replay offset, without moving
 // it: commit does that once they are written. It returns the rows, the
 // offset after them and how many of them an earlier store wrote.
+// When a batch that may have been written waits at the replay offset
+// (see uncertain), read returns exactly its records, whatever max.
 func (sf *spillFile) read(max int, dst []row) (rows []row, next int64, inherited int64, err error) {
-	r := bufio.NewReaderSize(io.NewSectionReader(sf.f, sf.pos, sf.end-sf.pos), 1<<16)
+	end := sf.end
+	if u := sf.uncertain(); u > 0 {
+		end, max = u, int(sf.count)
+	}
+	r := bufio.NewReaderSize(io.NewSectionReader(sf.f, sf.pos, end-sf.pos), 1<<16)
 	next = sf.pos
 	var buf []byte
-	for len(dst) < max && next < sf.end {
+	for len(dst) < max && next < end {
 		n, err := readRecord(r, &buf)
 		if err != nil {
 			return dst, next, inherited, fmt.Errorf("apipool: clickhouse: spill file %s at offset %d: %w", sf.path, next, err)
@@ -341,7 +419,7 @@ func (sf *spillFile) read(max int, dst []row) (rows []row, next int64, inherited
 // were an earlier store's. When every record is written, the file is
 // truncated to its header.
 func (sf *spillFile) commit(next int64, n, inherited int64) error {
-	sf.pos = next
+	sf.pos, sf.inflight = next, 0
 	sf.count -= n
 	sf.inherited -= inherited
 	if sf.pos >= sf.end {
@@ -353,7 +431,8 @@ func (sf *spillFile) commit(next int64, n, inherited int64) error {
 // reset empties the file, dropping whatever it holds.
 func (sf *spillFile) reset() error {
 	sf.pos, sf.end, sf.count, sf.inherited, sf.inheritedEnd = spillHeaderLen, spillHeaderLen, 0, 0, 0
-	if err := sf.f.Truncate(spillHeaderLen); err != nil {
+	sf.inflight, sf.v1, sf.hdrLen = 0, false, spillHeaderLen
+	if err := sf.f.Truncate(0); err != nil {
 		return fmt.Errorf("apipool: clickhouse: truncating the spill file: %w", err)
 	}
 	return sf.writeHeader()

@@ -2,7 +2,9 @@ package clickhouse
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
+	"hash/crc32"
 	"io"
 	"os"
 	"path/filepath"
@@ -145,7 +147,7 @@ func TestSpillFileAppendReadCommit(t *testing.T) {
 	if err := sf.commit(next, 20, 0); err != nil {
 		t.Fatal(err)
 	}
-	got, next, _, err = sf.read(20, nil)
+	got, _, _, err = sf.read(20, nil)
 	if err != nil || len(got) != 5 || got[0] != rows[20] {
 		t.Fatalf("after commit: %d rows, %v", len(got), err)
 	}
@@ -227,6 +229,82 @@ func TestSpillFileCutsCorruptTail(t *testing.T) {
 				t.Fatalf("after append: %d rows, %v", len(got), err)
 			}
 		})
+	}
+}
+
+// TestSpillFileInFlight: a batch marked in flight (begin) and not
+// committed is, for the next store, a batch that may have been written:
+// read returns exactly its records, whatever max.
+func TestSpillFileInFlight(t *testing.T) {
+	dir := t.TempDir()
+	sf := openTestSpill(t, dir, 0)
+	rows := testRows(30)
+	sf.append(rows)
+	_, next, _, _ := sf.read(10, nil)
+	sf.commit(next, 10, 0)
+	_, next, _, _ = sf.read(7, nil)
+	if err := sf.begin(next); err != nil {
+		t.Fatal(err)
+	}
+	sf.close() // a crash during the insert
+	sf = openTestSpill(t, dir, 0)
+	if sf.count != 20 || sf.uncertain() != next {
+		t.Fatalf("reopened: count %d, uncertain %d, want 20 and %d", sf.count, sf.uncertain(), next)
+	}
+	got, n2, _, err := sf.read(100, nil)
+	if err != nil || len(got) != 7 || n2 != next || got[0] != rows[10] {
+		t.Fatalf("read of the uncertain batch: %d rows, next %d, %v; want its 7", len(got), n2, err)
+	}
+	if err := sf.commit(n2, 7, 7); err != nil {
+		t.Fatal(err)
+	}
+	if sf.uncertain() != 0 {
+		t.Fatal("still uncertain after commit")
+	}
+	sf.close()
+	sf = openTestSpill(t, dir, 0)
+	defer sf.close()
+	if sf.count != 13 || sf.uncertain() != 0 {
+		t.Fatalf("after commit and reopen: count %d, uncertain %d", sf.count, sf.uncertain())
+	}
+}
+
+// TestSpillFileV1: a file of the first layout (no in-flight offset) is
+// replayed, and takes the current layout once emptied.
+func TestSpillFileV1(t *testing.T) {
+	dir := t.TempDir()
+	rows := testRows(3)
+	var b []byte
+	b = append(b, spillMagic1...)
+	b = binary.LittleEndian.AppendUint64(b, uint64(spillHeader1Len))
+	b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(b[len(spillMagic1):], castagnoli))
+	for i := range rows {
+		b = appendRecord(b, &rows[i])
+	}
+	os.WriteFile(filepath.Join(dir, "db.t.spill"), b, 0o600)
+	sf := openTestSpill(t, dir, 0)
+	defer sf.close()
+	if sf.count != 3 || !sf.v1 {
+		t.Fatalf("v1 file: count %d, v1 %v", sf.count, sf.v1)
+	}
+	got, next, _, err := sf.read(2, nil)
+	if err != nil || len(got) != 2 || got[1] != rows[1] {
+		t.Fatalf("read: %d rows, %v", len(got), err)
+	}
+	sf.begin(next) // no in-flight offset in v1: a no-op
+	if err := sf.commit(next, 2, 2); err != nil {
+		t.Fatal(err)
+	}
+	got, next, _, _ = sf.read(2, nil)
+	if err := sf.commit(next, 1, 1); err != nil || len(got) != 1 {
+		t.Fatal(err)
+	}
+	hdr := make([]byte, len(spillMagic))
+	f, _ := os.Open(sf.path)
+	f.Read(hdr)
+	f.Close()
+	if string(hdr) != spillMagic {
+		t.Fatalf("emptied v1 file has magic %q", hdr)
 	}
 }
 

@@ -20,16 +20,18 @@ import (
 // Record copies the event into a bounded in-memory queue and returns; a
 // background goroutine sends the queue in batches (see Config.BatchSize
 // and Config.FlushInterval). A batch that fails is sent again, the same
-// rows with the same event ids, after a jittered backoff, until it
-// succeeds or the store closes; meanwhile events keep queueing and, with
-// Config.SpillDir, overflow to a file. Close sends what it can and reports
-// what it could not (see CloseError).
+// rows with the same event ids, until it succeeds or the store closes;
+// meanwhile events keep queueing and, with Config.SpillDir, overflow to a
+// file. Close sends what it can and reports what it could not (see
+// CloseError).
 //
-// Delivery is exactly once on servers from 21.8 on, whose event table
-// drops a batch it already holds (non_replicated_deduplication_window).
-// On older servers, a connection that breaks after the server has stored
-// a batch but before it has acknowledged it (a server killed mid-insert)
-// makes the batch's events appear twice, with the same event_id.
+// A batch whose insert failed after its rows left (a timeout, a broken
+// connection) may have been written: before sending it again, the store
+// looks for its rows in the table (a plain MergeTree, such as 18.16's) or
+// sends the identical block, which the table drops if it has it (a
+// replicated table, or a MergeTree with non_replicated_deduplication_window,
+// which the store sets on 21.8 and later). The package README lists the
+// cases that can still lose or duplicate events, per configuration.
 type Store struct {
 	cfg  Config
 	conn driver.Conn
@@ -47,7 +49,6 @@ type Store struct {
 	errMu   sync.Mutex
 	lastErr error
 
-	pendingN atomic.Int64 // rows in the batch being sent
 	spilledN atomic.Int64 // rows in the spill file
 
 	closed    atomic.Bool
@@ -62,6 +63,9 @@ type tableState struct {
 	table     string
 	rollupTbl string
 	insertSQL string
+	dedup     dedupInfo
+	// insertSettings go with every insert (cluster mode).
+	insertSettings map[string]any
 }
 
 var (
@@ -79,7 +83,8 @@ var ErrUnavailable = errors.New("apipool: clickhouse: server unavailable")
 var ErrAuth = errors.New("apipool: clickhouse: authentication failed")
 
 // CloseError is Close's error when some events could not be written to
-// ClickHouse before Close's context ended.
+// ClickHouse before Close's context ended. It matches the context's error
+// (errors.Is(err, context.DeadlineExceeded)).
 type CloseError struct {
 	// Spilled events are kept in the spill file, for a store opened later
 	// on the same Config.SpillDir and table to replay.
@@ -87,7 +92,7 @@ type CloseError struct {
 	// Lost events are gone (no spill file, or it was full). They are also
 	// counted in Dropped.
 	Lost int64
-	// Err is the last error from the server, or the context's.
+	// Err is the context's error, with the last error from the server.
 	Err error
 }
 
@@ -203,6 +208,9 @@ func (s *Store) setupLocked(ctx context.Context) (*tableState, error) {
 	}
 	sc := s.cfg.schemaConfig()
 	feat := featuresFor(ver)
+	if s.cfg.Cluster != "" {
+		return s.setupCluster(ctx, v, feat)
+	}
 	plan := planSchema(feat, sc)
 	for _, w := range plan.Warnings {
 		s.log.Warn("apipool: clickhouse: " + w)
@@ -242,6 +250,9 @@ func (s *Store) setupLocked(ctx context.Context) (*tableState, error) {
 		return nil, err
 	}
 	st.insertSQL = st.layout.insertSQL(st.table)
+	if st.dedup, err = s.learnDedup(ctx); err != nil {
+		return nil, err
+	}
 
 	if !s.cfg.NoRollup {
 		rcols, err := s.columns(ctx, s.cfg.Table+rollupSuffix)
@@ -339,8 +350,15 @@ func classify(err error) error {
 // down or busy. Wrong credentials and incompatible tables need a person,
 // but the writer retries those too, slowly, in case one comes.
 func retryable(err error) bool {
-	return errors.Is(err, ErrUnavailable)
+	var ex *clickhouse.Exception
+	return errors.Is(err, ErrUnavailable) || errors.Is(err, errInsertRunning) ||
+		errors.As(err, &ex) && ex.Code == codeQueryRunning
 }
+
+// codeQueryRunning is the server's error when a query with the same
+// query_id runs (QUERY_WITH_SAME_ID_IS_ALREADY_RUNNING): an earlier
+// attempt at the same batch.
+const codeQueryRunning = 216
 
 func (s *Store) setErr(err error) {
 	s.errMu.Lock()
@@ -368,14 +386,45 @@ func (s *Store) Record(e recorder.Event) {
 	s.q.put(&e)
 }
 
-// Dropped returns how many events were dropped: recorded while the queue
-// was full (under the Drop policy) or after Close, lost when Close gave up
-// without a spill file to keep them, or lost to a corrupt spill file.
+// Dropped returns how many events were dropped, for any reason: the sum
+// of Drops' counts.
 func (s *Store) Dropped() uint64 { return s.q.dropped.Load() }
+
+// Drops counts dropped events by reason.
+type Drops struct {
+	// QueueFull events were recorded while the queue was full, under the
+	// Drop policy: the server was down or slower than the traffic for
+	// longer than the queue holds, without a spill file, or faster than
+	// the spill file took them.
+	QueueFull uint64
+	// SpillFull events were recorded while the queue was full and the
+	// spill file refused rows (Config.SpillMaxBytes reached, or a write
+	// error), under the Drop policy.
+	SpillFull uint64
+	// Closed events were recorded after Close.
+	Closed uint64
+	// CloseLost events were held when Close's context ended, and not kept
+	// in a spill file (none, full, or no time left).
+	CloseLost uint64
+	// Corrupt events were lost to a spill file that could not be read.
+	Corrupt uint64
+	// Unbuildable events were in a batch the client library refused to
+	// build three times (the table changed under the store).
+	Unbuildable uint64
+}
+
+// Drops returns the dropped events by reason.
+func (s *Store) Drops() Drops {
+	d := &s.q.drops
+	return Drops{
+		QueueFull: d[dropQueueFull].Load(), SpillFull: d[dropSpillFull].Load(), Closed: d[dropClosed].Load(),
+		CloseLost: d[dropCloseLost].Load(), Corrupt: d[dropCorrupt].Load(), Unbuildable: d[dropUnbuildable].Load(),
+	}
+}
 
 // QueueLen returns how many events are held in memory: queued, or in the
 // batch being sent.
-func (s *Store) QueueLen() int { return s.q.len() + int(s.pendingN.Load()) }
+func (s *Store) QueueLen() int { return s.q.total() }
 
 // Spilled returns how many events wait in the spill file.
 func (s *Store) Spilled() int64 { return s.spilledN.Load() }
@@ -412,10 +461,16 @@ func (s *Store) ctxErr(ctx context.Context) error {
 }
 
 // Close stops accepting events, writes what the store holds, and releases
-// the connections. It keeps retrying a failing server until ctx ends; then
-// it moves what is left to the spill file if there is one, and returns a
-// *CloseError counting the events not written. A Close without a deadline
-// waits as long as the server stays down. Close after Close returns nil.
+// the connections. It keeps retrying a failing server until ctx ends;
+// from half a second before ctx's deadline (or half its time, when
+// shorter) it moves queued events to the spill file if there is one.
+// When ctx ends it keeps what is left in the spill file for up to 100 ms
+// more, drops the rest (counted in Drops().CloseLost), and returns a
+// *CloseError counting the events not written, which matches ctx's error.
+// An insert still in flight then is abandoned, its rows kept or dropped
+// with the rest (if the server commits it after all, a store replaying
+// them writes them twice). A Close without a deadline waits as long as the
+// server stays down. Close after Close returns nil.
 func (s *Store) Close(ctx context.Context) error {
 	first := false
 	s.closeOnce.Do(func() {

@@ -20,13 +20,58 @@ type flushReq struct {
 	done   chan error // buffered
 }
 
-// writer is the store's background goroutine: it moves events from the
-// queue into batches and sends them, retrying a failed batch as it is,
-// spilling to the spill file while the server is down, and replaying the
-// file when it is back. Events flow in order: the batch being sent, then
-// the spill file, then the queue.
+// job is a batch of rows on its way to the table. The writer goroutine
+// owns it, except while an attempt runs (busy): the attempt's goroutine
+// then sets batch, and reads rows, which nobody changes meanwhile.
+type job struct {
+	rows  []row
+	cols  columnBufs
+	batch driver.Batch // built from rows; nil until built
+	// id names the insert (its query_id and, where the server has it,
+	// its insert_deduplication_token): the same for every attempt at the
+	// same rows.
+	id string
+	// uncertain says that an attempt failed after the rows may have
+	// reached the server: the next one must not simply resend them (see
+	// dedupInfo).
+	uncertain bool
+	// seq is the queue sequence number of the first row (rows from the
+	// queue are consecutive); fromSpill jobs use the spill's ranges.
+	seq       uint64
+	fromSpill bool
+	spillNext int64 // the spill offset after the rows
+	spillInh  int64 // rows an earlier store spilled
+	// spillRecords is how many records the job stood for when loaded (a
+	// check may cut its rows to those not yet written).
+	spillRecords int64
+	busy         bool
+	failures     int // consecutive failed attempts, for building
+	heldN        int // rows taken from the queue (see queue.held)
+}
+
+// result is what an attempt's goroutine reports.
+type result struct {
+	j   *job
+	err error
+	// sent: Send was called (the rows may have reached the server).
+	// written: the rows were found in the table by a check (nothing sent).
+	// rest: a check found part of the rows written; the batch now holds
+	// the others, which the job's rows must become.
+	// buildOnly: the attempt only built the batch (a pipelined job).
+	sent, written, buildOnly bool
+	buildErr                 bool
+	rest                     []row
+}
+
+// writer is the store's background goroutine. It never waits on the
+// server itself: attempts (set-up, checks, building and sending a batch)
+// run in goroutines of their own and report back, so that while one
+// hangs the writer keeps moving the oldest queued events to the spill
+// file, answers Flush and Close, and probes the server.
 //
-// Every field is the goroutine's own, except the channels.
+// Rows go out in this order: the batch being sent, the batch built
+// behind it, then the spill file and the queue taking turns batch by
+// batch, so that a replay neither starves live events nor is starved.
 type writer struct {
 	s    *Store
 	q    *queue
@@ -39,6 +84,8 @@ type writer struct {
 	closeCh  chan context.Context
 	done     chan struct{}
 	closeErr error // set before done is closed
+	resCh    chan result
+	probeCh  chan error
 
 	// carry holds the blocks detached from the queue; its events before
 	// off in carry[0] are consumed, carryN are not.
@@ -47,32 +94,18 @@ type writer struct {
 	carryN  int
 	emptied []*qblock
 
-	// pending is the batch being sent; batch is it prepared, when it is.
-	// fromSpill says that pending was read from the spill file, up to
-	// spillNext, spillInh of its rows written by an earlier store.
-	pending        []row
-	batch          driver.Batch
-	sendDone       chan error // the result of batch.Send, sent from its goroutine
-	fromSpill      bool
-	spillNext      int64
-	spillInh       int64
-	appendFailures int
-	cols           columnBufs
-	spillBuf       []row
+	cur, next *job // the batch being sent and the one built behind it
+	spare     []*job
+	lastSpill bool // the last batch loaded came from the spill file
+	spillBuf  []row
 
-	// next is the batch after pending, prepared while pending is sent:
-	// its rows are peeked, not taken, so that until pending succeeds they
-	// stay queued (and spill, or give up, in their place). nextBatch is
-	// nil when there is none.
-	next      []row
-	nextMark  takeMark
-	nextBatch driver.Batch
-
-	// taken counts this store's events consumed from the queue (into
-	// pending or the spill file), settled those written (or lost); both
-	// in the order the events were enqueued.
-	taken, settled uint64
-	waiters        []*flushReq
+	// taken counts this store's events consumed from the queue (into a
+	// job or the spill file), in the order they were enqueued; spillSeq
+	// lists the ranges of them in the spill file, oldest first; settled
+	// counts those written or lost.
+	taken    uint64
+	spillSeq []seqRange
+	waiters  []*flushReq
 	// forceTo makes the writer send what is queued, without waiting for a
 	// full batch, until taken reaches it: the interval ticked, or a Flush
 	// came, when that many events had been enqueued.
@@ -80,98 +113,424 @@ type writer struct {
 
 	failing   bool // the last attempt failed
 	failures  int
-	spillFull bool // the spill file refused rows; stop trying until it drains
+	lastErr   error
+	retryAt   time.Time // no attempt before then, unless a probe answers
+	probing   bool
+	spillFull bool // the spill file refused rows; stop trying until a batch is written
 	closing   bool
 	closeCtx  context.Context
+	// closeSoon is set when Close's deadline is near (see spillLead).
+	closeSoon bool
+	soonT     *time.Timer
 
 	ticker *time.Ticker
-	timer  *time.Timer
+	retryT *time.Timer
+	probeT *time.Timer
 
 	batches   atomic.Uint64 // batches written, for tests
 	pipelined atomic.Uint64 // of which built while the one before was sent
+	checks    atomic.Uint64 // batches checked for before a resend, for tests
+	// recoveredAt is when the last attempt after a failure succeeded
+	// (UnixNano), and failedAt when the failures began, for tests.
+	recoveredAt, failedAt atomic.Int64
 }
 
+// seqRange is n events enqueued consecutively from start.
+type seqRange struct {
+	start uint64
+	n     int64
+}
+
+// probeInterval is how often the writer asks a failing server whether it
+// answers again (a Ping, on a connection of the pool), so that sending
+// resumes within about that long of the server's return, whatever the
+// backoff had reached.
+const probeInterval = 250 * time.Millisecond
+
+// probeTimeout bounds a probe.
+const probeTimeout = time.Second
+
 func newWriter(s *Store, sp *spillFile) *writer {
-	t := time.NewTimer(time.Hour)
-	t.Stop()
+	stopped := func() *time.Timer {
+		t := time.NewTimer(time.Hour)
+		t.Stop()
+		return t
+	}
 	return &writer{
-		s:        s,
-		q:        s.q,
-		sp:       sp,
-		ids:      newIDGen(),
-		bo:       newBackoff(s.cfg.MinBackoff, s.cfg.MaxBackoff),
-		size:     s.cfg.BatchSize,
-		flushCh:  make(chan *flushReq),
-		sendDone: make(chan error, 1),
-		closeCh:  make(chan context.Context, 1),
-		done:     make(chan struct{}),
-		ticker:   time.NewTicker(s.cfg.FlushInterval),
-		timer:    t,
+		s:       s,
+		q:       s.q,
+		sp:      sp,
+		ids:     newIDGen(),
+		bo:      newBackoff(s.cfg.MinBackoff, s.cfg.MaxBackoff),
+		size:    s.cfg.BatchSize,
+		flushCh: make(chan *flushReq),
+		closeCh: make(chan context.Context, 1),
+		done:    make(chan struct{}),
+		resCh:   make(chan result, 2),
+		probeCh: make(chan error, 1),
+		ticker:  time.NewTicker(s.cfg.FlushInterval),
+		retryT:  stopped(),
+		probeT:  stopped(),
+		soonT:   stopped(),
 	}
 }
 
 func (w *writer) run() {
 	defer close(w.done)
 	defer w.ticker.Stop()
+	defer w.retryT.Stop()
+	defer w.probeT.Stop()
+	defer w.soonT.Stop()
 	for {
 		w.answerWaiters()
 		if w.closing && w.closeCtx.Err() != nil {
 			w.giveUp()
 			return
 		}
-		if len(w.pending) == 0 && !w.load() {
-			if w.closing {
-				w.finish()
-				return
-			}
-			w.idle()
-			continue
+		w.maybeSpill()
+		w.maybeStart()
+		if w.closing && w.cur == nil && w.next == nil && w.q.len() == 0 && (w.sp == nil || w.sp.count == 0) {
+			w.finish()
+			return
 		}
-		if err := w.send(); err != nil {
-			w.dropNext()
-			w.failed(err)
-			w.sleep(w.bo.next())
-			continue
-		}
-		w.sent()
-		w.takeNext()
+		w.wait()
 	}
 }
 
-// load fills pending from the spill file or, when it is empty, from the
-// queue: a full batch, or whatever is queued when forced. It reports
-// whether pending holds rows.
-func (w *writer) load() bool {
-	if w.sp != nil && w.sp.count > 0 {
-		rows, next, inh, err := w.sp.read(w.size, w.pending[:0])
+// wait waits for something to happen: an attempt or probe ends, the
+// queue passes a mark, the interval ticks, a timer fires, a Flush or
+// Close comes, Close's context ends.
+func (w *writer) wait() {
+	var closeDone <-chan struct{}
+	if w.closing {
+		closeDone = w.closeCtx.Done()
+	}
+	select {
+	case r := <-w.resCh:
+		w.handle(r)
+	case err := <-w.probeCh:
+		w.probing = false
+		if err == nil && w.cur != nil && !w.cur.busy {
+			// The server answers: retry now.
+			w.retryAt = time.Time{}
+			w.retryT.Stop()
+		} else if w.failing {
+			w.probeT.Reset(probeInterval)
+		}
+	case <-w.probeT.C:
+		w.probe()
+	case <-w.retryT.C:
+		w.retryAt = time.Time{}
+	case <-w.q.wake:
+	case <-w.ticker.C:
+		w.forceTo = w.q.enqueued()
+	case r := <-w.flushCh:
+		w.waiters = append(w.waiters, r)
+		w.forceTo = max(w.forceTo, r.target)
+		// A Flush retries at once.
+		w.retryAt = time.Time{}
+	case ctx := <-w.closeCh:
+		w.closing, w.closeCtx = true, ctx
+		w.retryAt = time.Time{}
+		if dl, ok := ctx.Deadline(); ok {
+			w.soonT.Reset(max(time.Until(dl)-min(spillLead, time.Until(dl)/2), 0))
+		}
+	case <-w.soonT.C:
+		w.closeSoon = true
+	case <-closeDone:
+	}
+}
+
+// probe starts a probe of the server, unless one runs or nothing fails.
+func (w *writer) probe() {
+	if w.probing || !w.failing || w.cur == nil || w.cur.busy {
+		return
+	}
+	w.probing = true
+	go func(ctx context.Context) {
+		ctx, cancel := context.WithTimeout(ctx, probeTimeout)
+		defer cancel()
+		w.probeCh <- w.s.conn.Ping(ctx)
+	}(w.s.ctx)
+}
+
+// maybeStart loads the next batch when there is none and starts an
+// attempt at it when none runs and the backoff allows; while the batch is
+// being sent, it builds the next one from a full batch of queued events.
+func (w *writer) maybeStart() {
+	if w.cur == nil {
+		if w.next != nil {
+			w.cur, w.next = w.next, nil
+			w.lastSpill = false
+		} else {
+			w.cur = w.load()
+		}
+	}
+	if w.cur != nil && !w.cur.busy && !w.retryAt.After(time.Now()) {
+		w.start(w.cur, false)
+	}
+	if w.cur != nil && w.cur.busy && w.next == nil && !w.failing && w.q.len() >= w.size {
+		w.next = w.fromQueue(w.size)
+		if w.next != nil {
+			w.start(w.next, true)
+		}
+	}
+}
+
+// load returns a batch from the spill file or the queue, taking turns
+// when both have one; nil when there is nothing to send yet: less than a
+// batch queued, unless forced.
+func (w *writer) load() *job {
+	queued := w.q.len()
+	queueReady := queued >= w.size || queued > 0 && (w.closing || w.taken < w.forceTo)
+	if w.sp != nil && w.sp.count > 0 && (!queueReady || !w.lastSpill) {
+		j := w.newJob()
+		rows, next, inh, err := w.sp.read(w.size, j.rows[:0])
 		if err != nil && len(rows) == 0 {
+			w.spare = append(w.spare, j)
 			w.spillCorrupt(err)
 			return w.load()
 		}
-		w.pending, w.fromSpill, w.spillNext, w.spillInh = rows, true, next, inh
-		w.s.pendingN.Store(int64(len(rows)))
-		return true
+		j.rows, j.fromSpill, j.spillNext, j.spillInh = rows, true, next, inh
+		j.spillRecords = int64(len(rows))
+		if u := w.sp.uncertain(); u > 0 && u == next {
+			// An earlier attempt (perhaps an earlier process's) was cut
+			// off: the rows may be in the table.
+			j.uncertain = true
+		}
+		j.id = batchID(rows)
+		w.lastSpill = true
+		return j
 	}
-	held := w.q.len()
-	if held == 0 || held < w.size && !w.closing && w.taken >= w.forceTo {
-		return false
+	if !queueReady {
+		return nil
 	}
+	w.lastSpill = false
+	return w.fromQueue(w.size)
+}
+
+func (w *writer) newJob() *job {
+	if k := len(w.spare); k > 0 {
+		j := w.spare[k-1]
+		w.spare = w.spare[:k-1]
+		return j
+	}
+	return &job{}
+}
+
+// release returns a finished job to the spare list.
+func (w *writer) release(j *job) {
+	clear(j.rows)
+	rows, cols := j.rows[:0], j.cols
+	*j = job{rows: rows, cols: cols}
+	if len(w.spare) < 2 {
+		w.spare = append(w.spare, j)
+	}
+}
+
+// fromQueue takes up to n queued events into a new job.
+func (w *writer) fromQueue(n int) *job {
+	j := w.newJob()
 	var m takeMark
-	w.pending, m = w.peek(w.size, w.pending[:0])
-	w.commitTake(m)
-	w.fromSpill = false
-	w.s.pendingN.Store(int64(len(w.pending)))
-	return len(w.pending) > 0
+	j.rows, m = w.peek(n, j.rows[:0])
+	if m.n == 0 {
+		w.spare = append(w.spare, j)
+		return nil
+	}
+	j.seq = w.taken
+	j.heldN = m.n
+	w.commitTake(m, true)
+	j.id = batchID(j.rows)
+	return j
+}
+
+// batchID names a batch by its first and last event ids (random) and its
+// length.
+func batchID(rows []row) string {
+	if len(rows) == 0 {
+		return ""
+	}
+	a, b := rows[0].id, rows[len(rows)-1].id
+	return fmt.Sprintf("apipool-%x-%x-%d", a[:8], b[8:], len(rows))
+}
+
+// start starts an attempt at j: the whole of it, or only building it
+// (buildOnly, for the batch behind the one being sent).
+func (w *writer) start(j *job, buildOnly bool) {
+	if j.fromSpill && !buildOnly {
+		// Mark the rows as in flight before they leave, so that a crash
+		// from now on leaves them marked as possibly written.
+		if err := w.sp.begin(j.spillNext); err != nil {
+			w.s.log.Error("apipool: clickhouse: spill file", "err", err)
+			w.failed(err, false)
+			return
+		}
+	}
+	j.busy = true
+	go func() { w.resCh <- w.s.attempt(j, buildOnly) }()
+}
+
+// handle takes an attempt's result.
+func (w *writer) handle(r result) {
+	j := r.j
+	j.busy = false
+	if r.rest != nil {
+		j.rows = r.rest
+	}
+	if r.buildOnly {
+		switch {
+		case r.err != nil:
+			// Built again, the usual way, when its turn comes.
+			j.batch = nil
+		case w.failing:
+			j.batch.Abort()
+			j.batch = nil
+		default:
+			w.pipelined.Add(1)
+		}
+		return
+	}
+	if r.err == nil {
+		w.succeeded(j, r.written)
+		return
+	}
+	if r.sent {
+		j.uncertain = true
+	}
+	if r.buildErr {
+		j.failures++
+		if j.failures >= 3 {
+			w.unbuildable(j, r.err)
+			return
+		}
+	}
+	w.failed(r.err, true)
+}
+
+// succeeded settles j after its rows were written (or found written).
+func (w *writer) succeeded(j *job, found bool) {
+	if found {
+		w.checks.Add(1)
+	}
+	if j.fromSpill {
+		total := j.spillCount()
+		if err := w.sp.commit(j.spillNext, total, j.spillInh); err != nil {
+			w.s.log.Error("apipool: clickhouse: spill file", "err", err)
+			w.s.setErr(err)
+		}
+		w.popSpill(total - j.spillInh)
+		w.s.spilledN.Store(w.sp.count)
+	}
+	w.batches.Add(1)
+	w.spillFull = false
+	w.q.spillFull.Store(false)
+	if w.failing {
+		w.s.log.Info("apipool: clickhouse: sending again", "failures", w.failures)
+		w.failing, w.failures = false, 0
+		w.recoveredAt.Store(time.Now().UnixNano())
+		w.probeT.Stop()
+	}
+	w.bo.reset()
+	w.retryAt = time.Time{}
+	w.lastErr = nil
+	w.s.setErr(nil)
+	w.done1(j)
+}
+
+func (j *job) spillCount() int64 { return j.spillRecords }
+
+// done1 forgets a finished job.
+func (w *writer) done1(j *job) {
+	if w.cur == j {
+		w.cur = nil
+	} else if w.next == j {
+		w.next = nil
+	}
+	w.q.unhold(j.heldN)
+	w.release(j)
+}
+
+// popSpill settles n of this store's events from the front of the spill.
+func (w *writer) popSpill(n int64) {
+	for n > 0 && len(w.spillSeq) > 0 {
+		r := &w.spillSeq[0]
+		k := min(n, r.n)
+		r.start += uint64(k)
+		r.n -= k
+		n -= k
+		if r.n == 0 {
+			w.spillSeq = w.spillSeq[1:]
+		}
+	}
+	if len(w.spillSeq) == 0 {
+		w.spillSeq = nil
+	}
+}
+
+// failed records a failed attempt and schedules the next: after the
+// backoff, or sooner when a probe finds the server answering (for errors
+// that mean it did not answer).
+func (w *writer) failed(err error, attempted bool) {
+	w.s.setErr(err)
+	w.lastErr = err
+	w.failures++
+	if w.next != nil && !w.next.busy && w.next.batch != nil {
+		// The batch built behind would wait with a connection and an
+		// open INSERT: build it again when its turn comes.
+		w.next.batch.Abort()
+		w.next.batch = nil
+	}
+	d := w.bo.next()
+	w.retryAt = time.Now().Add(d)
+	w.retryT.Reset(d)
+	if retryable(err) {
+		w.probeT.Reset(probeInterval)
+	}
+	if w.failing {
+		return
+	}
+	w.failing = true
+	w.failedAt.Store(time.Now().UnixNano())
+	n := 0
+	if w.cur != nil {
+		n = len(w.cur.rows)
+	}
+	if retryable(err) {
+		w.s.log.Warn("apipool: clickhouse: sending a batch failed; retrying it", "err", err, "events", n)
+	} else {
+		// Wrong credentials or an incompatible table: retried too, in case
+		// someone fixes it, but worth a louder line.
+		w.s.log.Error("apipool: clickhouse: the server refuses the batch; retrying it", "err", err, "events", n)
+	}
+}
+
+// unbuildable drops a batch the client library refused to build three
+// times. Rows are sanitised, so this means the table changed under the
+// store; dropping the rows beats blocking every later event behind them.
+func (w *writer) unbuildable(j *job, err error) {
+	n := len(j.rows)
+	w.s.log.Error("apipool: clickhouse: dropping a batch that cannot be built", "err", err, "events", n)
+	w.q.drop(dropUnbuildable, uint64(n))
+	w.s.setErr(err)
+	if j.fromSpill {
+		total := j.spillCount()
+		if cerr := w.sp.commit(j.spillNext, total, j.spillInh); cerr != nil {
+			w.s.log.Error("apipool: clickhouse: spill file", "err", cerr)
+		}
+		w.popSpill(total - j.spillInh)
+		w.s.spilledN.Store(w.sp.count)
+	}
+	w.done1(j)
 }
 
 // spillCorrupt handles a spill file that cannot be read on: the records
 // from the bad one on are lost.
 func (w *writer) spillCorrupt(err error) {
-	lost, inh := w.sp.count, w.sp.inherited
+	lost := w.sp.count
 	w.s.log.Error("apipool: clickhouse: spill file corrupt; its remaining events are lost", "err", err, "events", lost)
 	w.s.setErr(err)
-	w.q.dropped.Add(uint64(lost))
-	w.settled += uint64(lost - inh)
+	w.q.drop(dropCorrupt, uint64(lost))
+	w.spillSeq = nil
 	if rerr := w.sp.reset(); rerr != nil {
 		w.s.log.Error("apipool: clickhouse: spill file", "err", rerr)
 	}
@@ -208,191 +567,60 @@ func (w *writer) peek(max int, dst []row) ([]row, takeMark) {
 	return dst, m
 }
 
-// commitTake consumes the events that peek converted.
-func (w *writer) commitTake(m takeMark) {
+// discard consumes every queued event without converting it, and returns
+// how many there were.
+func (w *writer) discard() int {
+	var have int
+	w.carry, have = w.q.detach(w.carry, w.carryN, w.q.len())
+	w.carryN = have
+	m := takeMark{blocks: len(w.carry), n: w.carryN}
+	w.commitTake(m, false)
+	return m.n
+}
+
+// commitTake consumes the events that peek converted, into a batch
+// (toJob) or not.
+func (w *writer) commitTake(m takeMark, toJob bool) {
 	w.emptied = append(w.emptied[:0], w.carry[:m.blocks]...)
 	k := copy(w.carry, w.carry[m.blocks:])
 	clear(w.carry[k:])
 	w.carry = w.carry[:k]
+	if k == 0 && cap(w.carry) > 64 {
+		w.carry = nil
+	}
 	w.off = m.off
 	w.carryN -= m.n
 	w.taken += uint64(m.n)
-	w.q.consumed(m.n, w.emptied)
+	held := 0
+	if toJob {
+		held = m.n
+	}
+	w.q.consumed(m.n, held, w.emptied)
 	clear(w.emptied)
 }
 
-// send sends pending: the batch already prepared, or a new one.
-func (w *writer) send() error {
-	st, err := w.s.setup(w.s.ctx)
-	if err != nil {
-		return err
-	}
-	if w.batch == nil {
-		b, err := w.s.conn.PrepareBatch(w.s.ctx, st.insertSQL)
-		if err != nil {
-			return w.serverError(classify(err))
-		}
-		if err := w.cols.append(b, w.pending, st.layout); err != nil {
-			b.Abort()
-			return w.appendFailed(err)
-		}
-		w.batch = b
-		w.appendFailures = 0
-	}
-	// After a failed Send, Send sends the same block again. While the
-	// server takes it, the next batch is built.
-	go func(b driver.Batch) { w.sendDone <- b.Send() }(w.batch)
-	w.prepareNext(st)
-	if err := <-w.sendDone; err != nil {
-		err = classify(err)
-		if !retryable(err) {
-			// The server refused the rows: prepare them anew after the
-			// backoff, in case the table changed.
-			w.batch = nil
-		}
-		return w.serverError(err)
-	}
-	w.batch = nil
-	return nil
-}
-
-// prepareNext builds the batch after pending, while pending is being sent,
-// when the last attempt succeeded, no events wait in the spill file, and a
-// full batch is queued. Its rows stay in the queue until takeNext; a batch
-// that fails to build is dropped, to be built again the usual way.
-func (w *writer) prepareNext(st *tableState) {
-	if w.nextBatch != nil || w.failing || w.fromSpill || w.sp != nil && w.sp.count > 0 || w.q.len() < w.size {
-		return
-	}
-	w.next, w.nextMark = w.peek(w.size, w.next[:0])
-	if w.nextMark.n < w.size {
-		clear(w.next)
-		return
-	}
-	b, err := w.s.conn.PrepareBatch(w.s.ctx, st.insertSQL)
-	if err != nil {
-		clear(w.next)
-		return
-	}
-	if err := w.cols.append(b, w.next, st.layout); err != nil {
-		b.Abort()
-		clear(w.next)
-		return
-	}
-	w.nextBatch = b
-}
-
-// takeNext makes the batch that prepareNext built the one to send, after
-// pending was written.
-func (w *writer) takeNext() {
-	if w.nextBatch == nil {
-		return
-	}
-	w.commitTake(w.nextMark)
-	w.pipelined.Add(1)
-	w.pending, w.next = w.next, w.pending[:0]
-	w.batch, w.nextBatch = w.nextBatch, nil
-	w.fromSpill = false
-	w.s.pendingN.Store(int64(len(w.pending)))
-}
-
-// dropNext forgets the next batch after pending failed: its events stay
-// queued, behind pending, and whatever the writer does while the server
-// fails (spill, give up) applies to them.
-func (w *writer) dropNext() {
-	if w.nextBatch == nil {
-		return
-	}
-	w.nextBatch.Abort()
-	w.nextBatch = nil
-	clear(w.next)
-	w.next = w.next[:0]
-}
-
-// serverError makes the store check its tables again when the server
-// answered with an error rather than failing to answer.
-func (w *writer) serverError(err error) error {
-	if !retryable(err) {
-		w.s.state.Store(nil)
-	}
-	return err
-}
-
-// appendFailed handles a batch that the client library refused to build.
-// Rows are sanitised, so this means the table changed under the store:
-// check it again; after three failures in a row, drop the rows rather
-// than block every later event behind them.
-func (w *writer) appendFailed(err error) error {
-	w.s.state.Store(nil)
-	w.appendFailures++
-	err = fmt.Errorf("apipool: clickhouse: building a batch: %w", err)
-	if w.appendFailures < 3 {
-		return err
-	}
-	n := len(w.pending)
-	w.s.log.Error("apipool: clickhouse: dropping a batch that cannot be built", "err", err, "events", n)
-	w.q.dropped.Add(uint64(n))
-	w.appendFailures = 0
-	w.sent() // settles the rows, as lost
-	w.s.setErr(err)
-	return nil
-}
-
-// sent settles pending after a successful insert.
-func (w *writer) sent() {
-	n := int64(len(w.pending))
-	if n == 0 {
-		return
-	}
-	if w.fromSpill {
-		if err := w.sp.commit(w.spillNext, n, w.spillInh); err != nil {
-			w.s.log.Error("apipool: clickhouse: spill file", "err", err)
-			w.s.setErr(err)
-		}
-		w.settled += uint64(n - w.spillInh)
-		w.s.spilledN.Store(w.sp.count)
-	} else {
-		w.settled += uint64(n)
-	}
-	w.batches.Add(1)
-	w.spillFull = false
-	clear(w.pending)
-	w.pending = w.pending[:0]
-	w.fromSpill = false
-	w.s.pendingN.Store(0)
-	w.bo.reset()
-	if w.failing {
-		w.s.log.Info("apipool: clickhouse: sending again", "failures", w.failures)
-		w.failing, w.failures = false, 0
-	}
-	w.s.setErr(nil)
-}
-
-func (w *writer) failed(err error) {
-	w.s.setErr(err)
-	w.failures++
-	if w.failing {
-		return
-	}
-	w.failing = true
-	if retryable(err) {
-		w.s.log.Warn("apipool: clickhouse: sending a batch failed; retrying it", "err", err, "events", len(w.pending))
-	} else {
-		// Wrong credentials or an incompatible table: retried too, in case
-		// someone fixes it, but worth a louder line.
-		w.s.log.Error("apipool: clickhouse: the server refuses the batch; retrying it", "err", err, "events", len(w.pending))
-	}
-}
-
-// answerWaiters answers the flush requests whose events are all written.
+// answerWaiters answers the flush requests whose events are all written:
+// none of them is queued, in a job or in the spill file, and the spill
+// file holds nothing an earlier store left.
 func (w *writer) answerWaiters() {
 	if len(w.waiters) == 0 {
 		return
 	}
-	inherited := w.sp != nil && w.sp.inherited > 0
+	if w.sp != nil && w.sp.inherited > 0 {
+		return
+	}
+	low := w.taken
+	for _, j := range []*job{w.cur, w.next} {
+		if j != nil && !j.fromSpill {
+			low = min(low, j.seq)
+		}
+	}
+	if len(w.spillSeq) > 0 {
+		low = min(low, w.spillSeq[0].start)
+	}
 	k := 0
 	for _, r := range w.waiters {
-		if r.target <= w.settled && !inherited {
+		if r.target <= low {
 			r.done <- nil
 		} else {
 			w.waiters[k] = r
@@ -403,75 +631,39 @@ func (w *writer) answerWaiters() {
 	w.waiters = w.waiters[:k]
 }
 
-// idle waits for something to do: a full batch, the interval, a flush, a
-// close.
-func (w *writer) idle() {
-	select {
-	case <-w.q.wake:
-	case <-w.ticker.C:
-		w.forceTo = w.q.enqueued()
-	case r := <-w.flushCh:
-		w.addWaiter(r)
-	case ctx := <-w.closeCh:
-		w.startClosing(ctx)
-	}
-}
+// spillChunk is the number of rows per spill-file append (and fsync)
+// while the writer has other work; maybeSpill appends up to maxSpillChunk
+// at a time, an fsync each.
+const (
+	spillChunk    = 4096
+	maxSpillChunk = 32_768
+)
 
-// sleep waits d after a failure, spilling when the queue fills. A flush
-// request or Close ends the wait early.
-func (w *writer) sleep(d time.Duration) {
-	w.timer.Reset(d)
-	defer w.timer.Stop()
-	for {
-		w.maybeSpill()
-		var closeDone <-chan struct{}
-		if w.closing {
-			closeDone = w.closeCtx.Done()
-		}
-		select {
-		case <-w.timer.C:
-			return
-		case <-w.q.wake:
-		case <-w.ticker.C:
-			w.forceTo = w.q.enqueued()
-		case r := <-w.flushCh:
-			w.addWaiter(r)
-			return
-		case ctx := <-w.closeCh:
-			w.startClosing(ctx)
-			return
-		case <-closeDone:
-			return
-		}
-	}
-}
-
-func (w *writer) addWaiter(r *flushReq) {
-	w.waiters = append(w.waiters, r)
-	w.forceTo = max(w.forceTo, r.target)
-}
-
-func (w *writer) startClosing(ctx context.Context) {
-	w.closing, w.closeCtx = true, ctx
-}
-
-// spillChunk is the number of rows per spill-file append (and fsync).
-const spillChunk = 4096
-
-// maybeSpill moves the oldest queued events to the spill file while the
-// server fails and the queue is at least half full, until a quarter is
-// left.
+// maybeSpill moves the oldest queued events to the spill file when the
+// queue passes its high-water mark (half full), whatever the cause: the
+// server down, hanging, or slower than the traffic; down to a quarter.
+// While Close waits on a failing server it moves everything, so that
+// little is left when Close's context ends.
 func (w *writer) maybeSpill() {
-	if w.sp == nil || !w.failing || w.spillFull || w.q.len() < w.q.spillMark {
+	if w.sp == nil || w.spillFull {
 		return
 	}
 	low := w.q.max / 4
+	if w.closing && (w.failing || w.closeSoon) {
+		low = 0
+	} else if w.q.len() < w.q.spillMark {
+		return
+	}
 	for !w.spillFull {
 		held := w.q.len()
-		if held <= low {
+		if held <= low || w.closing && w.closeCtx.Err() != nil {
 			return
 		}
-		w.spillSome(min(held-low, spillChunk))
+		chunk := maxSpillChunk
+		if w.closing {
+			chunk = spillChunk // Close's deadline is checked between chunks
+		}
+		w.spillSome(min(held-low, chunk))
 	}
 }
 
@@ -485,14 +677,27 @@ func (w *writer) spillSome(n int) int {
 	}
 	if err := w.sp.append(w.spillBuf); err != nil {
 		w.spillFull = true
+		w.q.spillFull.Store(true)
 		w.s.log.Error("apipool: clickhouse: cannot spill; the queue will fill", "err", err, "file", w.sp.path)
 		clear(w.spillBuf)
 		return 0
 	}
 	clear(w.spillBuf)
-	w.commitTake(m)
+	if cap(w.spillBuf) > spillChunk {
+		w.spillBuf = nil // an outage's buffer: not kept for good
+	}
+	w.pushSpill(w.taken, int64(m.n))
+	w.commitTake(m, false)
 	w.s.spilledN.Store(w.sp.count)
 	return m.n
+}
+
+func (w *writer) pushSpill(start uint64, n int64) {
+	if k := len(w.spillSeq); k > 0 && w.spillSeq[k-1].start+uint64(w.spillSeq[k-1].n) == start {
+		w.spillSeq[k-1].n += n
+		return
+	}
+	w.spillSeq = append(w.spillSeq, seqRange{start, n})
 }
 
 // finish ends a Close that wrote everything.
@@ -506,34 +711,48 @@ func (w *writer) finish() {
 	}
 }
 
+// giveUpBudget bounds the time giveUp spends moving events to the spill
+// file after Close's context ended; what is left then is lost, and
+// counted. So that little is left then, Close moves every queued event to
+// the spill file from spillLead before its deadline (or half its time,
+// when shorter) while the server has not answered.
+const (
+	giveUpBudget = 100 * time.Millisecond
+	spillLead    = 500 * time.Millisecond
+)
+
 // giveUp ends a Close whose context ended: what is left goes to the spill
-// file, or is lost.
+// file, or is lost. An attempt still running is left to end by itself
+// (its context is canceled); its rows go to the spill file all the same.
 func (w *writer) giveUp() {
-	cause := w.s.Err()
-	if cause == nil {
-		cause = w.closeCtx.Err()
+	var cause error = w.closeCtx.Err()
+	if w.lastErr != nil {
+		cause = fmt.Errorf("%w; last error: %w", cause, w.lastErr)
 	}
+	deadline := time.Now().Add(giveUpBudget)
 	var lost int64
-	if len(w.pending) > 0 && !w.fromSpill {
-		// The batch goes first, so that it keeps its place before the
-		// queue; it may land after events spilled earlier.
-		if w.sp == nil || w.spillFull || w.sp.append(w.pending) != nil {
-			lost += int64(len(w.pending))
+	for _, j := range []*job{w.cur, w.next} {
+		if j == nil || j.fromSpill {
+			continue // still in the file
+		}
+		if w.sp == nil || w.spillFull || time.Now().After(deadline) || w.sp.append(j.rows) != nil {
+			lost += int64(len(j.rows))
 		}
 	}
-	clear(w.pending)
-	w.pending = w.pending[:0]
-	w.s.pendingN.Store(0)
+	for _, j := range []*job{w.cur, w.next} {
+		if j != nil {
+			w.q.unhold(j.heldN)
+		}
+	}
+	w.cur, w.next = nil, nil
 	for w.q.len() > 0 {
-		if w.sp != nil && !w.spillFull && w.spillSome(spillChunk) > 0 {
+		if w.sp != nil && !w.spillFull && time.Now().Before(deadline) && w.spillSome(spillChunk) > 0 {
 			continue
 		}
-		// No spill file, or it is full: drop the rest.
-		_, m := w.peek(w.q.len(), nil)
-		w.commitTake(m)
-		lost += int64(m.n)
+		// No spill file, it is full, or the time is up: drop the rest.
+		lost += int64(w.discard())
 	}
-	w.q.dropped.Add(uint64(lost))
+	w.q.drop(dropCloseLost, uint64(lost))
 	var spilled int64
 	if w.sp != nil {
 		spilled = w.sp.count
@@ -545,7 +764,87 @@ func (w *writer) giveUp() {
 	}
 	if spilled+lost > 0 {
 		w.closeErr = &CloseError{Spilled: spilled, Lost: lost, Err: cause}
+	} else if w.closeCtx.Err() != nil {
+		w.closeErr = fmt.Errorf("apipool: clickhouse: close: %w", cause)
 	}
+}
+
+// errBuild marks an error building a batch.
+var errBuild = errors.New("apipool: clickhouse: building a batch")
+
+// attempt runs one attempt at j in its own goroutine: set-up, a check
+// when an earlier attempt may have written the rows, building the batch,
+// and, unless buildOnly, sending it.
+func (s *Store) attempt(j *job, buildOnly bool) (r result) {
+	r.j, r.buildOnly = j, buildOnly
+	st, err := s.setup(s.ctx)
+	if err != nil {
+		r.err = err
+		return r
+	}
+	rows := j.rows
+	if j.uncertain {
+		if st.dedup.mode == resendCheck {
+			rest, err := s.checkWritten(s.ctx, st, rows, j.id)
+			if err != nil {
+				r.err = err
+				return r
+			}
+			if len(rest) == 0 {
+				r.written = true
+				return r
+			}
+			if len(rest) < len(rows) {
+				if j.batch != nil {
+					j.batch.Abort()
+					j.batch = nil
+				}
+				rows, r.rest = rest, rest
+			}
+		}
+		// resendIdentical: the same block again (j.batch as it is, or
+		// built anew from the same rows in the same order).
+	}
+	if j.batch == nil {
+		b, err := s.conn.PrepareBatch(s.insertContext(st, j.id), st.insertSQL)
+		if err != nil {
+			r.err = s.serverError(classify(err))
+			return r
+		}
+		if err := j.cols.append(b, rows, st.layout); err != nil {
+			b.Abort()
+			s.state.Store(nil)
+			r.err, r.buildErr = fmt.Errorf("%w: %w", errBuild, err), true
+			return r
+		}
+		j.batch = b
+	}
+	if buildOnly {
+		return r
+	}
+	r.sent = true
+	// After a failed Send, Send sends the same block again.
+	if err := j.batch.Send(); err != nil {
+		err = classify(err)
+		if !retryable(err) {
+			// The server refused the rows: build them anew, in case the
+			// table changed.
+			j.batch = nil
+		}
+		r.err = s.serverError(err)
+		return r
+	}
+	j.batch = nil
+	return r
+}
+
+// serverError makes the store check its tables again when the server
+// answered with an error rather than failing to answer.
+func (s *Store) serverError(err error) error {
+	if !retryable(err) {
+		s.state.Store(nil)
+	}
+	return err
 }
 
 // columnBufs are the column slices of a batch, reused from batch to batch.

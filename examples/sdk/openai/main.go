@@ -38,7 +38,7 @@ import (
 func main() {
 	fake := newChatAPI(quotas, time.Minute)
 	fake.chunkDelay = 150 * time.Millisecond // so that the chunks are seen arriving
-	if _, err := run(os.Stdout, fake, nil); err != nil {
+	if _, err := run(os.Stdout, fake, "unused", nil); err != nil {
 		fmt.Fprintln(os.Stderr, "openai:", err)
 		os.Exit(1)
 	}
@@ -64,12 +64,13 @@ type report struct {
 	ByOp      map[string]demo.OpUsage
 }
 
-// run runs the demo against fake. onChunk, when not nil, is called with
-// each streamed chunk (from 1) as soon as the SDK hands it over.
-func run(out io.Writer, fake *chatAPI, onChunk func(n int, text string)) (*report, error) {
+// run runs the demo against fake, with the SDK's own API key set to
+// placeholder. onChunk, when not nil, is called with each streamed chunk
+// (from 1) as soon as the SDK hands it over.
+func run(out io.Writer, fake *chatAPI, placeholder string, onChunk func(n int, text string)) (*report, error) {
 	ctx := context.Background()
 	start := time.Now()
-	srv := httptest.NewServer(fake)
+	srv := httptest.NewServer(fake.handler())
 	defer srv.Close()
 	base := srv.URL + "/v1/"
 
@@ -86,8 +87,8 @@ func run(out io.Writer, fake *chatAPI, onChunk func(n int, text string)) (*repor
 	client := openai.NewClient(
 		option.WithHTTPClient(httpClient),
 		option.WithBaseURL(base),
-		option.WithAPIKey("unused"), // the pool sets the real key
-		option.WithMaxRetries(0),    // the pool retries, on another key
+		option.WithAPIKey(placeholder), // any value: the pool sets the real key
+		option.WithMaxRetries(0),       // the pool retries, on another key
 		option.WithMiddleware(operationNamer(base)),
 	)
 

@@ -20,6 +20,18 @@ import (
 	"github.com/openai/openai-go/v3/option"
 )
 
+// canary is the SDK's own API key in the tests: it must never reach the
+// API.
+const canary = "sk-CANARY-sdk-placeholder-31d0"
+
+func secrets() []string {
+	var s []string
+	for _, k := range keys {
+		s = append(s, string(k.Secret))
+	}
+	return s
+}
+
 // patience bounds each wait of the tests; it is reached only when
 // something is broken (a chunk held back, a request stuck).
 const patience = time.Minute
@@ -30,7 +42,8 @@ const patience = time.Minute
 // come out of the SDK, so the stream cannot complete unless the pool hands
 // the body over unbuffered. It also checks that every call succeeded over
 // more than one key with a 429 on the way, that the server never saw the
-// SDK's own API key, and that the operation names reached the usage events.
+// SDK's own API key (a canary, looked for in every request on the wire),
+// and that the operation names reached the usage events.
 func TestOpenAIExample(t *testing.T) {
 	fake := newChatAPI(quotas, time.Minute)
 	fake.gate = make(chan struct{})
@@ -42,7 +55,7 @@ func TestOpenAIExample(t *testing.T) {
 	res := make(chan result, 1)
 	var out bytes.Buffer
 	go func() {
-		rep, err := run(&out, fake, func(_ int, text string) { arrived <- text })
+		rep, err := run(&out, fake, canary, func(_ int, text string) { arrived <- text })
 		res <- result{rep, err}
 	}()
 
@@ -93,6 +106,13 @@ func TestOpenAIExample(t *testing.T) {
 	}
 	if k := fake.foreignKey.Load(); k != 0 {
 		t.Errorf("%d requests reached the server with a key not from the pool: the SDK's Authorization header won", k)
+	}
+	got := fake.Wire.All()
+	if n := demo.CheckWire(t, got, canary, secrets()); n != len(got) {
+		t.Errorf("%d of %d requests carried a pool key", n, len(got))
+	}
+	if n := demo.Rotations(got, http.StatusTooManyRequests); n == 0 {
+		t.Errorf("no request moved to another key after a 429")
 	}
 
 	attempts, limited := demo.CheckKeys(t, rep.ByKey)

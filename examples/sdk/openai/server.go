@@ -36,6 +36,17 @@ type chatAPI struct {
 	foreignKey atomic.Int64
 
 	used *demo.Window // requests in the current window, per key secret
+
+	// Wire records every request, with the key the API read.
+	Wire demo.Wire
+}
+
+// handler returns the fake API, recording into a.Wire.
+func (a *chatAPI) handler() http.Handler {
+	return a.Wire.Handler(a, func(r *http.Request) string {
+		key, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		return key
+	})
 }
 
 func newChatAPI(quota map[string]int, window time.Duration) *chatAPI {

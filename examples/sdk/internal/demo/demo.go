@@ -50,6 +50,16 @@ func (q *Window) Take(key string, quota int) (left time.Duration, over bool) {
 	return q.start.Add(time.Duration(win+1) * q.length).Sub(now), q.used[key] > quota
 }
 
+// Used returns the requests counted against key in the current window.
+func (q *Window) Used(key string) int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if int64(time.Since(q.start)/q.length) != q.win {
+		return 0
+	}
+	return q.used[key]
+}
+
 // OpCounter is a recorder that counts the pool's usage events by
 // operation. The pool hands it every event, beside the in-memory store.
 type OpCounter struct {

@@ -1,0 +1,132 @@
+package sql
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"time"
+
+	"github.com/apipool-ng/apipool/internal/batch"
+)
+
+// Config configures a Store. Driver and DSN are required; every other
+// zero field takes the default its comment gives.
+type Config struct {
+	// Driver names the database: "sqlite" (SQLite through
+	// modernc.org/sqlite, pure Go), "postgres" (PostgreSQL through
+	// github.com/jackc/pgx/v5; "pgx" and "postgresql" are the same) or
+	// "mysql" (MySQL or MariaDB through github.com/go-sql-driver/mysql;
+	// "mariadb" is the same).
+	Driver string
+	// DSN says where the database is, in the driver's own syntax:
+	//   - sqlite: a file name ("usage.db"), or a "file:" URI; the file is
+	//     created when missing. The store adds its pragmas (WAL journal,
+	//     busy timeout, synchronous=NORMAL) to the DSN.
+	//   - postgres: "postgres://user:pass@host:5432/db?sslmode=disable" or
+	//     "host=... user=... dbname=...".
+	//   - mysql: "user:pass@tcp(host:3306)/db" (see go-sql-driver/mysql).
+	DSN string
+	// TablePrefix starts the store's table names: TablePrefix+"events",
+	// +"events_1m" (the per-minute rollup), +"batches" and +"schema".
+	// Default: "apipool_". It must be a plain identifier prefix
+	// ([A-Za-z_][A-Za-z0-9_]*, at most 40 bytes).
+	TablePrefix string
+
+	// BatchSize is the most events per transaction: the writer writes when
+	// this many are queued, or FlushInterval after the last write,
+	// whichever comes first. Default: 5,000.
+	BatchSize int
+	// FlushInterval: see BatchSize. Default: 1s.
+	FlushInterval time.Duration
+	// QueueSize bounds the events held in memory waiting for the writer,
+	// besides the batch being written. Default: 100,000 (about 200 bytes
+	// each, plus their strings).
+	QueueSize int
+	// OnFull says what Record does when the queue is full. Default: Drop.
+	OnFull FullPolicy
+	// MinBackoff and MaxBackoff bound the jittered, doubling wait between
+	// failed attempts to write a batch. Defaults: 100ms and 10s.
+	MinBackoff, MaxBackoff time.Duration
+
+	// Retention, when positive, makes the writer delete raw events older
+	// than Retention (by their time, against the clock), a few thousand
+	// rows at a time after a batch is written. The per-minute rollup is
+	// kept, so counts and latencies of whole minutes stay answerable; see
+	// Store.DeleteOlderThan.
+	Retention time.Duration
+
+	// Logger receives the store's rare log lines: write failures and
+	// recoveries, schema changes. Default: none.
+	Logger *slog.Logger
+}
+
+// FullPolicy says what Record does when the queue is full.
+type FullPolicy int
+
+const (
+	// Drop drops the event and counts it (see Store.Dropped). Record
+	// never waits.
+	Drop FullPolicy = iota
+	// Block makes Record wait until there is room, or the store closes.
+	Block
+)
+
+func (p FullPolicy) String() string {
+	switch p {
+	case Drop:
+		return "drop"
+	case Block:
+		return "block"
+	}
+	return fmt.Sprintf("FullPolicy(%d)", int(p))
+}
+
+// DefaultTablePrefix is the default of Config.TablePrefix.
+const DefaultTablePrefix = "apipool_"
+
+// ErrBadConfig is wrapped by Open's and New's errors about an invalid
+// Config.
+var ErrBadConfig = errors.New("apipool: sql: bad config")
+
+var prefixRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,39}$`)
+
+// withDefaults returns c with defaults for its zero fields and the batch
+// writer's configuration, or an error wrapping ErrBadConfig.
+func (c Config) withDefaults() (Config, batch.Config, error) {
+	bad := func(format string, args ...any) (Config, batch.Config, error) {
+		return c, batch.Config{}, fmt.Errorf("%w: "+format, append([]any{ErrBadConfig}, args...)...)
+	}
+	if c.TablePrefix == "" {
+		c.TablePrefix = DefaultTablePrefix
+	}
+	if _, ok := dialects[c.Driver]; !ok {
+		return bad("unknown Driver %q (want sqlite, postgres or mysql)", c.Driver)
+	}
+	if c.DSN == "" {
+		return bad("empty DSN")
+	}
+	if !prefixRE.MatchString(c.TablePrefix) {
+		return bad("TablePrefix %q is not a plain identifier prefix of at most 40 bytes", c.TablePrefix)
+	}
+	if c.OnFull != Drop && c.OnFull != Block {
+		return bad("unknown OnFull %v", c.OnFull)
+	}
+	if c.Retention < 0 {
+		return bad("Retention %v is negative", c.Retention)
+	}
+	bc, err := batch.Config{
+		BatchSize:     c.BatchSize,
+		FlushInterval: c.FlushInterval,
+		QueueSize:     c.QueueSize,
+		Block:         c.OnFull == Block,
+		MinBackoff:    c.MinBackoff,
+		MaxBackoff:    c.MaxBackoff,
+	}.WithDefaults()
+	if err != nil {
+		return bad("%v", err)
+	}
+	c.BatchSize, c.FlushInterval, c.QueueSize = bc.BatchSize, bc.FlushInterval, bc.QueueSize
+	c.MinBackoff, c.MaxBackoff = bc.MinBackoff, bc.MaxBackoff
+	return c, bc, nil
+}

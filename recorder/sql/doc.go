@@ -1,0 +1,47 @@
+// Package sql is a recorder.Recorder and recorder.Stats that keeps
+// apipool's usage events in a relational database through database/sql:
+// SQLite (embedded, pure Go, no cgo), PostgreSQL, or MySQL/MariaDB. One
+// schema and one query layer serve all three.
+//
+//	store, err := sql.Open(ctx, "sqlite", "usage.db")
+//	if err != nil { ... }
+//	defer store.Close(ctx) // give ctx a deadline
+//
+// The drivers are modernc.org/sqlite ("sqlite": a file, in WAL mode, with
+// one writer), github.com/jackc/pgx/v5 ("postgres": events are inserted by
+// COPY) and github.com/go-sql-driver/mysql ("mysql": multi-row inserts).
+// New takes a Config for the rest: table prefix, batching, queue,
+// retention, logger.
+//
+// Record is cheap and never does I/O: events go to a bounded queue that a
+// background goroutine writes in batches of Config.BatchSize events, or
+// every Config.FlushInterval, one transaction per batch. A batch that
+// fails is retried as it is; a batch whose commit went through although
+// its answer was lost is not written twice (the batch's id is stored in
+// the same transaction and checked before a retry). Events dropped because
+// the queue was full, or left unwritten by Close, are counted (Dropped,
+// CloseError).
+//
+// # Schema
+//
+// New creates the tables when they are missing and upgrades older ones
+// (see SchemaVersion); SchemaSQL returns the statements. With the default
+// prefix "apipool_":
+//
+//   - apipool_events: one row per event, with the columns of the ClickHouse
+//     store (times as event_time_ms, Unix milliseconds), and latency_bin,
+//     the event's latency histogram bin; indexed by time, by key and time,
+//     and by status and time;
+//   - apipool_events_1m: per minute (minute_ms), key, status and latency
+//     bin, the number of events and the sum of their latencies, kept by
+//     the writer in the batch's transaction;
+//   - apipool_batches: the ids of batches written in the last hour;
+//   - apipool_schema: the schema version.
+//
+// Stats queries read a window's whole minutes from apipool_events_1m and
+// its partial minutes from apipool_events. With Config.Retention or
+// DeleteOlderThan, old raw events are deleted and the rollup kept.
+//
+// The package name is sql, as database/sql's: import it under another
+// name (sqlrecorder, say) where both are used.
+package sql

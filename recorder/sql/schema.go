@@ -1,0 +1,294 @@
+package sql
+
+import (
+	"context"
+	dbsql "database/sql"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// SchemaVersion is the version of the schema this package writes and
+// reads. Open upgrades a database of an older version, step by step, and
+// refuses one of a newer version.
+//
+//   - 1: the event table and its indexes;
+//   - 2: the per-minute rollup, filled from the events already stored, and
+//     the table of written batches.
+const SchemaVersion = 2
+
+// SchemaError is Open's error when the database holds tables the store
+// cannot use: an event or rollup table of another layout, or a schema
+// version newer than the package's.
+type SchemaError struct {
+	Table string // the table at fault
+	Err   error  // what the database said, or what is wrong
+}
+
+func (e *SchemaError) Error() string {
+	return fmt.Sprintf("apipool: sql: table %s is not usable by this store: %v", e.Table, e.Err)
+}
+
+func (e *SchemaError) Unwrap() error { return e.Err }
+
+// migration is one step of the schema: its statements, run in order.
+type migration func(d *dialect, t tables, collation string) []string
+
+var migrations = []migration{1: migrateEvents, 2: migrateRollup}
+
+// stringCol is the DDL type of a string column of n bytes.
+func stringCol(n int) string { return fmt.Sprintf("VARCHAR(%d) NOT NULL", n) }
+
+func mysqlTableOptions(collation string) string {
+	return " ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=" + collation
+}
+
+func migrateEvents(d *dialect, t tables, collation string) []string {
+	cols := []string{
+		d.idColumn,
+		"event_time_ms BIGINT NOT NULL",
+		"event_id " + stringCol(36),
+		"key_id " + stringCol(maxKeyBytes),
+		"key_fingerprint " + stringCol(maxStringBytes),
+		"status_id SMALLINT NOT NULL",
+		"status " + stringCol(64),
+		"http_status INTEGER NOT NULL",
+		"latency_us BIGINT NOT NULL",
+		"latency_bin SMALLINT NOT NULL",
+		"attempt INTEGER NOT NULL",
+		"method " + stringCol(maxStringBytes),
+		"host " + stringCol(maxStringBytes),
+		"operation " + stringCol(maxStringBytes),
+		"request_bytes BIGINT NOT NULL",
+		"response_bytes BIGINT NOT NULL",
+		"trace_id " + stringCol(32),
+		"span_id " + stringCol(16),
+		"error_type " + stringCol(maxStringBytes),
+	}
+	indexes := [][2]string{
+		{t.events + "_time", "event_time_ms, key_id, status_id, latency_bin"},
+		{t.events + "_key_time", "key_id, event_time_ms"},
+		{t.events + "_status_time", "status_id, event_time_ms"},
+	}
+	if d == mysqlDialect {
+		for _, ix := range indexes {
+			cols = append(cols, "INDEX "+ix[0]+" ("+ix[1]+")")
+		}
+		return []string{"CREATE TABLE IF NOT EXISTS " + t.events + " (\n  " + strings.Join(cols, ",\n  ") + "\n)" + mysqlTableOptions(collation)}
+	}
+	out := []string{"CREATE TABLE IF NOT EXISTS " + t.events + " (\n  " + strings.Join(cols, ",\n  ") + "\n)"}
+	for _, ix := range indexes {
+		out = append(out, "CREATE INDEX IF NOT EXISTS "+ix[0]+" ON "+t.events+" ("+ix[1]+")")
+	}
+	return out
+}
+
+func migrateRollup(d *dialect, t tables, collation string) []string {
+	cols := []string{
+		"minute_ms BIGINT NOT NULL",
+		"key_id " + stringCol(maxKeyBytes),
+		"status_id SMALLINT NOT NULL",
+		"latency_bin SMALLINT NOT NULL",
+		"events BIGINT NOT NULL",
+		"latency_us_sum BIGINT NOT NULL",
+		"PRIMARY KEY (minute_ms, key_id, status_id, latency_bin)",
+	}
+	opts, batchOpts := "", ""
+	var out []string
+	if d == mysqlDialect {
+		cols = append(cols, "INDEX "+t.rollup+"_key ("+"key_id, minute_ms)")
+		opts = mysqlTableOptions(collation)
+		batchOpts = opts
+		out = append(out, "CREATE TABLE IF NOT EXISTS "+t.rollup+" (\n  "+strings.Join(cols, ",\n  ")+"\n)"+opts)
+	} else {
+		out = append(out, "CREATE TABLE IF NOT EXISTS "+t.rollup+" (\n  "+strings.Join(cols, ",\n  ")+"\n)",
+			"CREATE INDEX IF NOT EXISTS "+t.rollup+"_key ON "+t.rollup+" (key_id, minute_ms)")
+	}
+	out = append(out,
+		// Fill the rollup from the events already stored.
+		"INSERT INTO "+t.rollup+" ("+strings.Join(rollupColumns, ", ")+")\n"+
+			"SELECT (event_time_ms "+d.div+" 60000) * 60000, key_id, status_id, latency_bin, COUNT(*), SUM(latency_us)\n"+
+			"FROM "+t.events+" GROUP BY (event_time_ms "+d.div+" 60000) * 60000, key_id, status_id, latency_bin",
+		"CREATE TABLE IF NOT EXISTS "+t.batches+" (\n  batch_id "+stringCol(36)+" PRIMARY KEY,\n  written_ms BIGINT NOT NULL,\n  events INTEGER NOT NULL\n)"+batchOpts,
+	)
+	return out
+}
+
+// SchemaSQL returns the statements that create the store's tables at
+// SchemaVersion for a driver (as Config.Driver names it) and table prefix,
+// for a person to read or run by hand. The MySQL statements use MariaDB's
+// binary collation without padding (utf8mb4_nopad_bin); on MySQL the store
+// uses utf8mb4_0900_bin.
+func SchemaSQL(driver, prefix string) ([]string, error) {
+	d, ok := dialects[driver]
+	if !ok {
+		return nil, fmt.Errorf("%w: unknown Driver %q", ErrBadConfig, driver)
+	}
+	if prefix == "" {
+		prefix = DefaultTablePrefix
+	}
+	t := newTables(prefix)
+	var out []string
+	for v := 1; v <= SchemaVersion; v++ {
+		out = append(out, migrations[v](d, t, "utf8mb4_nopad_bin")...)
+	}
+	return out, nil
+}
+
+// migrate brings the database's schema to SchemaVersion, holding a lock
+// that keeps other stores from migrating at the same time, and checks
+// that the tables have the columns the store uses.
+func (s *Store) migrate(ctx context.Context) error {
+	return s.migrateTo(ctx, SchemaVersion)
+}
+
+func (s *Store) migrateTo(ctx context.Context, target int) error {
+	d, t := s.d, s.t
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	collation := ""
+	if d == mysqlDialect {
+		var v string
+		if err := conn.QueryRowContext(ctx, "SELECT VERSION()").Scan(&v); err != nil {
+			return err
+		}
+		collation = "utf8mb4_0900_bin"
+		if strings.Contains(strings.ToLower(v), "mariadb") {
+			collation = "utf8mb4_nopad_bin"
+		}
+		var got int
+		if err := conn.QueryRowContext(ctx, "SELECT GET_LOCK(?, 60)", t.schema).Scan(&got); err != nil {
+			return err
+		}
+		if got != 1 {
+			return fmt.Errorf("apipool: sql: could not take the lock %q to migrate the schema", t.schema)
+		}
+		defer conn.ExecContext(context.WithoutCancel(ctx), "SELECT RELEASE_LOCK(?)", t.schema)
+	}
+	// An event table made by someone else, of another layout, stays as it
+	// is: say so before the migrations trip over it.
+	if rows, err := conn.QueryContext(ctx, "SELECT 1 FROM "+t.events+" WHERE 1 = 0"); err == nil {
+		rows.Close()
+		if err := checkTable(ctx, conn, t.events, eventColumns); err != nil {
+			return err
+		}
+	}
+	// PostgreSQL and SQLite change the schema in one transaction; MySQL
+	// commits each DDL statement by itself, under the lock above.
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if d == postgresDialect {
+		if _, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock(hashtext($1))", t.schema); err != nil {
+			return err
+		}
+	}
+	if _, err := tx.ExecContext(ctx, "CREATE TABLE IF NOT EXISTS "+t.schema+" (version INTEGER NOT NULL)"); err != nil {
+		return &SchemaError{Table: t.schema, Err: err}
+	}
+	var versions []int
+	rows, err := tx.QueryContext(ctx, "SELECT version FROM "+t.schema)
+	if err != nil {
+		return &SchemaError{Table: t.schema, Err: err}
+	}
+	for rows.Next() {
+		var v int
+		if err := rows.Scan(&v); err != nil {
+			rows.Close()
+			return &SchemaError{Table: t.schema, Err: err}
+		}
+		versions = append(versions, v)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	version := 0
+	switch len(versions) {
+	case 0:
+	case 1:
+		version = versions[0]
+	default:
+		return &SchemaError{Table: t.schema, Err: fmt.Errorf("%d rows, want one", len(versions))}
+	}
+	if version > SchemaVersion {
+		return &SchemaError{Table: t.schema, Err: fmt.Errorf("schema version %d is newer than this package's (%d): upgrade apipool", version, SchemaVersion)}
+	}
+	for v := version + 1; v <= target; v++ {
+		for _, stmt := range migrations[v](d, t, collation) {
+			if _, err := tx.ExecContext(ctx, stmt); err != nil {
+				return &SchemaError{Table: tableOf(stmt), Err: fmt.Errorf("migrating to schema version %d: %w", v, err)}
+			}
+		}
+		q := "UPDATE " + t.schema + " SET version = ?"
+		if v == 1 && version == 0 && len(versions) == 0 {
+			q = "INSERT INTO " + t.schema + " (version) VALUES (?)"
+		}
+		if _, err := tx.ExecContext(ctx, d.rebind(q), v); err != nil {
+			return &SchemaError{Table: t.schema, Err: err}
+		}
+		if version < v {
+			s.log.Info("apipool: sql: migrated the schema", "version", v, "tables", t.prefix+"*")
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	return s.checkTables(ctx, conn, target)
+}
+
+// tableOf returns the table a DDL statement names, for errors.
+func tableOf(stmt string) string {
+	f := strings.Fields(stmt)
+	for i, w := range f {
+		if (w == "EXISTS" || w == "INTO" || w == "ON") && i+1 < len(f) {
+			return f[i+1]
+		}
+	}
+	return "?"
+}
+
+// checkTables checks that the tables have the columns the store uses, by
+// selecting them.
+func (s *Store) checkTables(ctx context.Context, conn *dbsql.Conn, version int) error {
+	check := func(table string, cols []string) error { return checkTable(ctx, conn, table, cols) }
+	if err := check(s.t.events, eventColumns); err != nil {
+		return err
+	}
+	if version >= 2 {
+		if err := check(s.t.rollup, rollupColumns); err != nil {
+			return err
+		}
+		if err := check(s.t.batches, []string{"batch_id", "written_ms", "events"}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+type queryer interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*dbsql.Rows, error)
+}
+
+// checkTable checks that table has cols, by selecting them.
+func checkTable(ctx context.Context, q queryer, table string, cols []string) error {
+	rows, err := q.QueryContext(ctx, "SELECT "+strings.Join(cols, ", ")+" FROM "+table+" WHERE 1 = 0")
+	if err != nil {
+		if ctx.Err() != nil {
+			return err
+		}
+		return &SchemaError{Table: table, Err: fmt.Errorf("it lacks columns the store uses (%w)", err)}
+	}
+	return rows.Close()
+}
+
+// isSchemaError reports whether err is a SchemaError.
+func isSchemaError(err error) bool {
+	var se *SchemaError
+	return errors.As(err, &se)
+}

@@ -1,0 +1,159 @@
+package sql_test
+
+import (
+	"context"
+	dbsql "database/sql"
+	"errors"
+	"maps"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/apipool-ng/apipool/recorder"
+	"github.com/apipool-ng/apipool/recorder/recordertest"
+	sqlrec "github.com/apipool-ng/apipool/recorder/sql"
+	"github.com/apipool-ng/apipool/status"
+)
+
+var driverNames = map[string]string{"sqlite": "sqlite", "postgres": "pgx", "mysql": "mysql"}
+
+// rawDB opens the database of a DSN directly.
+func rawDB(t *testing.T, driver, dsn string) *dbsql.DB {
+	t.Helper()
+	db, err := dbsql.Open(driverNames[driver], dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+// TestUpgradeFromVersion1: a database of schema version 1 (the event
+// table alone) holding the suite's events is upgraded on open: the
+// rollup is filled from the events, and every answer counts them.
+func TestUpgradeFromVersion1(t *testing.T) {
+	for _, driver := range drivers {
+		t.Run(driver, func(t *testing.T) {
+			ctx := context.Background()
+			dsn := dsnFor(t, driver)
+			cfg := sqlrec.Config{Driver: driver, DSN: dsn}
+			base := recordertest.Base
+			if err := sqlrec.CreateAtVersion(ctx, cfg, 1, recordertest.Events(base)); err != nil {
+				t.Fatal(err)
+			}
+			db := rawDB(t, driver, dsn)
+			var v int
+			if err := db.QueryRow("SELECT version FROM apipool_schema").Scan(&v); err != nil || v != 1 {
+				t.Fatalf("version before = %d, %v; want 1", v, err)
+			}
+			s := open(t, driver, cfg)
+			if err := db.QueryRow("SELECT version FROM apipool_schema").Scan(&v); err != nil || v != sqlrec.SchemaVersion {
+				t.Fatalf("version after = %d, %v; want %d", v, err, sqlrec.SchemaVersion)
+			}
+			var rolled int64
+			if err := db.QueryRow("SELECT SUM(events) FROM apipool_events_1m").Scan(&rolled); err != nil || rolled != 585 {
+				t.Errorf("the rollup holds %d events, %v; want all 585", rolled, err)
+			}
+			// Whole hours read the rollup alone.
+			got, err := s.UsageByKey(ctx, recorder.Query{Since: base, Until: base.Add(4 * time.Hour)})
+			want := map[string]int64{"alpha": 340, "beta": 215, "gamma": 9, "": 21}
+			if err != nil || !maps.Equal(got, want) {
+				t.Errorf("UsageByKey = %v, %v; want %v", got, err, want)
+			}
+			if n, err := s.UsageCount(ctx, recorder.Query{Since: base, Until: base.Add(4 * time.Hour), Status: status.Failed}); err != nil || n != 58 {
+				t.Errorf("UsageCount(failed) = %d, %v; want 58", n, err)
+			}
+			// New events count beside the old ones.
+			s.Record(recorder.Event{Time: base.Add(time.Hour + 30*time.Second), KeyID: "alpha", Status: status.Success})
+			if err := s.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if n, err := s.UsageCount(ctx, recorder.Query{Since: base, Until: base.Add(4 * time.Hour), KeyID: "alpha"}); err != nil || n != 341 {
+				t.Errorf("UsageCount(alpha) = %d, %v; want 341", n, err)
+			}
+			// Opening again changes nothing.
+			s.Close(ctx)
+			s2 := open(t, driver, cfg)
+			if n, err := s2.UsageCount(ctx, recorder.Query{}); err != nil || n != 586 {
+				t.Errorf("after reopening: UsageCount = %d, %v; want 586", n, err)
+			}
+		})
+	}
+}
+
+// TestNewerSchema: a database of a newer schema version is refused, with
+// a *SchemaError that says so.
+func TestNewerSchema(t *testing.T) {
+	for _, driver := range drivers {
+		t.Run(driver, func(t *testing.T) {
+			ctx := context.Background()
+			cfg := sqlrec.Config{Driver: driver, DSN: dsnFor(t, driver)}
+			s := open(t, driver, cfg)
+			s.Close(ctx)
+			if _, err := rawDB(t, driver, cfg.DSN).Exec("UPDATE apipool_schema SET version = 99"); err != nil {
+				t.Fatal(err)
+			}
+			_, err := sqlrec.New(ctx, cfg)
+			var se *sqlrec.SchemaError
+			if !errors.As(err, &se) || se.Table != "apipool_schema" || !strings.Contains(err.Error(), "schema version 99 is newer") {
+				t.Errorf("New = %v; want a *SchemaError about version 99", err)
+			}
+		})
+	}
+}
+
+// TestIncompatibleTable: an event table of another layout is refused with
+// a *SchemaError naming it; the database is left as it was.
+func TestIncompatibleTable(t *testing.T) {
+	for _, driver := range drivers {
+		t.Run(driver, func(t *testing.T) {
+			ctx := context.Background()
+			cfg := sqlrec.Config{Driver: driver, DSN: dsnFor(t, driver)}
+			db := rawDB(t, driver, cfg.DSN)
+			if _, err := db.Exec("CREATE TABLE apipool_events (id INTEGER, note VARCHAR(10))"); err != nil {
+				t.Fatal(err)
+			}
+			_, err := sqlrec.New(ctx, cfg)
+			var se *sqlrec.SchemaError
+			if !errors.As(err, &se) || se.Table != "apipool_events" || !strings.Contains(err.Error(), "lacks columns") {
+				t.Fatalf("New = %v; want a *SchemaError naming apipool_events", err)
+			}
+			t.Log(err)
+			var n int
+			if err := db.QueryRow("SELECT COUNT(*) FROM apipool_events").Scan(&n); err != nil {
+				t.Errorf("the table is gone: %v", err)
+			}
+		})
+	}
+}
+
+func TestSchemaSQL(t *testing.T) {
+	for _, driver := range drivers {
+		stmts, err := sqlrec.SchemaSQL(driver, "")
+		if err != nil || len(stmts) < 3 || !strings.Contains(strings.Join(stmts, "\n"), "CREATE TABLE IF NOT EXISTS apipool_events_1m") {
+			t.Errorf("SchemaSQL(%s) = %d statements, %v", driver, len(stmts), err)
+		}
+	}
+	if _, err := sqlrec.SchemaSQL("oracle", ""); !errors.Is(err, sqlrec.ErrBadConfig) {
+		t.Errorf("SchemaSQL(oracle): %v", err)
+	}
+}
+
+func TestBadConfig(t *testing.T) {
+	ctx := context.Background()
+	for _, c := range []sqlrec.Config{
+		{},
+		{Driver: "oracle", DSN: "x"},
+		{Driver: "sqlite"},
+		{Driver: "sqlite", DSN: "x.db", TablePrefix: "bad-prefix"},
+		{Driver: "sqlite", DSN: "x.db", TablePrefix: "a; DROP TABLE x; --"},
+		{Driver: "sqlite", DSN: "x.db", BatchSize: -1},
+		{Driver: "sqlite", DSN: "x.db", MinBackoff: time.Second, MaxBackoff: time.Millisecond},
+		{Driver: "sqlite", DSN: "x.db", Retention: -time.Hour},
+		{Driver: "sqlite", DSN: "x.db", OnFull: 7},
+	} {
+		if _, err := sqlrec.New(ctx, c); !errors.Is(err, sqlrec.ErrBadConfig) {
+			t.Errorf("New(%+v) = %v; want ErrBadConfig", c, err)
+		}
+	}
+}

@@ -1,0 +1,519 @@
+package sql
+
+import (
+	"cmp"
+	"context"
+	dbsql "database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	_ "github.com/go-sql-driver/mysql" // the "mysql" driver
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+	_ "modernc.org/sqlite" // the "sqlite" driver
+
+	"github.com/apipool-ng/apipool/internal/batch"
+	"github.com/apipool-ng/apipool/recorder"
+)
+
+// Store records usage events in a relational database and answers the
+// stats queries of recorder.Stats from it. It is safe for concurrent use.
+//
+// Record copies the event into a bounded in-memory queue and returns; a
+// background goroutine, the store's one writer, writes the queue in
+// batches, each in one transaction that inserts the events, adds them to
+// the per-minute rollup and notes the batch's id. A batch that fails is
+// written again, the same events, after a jittered backoff, until it
+// succeeds or the store closes; before writing it again the writer checks
+// whether the failed attempt was in fact committed (its answer lost), so
+// that no event is written twice. Meanwhile events queue, and when the
+// queue is full they are dropped and counted (see Dropped), or Record
+// waits (Config.OnFull). Close writes what it can and reports what it
+// could not (see CloseError).
+type Store struct {
+	cfg Config
+	d   *dialect
+	t   tables
+	db  *dbsql.DB
+	log *slog.Logger
+	w   *batch.Writer[recorder.Event]
+
+	// The writer goroutine's own.
+	ids       idGen
+	rows      []row
+	args      []any
+	agg       []rollupRow
+	batchID   string
+	written   uint64
+	lastPrune time.Time
+
+	insertStmt *dbsql.Stmt // insertRows rows at a time, SQLite and MySQL
+
+	closed atomic.Bool
+}
+
+var (
+	_ recorder.Recorder    = (*Store)(nil)
+	_ recorder.Stats       = (*Store)(nil)
+	_ recorder.DropCounter = (*Store)(nil)
+	_ recorder.QueueLener  = (*Store)(nil)
+)
+
+// ErrUnavailable is wrapped by Open's error when the database does not
+// answer.
+var ErrUnavailable = errors.New("apipool: sql: database unavailable")
+
+// CloseError is Close's error when some events could not be written
+// before Close's context ended.
+type CloseError struct {
+	// Lost events are gone; they are also counted in Dropped. A batch
+	// whose commit was under way when the context ended counts as lost,
+	// though the database may have committed it.
+	Lost int64
+	// Err is the last error from the database, or the context's.
+	Err error
+}
+
+func (e *CloseError) Error() string {
+	return fmt.Sprintf("apipool: sql: closed with %d event(s) not written: %v", e.Lost, e.Err)
+}
+
+func (e *CloseError) Unwrap() error { return e.Err }
+
+// Open opens the store on a database with the default Config:
+//
+//	store, err := sql.Open(ctx, "sqlite", "usage.db")
+//
+// See New and Config.
+func Open(ctx context.Context, driver, dsn string) (*Store, error) {
+	return New(ctx, Config{Driver: driver, DSN: dsn})
+}
+
+// New connects to the database, creates or upgrades the store's tables
+// (see SchemaVersion and the package documentation), and starts the
+// writer. It fails with an error wrapping ErrBadConfig for a bad Config,
+// ErrUnavailable when the database does not answer within ctx, and a
+// *SchemaError when the database holds tables the store cannot use.
+func New(ctx context.Context, cfg Config) (*Store, error) {
+	cfg, bc, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	d := dialects[cfg.Driver]
+	dsn := cfg.DSN
+	if d == sqliteDialect {
+		dsn = sqliteDSN(dsn)
+	}
+	db, err := dbsql.Open(d.driver, dsn)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadConfig, err)
+	}
+	switch d {
+	case sqliteDialect:
+		// Readers run beside the one writer (WAL). An in-memory database
+		// is one per connection: keep one.
+		db.SetMaxOpenConns(4)
+		if strings.Contains(cfg.DSN, ":memory:") || strings.Contains(cfg.DSN, "mode=memory") {
+			db.SetMaxOpenConns(1)
+		}
+	default:
+		db.SetMaxOpenConns(8)
+	}
+	db.SetMaxIdleConns(4)
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Store{cfg: cfg, d: d, t: newTables(cfg.TablePrefix), db: db, log: log.With("driver", d.name), ids: newIDGen()}
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	if err := s.migrate(ctx); err != nil {
+		db.Close()
+		if isSchemaError(err) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("apipool: sql: setting up the schema: %w", err)
+	}
+	if d != postgresDialect {
+		if s.insertStmt, err = db.PrepareContext(ctx, d.insertEventsSQL(s.t, d.insertRows)); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("apipool: sql: %w", err)
+		}
+	}
+	bc.OnError = func(err error, failures, items int) {
+		if failures == 1 {
+			s.log.Warn("apipool: sql: writing a batch failed; retrying it", "err", err, "events", items)
+		}
+	}
+	bc.OnRecover = func(failures int) {
+		s.log.Info("apipool: sql: writing again", "failures", failures)
+	}
+	s.w = batch.New(bc, s.writeBatch)
+	return s, nil
+}
+
+// sqliteDSN adds the store's pragmas to a SQLite DSN: WAL, a busy timeout
+// of 5s, synchronous=NORMAL (durable at each checkpoint; a power cut may
+// lose the last transactions, never corrupt the file), and write
+// transactions that take the lock when they begin.
+func sqliteDSN(dsn string) string {
+	sep := "?"
+	if strings.Contains(dsn, "?") {
+		sep = "&"
+	}
+	return dsn + sep + "_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_txlock=immediate"
+}
+
+// DB returns the store's database handle, for queries of one's own.
+func (s *Store) DB() *dbsql.DB { return s.db }
+
+// Record queues e for writing. It never does I/O. When the queue is full
+// it drops e (and counts it in Dropped) or, with the Block policy, waits
+// for room. After Close it drops e. A zero e.Time is taken as now. Strings
+// are stored as valid UTF-8, key IDs of at most 255 bytes and other
+// strings of at most 1024 (longer ones are cut), times at millisecond
+// precision within [1970, 10000), latencies in whole microseconds.
+func (s *Store) Record(e recorder.Event) {
+	if e.Time.IsZero() {
+		e.Time = time.Now()
+	}
+	s.w.Put(e)
+}
+
+// Dropped returns how many events were dropped: recorded while the queue
+// was full (under the Drop policy) or after Close, or not written when
+// Close gave up.
+func (s *Store) Dropped() uint64 { return s.w.Dropped() }
+
+// QueueLen returns how many events are held in memory: queued, or in the
+// batch being written.
+func (s *Store) QueueLen() int { return s.w.Len() }
+
+// Err returns the error of the writer's last attempt to write a batch, or
+// nil when it succeeded.
+func (s *Store) Err() error { return s.w.Err() }
+
+// Flush writes every event recorded before the call and returns when they
+// are visible to queries. It retries while the database fails, until ctx
+// ends; its error then wraps ctx's and the last error from the database.
+func (s *Store) Flush(ctx context.Context) error {
+	if s.closed.Load() {
+		return recorder.ErrClosed
+	}
+	err := s.w.Flush(ctx)
+	if errors.Is(err, batch.ErrClosed) {
+		return recorder.ErrClosed
+	}
+	if err != nil {
+		return fmt.Errorf("apipool: sql: flush: %w", err)
+	}
+	return nil
+}
+
+// Close stops accepting events, writes what the store holds, and closes
+// the database handle. It keeps retrying a failing database until ctx
+// ends; then it returns a *CloseError counting the events not written. A
+// Close without a deadline waits as long as the database keeps failing.
+// Close after Close returns nil.
+func (s *Store) Close(ctx context.Context) error {
+	if s.closed.Swap(true) {
+		s.w.Close(ctx)
+		return nil
+	}
+	lost, err := s.w.Close(ctx)
+	if s.insertStmt != nil {
+		s.insertStmt.Close()
+	}
+	s.db.Close()
+	if lost > 0 {
+		return &CloseError{Lost: lost, Err: err}
+	}
+	return nil
+}
+
+// rollupRow is one row of counts for the rollup.
+type rollupRow struct {
+	minute   int64
+	keyID    string
+	statusID int16
+	bin      int16
+	events   int64
+	latSum   int64
+}
+
+func (a rollupRow) values(args []any) []any {
+	return append(args, a.minute, a.keyID, a.statusID, a.bin, a.events, a.latSum)
+}
+
+// aggregate sums rows into the rollup's rows, sorted by the rollup's
+// primary key, so that concurrent writers lock rows in the same order.
+func aggregate(rows []row, dst []rollupRow) []rollupRow {
+	dst = dst[:0]
+	type k struct {
+		minute   int64
+		keyID    string
+		statusID int16
+		bin      int16
+	}
+	idx := make(map[k]int, 64)
+	for i := range rows {
+		r := &rows[i]
+		key := k{r.ms / 60000 * 60000, r.keyID, r.statusID, r.latencyBin}
+		j, ok := idx[key]
+		if !ok {
+			j = len(dst)
+			idx[key] = j
+			dst = append(dst, rollupRow{minute: key.minute, keyID: key.keyID, statusID: key.statusID, bin: key.bin})
+		}
+		dst[j].events++
+		dst[j].latSum += r.latencyUS
+	}
+	slices.SortFunc(dst, func(a, b rollupRow) int {
+		return cmp.Or(cmp.Compare(a.minute, b.minute), strings.Compare(a.keyID, b.keyID),
+			cmp.Compare(a.statusID, b.statusID), cmp.Compare(a.bin, b.bin))
+	})
+	return dst
+}
+
+// rollupChunk is the number of rollup rows per upsert.
+const rollupChunk = 200
+
+// batchKeep is how long the ids of written batches are kept: a batch is
+// retried within seconds, so an hour is plenty.
+const batchKeep = time.Hour
+
+// writeBatch writes one batch in one transaction: its events, their
+// counts in the rollup, and its id. On a retry it first checks whether the
+// batch's id is already there, from an attempt whose commit went through
+// but whose answer was lost.
+func (s *Store) writeBatch(ctx context.Context, evs []recorder.Event, attempt int) error {
+	if attempt == 0 {
+		s.batchID = s.ids.next()
+		s.rows = s.rows[:0]
+		for i := range evs {
+			s.rows = append(s.rows, sanitize(&evs[i], s.ids.next()))
+		}
+		s.agg = aggregate(s.rows, s.agg)
+	}
+	var err error
+	if s.d == postgresDialect {
+		err = s.writePostgres(ctx, attempt)
+	} else {
+		err = s.writeTx(ctx, attempt)
+	}
+	if err != nil {
+		return err
+	}
+	s.written++
+	s.maintain(ctx)
+	return nil
+}
+
+var errAlreadyWritten = errors.New("batch already written")
+
+// writeTx writes the batch through database/sql (SQLite, MySQL).
+func (s *Store) writeTx(ctx context.Context, attempt int) (err error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			tx.Rollback()
+			if errors.Is(err, errAlreadyWritten) {
+				err = nil
+			}
+		}
+	}()
+	if attempt > 0 {
+		if err := s.checkWritten(ctx, tx.QueryRowContext); err != nil {
+			return err
+		}
+	}
+	n := s.d.insertRows
+	stmt := tx.StmtContext(ctx, s.insertStmt)
+	rows := s.rows
+	for len(rows) > 0 {
+		k := min(n, len(rows))
+		args := s.args[:0]
+		for i := range rows[:k] {
+			args = rows[i].values(args)
+		}
+		s.args = args
+		if k == n {
+			_, err = stmt.ExecContext(ctx, args...)
+		} else {
+			_, err = tx.ExecContext(ctx, s.d.insertEventsSQL(s.t, k), args...)
+		}
+		clear(args)
+		if err != nil {
+			return fmt.Errorf("inserting events: %w", err)
+		}
+		rows = rows[k:]
+	}
+	for agg := s.agg; len(agg) > 0; {
+		k := min(rollupChunk, len(agg))
+		args := s.args[:0]
+		for _, a := range agg[:k] {
+			args = a.values(args)
+		}
+		s.args = args
+		_, err = tx.ExecContext(ctx, s.d.upsertRollupSQL(s.t, k), args...)
+		clear(args)
+		if err != nil {
+			return fmt.Errorf("updating the rollup: %w", err)
+		}
+		agg = agg[k:]
+	}
+	if _, err = tx.ExecContext(ctx, s.d.rebind("INSERT INTO "+s.t.batches+" (batch_id, written_ms, events) VALUES (?, ?, ?)"),
+		s.batchID, time.Now().UnixMilli(), len(s.rows)); err != nil {
+		return fmt.Errorf("noting the batch: %w", err)
+	}
+	return tx.Commit()
+}
+
+// checkWritten returns errAlreadyWritten when the batch's id is in the
+// batches table.
+func (s *Store) checkWritten(ctx context.Context, queryRow func(context.Context, string, ...any) *dbsql.Row) error {
+	var n int
+	if err := queryRow(ctx, s.d.rebind("SELECT COUNT(*) FROM "+s.t.batches+" WHERE batch_id = ?"), s.batchID).Scan(&n); err != nil {
+		return err
+	}
+	if n > 0 {
+		s.log.Info("apipool: sql: a batch whose commit seemed to fail was written", "events", len(s.rows))
+		return errAlreadyWritten
+	}
+	return nil
+}
+
+// writePostgres writes the batch through pgx: the events by COPY.
+func (s *Store) writePostgres(ctx context.Context, attempt int) error {
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	return conn.Raw(func(dc any) error {
+		pc := dc.(*stdlib.Conn).Conn()
+		tx, err := pc.Begin(ctx)
+		if err != nil {
+			return err
+		}
+		defer tx.Rollback(context.WithoutCancel(ctx))
+		if attempt > 0 {
+			var n int
+			if err := tx.QueryRow(ctx, "SELECT COUNT(*) FROM "+s.t.batches+" WHERE batch_id = $1", s.batchID).Scan(&n); err != nil {
+				return err
+			}
+			if n > 0 {
+				s.log.Info("apipool: sql: a batch whose commit seemed to fail was written", "events", len(s.rows))
+				return nil
+			}
+		}
+		vals := make([]any, 0, len(eventColumns))
+		_, err = tx.CopyFrom(ctx, pgx.Identifier{s.t.events}, eventColumns, pgx.CopyFromSlice(len(s.rows), func(i int) ([]any, error) {
+			vals = s.rows[i].values(vals[:0])
+			return vals, nil
+		}))
+		if err != nil {
+			return fmt.Errorf("copying events: %w", err)
+		}
+		for agg := s.agg; len(agg) > 0; {
+			k := min(rollupChunk, len(agg))
+			args := s.args[:0]
+			for _, a := range agg[:k] {
+				args = a.values(args)
+			}
+			s.args = args
+			_, err = tx.Exec(ctx, s.d.upsertRollupSQL(s.t, k), args...)
+			clear(args)
+			if err != nil {
+				return fmt.Errorf("updating the rollup: %w", err)
+			}
+			agg = agg[k:]
+		}
+		if _, err := tx.Exec(ctx, "INSERT INTO "+s.t.batches+" (batch_id, written_ms, events) VALUES ($1, $2, $3)",
+			s.batchID, time.Now().UnixMilli(), len(s.rows)); err != nil {
+			return fmt.Errorf("noting the batch: %w", err)
+		}
+		return tx.Commit(ctx)
+	})
+}
+
+// pruneEvery is how often, at most, the writer deletes old events and old
+// batch ids; pruneChunk how many rows it deletes at a time.
+const (
+	pruneEvery = 10 * time.Second
+	pruneChunk = 5000
+)
+
+// maintain runs on the writer goroutine after a batch is written: it
+// deletes batch ids older than batchKeep and, with Config.Retention,
+// events older than the retention, a chunk at a time.
+func (s *Store) maintain(ctx context.Context) {
+	now := time.Now()
+	if now.Sub(s.lastPrune) < pruneEvery {
+		return
+	}
+	s.lastPrune = now
+	if _, err := s.db.ExecContext(ctx, s.d.rebind("DELETE FROM "+s.t.batches+" WHERE written_ms < ?"), now.Add(-batchKeep).UnixMilli()); err != nil {
+		s.log.Warn("apipool: sql: pruning batch ids", "err", err)
+	}
+	if s.cfg.Retention <= 0 {
+		return
+	}
+	n, err := s.deleteChunk(ctx, now.Add(-s.cfg.Retention), pruneChunk)
+	if err != nil {
+		s.log.Warn("apipool: sql: pruning old events", "err", err)
+		return
+	}
+	if n == pruneChunk {
+		s.lastPrune = time.Time{} // more to do after the next batch
+	}
+}
+
+// deleteChunk deletes up to n raw events older than before.
+func (s *Store) deleteChunk(ctx context.Context, before time.Time, n int) (int64, error) {
+	cut := clampMS(before)
+	var q string
+	if s.d == mysqlDialect {
+		q = "DELETE FROM " + s.t.events + " WHERE event_time_ms < ? ORDER BY event_time_ms LIMIT ?"
+	} else {
+		q = "DELETE FROM " + s.t.events + " WHERE id IN (SELECT id FROM " + s.t.events + " WHERE event_time_ms < ? ORDER BY event_time_ms LIMIT ?)"
+	}
+	res, err := s.db.ExecContext(ctx, s.d.rebind(q), cut, n)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
+// DeleteOlderThan deletes the raw events older than before, a few
+// thousand rows per statement so that the database is never locked for
+// long, and returns how many it deleted. The per-minute rollup is kept:
+// UsageByKey, UsageCount, LatencyByKey and Series still answer for the
+// whole minutes of a window, but no longer count the deleted events that
+// lie in a window's partial minutes at its ends. It stops at ctx's end.
+func (s *Store) DeleteOlderThan(ctx context.Context, before time.Time) (int64, error) {
+	if s.closed.Load() {
+		return 0, recorder.ErrClosed
+	}
+	var total int64
+	for {
+		n, err := s.deleteChunk(ctx, before, pruneChunk)
+		total += n
+		if err != nil {
+			return total, fmt.Errorf("apipool: sql: deleting old events: %w", err)
+		}
+		if n < pruneChunk {
+			return total, nil
+		}
+	}
+}
