@@ -120,7 +120,7 @@ func run(out io.Writer, fake *chatAPI, placeholder string, onChunk func(n int, t
 	}
 
 	params := openai.ChatCompletionNewParams{
-		Model:    openai.ChatModelGPT4oMini,
+		Model:    openai.ChatModelGPT5_4Mini,
 		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("Why pool API keys?")},
 	}
 	for i := 1; i <= 2; i++ {

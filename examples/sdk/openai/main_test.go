@@ -168,7 +168,7 @@ func TestSDKRetriesOff(t *testing.T) {
 		option.WithMaxRetries(0),
 	)
 	_, err = client.Chat.Completions.New(context.Background(), openai.ChatCompletionNewParams{
-		Model:    openai.ChatModelGPT4oMini,
+		Model:    openai.ChatModelGPT5_4Mini,
 		Messages: []openai.ChatCompletionMessageParamUnion{openai.UserMessage("hi")},
 	})
 	var apiErr *openai.Error

@@ -76,7 +76,7 @@ func (a *chatAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case r.Method == http.MethodGet && r.URL.Path == "/v1/models":
 		writeJSON(w, map[string]any{"object": "list", "data": []map[string]any{
-			{"id": "gpt-4o-mini", "object": "model", "created": 1721172741, "owned_by": "system"},
+			{"id": "gpt-5.4-mini", "object": "model", "created": 1773705600, "owned_by": "system"},
 			{"id": "gpt-4o", "object": "model", "created": 1715367049, "owned_by": "system"},
 		}})
 	case r.Method == http.MethodPost && r.URL.Path == "/v1/chat/completions":
