@@ -137,7 +137,8 @@ type ClickHouse struct {
 
 // SQL is the SQL store's settings.
 type SQL struct {
-	Driver, DSN, Table string
+	Driver, DSN, TablePrefix string
+	Retention                time.Duration // of raw events; 0: kept
 }
 
 // Redis is the shared key state's server.
@@ -641,7 +642,7 @@ func (v *validator) recorder(r *recorderT) Recorder {
 			return out
 		}
 		switch s.Driver.V {
-		case "sqlite", "postgres", "mysql":
+		case "sqlite", "postgres", "postgresql", "pgx", "mysql", "mariadb":
 		default:
 			v.fail(s.Driver.Line, "recorder.sql.driver", "want sqlite, postgres or mysql, got %q", s.Driver.V)
 		}
@@ -651,7 +652,7 @@ func (v *validator) recorder(r *recorderT) Recorder {
 		if s.Driver.V != "sqlite" && !s.DSN.raw() {
 			v.fail(s.DSN.Line, "recorder.sql.dsn", "holds a password: write it as ${VAR}, not in the file")
 		}
-		out.SQL = SQL{Driver: s.Driver.V, DSN: s.DSN.V, Table: s.Table.V}
+		out.SQL = SQL{Driver: s.Driver.V, DSN: s.DSN.V, TablePrefix: s.TablePrefix.V, Retention: time.Duration(s.Retention.V)}
 	default:
 		v.fail(r.Type.Line, "recorder.type", "want memory, clickhouse or sql, got %q", out.Type)
 	}

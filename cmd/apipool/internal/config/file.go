@@ -120,9 +120,10 @@ type clickhouseT struct {
 }
 
 type sqlT struct {
-	Driver Value[string] `yaml:"driver"`
-	DSN    Value[string] `yaml:"dsn"`
-	Table  Value[string] `yaml:"table"`
+	Driver      Value[string]   `yaml:"driver"`
+	DSN         Value[string]   `yaml:"dsn"`
+	TablePrefix Value[string]   `yaml:"table_prefix"`
+	Retention   Value[Duration] `yaml:"retention"`
 }
 
 type redisT struct {

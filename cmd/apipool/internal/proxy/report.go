@@ -104,7 +104,7 @@ func (r *Report) Write(w io.Writer, format string) error {
 	case "table", "":
 		fmt.Fprintf(w, "usage from %s to %s\n", r.Since.Format(time.RFC3339), r.Until.Format(time.RFC3339))
 		fmt.Fprintf(w, "requests: %d (success %d, failed %d, reach limit %d)\n\n", r.UsageCount["all"], r.UsageCount["success"], r.UsageCount["failed"], r.UsageCount["reach limit"])
-		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "KEY\tTOTAL\tSUCCESS\tFAILED\tREACH LIMIT\tP50 MS\tP99 MS\t")
 		for _, k := range r.Keys {
 			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\t%s\t\n", k.Key, k.Total, k.Success, k.Failed, k.ReachLimit, f64(k.P50ms), f64(k.P99ms))

@@ -11,12 +11,13 @@ import (
 	"github.com/apipool-ng/apipool/recorder"
 	"github.com/apipool-ng/apipool/recorder/clickhouse"
 	"github.com/apipool-ng/apipool/recorder/memory"
+	sqlrec "github.com/apipool-ng/apipool/recorder/sql"
 	"github.com/redis/go-redis/v9"
 )
 
 // ErrNoStore is returned by report for a memory recorder, whose events live
 // in the serving process only.
-var ErrNoStore = errors.New("the memory recorder keeps events inside the serving process: report needs recorder type clickhouse or sql")
+var ErrNoStore = errors.New("the memory recorder keeps events inside the serving process: report needs recorder type sql or clickhouse")
 
 // openRecorder opens the configured store. forServe lets a ClickHouse
 // store start while the server is down (events queue meanwhile).
@@ -51,11 +52,13 @@ func openRecorder(ctx context.Context, c config.Recorder, log *slog.Logger, forS
 	return nil, fmt.Errorf("unknown recorder type %q", c.Type)
 }
 
-// openSQL opens the SQL store.
-//
-// TODO(sql): wire recorder/sql here once it lands on main.
-func openSQL(context.Context, config.SQL, *slog.Logger) (recorder.Recorder, error) {
-	return nil, errors.New("recorder type sql: this build has no SQL store yet")
+// openSQL opens the SQL store (SQLite, PostgreSQL, MySQL/MariaDB).
+func openSQL(ctx context.Context, c config.SQL, log *slog.Logger) (recorder.Recorder, error) {
+	s, err := sqlrec.New(ctx, sqlrec.Config{Driver: c.Driver, DSN: c.DSN, TablePrefix: c.TablePrefix, Retention: c.Retention, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("recorder sql: %w", err)
+	}
+	return s, nil
 }
 
 // redisClient returns a client set up as package redisstate advises:
