@@ -33,33 +33,31 @@ type call struct {
 	// may still read an earlier copy.
 	first http.Request
 
-	tried     keyBits // keys this request sent an attempt with
-	lost      keyBits // keys that lost a reservation race in this look
-	skipTried bool
+	tried keyBits // keys this request sent an attempt with
+	lost  keyBits // keys that lost a reservation race in this look
 
 	// Request body replay (body.go).
-	getBody    func() (io.ReadCloser, error)
-	bufLen     int64 // the buffered body's length, or -1 when not buffered
-	replayable bool
-	bodySent   bool // the original req.Body went out (the base closes it)
+	getBody func() (io.ReadCloser, error)
+	bufLen  int64 // the buffered body's length, or -1 when not buffered
 
-	waiter    *waiter // this call's place in the wait queue, while queued
-	hasWaited bool    // counted in Transport.Waits
+	waiter *waiter // this call's place in the wait queue, while queued
 
-	// The current attempt: its breaker ticket, whether it is its key's
-	// trial, and the cancel of a pool-imposed attempt timeout.
+	// The current attempt: its breaker ticket and the cancel of a
+	// pool-imposed attempt timeout.
 	ticket        breakerTicket
-	trial         bool
 	cancelAttempt context.CancelFunc
-	latency       time.Duration // the current attempt's
-	notSentErr    error         // why the current attempt could not be sent
 
-	// The first key this request was rejected with (invalid key), and the
-	// disable it caused: a second rejection puts the fault on the request.
-	rejected     *keyState
-	rejectedInfo *disableInfo
-	failures     int // attempts that ended in a server or network fault
-	limited      int // attempts that ended in a rate limit
+	// The first key this request was rejected with (invalid key): a second
+	// rejection puts the fault on the request.
+	rejected *rejection
+	failures int32 // attempts that ended in a server or network fault
+	limited  int32 // attempts that ended in a rate limit
+
+	skipTried  bool // the current look passes over the keys tried
+	replayable bool // the body can be sent again
+	bodySent   bool // the original req.Body went out (the base closes it)
+	trial      bool // the current attempt is its key's trial
+	hasWaited  bool // counted in Transport.Waits
 
 	// The returned response's body and the key it holds.
 	body     io.ReadCloser
@@ -73,6 +71,13 @@ type call struct {
 	waited   time.Duration
 	attempts int
 	final    status.Status
+}
+
+// rejection is the first key a request was rejected with, and the
+// disable that caused.
+type rejection struct {
+	k    *keyState
+	info *disableInfo
 }
 
 // rateLimitAttempts bounds the attempts of one request that end in a rate
@@ -119,14 +124,14 @@ func (c *call) loop(ctx context.Context) (*http.Response, error) {
 		c.attempts = attempt
 
 		actx, aspan := t.tel.startAttempt(ctx, c.req, attempt, k)
-		resp, st, err := c.send(actx, k, attempt)
-		if err == errNotSent {
+		resp, st, latency, err := c.send(actx, k, attempt)
+		if ns, ok := err.(*notSentError); ok {
 			endSpan(aspan)
 			c.closeUnsentBody()
-			return nil, c.notSentErr
+			return nil, ns.err
 		}
-		t.tel.attemptDone(actx, aspan, c.req, k, st, resp, err, c.latency)
-		t.record(c, k, st, c.latency, attempt, resp, errorType(st, err), trace.SpanContextFromContext(actx))
+		t.tel.attemptDone(actx, aspan, c.req, k, st, resp, err, latency)
+		t.record(c, k, st, latency, attempt, resp, errorType(st, err), trace.SpanContextFromContext(actx))
 
 		if !c.resend(k, st) {
 			if err != nil {
@@ -152,7 +157,7 @@ func (c *call) loop(ctx context.Context) (*http.Response, error) {
 			// attempt, but only when there is a key to send it with.
 			c.now = t.cfg.clock.Now()
 			if c.anyFree() {
-				d := min(t.cfg.backoff(t.cfg.backoffMin, t.cfg.backoffMax, c.failures-1, resp), t.cfg.backoffMax)
+				d := min(t.cfg.backoff(t.cfg.backoffMin, t.cfg.backoffMax, int(c.failures)-1, resp), t.cfg.backoffMax)
 				waitEvent(c.reqSpan, d, "backoff after "+st.String())
 				if err := c.sleep(ctx, d); err != nil {
 					c.closeUnsentBody()
@@ -166,22 +171,23 @@ func (c *call) loop(ctx context.Context) (*http.Response, error) {
 	}
 }
 
-// errNotSent is send's signal that the attempt never went out: its body
-// could not be replayed (c.notSentErr says why).
-var errNotSent = errors.New("apipool: attempt not sent")
+// notSentError is send's signal that the attempt never went out: its
+// body could not be replayed (err says why).
+type notSentError struct{ err error }
+
+func (e *notSentError) Error() string { return e.err.Error() }
 
 // send sends one attempt with key k: the request copy with the key applied,
 // the base's answer, its status, and what it means for the key (settle).
-func (c *call) send(ctx context.Context, k *keyState, attempt int) (*http.Response, status.Status, error) {
+func (c *call) send(ctx context.Context, k *keyState, attempt int) (*http.Response, status.Status, time.Duration, error) {
 	t := c.t
 	if t.cfg.attemptTimeout > 0 {
 		ctx, c.cancelAttempt = context.WithTimeout(ctx, t.cfg.attemptTimeout)
 	}
 	r, err := c.attemptRequest(ctx, k, attempt)
 	if err != nil {
-		c.notSentErr = err
 		c.abandon(k)
-		return nil, 0, errNotSent
+		return nil, 0, 0, &notSentError{err}
 	}
 	t.tel.inject(ctx, r)
 	start := c.now
@@ -190,7 +196,6 @@ func (c *call) send(ctx context.Context, k *keyState, attempt int) (*http.Respon
 		c.bodySent = true
 	}
 	end := t.after(start)
-	c.latency = end.Sub(start)
 	switch {
 	case err != nil && resp != nil:
 		resp.Body.Close() // a RoundTripper never returns both
@@ -213,7 +218,7 @@ func (c *call) send(ctx context.Context, k *keyState, attempt int) (*http.Respon
 	case status.ReachLimit:
 		c.limited++
 	}
-	return resp, st, err
+	return resp, st, end.Sub(start), err
 }
 
 // errNoAnswer stands for a base transport that returned neither a
@@ -230,11 +235,11 @@ func (c *call) resend(k *keyState, st status.Status) bool {
 	}
 	switch st {
 	case status.ReachLimit:
-		return c.limited < rateLimitAttempts(len(c.ks.keys))
+		return int(c.limited) < rateLimitAttempts(len(c.ks.keys))
 	case status.InvalidKey:
-		return c.rejected == k // the first rejection: the key, not the request, is at fault
+		return c.rejected != nil && c.rejected.k == k // the first rejection: the key, not the request, is at fault
 	case status.ServerError, status.NetworkError, status.Timeout:
-		return c.failures < t.cfg.maxAttempts && (t.cfg.retryNonIdem || idempotent(c.req))
+		return int(c.failures) < t.cfg.maxAttempts && (t.cfg.retryNonIdem || idempotent(c.req))
 	}
 	return false
 }

@@ -243,18 +243,17 @@ func (c *call) settle(k *keyState, st status.Status, resp *http.Response, end ti
 		}
 		if c.rejected == nil {
 			reason := "upstream answered " + strconv.Itoa(resp.StatusCode) + " " + http.StatusText(resp.StatusCode)
-			c.rejected = k
-			c.rejectedInfo = t.disable(k, reason, end, true, false)
+			c.rejected = &rejection{k: k, info: t.disable(k, reason, end, true, false)}
 			break
 		}
 		// A second key rejected the same request: the request is at
 		// fault, not the keys.
-		if c.rejectedInfo != nil && c.rejected.disabled.CompareAndSwap(c.rejectedInfo, c.rejectedInfo.prev) {
-			if c.rejectedInfo.prev == nil {
-				t.publish(StateChange{KeyID: c.rejected.key.ID, Kind: ChangeEnable, At: end})
+		if r := c.rejected; r.info != nil && r.k.disabled.CompareAndSwap(r.info, r.info.prev) {
+			if r.info.prev == nil {
+				t.publish(StateChange{KeyID: r.k.key.ID, Kind: ChangeEnable, At: end})
 			}
 			if t.cfg.logger != nil {
-				t.cfg.logger.Info("apipool: two keys rejected one request; the request is at fault, the key is back in use", "key", c.rejected.key.ID)
+				t.cfg.logger.Info("apipool: two keys rejected one request; the request is at fault, the key is back in use", "key", r.k.key.ID)
 			}
 			t.waiters.wakeHead()
 		}

@@ -244,7 +244,7 @@ func (c *call) refreshKeys() {
 // keyBits is a set of key indexes: 0..63 without allocating.
 type keyBits struct {
 	lo   uint64
-	more []uint64
+	more *[]uint64 // keys 64 and up, when the pool is that large
 }
 
 func (b *keyBits) set(i int) {
@@ -256,10 +256,13 @@ func (b *keyBits) set(i int) {
 		return
 	}
 	w := i/64 - 1
-	for len(b.more) <= w {
-		b.more = append(b.more, 0)
+	if b.more == nil {
+		b.more = new([]uint64)
 	}
-	b.more[w] |= 1 << uint(i%64)
+	for len(*b.more) <= w {
+		*b.more = append(*b.more, 0)
+	}
+	(*b.more)[w] |= 1 << uint(i%64)
 }
 
 func (b *keyBits) has(i int) bool {
@@ -267,16 +270,18 @@ func (b *keyBits) has(i int) bool {
 		return b.lo&(1<<uint(i)) != 0
 	}
 	w := i/64 - 1
-	return w < len(b.more) && b.more[w]&(1<<uint(i%64)) != 0
+	return b.more != nil && w < len(*b.more) && (*b.more)[w]&(1<<uint(i%64)) != 0
 }
 
 func (b *keyBits) empty() bool {
 	if b.lo != 0 {
 		return false
 	}
-	for _, w := range b.more {
-		if w != 0 {
-			return false
+	if b.more != nil {
+		for _, w := range *b.more {
+			if w != 0 {
+				return false
+			}
 		}
 	}
 	return true
@@ -284,7 +289,9 @@ func (b *keyBits) empty() bool {
 
 func (b *keyBits) clear() {
 	b.lo = 0
-	clear(b.more)
+	if b.more != nil {
+		clear(*b.more)
+	}
 }
 
 // waitQueue holds the requests waiting for a key, in arrival order. Only
