@@ -48,6 +48,7 @@ type keyState struct {
 	leaseDay   uint64
 	leased     int
 	leaseUntil time.Time
+	leasing    chan struct{}  // closed when the block being leased is in
 	limited    bool           // the key has a rate or daily limit
 	loc        *time.Location // where the quota day starts
 }
@@ -378,9 +379,28 @@ func (t *Transport) disable(k *keyState, reason string, now time.Time, publish, 
 		t.cfg.logger.Warn("apipool: key disabled", "key", k.key.ID, "reason", reason, "retry_at", info.retryAt)
 	}
 	if publish {
-		t.publish(StateChange{KeyID: k.key.ID, Kind: ChangeDisable, Reason: reason, At: now})
+		t.publish(StateChange{KeyID: k.key.ID, Kind: ChangeDisable, Reason: reason, At: now, Until: info.retryAt})
 	}
 	return info
+}
+
+// disableUntil applies a disable another replica made, with its retry
+// time (zero: for good), without publishing it again.
+func (t *Transport) disableUntil(k *keyState, reason string, at, retryAt time.Time) {
+	for {
+		old := k.disabled.Load()
+		if old != nil && (old.retryAt.IsZero() || !retryAt.IsZero() && !retryAt.After(old.retryAt)) {
+			return // already disabled as long or longer
+		}
+		info := &disableInfo{reason: reason, at: at, retryAt: retryAt, strikes: 1}
+		if old != nil {
+			info.strikes = old.strikes + 1
+		}
+		if k.disabled.CompareAndSwap(old, info) {
+			break
+		}
+	}
+	k.gate.CompareAndSwap(gateOpen, gateTrial)
 }
 
 // enable puts k back in use and ends its cooldown; publish tells the

@@ -72,9 +72,12 @@ func (k ChangeKind) String() string {
 
 // StateChange is one change of a key's shared state.
 type StateChange struct {
-	KeyID  string
-	Kind   ChangeKind
-	Until  time.Time // ChangeCooldown: when the cooldown ends
+	KeyID string
+	Kind  ChangeKind
+	// Until is, for ChangeCooldown, when the cooldown ends; for
+	// ChangeDisable, when a trial request may test the key again (zero:
+	// disabled for good, until enabled).
+	Until  time.Time
 	Reason string    // ChangeDisable: why (never a secret)
 	At     time.Time // when the change was made
 }
@@ -288,9 +291,10 @@ func (t *Transport) applyShared(c StateChange) {
 		if at.IsZero() {
 			at = t.cfg.clock.Now()
 		}
-		// The disable's retry follows this replica's WithDisabledRetry: the
-		// store does not say whether the other replica's was for good.
-		t.disable(k, reason, at, false, false)
+		// The disable keeps the other replica's retry time; zero means for
+		// good (pool.Disable, WithDisabledRetry(0, 0), or a store that
+		// does not say).
+		t.disableUntil(k, reason, at, c.Until)
 	case ChangeEnable:
 		t.enable(k, false)
 	}
@@ -324,10 +328,35 @@ func (t *Transport) takeShared(ctx context.Context, k *keyState, now time.Time) 
 	// still hold each replica to the key's own rate.
 	n, valid := leaseSize(l)
 	k.leaseMu.Lock()
-	if k.leased > 0 && k.leaseDay == l.Day && now.Before(k.leaseUntil) {
-		k.leased--
+	for {
+		if k.leased > 0 && k.leaseDay == l.Day && now.Before(k.leaseUntil) {
+			k.leased--
+			k.leaseMu.Unlock()
+			return true
+		}
+		if n == 1 || k.leasing == nil {
+			break
+		}
+		// Another request of this replica is leasing a block: wait for it
+		// rather than lease a second one that could go unused.
+		ch := k.leasing
 		k.leaseMu.Unlock()
-		return true
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return false
+		}
+		k.leaseMu.Lock()
+	}
+	if n > 1 {
+		ch := make(chan struct{})
+		k.leasing = ch
+		defer func() {
+			k.leaseMu.Lock()
+			k.leasing = nil
+			k.leaseMu.Unlock()
+			close(ch)
+		}()
 	}
 	k.leaseMu.Unlock()
 	// The store gets sharedTakeTimeout: a store that hangs is a failing

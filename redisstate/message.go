@@ -30,6 +30,9 @@ type message struct {
 type disabledEntry struct {
 	Reason string `json:"reason"`
 	At     int64  `json:"at"`
+	// Until is when a trial request may test the key again (ms), 0 when
+	// the key is disabled for good.
+	Until int64 `json:"until,omitempty"`
 }
 
 // maxMessage bounds the messages Watch decodes; longer ones are malformed.
@@ -75,6 +78,9 @@ func encodeChange(c apipool.StateChange, at int64) []byte {
 		m.Until = ceilMs(c.Until)
 	case apipool.ChangeDisable:
 		m.Reason = c.Reason
+		if !c.Until.IsZero() {
+			m.Until = max(ceilMs(c.Until), 0)
+		}
 	}
 	b, err := json.Marshal(m)
 	if err != nil { // cannot happen: strings and integers only
@@ -107,6 +113,9 @@ func decodeChange(payload string) (c apipool.StateChange, ok bool) {
 		c.Kind, c.Until = apipool.ChangeCooldown, time.UnixMilli(m.Until)
 	case "disable":
 		c.Kind, c.Reason = apipool.ChangeDisable, m.Reason
+		if m.Until > 0 && m.Until <= maxMs {
+			c.Until = time.UnixMilli(m.Until)
+		}
 	case "enable":
 		c.Kind = apipool.ChangeEnable
 	default:
@@ -127,7 +136,7 @@ func decodeDeadline(v string) (time.Time, bool) {
 // decodeDisabled decodes a value of the disabled hash.
 func decodeDisabled(v string) (disabledEntry, bool) {
 	var e disabledEntry
-	if len(v) > maxMessage || json.Unmarshal([]byte(v), &e) != nil || e.At < 0 || e.At > maxMs {
+	if len(v) > maxMessage || json.Unmarshal([]byte(v), &e) != nil || e.At < 0 || e.At > maxMs || e.Until < 0 || e.Until > maxMs {
 		return e, false
 	}
 	return e, true

@@ -87,7 +87,11 @@ func (s *Store) Publish(ctx context.Context, c apipool.StateChange) error {
 		err = cooldownScript.Run(cctx, s.c, []string{s.cooldownKey},
 			c.KeyID, strconv.FormatInt(ceilMs(c.Until), 10), s.channel, msg).Err()
 	case apipool.ChangeDisable:
-		entry, _ := json.Marshal(disabledEntry{Reason: c.Reason, At: atMs})
+		e := disabledEntry{Reason: c.Reason, At: atMs}
+		if !c.Until.IsZero() {
+			e.Until = max(ceilMs(c.Until), 0)
+		}
+		entry, _ := json.Marshal(e)
 		err = disableScript.Run(cctx, s.c, []string{s.disabledKey},
 			c.KeyID, entry, s.channel, msg).Err()
 	case apipool.ChangeEnable:

@@ -224,6 +224,9 @@ func (s *Store) readState(ctx context.Context) ([]apipool.StateChange, error) {
 			if k.disabled.At > 0 {
 				c.At = time.UnixMilli(k.disabled.At)
 			}
+			if k.disabled.Until > 0 {
+				c.Until = time.UnixMilli(k.disabled.Until)
+			}
 			out = append(out, c)
 			reported[id] = struct{}{}
 		}
