@@ -48,8 +48,10 @@ type Config struct {
 	// besides the batch being sent and the one built behind it. Default:
 	// 100,000, 1.3 seconds at 75,000 events/s (memory for the queue is
 	// taken as it fills, in blocks of 48 KiB, about 193 bytes per event,
-	// plus the bytes of strings the events alone refer to; all but eight
-	// blocks go back to the garbage collector as the queue drains).
+	// plus the bytes of strings the events alone refer to; as the queue
+	// drains, it keeps 20 MiB of emptied blocks and gives the others back
+	// to the garbage collector, and those it keeps beyond two batches'
+	// go back too once unused for 10 to 20 seconds).
 	QueueSize int
 	// OnFull says what Record does when the queue is full. Default: Drop.
 	OnFull FullPolicy

@@ -3,6 +3,7 @@ package clickhouse
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"github.com/apipool-ng/apipool/recorder"
@@ -48,6 +49,8 @@ type queue struct {
 	wake                 chan struct{}
 	batchMark, spillMark int
 	maxFree              int
+	floorFree            int // trim keeps this many free blocks
+	minFree              int // the fewest free blocks since the last trim
 
 	// dropped counts every event dropped, for any reason; drops counts
 	// them by reason. spillFull is set while the spill file refuses rows,
@@ -79,10 +82,18 @@ func (q *queue) drop(r dropReason, n uint64) {
 	q.dropped.Add(n)
 }
 
-// maxFreeBlocks bounds the free list: after an outage drains, the blocks
-// beyond it go back to the garbage collector, so a queue that held a
-// million events does not keep their 193 MB.
-const maxFreeBlocks = 8
+// The free list keeps emptied blocks up to maxFreeBytes (the whole
+// default queue), so that a queue that fills and drains in bursts
+// allocates nothing; beyond, emptied blocks go back to the garbage
+// collector as the queue drains, so that a queue that held a million
+// events during an outage does not keep their 193 MB. trim also gives
+// back the blocks that stayed unused through a whole trim interval, down
+// to two batches' worth plus extraFree.
+const (
+	maxFreeBytes = 20 << 20
+	extraFree    = 8
+	trimInterval = 10 * time.Second
+)
 
 func newQueue(max, batch int, block bool) *queue {
 	q := &queue{
@@ -91,7 +102,11 @@ func newQueue(max, batch int, block bool) *queue {
 		wake:      make(chan struct{}, 1),
 		batchMark: min(batch, max),
 		spillMark: max / 2,
-		maxFree:   min(maxFreeBlocks, (max+blockLen-1)/blockLen),
+		maxFree:   min((max+blockLen-1)/blockLen, maxFreeBytes/blockBytes),
+		floorFree: 2*((batch+blockLen-1)/blockLen) + extraFree,
+	}
+	if q.maxFree < q.floorFree {
+		q.maxFree = q.floorFree // at least two batches' blocks
 	}
 	q.notFull.L = &q.mu
 	return q
@@ -128,6 +143,7 @@ func (q *queue) put(e *recorder.Event) bool {
 		if k := len(q.free); k > 0 {
 			tail = q.free[k-1]
 			q.free = q.free[:k-1]
+			q.minFree = min(q.minFree, k-1)
 		} else {
 			tail = new(qblock)
 		}
@@ -194,6 +210,23 @@ func (q *queue) consumed(n, held int, emptied []*qblock) {
 		q.notFull.Broadcast()
 	}
 	q.mu.Unlock()
+}
+
+// trim drops the free blocks that no put took since the last trim, down
+// to floorFree. The writer calls it every trimInterval.
+func (q *queue) trim() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	k := len(q.free)
+	drop := min(q.minFree, k-q.floorFree)
+	if drop > 0 {
+		clear(q.free[k-drop:])
+		q.free = q.free[:k-drop]
+		if cap(q.free) > 2*len(q.free)+64 {
+			q.free = append([]*qblock(nil), q.free...)
+		}
+	}
+	q.minFree = len(q.free)
 }
 
 // unhold tells the queue that n events of batches are settled.

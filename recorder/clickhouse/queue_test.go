@@ -142,3 +142,32 @@ func TestBlockFitsItsPages(t *testing.T) {
 		t.Errorf("blockBytes %d is not whole pages", blockBytes)
 	}
 }
+
+// TestQueueTrimsFreeBlocks: blocks freed after a burst stay for the next
+// one, and those no put took through a whole trim interval go back to
+// the garbage collector, down to two batches' worth.
+func TestQueueTrimsFreeBlocks(t *testing.T) {
+	q := newQueue(100*blockLen, blockLen, false)
+	burst := func() {
+		e := recorder.Event{}
+		for range 100 * blockLen {
+			q.put(&e)
+		}
+		blocks, n := q.detach(nil, 0, 100*blockLen)
+		q.consumed(n, 0, blocks)
+	}
+	burst()
+	if len(q.free) != 100 {
+		t.Fatalf("%d free blocks after a burst, want 100", len(q.free))
+	}
+	q.trim() // the burst took from the free list: nothing unused
+	burst()
+	q.trim()
+	if len(q.free) != 100 {
+		t.Fatalf("%d free blocks after a burst and a trim, want 100", len(q.free))
+	}
+	q.trim() // a whole interval unused
+	if want := 2 + extraFree; len(q.free) != want {
+		t.Fatalf("%d free blocks after an idle interval, want %d", len(q.free), want)
+	}
+}

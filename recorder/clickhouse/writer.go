@@ -124,6 +124,7 @@ type writer struct {
 	soonT     *time.Timer
 
 	ticker *time.Ticker
+	trimT  *time.Ticker
 	retryT *time.Timer
 	probeT *time.Timer
 
@@ -169,6 +170,7 @@ func newWriter(s *Store, sp *spillFile) *writer {
 		resCh:   make(chan result, 2),
 		probeCh: make(chan error, 1),
 		ticker:  time.NewTicker(s.cfg.FlushInterval),
+		trimT:   time.NewTicker(trimInterval),
 		retryT:  stopped(),
 		probeT:  stopped(),
 		soonT:   stopped(),
@@ -178,6 +180,7 @@ func newWriter(s *Store, sp *spillFile) *writer {
 func (w *writer) run() {
 	defer close(w.done)
 	defer w.ticker.Stop()
+	defer w.trimT.Stop()
 	defer w.retryT.Stop()
 	defer w.probeT.Stop()
 	defer w.soonT.Stop()
@@ -224,6 +227,8 @@ func (w *writer) wait() {
 	case <-w.q.wake:
 	case <-w.ticker.C:
 		w.forceTo = w.q.enqueued()
+	case <-w.trimT.C:
+		w.q.trim()
 	case r := <-w.flushCh:
 		w.waiters = append(w.waiters, r)
 		w.forceTo = max(w.forceTo, r.target)
