@@ -509,3 +509,46 @@ func (h *hangingShared) Take(ctx context.Context, id string, l apipool.Limits, n
 	<-ctx.Done()
 	return 0, time.Time{}, ctx.Err()
 }
+
+// A disable made through the shared state keeps its retry time on the
+// other replicas: pool.Disable (for good) is never retried elsewhere, a
+// rejected key is retried when its first replica would.
+func TestSharedDisableKeepsItsRetry(t *testing.T) {
+	t.Parallel()
+	clk := newClock()
+	up := newUpstream(nil)
+	st := &echoShared{ch: make(chan apipool.StateChange, 16)}
+	p := mustNew(t, keys(3), apipool.WithBase(up), apipool.WithClock(clk), apipool.WithSharedState(st))
+	st.ch <- apipool.StateChange{KeyID: "k0", Kind: apipool.ChangeDisable, Reason: "by hand elsewhere", At: t0}
+	st.ch <- apipool.StateChange{KeyID: "k1", Kind: apipool.ChangeDisable, Reason: "401 elsewhere", At: t0, Until: t0.Add(time.Minute)}
+	eventually(t, "both disables applied", func() bool { m := snapshotByID(p); return m["k0"].Disabled && m["k1"].Disabled })
+	clk.Advance(2 * time.Hour)
+	for i := 0; i < 6; i++ {
+		mustDo(t, p)
+	}
+	if up.Count("s0") != 0 {
+		t.Fatalf("a key disabled for good on another replica was used %d times", up.Count("s0"))
+	}
+	if up.Count("s1") == 0 || snapshotByID(p)["k1"].Disabled {
+		t.Fatalf("the key with a retry time was not tried again and put back: %+v", snapshotByID(p)["k1"])
+	}
+}
+
+// echoShared delivers the changes sent on ch to Watch.
+type echoShared struct{ ch chan apipool.StateChange }
+
+func (e *echoShared) Publish(ctx context.Context, c apipool.StateChange) error { return nil }
+func (e *echoShared) Watch(ctx context.Context, apply func(apipool.StateChange)) error {
+	apply(apipool.StateChange{Kind: apipool.ChangeSynced})
+	for {
+		select {
+		case c := <-e.ch:
+			apply(c)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+func (e *echoShared) Take(ctx context.Context, id string, l apipool.Limits, now time.Time, n int) (int, time.Time, error) {
+	return n, time.Time{}, nil
+}

@@ -12,6 +12,8 @@ func TestMessageRoundTrip(t *testing.T) {
 	for _, c := range []apipool.StateChange{
 		{KeyID: "k1", Kind: apipool.ChangeCooldown, Until: at.Add(30 * time.Second), At: at},
 		{KeyID: "ключ \"1\"", Kind: apipool.ChangeDisable, Reason: "401: <bad key> & more", At: at},
+		// A disable with the time of its next trial; without one it is for good.
+		{KeyID: "k2", Kind: apipool.ChangeDisable, Reason: "401", At: at, Until: at.Add(time.Minute)},
 		{KeyID: "k1", Kind: apipool.ChangeEnable, At: at},
 	} {
 		m := encodeChange(c, c.At.UnixMilli())
