@@ -35,7 +35,11 @@ type keyState struct {
 	// gate admits one trial request after a cooldown or to a disabled
 	// key whose retry time came, before any other (gateTrial, then
 	// gateTrialOut while it is in flight).
-	gate     atomic.Int32
+	gate atomic.Int32
+	// ramp, when not -1, caps the key's requests in flight after a trial
+	// ended its cooldown (when the provider's headers tell nothing of its
+	// budget): it doubles with each success, and is lifted at rampLift.
+	ramp     atomic.Int64
 	disabled atomic.Pointer[disableInfo]
 	removed  atomic.Bool
 	inFlight atomic.Int64
@@ -113,7 +117,7 @@ func (t *Transport) availability(k *keyState, now time.Time) (hold, time.Time) {
 			return holdBreaker, now.Add(time.Duration(left))
 		}
 	}
-	if m := k.key.MaxInFlight; m > 0 && k.inFlight.Load() >= int64(m) {
+	if m := k.inFlightCap(); m > 0 && k.inFlight.Load() >= m {
 		return holdInFlight, time.Time{}
 	}
 	if at, ok := k.budget.heldUntil(now); ok {
@@ -135,7 +139,7 @@ func (t *Transport) availability(k *keyState, now time.Time) (hold, time.Time) {
 // limits, the breaker's permission and the shared limits. It takes all of
 // them or, when one refuses, gives back what it took and reports false.
 func (t *Transport) reserve(ctx context.Context, c *call, k *keyState, now time.Time) bool {
-	if m := int64(k.key.MaxInFlight); m > 0 {
+	if m := k.inFlightCap(); m > 0 {
 		for {
 			n := k.inFlight.Load()
 			if n >= m {
@@ -192,6 +196,37 @@ func (t *Transport) reserve(ctx context.Context, c *call, k *keyState, now time.
 		return undo(4)
 	}
 	return true
+}
+
+// rampLift is the in-flight cap at which a key's ramp after a cooldown
+// ends.
+const rampLift = 64
+
+// inFlightCap returns the key's cap on requests in flight now: the lower
+// of MaxInFlight and its ramp; 0 for none.
+func (k *keyState) inFlightCap() int64 {
+	m := int64(k.key.MaxInFlight)
+	if r := k.ramp.Load(); r > 0 && (m == 0 || r < m) {
+		m = r
+	}
+	return m
+}
+
+// grow doubles k's ramp after a success, and lifts it at rampLift.
+func (k *keyState) grow() {
+	for {
+		r := k.ramp.Load()
+		if r < 0 {
+			return
+		}
+		next := 2 * r
+		if next >= rampLift {
+			next = -1
+		}
+		if k.ramp.CompareAndSwap(r, next) {
+			return
+		}
+	}
 }
 
 // abandon gives back a key reserved for an attempt that was never sent.
@@ -265,6 +300,9 @@ func (c *call) settle(k *keyState, st status.Status, resp *http.Response, end ti
 	if c.trial {
 		c.trial = false
 		t.endTrial(k, st)
+	} else if st == status.Success && k.ramp.Load() > 0 {
+		k.grow()
+		t.waiters.wakeHead()
 	}
 	return st
 }
@@ -284,6 +322,13 @@ func (t *Transport) endTrial(k *keyState, st status.Status) {
 		}
 		if _, held := k.budget.heldUntil(t.cfg.clock.Now()); held {
 			next = gateTrial
+		}
+		if left, _, _ := k.budget.view(t.cfg.clock.Now()); left < 0 && st == status.Success && k.ramp.Load() == 0 {
+			// Out of a cooldown with no budget known: let requests in a
+			// few more at a time, doubling with each success.
+			k.ramp.Store(2)
+		} else {
+			k.ramp.Store(-1)
 		}
 	}
 	k.gate.CompareAndSwap(gateTrialOut, next)
@@ -334,6 +379,7 @@ func ptr(s string) *string { return &s }
 func (k *keyState) cool(until time.Time, why *string) bool {
 	u := until.UnixNano()
 	k.gate.CompareAndSwap(gateOpen, gateTrial)
+	k.ramp.Store(0) // ramp up again after the trial
 	for {
 		old := k.cooldownUntil.Load()
 		if old >= u {
@@ -512,6 +558,7 @@ func (t *Transport) newKeyState(k Key) *keyState {
 	ks.headerValue = ks.headerValue[:len(ks.headerValue):len(ks.headerValue)]
 	ks.limits = newLocalLimits(k, t.cfg.quotaLoc)
 	ks.budget.init()
+	ks.ramp.Store(-1)
 	ks.breaker = newKeyBreaker(t.cfg.breaker, ks)
 	ks.limited = k.PerSecond > 0 || k.PerMinute > 0 || k.PerDay > 0
 	return ks
