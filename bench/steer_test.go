@@ -53,7 +53,9 @@ func (a *windowedAPI) RoundTrip(r *http.Request) (*http.Response, error) {
 		h.Set("Anthropic-Ratelimit-Requests-Reset", time.Now().Add(left).UTC().Format(time.RFC3339Nano))
 	case "ietf":
 		h.Set("Ratelimit-Policy", `"default";q=`+strconv.FormatInt(a.quota, 10)+`;w=1`)
-		h.Set("Ratelimit", `"default";r=`+rem+`;t=`+strconv.FormatFloat(left.Seconds(), 'f', 3, 64))
+		// The t parameter is whole seconds: the window must be a second or
+		// more for these headers to steer (see runSteering).
+		h.Set("Ratelimit", `"default";r=`+rem+`;t=`+strconv.FormatInt(int64((left+time.Second-1)/time.Second), 10))
 	}
 	code := http.StatusOK
 	if n > a.quota {
@@ -70,7 +72,8 @@ func (a *windowedAPI) RoundTrip(r *http.Request) (*http.Response, error) {
 // BenchmarkSteering measures how many 429s the upstream answers per 1,000
 // successes, with the pool reading the providers' rate-limit headers
 // (steer=on) and without (steer=off), for 10 keys with a quota of 10
-// requests per 50 ms window each (2,000 requests/s in all), under demand
+// requests per 50 ms window each (2,000 requests/s in all; for the IETF
+// fields, whose resets are whole seconds, 100 per second), under demand
 // at 70% and 150% of that, paced on the wall clock. Each op is one request;
 // upstream-429/1k-success is the figure the steering issue targets (below
 // 5 with it on), failed/op the share of requests that did not succeed.
@@ -87,8 +90,12 @@ func BenchmarkSteering(b *testing.B) {
 }
 
 func runSteering(b *testing.B, family string, demand float64, steer bool) {
-	const keys, quota = 10, 10
-	window := 50 * time.Millisecond
+	const keys = 10
+	quota, window := int64(10), 50*time.Millisecond
+	if family == "ietf" {
+		// The IETF fields give resets in whole seconds.
+		quota, window = 100, time.Second
+	}
 	api := &windowedAPI{window: window, quota: quota, family: family, start: time.Now(), used: map[string]map[int64]int64{}}
 	p := newPool(b, testKeys(keys), api, apipool.WithMaxWait(time.Minute), apipool.WithRateLimitSteering(steer, nil))
 	capacity := float64(keys*quota) / window.Seconds()
