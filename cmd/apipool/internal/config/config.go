@@ -133,6 +133,8 @@ type ClickHouse struct {
 	SpillDir           string
 	BatchSize          int
 	TTL                time.Duration
+	Cluster            string // a cluster of the servers' remote_servers, or ""
+	InsertDistributed  bool   // insert through the Distributed table
 }
 
 // SQL is the SQL store's settings.
@@ -634,6 +636,7 @@ func (v *validator) recorder(r *recorderT) Recorder {
 		out.ClickHouse.Password = v.secret(ch.Password, "recorder.clickhouse.password")
 		out.ClickHouse.SpillDir, out.ClickHouse.BatchSize = ch.SpillDir.V, ch.BatchSize.V
 		out.ClickHouse.TTL = time.Duration(ch.TTL.V)
+		out.ClickHouse.Cluster, out.ClickHouse.InsertDistributed = ch.Cluster.V, ch.InsertDistributed.V
 		v.nonNeg(ch.BatchSize, "recorder.clickhouse.batch_size")
 	case "sql":
 		s := r.SQL

@@ -249,3 +249,17 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// The ClickHouse recorder's cluster settings reach the store's config.
+func TestClickHouseCluster(t *testing.T) {
+	kf := writeKeys(t, "sk-one-AAAA\n", 0o600)
+	src := minimal(kf) + "recorder: {type: clickhouse, clickhouse: {addrs: [\"127.0.0.1:9000\", \"127.0.0.1:9001\"], cluster: usage, insert_distributed: true}}\n"
+	c, err := Parse("apipool.yaml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := c.Recorder.ClickHouse
+	if ch.Cluster != "usage" || !ch.InsertDistributed || len(ch.Addrs) != 2 {
+		t.Fatalf("clickhouse settings %+v", ch)
+	}
+}

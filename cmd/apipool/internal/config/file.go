@@ -117,6 +117,10 @@ type clickhouseT struct {
 	SpillDir  Value[string]   `yaml:"spill_dir"`
 	BatchSize Value[int]      `yaml:"batch_size"`
 	TTL       Value[Duration] `yaml:"ttl"`
+	// Cluster names the server's remote_servers cluster: replicated
+	// tables behind a Distributed table (see recorder/clickhouse).
+	Cluster           Value[string] `yaml:"cluster"`
+	InsertDistributed Value[bool]   `yaml:"insert_distributed"`
 }
 
 type sqlT struct {

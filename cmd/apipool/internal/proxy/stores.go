@@ -35,6 +35,7 @@ func openRecorder(ctx context.Context, c config.Recorder, log *slog.Logger, forS
 			Addrs: ch.Addrs, Database: ch.Database, Table: ch.Table,
 			Username: ch.Username, Password: ch.Password,
 			SpillDir: ch.SpillDir, BatchSize: ch.BatchSize, TTL: ch.TTL,
+			Cluster: ch.Cluster, InsertDistributed: ch.InsertDistributed,
 			AllowUnavailable: forServe,
 			Logger:           log,
 		}
