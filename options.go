@@ -370,8 +370,11 @@ func WithMaxAttempts(n int) Option {
 }
 
 // WithMaxWait bounds how long a request waits for a key to free up when
-// none is eligible (default 5s). The request's context deadline bounds it
-// too. 0 means never wait: fail at once with a *NoKeyError.
+// none is eligible (default 5s), counting every wait of the request (and
+// its backoffs after server errors), not the time its attempts take. The
+// request's context deadline bounds it too. A request waits only when a
+// key will free up within what is left. 0 means never wait: fail at once
+// with a *NoKeyError.
 func WithMaxWait(d time.Duration) Option {
 	return optionFunc(func(c *config) error {
 		if d < 0 {
