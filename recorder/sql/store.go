@@ -27,7 +27,7 @@ import (
 // Record copies the event into a bounded in-memory queue and returns; a
 // background goroutine, the store's one writer, writes the queue in
 // batches, each in one transaction that inserts the events, adds them to
-// the per-minute rollup and notes the batch's id. A batch that fails is
+// the per-minute rollups and notes the batch's id. A batch that fails is
 // written again, the same events, after a jittered backoff, until it
 // succeeds or the store closes; before writing it again the writer checks
 // whether the failed attempt was in fact committed (its answer lost), so
@@ -337,7 +337,7 @@ const rollupChunk = 200
 const batchKeep = time.Hour
 
 // writeBatch writes one batch in one transaction: its events, their
-// counts in the rollup, and its id. On a retry it first checks whether the
+// counts in the rollups, and its id. On a retry it first checks whether the
 // batch's id is already there, from an attempt whose commit went through
 // but whose answer was lost.
 func (s *Store) writeBatch(ctx context.Context, evs []recorder.Event, attempt int) error {
@@ -531,7 +531,7 @@ func (s *Store) deleteChunk(ctx context.Context, before time.Time, n int) (int64
 
 // DeleteOlderThan deletes the raw events older than before, a few
 // thousand rows per statement so that the database is never locked for
-// long, and returns how many it deleted. The per-minute rollup is kept:
+// long, and returns how many it deleted. The per-minute rollups are kept:
 // UsageByKey, UsageCount, LatencyByKey and Series still answer for the
 // whole minutes of a window, but no longer count the deleted events that
 // lie in a window's partial minutes at its ends. It stops at ctx's end.
