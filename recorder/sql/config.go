@@ -28,7 +28,8 @@ type Config struct {
 	//   - mysql: "user:pass@tcp(host:3306)/db" (see go-sql-driver/mysql).
 	DSN string
 	// TablePrefix starts the store's table names: TablePrefix+"events",
-	// +"events_1m" (the per-minute rollup), +"batches" and +"schema".
+	// +"events_1m" (the per-minute rollup), +"counts_1m" (the per-minute
+	// counts), +"batches" and +"schema".
 	// Default: "apipool_". It must be a plain identifier prefix
 	// ([A-Za-z_][A-Za-z0-9_]*, at most 40 bytes).
 	TablePrefix string
@@ -51,7 +52,7 @@ type Config struct {
 
 	// Retention, when positive, makes the writer delete raw events older
 	// than Retention (by their time, against the clock), a few thousand
-	// rows at a time after a batch is written. The per-minute rollup is
+	// rows at a time after a batch is written. The per-minute rollups are
 	// kept, so counts and latencies of whole minutes stay answerable; see
 	// Store.DeleteOlderThan.
 	Retention time.Duration

@@ -80,6 +80,9 @@ var eventColumns = []string{
 // rollupColumns are the rollup's columns.
 var rollupColumns = []string{"minute_ms", "key_id", "status_id", "latency_bin", "events", "latency_us_sum"}
 
+// countsColumns are the bin-free counts rollup's columns.
+var countsColumns = []string{"minute_ms", "key_id", "status_id", "events"}
+
 // values appends r's values to args, in the order of eventColumns.
 func (r *row) values(args []any) []any {
 	return append(args, r.ms, r.id, r.keyID, r.keyFP, r.statusID, r.status, r.http,
@@ -110,9 +113,20 @@ func (d *dialect) upsertRollupSQL(t tables, n int) string {
 	return d.rebind(q)
 }
 
+// upsertCountsSQL adds n rows of counts to the bin-free counts rollup.
+func (d *dialect) upsertCountsSQL(t tables, n int) string {
+	q := "INSERT INTO " + t.counts + " (" + strings.Join(countsColumns, ", ") + ") VALUES " + placeholders(n, len(countsColumns))
+	if d == mysqlDialect {
+		q += " ON DUPLICATE KEY UPDATE events = events + VALUES(events)"
+	} else {
+		q += " ON CONFLICT (minute_ms, key_id, status_id) DO UPDATE SET events = " + t.counts + ".events + excluded.events"
+	}
+	return d.rebind(q)
+}
+
 // tables are the store's table names.
 type tables struct {
-	prefix, events, rollup, batches, schema string
+	prefix, events, rollup, counts, batches, schema string
 }
 
 func newTables(prefix string) tables {
@@ -120,6 +134,7 @@ func newTables(prefix string) tables {
 		prefix:  prefix,
 		events:  prefix + "events",
 		rollup:  prefix + "events_1m",
+		counts:  prefix + "counts_1m",
 		batches: prefix + "batches",
 		schema:  prefix + "schema",
 	}

@@ -33,14 +33,29 @@ func CreateAtVersion(ctx context.Context, cfg Config, v int, evs []recorder.Even
 	for len(evs) > 0 {
 		k := min(len(evs), 100)
 		var args []any
+		rows := make([]row, 0, k)
 		for i := range evs[:k] {
 			r := sanitize(&evs[i], s.ids.next())
+			rows = append(rows, r)
 			args = r.values(args)
 		}
 		if _, err := db.ExecContext(ctx, d.insertEventsSQL(s.t, k), args...); err != nil {
 			return err
 		}
 		evs = evs[k:]
+		// From version 2 on, the writer keeps the rollups.
+		exec := func(q string, args ...any) error { _, err := db.ExecContext(ctx, q, args...); return err }
+		agg := aggregate(rows, nil)
+		if v >= 2 {
+			if err := upsertChunks(s, agg, func(n int) string { return d.upsertRollupSQL(s.t, n) }, exec); err != nil {
+				return err
+			}
+		}
+		if v >= 3 {
+			if err := upsertChunks(s, countsOf(agg, nil), func(n int) string { return d.upsertCountsSQL(s.t, n) }, exec); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }

@@ -47,16 +47,19 @@ func recordSome(s *sqlrec.Store, next *int, n int) {
 // exactly once, or counted as dropped.
 func checkOnce(t *testing.T, s *sqlrec.Store, db *dbsql.DB, n int) {
 	t.Helper()
-	var rows, distinct, rolled int64
+	var rows, distinct, rolled, counted int64
 	if err := db.QueryRow("SELECT COUNT(*), COUNT(DISTINCT event_id) FROM apipool_events").Scan(&rows, &distinct); err != nil {
 		t.Fatal(err)
 	}
 	if err := db.QueryRow("SELECT SUM(events) FROM apipool_events_1m").Scan(&rolled); err != nil {
 		t.Fatal(err)
 	}
+	if err := db.QueryRow("SELECT SUM(events) FROM apipool_counts_1m").Scan(&counted); err != nil {
+		t.Fatal(err)
+	}
 	dropped := int64(s.Dropped())
-	if rows != distinct || rows+dropped != int64(n) || rolled != rows {
-		t.Errorf("%d events recorded: %d rows, %d distinct, %d in the rollup, %d dropped", n, rows, distinct, rolled, dropped)
+	if rows != distinct || rows+dropped != int64(n) || rolled != rows || counted != rows {
+		t.Errorf("%d events recorded: %d rows, %d distinct, %d in the rollup, %d in the counts rollup, %d dropped", n, rows, distinct, rolled, counted, dropped)
 	}
 	got, err := s.UsageCount(context.Background(), recorder.Query{})
 	if err != nil || got != rows {
@@ -72,7 +75,13 @@ func testRestart(t *testing.T, driver string, srv server, dsn string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.Close(ctx)
+	defer func() {
+		// Bounded, so that a server that did not come back fails the
+		// test instead of hanging it.
+		cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		s.Close(cctx)
+	}()
 	db := s.DB()
 	n := 0
 	recordSome(s, &n, 3000)

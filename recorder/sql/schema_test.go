@@ -30,29 +30,42 @@ func rawDB(t *testing.T, driver, dsn string) *dbsql.DB {
 
 // TestUpgradeFromVersion1: a database of schema version 1 (the event
 // table alone) holding the suite's events is upgraded on open: the
-// rollup is filled from the events, and every answer counts them.
-func TestUpgradeFromVersion1(t *testing.T) {
+// rollups are filled from the events, and every answer counts them.
+func TestUpgradeFromVersion1(t *testing.T) { testUpgrade(t, 1) }
+
+// TestUpgradeFromVersion2: a database of schema version 2 (events and the
+// per-minute rollup with latency bins) is upgraded on open: the counts
+// rollup is filled from the per-minute rollup, and every answer counts
+// the events.
+func TestUpgradeFromVersion2(t *testing.T) { testUpgrade(t, 2) }
+
+func testUpgrade(t *testing.T, from int) {
 	for _, driver := range drivers {
 		t.Run(driver, func(t *testing.T) {
 			ctx := context.Background()
 			dsn := dsnFor(t, driver)
 			cfg := sqlrec.Config{Driver: driver, DSN: dsn}
 			base := recordertest.Base
-			if err := sqlrec.CreateAtVersion(ctx, cfg, 1, recordertest.Events(base)); err != nil {
+			if err := sqlrec.CreateAtVersion(ctx, cfg, from, recordertest.Events(base)); err != nil {
 				t.Fatal(err)
 			}
 			db := rawDB(t, driver, dsn)
 			var v int
-			if err := db.QueryRow("SELECT version FROM apipool_schema").Scan(&v); err != nil || v != 1 {
-				t.Fatalf("version before = %d, %v; want 1", v, err)
+			if err := db.QueryRow("SELECT version FROM apipool_schema").Scan(&v); err != nil || v != from {
+				t.Fatalf("version before = %d, %v; want %d", v, err, from)
 			}
 			s := open(t, driver, cfg)
 			if err := db.QueryRow("SELECT version FROM apipool_schema").Scan(&v); err != nil || v != sqlrec.SchemaVersion {
 				t.Fatalf("version after = %d, %v; want %d", v, err, sqlrec.SchemaVersion)
 			}
-			var rolled int64
-			if err := db.QueryRow("SELECT SUM(events) FROM apipool_events_1m").Scan(&rolled); err != nil || rolled != 585 {
-				t.Errorf("the rollup holds %d events, %v; want all 585", rolled, err)
+			for _, table := range []string{"apipool_events_1m", "apipool_counts_1m"} {
+				var rolled int64
+				if err := db.QueryRow("SELECT SUM(events) FROM " + table).Scan(&rolled); err != nil || rolled != 585 {
+					t.Errorf("%s holds %d events, %v; want all 585", table, rolled, err)
+				}
+			}
+			if lat, err := s.LatencyByKey(ctx, recorder.Query{Since: base, Until: base.Add(4 * time.Hour)}); err != nil || lat["alpha"].Count != 340 {
+				t.Errorf("LatencyByKey[alpha] = %+v, %v; want a count of 340", lat["alpha"], err)
 			}
 			// Whole hours read the rollup alone.
 			got, err := s.UsageByKey(ctx, recorder.Query{Since: base, Until: base.Add(4 * time.Hour)})
@@ -130,7 +143,8 @@ func TestIncompatibleTable(t *testing.T) {
 func TestSchemaSQL(t *testing.T) {
 	for _, driver := range drivers {
 		stmts, err := sqlrec.SchemaSQL(driver, "")
-		if err != nil || len(stmts) < 3 || !strings.Contains(strings.Join(stmts, "\n"), "CREATE TABLE IF NOT EXISTS apipool_events_1m") {
+		if err != nil || len(stmts) < 3 || !strings.Contains(strings.Join(stmts, "\n"), "CREATE TABLE IF NOT EXISTS apipool_events_1m") ||
+			!strings.Contains(strings.Join(stmts, "\n"), "CREATE TABLE IF NOT EXISTS apipool_counts_1m") {
 			t.Errorf("SchemaSQL(%s) = %d statements, %v", driver, len(stmts), err)
 		}
 	}

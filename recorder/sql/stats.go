@@ -15,7 +15,9 @@ import (
 // still queued are not counted until written (see Flush). A window's whole
 // minutes are read from the per-minute rollup, its partial minutes at the
 // ends from the event table, so long windows cost about as much as short
-// ones. Latency quantiles are computed from the latency bins (see
+// ones: UsageByKey, UsageCount and Series read the counts rollup (per
+// minute, key and status), LatencyByKey the per-minute rollup, which also
+// has the latency bins. Latency quantiles are computed from the latency bins (see
 // SchemaVersion and the package documentation): within 6.25% of the exact
 // nearest-rank quantile.
 
@@ -94,9 +96,10 @@ func statusFilter(f status.Status) (string, error) {
 }
 
 // selectParts builds a UNION ALL of one SELECT per part, each selecting
-// cols (from the event table) or rcols (from the rollup), with the query's
-// filters, grouped by group; and the arguments.
-func (s *Store) selectParts(q recorder.Query, ps []part, cols, rcols, group string) (string, []any, error) {
+// cols (from the event table) or rcols (from rollup, the per-minute
+// rollup or the counts rollup), with the query's filters, grouped by
+// group; and the arguments.
+func (s *Store) selectParts(q recorder.Query, ps []part, rollup, cols, rcols, group string) (string, []any, error) {
 	sf, err := statusFilter(q.Status)
 	if err != nil {
 		return "", nil, err
@@ -111,7 +114,7 @@ func (s *Store) selectParts(q recorder.Query, ps []part, cols, rcols, group stri
 		b.WriteString("SELECT ")
 		if p.rollup {
 			tcol = "minute_ms"
-			b.WriteString(rcols + " FROM " + s.t.rollup)
+			b.WriteString(rcols + " FROM " + rollup)
 		} else {
 			b.WriteString(cols + " FROM " + s.t.events)
 		}
@@ -181,7 +184,7 @@ func (s *Store) UsageByKey(ctx context.Context, q recorder.Query) (map[string]in
 		_, err := statusFilter(q.Status)
 		return out, err
 	}
-	inner, args, err := s.selectParts(q, ps, "key_id, COUNT(*) AS n", "key_id, SUM(events) AS n", "key_id")
+	inner, args, err := s.selectParts(q, ps, s.t.counts, "key_id, COUNT(*) AS n", "key_id, SUM(events) AS n", "key_id")
 	if err != nil {
 		return nil, err
 	}
@@ -214,7 +217,7 @@ func (s *Store) UsageCount(ctx context.Context, q recorder.Query) (int64, error)
 		_, err := statusFilter(q.Status)
 		return 0, err
 	}
-	inner, args, err := s.selectParts(q, ps, "COUNT(*) AS n", "SUM(events) AS n", "")
+	inner, args, err := s.selectParts(q, ps, s.t.counts, "COUNT(*) AS n", "SUM(events) AS n", "")
 	if err != nil {
 		return 0, err
 	}
@@ -237,7 +240,7 @@ func (s *Store) LatencyByKey(ctx context.Context, q recorder.Query) (map[string]
 		_, err := statusFilter(q.Status)
 		return out, err
 	}
-	inner, args, err := s.selectParts(q, ps, "key_id, latency_bin, COUNT(*) AS n", "key_id, latency_bin, SUM(events) AS n", "key_id, latency_bin")
+	inner, args, err := s.selectParts(q, ps, s.t.rollup, "key_id, latency_bin, COUNT(*) AS n", "key_id, latency_bin, SUM(events) AS n", "key_id, latency_bin")
 	if err != nil {
 		return nil, err
 	}
@@ -306,7 +309,7 @@ func (s *Store) Series(ctx context.Context, q recorder.Query, step time.Duration
 		return out, nil
 	}
 	sm := strconv.FormatInt(stepMS, 10)
-	inner, args, err := s.selectParts(q, ps,
+	inner, args, err := s.selectParts(q, ps, s.t.counts,
 		"key_id, event_time_ms "+s.d.div+" "+sm+" AS b, COUNT(*) AS n",
 		"key_id, minute_ms "+s.d.div+" "+sm+" AS b, SUM(events) AS n",
 		"key_id, b")

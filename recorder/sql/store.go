@@ -27,7 +27,7 @@ import (
 // Record copies the event into a bounded in-memory queue and returns; a
 // background goroutine, the store's one writer, writes the queue in
 // batches, each in one transaction that inserts the events, adds them to
-// the per-minute rollup and notes the batch's id. A batch that fails is
+// the per-minute rollups and notes the batch's id. A batch that fails is
 // written again, the same events, after a jittered backoff, until it
 // succeeds or the store closes; before writing it again the writer checks
 // whether the failed attempt was in fact committed (its answer lost), so
@@ -48,6 +48,7 @@ type Store struct {
 	rows      []row
 	args      []any
 	agg       []rollupRow
+	counts    []countRow
 	batchID   string
 	written   uint64
 	lastPrune time.Time
@@ -282,6 +283,52 @@ func aggregate(rows []row, dst []rollupRow) []rollupRow {
 	return dst
 }
 
+// countRow is one row of the counts rollup.
+type countRow struct {
+	minute   int64
+	keyID    string
+	statusID int16
+	events   int64
+}
+
+func (c countRow) values(args []any) []any {
+	return append(args, c.minute, c.keyID, c.statusID, c.events)
+}
+
+// countsOf sums the rollup's rows, sorted by its primary key, over their
+// latency bins: the counts rollup's rows, sorted by its primary key.
+func countsOf(agg []rollupRow, dst []countRow) []countRow {
+	dst = dst[:0]
+	for _, a := range agg {
+		if n := len(dst); n > 0 && dst[n-1].minute == a.minute && dst[n-1].keyID == a.keyID && dst[n-1].statusID == a.statusID {
+			dst[n-1].events += a.events
+			continue
+		}
+		dst = append(dst, countRow{minute: a.minute, keyID: a.keyID, statusID: a.statusID, events: a.events})
+	}
+	return dst
+}
+
+// upsertChunks runs the upserts of rows, rollupChunk rows at a time, with
+// exec; sql makes the statement for n rows.
+func upsertChunks[T interface{ values([]any) []any }](s *Store, rows []T, sql func(n int) string, exec func(q string, args ...any) error) error {
+	for len(rows) > 0 {
+		k := min(rollupChunk, len(rows))
+		args := s.args[:0]
+		for _, r := range rows[:k] {
+			args = r.values(args)
+		}
+		s.args = args
+		err := exec(sql(k), args...)
+		clear(args)
+		if err != nil {
+			return err
+		}
+		rows = rows[k:]
+	}
+	return nil
+}
+
 // rollupChunk is the number of rollup rows per upsert.
 const rollupChunk = 200
 
@@ -290,7 +337,7 @@ const rollupChunk = 200
 const batchKeep = time.Hour
 
 // writeBatch writes one batch in one transaction: its events, their
-// counts in the rollup, and its id. On a retry it first checks whether the
+// counts in the rollups, and its id. On a retry it first checks whether the
 // batch's id is already there, from an attempt whose commit went through
 // but whose answer was lost.
 func (s *Store) writeBatch(ctx context.Context, evs []recorder.Event, attempt int) error {
@@ -301,6 +348,7 @@ func (s *Store) writeBatch(ctx context.Context, evs []recorder.Event, attempt in
 			s.rows = append(s.rows, sanitize(&evs[i], s.ids.next()))
 		}
 		s.agg = aggregate(s.rows, s.agg)
+		s.counts = countsOf(s.agg, s.counts)
 	}
 	var err error
 	if s.d == postgresDialect {
@@ -358,19 +406,12 @@ func (s *Store) writeTx(ctx context.Context, attempt int) (err error) {
 		}
 		rows = rows[k:]
 	}
-	for agg := s.agg; len(agg) > 0; {
-		k := min(rollupChunk, len(agg))
-		args := s.args[:0]
-		for _, a := range agg[:k] {
-			args = a.values(args)
-		}
-		s.args = args
-		_, err = tx.ExecContext(ctx, s.d.upsertRollupSQL(s.t, k), args...)
-		clear(args)
-		if err != nil {
-			return fmt.Errorf("updating the rollup: %w", err)
-		}
-		agg = agg[k:]
+	exec := func(q string, args ...any) error { _, err := tx.ExecContext(ctx, q, args...); return err }
+	if err = upsertChunks(s, s.agg, func(n int) string { return s.d.upsertRollupSQL(s.t, n) }, exec); err != nil {
+		return fmt.Errorf("updating the rollup: %w", err)
+	}
+	if err = upsertChunks(s, s.counts, func(n int) string { return s.d.upsertCountsSQL(s.t, n) }, exec); err != nil {
+		return fmt.Errorf("updating the counts rollup: %w", err)
 	}
 	if _, err = tx.ExecContext(ctx, s.d.rebind("INSERT INTO "+s.t.batches+" (batch_id, written_ms, events) VALUES (?, ?, ?)"),
 		s.batchID, time.Now().UnixMilli(), len(s.rows)); err != nil {
@@ -425,19 +466,12 @@ func (s *Store) writePostgres(ctx context.Context, attempt int) error {
 		if err != nil {
 			return fmt.Errorf("copying events: %w", err)
 		}
-		for agg := s.agg; len(agg) > 0; {
-			k := min(rollupChunk, len(agg))
-			args := s.args[:0]
-			for _, a := range agg[:k] {
-				args = a.values(args)
-			}
-			s.args = args
-			_, err = tx.Exec(ctx, s.d.upsertRollupSQL(s.t, k), args...)
-			clear(args)
-			if err != nil {
-				return fmt.Errorf("updating the rollup: %w", err)
-			}
-			agg = agg[k:]
+		exec := func(q string, args ...any) error { _, err := tx.Exec(ctx, q, args...); return err }
+		if err := upsertChunks(s, s.agg, func(n int) string { return s.d.upsertRollupSQL(s.t, n) }, exec); err != nil {
+			return fmt.Errorf("updating the rollup: %w", err)
+		}
+		if err := upsertChunks(s, s.counts, func(n int) string { return s.d.upsertCountsSQL(s.t, n) }, exec); err != nil {
+			return fmt.Errorf("updating the counts rollup: %w", err)
 		}
 		if _, err := tx.Exec(ctx, "INSERT INTO "+s.t.batches+" (batch_id, written_ms, events) VALUES ($1, $2, $3)",
 			s.batchID, time.Now().UnixMilli(), len(s.rows)); err != nil {
@@ -497,7 +531,7 @@ func (s *Store) deleteChunk(ctx context.Context, before time.Time, n int) (int64
 
 // DeleteOlderThan deletes the raw events older than before, a few
 // thousand rows per statement so that the database is never locked for
-// long, and returns how many it deleted. The per-minute rollup is kept:
+// long, and returns how many it deleted. The per-minute rollups are kept:
 // UsageByKey, UsageCount, LatencyByKey and Series still answer for the
 // whole minutes of a window, but no longer count the deleted events that
 // lie in a window's partial minutes at its ends. It stops at ctx's end.
