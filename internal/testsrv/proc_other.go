@@ -5,3 +5,5 @@ package testsrv
 import "os/exec"
 
 func setProcAttr(cmd *exec.Cmd) {}
+
+func killGroup(pid int) {}

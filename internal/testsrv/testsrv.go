@@ -229,12 +229,16 @@ func (p *Process) stop(sig syscall.Signal) error {
 	if err := r.cmd.Process.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		return fmt.Errorf("%s: signalling %s: %w", p.Pkg, p.Name, err)
 	}
+	if sig == syscall.SIGKILL {
+		killGroup(r.cmd.Process.Pid) // a crash takes the server's children too
+	}
 	timer := time.NewTimer(p.StopTimeout)
 	defer timer.Stop()
 	select {
 	case <-r.exited:
 	case <-timer.C:
 		r.cmd.Process.Kill()
+		killGroup(r.cmd.Process.Pid)
 		<-r.exited
 	}
 	p.run = nil
