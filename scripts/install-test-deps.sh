@@ -9,8 +9,9 @@
 #   zookeeper          recorder/clickhouse cluster tests (replicated tables)
 #   chromium           dashboard browser tests (headless)
 #   curl               cmd/apipool proxy tests (a real client)
-# Node.js and npm come with the machine; the proxy's npm test installs its
-# pinned packages itself.
+#   nodejs, npm        cmd/apipool proxy tests (the openai npm package), when
+#                      the machine has no Node.js of its own
+# The proxy's npm test installs its pinned packages itself (npm ci).
 # Needs root to install; elsewhere it says what is missing.
 set -euo pipefail
 
@@ -24,6 +25,9 @@ have redis-server || need+=(redis-server)
 [ -f /usr/share/zookeeper/bin/zkServer.sh ] || need+=(zookeeper)
 { have chromium; } || need+=(chromium)
 have curl || need+=(curl)
+# The proxy's client test runs the openai npm package; the machine's own
+# Node.js is used when there is one, Debian's otherwise.
+{ have node && have npm; } || need+=(nodejs npm)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
