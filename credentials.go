@@ -127,13 +127,13 @@ func (c *call) attemptRequest(ctx context.Context, k *keyState, attempt int) (*h
 		delete(h, name)
 	}
 	r.Header = h
-	if t.hasCredentialParam(orig.URL) || t.cfg.inject == injectQuery || t.cfg.inject == injectFunc {
+	if strip := t.hasCredentialParam(orig.URL); strip || t.cfg.inject == injectQuery || t.cfg.inject == injectFunc {
 		u := *orig.URL
 		if u.User != nil {
 			uu := *u.User
 			u.User = &uu
 		}
-		if t.hasCredentialParam(orig.URL) {
+		if strip {
 			u.RawQuery, _ = filterQuery(u.RawQuery, t.isCredentialParam)
 		}
 		r.URL = &u
@@ -239,9 +239,13 @@ func (t *Transport) keyHeader() string {
 }
 
 // callerRequest returns what the caller gets in resp.Request: its own
-// request, or, when that request came from a redirect whose Location held
-// one of the pool's keys, a copy without it.
+// request, or, when that request is a redirect hop whose Location held one
+// of the pool's keys, a copy without it. Only a hop can hold one: the
+// pool never writes to the caller's request.
 func (t *Transport) callerRequest(req *http.Request) *http.Request {
+	if req.Response == nil {
+		return req
+	}
 	if u, changed := t.scrubForeignURL(req.URL); changed {
 		r := req.WithContext(req.Context())
 		r.URL = u

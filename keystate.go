@@ -121,9 +121,6 @@ func (t *Transport) availability(k *keyState, now time.Time) (hold, time.Time) {
 		return holdInFlight, time.Time{}
 	}
 	if at, ok := k.budget.heldUntil(now); ok {
-		if at.IsZero() {
-			return holdBudget, time.Time{}
-		}
 		return holdBudget, at
 	}
 	if k.limits != nil {
@@ -152,22 +149,8 @@ func (t *Transport) reserve(ctx context.Context, c *call, k *keyState, now time.
 	} else {
 		k.inFlight.Add(1)
 	}
-	undo := func(steps int) bool {
-		if steps >= 4 {
-			c.ticket.finish(k, errBreakerExcluded)
-			t.flushBreaker(k)
-		}
-		if steps >= 3 && k.limits != nil {
-			k.limits.cancel(now)
-		}
-		if steps >= 2 {
-			k.budget.giveBack()
-		}
-		if steps >= 1 && c.trial {
-			c.trial = false
-			k.gate.CompareAndSwap(gateTrialOut, gateTrial)
-		}
-		t.release(k)
+	undo := func(taken int) bool {
+		c.giveBack(k, now, taken)
 		return false
 	}
 	c.trial = false
@@ -176,24 +159,24 @@ func (t *Transport) reserve(ctx context.Context, c *call, k *keyState, now time.
 	}
 	if k.gate.Load() == gateTrial || k.disabled.Load() != nil {
 		if !k.gate.CompareAndSwap(gateTrial, gateTrialOut) {
-			return undo(0)
+			return undo(tookSlot)
 		}
 		c.trial = true
 	}
 	if !k.budget.take(now) {
-		return undo(1)
+		return undo(tookTrial)
 	}
 	if k.limits != nil && !k.limits.reserve(now) {
-		return undo(2)
+		return undo(tookBudget)
 	}
 	tk, ok := k.allow()
 	if !ok {
 		t.flushBreaker(k)
-		return undo(3)
+		return undo(tookLimits)
 	}
 	c.ticket = tk
 	if t.shared != nil && k.limited && !t.takeShared(ctx, k, now) {
-		return undo(4)
+		return undo(tookBreaker)
 	}
 	return true
 }
@@ -229,20 +212,40 @@ func (k *keyState) grow() {
 	}
 }
 
-// abandon gives back a key reserved for an attempt that was never sent.
-func (c *call) abandon(k *keyState) {
+// The steps of a reservation, in the order reserve takes them; giveBack
+// returns those taken.
+const (
+	tookSlot    = iota // the in-flight slot
+	tookTrial          // the trial, when one was due
+	tookBudget         // the provider's budget
+	tookLimits         // the local rate and daily limits
+	tookBreaker        // the breaker's permission
+)
+
+// giveBack returns what a reservation of k at now took, up to and
+// including step taken.
+func (c *call) giveBack(k *keyState, now time.Time, taken int) {
 	t := c.t
-	c.ticket.finish(k, errBreakerExcluded)
-	t.flushBreaker(k)
-	if k.limits != nil {
-		k.limits.cancel(c.now)
+	if taken >= tookBreaker {
+		c.ticket.finish(k, errBreakerExcluded)
+		t.flushBreaker(k)
 	}
-	k.budget.giveBack()
-	if c.trial {
+	if taken >= tookLimits && k.limits != nil {
+		k.limits.cancel(now)
+	}
+	if taken >= tookBudget {
+		k.budget.giveBack()
+	}
+	if taken >= tookTrial && c.trial {
 		c.trial = false
 		k.gate.CompareAndSwap(gateTrialOut, gateTrial)
 	}
 	t.release(k)
+}
+
+// abandon gives back a key reserved for an attempt that was never sent.
+func (c *call) abandon(k *keyState) {
+	c.giveBack(k, c.now, tookBreaker)
 	c.endAttempt()
 }
 
@@ -467,18 +470,18 @@ func (t *Transport) enable(k *keyState, publish bool) bool {
 type keySet struct {
 	keys        []*keyState
 	byID        map[string]*keyState
-	index_      map[*keyState]int
+	pos         map[*keyState]int
 	secrets     map[string]struct{}
 	cumWeight   []int64
 	totalWeight int64
 }
 
 func newKeySet(keys []*keyState) *keySet {
-	ks := &keySet{keys: keys, byID: make(map[string]*keyState, len(keys)), index_: make(map[*keyState]int, len(keys)),
+	ks := &keySet{keys: keys, byID: make(map[string]*keyState, len(keys)), pos: make(map[*keyState]int, len(keys)),
 		secrets: make(map[string]struct{}, len(keys)), cumWeight: make([]int64, len(keys))}
 	for i, k := range keys {
 		ks.byID[k.key.ID] = k
-		ks.index_[k] = i
+		ks.pos[k] = i
 		ks.secrets[k.secret] = struct{}{}
 		ks.totalWeight += int64(k.weight())
 		ks.cumWeight[i] = ks.totalWeight
@@ -488,7 +491,7 @@ func newKeySet(keys []*keyState) *keySet {
 
 // index returns k's position in the set, or -1.
 func (ks *keySet) index(k *keyState) int {
-	if i, ok := ks.index_[k]; ok {
+	if i, ok := ks.pos[k]; ok {
 		return i
 	}
 	return -1

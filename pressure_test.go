@@ -378,20 +378,31 @@ func TestCloseAlwaysFlushes(t *testing.T) {
 	rec := &closeRecorder{}
 	stuck := make(chan struct{})
 	defer close(stuck)
-	probe := func(ctx context.Context, c *http.Client) error { <-stuck; return nil }
+	entered := make(chan struct{}, 1)
+	probe := func(ctx context.Context, c *http.Client) error {
+		select {
+		case entered <- struct{}{}:
+		default:
+		}
+		<-stuck
+		return nil
+	}
 	p := mustNew(t, keys(1), apipool.WithBase(up), apipool.WithRecorder(rec), apipool.WithProbe(probe, time.Millisecond))
 	mustDo(t, p)
-	time.Sleep(10 * time.Millisecond) // the probe loop enters the stuck probe (not an assertion)
+	if err := p.Disable("k0", "so that the probe loop probes it"); err != nil {
+		t.Fatal(err)
+	}
+	await(t, entered, "the probe loop entering the stuck probe")
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	err := p.Close(ctx)
 	if !rec.closed.Load() {
-		t.Fatal("recorder not closed")
+		t.Fatal("recorder not closed while a probe outlasted Close's context")
 	}
-	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("Close: %v", err)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Close: %v, want it to report the probe outlasting its context", err)
 	}
-	if err2 := p.Close(context.Background()); (err2 == nil) != (err == nil) {
+	if err2 := p.Close(context.Background()); err2 == nil || err2.Error() != err.Error() {
 		t.Fatalf("second Close %v, first %v", err2, err)
 	}
 	if up.idleCalls.Load() == 0 {
@@ -465,7 +476,10 @@ func TestNoKeyErrorPerKeyReasons(t *testing.T) {
 func TestSharedStoreOutageProbedOnce(t *testing.T) {
 	t.Parallel()
 	st := &hangingShared{}
-	p := mustNew(t, []apipool.Key{{ID: "k0", Secret: "s0", PerSecond: 1000}}, apipool.WithBase(newUpstream(nil)), apipool.WithSharedState(st))
+	// On a pool clock that stands still, the backoff after the failure
+	// never ends: no later request may call the store.
+	clk := newClock()
+	p := mustNew(t, []apipool.Key{{ID: "k0", Secret: "s0", PerSecond: 1000}}, apipool.WithBase(newUpstream(nil)), apipool.WithSharedState(st), apipool.WithClock(clk))
 	send := func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -488,9 +502,18 @@ func TestSharedStoreOutageProbedOnce(t *testing.T) {
 		go func() { defer wg.Done(); send() }()
 	}
 	wg.Wait()
-	// One request per backoff probes the store; the backoff grows from 50ms.
-	if n := st.takes.Load() - 1; n > 3 {
-		t.Fatalf("%d of 20 requests called the failing store, want at most a few (one per backoff)", n)
+	if n := st.takes.Load() - 1; n != 0 {
+		t.Fatalf("%d of 20 requests called the failing store within its backoff, want 0", n)
+	}
+	// Once the backoff is over, one request probes the store, not all.
+	clk.Advance(time.Second)
+	for i := 0; i < 20; i++ {
+		wg.Add(1)
+		go func() { defer wg.Done(); send() }()
+	}
+	wg.Wait()
+	if n := st.takes.Load() - 1; n != 1 {
+		t.Fatalf("%d of 20 requests probed the failing store after its backoff, want 1", n)
 	}
 }
 

@@ -29,8 +29,8 @@ func (b *budget) init() {
 // heldUntil reports whether the budget holds the key at now (none left
 // before the reset), and until when.
 func (b *budget) heldUntil(now time.Time) (time.Time, bool) {
-	if b.left.Load() > 0 || b.left.Load() < 0 {
-		return time.Time{}, false
+	if b.left.Load() != 0 {
+		return time.Time{}, false // some left, or not known
 	}
 	r := b.reset.Load()
 	if r <= now.UnixNano() {

@@ -3,6 +3,7 @@ package apipool
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -145,7 +146,7 @@ func (t *Transport) Close(ctx context.Context) error {
 		var errs []error
 		if t.shared != nil {
 			if err := t.shared.stop(ctx); err != nil {
-				errs = append(errs, errors.New("apipool: stopping shared state: "+err.Error()), err)
+				errs = append(errs, fmt.Errorf("apipool: stopping shared state: %w", err))
 			}
 		}
 		if t.stopProbe != nil {
@@ -153,7 +154,7 @@ func (t *Transport) Close(ctx context.Context) error {
 			select {
 			case <-t.probeDone:
 			case <-ctx.Done():
-				errs = append(errs, errors.New("apipool: probes still running at close"), ctx.Err())
+				errs = append(errs, fmt.Errorf("apipool: probes still running at close: %w", ctx.Err()))
 			}
 		}
 		if t.ownsRec {
