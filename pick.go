@@ -35,6 +35,12 @@ func (c *call) takeKey(ctx context.Context) (*keyState, error) {
 				return k, nil
 			}
 		}
+		if t.keys.Load() != c.ks {
+			// AddKey or RemoveKey changed the keys since this call looked:
+			// look again at the pool's keys now.
+			c.refreshKeys()
+			continue
+		}
 		nk := c.noKeyError()
 		// The wait budget is WithMaxWait of time spent waiting (for keys,
 		// and in backoffs), not of time spent in attempts.
