@@ -30,8 +30,8 @@
 //
 //   - apipool_events: one row per event, with the columns of the ClickHouse
 //     store (times as event_time_ms, Unix milliseconds), and latency_bin,
-//     the event's latency histogram bin; indexed by time, by key and time,
-//     and by status and time;
+//     the event's latency histogram bin; indexed by time (with key,
+//     status and latency bin);
 //   - apipool_events_1m: per minute (minute_ms), key, status and latency
 //     bin, the number of events and the sum of their latencies, kept by
 //     the writer in the batch's transaction;

@@ -39,6 +39,11 @@ func TestUpgradeFromVersion1(t *testing.T) { testUpgrade(t, 1) }
 // the events.
 func TestUpgradeFromVersion2(t *testing.T) { testUpgrade(t, 2) }
 
+// TestUpgradeFromVersion3: a database of schema version 3 (events with
+// their three indexes, both rollups) is upgraded on open to the leaner
+// event table, and every answer still counts the events.
+func TestUpgradeFromVersion3(t *testing.T) { testUpgrade(t, 3) }
+
 func testUpgrade(t *testing.T, from int) {
 	for _, driver := range drivers {
 		t.Run(driver, func(t *testing.T) {

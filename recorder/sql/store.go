@@ -1,6 +1,7 @@
 package sql
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	dbsql "database/sql"
@@ -13,7 +14,6 @@ import (
 	"time"
 
 	_ "github.com/go-sql-driver/mysql" // the "mysql" driver
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
 	_ "modernc.org/sqlite" // the "sqlite" driver
 
@@ -54,6 +54,12 @@ type Store struct {
 	lastPrune time.Time
 
 	insertStmt *dbsql.Stmt // insertRows rows at a time, SQLite and MySQL
+
+	// PostgreSQL: the COPY statement, the batch's rows in COPY's binary
+	// format, and a reader of them.
+	copySQL string
+	copyBuf []byte
+	copyR   bytes.Reader
 
 	closed atomic.Bool
 }
@@ -142,7 +148,9 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		}
 		return nil, fmt.Errorf("apipool: sql: setting up the schema: %w", err)
 	}
-	if d != postgresDialect {
+	if d == postgresDialect {
+		s.copySQL = "COPY " + s.t.events + " (" + strings.Join(eventColumns, ", ") + ") FROM STDIN (FORMAT binary)"
+	} else {
 		if s.insertStmt, err = db.PrepareContext(ctx, d.insertEventsSQL(s.t, d.insertRows)); err != nil {
 			db.Close()
 			return nil, fmt.Errorf("apipool: sql: %w", err)
@@ -434,7 +442,8 @@ func (s *Store) checkWritten(ctx context.Context, queryRow func(context.Context,
 	return nil
 }
 
-// writePostgres writes the batch through pgx: the events by COPY.
+// writePostgres writes the batch through pgx: the events by COPY, in its
+// binary format.
 func (s *Store) writePostgres(ctx context.Context, attempt int) error {
 	conn, err := s.db.Conn(ctx)
 	if err != nil {
@@ -458,12 +467,14 @@ func (s *Store) writePostgres(ctx context.Context, attempt int) error {
 				return nil
 			}
 		}
-		vals := make([]any, 0, len(eventColumns))
-		_, err = tx.CopyFrom(ctx, pgx.Identifier{s.t.events}, eventColumns, pgx.CopyFromSlice(len(s.rows), func(i int) ([]any, error) {
-			vals = s.rows[i].values(vals[:0])
-			return vals, nil
-		}))
-		if err != nil {
+		buf := append(s.copyBuf[:0], copyHeader...)
+		for i := range s.rows {
+			buf = appendCopyRow(buf, &s.rows[i])
+		}
+		buf = append(buf, copyTrailer...)
+		s.copyBuf = buf
+		s.copyR.Reset(buf)
+		if _, err := pc.PgConn().CopyFrom(ctx, &s.copyR, s.copySQL); err != nil {
 			return fmt.Errorf("copying events: %w", err)
 		}
 		exec := func(q string, args ...any) error { _, err := tx.Exec(ctx, q, args...); return err }
