@@ -69,19 +69,21 @@ func (d *dialect) rebind(q string) string {
 	return b.String()
 }
 
-// eventColumns are the event table's columns that the store writes, in
-// the order of row's fields.
-var eventColumns = []string{
-	"event_time_ms", "event_id", "key_id", "key_fingerprint", "status_id", "status", "http_status",
-	"latency_us", "latency_bin", "attempt", "method", "host", "operation",
-	"request_bytes", "response_bytes", "trace_id", "span_id", "error_type",
+// The columns' names: eventColumns are the event table's columns that the
+// store writes, in the order of row's fields.
+var (
+	eventColumns  = columnNames(eventTable)
+	rollupColumns = columnNames(rollupTable)
+	countsColumns = columnNames(countsTable)
+)
+
+func columnNames(cols []column) []string {
+	out := make([]string, len(cols))
+	for i, c := range cols {
+		out[i] = c.name
+	}
+	return out
 }
-
-// rollupColumns are the rollup's columns.
-var rollupColumns = []string{"minute_ms", "key_id", "status_id", "latency_bin", "events", "latency_us_sum"}
-
-// countsColumns are the bin-free counts rollup's columns.
-var countsColumns = []string{"minute_ms", "key_id", "status_id", "events"}
 
 // values appends r's values to args, in the order of eventColumns.
 func (r *row) values(args []any) []any {

@@ -28,7 +28,8 @@ import (
 const SchemaVersion = 4
 
 // SchemaError is Open's error when the database holds tables the store
-// cannot use: an event or rollup table of another layout, or a schema
+// cannot use: an event or rollup table of another layout (a column
+// missing, or of a type that cannot hold the store's values), or a schema
 // version newer than the package's.
 type SchemaError struct {
 	Table string // the table at fault
@@ -241,7 +242,7 @@ func (s *Store) migrateTo(ctx context.Context, target int) error {
 	// is: say so before the migrations trip over it.
 	if rows, err := conn.QueryContext(ctx, "SELECT 1 FROM "+t.events+" WHERE 1 = 0"); err == nil {
 		rows.Close()
-		if err := checkTable(ctx, conn, t.events, eventColumns, "before"); err != nil {
+		if err := checkTable(ctx, d, conn, t.events, eventTable, "before"); err != nil {
 			return err
 		}
 	}
@@ -332,41 +333,123 @@ func tableOf(stmt string) string {
 // checkTables checks that the tables have the columns the store uses, by
 // selecting them.
 func (s *Store) checkTables(ctx context.Context, conn *dbsql.Conn, version int) error {
-	check := func(table string, cols []string) error { return checkTable(ctx, conn, table, cols, "after") }
-	if err := check(s.t.events, eventColumns); err != nil {
+	check := func(table string, cols []column) error { return checkTable(ctx, s.d, conn, table, cols, "after") }
+	if err := check(s.t.events, eventTable); err != nil {
 		return err
 	}
 	if version >= 2 {
-		if err := check(s.t.rollup, rollupColumns); err != nil {
+		if err := check(s.t.rollup, rollupTable); err != nil {
 			return err
 		}
-		if err := check(s.t.batches, []string{"batch_id", "written_ms", "events"}); err != nil {
+		if err := check(s.t.batches, batchesTable); err != nil {
 			return err
 		}
 	}
 	if version >= 3 {
-		if err := check(s.t.counts, countsColumns); err != nil {
+		if err := check(s.t.counts, countsTable); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
+// kind is the kind of value a column holds.
+type kind int8
+
+const (
+	int64Col kind = iota
+	int32Col
+	int16Col
+	textCol
+)
+
+// column is a column the store reads and writes, and its kind.
+type column struct {
+	name string
+	kind kind
+}
+
+var (
+	// eventTable's columns are in the order of row's fields.
+	eventTable = []column{
+		{"event_time_ms", int64Col}, {"event_id", textCol}, {"key_id", textCol}, {"key_fingerprint", textCol},
+		{"status_id", int16Col}, {"status", textCol}, {"http_status", int32Col}, {"latency_us", int64Col},
+		{"latency_bin", int16Col}, {"attempt", int32Col}, {"method", textCol}, {"host", textCol},
+		{"operation", textCol}, {"request_bytes", int64Col}, {"response_bytes", int64Col},
+		{"trace_id", textCol}, {"span_id", textCol}, {"error_type", textCol},
+	}
+	rollupTable = []column{
+		{"minute_ms", int64Col}, {"key_id", textCol}, {"status_id", int16Col}, {"latency_bin", int16Col},
+		{"events", int64Col}, {"latency_us_sum", int64Col},
+	}
+	countsTable  = []column{{"minute_ms", int64Col}, {"key_id", textCol}, {"status_id", int16Col}, {"events", int64Col}}
+	batchesTable = []column{{"batch_id", textCol}, {"written_ms", int64Col}, {"events", int32Col}}
+)
+
+// typeFits reports whether a column of the database type typ (as
+// database/sql's ColumnType.DatabaseTypeName gives it, upper case) holds
+// the store's values of kind k. PostgreSQL's must be exactly the store's
+// types, as the store writes COPY's binary format; MySQL's integers may
+// be wider; SQLite's declared types must have the affinity (INTEGER or
+// TEXT) that stores and compares the values as the store's queries
+// expect.
+func (d *dialect) typeFits(typ string, k kind) bool {
+	switch d {
+	case postgresDialect:
+		switch k {
+		case int64Col:
+			return typ == "INT8"
+		case int32Col:
+			return typ == "INT4"
+		case int16Col:
+			return typ == "INT2"
+		}
+		return typ == "TEXT" || typ == "VARCHAR"
+	case mysqlDialect:
+		switch k {
+		case int64Col:
+			return typ == "BIGINT"
+		case int32Col:
+			return typ == "INT" || typ == "BIGINT"
+		case int16Col:
+			return typ == "SMALLINT" || typ == "MEDIUMINT" || typ == "INT" || typ == "BIGINT"
+		}
+		return typ == "VARCHAR" || typ == "CHAR" || strings.HasSuffix(typ, "TEXT")
+	}
+	// SQLite's affinity rules, in their order.
+	if strings.Contains(typ, "INT") {
+		return k != textCol
+	}
+	return k == textCol && (strings.Contains(typ, "CHAR") || strings.Contains(typ, "CLOB") || strings.Contains(typ, "TEXT"))
+}
+
 type queryer interface {
 	QueryContext(ctx context.Context, query string, args ...any) (*dbsql.Rows, error)
 }
 
-// checkTable checks that table has cols, by selecting them. when ("before"
-// or "after" migrating) goes into the query's text as a comment, so that
-// the two checks are different statements: pgx caches a statement's
-// result types by its text, and a migration may change them.
-func checkTable(ctx context.Context, q queryer, table string, cols []string, when string) error {
-	rows, err := q.QueryContext(ctx, "SELECT "+strings.Join(cols, ", ")+" FROM "+table+" WHERE 1 = 0 /* "+when+" */")
+// checkTable checks that table has cols, of types that hold them, by
+// selecting them. when ("before" or "after" migrating) goes into the
+// query's text as a comment, so that the two checks are different
+// statements: pgx caches a statement's result types by its text, and a
+// migration may change them.
+func checkTable(ctx context.Context, d *dialect, q queryer, table string, cols []column, when string) error {
+	rows, err := q.QueryContext(ctx, "SELECT "+strings.Join(columnNames(cols), ", ")+" FROM "+table+" WHERE 1 = 0 /* "+when+" */")
 	if err != nil {
 		if ctx.Err() != nil {
 			return err
 		}
 		return &SchemaError{Table: table, Err: fmt.Errorf("it lacks columns the store uses (%w)", err)}
+	}
+	defer rows.Close()
+	types, err := rows.ColumnTypes()
+	if err != nil {
+		return err
+	}
+	for i, ct := range types {
+		if typ := strings.ToUpper(ct.DatabaseTypeName()); !d.typeFits(typ, cols[i].kind) {
+			want := [...]string{int64Col: "a 64-bit integer", int32Col: "a 32-bit integer", int16Col: "a 16-bit integer", textCol: "text"}[cols[i].kind]
+			return &SchemaError{Table: table, Err: fmt.Errorf("its column %s is of type %s; the store writes %s there", cols[i].name, typ, want)}
+		}
 	}
 	return rows.Close()
 }

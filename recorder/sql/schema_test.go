@@ -145,6 +145,35 @@ func TestIncompatibleTable(t *testing.T) {
 	}
 }
 
+// TestWrongColumnType: an event table with the store's columns, one of
+// them of a type that cannot hold its values, is refused by New with a
+// *SchemaError naming the column, rather than failing every write after.
+func TestWrongColumnType(t *testing.T) {
+	for _, driver := range drivers {
+		t.Run(driver, func(t *testing.T) {
+			ctx := context.Background()
+			cfg := sqlrec.Config{Driver: driver, DSN: dsnFor(t, driver)}
+			stmts, err := sqlrec.SchemaSQL(driver, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			ddl := strings.Replace(stmts[0], "event_time_ms BIGINT NOT NULL", "event_time_ms VARCHAR(30) NOT NULL", 1)
+			if ddl == stmts[0] {
+				t.Fatalf("no event_time_ms BIGINT in %s", ddl)
+			}
+			if _, err := rawDB(t, driver, cfg.DSN).Exec(ddl); err != nil {
+				t.Fatal(err)
+			}
+			_, err = sqlrec.New(ctx, cfg)
+			var se *sqlrec.SchemaError
+			if !errors.As(err, &se) || se.Table != "apipool_events" || !strings.Contains(err.Error(), "column event_time_ms is of type") {
+				t.Fatalf("New = %v; want a *SchemaError naming apipool_events.event_time_ms", err)
+			}
+			t.Log(err)
+		})
+	}
+}
+
 func TestSchemaSQL(t *testing.T) {
 	for _, driver := range drivers {
 		stmts, err := sqlrec.SchemaSQL(driver, "")
