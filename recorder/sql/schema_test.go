@@ -205,3 +205,51 @@ func TestBadConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestConcurrentOpen: stores opened at once on a new database (several
+// processes starting together, say) all succeed, and the schema is made
+// once: one version row, of the package's version.
+func TestConcurrentOpen(t *testing.T) {
+	const n = 6
+	for _, driver := range drivers {
+		t.Run(driver, func(t *testing.T) {
+			ctx := context.Background()
+			cfg := sqlrec.Config{Driver: driver, DSN: dsnFor(t, driver)}
+			errs := make(chan error, n)
+			stores := make(chan *sqlrec.Store, n)
+			start := make(chan struct{})
+			for range n {
+				go func() {
+					<-start
+					s, err := sqlrec.New(ctx, cfg)
+					errs <- err
+					if err == nil {
+						stores <- s
+					}
+				}()
+			}
+			close(start)
+			for range n {
+				if err := <-errs; err != nil {
+					t.Errorf("New: %v", err)
+				}
+			}
+			close(stores)
+			for s := range stores {
+				s.Record(recorder.Event{KeyID: "k", Status: status.Success})
+				if err := s.Close(ctx); err != nil {
+					t.Errorf("Close: %v", err)
+				}
+			}
+			db := rawDB(t, driver, cfg.DSN)
+			var rows, v int
+			if err := db.QueryRow("SELECT COUNT(*), MAX(version) FROM apipool_schema").Scan(&rows, &v); err != nil || rows != 1 || v != sqlrec.SchemaVersion {
+				t.Errorf("apipool_schema: %d rows, version %d, %v; want one row of version %d", rows, v, err, sqlrec.SchemaVersion)
+			}
+			var events int
+			if err := db.QueryRow("SELECT COUNT(*) FROM apipool_events").Scan(&events); err != nil || events != n {
+				t.Errorf("%d events, %v; want %d, one from each store", events, err, n)
+			}
+		})
+	}
+}
