@@ -44,6 +44,11 @@ type Config struct {
 	// OnRecover, when set, is called on the writer goroutine when a write
 	// succeeds after failures.
 	OnRecover func(failures int)
+	// OnIdle, when set, is called on the writer goroutine at each
+	// FlushInterval tick that finds nothing to write (not while a failed
+	// batch waits for its retry), with the context that Close cancels:
+	// for housekeeping that must run even when no items come.
+	OnIdle func(ctx context.Context)
 }
 
 // Defaults of Config's zero fields.
@@ -338,7 +343,11 @@ func (w *Writer[T]) run() {
 				case <-ticker.C:
 					w.mu.Lock()
 					forceTo = w.enq
+					idle := w.q.n == 0
 					w.mu.Unlock()
+					if idle && w.cfg.OnIdle != nil {
+						w.cfg.OnIdle(w.ctx)
+					}
 				case r := <-w.flushCh:
 					handle(r)
 				case ctx := <-w.closeCh:

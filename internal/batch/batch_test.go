@@ -236,3 +236,23 @@ func TestBackoff(t *testing.T) {
 		t.Errorf("attempt 1000: %v", d)
 	}
 }
+
+// TestOnIdle: a writer that receives nothing still calls OnIdle at its
+// ticks, with a context that Close cancels.
+func TestOnIdle(t *testing.T) {
+	calls := make(chan context.Context, 100)
+	w := newW(t, Config{FlushInterval: time.Millisecond, OnIdle: func(ctx context.Context) {
+		select {
+		case calls <- ctx:
+		default:
+		}
+	}}, &recorderW{})
+	ctx := <-calls
+	if ctx.Err() != nil {
+		t.Fatalf("OnIdle's context is done before Close: %v", ctx.Err())
+	}
+	w.Close(context.Background())
+	if ctx.Err() == nil {
+		t.Error("OnIdle's context is not canceled by Close")
+	}
+}

@@ -52,7 +52,10 @@ type Config struct {
 
 	// Retention, when positive, makes the writer delete raw events older
 	// than Retention (by their time, against the clock), a few thousand
-	// rows at a time after a batch is written. The per-minute rollups are
+	// rows at a time: every 10s, and at each batch or FlushInterval tick
+	// while more old events remain. It runs after a batch is written and
+	// at the FlushInterval ticks that find no events to write, so a store
+	// that receives nothing still prunes. The per-minute rollups are
 	// kept, so counts and latencies of whole minutes stay answerable; see
 	// Store.DeleteOlderThan.
 	Retention time.Duration

@@ -164,6 +164,9 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	bc.OnRecover = func(failures int) {
 		s.log.Info("apipool: sql: writing again", "failures", failures)
 	}
+	// Prune also when no events come (maintain runs at most every
+	// pruneEvery).
+	bc.OnIdle = s.maintain
 	s.w = batch.New(bc, s.writeBatch)
 	return s, nil
 }
@@ -499,9 +502,10 @@ const (
 	pruneChunk = 5000
 )
 
-// maintain runs on the writer goroutine after a batch is written: it
-// deletes batch ids older than batchKeep and, with Config.Retention,
-// events older than the retention, a chunk at a time.
+// maintain runs on the writer goroutine after a batch is written, and at
+// the FlushInterval ticks that find nothing to write: at most every
+// pruneEvery, it deletes batch ids older than batchKeep and, with
+// Config.Retention, events older than the retention, a chunk at a time.
 func (s *Store) maintain(ctx context.Context) {
 	now := time.Now()
 	if now.Sub(s.lastPrune) < pruneEvery {

@@ -98,6 +98,39 @@ func TestRetention(t *testing.T) {
 	}
 }
 
+// TestRetentionIdle: a store with Config.Retention that receives no
+// events still deletes the raw events past it.
+func TestRetentionIdle(t *testing.T) {
+	ctx := context.Background()
+	dsn := dsnFor(t, "sqlite")
+	now := time.Now()
+	s := open(t, "sqlite", sqlrec.Config{DSN: dsn})
+	for _, e := range events("old", now.Add(-3*time.Hour), 50) {
+		s.Record(e)
+	}
+	if err := s.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, "sqlite", sqlrec.Config{DSN: dsn, Retention: time.Hour, FlushInterval: 5 * time.Millisecond})
+	deadline := time.Now().Add(time.Minute)
+	for {
+		var raw int
+		if err := s.DB().QueryRow("SELECT COUNT(*) FROM apipool_events").Scan(&raw); err != nil {
+			t.Fatal(err)
+		}
+		if raw == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d raw events past the retention left after a minute of an idle store", raw)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n, err := s.UsageCount(ctx, recorder.Query{Since: now.Add(-4 * time.Hour).Truncate(time.Minute), Until: now.Add(-time.Hour).Truncate(time.Minute)}); err != nil || n != 50 {
+		t.Errorf("UsageCount(old, whole minutes) = %d, %v; want 50 from the rollup", n, err)
+	}
+}
+
 // TestSanitized: values no column takes whole are stored cut and valid;
 // an event without a time gets the clock's.
 func TestSanitized(t *testing.T) {
