@@ -14,6 +14,7 @@ import (
 	"time"
 
 	_ "github.com/go-sql-driver/mysql" // the "mysql" driver
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
 	_ "modernc.org/sqlite" // the "sqlite" driver
 
@@ -480,16 +481,38 @@ func (s *Store) writePostgres(ctx context.Context, attempt int) error {
 		if _, err := pc.PgConn().CopyFrom(ctx, &s.copyR, s.copySQL); err != nil {
 			return fmt.Errorf("copying events: %w", err)
 		}
-		exec := func(q string, args ...any) error { _, err := tx.Exec(ctx, q, args...); return err }
-		if err := upsertChunks(s, s.agg, func(n int) string { return s.d.upsertRollupSQL(s.t, n) }, exec); err != nil {
-			return fmt.Errorf("updating the rollup: %w", err)
+		// The rollups' upserts and the batch's id, in one round trip.
+		var b pgx.Batch
+		var what []string
+		queue := func(name, q string, args ...any) {
+			b.Queue(q, args...)
+			what = append(what, name)
 		}
-		if err := upsertChunks(s, s.counts, func(n int) string { return s.d.upsertCountsSQL(s.t, n) }, exec); err != nil {
-			return fmt.Errorf("updating the counts rollup: %w", err)
+		for rows := s.agg; len(rows) > 0; rows = rows[min(rollupChunk, len(rows)):] {
+			var args []any
+			for _, r := range rows[:min(rollupChunk, len(rows))] {
+				args = r.values(args)
+			}
+			queue("updating the rollup", s.d.upsertRollupSQL(s.t, min(rollupChunk, len(rows))), args...)
 		}
-		if _, err := tx.Exec(ctx, "INSERT INTO "+s.t.batches+" (batch_id, written_ms, events) VALUES ($1, $2, $3)",
-			s.batchID, time.Now().UnixMilli(), len(s.rows)); err != nil {
-			return fmt.Errorf("noting the batch: %w", err)
+		for rows := s.counts; len(rows) > 0; rows = rows[min(rollupChunk, len(rows)):] {
+			var args []any
+			for _, r := range rows[:min(rollupChunk, len(rows))] {
+				args = r.values(args)
+			}
+			queue("updating the counts rollup", s.d.upsertCountsSQL(s.t, min(rollupChunk, len(rows))), args...)
+		}
+		queue("noting the batch", "INSERT INTO "+s.t.batches+" (batch_id, written_ms, events) VALUES ($1, $2, $3)",
+			s.batchID, time.Now().UnixMilli(), len(s.rows))
+		br := tx.SendBatch(ctx, &b)
+		for _, name := range what {
+			if _, err := br.Exec(); err != nil {
+				br.Close()
+				return fmt.Errorf("%s: %w", name, err)
+			}
+		}
+		if err := br.Close(); err != nil {
+			return err
 		}
 		return tx.Commit(ctx)
 	})
