@@ -56,11 +56,10 @@ type Store struct {
 
 	insertStmt *dbsql.Stmt // insertRows rows at a time, SQLite and MySQL
 
-	// PostgreSQL: the COPY statement, the batch's rows in COPY's binary
-	// format, and a reader of them.
+	// PostgreSQL: the COPY statement, and the batch's rows in COPY's
+	// binary format.
 	copySQL string
 	copyBuf []byte
-	copyR   bytes.Reader
 
 	closed atomic.Bool
 }
@@ -477,8 +476,10 @@ func (s *Store) writePostgres(ctx context.Context, attempt int) error {
 		}
 		buf = append(buf, copyTrailer...)
 		s.copyBuf = buf
-		s.copyR.Reset(buf)
-		if _, err := pc.PgConn().CopyFrom(ctx, &s.copyR, s.copySQL); err != nil {
+		if _, err := pc.PgConn().CopyFrom(ctx, bytes.NewReader(buf), s.copySQL); err != nil {
+			// pgconn may return before its goroutine stops reading buf
+			// (when the connection broke): leave buf to it.
+			s.copyBuf = nil
 			return fmt.Errorf("copying events: %w", err)
 		}
 		// The rollups' upserts and the batch's id, in one round trip.
