@@ -1,6 +1,11 @@
 package sql
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"io"
+
+	"github.com/apipool-ng/apipool/recorder"
+)
 
 // PostgreSQL's binary COPY format, written by hand for the event table:
 // the store knows its columns' types (checked by New), so it encodes each
@@ -60,4 +65,49 @@ func appendCopyRow(b []byte, r *row) []byte {
 	b = appendCopyText(b, r.spanID)
 	b = appendCopyText(b, r.errorType)
 	return b
+}
+
+// copyChunk is about how many bytes copySource encodes at a time.
+const copyChunk = 64 << 10
+
+// copySource is the io.Reader of a batch's COPY: it sanitizes the events
+// into rows and encodes them a chunk at a time, as pgconn reads them (on
+// its own goroutine, while the server takes in the chunks before), and
+// sums the rows into the rollups' rows when all are encoded. Its slices
+// are its own until CopyFrom returns without error.
+type copySource struct {
+	evs    []recorder.Event
+	ids    idGen // the ids of the events
+	rows   []row
+	buf    []byte
+	off    int
+	ended  bool // the trailer is in buf
+	agg    []rollupRow
+	counts []countRow
+}
+
+func (c *copySource) Read(p []byte) (int, error) {
+	for c.off == len(c.buf) {
+		if c.ended {
+			return 0, io.EOF
+		}
+		c.buf, c.off = c.buf[:0], 0
+		if len(c.rows) == 0 {
+			c.buf = append(c.buf, copyHeader...)
+		}
+		for len(c.rows) < len(c.evs) && len(c.buf) < copyChunk {
+			i := len(c.rows)
+			c.rows = append(c.rows, sanitize(&c.evs[i], c.ids.next()))
+			c.buf = appendCopyRow(c.buf, &c.rows[i])
+		}
+		if len(c.rows) == len(c.evs) {
+			c.buf = append(c.buf, copyTrailer...)
+			c.ended = true
+			c.agg = aggregate(c.rows, c.agg)
+			c.counts = countsOf(c.agg, c.counts)
+		}
+	}
+	n := copy(p, c.buf[c.off:])
+	c.off += n
+	return n, nil
 }

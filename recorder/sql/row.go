@@ -117,6 +117,13 @@ func newIDGen() idGen {
 	return idGen{prefix: binary.BigEndian.Uint64(b[:])}
 }
 
+// reserve returns a generator of the next n ids, and skips them.
+func (g *idGen) reserve(n int) idGen {
+	r := idGen{prefix: g.prefix, seq: g.seq}
+	g.seq += uint64(n)
+	return r
+}
+
 func (g *idGen) next() string {
 	g.seq++
 	var u [16]byte

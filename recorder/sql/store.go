@@ -1,7 +1,6 @@
 package sql
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	dbsql "database/sql"
@@ -56,8 +55,7 @@ type Store struct {
 
 	insertStmt *dbsql.Stmt // insertRows rows at a time, SQLite and MySQL
 
-	// PostgreSQL: the COPY statement, and the batch's rows in COPY's
-	// binary format.
+	// PostgreSQL: the COPY statement, and a buffer for copySource.
 	copySQL string
 	copyBuf []byte
 
@@ -354,17 +352,19 @@ const batchKeep = time.Hour
 func (s *Store) writeBatch(ctx context.Context, evs []recorder.Event, attempt int) error {
 	if attempt == 0 {
 		s.batchID = s.ids.next()
-		s.rows = s.rows[:0]
-		for i := range evs {
-			s.rows = append(s.rows, sanitize(&evs[i], s.ids.next()))
-		}
-		s.agg = aggregate(s.rows, s.agg)
-		s.counts = countsOf(s.agg, s.counts)
 	}
 	var err error
 	if s.d == postgresDialect {
-		err = s.writePostgres(ctx, attempt)
+		err = s.writePostgres(ctx, evs, attempt)
 	} else {
+		if attempt == 0 {
+			s.rows = s.rows[:0]
+			for i := range evs {
+				s.rows = append(s.rows, sanitize(&evs[i], s.ids.next()))
+			}
+			s.agg = aggregate(s.rows, s.agg)
+			s.counts = countsOf(s.agg, s.counts)
+		}
 		err = s.writeTx(ctx, attempt)
 	}
 	if err != nil {
@@ -447,7 +447,7 @@ func (s *Store) checkWritten(ctx context.Context, queryRow func(context.Context,
 
 // writePostgres writes the batch through pgx: the events by COPY, in its
 // binary format.
-func (s *Store) writePostgres(ctx context.Context, attempt int) error {
+func (s *Store) writePostgres(ctx context.Context, evs []recorder.Event, attempt int) error {
 	conn, err := s.db.Conn(ctx)
 	if err != nil {
 		return err
@@ -466,22 +466,23 @@ func (s *Store) writePostgres(ctx context.Context, attempt int) error {
 				return err
 			}
 			if n > 0 {
-				s.log.Info("apipool: sql: a batch whose commit seemed to fail was written", "events", len(s.rows))
+				s.log.Info("apipool: sql: a batch whose commit seemed to fail was written", "events", len(evs))
 				return nil
 			}
 		}
-		buf := append(s.copyBuf[:0], copyHeader...)
-		for i := range s.rows {
-			buf = appendCopyRow(buf, &s.rows[i])
-		}
-		buf = append(buf, copyTrailer...)
-		s.copyBuf = buf
-		if _, err := pc.PgConn().CopyFrom(ctx, bytes.NewReader(buf), s.copySQL); err != nil {
-			// pgconn may return before its goroutine stops reading buf
-			// (when the connection broke): leave buf to it.
-			s.copyBuf = nil
+		// The events are sanitized and encoded as COPY reads them, on
+		// pgconn's goroutine, so that the server starts at once.
+		src := &copySource{evs: evs, ids: s.ids.reserve(len(evs)), rows: s.rows[:0], buf: s.copyBuf[:0], agg: s.agg, counts: s.counts}
+		if _, err := pc.PgConn().CopyFrom(ctx, src, s.copySQL); err != nil {
+			// pgconn may return before its goroutine stops reading src
+			// (when the connection broke): leave src's buffers to it.
+			s.rows, s.copyBuf, s.agg, s.counts = nil, nil, nil, nil
 			return fmt.Errorf("copying events: %w", err)
 		}
+		if !src.ended {
+			return errors.New("copying events: COPY ended before its data")
+		}
+		s.rows, s.copyBuf, s.agg, s.counts = src.rows, src.buf, src.agg, src.counts
 		// The rollups' upserts and the batch's id, in one round trip.
 		var b pgx.Batch
 		var what []string
