@@ -2,7 +2,6 @@ package apipool
 
 import (
 	"context"
-	"maps"
 	"net/http"
 	"net/url"
 	"reflect"
@@ -115,16 +114,20 @@ func (c *call) attemptRequest(ctx context.Context, k *keyState, attempt int) (*h
 	if err := c.attemptBody(r, attempt); err != nil {
 		return nil, err
 	}
-	// maps.Clone copies the map's memory, cheaper than inserting each
-	// header anew. The values stay the caller's slices, shared as r.URL
-	// is: the base must not write to them (the RoundTripper contract),
-	// and the pool only ever replaces or removes a value.
-	h := maps.Clone(orig.Header)
-	if h == nil {
-		h = make(http.Header, 1)
+	// The values stay the caller's slices, shared as r.URL is: the base
+	// must not write to them (the RoundTripper contract), and the pool
+	// only ever replaces or removes a value. A first attempt's map may be
+	// one left by an earlier request whose response was closed (putCall).
+	var h http.Header
+	if attempt == 1 && c.spareHeader != nil {
+		h, c.spareHeader = c.spareHeader, nil
+	} else {
+		h = make(http.Header, len(orig.Header)+1)
 	}
-	for _, name := range t.cfg.stripHeaders {
-		delete(h, name)
+	for name, v := range orig.Header {
+		if !t.isStripHeader(name) {
+			h[name] = v
+		}
 	}
 	r.Header = h
 	if strip := t.hasCredentialParam(orig.URL); strip || t.cfg.inject == injectQuery || t.cfg.inject == injectFunc {
@@ -147,6 +150,17 @@ func (c *call) attemptRequest(ctx context.Context, k *keyState, attempt int) (*h
 		t.cfg.injector(r, k.key.Secret)
 	}
 	return r, nil
+}
+
+// isStripHeader reports whether a header is one the pool removes before
+// applying its key.
+func (t *Transport) isStripHeader(name string) bool {
+	for _, s := range t.cfg.stripHeaders {
+		if name == s {
+			return true
+		}
+	}
+	return false
 }
 
 // isCredentialParam reports whether a query parameter is one the pool
