@@ -28,10 +28,10 @@ type call struct {
 	// waiting: a probe's request (see probeKey).
 	pinned *keyState
 
-	// first is the first attempt's copy of req, so that the call's
-	// allocation holds it too. Later attempts copy req afresh: the base
-	// may still read an earlier copy.
-	first http.Request
+	// sent is the current attempt's request copy; firstHeader is the
+	// first attempt's header map, handed on to a later request by putCall.
+	sent        *sentRequest
+	firstHeader http.Header
 
 	tried keyBits // keys this request sent an attempt with
 	lost  keyBits // keys that lost a reservation race in this look
@@ -310,7 +310,9 @@ func (c *call) deliver(resp *http.Response, k *keyState) *http.Response {
 		return resp
 	}
 	c.held = true
-	resp.Body = &respBody{body: resp.Body, c: c, reuse: c.attempts == 1}
+	b := &c.sent.body
+	b.body, b.c, b.reuse = resp.Body, c, c.attempts == 1
+	resp.Body = b
 	return resp
 }
 

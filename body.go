@@ -118,6 +118,13 @@ func (c *call) keep(resp *http.Response, k *keyState) *http.Response {
 	return resp
 }
 
+// sentRequest is one attempt's copy of the request, and the body of its
+// response if it is delivered, in one allocation. Neither is reused.
+type sentRequest struct {
+	req  http.Request
+	body respBody
+}
+
 // respBody is the body of a delivered response that holds a key: the
 // base's body, read and closed through it, and the call whose key's slot
 // frees when the body is read to its end or closed.
@@ -141,8 +148,8 @@ func (b *respBody) Read(p []byte) (int, error) {
 
 // Close closes the response body and frees the key's slot. Once the
 // release has finished and the body is closed, the call and its first
-// attempt's request copy serve a later request: the base transport is
-// done with the request by then (http.RoundTripper: callers may reuse a
+// attempt's header map serve a later request: the base transport is done
+// with the headers by then (http.RoundTripper: callers may reuse a
 // request once its response body is closed).
 func (b *respBody) Close() error {
 	err := b.body.Close()
@@ -180,8 +187,8 @@ func (c *call) release() {
 }
 
 // callPool holds calls whose responses were read and closed, for later
-// requests: a call is large (it holds the first attempt's request copy),
-// and its header map is kept, cleared, for the next first attempt.
+// requests, each with its first attempt's header map, cleared, for the
+// next first attempt.
 var callPool sync.Pool
 
 // maxPooledHeader is the largest header map kept for reuse, in entries.
@@ -195,7 +202,7 @@ func newCall() *call {
 }
 
 func putCall(c *call) {
-	h := c.first.Header
+	h := c.firstHeader
 	*c = call{}
 	if len(h) <= maxPooledHeader {
 		clear(h)

@@ -103,26 +103,27 @@ func (c *call) attemptRequest(ctx context.Context, k *keyState, attempt int) (*h
 	t := c.t
 	orig := c.req
 	// A shallow copy: every field we change is replaced, never written
-	// through.
-	var r *http.Request
-	if attempt == 1 {
-		c.first = *orig.WithContext(ctx)
-		r = &c.first
-	} else {
-		r = orig.WithContext(ctx)
-	}
+	// through. It is never reused: net/http may read it after the
+	// response is closed (a goroutine watching a legacy Request.Cancel).
+	// Its allocation holds the response body wrapper too (deliver).
+	c.sent = &sentRequest{req: *orig.WithContext(ctx)}
+	r := &c.sent.req
 	if err := c.attemptBody(r, attempt); err != nil {
 		return nil, err
 	}
 	// The values stay the caller's slices, shared as r.URL is: the base
 	// must not write to them (the RoundTripper contract), and the pool
 	// only ever replaces or removes a value. A first attempt's map may be
-	// one left by an earlier request whose response was closed (putCall).
+	// one left by an earlier request whose response was closed (putCall):
+	// a transport is done with the headers by then.
 	var h http.Header
 	if attempt == 1 && c.spareHeader != nil {
 		h, c.spareHeader = c.spareHeader, nil
 	} else {
 		h = make(http.Header, len(orig.Header)+1)
+	}
+	if attempt == 1 {
+		c.firstHeader = h
 	}
 	for name, v := range orig.Header {
 		if !t.isStripHeader(name) {
