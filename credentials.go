@@ -179,17 +179,16 @@ func (t *Transport) isCredentialParam(name, _ string) bool {
 }
 
 // hasCredentialParam is a cheap first look: whether u's query may hold a
-// parameter that isCredentialParam removes.
+// parameter that isCredentialParam removes. Names are compared as they
+// are; one with an escape in it is left to filterQuery, which decodes it
+// (an SDK may write api%5Fkey for api_key).
 func (t *Transport) hasCredentialParam(u *url.URL) bool {
 	q := u.RawQuery
-	if q == "" {
-		return false
-	}
-	if t.cfg.inject == injectQuery && strings.Contains(q, t.cfg.injectName) {
-		return true
-	}
-	for _, p := range t.cfg.stripParams {
-		if strings.Contains(q, p) {
+	for q != "" {
+		var part string
+		part, q, _ = strings.Cut(q, "&")
+		name, _, _ := strings.Cut(part, "=")
+		if strings.ContainsAny(name, "%+") || t.isCredentialParam(name, "") {
 			return true
 		}
 	}
