@@ -397,21 +397,14 @@ func (h *handler) usage(ctx context.Context, win windowSpec) (usageResponse, err
 	q := recorder.Query{Since: starts[0], Until: until}
 	perMin := float64(time.Minute) / float64(win.step)
 
-	// Count series: every attempt per key, and one per status; and the
-	// latency series. Two queries where the store answers MultiStats.
+	// Count series: every attempt per key, and one per status, in one
+	// query where the store answers MultiStats; then the latency of the
+	// busiest keys, in another.
 	filters := []status.Status{status.Unknown}
 	for _, s := range statusSeries {
 		filters = append(filters, s.st)
 	}
-	var series []map[string][]recorder.Bucket
-	var lats map[string][]recorder.LatencyBucket
-	err := parallel(2,
-		func() (err error) { series, err = h.stats.SeriesMulti(ctx, q, win.step, filters); return },
-		func() (err error) {
-			lats, err = h.stats.LatencySeries(ctx, recorder.Query{Since: latStarts[0], Until: until, Status: status.Success}, win.lat)
-			return
-		},
-	)
+	series, err := h.stats.SeriesMulti(ctx, q, win.step, filters)
 	if err == nil && len(series) != len(filters) {
 		err = errMultiLen
 	}
@@ -506,6 +499,17 @@ func (h *handler) usage(ctx context.Context, win windowSpec) (usageResponse, err
 	}
 
 	// Latency, for the top keys.
+	if len(top) == 0 {
+		return out, nil
+	}
+	topIDs := make([]string, len(top))
+	for i, kt := range top {
+		topIDs[i] = kt.id
+	}
+	lats, err := h.stats.LatencySeries(ctx, recorder.Query{Since: latStarts[0], Until: until, Status: status.Success}, win.lat, topIDs)
+	if err != nil {
+		return out, err
+	}
 	latIndex := func(t time.Time) int {
 		if t.Before(latStarts[0]) {
 			return -1

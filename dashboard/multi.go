@@ -3,6 +3,7 @@ package dashboard
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/apipool-ng/apipool/recorder"
@@ -54,7 +55,7 @@ func (f fallback) SeriesMulti(ctx context.Context, q recorder.Query, step time.D
 }
 
 // LatencySeries makes one LatencyByKey call per bucket.
-func (f fallback) LatencySeries(ctx context.Context, q recorder.Query, step time.Duration) (map[string][]recorder.LatencyBucket, error) {
+func (f fallback) LatencySeries(ctx context.Context, q recorder.Query, step time.Duration, keys []string) (map[string][]recorder.LatencyBucket, error) {
 	if step == 0 {
 		step = time.Minute
 	}
@@ -87,7 +88,7 @@ func (f fallback) LatencySeries(ctx context.Context, q recorder.Query, step time
 	out := map[string][]recorder.LatencyBucket{}
 	for i, m := range lats {
 		for k, l := range m {
-			if l.Count <= 0 {
+			if l.Count <= 0 || len(keys) > 0 && !slices.Contains(keys, k) {
 				continue
 			}
 			bs := out[k]

@@ -47,9 +47,9 @@ func (c *countingMulti) SeriesMulti(ctx context.Context, q recorder.Query, step 
 	c.calls.Add(1)
 	return c.MultiStats.SeriesMulti(ctx, q, step, fs)
 }
-func (c *countingMulti) LatencySeries(ctx context.Context, q recorder.Query, step time.Duration) (map[string][]recorder.LatencyBucket, error) {
+func (c *countingMulti) LatencySeries(ctx context.Context, q recorder.Query, step time.Duration, keys []string) (map[string][]recorder.LatencyBucket, error) {
 	c.calls.Add(1)
-	return c.MultiStats.LatencySeries(ctx, q, step)
+	return c.MultiStats.LatencySeries(ctx, q, step, keys)
 }
 
 // spread records events of every status over the 24 hours before now, on

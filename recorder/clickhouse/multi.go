@@ -147,10 +147,23 @@ func (s *Store) SeriesMulti(ctx context.Context, q recorder.Query, step time.Dur
 // buckets of step (a minute when 0), each bucket's as LatencyByKey gives
 // it for the bucket cut to [q.Since, q.Until), from one query (see
 // recorder.MultiStats). Bounds and step are checked as Series checks them.
-func (s *Store) LatencySeries(ctx context.Context, q recorder.Query, step time.Duration) (map[string][]recorder.LatencyBucket, error) {
+// keys, when not empty, limits the query to those keys (q.KeyID must then
+// be empty).
+func (s *Store) LatencySeries(ctx context.Context, q recorder.Query, step time.Duration, keys []string) (map[string][]recorder.LatencyBucket, error) {
 	first, last, stepSec, err := seriesRange(q, step)
 	if err != nil {
 		return nil, err
+	}
+	var extra []string
+	if len(keys) > 0 {
+		if q.KeyID != "" {
+			return nil, fmt.Errorf("%w: LatencySeries takes keys or a query's KeyID, not both", recorder.ErrBadQuery)
+		}
+		quoted := make([]string, len(keys))
+		for i, k := range keys {
+			quoted[i] = quoteString(cleanString(k))
+		}
+		extra = append(extra, "key_id IN ("+strings.Join(quoted, ", ")+")")
 	}
 	st, err := s.begin(ctx)
 	if err != nil {
@@ -162,7 +175,7 @@ func (s *Store) LatencySeries(ctx context.Context, q recorder.Query, step time.D
 		return out, nil
 	}
 	n := int(last - first + 1)
-	p := planQuery(st, q, w, s.cfg.RollupAfter, stepSec)
+	p := planQuery(st, q, w, s.cfg.RollupAfter, stepSec, extra...)
 	err = s.query(ctx, latencySeriesSQL(st, p, stepSec), func(r driver.Rows) error {
 		var k string
 		var b int64

@@ -68,8 +68,9 @@ func (s *Store) SeriesMulti(ctx context.Context, q recorder.Query, step time.Dur
 // buckets of step (a minute when 0), each bucket's as LatencyByKey gives
 // it for the bucket cut to [q.Since, q.Until) (see recorder.MultiStats).
 // The bounds and step are checked as Series checks them, and the result
-// may hold at most [MaxSeriesTotal] buckets over all keys.
-func (s *Store) LatencySeries(ctx context.Context, q recorder.Query, step time.Duration) (map[string][]recorder.LatencyBucket, error) {
+// may hold at most [MaxSeriesTotal] buckets over all keys. keys, when not
+// empty, limits the answer to those keys (q.KeyID must then be empty).
+func (s *Store) LatencySeries(ctx context.Context, q recorder.Query, step time.Duration, keys []string) (map[string][]recorder.LatencyBucket, error) {
 	if step == 0 {
 		step = time.Minute
 	}
@@ -81,12 +82,22 @@ func (s *Store) LatencySeries(ctx context.Context, q recorder.Query, step time.D
 	if err != nil {
 		return nil, err
 	}
+	var only map[string]bool
+	if len(keys) > 0 {
+		if q.KeyID != "" {
+			return nil, fmt.Errorf("%w: LatencySeries takes keys or a query's KeyID, not both", recorder.ErrBadQuery)
+		}
+		only = make(map[string]bool, len(keys))
+		for _, k := range keys {
+			only[k] = true
+		}
+	}
 	w := windowOf(q)
 	out := map[string][]recorder.LatencyBucket{}
 	mg := new(merged)
 	var total int64
 	err = s.each(ctx, q, func(id string, k *keyState, sp *span) {
-		if total > MaxSeriesTotal {
+		if total > MaxSeriesTotal || only != nil && !only[id] {
 			return
 		}
 		var bs []recorder.LatencyBucket

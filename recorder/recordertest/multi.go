@@ -101,7 +101,7 @@ func testLatencySeries(t *testing.T, s recorder.MultiStats, base time.Time) {
 		for _, f := range classFilters {
 			q := c.q
 			q.Status = f
-			got, err := s.LatencySeries(ctx, q, c.step)
+			got, err := s.LatencySeries(ctx, q, c.step, nil)
 			if err != nil {
 				t.Errorf("%s: LatencySeries(%s, %v): %v", c.name, describe(q), c.step, err)
 				continue
@@ -160,6 +160,28 @@ func testLatencySeries(t *testing.T, s recorder.MultiStats, base time.Time) {
 	if checked < 50 {
 		t.Errorf("only %d latency buckets checked", checked)
 	}
+	// A set of keys: their part of the answer for every key.
+	q := recorder.Query{Since: base, Until: base.Add(3 * time.Hour), Status: status.Success}
+	all, err := s.LatencySeries(ctx, q, time.Hour, nil)
+	if err != nil {
+		t.Fatalf("LatencySeries(%s, 1h): %v", describe(q), err)
+	}
+	keys := []string{KeyAlpha, KeyGamma, "no such key"}
+	got, err := s.LatencySeries(ctx, q, time.Hour, keys)
+	if err != nil {
+		t.Fatalf("LatencySeries(%s, 1h, %q): %v", describe(q), keys, err)
+	}
+	want := map[string][]recorder.LatencyBucket{}
+	for _, k := range keys {
+		if bs, ok := all[k]; ok {
+			want[k] = bs
+		}
+	}
+	if len(want) != 2 || !maps.EqualFunc(got, want, func(a, b []recorder.LatencyBucket) bool {
+		return slices.EqualFunc(a, b, func(x, y recorder.LatencyBucket) bool { return x.Start.Equal(y.Start) && x.Latency == y.Latency })
+	}) {
+		t.Errorf("LatencySeries(%s, 1h, %q) = %v, want %v (the answer for every key, cut to those)", describe(q), keys, got, want)
+	}
 }
 
 func later(a, b time.Time) time.Time {
@@ -184,7 +206,7 @@ func testMultiBadQueries(t *testing.T, s recorder.MultiStats, base time.Time) {
 		if got, err := s.SeriesMulti(ctx, q, c.step, filters); !errors.Is(err, recorder.ErrBadQuery) {
 			t.Errorf("%s: SeriesMulti = %d maps, %v; want an error wrapping recorder.ErrBadQuery", c.name, len(got), err)
 		}
-		if got, err := s.LatencySeries(ctx, q, c.step); !errors.Is(err, recorder.ErrBadQuery) {
+		if got, err := s.LatencySeries(ctx, q, c.step, nil); !errors.Is(err, recorder.ErrBadQuery) {
 			t.Errorf("%s: LatencySeries = %d keys, %v; want an error wrapping recorder.ErrBadQuery", c.name, len(got), err)
 		}
 	}
@@ -194,6 +216,10 @@ func testMultiBadQueries(t *testing.T, s recorder.MultiStats, base time.Time) {
 	}
 	if _, err := s.SeriesMulti(ctx, q, time.Minute, filters); !errors.Is(err, recorder.ErrBadQuery) {
 		t.Errorf("SeriesMulti with the query's Status set: %v, want an error wrapping recorder.ErrBadQuery", err)
+	}
+	q = recorder.Query{Since: base, Until: base.Add(time.Hour), KeyID: KeyAlpha}
+	if _, err := s.LatencySeries(ctx, q, time.Minute, []string{KeyBeta}); !errors.Is(err, recorder.ErrBadQuery) {
+		t.Errorf("LatencySeries with keys and the query's KeyID set: %v, want an error wrapping recorder.ErrBadQuery", err)
 	}
 }
 
@@ -210,7 +236,7 @@ func multiErrors(ctx context.Context, s Store, base time.Time, check func(method
 	check("UsageByKeyMulti", err)
 	_, err = m.SeriesMulti(ctx, q, time.Minute, filters)
 	check("SeriesMulti", err)
-	_, err = m.LatencySeries(ctx, q, time.Minute)
+	_, err = m.LatencySeries(ctx, q, time.Minute, nil)
 	check("LatencySeries", err)
 }
 

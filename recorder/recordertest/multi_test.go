@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -62,9 +63,12 @@ func (s *multiStore) SeriesMulti(ctx context.Context, q recorder.Query, step tim
 	return outs, nil
 }
 
-func (s *multiStore) LatencySeries(ctx context.Context, q recorder.Query, step time.Duration) (map[string][]recorder.LatencyBucket, error) {
+func (s *multiStore) LatencySeries(ctx context.Context, q recorder.Query, step time.Duration, keys []string) (map[string][]recorder.LatencyBucket, error) {
 	if step == 0 {
 		step = time.Minute
+	}
+	if len(keys) > 0 && q.KeyID != "" {
+		return nil, fmt.Errorf("%w: keys and KeyID", recorder.ErrBadQuery)
 	}
 	series, err := s.Series(ctx, q, step)
 	if err != nil {
@@ -72,6 +76,9 @@ func (s *multiStore) LatencySeries(ctx context.Context, q recorder.Query, step t
 	}
 	out := map[string][]recorder.LatencyBucket{}
 	for k, bs := range series {
+		if len(keys) > 0 && !slices.Contains(keys, k) && s.broken != "latencySeriesKeysIgnored" {
+			continue
+		}
 		lbs := make([]recorder.LatencyBucket, len(bs))
 		for j, b := range bs {
 			lbs[j].Start = b.Start
@@ -95,7 +102,7 @@ func (s *multiStore) LatencySeries(ctx context.Context, q recorder.Query, step t
 	return out, nil
 }
 
-var brokenMultiStores = []string{"multiKeepsStatus", "multiLastOffByOne", "seriesMultiFirstFilter", "latencySeriesUnclipped", "latencySeriesP50IsP90"}
+var brokenMultiStores = []string{"multiKeepsStatus", "multiLastOffByOne", "seriesMultiFirstFilter", "latencySeriesUnclipped", "latencySeriesP50IsP90", "latencySeriesKeysIgnored"}
 
 // TestMultiStores runs the suite on a store whose MultiStats answers come
 // from its Stats methods (so pass), and in child processes on broken ones,
