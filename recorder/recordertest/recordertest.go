@@ -12,7 +12,12 @@
 // records a fixed set of events in it (see [Events]), calls the store's
 // Flush method if it has one (see [Flusher]), and checks the answers of
 // UsageByKey, UsageCount, LatencyByKey and Series against answers computed
-// from the events. It closes every store it gets.
+// from the events. A store that also implements recorder.MultiStats has
+// its UsageByKeyMulti, SeriesMulti and LatencySeries answers checked
+// against its own Stats answers on the same events (counts equal,
+// quantiles within 10% plus 1ms), its errors as the Stats methods', and,
+// while events are recorded, UsageByKeyMulti's class counts adding up to
+// its count of every event. It closes every store it gets.
 //
 // # What a store must do to pass
 //
