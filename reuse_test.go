@@ -98,49 +98,62 @@ func endBody(t *testing.T, b io.ReadCloser, how int, want string) {
 	}
 }
 
-// Over net/http's own transport, with a client timeout (which sets the
-// legacy Request.Cancel: net/http then watches the request from a
-// goroutine of its own that may outlive the response), requests and
-// their reused parts must not race with the transport, and each request
-// reaches the server with its own headers and body.
+// Over net/http's own transport, HTTP/1.1 and HTTP/2, with a client
+// timeout (which sets the legacy Request.Cancel: net/http then watches the
+// request from a goroutine of its own that may outlive the response),
+// requests and their reused parts must not race with the transport, and
+// each request reaches the server with its own headers and body.
 func TestReuseOverNetHTTP(t *testing.T) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		if id := r.URL.Query().Get("id"); r.Header.Get("X-Req") != id || r.Method == http.MethodPost && string(body) != "body "+id {
-			t.Errorf("request %s: X-Req %q, body %q", id, r.Header.Get("X-Req"), body)
+	for _, h2 := range []bool{false, true} {
+		name := "HTTP/1.1"
+		if h2 {
+			name = "HTTP/2"
 		}
-		io.WriteString(w, "ok")
-	}))
-	defer srv.Close()
-	tr := &http.Transport{MaxIdleConnsPerHost: 8}
-	defer tr.CloseIdleConnections()
-	p := mustNew(t, keys(3), apipool.WithBase(tr))
-	client := &http.Client{Transport: p, Timeout: time.Minute}
-	var wg sync.WaitGroup
-	for g := range 8 {
-		wg.Go(func() {
-			for i := range 100 {
-				id := strconv.Itoa(g*100 + i)
-				var req *http.Request
-				var err error
-				if i%2 == 0 {
-					req, err = http.NewRequest(http.MethodGet, srv.URL+"/?id="+id, nil)
-				} else {
-					req, err = http.NewRequest(http.MethodPost, srv.URL+"/?id="+id, strings.NewReader("body "+id))
+		t.Run(name, func(t *testing.T) {
+			srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				body, _ := io.ReadAll(r.Body)
+				if id := r.URL.Query().Get("id"); r.Header.Get("X-Req") != id || r.Method == http.MethodPost && string(body) != "body "+id {
+					t.Errorf("request %s: X-Req %q, body %q", id, r.Header.Get("X-Req"), body)
 				}
-				if err != nil {
-					t.Error(err)
-					return
+				if h2 != (r.ProtoMajor == 2) {
+					t.Errorf("request over %s", r.Proto)
 				}
-				req.Header.Set("X-Req", id)
-				resp, err := client.Do(req)
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				endBody(t, resp.Body, i%4, "ok")
+				io.WriteString(w, "ok")
+			}))
+			srv.EnableHTTP2 = h2
+			srv.StartTLS()
+			defer srv.Close()
+			tr := srv.Client().Transport.(*http.Transport)
+			defer tr.CloseIdleConnections()
+			p := mustNew(t, keys(3), apipool.WithBase(tr))
+			client := &http.Client{Transport: p, Timeout: time.Minute}
+			var wg sync.WaitGroup
+			for g := range 8 {
+				wg.Go(func() {
+					for i := range 100 {
+						id := strconv.Itoa(g*100 + i)
+						var req *http.Request
+						var err error
+						if i%2 == 0 {
+							req, err = http.NewRequest(http.MethodGet, srv.URL+"/?id="+id, nil)
+						} else {
+							req, err = http.NewRequest(http.MethodPost, srv.URL+"/?id="+id, strings.NewReader("body "+id))
+						}
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						req.Header.Set("X-Req", id)
+						resp, err := client.Do(req)
+						if err != nil {
+							t.Error(err)
+							return
+						}
+						endBody(t, resp.Body, i%4, "ok")
+					}
+				})
 			}
+			wg.Wait()
 		})
 	}
-	wg.Wait()
 }
