@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"strconv"
-	"sync/atomic"
 	"time"
 
 	"github.com/apipool-ng/apipool/recorder"
@@ -15,8 +14,9 @@ import (
 )
 
 // call is one request's journey through the pool: the attempt loop below,
-// its picking and waiting (pick.go), its body (body.go). It is also the
-// body of the response returned, so that one allocation serves both.
+// its picking and waiting (pick.go), its body (body.go). Calls are reused
+// (newCall, putCall) once a response delivered on the first attempt is
+// read and closed.
 type call struct {
 	t    *Transport
 	req  *http.Request
@@ -28,10 +28,10 @@ type call struct {
 	// waiting: a probe's request (see probeKey).
 	pinned *keyState
 
-	// first is the first attempt's copy of req, so that the call's
-	// allocation holds it too. Later attempts copy req afresh: the base
-	// may still read an earlier copy.
-	first http.Request
+	// sent is the current attempt's request copy; firstHeader is the
+	// first attempt's header map, handed on to a later request by putCall.
+	sent        *sentRequest
+	firstHeader http.Header
 
 	tried keyBits // keys this request sent an attempt with
 	lost  keyBits // keys that lost a reservation race in this look
@@ -59,10 +59,14 @@ type call struct {
 	trial      bool // the current attempt is its key's trial
 	hasWaited  bool // counted in Transport.Waits
 
-	// The returned response's body and the key it holds.
-	body     io.ReadCloser
-	key      *keyState
-	released atomic.Bool
+	// The key the returned response holds, and whether its body holds it
+	// (a respBody), so that the request's span ends with the body.
+	key  *keyState
+	held bool
+
+	// spareHeader is a cleared map left by an earlier request (putCall),
+	// for the first attempt's copy of the headers.
+	spareHeader http.Header
 
 	// Telemetry: the logical request's span and the delivered attempt's
 	// span (nil when tracing is off), ended when the body is released.
@@ -93,7 +97,7 @@ func (c *call) run() (*http.Response, error) {
 		c.t.waiters.leave(c.waiter)
 		c.waiter = nil
 	}
-	if span != nil && (err != nil || c.body == nil) {
+	if span != nil && (err != nil || !c.held) {
 		// No body holds the request open: its span ends now.
 		endRequest(span, c.final, c.attempts, c.waited, c.key, err)
 	}
@@ -104,7 +108,6 @@ func (c *call) run() (*http.Response, error) {
 // and settle, then return the answer or go round again.
 func (c *call) loop(ctx context.Context) (*http.Response, error) {
 	t := c.t
-	c.now = t.cfg.clock.Now()
 	if err := c.prepareBody(); err != nil {
 		return nil, err
 	}
@@ -306,8 +309,10 @@ func (c *call) deliver(resp *http.Response, k *keyState) *http.Response {
 		endSpan(c.attSpan)
 		return resp
 	}
-	c.body = resp.Body
-	resp.Body = c
+	c.held = true
+	b := &c.sent.body
+	b.body, b.c, b.reuse = resp.Body, c, c.attempts == 1
+	resp.Body = b
 	return resp
 }
 

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"sync"
+	"sync/atomic"
 )
 
 // prepareBody makes the request body replayable when it can be: through
@@ -116,29 +118,95 @@ func (c *call) keep(resp *http.Response, k *keyState) *http.Response {
 	return resp
 }
 
+// sentRequest is one attempt's copy of the request, and the body of its
+// response if it is delivered, in one allocation. Neither is reused.
+type sentRequest struct {
+	req  http.Request
+	body respBody
+}
+
+// respBody is the body of a delivered response that holds a key: the
+// base's body, read and closed through it, and the call whose key's slot
+// frees when the body is read to its end or closed.
+type respBody struct {
+	body     io.ReadCloser
+	c        *call
+	released atomic.Bool  // the key's slot is freed (or being freed)
+	closed   atomic.Bool  // Close has run
+	ends     atomic.Int32 // of the release finished and the first Close
+	reuse    bool         // the call may serve a later request (putCall)
+}
+
 // Read reads the response body; at its end the key's slot is freed.
-func (c *call) Read(p []byte) (int, error) {
-	n, err := c.body.Read(p)
+func (b *respBody) Read(p []byte) (int, error) {
+	n, err := b.body.Read(p)
 	if err == io.EOF {
-		c.releaseOnce()
+		b.release()
 	}
 	return n, err
 }
 
-// Close closes the response body and frees the key's slot.
-func (c *call) Close() error {
-	err := c.body.Close()
-	c.releaseOnce()
+// Close closes the response body and frees the key's slot. Once the
+// release has finished and the body is closed, the call and its first
+// attempt's header map serve a later request: the base transport is done
+// with the headers by then (http.RoundTripper: callers may reuse a
+// request once its response body is closed).
+func (b *respBody) Close() error {
+	err := b.body.Close()
+	b.release()
+	if b.closed.CompareAndSwap(false, true) {
+		b.end()
+	}
 	return err
 }
 
-func (c *call) releaseOnce() {
-	if c.released.CompareAndSwap(false, true) {
-		c.t.release(c.key)
-		c.endAttempt()
-		endSpan(c.attSpan)
-		if c.reqSpan != nil {
-			endRequest(c.reqSpan, c.final, c.attempts, c.waited, c.key, nil)
-		}
+func (b *respBody) release() {
+	if b.released.CompareAndSwap(false, true) {
+		b.c.release()
+		b.end()
 	}
+}
+
+// end counts one of the body's two ends; the second hands the call back.
+// After that the body never touches the call again.
+func (b *respBody) end() {
+	if b.ends.Add(1) == 2 && b.reuse {
+		putCall(b.c)
+	}
+}
+
+// release frees the key's slot of the delivered attempt and ends its
+// spans.
+func (c *call) release() {
+	c.t.release(c.key)
+	c.endAttempt()
+	endSpan(c.attSpan)
+	if c.reqSpan != nil {
+		endRequest(c.reqSpan, c.final, c.attempts, c.waited, c.key, nil)
+	}
+}
+
+// callPool holds calls whose responses were read and closed, for later
+// requests, each with its first attempt's header map, cleared, for the
+// next first attempt.
+var callPool sync.Pool
+
+// maxPooledHeader is the largest header map kept for reuse, in entries.
+const maxPooledHeader = 64
+
+func newCall() *call {
+	if c, ok := callPool.Get().(*call); ok {
+		return c
+	}
+	return new(call)
+}
+
+func putCall(c *call) {
+	h := c.firstHeader
+	*c = call{}
+	if len(h) <= maxPooledHeader {
+		clear(h)
+		c.spareHeader = h
+	}
+	callPool.Put(c)
 }

@@ -2,7 +2,6 @@ package apipool
 
 import (
 	"context"
-	"maps"
 	"net/http"
 	"net/url"
 	"reflect"
@@ -104,27 +103,32 @@ func (c *call) attemptRequest(ctx context.Context, k *keyState, attempt int) (*h
 	t := c.t
 	orig := c.req
 	// A shallow copy: every field we change is replaced, never written
-	// through.
-	var r *http.Request
-	if attempt == 1 {
-		c.first = *orig.WithContext(ctx)
-		r = &c.first
-	} else {
-		r = orig.WithContext(ctx)
-	}
+	// through. It is never reused: net/http may read it after the
+	// response is closed (a goroutine watching a legacy Request.Cancel).
+	// Its allocation holds the response body wrapper too (deliver).
+	c.sent = &sentRequest{req: *orig.WithContext(ctx)}
+	r := &c.sent.req
 	if err := c.attemptBody(r, attempt); err != nil {
 		return nil, err
 	}
-	// maps.Clone copies the map's memory, cheaper than inserting each
-	// header anew. The values stay the caller's slices, shared as r.URL
-	// is: the base must not write to them (the RoundTripper contract),
-	// and the pool only ever replaces or removes a value.
-	h := maps.Clone(orig.Header)
-	if h == nil {
-		h = make(http.Header, 1)
+	// The values stay the caller's slices, shared as r.URL is: the base
+	// must not write to them (the RoundTripper contract), and the pool
+	// only ever replaces or removes a value. A first attempt's map may be
+	// one left by an earlier request whose response was closed (putCall):
+	// a transport is done with the headers by then.
+	var h http.Header
+	if attempt == 1 && c.spareHeader != nil {
+		h, c.spareHeader = c.spareHeader, nil
+	} else {
+		h = make(http.Header, len(orig.Header)+1)
 	}
-	for _, name := range t.cfg.stripHeaders {
-		delete(h, name)
+	if attempt == 1 {
+		c.firstHeader = h
+	}
+	for name, v := range orig.Header {
+		if !t.isStripHeader(name) {
+			h[name] = v
+		}
 	}
 	r.Header = h
 	if strip := t.hasCredentialParam(orig.URL); strip || t.cfg.inject == injectQuery || t.cfg.inject == injectFunc {
@@ -149,6 +153,17 @@ func (c *call) attemptRequest(ctx context.Context, k *keyState, attempt int) (*h
 	return r, nil
 }
 
+// isStripHeader reports whether a header is one the pool removes before
+// applying its key.
+func (t *Transport) isStripHeader(name string) bool {
+	for _, s := range t.cfg.stripHeaders {
+		if name == s {
+			return true
+		}
+	}
+	return false
+}
+
 // isCredentialParam reports whether a query parameter is one the pool
 // removes before applying its key.
 func (t *Transport) isCredentialParam(name, _ string) bool {
@@ -164,17 +179,16 @@ func (t *Transport) isCredentialParam(name, _ string) bool {
 }
 
 // hasCredentialParam is a cheap first look: whether u's query may hold a
-// parameter that isCredentialParam removes.
+// parameter that isCredentialParam removes. Names are compared as they
+// are; one with an escape in it is left to filterQuery, which decodes it
+// (an SDK may write api%5Fkey for api_key).
 func (t *Transport) hasCredentialParam(u *url.URL) bool {
 	q := u.RawQuery
-	if q == "" {
-		return false
-	}
-	if t.cfg.inject == injectQuery && strings.Contains(q, t.cfg.injectName) {
-		return true
-	}
-	for _, p := range t.cfg.stripParams {
-		if strings.Contains(q, p) {
+	for q != "" {
+		var part string
+		part, q, _ = strings.Cut(q, "&")
+		name, _, _ := strings.Cut(part, "=")
+		if strings.ContainsAny(name, "%+") || t.isCredentialParam(name, "") {
 			return true
 		}
 	}

@@ -87,6 +87,7 @@ func TestPlaceholderNeverLeaves(t *testing.T) {
 		"api_key param":  func(r *http.Request) { r.URL.RawQuery += "&api_key=" + placeholder },
 		"key param":      func(r *http.Request) { r.URL.RawQuery += "&key=" + placeholder },
 		"apikey param":   func(r *http.Request) { r.URL.RawQuery += "&apikey=" + placeholder },
+		"escaped param":  func(r *http.Request) { r.URL.RawQuery += "&api%5Fkey=" + placeholder }, // api_key, as an upstream decodes it
 	}
 	for iname, inj := range injections {
 		for pname, put := range placeholders {

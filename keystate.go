@@ -42,7 +42,13 @@ type keyState struct {
 	ramp     atomic.Int64
 	disabled atomic.Pointer[disableInfo]
 	removed  atomic.Bool
+
+	// inFlight is written by every request twice: on a cache line of its
+	// own, so that the fields above, read by every request, are not
+	// invalidated on the other CPUs by each write.
+	_        [64]byte
 	inFlight atomic.Int64
+	_        [56]byte
 
 	budget budget       // what the provider's rate-limit headers said (ratelimit.go)
 	limits *localLimits // PerSecond, PerMinute, PerDay; nil without (limits.go)

@@ -227,6 +227,12 @@ func WithRateLimitSteering(on bool, parser status.BudgetParser) Option {
 
 // WithBase sets the transport that sends the requests. Nil, the default,
 // means http.DefaultTransport.
+//
+// The pool sends the base its own copy of each request, and reuses the
+// copy's header map for a later request once the response body is
+// closed, as the http.RoundTripper contract allows. A base that keeps
+// requests for later (a test double that records them, say) must copy
+// the headers it keeps, e.g. with r.Clone, before returning.
 func WithBase(rt http.RoundTripper) Option {
 	return optionFunc(func(c *config) error { c.base = rt; return nil })
 }

@@ -17,6 +17,7 @@ import (
 func (c *call) takeKey(ctx context.Context) (*keyState, error) {
 	t := c.t
 	if c.pinned != nil {
+		c.now = t.cfg.clock.Now()
 		c.pinned.inFlight.Add(1) // a probe's request: its key, once, whatever its state
 		c.ticket, c.trial = breakerTicket{}, false
 		return c.pinned, nil

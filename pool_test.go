@@ -310,6 +310,30 @@ func TestCheckUsableReport(t *testing.T) {
 	}
 }
 
+// A probe records one usage event per key, at the pool clock's time, as a
+// request's attempt does: the usage queries over a recent window count it.
+func TestProbeEventsAtPoolTime(t *testing.T) {
+	t.Parallel()
+	clk := newClock()
+	clk.Advance(90 * time.Second)
+	rec := &captureRecorder{}
+	up := newUpstream(bySecret(map[string]reply{"s1": {Status: 401}}))
+	p := mustNew(t, keys(2), apipool.WithBase(up), apipool.WithClock(clk), apipool.WithRecorder(rec),
+		apipool.WithProbe(apipool.ProbeRequest("GET", "http://api.test/me"), 0))
+	if _, err := p.CheckUsable(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ev := rec.Events()
+	if len(ev) != 2 {
+		t.Fatalf("events %v, want one per key", rec)
+	}
+	for _, e := range ev {
+		if !e.Time.Equal(t0.Add(90 * time.Second)) {
+			t.Errorf("key %s: event at %v, want the pool clock's %v", e.KeyID, e.Time, t0.Add(90*time.Second))
+		}
+	}
+}
+
 // A request waiting for a key sees the keys added and removed meanwhile:
 // a key rotation during the wait does not fail it.
 func TestWaitingRequestSeesKeyChanges(t *testing.T) {

@@ -276,7 +276,7 @@ func (tl *telemetry) startRequest(ctx context.Context, r *http.Request) (context
 	if !on {
 		return ctx, nil
 	}
-	ctx, span := tr.Start(ctx, requestSpanName(r), trace.WithSpanKind(trace.SpanKindInternal))
+	ctx, span := tr.Start(ctx, requestSpanName(r), internalSpan...)
 	if !span.IsRecording() {
 		return ctx, span // sampled out: no attributes built
 	}
@@ -289,6 +289,13 @@ func (tl *telemetry) startRequest(ctx context.Context, r *http.Request) (context
 	}
 	return ctx, span
 }
+
+// The span kinds' start options, made once: built per span, the option
+// and its slice cost two allocations even when the span is sampled out.
+var (
+	internalSpan = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindInternal)}
+	clientSpan   = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient)}
+)
 
 // requestSpanName is "apipool {method}", without a concatenation for the
 // common methods.
@@ -320,7 +327,7 @@ func (tl *telemetry) startAttempt(ctx context.Context, r *http.Request, attempt 
 		// (parent-based samplers), so none is started.
 		return ctx, nil
 	}
-	ctx, span := tr.Start(ctx, method(r), trace.WithSpanKind(trace.SpanKindClient))
+	ctx, span := tr.Start(ctx, method(r), clientSpan...)
 	if !span.IsRecording() {
 		return ctx, span // sampled out: no attributes built
 	}

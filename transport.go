@@ -18,7 +18,8 @@ import (
 // upstream API and keep it for the program's life.
 //
 // Per the http.RoundTripper contract, RoundTrip never modifies the
-// caller's request (it sends copies), returns a 429 or 5xx answer as a
+// caller's request (it sends copies, whose header maps are reused once
+// the response body is closed: see WithBase), returns a 429 or 5xx answer as a
 // response rather than an error, never returns a response together with
 // an error, and always closes the request body.
 type Transport struct {
@@ -184,7 +185,8 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if !t.keyAllowed(req) {
 		return t.passThrough(req)
 	}
-	c := &call{t: t, req: req, ks: t.keys.Load(), bufLen: -1}
+	c := newCall()
+	c.t, c.req, c.ks, c.bufLen = t, req, t.keys.Load(), -1
 	c.cand = Candidates{ks: c.ks, call: c}
 	return c.run()
 }

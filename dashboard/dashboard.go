@@ -53,7 +53,7 @@ const DisabledReason = "disabled from the dashboard"
 type handler struct {
 	pool   Pool
 	cfg    config
-	stats  recorder.Stats
+	stats  recorder.MultiStats // nil without stats
 	csrf   string
 	cop    *http.CrossOriginProtection
 	page   *template.Template
@@ -82,10 +82,11 @@ func New(pool Pool, opts ...Option) (http.Handler, error) {
 		}
 	}
 	h := &handler{pool: pool, cfg: cfg, cop: http.NewCrossOriginProtection()}
-	h.stats = cfg.stats
+	st := cfg.stats
 	if !cfg.statsSet {
-		h.stats = pool.Stats()
+		st = pool.Stats()
 	}
+	h.stats = multiOf(st)
 	var tok [32]byte
 	rand.Read(tok[:])
 	h.csrf = hex.EncodeToString(tok[:])

@@ -2,6 +2,7 @@ package dashboard
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"slices"
 	"sync"
@@ -26,6 +27,9 @@ var windows = []windowSpec{
 }
 
 const defaultWindow = "1h"
+
+// errMultiLen reports a MultiStats answer with a map missing.
+var errMultiLen = errors.New("the store's multi-filter answer has the wrong number of maps")
 
 // queryTimeout bounds the stats queries of one API call.
 const queryTimeout = 10 * time.Second
@@ -202,18 +206,24 @@ func (h *handler) keys(ctx context.Context, win windowSpec) keysResponse {
 		return out
 	}
 	q := recorder.Query{Since: now.Add(-win.d), Until: now.Add(time.Nanosecond)}
-	var all, succ, limited map[string]int64
+	// Two queries where the store answers MultiStats itself.
+	var counts []map[string]int64
 	var lat map[string]recorder.Latency
-	err := parallel(4,
-		func() (err error) { all, err = h.stats.UsageByKey(ctx, q); return },
-		func() (err error) { succ, err = h.stats.UsageByKey(ctx, with(q, status.Success)); return },
-		func() (err error) { limited, err = h.stats.UsageByKey(ctx, with(q, status.ReachLimit)); return },
+	err := parallel(2,
+		func() (err error) {
+			counts, err = h.stats.UsageByKeyMulti(ctx, q, []status.Status{status.Unknown, status.Success, status.ReachLimit})
+			return
+		},
 		func() (err error) { lat, err = h.stats.LatencyByKey(ctx, with(q, status.Success)); return },
 	)
+	if err == nil && len(counts) != 3 {
+		err = errMultiLen
+	}
 	if err != nil {
 		out.StatsError = "apipool/dashboard: stats: " + err.Error()
 		return out
 	}
+	all, succ, limited := counts[0], counts[1], counts[2]
 	for i := range out.Keys {
 		k := &out.Keys[i]
 		n := all[k.ID]
@@ -289,21 +299,32 @@ func (h *handler) totals(ctx context.Context, win windowSpec) totalsResponse {
 	}
 	until := now.Add(time.Nanosecond)
 	q := recorder.Query{Since: now.Add(-win.d), Until: until}
-	var all, succ, limited, noKey, lastMin int64
-	err := parallel(4,
-		func() (err error) { all, err = h.stats.UsageCount(ctx, q); return },
-		func() (err error) { succ, err = h.stats.UsageCount(ctx, with(q, status.Success)); return },
-		func() (err error) { limited, err = h.stats.UsageCount(ctx, with(q, status.ReachLimit)); return },
-		func() (err error) { noKey, err = h.stats.UsageCount(ctx, with(q, status.NoKeyAvailable)); return },
+	var counts []map[string]int64
+	var lastMin int64
+	err := parallel(2,
+		func() (err error) {
+			counts, err = h.stats.UsageByKeyMulti(ctx, q, []status.Status{status.Unknown, status.Success, status.ReachLimit, status.NoKeyAvailable})
+			return
+		},
 		func() (err error) {
 			lastMin, err = h.stats.UsageCount(ctx, recorder.Query{Since: now.Add(-time.Minute), Until: until})
 			return
 		},
 	)
+	if err == nil && len(counts) != 4 {
+		err = errMultiLen
+	}
 	if err != nil {
 		out.StatsError = "apipool/dashboard: stats: " + err.Error()
 		return out
 	}
+	sum := func(m map[string]int64) (n int64) {
+		for _, v := range m {
+			n += v
+		}
+		return n
+	}
+	all, succ, limited, noKey := sum(counts[0]), sum(counts[1]), sum(counts[2]), sum(counts[3])
 	out.Requests, out.Succeeded, out.RateLimited, out.NoKeyErrors = ptr(all), ptr(succ), ptr(limited), ptr(noKey)
 	out.PerSecond = ptr(float64(all) / win.d.Seconds())
 	out.LastMinutePerSecond = ptr(float64(lastMin) / 60)
@@ -376,16 +397,21 @@ func (h *handler) usage(ctx context.Context, win windowSpec) (usageResponse, err
 	q := recorder.Query{Since: starts[0], Until: until}
 	perMin := float64(time.Minute) / float64(win.step)
 
-	// Count series: every attempt per key, and one per status.
-	var all map[string][]recorder.Bucket
-	byStatus := make([]map[string][]recorder.Bucket, len(statusSeries))
-	fns := []func() error{func() (err error) { all, err = h.stats.Series(ctx, q, win.step); return }}
-	for i, s := range statusSeries {
-		fns = append(fns, func() (err error) { byStatus[i], err = h.stats.Series(ctx, with(q, s.st), win.step); return })
+	// Count series: every attempt per key, and one per status, in one
+	// query where the store answers MultiStats; then the latency of the
+	// busiest keys, in another.
+	filters := []status.Status{status.Unknown}
+	for _, s := range statusSeries {
+		filters = append(filters, s.st)
 	}
-	if err := parallel(4, fns...); err != nil {
+	series, err := h.stats.SeriesMulti(ctx, q, win.step, filters)
+	if err == nil && len(series) != len(filters) {
+		err = errMultiLen
+	}
+	if err != nil {
 		return out, err
 	}
+	all, byStatus := series[0], series[1:]
 	index := func(t time.Time) int {
 		if t.Before(starts[0]) {
 			return -1
@@ -472,28 +498,33 @@ func (h *handler) usage(ctx context.Context, win windowSpec) (usageResponse, err
 		out.ByKey = append(out.ByKey, Series{Name: "other keys", Values: rates(counts)})
 	}
 
-	// Latency: one LatencyByKey per bucket, for the top keys.
-	lats := make([]map[string]recorder.Latency, len(latStarts))
-	fns = fns[:0]
-	for i, s := range latStarts {
-		end := s.Add(win.lat)
-		if end.After(until) {
-			end = until
-		}
-		fns = append(fns, func() (err error) {
-			lats[i], err = h.stats.LatencyByKey(ctx, recorder.Query{Since: s, Until: end, Status: status.Success})
-			return
-		})
+	// Latency, for the top keys.
+	if len(top) == 0 {
+		return out, nil
 	}
-	if err := parallel(4, fns...); err != nil {
+	topIDs := make([]string, len(top))
+	for i, kt := range top {
+		topIDs[i] = kt.id
+	}
+	lats, err := h.stats.LatencySeries(ctx, recorder.Query{Since: latStarts[0], Until: until, Status: status.Success}, win.lat, topIDs)
+	if err != nil {
 		return out, err
+	}
+	latIndex := func(t time.Time) int {
+		if t.Before(latStarts[0]) {
+			return -1
+		}
+		if i := int(t.Sub(latStarts[0]) / win.lat); i < len(latStarts) {
+			return i
+		}
+		return -1
 	}
 	for _, kt := range top {
 		p50 := Series{Name: kt.id + " p50", Values: make([]*float64, len(latStarts))}
 		p99 := Series{Name: kt.id + " p99", Values: make([]*float64, len(latStarts))}
-		for i, m := range lats {
-			if l, ok := m[kt.id]; ok && l.Count > 0 {
-				p50.Values[i], p99.Values[i] = ms(l.P50), ms(l.P99)
+		for _, b := range lats[kt.id] {
+			if i := latIndex(b.Start); i >= 0 && b.Count > 0 {
+				p50.Values[i], p99.Values[i] = ms(b.P50), ms(b.P99)
 			}
 		}
 		out.Latency = append(out.Latency, p50, p99)

@@ -18,6 +18,11 @@
 //
 // window is one of 15m, 1h (the default) and 24h.
 //
+// Each API call makes two stats queries when the store also implements
+// recorder.MultiStats (the memory and ClickHouse stores do); with a store
+// that implements recorder.Stats alone, it makes one per status filter
+// and, for the latency chart, one per time bucket, at most four at a time.
+//
 // # Safety
 //
 // The dashboard is read-only by default and never shows a key's secret

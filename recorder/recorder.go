@@ -133,7 +133,8 @@ func (Nop) Close(context.Context) error { return nil }
 
 // Fanout returns a Recorder that hands every event to each of rs in turn
 // and closes them all. Nil entries are skipped. When one of rs answers
-// queries (implements Stats), so does the fan-out, through the first such.
+// queries (implements Stats), so does the fan-out, through the first such
+// (and it implements MultiStats when that one does).
 func Fanout(rs ...Recorder) Recorder {
 	out := make(fanout, 0, len(rs))
 	var st Stats
@@ -145,10 +146,19 @@ func Fanout(rs ...Recorder) Recorder {
 			}
 		}
 	}
+	if ms, ok := st.(MultiStats); ok {
+		return fanoutMulti{out, ms}
+	}
 	if st != nil {
 		return fanoutStats{out, st}
 	}
 	return out
+}
+
+// fanoutMulti is a fan-out that answers queries through a MultiStats.
+type fanoutMulti struct {
+	fanout
+	MultiStats
 }
 
 // fanoutStats is a fan-out that answers queries through one member.
@@ -196,10 +206,13 @@ type Flusher interface {
 // Flusher) and leaves it open. Give it to pools that share one store: a
 // pool closes its recorder on Close, and the first pool closed would
 // otherwise close the store under the others. Close the store yourself
-// after the pools. The wrapper answers Stats, Dropped and QueueLen when r
-// does.
+// after the pools. The wrapper answers Stats, MultiStats, Dropped and
+// QueueLen when r does.
 func KeepOpen(r Recorder) Recorder {
 	k := keepOpen{r}
+	if s, ok := r.(MultiStats); ok {
+		return keepOpenMulti{k, s}
+	}
 	if s, ok := r.(Stats); ok {
 		return keepOpenStats{k, s}
 	}
@@ -232,4 +245,9 @@ func (k keepOpen) QueueLen() int {
 type keepOpenStats struct {
 	keepOpen
 	Stats
+}
+
+type keepOpenMulti struct {
+	keepOpen
+	MultiStats
 }

@@ -36,3 +36,38 @@ func TestFanoutRecordsToAllAndAnswersStats(t *testing.T) {
 		t.Fatal("a fan-out of recorders without stats claims to answer stats")
 	}
 }
+
+// TestWrappersKeepMultiStats: Fanout and KeepOpen answer MultiStats when
+// the store that answers their queries does, and not otherwise.
+func TestWrappersKeepMultiStats(t *testing.T) {
+	m := memory.New()
+	for name, r := range map[string]recorder.Recorder{
+		"Fanout":   recorder.Fanout(&counting{}, m),
+		"KeepOpen": recorder.KeepOpen(m),
+	} {
+		ms, ok := r.(recorder.MultiStats)
+		if !ok {
+			t.Fatalf("%s of a memory store does not answer MultiStats", name)
+		}
+		r.Record(recorder.Event{KeyID: "k", Time: time.Now(), Status: status.Success})
+		got, err := ms.UsageByKeyMulti(context.Background(), recorder.Query{}, []status.Status{status.Unknown, status.Failed})
+		if err != nil || len(got) != 2 || got[0]["k"] == 0 || len(got[1]) != 0 {
+			t.Errorf("%s: UsageByKeyMulti = %v, %v; want k counted under Unknown only", name, got, err)
+		}
+	}
+	onlyStats := struct{ recorder.Stats }{m}
+	type statsRecorder struct {
+		recorder.Recorder
+		recorder.Stats
+	}
+	r := statsRecorder{&counting{}, onlyStats}
+	if _, ok := recorder.Fanout(r).(recorder.MultiStats); ok {
+		t.Error("Fanout claims MultiStats over a store without it")
+	}
+	if _, ok := recorder.KeepOpen(r).(recorder.MultiStats); ok {
+		t.Error("KeepOpen claims MultiStats over a store without it")
+	}
+	if _, ok := recorder.KeepOpen(r).(recorder.Stats); !ok {
+		t.Error("KeepOpen lost Stats")
+	}
+}

@@ -104,12 +104,31 @@ var _ BudgetParser = ParseBudget
 // does not allocate either. ParseBudget is safe for concurrent use; it
 // does not modify h.
 func ParseBudget(h http.Header, now time.Time) Budget {
-	for _, name := range budgetFields {
-		if _, ok := h[name]; ok {
-			return parseBudget(h, now)
+	if len(h) <= len(budgetFields) {
+		// A small header: a pass over it costs less than a lookup per
+		// field.
+		for name := range h {
+			if isBudgetField(name) {
+				return parseBudget(h, now)
+			}
+		}
+	} else {
+		for _, name := range budgetFields {
+			if _, ok := h[name]; ok {
+				return parseBudget(h, now)
+			}
 		}
 	}
 	return Budget{Requests: unknownWindow, Tokens: unknownWindow}
+}
+
+func isBudgetField(name string) bool {
+	switch name {
+	case budgetFields[0], budgetFields[1], budgetFields[2], budgetFields[3], budgetFields[4],
+		budgetFields[5], budgetFields[6], budgetFields[7], budgetFields[8]:
+		return true
+	}
+	return false
 }
 
 // budgetFields are the fields that ParseBudget reads first: with none of

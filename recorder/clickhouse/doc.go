@@ -1,5 +1,7 @@
-// Package clickhouse is a recorder.Recorder and recorder.Stats that keeps
-// apipool's usage events in ClickHouse, for analysis in SQL.
+// Package clickhouse is a recorder.Recorder and recorder.Stats (and
+// recorder.MultiStats: several status filters or time buckets in one
+// query) that keeps apipool's usage events in ClickHouse, for analysis in
+// SQL.
 //
 //	store, err := clickhouse.New(ctx, clickhouse.Config{Addrs: []string{"clickhouse:9000"}})
 //	if err != nil { ... }

@@ -207,9 +207,10 @@ type plan struct {
 
 // planQuery decides how to answer q: from the event table alone, or from
 // the rollup for whole minutes and the event table for the ends. stepSec,
-// when positive, is a series step that the rollup must divide.
-func planQuery(st *tableState, q recorder.Query, w window, rollupAfter time.Duration, stepSec int64) plan {
-	filters := filterCond(q)
+// when positive, is a series step that the rollup must divide; extra are
+// more conditions on columns both tables have.
+func planQuery(st *tableState, q recorder.Query, w window, rollupAfter time.Duration, stepSec int64, extra ...string) plan {
+	filters := append(filterCond(q), extra...)
 	rawAll := plan{raw: where(append([]string{st.layout.timeCond(w)}, filters...)...)}
 	if !st.rollup || rollupAfter < 0 || (stepSec > 0 && stepSec%60 != 0) {
 		return rawAll

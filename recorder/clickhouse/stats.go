@@ -156,22 +156,9 @@ func micros(v float64) time.Duration {
 // after Since; step must be a whole number of seconds, and the range
 // under a million steps.
 func (s *Store) Series(ctx context.Context, q recorder.Query, step time.Duration) (map[string][]recorder.Bucket, error) {
-	if step == 0 {
-		step = time.Minute
-	}
-	switch {
-	case q.Since.IsZero() || q.Until.IsZero():
-		return nil, fmt.Errorf("%w: Series needs both Since and Until", recorder.ErrBadQuery)
-	case !q.Until.After(q.Since):
-		return nil, fmt.Errorf("%w: Until %v is not after Since %v", recorder.ErrBadQuery, q.Until, q.Since)
-	case step < time.Second || step%time.Second != 0:
-		return nil, fmt.Errorf("%w: step %v is not a positive whole number of seconds", recorder.ErrBadQuery, step)
-	}
-	stepSec := int64(step / time.Second)
-	first := floorDiv(q.Since.Unix(), stepSec)
-	last := floorDiv(q.Until.Add(-time.Nanosecond).Unix(), stepSec)
-	if last-first+1 >= maxSeriesBuckets || last < first {
-		return nil, fmt.Errorf("%w: %d steps of %v, the limit is %d", recorder.ErrBadQuery, last-first+1, step, maxSeriesBuckets-1)
+	first, last, stepSec, err := seriesRange(q, step)
+	if err != nil {
+		return nil, err
 	}
 	st, err := s.begin(ctx)
 	if err != nil {
@@ -209,4 +196,28 @@ func (s *Store) Series(ctx context.Context, q recorder.Query, step time.Duration
 		return nil, err
 	}
 	return out, nil
+}
+
+// seriesRange checks a series' bounds and step (a minute when 0), and
+// returns its first and last buckets (Unix seconds divided by the step)
+// and its step in seconds.
+func seriesRange(q recorder.Query, step time.Duration) (first, last, stepSec int64, err error) {
+	if step == 0 {
+		step = time.Minute
+	}
+	switch {
+	case q.Since.IsZero() || q.Until.IsZero():
+		return 0, 0, 0, fmt.Errorf("%w: Series needs both Since and Until", recorder.ErrBadQuery)
+	case !q.Until.After(q.Since):
+		return 0, 0, 0, fmt.Errorf("%w: Until %v is not after Since %v", recorder.ErrBadQuery, q.Until, q.Since)
+	case step < time.Second || step%time.Second != 0:
+		return 0, 0, 0, fmt.Errorf("%w: step %v is not a positive whole number of seconds", recorder.ErrBadQuery, step)
+	}
+	stepSec = int64(step / time.Second)
+	first = floorDiv(q.Since.Unix(), stepSec)
+	last = floorDiv(q.Until.Add(-time.Nanosecond).Unix(), stepSec)
+	if last-first+1 >= maxSeriesBuckets || last < first {
+		return 0, 0, 0, fmt.Errorf("%w: %d steps of %v, the limit is %d", recorder.ErrBadQuery, last-first+1, step, maxSeriesBuckets-1)
+	}
+	return first, last, stepSec, nil
 }

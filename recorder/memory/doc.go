@@ -1,7 +1,7 @@
 // Package memory is apipool's embedded usage store: a [recorder.Recorder]
-// and [recorder.Stats] that keeps counters and latency histograms in
-// memory, in time buckets over a fixed retention, so that its memory is
-// bounded whatever the traffic.
+// and [recorder.Stats] (and [recorder.MultiStats]) that keeps counters and
+// latency histograms in memory, in time buckets over a fixed retention, so
+// that its memory is bounded whatever the traffic.
 //
 // # Storage
 //

@@ -337,81 +337,108 @@ func (s *Store) LatencyByKey(ctx context.Context, q recorder.Query) (map[string]
 // buckets over all keys. Otherwise Series returns an error wrapping
 // recorder.ErrBadQuery.
 func (s *Store) Series(ctx context.Context, q recorder.Query, step time.Duration) (map[string][]recorder.Bucket, error) {
-	if step == 0 {
-		step = time.Minute
-	}
-	switch {
-	case q.Since.IsZero() || q.Until.IsZero():
-		return nil, fmt.Errorf("%w: series needs both Since and Until", recorder.ErrBadQuery)
-	case !q.Until.After(q.Since):
-		return nil, fmt.Errorf("%w: Until %v is not after Since %v", recorder.ErrBadQuery, q.Until, q.Since)
-	case step < time.Second || step%time.Second != 0:
-		return nil, fmt.Errorf("%w: step %v is not a positive whole number of seconds", recorder.ErrBadQuery, step)
-	}
-	f, err := newFilter(q.Status)
+	outs, err := s.series(ctx, q, step, []status.Status{q.Status})
 	if err != nil {
 		return nil, err
 	}
-	st := int64(step / time.Second)
-	first := q.Since.Unix()
+	return outs[0], nil
+}
+
+// seriesRange checks a series' bounds and step and returns its first
+// bucket's start in Unix seconds, its step in seconds and its number of
+// buckets.
+func seriesRange(q recorder.Query, step time.Duration) (first, st, nb int64, err error) {
+	switch {
+	case q.Since.IsZero() || q.Until.IsZero():
+		return 0, 0, 0, fmt.Errorf("%w: series needs both Since and Until", recorder.ErrBadQuery)
+	case !q.Until.After(q.Since):
+		return 0, 0, 0, fmt.Errorf("%w: Until %v is not after Since %v", recorder.ErrBadQuery, q.Until, q.Since)
+	case step < time.Second || step%time.Second != 0:
+		return 0, 0, 0, fmt.Errorf("%w: step %v is not a positive whole number of seconds", recorder.ErrBadQuery, step)
+	}
+	st = int64(step / time.Second)
+	first = q.Since.Unix()
 	last := q.Until.Unix() // the second of the last instant before Until
 	if q.Until.Nanosecond() == 0 {
 		last--
 	}
 	// Bounds within ±2^61 seconds keep last-first from overflowing.
 	if first < -maxSec/2 || last > maxSec/2 {
-		return nil, fmt.Errorf("%w: range out of bounds", recorder.ErrBadQuery)
+		return 0, 0, 0, fmt.Errorf("%w: range out of bounds", recorder.ErrBadQuery)
 	}
 	first = floorDiv(first, st) * st
-	nb := floorDiv(last, st) - floorDiv(first, st) + 1
+	nb = floorDiv(last, st) - floorDiv(first, st) + 1
 	if nb > MaxSeriesBuckets {
-		return nil, fmt.Errorf("%w: %d buckets of %v, more than %d", recorder.ErrBadQuery, nb, step, MaxSeriesBuckets)
+		return 0, 0, 0, fmt.Errorf("%w: %d buckets of %v, more than %d", recorder.ErrBadQuery, nb, step, MaxSeriesBuckets)
+	}
+	return first, st, nb, nil
+}
+
+// series answers Series for each of statuses, one key at a time under its
+// lock.
+func (s *Store) series(ctx context.Context, q recorder.Query, step time.Duration, statuses []status.Status) ([]map[string][]recorder.Bucket, error) {
+	if step == 0 {
+		step = time.Minute
+	}
+	first, st, nb, err := seriesRange(q, step)
+	if err != nil {
+		return nil, err
+	}
+	fs := make([]filter, len(statuses))
+	outs := make([]map[string][]recorder.Bucket, len(statuses))
+	for i, f := range statuses {
+		if fs[i], err = newFilter(f); err != nil {
+			return nil, err
+		}
+		outs[i] = map[string][]recorder.Bucket{}
 	}
 	w := windowOf(q)
-	out := map[string][]recorder.Bucket{}
 	var total int64
 	var buf []int64
 	err = s.each(ctx, q, func(id string, k *keyState, sp *span) {
-		if total > MaxSeriesTotal {
-			return
-		}
-		if buf == nil {
-			buf = make([]int64, nb)
-		}
-		hit := false
-		if st >= 3600 {
-			// Few buckets: count each, using the hour ring where it can.
-			lo, hi := max(w.a, sp.mLo*60), min(w.b, sp.sHi+1)
-			for t := lo; t < hi; {
-				i := (t - first) / st
-				end := min(first+(i+1)*st, hi)
-				if n := k.count(sp, window{t, end}, &f); n != 0 {
-					buf[i] = n
-					hit = true
-				}
-				t = end
+		for fi := range fs {
+			f := &fs[fi]
+			if total > MaxSeriesTotal {
+				return
 			}
-		} else {
-			k.points(sp, w, &f, func(sec, n int64) {
-				if i := (sec - first) / st; i >= 0 && i < nb {
-					buf[i] += n
-					hit = true
+			if buf == nil {
+				buf = make([]int64, nb)
+			}
+			hit := false
+			if st >= 3600 {
+				// Few buckets: count each, using the hour ring where it can.
+				lo, hi := max(w.a, sp.mLo*60), min(w.b, sp.sHi+1)
+				for t := lo; t < hi; {
+					i := (t - first) / st
+					end := min(first+(i+1)*st, hi)
+					if n := k.count(sp, window{t, end}, f); n != 0 {
+						buf[i] = n
+						hit = true
+					}
+					t = end
 				}
-			})
+			} else {
+				k.points(sp, w, f, func(sec, n int64) {
+					if i := (sec - first) / st; i >= 0 && i < nb {
+						buf[i] += n
+						hit = true
+					}
+				})
+			}
+			if !hit {
+				continue
+			}
+			total += nb
+			if total > MaxSeriesTotal {
+				return
+			}
+			bs := make([]recorder.Bucket, nb)
+			for i := range bs {
+				bs[i] = recorder.Bucket{Start: time.Unix(first+int64(i)*st, 0).UTC(), Count: buf[i]}
+			}
+			outs[fi][id] = bs
+			clear(buf)
 		}
-		if !hit {
-			return
-		}
-		total += nb
-		if total > MaxSeriesTotal {
-			return
-		}
-		bs := make([]recorder.Bucket, nb)
-		for i := range bs {
-			bs[i] = recorder.Bucket{Start: time.Unix(first+int64(i)*st, 0).UTC(), Count: buf[i]}
-		}
-		out[id] = bs
-		clear(buf)
 	})
 	if err != nil {
 		return nil, err
@@ -419,5 +446,5 @@ func (s *Store) Series(ctx context.Context, q recorder.Query, step time.Duration
 	if total > MaxSeriesTotal {
 		return nil, fmt.Errorf("%w: the series would hold more than %d buckets; select a key or a coarser step", recorder.ErrBadQuery, MaxSeriesTotal)
 	}
-	return out, nil
+	return outs, nil
 }

@@ -12,7 +12,12 @@
 // records a fixed set of events in it (see [Events]), calls the store's
 // Flush method if it has one (see [Flusher]), and checks the answers of
 // UsageByKey, UsageCount, LatencyByKey and Series against answers computed
-// from the events. It closes every store it gets.
+// from the events. A store that also implements recorder.MultiStats has
+// its UsageByKeyMulti, SeriesMulti and LatencySeries answers checked
+// against its own Stats answers on the same events (counts equal,
+// quantiles within 10% plus 1ms), its errors as the Stats methods', and,
+// while events are recorded, UsageByKeyMulti's class counts adding up to
+// its count of every event. It closes every store it gets.
 //
 // # What a store must do to pass
 //
@@ -108,6 +113,9 @@ func RunBase(t *testing.T, base time.Time, newStore func(t *testing.T) Store) {
 		t.Run("Series", func(t *testing.T) { testSeries(t, s, base, evs) })
 		t.Run("BadQueries", func(t *testing.T) { testBadQueries(t, s, base) })
 		t.Run("Canceled", func(t *testing.T) { testCanceled(t, s, base) })
+		if m, ok := s.(recorder.MultiStats); ok {
+			t.Run("Multi", func(t *testing.T) { testMulti(t, m, base) })
+		}
 	})
 	t.Run("Concurrent", func(t *testing.T) { testConcurrent(t, open(t, newStore), base) })
 	t.Run("Close", func(t *testing.T) { testClose(t, newStore(t), base) })
@@ -416,16 +424,18 @@ func floorDiv(a, b int64) int64 {
 	return q
 }
 
-func testSeries(t *testing.T, s Store, base time.Time, evs []recorder.Event) {
-	ctx := context.Background()
+// seriesCase is a Series call of the suite.
+type seriesCase struct {
+	name string
+	q    recorder.Query
+	step time.Duration
+	n    int // the number of buckets, for Base (7-minute and day buckets fall differently for other bases)
+}
+
+func seriesCases(base time.Time) []seriesCase {
 	at := func(d time.Duration) time.Time { return base.Add(d) }
 	burst := at(burstStart)
-	cases := []struct {
-		name string
-		q    recorder.Query
-		step time.Duration
-		n    int // the number of buckets, for Base (7-minute and day buckets fall differently for other bases)
-	}{
+	return []seriesCase{
 		{"minutes around 3:00", recorder.Query{Since: at(178 * time.Minute), Until: at(183 * time.Minute)}, time.Minute, 5},
 		{"hours", recorder.Query{Since: at(-time.Hour), Until: at(4 * time.Hour)}, time.Hour, 5},
 		{"hours, unaligned range", recorder.Query{Since: at(30 * time.Minute), Until: at(150 * time.Minute)}, time.Hour, 3},
@@ -438,6 +448,12 @@ func testSeries(t *testing.T, s Store, base time.Time, evs []recorder.Event) {
 		{"seconds in the burst", recorder.Query{Since: burst, Until: burst.Add(60 * time.Second)}, time.Second, 60},
 		{"no event", recorder.Query{Since: at(-3 * time.Hour), Until: at(-time.Hour)}, time.Minute, 120},
 	}
+}
+
+func testSeries(t *testing.T, s Store, base time.Time, evs []recorder.Event) {
+	ctx := context.Background()
+	at := func(d time.Duration) time.Time { return base.Add(d) }
+	cases := seriesCases(base)
 	for _, c := range cases {
 		want := wantSeries(evs, c.q, c.step)
 		for k, bs := range want {
@@ -480,14 +496,16 @@ func testSeries(t *testing.T, s Store, base time.Time, evs []recorder.Event) {
 	}
 }
 
-func testBadQueries(t *testing.T, s Store, base time.Time) {
-	ctx := context.Background()
+// badSeries are the series bounds and steps that Series must reject.
+type badSeries struct {
+	name         string
+	since, until time.Time
+	step         time.Duration
+}
+
+func badSeriesCases(base time.Time) []badSeries {
 	at := func(d time.Duration) time.Time { return base.Add(d) }
-	for _, c := range []struct {
-		name         string
-		since, until time.Time
-		step         time.Duration
-	}{
+	return []badSeries{
 		{"zero Since", time.Time{}, at(time.Hour), time.Minute},
 		{"zero Until", at(0), time.Time{}, time.Minute},
 		{"both zero", time.Time{}, time.Time{}, time.Minute},
@@ -500,7 +518,12 @@ func testBadQueries(t *testing.T, s Store, base time.Time) {
 		{"a million steps", at(0), at(1_000_000 * time.Second), time.Second},
 		{"ten years by the second", at(0), at(10 * 365 * 24 * time.Hour), time.Second},
 		{"from year 1 to 9999", time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC), time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC), time.Minute},
-	} {
+	}
+}
+
+func testBadQueries(t *testing.T, s Store, base time.Time) {
+	ctx := context.Background()
+	for _, c := range badSeriesCases(base) {
 		got, err := s.Series(ctx, recorder.Query{Since: c.since, Until: c.until}, c.step)
 		if !errors.Is(err, recorder.ErrBadQuery) {
 			t.Errorf("%s: Series = %d keys, %v; want an error wrapping recorder.ErrBadQuery", c.name, len(got), err)
@@ -526,6 +549,7 @@ func testCanceled(t *testing.T, s Store, base time.Time) {
 	check("LatencyByKey", err)
 	_, err = s.Series(ctx, q, time.Minute)
 	check("Series", err)
+	multiErrors(ctx, s, base, check)
 }
 
 // testConcurrent records from several goroutines while others query, then
@@ -554,6 +578,10 @@ func testConcurrent(t *testing.T, s Store, base time.Time) {
 			}
 			if _, err := s.LatencyByKey(ctx, q); err != nil && ctx.Err() == nil {
 				t.Errorf("LatencyByKey while recording: %v", err)
+				return
+			}
+			if err := multiConsistent(ctx, s, q); err != nil && ctx.Err() == nil {
+				t.Error(err)
 				return
 			}
 		}
@@ -624,4 +652,5 @@ func testClose(t *testing.T, s Store, base time.Time) {
 	check("LatencyByKey", err)
 	_, err = s.Series(ctx, q, time.Minute)
 	check("Series", err)
+	multiErrors(ctx, s, base, check)
 }
