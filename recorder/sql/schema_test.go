@@ -215,29 +215,28 @@ func TestConcurrentOpen(t *testing.T) {
 		t.Run(driver, func(t *testing.T) {
 			ctx := context.Background()
 			cfg := sqlrec.Config{Driver: driver, DSN: dsnFor(t, driver)}
-			errs := make(chan error, n)
-			stores := make(chan *sqlrec.Store, n)
+			type result struct {
+				s   *sqlrec.Store
+				err error
+			}
+			results := make(chan result, n)
 			start := make(chan struct{})
 			for range n {
 				go func() {
 					<-start
 					s, err := sqlrec.New(ctx, cfg)
-					errs <- err
-					if err == nil {
-						stores <- s
-					}
+					results <- result{s, err}
 				}()
 			}
 			close(start)
 			for range n {
-				if err := <-errs; err != nil {
-					t.Errorf("New: %v", err)
+				r := <-results
+				if r.err != nil {
+					t.Errorf("New: %v", r.err)
+					continue
 				}
-			}
-			close(stores)
-			for s := range stores {
-				s.Record(recorder.Event{KeyID: "k", Status: status.Success})
-				if err := s.Close(ctx); err != nil {
+				r.s.Record(recorder.Event{KeyID: "k", Status: status.Success})
+				if err := r.s.Close(ctx); err != nil {
 					t.Errorf("Close: %v", err)
 				}
 			}
