@@ -1,0 +1,87 @@
+package sql
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/apipool-ng/apipool/recorder"
+	"github.com/apipool-ng/apipool/status"
+)
+
+// TestCopySource: the COPY stream of a batch larger than a chunk, read a
+// few bytes at a time, is the header, one tuple per event in order, and
+// the trailer; the rows and rollup rows it leaves are the batch's.
+func TestCopySource(t *testing.T) {
+	const n = 2000 // about 4 chunks
+	evs := make([]recorder.Event, n)
+	base := time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC)
+	for i := range evs {
+		evs[i] = recorder.Event{Time: base.Add(time.Duration(i) * 100 * time.Millisecond), KeyID: fmt.Sprint("key-", i%3),
+			Status: status.Success, Latency: time.Duration(i) * time.Millisecond, Host: "api.example.test", Method: "GET"}
+	}
+	g := newIDGen()
+	src := &copySource{evs: evs, ids: g.reserve(n)}
+	var out bytes.Buffer
+	p := make([]byte, 7)
+	for {
+		k, err := src.Read(p)
+		out.Write(p[:k])
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := out.Bytes()
+	if !bytes.HasPrefix(b, copyHeader) || !bytes.HasSuffix(b, copyTrailer) {
+		t.Fatal("no header or trailer")
+	}
+	b = b[len(copyHeader) : len(b)-len(copyTrailer)]
+	for i := range n {
+		if len(b) < 2 || binary.BigEndian.Uint16(b) != uint16(len(eventColumns)) {
+			t.Fatalf("tuple %d: no field count", i)
+		}
+		b = b[2:]
+		for f := range eventColumns {
+			l := int(int32(binary.BigEndian.Uint32(b)))
+			if l < 0 || len(b) < 4+l {
+				t.Fatalf("tuple %d, field %d: length %d, %d bytes left", i, f, l, len(b))
+			}
+			if f == 0 {
+				if ms := int64(binary.BigEndian.Uint64(b[4:])); ms != evs[i].Time.UnixMilli() {
+					t.Fatalf("tuple %d: time %d, want %d", i, ms, evs[i].Time.UnixMilli())
+				}
+			}
+			b = b[4+l:]
+		}
+	}
+	if len(b) != 0 {
+		t.Fatalf("%d bytes after the tuples", len(b))
+	}
+	if len(src.rows) != n || !src.ended {
+		t.Fatalf("%d rows, ended %v", len(src.rows), src.ended)
+	}
+	var sum int64
+	for _, a := range src.agg {
+		sum += a.events
+	}
+	var counted int64
+	for _, c := range src.counts {
+		counted += c.events
+	}
+	if sum != n || counted != n {
+		t.Errorf("rollup rows hold %d events, counts rows %d; want %d", sum, counted, n)
+	}
+	ids := map[string]bool{}
+	for _, r := range src.rows {
+		ids[r.id] = true
+	}
+	if next := g.next(); len(ids) != n || ids[next] {
+		t.Errorf("%d distinct ids for %d rows, or the generator reuses one (%s)", len(ids), n, next)
+	}
+}
