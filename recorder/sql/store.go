@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -15,7 +16,7 @@ import (
 	_ "github.com/go-sql-driver/mysql" // the "mysql" driver
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
-	_ "modernc.org/sqlite" // the "sqlite" driver
+	"modernc.org/sqlite" // the "sqlite" driver
 
 	"github.com/apipool-ng/apipool/internal/batch"
 	"github.com/apipool-ng/apipool/recorder"
@@ -135,7 +136,7 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Store{cfg: cfg, d: d, t: newTables(cfg.TablePrefix), db: db, log: log.With("driver", d.name), ids: newIDGen()}
-	if err := db.PingContext(ctx); err != nil {
+	if err := s.ping(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
@@ -167,6 +168,29 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	bc.OnIdle = s.maintain
 	s.w = batch.New(bc, s.writeBatch)
 	return s, nil
+}
+
+// ping checks that the database answers. The first connections to a new
+// SQLite file race to switch it to WAL, and the losers get SQLITE_BUSY at
+// once (the busy timeout does not cover it): ping tries again, for up to
+// the busy timeout (5s), so that stores opened together on a new file all
+// open.
+func (s *Store) ping(ctx context.Context) error {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		err := s.db.PingContext(ctx)
+		var se *sqlite.Error
+		if err == nil || !errors.As(err, &se) || se.Code()&0xff != 5 || time.Now().After(deadline) { // 5: SQLITE_BUSY
+			return err
+		}
+		t := time.NewTimer(time.Duration(5+rand.IntN(20)) * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+	}
 }
 
 // sqliteDSN adds the store's pragmas to a SQLite DSN: WAL, a busy timeout
