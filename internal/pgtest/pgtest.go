@@ -158,7 +158,22 @@ func newServer(dir, bin string, port int, cred *syscall.Credential) *Server {
 
 // Start starts the server again after Stop, on the same port and data, and
 // waits until it answers. It is a no-op when the server is running.
+//
+// After Kill, the old server's backends may hold its shared memory for a
+// moment after the postmaster is gone; the new server then refuses to
+// start ("pre-existing shared memory block is still in use"), and Start
+// tries again, for up to 10s.
 func (s *Server) Start() error {
+	for try := 0; ; try++ {
+		err := s.start()
+		if err == nil || try == 100 || !strings.Contains(err.Error(), "pre-existing shared memory block") {
+			return err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func (s *Server) start() error {
 	return s.proc.Start(func() *exec.Cmd {
 		cmd := exec.Command(filepath.Join(s.bin, "postgres"),
 			"-D", filepath.Join(s.Dir, "data"),
