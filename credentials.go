@@ -188,7 +188,7 @@ func (t *Transport) hasCredentialParam(u *url.URL) bool {
 		var part string
 		part, q, _ = strings.Cut(q, "&")
 		name, _, _ := strings.Cut(part, "=")
-		if strings.ContainsAny(name, "%+") || t.isCredentialParam(name, "") {
+		if strings.IndexByte(name, '%') >= 0 || strings.IndexByte(name, '+') >= 0 || t.isCredentialParam(name, "") {
 			return true
 		}
 	}
