@@ -2,7 +2,9 @@ package sql
 
 import (
 	"encoding/binary"
+	"errors"
 	"io"
+	"sync"
 
 	"github.com/apipool-ng/apipool/recorder"
 )
@@ -74,8 +76,14 @@ const copyChunk = 64 << 10
 // into rows and encodes them a chunk at a time, as pgconn reads them (on
 // its own goroutine, while the server takes in the chunks before), and
 // sums the rows into the rollups' rows when all are encoded. Its slices
-// are its own until CopyFrom returns without error.
+// are its own until CopyFrom returns without error, or until abandon.
 type copySource struct {
+	// mu is held by each Read: abandon waits for a Read in progress, so
+	// that pgconn's goroutine, which may go on reading after CopyFrom
+	// returned an error, never touches the batch's events afterwards.
+	mu        sync.Mutex
+	abandoned bool
+
 	evs    []recorder.Event
 	ids    idGen // the ids of the events
 	rows   []row
@@ -86,7 +94,22 @@ type copySource struct {
 	counts []countRow
 }
 
+var errCopyAbandoned = errors.New("apipool: sql: the COPY was abandoned")
+
+// abandon makes every later Read fail without touching the events or
+// the buffers, once a Read in progress has returned.
+func (c *copySource) abandon() {
+	c.mu.Lock()
+	c.abandoned = true
+	c.mu.Unlock()
+}
+
 func (c *copySource) Read(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.abandoned {
+		return 0, errCopyAbandoned
+	}
 	for c.off == len(c.buf) {
 		if c.ended {
 			return 0, io.EOF

@@ -85,3 +85,36 @@ func TestCopySource(t *testing.T) {
 		t.Errorf("%d distinct ids for %d rows, or the generator reuses one (%s)", len(ids), n, next)
 	}
 }
+
+// After abandon (a COPY that failed while pgconn's goroutine may still be
+// reading), Read fails at once and no longer reads the batch's events,
+// which go back to the batch writer: clearing them meanwhile is no race.
+func TestCopySourceAbandon(t *testing.T) {
+	evs := make([]recorder.Event, 3000)
+	for i := range evs {
+		evs[i] = recorder.Event{Time: time.Unix(1_700_000_000, 0), KeyID: "k", Status: status.Success}
+	}
+	g := newIDGen()
+	src := &copySource{evs: evs, ids: g.reserve(len(evs))}
+	p := make([]byte, 1024)
+	if _, err := src.Read(p); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error)
+	go func() { // pgconn's goroutine, reading on
+		for {
+			if _, err := src.Read(p); err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	src.abandon()
+	clear(evs) // the batch writer's, after CopyFrom returned
+	if err := <-done; err != errCopyAbandoned && err != io.EOF {
+		t.Fatalf("Read after abandon: %v", err)
+	}
+	if _, err := src.Read(p); err != errCopyAbandoned {
+		t.Fatalf("Read after abandon: %v, want errCopyAbandoned", err)
+	}
+}

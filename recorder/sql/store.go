@@ -499,7 +499,10 @@ func (s *Store) writePostgres(ctx context.Context, evs []recorder.Event, attempt
 		src := &copySource{evs: evs, ids: s.ids.reserve(len(evs)), rows: s.rows[:0], buf: s.copyBuf[:0], agg: s.agg, counts: s.counts}
 		if _, err := pc.PgConn().CopyFrom(ctx, src, s.copySQL); err != nil {
 			// pgconn may return before its goroutine stops reading src
-			// (when the connection broke): leave src's buffers to it.
+			// (when the connection broke): stop src before the batch's
+			// events go back to the batch writer, and leave src's
+			// buffers to it.
+			src.abandon()
 			s.rows, s.copyBuf, s.agg, s.counts = nil, nil, nil, nil
 			return fmt.Errorf("copying events: %w", err)
 		}
