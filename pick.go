@@ -123,7 +123,9 @@ func (c *call) tryPick(ctx context.Context) *keyState {
 		}
 		for tries := 0; tries <= len(c.ks.keys); tries++ {
 			i := t.selector.Pick(&c.cand)
-			if i < 0 || i >= len(c.ks.keys) || !c.eligible(i) {
+			// The built-in selectors return only keys that Candidates
+			// found eligible; a Selector of the caller's is checked.
+			if i < 0 || i >= len(c.ks.keys) || !t.ownSelector && !c.eligible(i) {
 				break
 			}
 			k := c.ks.keys[i]

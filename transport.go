@@ -26,9 +26,12 @@ type Transport struct {
 	cfg      config
 	base     http.RoundTripper
 	selector Selector
-	rec      recorder.Recorder
-	ownsRec  bool // the pool made rec, or was given it to close
-	stats    recorder.Stats
+	// ownSelector: selector is a built-in one, which picks only eligible
+	// keys.
+	ownSelector bool
+	rec         recorder.Recorder
+	ownsRec     bool // the pool made rec, or was given it to close
+	stats       recorder.Stats
 
 	tel     telemetry
 	shared  *sharedSync  // nil without WithSharedState
@@ -71,7 +74,7 @@ func New(keys []Key, opts ...Option) (*Transport, error) {
 	}
 	t.selector = cfg.selector
 	if t.selector == nil {
-		t.selector = newSelector(cfg.strategy)
+		t.selector, t.ownSelector = newSelector(cfg.strategy), true
 	}
 	states := make([]*keyState, 0, len(keys))
 	seen := make(map[string]int, len(keys))
