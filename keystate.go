@@ -308,7 +308,7 @@ func (c *call) settle(k *keyState, st status.Status, resp *http.Response, end ti
 	t.flushBreaker(k)
 	if c.trial {
 		c.trial = false
-		t.endTrial(k, st)
+		t.endTrial(k, st, end)
 	} else if st == status.Success && k.ramp.Load() > 0 {
 		k.grow()
 		t.waiters.wakeHead()
@@ -316,8 +316,9 @@ func (c *call) settle(k *keyState, st status.Status, resp *http.Response, end ti
 	return st
 }
 
-// endTrial opens or closes k's gate after its trial request's answer.
-func (t *Transport) endTrial(k *keyState, st status.Status) {
+// endTrial opens or closes k's gate after its trial request's answer,
+// which came at now.
+func (t *Transport) endTrial(k *keyState, st status.Status, now time.Time) {
 	next := gateTrial
 	switch st {
 	case status.Success, status.ClientError, status.Failed:
@@ -327,12 +328,12 @@ func (t *Transport) endTrial(k *keyState, st status.Status) {
 			if t.cfg.logger != nil {
 				t.cfg.logger.Info("apipool: disabled key accepted again; back in use", "key", k.key.ID)
 			}
-			t.publish(StateChange{KeyID: k.key.ID, Kind: ChangeEnable, At: t.cfg.clock.Now()})
+			t.publish(StateChange{KeyID: k.key.ID, Kind: ChangeEnable, At: now})
 		}
-		if _, held := k.budget.heldUntil(t.cfg.clock.Now()); held {
+		if _, held := k.budget.heldUntil(now); held {
 			next = gateTrial
 		}
-		if left, _, _ := k.budget.view(t.cfg.clock.Now()); left < 0 && st == status.Success && k.ramp.Load() == 0 {
+		if left, _, _ := k.budget.view(now); left < 0 && st == status.Success && k.ramp.Load() == 0 {
 			// Out of a cooldown with no budget known: let requests in a
 			// few more at a time, doubling with each success.
 			k.ramp.Store(2)
