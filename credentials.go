@@ -76,16 +76,8 @@ func (t *Transport) scrubForeignURL(u *url.URL) (*url.URL, bool) {
 	}
 	secrets := t.keys.Load().secrets
 	drop := func(name, value string) bool {
-		if t.cfg.inject == injectQuery && name == t.cfg.injectName {
-			return true
-		}
-		for _, p := range t.cfg.stripParams {
-			if name == p {
-				return true
-			}
-		}
 		_, isSecret := secrets[value]
-		return isSecret
+		return isSecret || t.isCredentialParam(name, value)
 	}
 	q, changed := filterQuery(u.RawQuery, drop)
 	if !changed {
