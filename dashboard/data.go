@@ -183,17 +183,6 @@ func share(n, total int64) *float64 {
 
 func ms(d time.Duration) *float64 { return ptr(float64(d.Microseconds()) / 1000) }
 
-func (h *handler) serveKeys(w http.ResponseWriter, r *http.Request) {
-	win, ok := parseWindow(r)
-	if !ok {
-		writeError(w, http.StatusBadRequest, badWindow)
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), queryTimeout)
-	defer cancel()
-	writeJSON(w, h.keys(ctx, win))
-}
-
 // keys builds the key table over win.
 func (h *handler) keys(ctx context.Context, win windowSpec) keysResponse {
 	now := h.cfg.now()
@@ -270,17 +259,6 @@ func countPtr(n int64) *int64 {
 	return ptr(n)
 }
 
-func (h *handler) serveTotals(w http.ResponseWriter, r *http.Request) {
-	win, ok := parseWindow(r)
-	if !ok {
-		writeError(w, http.StatusBadRequest, badWindow)
-		return
-	}
-	ctx, cancel := context.WithTimeout(r.Context(), queryTimeout)
-	defer cancel()
-	writeJSON(w, h.totals(ctx, win))
-}
-
 func (h *handler) totals(ctx context.Context, win windowSpec) totalsResponse {
 	now := h.cfg.now()
 	snap := h.pool.Snapshot()
@@ -332,20 +310,30 @@ func (h *handler) totals(ctx context.Context, win windowSpec) totalsResponse {
 	return out
 }
 
-func (h *handler) serveUsage(w http.ResponseWriter, r *http.Request) {
-	win, ok := parseWindow(r)
-	if !ok {
-		writeError(w, http.StatusBadRequest, badWindow)
-		return
+// windowed serves an API call over the window the request names: 400 for
+// a bad window, the stats queries bounded by queryTimeout, build's answer
+// as JSON, or 503 when build fails.
+func windowed[T any](build func(context.Context, windowSpec) (T, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		win, ok := parseWindow(r)
+		if !ok {
+			writeError(w, http.StatusBadRequest, badWindow)
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), queryTimeout)
+		defer cancel()
+		out, err := build(ctx, win)
+		if err != nil {
+			writeError(w, http.StatusServiceUnavailable, "apipool/dashboard: stats: "+err.Error())
+			return
+		}
+		writeJSON(w, out)
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), queryTimeout)
-	defer cancel()
-	out, err := h.usage(ctx, win)
-	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, "apipool/dashboard: stats: "+err.Error())
-		return
-	}
-	writeJSON(w, out)
+}
+
+// always adapts a build that reports its stats errors in its answer.
+func always[T any](build func(context.Context, windowSpec) T) func(context.Context, windowSpec) (T, error) {
+	return func(ctx context.Context, win windowSpec) (T, error) { return build(ctx, win), nil }
 }
 
 // buckets returns the starts of the n = d/step buckets of step that end
