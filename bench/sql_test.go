@@ -9,6 +9,7 @@ import (
 
 	"github.com/apipool-ng/apipool/internal/mysqltest"
 	"github.com/apipool-ng/apipool/internal/pgtest"
+	"github.com/apipool-ng/apipool/internal/testsrv"
 	"github.com/apipool-ng/apipool/recorder"
 	sqlrec "github.com/apipool-ng/apipool/recorder/sql"
 	"github.com/apipool-ng/apipool/status"
@@ -22,35 +23,36 @@ import (
 func sqlTarget(b *testing.B, driver string) string {
 	switch driver {
 	case "postgres":
-		if _, err := pgtest.BinDir(); err != nil {
-			b.Skip(err)
-		}
-		srv, err := pgtest.Start()
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { srv.Close() })
-		dsn, err := srv.NewDatabase()
-		if err != nil {
-			b.Fatal(err)
-		}
-		return dsn
+		return serverDatabase(b, pgtest.BinDir, pgtest.Start)
 	case "mysql":
-		if _, err := mysqltest.Binary(); err != nil {
-			b.Skip(err)
-		}
-		srv, err := mysqltest.Start()
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { srv.Close() })
-		dsn, err := srv.NewDatabase()
-		if err != nil {
-			b.Fatal(err)
-		}
-		return dsn
+		return serverDatabase(b, mysqltest.Binary, mysqltest.Start)
 	}
 	return b.TempDir() + "/usage.db"
+}
+
+// serverDatabase starts a private server (skipping b when its binary is
+// missing, failing it in CI), stops it when b ends, and returns the DSN of
+// a new database.
+func serverDatabase[S interface {
+	Close() error
+	NewDatabase() (string, error)
+}](b *testing.B, binary func() (string, error), start func() (S, error)) string {
+	if _, err := binary(); err != nil {
+		if testsrv.InCI() {
+			b.Fatal(err)
+		}
+		b.Skip(err)
+	}
+	srv, err := start()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { srv.Close() })
+	dsn, err := srv.NewDatabase()
+	if err != nil {
+		b.Fatal(err)
+	}
+	return dsn
 }
 
 var sqlDrivers = []string{"sqlite", "postgres", "mysql"}
