@@ -19,7 +19,7 @@ import (
 // in a temporary directory, and private PostgreSQL and MariaDB servers
 // (internal/pgtest, internal/mysqltest: on loopback, fsync off for
 // PostgreSQL, innodb_flush_log_at_trx_commit=2 for MariaDB). A server
-// whose binaries are missing skips its benchmark.
+// whose binaries are missing skips its benchmark, or fails it in CI.
 func sqlTarget(b *testing.B, driver string) string {
 	switch driver {
 	case "postgres":
