@@ -127,14 +127,15 @@ func (c *call) loop(ctx context.Context) (*http.Response, error) {
 		c.attempts = attempt
 
 		actx, aspan := t.tel.startAttempt(ctx, c.req, attempt, k)
-		resp, st, latency, err := c.send(actx, k, attempt)
+		sc := trace.SpanContextFromContext(actx)
+		resp, st, latency, err := c.send(actx, sc, k, attempt)
 		if ns, ok := err.(*notSentError); ok {
 			endSpan(aspan)
 			c.closeUnsentBody()
 			return nil, ns.err
 		}
 		t.tel.attemptDone(actx, aspan, c.req, k, st, resp, err, latency)
-		t.record(c, k, st, latency, attempt, resp, errorType(st, err), trace.SpanContextFromContext(actx))
+		t.record(c, k, st, latency, attempt, resp, errorType(st, err), sc)
 
 		if !c.resend(k, st) {
 			if err != nil {
@@ -182,7 +183,7 @@ func (e *notSentError) Error() string { return e.err.Error() }
 
 // send sends one attempt with key k: the request copy with the key applied,
 // the base's answer, its status, and what it means for the key (settle).
-func (c *call) send(ctx context.Context, k *keyState, attempt int) (*http.Response, status.Status, time.Duration, error) {
+func (c *call) send(ctx context.Context, sc trace.SpanContext, k *keyState, attempt int) (*http.Response, status.Status, time.Duration, error) {
 	t := c.t
 	if t.cfg.attemptTimeout > 0 {
 		ctx, c.cancelAttempt = context.WithTimeout(ctx, t.cfg.attemptTimeout)
@@ -192,7 +193,7 @@ func (c *call) send(ctx context.Context, k *keyState, attempt int) (*http.Respon
 		c.abandon(k)
 		return nil, 0, 0, &notSentError{err}
 	}
-	t.tel.inject(ctx, r)
+	t.tel.inject(ctx, sc, r)
 	start := c.now
 	resp, err := t.base.RoundTrip(r)
 	if attempt == 1 {

@@ -345,10 +345,11 @@ func (tl *telemetry) startAttempt(ctx context.Context, r *http.Request, attempt 
 	return ctx, span
 }
 
-// inject writes the trace context of ctx into r's header, when there is
-// one. r is the pool's copy of the request: its Header is its own.
-func (tl *telemetry) inject(ctx context.Context, r *http.Request) {
-	if sc := trace.SpanContextFromContext(ctx); !sc.IsValid() || !sc.IsSampled() && !trace.SpanFromContext(ctx).IsRecording() {
+// inject writes the trace context of ctx (sc, its span context) into r's
+// header, when there is one. r is the pool's copy of the request: its
+// Header is its own.
+func (tl *telemetry) inject(ctx context.Context, sc trace.SpanContext, r *http.Request) {
+	if !sc.IsValid() || !sc.IsSampled() && !trace.SpanFromContext(ctx).IsRecording() {
 		return // no trace, or one sampled out: nothing worth the header
 	}
 	if r.Header == nil {

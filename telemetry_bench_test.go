@@ -9,6 +9,7 @@ import (
 	"github.com/apipool-ng/apipool/status"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
 )
 
@@ -59,7 +60,7 @@ func BenchmarkTelemetryOff(b *testing.B) {
 					}
 					actx, aspan := tl.startAttempt(ctx, req, i+1, k)
 					if aspan != nil { // as the transport does
-						tl.inject(actx, req)
+						tl.inject(actx, trace.SpanContextFromContext(actx), req)
 					}
 					tl.attemptDone(actx, aspan, req, k, st, resp, nil, time.Millisecond)
 					endSpan(aspan)
