@@ -17,8 +17,6 @@
 package mysqltest
 
 import (
-	"context"
-	"database/sql"
 	"fmt"
 	"net"
 	"os"
@@ -26,7 +24,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -89,7 +86,10 @@ type Server struct {
 	bin  string
 	port int
 	proc *testsrv.Process
-	dbs  atomic.Int64
+
+	// NewDatabase and Database make a test's own database; Ping asks the
+	// server to answer.
+	testsrv.Databases
 }
 
 // Start makes a new data directory in a new temporary directory, starts
@@ -128,6 +128,7 @@ func Start() (*Server, error) {
 func newServer(dir, bin string, port int) *Server {
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	s := &Server{Addr: addr, Dir: dir, bin: bin, port: port}
+	s.Databases = testsrv.Databases{Pkg: "mysqltest", Driver: "mysql", DSNOf: s.DSN, Admin: ""}
 	s.proc = &testsrv.Process{
 		Pkg:         "mysqltest",
 		Name:        "mariadbd",
@@ -166,48 +167,13 @@ func (s *Server) Start() error {
 		cmd.Dir = s.Dir
 		return cmd
 	}, func(r *testsrv.Run) error {
-		return r.WaitReady(s.ping, StartTimeout, 10*time.Millisecond, 200*time.Millisecond)
+		return r.WaitReady(s.Ping, StartTimeout, 10*time.Millisecond, 200*time.Millisecond)
 	})
-}
-
-func (s *Server) ping() error {
-	db, err := sql.Open("mysql", s.DSN(""))
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	return db.PingContext(ctx)
 }
 
 // DSN returns the go-sql-driver/mysql DSN of a database on the server.
 func (s *Server) DSN(database string) string {
 	return "root@tcp(" + s.Addr + ")/" + database + "?timeout=5s"
-}
-
-// NewDatabase creates a new, empty database and returns its DSN.
-func (s *Server) NewDatabase() (string, error) {
-	name := fmt.Sprintf("test_%d", s.dbs.Add(1))
-	db, err := sql.Open("mysql", s.DSN(""))
-	if err != nil {
-		return "", err
-	}
-	defer db.Close()
-	if _, err := db.Exec("CREATE DATABASE " + name); err != nil {
-		return "", fmt.Errorf("mysqltest: creating database %s: %w", name, err)
-	}
-	return s.DSN(name), nil
-}
-
-// Database is NewDatabase for a test: it fails t on error.
-func (s *Server) Database(t testing.TB) string {
-	t.Helper()
-	dsn, err := s.NewDatabase()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return dsn
 }
 
 // Stop stops the server gracefully (SIGTERM), killing it after 30s, and

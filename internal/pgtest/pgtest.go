@@ -19,8 +19,6 @@
 package pgtest
 
 import (
-	"context"
-	"database/sql"
 	"fmt"
 	"net"
 	"os"
@@ -29,7 +27,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -58,7 +55,10 @@ type Server struct {
 	port int
 	cred *syscall.Credential
 	proc *testsrv.Process
-	dbs  atomic.Int64
+
+	// NewDatabase and Database make a test's own database; Ping asks the
+	// server to answer.
+	testsrv.Databases
 }
 
 // BinDir returns the directory of initdb and postgres: $PGTEST_BINDIR, or
@@ -143,6 +143,7 @@ func Start() (*Server, error) {
 func newServer(dir, bin string, port int, cred *syscall.Credential) *Server {
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	s := &Server{Addr: addr, Dir: dir, bin: bin, port: port, cred: cred}
+	s.Databases = testsrv.Databases{Pkg: "pgtest", Driver: "pgx", DSNOf: s.DSN, Admin: "postgres"}
 	s.proc = &testsrv.Process{
 		Pkg:         "pgtest",
 		Name:        "postgres",
@@ -189,48 +190,13 @@ func (s *Server) start() error {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: s.cred}
 		return cmd
 	}, func(r *testsrv.Run) error {
-		return r.WaitReady(s.ping, StartTimeout, 10*time.Millisecond, 200*time.Millisecond)
+		return r.WaitReady(s.Ping, StartTimeout, 10*time.Millisecond, 200*time.Millisecond)
 	})
-}
-
-func (s *Server) ping() error {
-	db, err := sql.Open("pgx", s.DSN("postgres"))
-	if err != nil {
-		return err
-	}
-	defer db.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	return db.PingContext(ctx)
 }
 
 // DSN returns the URL of a database on the server, for the user postgres.
 func (s *Server) DSN(database string) string {
 	return "postgres://postgres@" + s.Addr + "/" + database + "?sslmode=disable&connect_timeout=5"
-}
-
-// NewDatabase creates a new, empty database and returns its DSN.
-func (s *Server) NewDatabase() (string, error) {
-	name := fmt.Sprintf("test_%d", s.dbs.Add(1))
-	db, err := sql.Open("pgx", s.DSN("postgres"))
-	if err != nil {
-		return "", err
-	}
-	defer db.Close()
-	if _, err := db.Exec("CREATE DATABASE " + name); err != nil {
-		return "", fmt.Errorf("pgtest: creating database %s: %w", name, err)
-	}
-	return s.DSN(name), nil
-}
-
-// Database is NewDatabase for a test: it fails t on error.
-func (s *Server) Database(t testing.TB) string {
-	t.Helper()
-	dsn, err := s.NewDatabase()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return dsn
 }
 
 // Stop stops the server with a fast shutdown (SIGINT: it disconnects

@@ -1,7 +1,9 @@
 // Package testsrv is what the harnesses that run private servers for tests
-// (internal/chtest, internal/redistest) share: finding the server binary,
-// a free loopback port, a server process that starts, answers, stops and
-// starts again, and the test plumbing of Main, Shared and StartPrivate.
+// (internal/chtest, redistest, zktest, pgtest, mysqltest) share: finding
+// the server binary, a free loopback port, a server process that starts,
+// answers, stops and starts again, the test plumbing of Main, Shared and
+// StartPrivate, and (Databases) a database of its own for each test on a
+// SQL server.
 //
 // When the binary is missing, tests that need a server are skipped with a
 // message telling how to install it, unless the environment variable CI is
