@@ -28,9 +28,13 @@ type call struct {
 	// waiting: a probe's request (see probeKey).
 	pinned *keyState
 
-	// sent is the current attempt's request copy; firstHeader is the
-	// first attempt's header map, handed on to a later request by putCall.
+	// sent is the current attempt's request copy, allocated with its
+	// response body wrapper, unless the attempt's copy is copy: the first
+	// attempt's, when reusableCopy, which serves later requests with the
+	// call. firstHeader is the first attempt's header map, handed on to a
+	// later request by putCall.
 	sent        *sentRequest
+	copy        http.Request
 	firstHeader http.Header
 
 	tried keyBits // keys this request sent an attempt with
@@ -311,7 +315,12 @@ func (c *call) deliver(resp *http.Response, k *keyState) *http.Response {
 		return resp
 	}
 	c.held = true
-	b := &c.sent.body
+	var b *respBody
+	if c.sent != nil {
+		b = &c.sent.body
+	} else {
+		b = new(respBody)
+	}
 	b.body, b.c, b.reuse = resp.Body, c, c.attempts == 1
 	resp.Body = b
 	return resp

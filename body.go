@@ -210,3 +210,14 @@ func putCall(c *call) {
 	}
 	callPool.Put(c)
 }
+
+// reusableCopy reports whether the first attempt's copy of r may live in
+// the call and serve a later request once the response body is closed, as
+// the http.RoundTripper contract allows. Not for a request with a body: a
+// transport may still be writing it after the answer (a server that
+// answers early). Not for one with a legacy Request.Cancel: net/http's
+// transport watches that channel from a goroutine that may read the
+// request after the response is closed.
+func reusableCopy(r *http.Request) bool {
+	return r.Cancel == nil && (r.Body == nil || r.Body == http.NoBody)
+}

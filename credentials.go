@@ -95,11 +95,18 @@ func (c *call) attemptRequest(ctx context.Context, k *keyState, attempt int) (*h
 	t := c.t
 	orig := c.req
 	// A shallow copy: every field we change is replaced, never written
-	// through. It is never reused: net/http may read it after the
-	// response is closed (a goroutine watching a legacy Request.Cancel).
-	// Its allocation holds the response body wrapper too (deliver).
-	c.sent = &sentRequest{req: *orig.WithContext(ctx)}
-	r := &c.sent.req
+	// through. See reusableCopy for when it lives in the call, to serve
+	// later requests; otherwise its allocation holds the response body
+	// wrapper too (deliver).
+	var r *http.Request
+	if attempt == 1 && reusableCopy(orig) {
+		c.sent = nil
+		c.copy = *orig.WithContext(ctx)
+		r = &c.copy
+	} else {
+		c.sent = &sentRequest{req: *orig.WithContext(ctx)}
+		r = &c.sent.req
+	}
 	if err := c.attemptBody(r, attempt); err != nil {
 		return nil, err
 	}

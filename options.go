@@ -230,9 +230,10 @@ func WithRateLimitSteering(on bool, parser status.BudgetParser) Option {
 //
 // The pool sends the base its own copy of each request, and reuses the
 // copy's header map for a later request once the response body is
-// closed, as the http.RoundTripper contract allows. A base that keeps
-// requests for later (a test double that records them, say) must copy
-// the headers it keeps, e.g. with r.Clone, before returning.
+// closed, as the http.RoundTripper contract allows; for a request without
+// a body (and without the legacy Request.Cancel) it reuses the whole copy.
+// A base that keeps requests for later (a test double that records them,
+// say) must keep r.Clone(r.Context()) rather than r.
 func WithBase(rt http.RoundTripper) Option {
 	return optionFunc(func(c *config) error { c.base = rt; return nil })
 }

@@ -1,6 +1,7 @@
 package apipool_test
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -98,16 +99,25 @@ func endBody(t *testing.T, b io.ReadCloser, how int, want string) {
 	}
 }
 
-// Over net/http's own transport, HTTP/1.1 and HTTP/2, with a client
-// timeout (which sets the legacy Request.Cancel: net/http then watches the
-// request from a goroutine of its own that may outlive the response),
-// requests and their reused parts must not race with the transport, and
-// each request reaches the server with its own headers and body.
+// Over net/http's own transport, HTTP/1.1 and HTTP/2, requests and their
+// reused parts must not race with the transport, and each request reaches
+// the server with its own headers and body. With a client timeout, the
+// client sets the legacy Request.Cancel, and net/http then watches the
+// request from a goroutine of its own that may outlive the response; with
+// a context deadline instead, the GETs' copies are reused whole.
 func TestReuseOverNetHTTP(t *testing.T) {
-	for _, h2 := range []bool{false, true} {
+	for _, tc := range []struct {
+		h2, clientTimeout bool
+	}{{false, true}, {true, true}, {false, false}, {true, false}} {
+		h2 := tc.h2
 		name := "HTTP/1.1"
 		if h2 {
 			name = "HTTP/2"
+		}
+		if tc.clientTimeout {
+			name += "/client-timeout"
+		} else {
+			name += "/context-deadline"
 		}
 		t.Run(name, func(t *testing.T) {
 			srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -126,7 +136,10 @@ func TestReuseOverNetHTTP(t *testing.T) {
 			tr := srv.Client().Transport.(*http.Transport)
 			defer tr.CloseIdleConnections()
 			p := mustNew(t, keys(3), apipool.WithBase(tr))
-			client := &http.Client{Transport: p, Timeout: time.Minute}
+			client := &http.Client{Transport: p}
+			if tc.clientTimeout {
+				client.Timeout = time.Minute
+			}
 			var wg sync.WaitGroup
 			for g := range 8 {
 				wg.Go(func() {
@@ -143,6 +156,11 @@ func TestReuseOverNetHTTP(t *testing.T) {
 							t.Error(err)
 							return
 						}
+						if !tc.clientTimeout {
+							ctx, cancel := context.WithTimeout(req.Context(), time.Minute)
+							defer cancel()
+							req = req.WithContext(ctx)
+						}
 						req.Header.Set("X-Req", id)
 						resp, err := client.Do(req)
 						if err != nil {
@@ -155,5 +173,53 @@ func TestReuseOverNetHTTP(t *testing.T) {
 			}
 			wg.Wait()
 		})
+	}
+}
+
+// A body closed again after its call has gone on to serve a later request
+// must not touch that request: its key stays held until its own body is
+// closed. One key that takes one request at a time shows it: while the
+// second response is open, a third request finds no key.
+func TestLateSecondCloseLeavesLaterRequestAlone(t *testing.T) {
+	base := roundTripperFunc(func(r *http.Request) (*http.Response, error) {
+		return &http.Response{StatusCode: 200, Header: http.Header{}, Body: io.NopCloser(strings.NewReader("ok")), Request: r}, nil
+	})
+	k := keys(1)
+	k[0].MaxInFlight = 1
+	p := mustNew(t, k, apipool.WithBase(base), apipool.WithMaxWait(0))
+	get := func() (*http.Response, error) {
+		req, err := http.NewRequest(http.MethodGet, "http://api.example.test/v1", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p.RoundTrip(req)
+	}
+	inFlight := func() int64 { return p.Snapshot()[0].InFlight }
+	for i := range 50 {
+		first, err := get()
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.ReadAll(first.Body)
+		first.Body.Close()
+		second, err := get()
+		if err != nil {
+			t.Fatal(err)
+		}
+		first.Body.Close() // late: the second request may hold its call now
+		if n := inFlight(); n != 1 {
+			t.Fatalf("round %d: %d requests in flight after a late close of the first body, want 1 (the second)", i, n)
+		}
+		if third, err := get(); err == nil {
+			third.Body.Close()
+			t.Fatalf("round %d: a third request got the key while the second held it", i)
+		}
+		if got, err := io.ReadAll(second.Body); err != nil || string(got) != "ok" {
+			t.Fatalf("round %d: second body %q, %v", i, got, err)
+		}
+		second.Body.Close()
+		if n := inFlight(); n != 0 {
+			t.Fatalf("round %d: %d requests in flight after every body closed", i, n)
+		}
 	}
 }
