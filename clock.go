@@ -1,6 +1,9 @@
 package apipool
 
-import "time"
+import (
+	"sync/atomic"
+	"time"
+)
 
 // Clock is the pool's source of time: cooldowns, quotas, waits and latency
 // all read it. Tests inject a fake one (see WithClock) so that nothing
@@ -27,9 +30,31 @@ func (t *Transport) after(start time.Time) time.Time {
 	return t.cfg.clock.Now()
 }
 
+// realClock is the default Clock: the system's. Its Now reads the
+// monotonic clock alone and adds the time since a wall-clock reading
+// taken at most a second before (wallAnchor): on a virtual machine's
+// clock, time.Now costs about twice as much. Durations between its
+// readings are the monotonic clock's, exactly; its wall time follows a
+// step of the system clock (an NTP correction) within a second.
 type realClock struct{}
 
-func (realClock) Now() time.Time                 { return time.Now() }
+func (realClock) Now() time.Time {
+	if a := wallAnchor.Load(); a != nil {
+		if d := time.Since(*a); d >= 0 && d < anchorLife {
+			return a.Add(d)
+		}
+	}
+	now := time.Now()
+	wallAnchor.Store(&now)
+	return now
+}
+
+// wallAnchor is the latest time.Now reading of realClock.Now, which it
+// renews after anchorLife.
+var wallAnchor atomic.Pointer[time.Time]
+
+const anchorLife = time.Second
+
 func (realClock) NewTimer(d time.Duration) Timer { return realTimer{time.NewTimer(d)} }
 
 type realTimer struct{ t *time.Timer }
