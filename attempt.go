@@ -226,6 +226,7 @@ func (c *call) send(ctx context.Context, sc trace.SpanContext, k *keyState, atte
 	case status.ReachLimit:
 		c.limited++
 	}
+	c.now = end // the attempt's time from now on: its event's (record)
 	return resp, st, end.Sub(start), err
 }
 
@@ -330,7 +331,7 @@ func (c *call) deliver(resp *http.Response, k *keyState) *http.Response {
 func (t *Transport) record(c *call, k *keyState, st status.Status, latency time.Duration, attempt int, resp *http.Response, errType string, sc trace.SpanContext) {
 	r := c.req
 	e := recorder.Event{
-		Time:          c.now.Add(latency),
+		Time:          c.now, // the attempt's end, or when no key was found
 		Status:        st,
 		Latency:       latency,
 		Attempt:       attempt,
