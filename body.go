@@ -147,10 +147,11 @@ func (b *respBody) Read(p []byte) (int, error) {
 }
 
 // Close closes the response body and frees the key's slot. Once the
-// release has finished and the body is closed, the call and its first
-// attempt's header map serve a later request: the base transport is done
-// with the headers by then (http.RoundTripper: callers may reuse a
-// request once its response body is closed).
+// release has finished and the body is closed, the call, with its first
+// attempt's header map and (reusableCopy) request copy, serves a later
+// request: the base transport is done with them by then (http.RoundTripper:
+// callers may reuse a request once its response body is closed). The body
+// itself is never reused: a caller may close it again at any time.
 func (b *respBody) Close() error {
 	err := b.body.Close()
 	b.release()
@@ -188,7 +189,7 @@ func (c *call) release() {
 
 // callPool holds calls whose responses were read and closed, for later
 // requests, each with its first attempt's header map, cleared, for the
-// next first attempt.
+// next first attempt (the request copy in the call is cleared with it).
 var callPool sync.Pool
 
 // maxPooledHeader is the largest header map kept for reuse, in entries.

@@ -18,10 +18,10 @@ import (
 // upstream API and keep it for the program's life.
 //
 // Per the http.RoundTripper contract, RoundTrip never modifies the
-// caller's request (it sends copies, whose header maps are reused once
-// the response body is closed: see WithBase), returns a 429 or 5xx answer as a
-// response rather than an error, never returns a response together with
-// an error, and always closes the request body.
+// caller's request (it sends copies, which it reuses once the response
+// body is closed: see WithBase), returns a 429 or 5xx answer as a response
+// rather than an error, never returns a response together with an error,
+// and always closes the request body.
 type Transport struct {
 	cfg      config
 	base     http.RoundTripper
