@@ -220,5 +220,6 @@ func putCall(c *call) {
 // transport watches that channel from a goroutine that may read the
 // request after the response is closed.
 func reusableCopy(r *http.Request) bool {
+	//lint:ignore SA1019 read, not set: a caller's http.Client sets it
 	return r.Cancel == nil && (r.Body == nil || r.Body == http.NoBody)
 }
