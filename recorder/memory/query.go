@@ -229,6 +229,7 @@ func (s *Store) keysOf(ctx context.Context, q recorder.Query) (map[string]*keySt
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	s.flush()
 	m := *s.keys.Load()
 	if q.KeyID != "" {
 		ks := m[q.KeyID]

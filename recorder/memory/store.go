@@ -165,6 +165,8 @@ type Store struct {
 	lastEvict atomic.Int64 // the minute of newest at the last eviction scan
 
 	dropped, tooOld, tooNew atomic.Uint64
+
+	stripes stripes // events on their way to their keys (stripe.go)
 }
 
 var (
@@ -191,6 +193,7 @@ func New(opts ...Option) *Store {
 	s.keys.Store(&m)
 	s.newest.Store(-1)
 	s.lastEvict.Store(math.MinInt64)
+	s.stripes.init()
 	return s
 }
 
@@ -200,20 +203,29 @@ func (s *Store) Retention() time.Duration { return time.Duration(s.cfg.minutes) 
 // Dropped returns how many events were dropped: recorded after Close, or
 // for a new key when the store already held WithMaxKeys keys. It does not
 // count the events of [Store.TooOld] and [Store.TooNew].
-func (s *Store) Dropped() uint64 { return s.dropped.Load() }
+func (s *Store) Dropped() uint64 {
+	s.flush()
+	return s.dropped.Load()
+}
 
 // TooOld returns how many events were not kept because they were already
 // out of the retention when recorded: older than the retention relative to
 // the newest accepted event, or before 1970.
-func (s *Store) TooOld() uint64 { return s.tooOld.Load() }
+func (s *Store) TooOld() uint64 {
+	s.flush()
+	return s.tooOld.Load()
+}
 
 // TooNew returns how many events were not kept because their time was
 // further ahead of the clock than WithMaxFuture allows.
 func (s *Store) TooNew() uint64 { return s.tooNew.Load() }
 
 // Record counts e in the buckets of its own time, e.Time. It never blocks
-// on I/O, allocates only when a key's buckets outgrow their rings (see the
-// package documentation), and contends only with calls for the same key.
+// on I/O and allocates only when a key's buckets outgrow their rings (see
+// the package documentation). It holds e with other events recorded on the
+// same processor within two seconds, up to 64, and counts them in their
+// keys' buckets together; queries, Dropped and TooOld count every event
+// held first, so they see every event recorded before them.
 func (s *Store) Record(e recorder.Event) {
 	if s.closed.Load() {
 		s.dropped.Add(1)
@@ -224,6 +236,7 @@ func (s *Store) Record(e recorder.Event) {
 		s.tooOld.Add(1)
 		return
 	}
+	s.admit(sec)
 	g := s.newest.Load()
 	if sec > g {
 		if sec > s.cfg.now().Unix()+s.cfg.maxFuture {
@@ -234,31 +247,7 @@ func (s *Store) Record(e recorder.Event) {
 		s.tooOld.Add(1)
 		return
 	}
-	slot, class, bin := int(slotOf[e.Status]), int(classOf[e.Status]), binOf(e.Latency)
-
-	ks := (*s.keys.Load())[e.KeyID]
-	for {
-		if ks == nil {
-			if ks = s.addKey(e.KeyID); ks == nil {
-				return // dropped and counted
-			}
-		}
-		ks.mu.Lock()
-		if ks.newest != evicted {
-			break
-		}
-		ks.mu.Unlock()
-		ks = nil
-	}
-	ok := ks.add(sec, slot, class, bin, &s.cfg)
-	ks.mu.Unlock()
-	if !ok {
-		s.tooOld.Add(1)
-		return
-	}
-	for g < sec && !s.newest.CompareAndSwap(g, sec) {
-		g = s.newest.Load()
-	}
+	s.hold(pendingEvent{id: e.KeyID, sec: sec, slot: slotOf[e.Status], class: classOf[e.Status], bin: uint8(binOf(e.Latency))})
 }
 
 // addKey returns the state of key id, adding it. It returns nil, and counts
@@ -374,9 +363,10 @@ func (k *keyState) advance(sec int64, c *config) {
 // always returns nil.
 func (s *Store) Close(ctx context.Context) error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.closed.Store(true)
 	empty := map[string]*keyState{}
 	s.keys.Store(&empty)
+	s.mu.Unlock()
+	s.discard()
 	return nil
 }

@@ -478,9 +478,14 @@ func TestMemoryLayout(t *testing.T) {
 	// histogram of one bin for its minute and its hour, and the copied map
 	// of keys (here of two keys).
 	s := New(WithClock(func() time.Time { return t0 }))
+	for range s.stripes.max {
+		s.stripes.add() // made now, not by a Record that moved to another processor
+	}
 	s.Record(ev("k1", 0, status.Success))
+	s.flush()
 	before := totalAlloc()
 	s.Record(ev("k2", 0, status.Success))
+	s.flush()
 	if got := totalAlloc() - before; got > 1500 {
 		t.Errorf("a key with one event allocated %d bytes, the documentation says under 1,500", got)
 	}
@@ -548,5 +553,71 @@ func TestOddEvents(t *testing.T) {
 	}
 	if l := lat[string(make([]byte, 1<<16))]; l.Count != 1 {
 		t.Errorf("the long key: %+v", l)
+	}
+}
+
+// Many events of the same second from several goroutines at once fill the
+// per-processor buffers (stripe.go) and send them while queries read:
+// every event is counted once, under its own key.
+func TestConcurrentFullStripes(t *testing.T) {
+	s := newTest(t)
+	var wg sync.WaitGroup
+	const writers, each, keys = 6, 5000, 7
+	for w := range writers {
+		wg.Go(func() {
+			for i := range each {
+				s.Record(recorder.Event{Time: t0.Add(time.Duration(i/1000) * time.Second), KeyID: fmt.Sprint((w + i) % keys), Status: status.Success})
+			}
+		})
+	}
+	stop := make(chan struct{})
+	var rd sync.WaitGroup
+	rd.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := s.UsageByKey(ctx, recorder.Query{}); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	})
+	wg.Wait()
+	close(stop)
+	rd.Wait()
+	got, err := s.UsageByKey(ctx, recorder.Query{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int64{}
+	for w := range writers {
+		for i := range each {
+			want[fmt.Sprint((w+i)%keys)]++
+		}
+	}
+	if !maps.Equal(got, want) {
+		t.Errorf("UsageByKey = %v, want %v", got, want)
+	}
+	if s.Dropped()+s.TooOld()+s.TooNew() != 0 {
+		t.Errorf("dropped %d, too old %d, too new %d", s.Dropped(), s.TooOld(), s.TooNew())
+	}
+}
+
+// A query, Dropped and TooOld see every event recorded before them, though
+// it is still held with others of its second: one event, then its count.
+func TestQuerySeesHeldEvents(t *testing.T) {
+	s := newTest(t)
+	for i := range 10 {
+		s.Record(ev("k", 0, status.Success))
+		if n, err := s.UsageCount(ctx, recorder.Query{}); err != nil || n != int64(i+1) {
+			t.Fatalf("after %d events: UsageCount = %d, %v", i+1, n, err)
+		}
+	}
+	s.Record(ev("k", -2*time.Hour*24, status.Success)) // out of the retention
+	if got := s.TooOld(); got != 1 {
+		t.Errorf("TooOld = %d, want 1", got)
 	}
 }

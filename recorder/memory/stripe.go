@@ -1,0 +1,196 @@
+package memory
+
+import (
+	"math"
+	"runtime"
+	"sync"
+	"sync/atomic"
+)
+
+// stripeEvents is how many events a stripe holds before they go into their
+// keys' buckets.
+const stripeEvents = 64
+
+// noPending is a stripe's first second when it holds no event.
+const noPending = math.MaxInt64
+
+// pendingWindow is the span, in seconds, of the events the stripes hold
+// together. The order in which events so close in time go into their keys
+// makes no difference to what the keys hold (every tier keeps minutes
+// beyond it), so holding them together is the same as counting them one at
+// a time. Two seconds rather than one: events of processors that straddle
+// a second's end do not send everything held at each event.
+const pendingWindow = 2
+
+// A stripe holds events recorded on one processor until they go into their
+// keys' buckets together. Stripes are handed out by a sync.Pool, which
+// keeps one per processor. Counting an event touches about ten cache lines
+// of its key's buckets: counted one at a time, each event finds them gone
+// from the CPU's caches (moved to another CPU that counted an event of the
+// same key, or pushed out by the caller's own work between two events); a
+// batch loads them once.
+//
+// The stripes hold the events of pendingWindow seconds of event time at
+// most: an event outside them sends every stripe's events first (Record),
+// as does a full stripe its own, and every query and counter all of them.
+// So a query sees every event recorded before it, and events recorded one
+// after the other are counted as if one at a time, in their order.
+type stripe struct {
+	mu    sync.Mutex
+	n     int
+	first atomic.Int64 // the second of the first event held, or noPending (flush passes over an empty stripe without its lock)
+	ev    [stripeEvents]pendingEvent
+}
+
+// pendingEvent is what a stripe holds of one event: what Record computed
+// from it, to count it in its key's buckets.
+type pendingEvent struct {
+	id               string
+	sec              int64
+	slot, class, bin uint8
+}
+
+// stripes is a Store's set of stripes.
+type stripes struct {
+	pool sync.Pool
+	mu   sync.Mutex                // serialises adding stripes
+	all  atomic.Pointer[[]*stripe] // copy on write
+	next atomic.Uint32
+	max  int
+	// lo is the first of the pendingWindow seconds of the events the
+	// stripes hold.
+	lo atomic.Int64
+	// pick, in tests, chooses the stripe of each event in place of the
+	// pool.
+	pick func() *stripe
+}
+
+func (ss *stripes) init() {
+	ss.max = max(4, 2*runtime.GOMAXPROCS(0))
+	ss.all.Store(&[]*stripe{})
+	ss.lo.Store(noPending - pendingWindow)
+	ss.pool.New = func() any { return ss.add() }
+}
+
+// add returns a new stripe, or an existing one once there are max: the
+// pool drops what it holds at a garbage collection, and asks again.
+func (ss *stripes) add() *stripe {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	all := *ss.all.Load()
+	if len(all) >= ss.max {
+		return all[int(ss.next.Add(1))%len(all)]
+	}
+	st := &stripe{}
+	st.first.Store(noPending)
+	na := append(all[:len(all):len(all)], st)
+	ss.all.Store(&na)
+	return st
+}
+
+// admit makes room for an event of second sec among those held: when sec
+// is outside their seconds, every stripe's events go into their keys
+// first, so that Record's checks see every event recorded before.
+func (s *Store) admit(sec int64) {
+	if lo := s.stripes.lo.Load(); sec < lo || sec >= lo+pendingWindow {
+		s.flush()
+		s.stripes.lo.Store(max(sec-pendingWindow+1, min(sec, lo)))
+	}
+}
+
+// hold holds one event in the calling processor's stripe, and sends the
+// stripe's events to their keys when it is full.
+func (s *Store) hold(p pendingEvent) {
+	var st *stripe
+	if s.stripes.pick != nil {
+		st = s.stripes.pick()
+	} else {
+		st = s.stripes.pool.Get().(*stripe)
+		defer s.stripes.pool.Put(st)
+	}
+	st.mu.Lock()
+	if st.n == 0 {
+		st.first.Store(p.sec)
+	}
+	st.ev[st.n] = p
+	if st.n++; st.n == stripeEvents {
+		s.sendLocked(st)
+	}
+	st.mu.Unlock()
+}
+
+// flush sends every stripe's events to their keys: queries and counters
+// call it first, so that they see every event recorded before them.
+func (s *Store) flush() {
+	for _, st := range *s.stripes.all.Load() {
+		if st.first.Load() == noPending {
+			continue
+		}
+		st.mu.Lock()
+		s.sendLocked(st)
+		st.mu.Unlock()
+	}
+}
+
+// sendLocked counts the events st holds in their keys' buckets. st.mu is
+// held.
+func (s *Store) sendLocked(st *stripe) {
+	var ks *keyState // locked while consecutive events are its key's
+	var id string
+	for i := range st.ev[:st.n] {
+		p := &st.ev[i]
+		if ks != nil && p.id != id {
+			ks.mu.Unlock()
+			ks = nil
+		}
+		if ks == nil {
+			if ks = s.lockKey(p.id); ks == nil {
+				continue // dropped and counted
+			}
+			id = p.id
+		}
+		if !ks.add(p.sec, int(p.slot), int(p.class), int(p.bin), &s.cfg) {
+			s.tooOld.Add(1)
+			continue
+		}
+		for g := s.newest.Load(); g < p.sec && !s.newest.CompareAndSwap(g, p.sec); {
+			g = s.newest.Load()
+		}
+	}
+	if ks != nil {
+		ks.mu.Unlock()
+	}
+	clear(st.ev[:st.n]) // the key IDs
+	st.n = 0
+	st.first.Store(noPending)
+}
+
+// lockKey returns the state of key id, locked, adding it when it is new.
+// It returns nil, and counts a drop, when the store is closed or full.
+func (s *Store) lockKey(id string) *keyState {
+	ks := (*s.keys.Load())[id]
+	for {
+		if ks == nil {
+			if ks = s.addKey(id); ks == nil {
+				return nil
+			}
+		}
+		ks.mu.Lock()
+		if ks.newest != evicted {
+			return ks
+		}
+		ks.mu.Unlock()
+		ks = nil
+	}
+}
+
+// discard drops the events the stripes hold (the store is closing).
+func (s *Store) discard() {
+	for _, st := range *s.stripes.all.Load() {
+		st.mu.Lock()
+		clear(st.ev[:st.n])
+		st.n = 0
+		st.first.Store(noPending)
+		st.mu.Unlock()
+	}
+}
