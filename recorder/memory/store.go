@@ -162,6 +162,7 @@ type Store struct {
 	closed atomic.Bool
 
 	newest    atomic.Int64 // the newest accepted event's Unix second, -1 if none
+	notTooNew atomic.Int64 // the latest second found within WithMaxFuture of the clock
 	lastEvict atomic.Int64 // the minute of newest at the last eviction scan
 
 	dropped, tooOld, tooNew atomic.Uint64
@@ -192,6 +193,7 @@ func New(opts ...Option) *Store {
 	m := map[string]*keyState{}
 	s.keys.Store(&m)
 	s.newest.Store(-1)
+	s.notTooNew.Store(-1)
 	s.lastEvict.Store(math.MinInt64)
 	s.stripes.init()
 	return s
@@ -239,9 +241,17 @@ func (s *Store) Record(e recorder.Event) {
 	s.admit(sec)
 	g := s.newest.Load()
 	if sec > g {
-		if sec > s.cfg.now().Unix()+s.cfg.maxFuture {
-			s.tooNew.Add(1)
-			return
+		// Newer than every event counted: checked against the clock
+		// once per second of event time (an event held is not counted
+		// yet, so newest may lag behind the seconds checked).
+		if ok := s.notTooNew.Load(); sec > ok {
+			if sec > s.cfg.now().Unix()+s.cfg.maxFuture {
+				s.tooNew.Add(1)
+				return
+			}
+			for ok < sec && !s.notTooNew.CompareAndSwap(ok, sec) {
+				ok = s.notTooNew.Load()
+			}
 		}
 	} else if sec/60 <= g/60-s.cfg.minutes {
 		s.tooOld.Add(1)

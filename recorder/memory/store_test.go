@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unsafe"
@@ -619,5 +620,24 @@ func TestQuerySeesHeldEvents(t *testing.T) {
 	s.Record(ev("k", -2*time.Hour*24, status.Success)) // out of the retention
 	if got := s.TooOld(); got != 1 {
 		t.Errorf("TooOld = %d, want 1", got)
+	}
+}
+
+// The clock is read for events newer than every event counted, once per
+// second of event time, though events are held before they are counted
+// (WithClock's promise).
+func TestClockReadOncePerSecond(t *testing.T) {
+	var reads atomic.Int64
+	s := New(WithClock(func() time.Time { reads.Add(1); return t0.Add(time.Hour) }))
+	for sec := range 5 {
+		for range 200 {
+			s.Record(ev("k", time.Duration(sec)*time.Second, status.Success))
+		}
+	}
+	if n := reads.Load(); n > 5 {
+		t.Errorf("the clock was read %d times for 1,000 events in 5 seconds, want at most 5", n)
+	}
+	if n, err := s.UsageCount(ctx, recorder.Query{}); err != nil || n != 1000 {
+		t.Errorf("UsageCount = %d, %v; want 1000", n, err)
 	}
 }
