@@ -411,28 +411,13 @@ func TestConcurrent(t *testing.T) {
 			}
 		})
 	}
-	stop := make(chan struct{})
-	var rd sync.WaitGroup
-	rd.Go(func() {
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if _, err := s.LatencyByKey(ctx, recorder.Query{}); err != nil {
-				t.Error(err)
-				return
-			}
-			if _, err := s.Series(ctx, recorder.Query{Since: t0, Until: t0.Add(time.Hour)}, time.Second); err != nil {
-				t.Error(err)
-				return
-			}
+	queryWhile(t, &wg, func() error {
+		if _, err := s.LatencyByKey(ctx, recorder.Query{}); err != nil {
+			return err
 		}
+		_, err := s.Series(ctx, recorder.Query{Since: t0, Until: t0.Add(time.Hour)}, time.Second)
+		return err
 	})
-	wg.Wait()
-	close(stop)
-	rd.Wait()
 	if n, err := s.UsageCount(ctx, recorder.Query{}); err != nil || n != writers*each {
 		t.Errorf("UsageCount = %d, %v; want %d", n, err, writers*each)
 	}
@@ -470,6 +455,7 @@ func TestMemoryLayout(t *testing.T) {
 		{"histogram", unsafe.Sizeof(hist{}), 32},
 		{"sparse bins", maxSparse * 4, 128},
 		{"dense bins", numBins * 4, 896},
+		{"held events of a processor", stripeEvents * unsafe.Sizeof(pendingEvent{}), 2048},
 	} {
 		if c.got != c.want {
 			t.Errorf("%s: %d bytes, the documentation says %d", c.name, c.got, c.want)
@@ -571,24 +557,10 @@ func TestConcurrentFullStripes(t *testing.T) {
 			}
 		})
 	}
-	stop := make(chan struct{})
-	var rd sync.WaitGroup
-	rd.Go(func() {
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			if _, err := s.UsageByKey(ctx, recorder.Query{}); err != nil {
-				t.Error(err)
-				return
-			}
-		}
+	queryWhile(t, &wg, func() error {
+		_, err := s.UsageByKey(ctx, recorder.Query{})
+		return err
 	})
-	wg.Wait()
-	close(stop)
-	rd.Wait()
 	got, err := s.UsageByKey(ctx, recorder.Query{})
 	if err != nil {
 		t.Fatal(err)
@@ -640,4 +612,28 @@ func TestClockReadOncePerSecond(t *testing.T) {
 	if n, err := s.UsageCount(ctx, recorder.Query{}); err != nil || n != 1000 {
 		t.Errorf("UsageCount = %d, %v; want 1000", n, err)
 	}
+}
+
+// queryWhile runs query over and over, reporting its first error, until
+// every goroutine of writers has returned.
+func queryWhile(t *testing.T, writers *sync.WaitGroup, query func() error) {
+	t.Helper()
+	stop := make(chan struct{})
+	var rd sync.WaitGroup
+	rd.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if err := query(); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	})
+	writers.Wait()
+	close(stop)
+	rd.Wait()
 }

@@ -11,9 +11,6 @@ import (
 // keys' buckets.
 const stripeEvents = 64
 
-// noPending is a stripe's first second when it holds no event.
-const noPending = math.MaxInt64
-
 // pendingWindow is the span, in seconds, of the events the stripes hold
 // together. The order in which events so close in time go into their keys
 // makes no difference to what the keys hold (every tier keeps minutes
@@ -36,10 +33,10 @@ const pendingWindow = 2
 // So a query sees every event recorded before it, and events recorded one
 // after the other are counted as if one at a time, in their order.
 type stripe struct {
-	mu    sync.Mutex
-	n     int
-	first atomic.Int64 // the second of the first event held, or noPending (flush passes over an empty stripe without its lock)
-	ev    [stripeEvents]pendingEvent
+	mu   sync.Mutex
+	n    int
+	held atomic.Bool // n > 0, for flush to pass over an empty stripe without its lock
+	ev   [stripeEvents]pendingEvent
 }
 
 // pendingEvent is what a stripe holds of one event: what Record computed
@@ -68,7 +65,7 @@ type stripes struct {
 func (ss *stripes) init() {
 	ss.max = max(4, 2*runtime.GOMAXPROCS(0))
 	ss.all.Store(&[]*stripe{})
-	ss.lo.Store(noPending - pendingWindow)
+	ss.lo.Store(math.MaxInt64 - pendingWindow) // no second is within: the first event sends (nothing)
 	ss.pool.New = func() any { return ss.add() }
 }
 
@@ -82,7 +79,6 @@ func (ss *stripes) add() *stripe {
 		return all[int(ss.next.Add(1))%len(all)]
 	}
 	st := &stripe{}
-	st.first.Store(noPending)
 	na := append(all[:len(all):len(all)], st)
 	ss.all.Store(&na)
 	return st
@@ -110,7 +106,7 @@ func (s *Store) hold(p pendingEvent) {
 	}
 	st.mu.Lock()
 	if st.n == 0 {
-		st.first.Store(p.sec)
+		st.held.Store(true)
 	}
 	st.ev[st.n] = p
 	if st.n++; st.n == stripeEvents {
@@ -123,7 +119,7 @@ func (s *Store) hold(p pendingEvent) {
 // call it first, so that they see every event recorded before them.
 func (s *Store) flush() {
 	for _, st := range *s.stripes.all.Load() {
-		if st.first.Load() == noPending {
+		if !st.held.Load() {
 			continue
 		}
 		st.mu.Lock()
@@ -162,7 +158,7 @@ func (s *Store) sendLocked(st *stripe) {
 	}
 	clear(st.ev[:st.n]) // the key IDs
 	st.n = 0
-	st.first.Store(noPending)
+	st.held.Store(false)
 }
 
 // lockKey returns the state of key id, locked, adding it when it is new.
@@ -190,7 +186,7 @@ func (s *Store) discard() {
 		st.mu.Lock()
 		clear(st.ev[:st.n])
 		st.n = 0
-		st.first.Store(noPending)
+		st.held.Store(false)
 		st.mu.Unlock()
 	}
 }
