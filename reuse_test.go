@@ -156,18 +156,21 @@ func TestReuseOverNetHTTP(t *testing.T) {
 							t.Error(err)
 							return
 						}
+						cancel := context.CancelFunc(func() {})
 						if !tc.clientTimeout {
-							ctx, cancel := context.WithTimeout(req.Context(), time.Minute)
-							defer cancel()
+							var ctx context.Context
+							ctx, cancel = context.WithTimeout(req.Context(), time.Minute)
 							req = req.WithContext(ctx)
 						}
 						req.Header.Set("X-Req", id)
 						resp, err := client.Do(req)
 						if err != nil {
+							cancel()
 							t.Error(err)
 							return
 						}
 						endBody(t, resp.Body, i%4, "ok")
+						cancel()
 					}
 				})
 			}
