@@ -46,9 +46,7 @@ type call struct {
 
 	waiter *waiter // this call's place in the wait queue, while queued
 
-	// The current attempt: its breaker ticket and the cancel of a
-	// pool-imposed attempt timeout.
-	ticket        breakerTicket
+	// The cancel of the current attempt's pool-imposed timeout.
 	cancelAttempt context.CancelFunc
 
 	// The first key this request was rejected with (invalid key): a second
@@ -60,7 +58,6 @@ type call struct {
 	skipTried  bool // the current look passes over the keys tried
 	replayable bool // the body can be sent again
 	bodySent   bool // the original req.Body went out (the base closes it)
-	trial      bool // the current attempt is its key's trial
 	hasWaited  bool // counted in Transport.Waits
 
 	// The key the returned response holds, and whether its body holds it
@@ -108,8 +105,10 @@ func (c *call) run() (*http.Response, error) {
 	return resp, err
 }
 
-// loop runs attempts until one answer is final: take a key, send, classify
-// and settle, then return the answer or go round again.
+// loop runs attempts until one answer is final. Each attempt reads top to
+// bottom: reserve a key, build the request copy with the key applied, send
+// it, classify the answer and commit its verdict to the key, record the
+// usage event, then deliver the answer or go round again.
 func (c *call) loop(ctx context.Context) (*http.Response, error) {
 	t := c.t
 	if err := c.prepareBody(); err != nil {
@@ -118,10 +117,19 @@ func (c *call) loop(ctx context.Context) (*http.Response, error) {
 	// The last answer (or error), returned when no other key can be tried.
 	var prev *http.Response
 	var prevErr error
-	for attempt := 1; ; attempt++ {
-		k, err := c.takeKey(ctx)
+	for attempt := 1; ; {
+		// 1. Reserve a key: one free now, or the first to free up (pick.go).
+		res, err := c.takeKey(ctx)
 		if err != nil {
 			return c.giveUp(ctx, attempt, prev, prevErr, err)
+		}
+		k := res.k
+		if res.stale() {
+			// Cooled down or disabled since it was reserved (another
+			// request's answer came meanwhile): never send with it.
+			res.cancel()
+			t.flushBreaker(k)
+			continue
 		}
 		if prev != nil {
 			prev.Body.Close() // another key is taken: not needed any more
@@ -130,22 +138,69 @@ func (c *call) loop(ctx context.Context) (*http.Response, error) {
 		prevErr = nil
 		c.attempts = attempt
 
+		// 2. Build the request copy with the key applied.
 		actx, aspan := t.tel.startAttempt(ctx, c.req, attempt, k)
 		sc := trace.SpanContextFromContext(actx)
-		resp, st, latency, err := c.send(actx, sc, k, attempt)
-		if ns, ok := err.(*notSentError); ok {
+		if t.cfg.attemptTimeout > 0 {
+			actx, c.cancelAttempt = context.WithTimeout(actx, t.cfg.attemptTimeout)
+		}
+		r, err := c.attemptRequest(actx, k, attempt)
+		if err != nil { // the body could not be replayed: nothing was sent
+			res.cancel()
+			t.flushBreaker(k)
+			c.endAttempt()
 			endSpan(aspan)
 			c.closeUnsentBody()
-			return nil, ns.err
+			return nil, err
 		}
-		t.tel.attemptDone(actx, aspan, c.req, k, st, resp, err, latency)
-		t.record(c, k, st, latency, attempt, resp, errorType(st, err), sc)
+		t.tel.inject(actx, sc, r)
 
+		// 3. Send.
+		resp, err := t.base.RoundTrip(r)
+		if attempt == 1 {
+			c.bodySent = true
+		}
+		end := t.after(res.at)
+		switch {
+		case err != nil && resp != nil:
+			resp.Body.Close() // a RoundTripper never returns both
+			resp = nil
+		case err == nil && resp == nil:
+			err = errNoAnswer
+		}
+		if err != nil {
+			err = redact(err, k.secret)
+		}
+
+		// 4. Classify the answer and commit its verdict to the key.
+		if resp != nil {
+			t.learnBudget(k, resp.Header, end)
+		}
+		v := c.judge(k, resp, err, end)
+		ch := res.commit(v)
+		t.reportChange(k, ch, v)
+		if v.disable != "" {
+			c.rejected = &rejection{k: k, info: ch.disabled}
+		}
+		st := v.st
+		c.final = st
+		switch st {
+		case status.ServerError, status.NetworkError, status.Timeout:
+			c.failures++
+		case status.ReachLimit:
+			c.limited++
+		}
+
+		// 5. Record the attempt.
+		t.tel.attemptDone(actx, aspan, c.req, k, st, resp, err, end.Sub(res.at))
+		t.record(c.req, k, st, end, end.Sub(res.at), attempt, resp, errorType(st, err), sc)
+
+		// 6. Deliver the answer, or resend on another key.
 		if !c.resend(k, st) {
 			if err != nil {
 				endSpan(aspan)
 				c.endAttempt()
-				t.release(k)
+				k.release()
 				return nil, err
 			}
 			c.attSpan = aspan
@@ -156,7 +211,7 @@ func (c *call) loop(ctx context.Context) (*http.Response, error) {
 		if resp != nil {
 			prev = c.keep(resp, k)
 		} else {
-			t.release(k)
+			k.release()
 			prevErr = err
 		}
 		c.endAttempt()
@@ -176,58 +231,119 @@ func (c *call) loop(ctx context.Context) (*http.Response, error) {
 				}
 			}
 		}
+		attempt++
 	}
 }
 
-// notSentError is send's signal that the attempt never went out: its
-// body could not be replayed (err says why).
-type notSentError struct{ err error }
-
-func (e *notSentError) Error() string { return e.err.Error() }
-
-// send sends one attempt with key k: the request copy with the key applied,
-// the base's answer, its status, and what it means for the key (settle).
-func (c *call) send(ctx context.Context, sc trace.SpanContext, k *keyState, attempt int) (*http.Response, status.Status, time.Duration, error) {
+// judge reads the answer to an attempt with key k, which came at at, into
+// its status and its verdict on the key. A rate limit cools the key until
+// the answer's Retry-After; the first rejection of a request disables its
+// key, unless the call is a probe's (probeKey decides); a second key
+// rejecting the same request puts the fault on the request: the first key
+// is put back (forgive) and the status becomes ClientError. The caller's
+// own deadline or cancel is not the upstream's fault: its breaker hears
+// nothing of it.
+func (c *call) judge(k *keyState, resp *http.Response, err error, at time.Time) verdict {
 	t := c.t
-	if t.cfg.attemptTimeout > 0 {
-		ctx, c.cancelAttempt = context.WithTimeout(ctx, t.cfg.attemptTimeout)
+	v := verdict{
+		st:       t.cfg.classifier.ClassifyAt(resp, err, at),
+		at:       at,
+		excluded: err != nil && c.req.Context().Err() != nil,
 	}
-	r, err := c.attemptRequest(ctx, k, attempt)
-	if err != nil {
-		c.abandon(k)
-		return nil, 0, 0, &notSentError{err}
-	}
-	t.tel.inject(ctx, sc, r)
-	start := c.now
-	resp, err := t.base.RoundTrip(r)
-	if attempt == 1 {
-		c.bodySent = true
-	}
-	end := t.after(start)
-	switch {
-	case err != nil && resp != nil:
-		resp.Body.Close() // a RoundTripper never returns both
-		resp = nil
-	case err == nil && resp == nil:
-		err = errNoAnswer
-	}
-	st := t.cfg.classifier.ClassifyAt(resp, err, end)
-	// The caller's own deadline or cancel is not the upstream's fault: it
-	// is recorded as it is, and its breaker hears nothing of it.
-	callerEnded := err != nil && c.req.Context().Err() != nil
-	if err != nil {
-		err = redact(err, k.secret)
-	}
-	st = c.settle(k, st, resp, end, callerEnded)
-	c.final = st
-	switch st {
-	case status.ServerError, status.NetworkError, status.Timeout:
-		c.failures++
+	switch v.st {
 	case status.ReachLimit:
-		c.limited++
+		v.coolUntil = t.cooldownUntil(resp, at)
+	case status.InvalidKey:
+		switch {
+		case c.pinned != nil:
+		case c.rejected == nil:
+			v.disable = "upstream answered " + strconv.Itoa(resp.StatusCode) + " " + http.StatusText(resp.StatusCode)
+		default:
+			c.forgive(at)
+			v.st, v.excluded = status.ClientError, true
+		}
 	}
-	c.now = end // the attempt's time from now on: its event's (record)
-	return resp, st, end.Sub(start), err
+	return v
+}
+
+// forgive puts back the key that first rejected the request, when a
+// second key rejected it too: the request is at fault, not the keys.
+func (c *call) forgive(at time.Time) {
+	t, r := c.t, c.rejected
+	undone, enabled := r.k.undisable(r.info)
+	if !undone {
+		return
+	}
+	if enabled {
+		t.publish(StateChange{KeyID: r.k.key.ID, Kind: ChangeEnable, At: at})
+	}
+	if t.cfg.logger != nil {
+		t.cfg.logger.Info("apipool: two keys rejected one request; the request is at fault, the key is back in use", "key", r.k.key.ID)
+	}
+}
+
+// attemptRequest returns the copy of the caller's request sent for one
+// attempt: its body (body.go), and key k applied in place of every
+// credential the caller's request carried (credentials.go).
+func (c *call) attemptRequest(ctx context.Context, k *keyState, attempt int) (*http.Request, error) {
+	t := c.t
+	orig := c.req
+	// A shallow copy: every field we change is replaced, never written
+	// through. See reusableCopy for when it lives in the call, to serve
+	// later requests; otherwise its allocation holds the response body
+	// wrapper too (deliver).
+	var r *http.Request
+	if attempt == 1 && reusableCopy(orig) {
+		c.sent = nil
+		c.copy = *orig.WithContext(ctx)
+		r = &c.copy
+	} else {
+		c.sent = &sentRequest{req: *orig.WithContext(ctx)}
+		r = &c.sent.req
+	}
+	if err := c.attemptBody(r, attempt); err != nil {
+		return nil, err
+	}
+	// The values stay the caller's slices, shared as r.URL is: the base
+	// must not write to them (the RoundTripper contract), and the pool
+	// only ever replaces or removes a value. A first attempt's map may be
+	// one left by an earlier request whose response was closed (putCall):
+	// a transport is done with the headers by then.
+	var h http.Header
+	if attempt == 1 && c.spareHeader != nil {
+		h, c.spareHeader = c.spareHeader, nil
+	} else {
+		h = make(http.Header, len(orig.Header)+1)
+	}
+	if attempt == 1 {
+		c.firstHeader = h
+	}
+	for name, v := range orig.Header {
+		if !t.isStripHeader(name) {
+			h[name] = v
+		}
+	}
+	r.Header = h
+	if strip := t.hasCredentialParam(orig.URL); strip || t.cfg.inject == injectQuery || t.cfg.inject == injectFunc {
+		u := *orig.URL
+		if u.User != nil {
+			uu := *u.User
+			u.User = &uu
+		}
+		if strip {
+			u.RawQuery, _ = filterQuery(u.RawQuery, t.isCredentialParam)
+		}
+		r.URL = &u
+	}
+	switch t.cfg.inject {
+	case injectBearer, injectHeader:
+		h[t.keyHeader()] = k.headerValue
+	case injectQuery:
+		setQueryParam(r.URL, t.cfg.injectName, k.secret)
+	case injectFunc:
+		t.cfg.injector(r, k.key.Secret)
+	}
+	return r, nil
 }
 
 // errNoAnswer stands for a base transport that returned neither a
@@ -279,7 +395,7 @@ func (c *call) giveUp(ctx context.Context, attempt int, prev *http.Response, pre
 	c.closeUnsentBody()
 	if noKey {
 		c.final = status.NoKeyAvailable
-		t.record(c, nil, status.NoKeyAvailable, 0, attempt, nil, "no_key_available", trace.SpanContextFromContext(ctx))
+		t.record(c.req, nil, status.NoKeyAvailable, c.now, 0, attempt, nil, "no_key_available", trace.SpanContextFromContext(ctx))
 		t.tel.noKey(ctx)
 	}
 	return nil, err
@@ -310,7 +426,7 @@ func (c *call) deliver(resp *http.Response, k *keyState) *http.Response {
 		return resp
 	}
 	if resp.Body == nil || resp.Body == http.NoBody || resp.StatusCode == http.StatusSwitchingProtocols {
-		t.release(k)
+		k.release()
 		c.endAttempt()
 		endSpan(c.attSpan)
 		return resp
@@ -327,11 +443,11 @@ func (c *call) deliver(resp *http.Response, k *keyState) *http.Response {
 	return resp
 }
 
-// record hands one attempt's usage event to the recorder.
-func (t *Transport) record(c *call, k *keyState, st status.Status, latency time.Duration, attempt int, resp *http.Response, errType string, sc trace.SpanContext) {
-	r := c.req
+// record hands one attempt's usage event to the recorder: r's attempt
+// with key k (nil when no key was found), ended at at.
+func (t *Transport) record(r *http.Request, k *keyState, st status.Status, at time.Time, latency time.Duration, attempt int, resp *http.Response, errType string, sc trace.SpanContext) {
 	e := recorder.Event{
-		Time:          c.now, // the attempt's end, or when no key was found
+		Time:          at,
 		Status:        st,
 		Latency:       latency,
 		Attempt:       attempt,

@@ -98,7 +98,7 @@ func closeBody(r *http.Request) {
 // memory; a larger one keeps its unread rest (and its connection) until
 // the answer is returned or dropped.
 func (c *call) keep(resp *http.Response, k *keyState) *http.Response {
-	defer c.t.release(k)
+	defer k.release()
 	if resp.Body == nil || resp.Body == http.NoBody {
 		resp.Body = http.NoBody
 		return resp
@@ -179,7 +179,7 @@ func (b *respBody) end() {
 // release frees the key's slot of the delivered attempt and ends its
 // spans.
 func (c *call) release() {
-	c.t.release(c.key)
+	c.key.release()
 	c.endAttempt()
 	endSpan(c.attSpan)
 	if c.reqSpan != nil {

@@ -1,7 +1,6 @@
 package apipool
 
 import (
-	"context"
 	"net/http"
 	"net/url"
 	"reflect"
@@ -86,70 +85,6 @@ func (t *Transport) scrubForeignURL(u *url.URL) (*url.URL, bool) {
 	nu := *u
 	nu.RawQuery = q
 	return &nu, true
-}
-
-// attemptRequest returns the copy of the caller's request sent for one
-// attempt: its body (body.go), and key k applied in place of every
-// credential the caller's request carried.
-func (c *call) attemptRequest(ctx context.Context, k *keyState, attempt int) (*http.Request, error) {
-	t := c.t
-	orig := c.req
-	// A shallow copy: every field we change is replaced, never written
-	// through. See reusableCopy for when it lives in the call, to serve
-	// later requests; otherwise its allocation holds the response body
-	// wrapper too (deliver).
-	var r *http.Request
-	if attempt == 1 && reusableCopy(orig) {
-		c.sent = nil
-		c.copy = *orig.WithContext(ctx)
-		r = &c.copy
-	} else {
-		c.sent = &sentRequest{req: *orig.WithContext(ctx)}
-		r = &c.sent.req
-	}
-	if err := c.attemptBody(r, attempt); err != nil {
-		return nil, err
-	}
-	// The values stay the caller's slices, shared as r.URL is: the base
-	// must not write to them (the RoundTripper contract), and the pool
-	// only ever replaces or removes a value. A first attempt's map may be
-	// one left by an earlier request whose response was closed (putCall):
-	// a transport is done with the headers by then.
-	var h http.Header
-	if attempt == 1 && c.spareHeader != nil {
-		h, c.spareHeader = c.spareHeader, nil
-	} else {
-		h = make(http.Header, len(orig.Header)+1)
-	}
-	if attempt == 1 {
-		c.firstHeader = h
-	}
-	for name, v := range orig.Header {
-		if !t.isStripHeader(name) {
-			h[name] = v
-		}
-	}
-	r.Header = h
-	if strip := t.hasCredentialParam(orig.URL); strip || t.cfg.inject == injectQuery || t.cfg.inject == injectFunc {
-		u := *orig.URL
-		if u.User != nil {
-			uu := *u.User
-			u.User = &uu
-		}
-		if strip {
-			u.RawQuery, _ = filterQuery(u.RawQuery, t.isCredentialParam)
-		}
-		r.URL = &u
-	}
-	switch t.cfg.inject {
-	case injectBearer, injectHeader:
-		h[t.keyHeader()] = k.headerValue
-	case injectQuery:
-		setQueryParam(r.URL, t.cfg.injectName, k.secret)
-	case injectFunc:
-		t.cfg.injector(r, k.key.Secret)
-	}
-	return r, nil
 }
 
 // isStripHeader reports whether a header is one the pool removes before

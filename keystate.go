@@ -1,7 +1,6 @@
 package apipool
 
 import (
-	"context"
 	"fmt"
 	"math"
 	"net/http"
@@ -14,8 +13,24 @@ import (
 	"github.com/apipool-ng/apipool/status"
 )
 
-// keyState is a key and everything the pool tracks of it. Fields read on
-// the request path are atomics: no pool-wide lock is taken per request.
+// keyState is one key and everything that decides whether it may take a
+// request now: requests in flight, the trial gate and the ramp after a
+// cooldown, the provider's budget, the local limits, the cooldown, the
+// disable and the circuit breaker.
+//
+// It is a state machine driven from outside. available says whether the
+// key is free at a time and, if not, why and until when; reserve takes it
+// for one attempt, all or nothing, as a reservation value; the
+// reservation ends once, by cancel (never sent) or commit (the answer's
+// verdict). Every method takes the time as an argument, as
+// golang.org/x/time/rate does; nothing here reads a clock, but for the
+// circuit breaker, whose timing is gobreaker's own (the wall clock: see
+// BreakerSettings). What the pool does about a change (logs, the other
+// replicas, the user's callbacks) is the Transport's, from the change
+// values these methods return.
+//
+// Fields read on the request path are atomics: no pool-wide lock is taken
+// per request.
 type keyState struct {
 	key    Key
 	fp     string
@@ -24,6 +39,12 @@ type keyState struct {
 	// shared read-only by every request (capacity == length, so an append
 	// by a base transport copies).
 	headerValue []string
+
+	// pol is the pool's policy for its keys (cooldowns, disable retries,
+	// the breaker's timeout), read only; wake tells a waiting request that
+	// the key may have freed.
+	pol  *config
+	wake *waitQueue
 
 	breaker         *keyBreaker
 	breakerState    atomic.Int32 // BreakerState
@@ -98,29 +119,20 @@ var holdNames = [...]string{"free", "removed", "disabled", "cooling down", "tria
 
 func (h hold) String() string { return holdNames[h] }
 
-// availability is the one answer to "is key k free at now, and if not,
-// why and until when": picking, waiting, NoKeyError and snapshots all
-// come from it. A zero time means the key frees on an event (a request in
+// available is the one answer to "is the key free at now, and if not, why
+// and until when": picking, waiting, NoKeyError and snapshots all come
+// from it. A zero time means the key frees on an event (a request in
 // flight ending), or never by itself.
-func (t *Transport) availability(k *keyState, now time.Time) (hold, time.Time) {
-	if k.removed.Load() {
-		return holdRemoved, time.Time{}
-	}
-	if d := k.disabled.Load(); d != nil {
-		if d.retryAt.IsZero() || now.Before(d.retryAt) {
-			return holdDisabled, d.retryAt
-		}
-	}
-	if u := k.cooldownUntil.Load(); u > now.UnixNano() {
-		return holdCooling, time.Unix(0, u).In(now.Location())
+func (k *keyState) available(now time.Time) (hold, time.Time) {
+	if h, until := k.heldAt(now); h != holdNone {
+		return h, until
 	}
 	if k.gate.Load() == gateTrialOut {
 		return holdTrial, time.Time{}
 	}
 	if k.breaker != nil && BreakerState(k.breakerState.Load()) == BreakerOpen {
-		left := k.breakerOpenedAt.Load() + int64(t.cfg.breaker.timeout()) - time.Now().UnixNano()
-		if left > 0 {
-			return holdBreaker, now.Add(time.Duration(left))
+		if left := k.breakerOpenLeft(); left > 0 {
+			return holdBreaker, now.Add(left)
 		}
 	}
 	if m := k.inFlightCap(); m > 0 && k.inFlight.Load() >= m {
@@ -137,16 +149,55 @@ func (t *Transport) availability(k *keyState, now time.Time) (hold, time.Time) {
 	return holdNone, time.Time{}
 }
 
-// reserve takes key k for one attempt of c at now: an in-flight slot, the
-// trial when one is due, the provider's budget, the local rate and daily
-// limits, the breaker's permission and the shared limits. It takes all of
-// them or, when one refuses, gives back what it took and reports false.
-func (t *Transport) reserve(ctx context.Context, c *call, k *keyState, now time.Time) bool {
+// heldAt reports whether k is removed, disabled or cooling down at now:
+// the holds that no reservation may pass.
+func (k *keyState) heldAt(now time.Time) (hold, time.Time) {
+	if k.removed.Load() {
+		return holdRemoved, time.Time{}
+	}
+	if d := k.disabled.Load(); d != nil {
+		if d.retryAt.IsZero() || now.Before(d.retryAt) {
+			return holdDisabled, d.retryAt
+		}
+	}
+	if u := k.cooldownUntil.Load(); u > now.UnixNano() {
+		return holdCooling, time.Unix(0, u).In(now.Location())
+	}
+	return holdNone, time.Time{}
+}
+
+// breakerOpenLeft returns how long k's open breaker stays open. It is the
+// one reading of the wall clock in a key's state: the breaker's timing is
+// gobreaker's, which reads time.Now itself.
+func (k *keyState) breakerOpenLeft() time.Duration {
+	return time.Duration(k.breakerOpenedAt.Load() + int64(k.pol.breaker.timeout()) - time.Now().UnixNano())
+}
+
+// reservation is one attempt's hold on a key, taken by keyState.reserve:
+// an in-flight slot, the trial when one was due, one request of the
+// provider's budget and of the local limits, and the breaker's
+// permission. It ends once: cancel when the attempt is never sent, commit
+// with the answer's verdict. The in-flight slot outlives a commit: it is
+// freed by keyState.release when the answer's body is done with.
+type reservation struct {
+	k      *keyState
+	at     time.Time // when it was taken
+	trial  bool      // the attempt is the key's trial (gate)
+	full   bool      // it took the budget and the limits
+	pinned bool      // a probe's: its key whatever its state (pin)
+	ticket breakerTicket
+}
+
+// reserve takes k for one attempt at now: an in-flight slot, the trial
+// when one is due, the provider's budget, the local rate and daily limits
+// and the breaker's permission. It takes all of them or, when one
+// refuses, gives back what it took and reports which refused.
+func (k *keyState) reserve(now time.Time) (reservation, hold) {
 	if m := k.inFlightCap(); m > 0 {
 		for {
 			n := k.inFlight.Load()
 			if n >= m {
-				return false
+				return reservation{}, holdInFlight
 			}
 			if k.inFlight.CompareAndSwap(n, n+1) {
 				break
@@ -155,36 +206,138 @@ func (t *Transport) reserve(ctx context.Context, c *call, k *keyState, now time.
 	} else {
 		k.inFlight.Add(1)
 	}
-	undo := func(taken int) bool {
-		c.giveBack(k, now, taken)
-		return false
+	r := reservation{k: k, at: now}
+	if h, _ := k.heldAt(now); h != holdNone {
+		r.cancel()
+		return reservation{}, h
 	}
-	c.trial = false
 	if k.budget.expire(now) {
 		k.gate.CompareAndSwap(gateOpen, gateTrial) // a new window: one request learns its count first
 	}
-	if k.gate.Load() == gateTrial || k.disabled.Load() != nil {
+	if g := k.gate.Load(); g != gateOpen || k.disabled.Load() != nil {
 		if !k.gate.CompareAndSwap(gateTrial, gateTrialOut) {
-			return undo(tookSlot)
+			r.cancel()
+			return reservation{}, holdTrial
 		}
-		c.trial = true
+		r.trial = true
 	}
 	if !k.budget.take(now) {
-		return undo(tookTrial)
+		r.cancel()
+		return reservation{}, holdBudget
 	}
 	if k.limits != nil && !k.limits.reserve(now) {
-		return undo(tookBudget)
+		k.budget.giveBack()
+		r.cancel()
+		return reservation{}, holdRate
 	}
+	r.full = true
 	tk, ok := k.allow()
 	if !ok {
-		t.flushBreaker(k)
-		return undo(tookLimits)
+		r.cancel()
+		return reservation{}, holdBreaker
 	}
-	c.ticket = tk
-	if t.shared != nil && k.limited && !t.takeShared(ctx, k, now) {
-		return undo(tookBreaker)
+	r.ticket = tk
+	return r, holdNone
+}
+
+// pin takes k for a probe's one attempt at now, whatever its state: an
+// in-flight slot alone, no trial, limit or breaker.
+func (k *keyState) pin(now time.Time) reservation {
+	k.inFlight.Add(1)
+	return reservation{k: k, at: now, pinned: true}
+}
+
+// cancel gives back everything r took, for an attempt never sent. The
+// caller flushes the breaker's changes (Transport.flushBreaker).
+func (r *reservation) cancel() {
+	k := r.k
+	if k == nil {
+		return
 	}
-	return true
+	r.ticket.finish(k, errBreakerExcluded)
+	if r.full {
+		if k.limits != nil {
+			k.limits.cancel(r.at)
+		}
+		k.budget.giveBack()
+	}
+	if r.trial {
+		k.gate.CompareAndSwap(gateTrialOut, gateTrial)
+	}
+	*r = reservation{}
+	k.release()
+}
+
+// stale reports whether k was cooled down or disabled since r was taken
+// (another request's answer, another replica): the attempt must not go
+// out with it. A disabled key's own trial is not stale, nor a probe's
+// reservation.
+func (r *reservation) stale() bool {
+	k := r.k
+	if r.pinned {
+		return false
+	}
+	return k.cooldownUntil.Load() > r.at.UnixNano() || !r.trial && k.disabled.Load() != nil
+}
+
+// verdict is what one attempt's answer says of its key, decided by the
+// Transport from the answer (status, Retry-After, the request's earlier
+// attempts).
+type verdict struct {
+	st       status.Status
+	at       time.Time // when the answer came
+	excluded bool      // the caller's own deadline or cancel ended it: the breaker hears nothing
+	// coolUntil is the cooldown's end, for a rate limit.
+	coolUntil time.Time
+	// disable, when set, disables the key with this reason (a rejection).
+	disable string
+}
+
+// change is what a commit changed in a key, for the Transport to log,
+// publish to the other replicas and tell the user.
+type change struct {
+	cooled   bool         // the cooldown moved to the verdict's coolUntil
+	disabled *disableInfo // the verdict's disable, when it disabled the key
+	enabled  bool         // the trial's answer put a disabled key back in use
+}
+
+// commit applies the answer's verdict to r's key: a rate limit cools it
+// down, a rejection disables it, the breaker hears the outcome, a trial's
+// answer opens or closes its gate, a success grows the ramp. The
+// in-flight slot stays held (keyState.release frees it).
+func (r *reservation) commit(v verdict) change {
+	k := r.k
+	var ch change
+	switch {
+	case v.st == status.ReachLimit:
+		ch.cooled = k.cool(v.coolUntil, reasonRateLimited)
+	case v.disable != "":
+		if info, ok := k.disable(v.disable, v.at, false); ok {
+			ch.disabled = info
+		}
+	}
+	outcome := breakerOutcome(v.st)
+	if v.excluded {
+		outcome = errBreakerExcluded
+	}
+	r.ticket.finish(k, outcome)
+	if r.trial {
+		r.trial = false
+		ch.enabled = k.endTrial(v.st, v.at)
+	} else if v.st == status.Success && k.ramp.Load() > 0 {
+		k.grow()
+		k.wake.wakeHead()
+	}
+	return ch
+}
+
+// release frees one in-flight slot of k, and tells a waiting request.
+func (k *keyState) release() {
+	if k == nil {
+		return
+	}
+	k.inFlight.Add(-1)
+	k.wake.wakeHead()
 }
 
 // rampLift is the in-flight cap at which a key's ramp after a cooldown
@@ -218,117 +371,17 @@ func (k *keyState) grow() {
 	}
 }
 
-// The steps of a reservation, in the order reserve takes them; giveBack
-// returns those taken.
-const (
-	tookSlot    = iota // the in-flight slot
-	tookTrial          // the trial, when one was due
-	tookBudget         // the provider's budget
-	tookLimits         // the local rate and daily limits
-	tookBreaker        // the breaker's permission
-)
-
-// giveBack returns what a reservation of k at now took, up to and
-// including step taken.
-func (c *call) giveBack(k *keyState, now time.Time, taken int) {
-	t := c.t
-	if taken >= tookBreaker {
-		c.ticket.finish(k, errBreakerExcluded)
-		t.flushBreaker(k)
-	}
-	if taken >= tookLimits && k.limits != nil {
-		k.limits.cancel(now)
-	}
-	if taken >= tookBudget {
-		k.budget.giveBack()
-	}
-	if taken >= tookTrial && c.trial {
-		c.trial = false
-		k.gate.CompareAndSwap(gateTrialOut, gateTrial)
-	}
-	t.release(k)
-}
-
-// abandon gives back a key reserved for an attempt that was never sent.
-func (c *call) abandon(k *keyState) {
-	c.giveBack(k, c.now, tookBreaker)
-	c.endAttempt()
-}
-
-// release frees one in-flight slot of k, and tells a waiting request.
-func (t *Transport) release(k *keyState) {
-	if k == nil {
-		return
-	}
-	k.inFlight.Add(-1)
-	t.waiters.wakeHead()
-}
-
-// settle applies what an attempt's answer says of its key, and returns the
-// attempt's status: a rate limit cools the key down; a rejection disables
-// it, unless another key rejected the same request already (then the
-// request is at fault: the first key is put back and the status becomes
-// ClientError); the breaker hears the outcome unless the caller's own
-// context ended the attempt; a trial's answer opens or closes its gate.
-func (c *call) settle(k *keyState, st status.Status, resp *http.Response, end time.Time, callerEnded bool) status.Status {
-	t := c.t
-	if resp != nil {
-		t.learnBudget(k, resp.Header, end)
-	}
-	outcome := breakerOutcome(st)
-	if callerEnded {
-		outcome = errBreakerExcluded
-	}
-	switch st {
-	case status.ReachLimit:
-		t.coolFor(k, resp, end)
-	case status.InvalidKey:
-		if c.pinned != nil {
-			break // a probe: probeKey decides
-		}
-		if c.rejected == nil {
-			reason := "upstream answered " + strconv.Itoa(resp.StatusCode) + " " + http.StatusText(resp.StatusCode)
-			c.rejected = &rejection{k: k, info: t.disable(k, reason, end, true, false)}
-			break
-		}
-		// A second key rejected the same request: the request is at
-		// fault, not the keys.
-		if r := c.rejected; r.info != nil && r.k.disabled.CompareAndSwap(r.info, r.info.prev) {
-			if r.info.prev == nil {
-				t.publish(StateChange{KeyID: r.k.key.ID, Kind: ChangeEnable, At: end})
-			}
-			if t.cfg.logger != nil {
-				t.cfg.logger.Info("apipool: two keys rejected one request; the request is at fault, the key is back in use", "key", r.k.key.ID)
-			}
-			t.waiters.wakeHead()
-		}
-		st, outcome = status.ClientError, errBreakerExcluded
-	}
-	c.ticket.finish(k, outcome)
-	t.flushBreaker(k)
-	if c.trial {
-		c.trial = false
-		t.endTrial(k, st, end)
-	} else if st == status.Success && k.ramp.Load() > 0 {
-		k.grow()
-		t.waiters.wakeHead()
-	}
-	return st
-}
-
-// endTrial opens or closes k's gate after its trial request's answer,
-// which came at now.
-func (t *Transport) endTrial(k *keyState, st status.Status, now time.Time) {
+// endTrial opens or closes k's gate after its trial request's answer st,
+// which came at now. It reports whether the answer put a disabled key
+// back in use.
+func (k *keyState) endTrial(st status.Status, now time.Time) (enabled bool) {
 	next := gateTrial
 	switch st {
 	case status.Success, status.ClientError, status.Failed:
 		// The upstream took the key: a disabled key is back in use.
 		next = gateOpen
 		if d := k.disabled.Load(); d != nil && k.disabled.CompareAndSwap(d, nil) {
-			if t.cfg.logger != nil {
-				t.cfg.logger.Info("apipool: disabled key accepted again; back in use", "key", k.key.ID)
-			}
-			t.publish(StateChange{KeyID: k.key.ID, Kind: ChangeEnable, At: now})
+			enabled = true
 		}
 		if _, held := k.budget.heldUntil(now); held {
 			next = gateTrial
@@ -342,37 +395,8 @@ func (t *Transport) endTrial(k *keyState, st status.Status, now time.Time) {
 		}
 	}
 	k.gate.CompareAndSwap(gateTrialOut, next)
-	t.waiters.wakeHead()
-}
-
-// coolFor cools k down after a rate-limit answer, for as long as the
-// answer asks (an HTTP date taken relative to the answer's own Date), or
-// the configured fallback, capped.
-func (t *Transport) coolFor(k *keyState, resp *http.Response, now time.Time) {
-	ref := now
-	if resp != nil {
-		if v := resp.Header.Get("Date"); v != "" {
-			if d, err := http.ParseTime(v); err == nil {
-				ref = d
-			}
-		}
-	}
-	var d time.Duration
-	ok := false
-	if resp != nil {
-		d, ok = status.RetryAfter(resp.Header, ref)
-	}
-	if !ok {
-		d = t.cfg.cooldown
-	}
-	d = min(d, t.cfg.maxCooldown)
-	until := now.Add(d)
-	if k.cool(until, reasonRateLimited) {
-		if t.cfg.logger != nil {
-			t.cfg.logger.Info("apipool: key rate limited, cooling down", "key", k.key.ID, "for", d.String())
-		}
-		t.publish(StateChange{KeyID: k.key.ID, Kind: ChangeCooldown, Until: until, At: now})
-	}
+	k.wake.wakeHead()
+	return enabled
 }
 
 var (
@@ -402,16 +426,16 @@ func (k *keyState) cool(until time.Time, why *string) bool {
 	}
 }
 
-// disable takes k out of use. Unless permanent, a trial request tests it
-// again after a backoff that doubles with each disable in a row
-// (WithDisabledRetry). publish tells the other replicas, when the change
-// is this replica's own. It returns the disable now in force.
-func (t *Transport) disable(k *keyState, reason string, now time.Time, publish, permanent bool) *disableInfo {
+// disable takes k out of use at now. Unless permanent, a trial request
+// tests it again after a backoff that doubles with each disable in a row
+// (WithDisabledRetry). It returns the disable now in force, and whether
+// it is this call's (false: the key was disabled for good already).
+func (k *keyState) disable(reason string, now time.Time, permanent bool) (*disableInfo, bool) {
 	var info *disableInfo
 	for {
 		old := k.disabled.Load()
 		if old != nil && old.retryAt.IsZero() {
-			return old // disabled for good already
+			return old, false // disabled for good already
 		}
 		info = &disableInfo{reason: reason, at: now, strikes: 1}
 		if old != nil {
@@ -419,10 +443,10 @@ func (t *Transport) disable(k *keyState, reason string, now time.Time, publish, 
 			prev.prev = nil
 			info.strikes, info.prev = old.strikes+1, &prev
 		}
-		if !permanent && t.cfg.disabledRetryMin > 0 {
-			d := t.cfg.disabledRetryMin << min(info.strikes-1, 30)
-			if d <= 0 || d > t.cfg.disabledRetryMax {
-				d = t.cfg.disabledRetryMax
+		if !permanent && k.pol.disabledRetryMin > 0 {
+			d := k.pol.disabledRetryMin << min(info.strikes-1, 30)
+			if d <= 0 || d > k.pol.disabledRetryMax {
+				d = k.pol.disabledRetryMax
 			}
 			info.retryAt = now.Add(d)
 		}
@@ -431,18 +455,23 @@ func (t *Transport) disable(k *keyState, reason string, now time.Time, publish, 
 		}
 	}
 	k.gate.CompareAndSwap(gateOpen, gateTrial)
-	if t.cfg.logger != nil {
-		t.cfg.logger.Warn("apipool: key disabled", "key", k.key.ID, "reason", reason, "retry_at", info.retryAt)
-	}
-	if publish {
-		t.publish(StateChange{KeyID: k.key.ID, Kind: ChangeDisable, Reason: reason, At: now, Until: info.retryAt})
-	}
-	return info
+	return info, true
 }
 
-// disableUntil applies a disable another replica made, with its retry
-// time (zero: for good), without publishing it again.
-func (t *Transport) disableUntil(k *keyState, reason string, at, retryAt time.Time) {
+// undisable takes back the disable info, when it is still the one in
+// force, restoring the one it replaced. It reports whether it did, and
+// whether the key is in use again.
+func (k *keyState) undisable(info *disableInfo) (undone, enabled bool) {
+	if info == nil || !k.disabled.CompareAndSwap(info, info.prev) {
+		return false, false
+	}
+	k.wake.wakeHead()
+	return true, info.prev == nil
+}
+
+// disableUntil applies a disable another replica made at at, with its
+// retry time (zero: for good).
+func (k *keyState) disableUntil(reason string, at, retryAt time.Time) {
 	for {
 		old := k.disabled.Load()
 		if old != nil && (old.retryAt.IsZero() || !retryAt.IsZero() && !retryAt.After(old.retryAt)) {
@@ -459,16 +488,97 @@ func (t *Transport) disableUntil(k *keyState, reason string, at, retryAt time.Ti
 	k.gate.CompareAndSwap(gateOpen, gateTrial)
 }
 
-// enable puts k back in use and ends its cooldown; publish tells the
-// other replicas. It reports whether k was disabled.
-func (t *Transport) enable(k *keyState, publish bool) bool {
+// enable puts k back in use and ends its cooldown. It reports whether k
+// was disabled.
+func (k *keyState) enable() bool {
 	was := k.disabled.Swap(nil) != nil
 	k.cooldownUntil.Store(0)
 	k.gate.CompareAndSwap(gateTrial, gateOpen)
+	k.wake.wakeHead()
+	return was
+}
+
+// The Transport's side of a key's changes: logs, the other replicas, the
+// user's callbacks.
+
+// reportChange logs and publishes what a commit at at changed in k.
+func (t *Transport) reportChange(k *keyState, ch change, v verdict) {
+	if ch.cooled {
+		if t.cfg.logger != nil {
+			t.cfg.logger.Info("apipool: key rate limited, cooling down", "key", k.key.ID, "for", v.coolUntil.Sub(v.at).String())
+		}
+		t.publish(StateChange{KeyID: k.key.ID, Kind: ChangeCooldown, Until: v.coolUntil, At: v.at})
+	}
+	if ch.disabled != nil {
+		t.logDisable(k, ch.disabled)
+		t.publishDisable(k, ch.disabled)
+	}
+	t.flushBreaker(k)
+	if ch.enabled {
+		if t.cfg.logger != nil {
+			t.cfg.logger.Info("apipool: disabled key accepted again; back in use", "key", k.key.ID)
+		}
+		t.publish(StateChange{KeyID: k.key.ID, Kind: ChangeEnable, At: v.at})
+	}
+}
+
+// cooldownUntil returns when a key that answered resp (a rate limit) at
+// now may be used again: as long as the answer asks (an HTTP date taken
+// relative to the answer's own Date), or the configured fallback, capped.
+func (t *Transport) cooldownUntil(resp *http.Response, now time.Time) time.Time {
+	var d time.Duration
+	ok := false
+	if resp != nil {
+		ref := now
+		if v := resp.Header.Get("Date"); v != "" {
+			if dt, err := http.ParseTime(v); err == nil {
+				ref = dt
+			}
+		}
+		d, ok = status.RetryAfter(resp.Header, ref)
+	}
+	if !ok {
+		d = t.cfg.cooldown
+	}
+	return now.Add(min(d, t.cfg.maxCooldown))
+}
+
+// disable takes k out of use (keyState.disable) and logs it; publish
+// tells the other replicas, when the change is this replica's own.
+func (t *Transport) disable(k *keyState, reason string, now time.Time, publish, permanent bool) *disableInfo {
+	info, changed := k.disable(reason, now, permanent)
+	if changed {
+		t.logDisable(k, info)
+		if publish {
+			t.publishDisable(k, info)
+		}
+	}
+	return info
+}
+
+func (t *Transport) logDisable(k *keyState, info *disableInfo) {
+	if t.cfg.logger != nil {
+		t.cfg.logger.Warn("apipool: key disabled", "key", k.key.ID, "reason", info.reason, "retry_at", info.retryAt)
+	}
+}
+
+func (t *Transport) publishDisable(k *keyState, info *disableInfo) {
+	t.publish(StateChange{KeyID: k.key.ID, Kind: ChangeDisable, Reason: info.reason, At: info.at, Until: info.retryAt})
+}
+
+// disableUntil applies a disable another replica made, with its retry
+// time (zero: for good), without publishing it again.
+func (t *Transport) disableUntil(k *keyState, reason string, at, retryAt time.Time) {
+	k.disableUntil(reason, at, retryAt)
+}
+
+// enable puts k back in use and ends its cooldown; publish tells the
+// other replicas. It reports whether k was disabled.
+func (t *Transport) enable(k *keyState, publish bool) bool {
+	was := k.enable()
 	if publish {
 		t.publish(StateChange{KeyID: k.key.ID, Kind: ChangeEnable, At: t.cfg.clock.Now()})
 	}
-	t.waiters.wakeHead()
 	return was
 }
 
@@ -558,7 +668,8 @@ func validateKey(k Key, i int) error {
 }
 
 func (t *Transport) newKeyState(k Key) *keyState {
-	ks := &keyState{key: k, secret: string(k.Secret), fp: Fingerprint(t.cfg.fingerprintKey, k.Secret), loc: t.cfg.quotaLoc}
+	ks := &keyState{key: k, secret: string(k.Secret), fp: Fingerprint(t.cfg.fingerprintKey, k.Secret), loc: t.cfg.quotaLoc,
+		pol: &t.cfg, wake: &t.waiters}
 	switch t.cfg.inject {
 	case injectBearer:
 		ks.headerValue = []string{"Bearer " + ks.secret}
@@ -637,7 +748,7 @@ func (t *Transport) snapshotKey(k *keyState, now time.Time) KeyStatus {
 		s.Disabled, s.DisabledReason, s.DisabledAt, s.DisabledRetryAt = true, d.reason, d.at, d.retryAt
 	}
 	s.ProviderRemaining, s.ProviderLimit, s.ProviderReset = k.budget.view(now)
-	h, until := t.availability(k, now)
+	h, until := k.available(now)
 	if h != holdNone {
 		s.Hold, s.HoldUntil = h.String(), until
 	}

@@ -8,32 +8,30 @@ import (
 	"time"
 )
 
-// takeKey returns the key for the request's next attempt, reserved
-// (reserve), waiting for one to free up when none is free now. Waiting
+// takeKey returns a reservation of the key for the request's next attempt
+// (Transport.reserve), waiting for one to free up when none is free now. Waiting
 // requests take keys in arrival order: only the first in the pool's wait
 // queue looks, and when it has a key the next one looks. It returns a
 // *NoKeyError when no key will free up within the wait allowed (the
 // request's context deadline and WithMaxWait), or the context's error.
-func (c *call) takeKey(ctx context.Context) (*keyState, error) {
+func (c *call) takeKey(ctx context.Context) (reservation, error) {
 	t := c.t
 	if c.pinned != nil {
 		c.now = t.cfg.clock.Now()
-		c.pinned.inFlight.Add(1) // a probe's request: its key, once, whatever its state
-		c.ticket, c.trial = breakerTicket{}, false
-		return c.pinned, nil
+		return c.pinned.pin(c.now), nil // a probe's request: its key, once, whatever its state
 	}
 	for {
 		c.now = t.cfg.clock.Now()
 		if t.closed.Load() {
-			return nil, ErrClosed
+			return reservation{}, ErrClosed
 		}
 		if c.waiter == nil && t.waiters.empty() || c.waiter != nil && t.waiters.isHead(c.waiter) {
-			if k := c.tryPick(ctx); k != nil {
+			if r, ok := c.tryPick(ctx); ok {
 				if c.waiter != nil {
 					t.waiters.leave(c.waiter) // and the next in line looks
 					c.waiter = nil
 				}
-				return k, nil
+				return r, nil
 			}
 		}
 		if t.keys.Load() != c.ks {
@@ -55,7 +53,7 @@ func (c *call) takeKey(ctx context.Context) (*keyState, error) {
 		// within the limit, or when a request in flight ends.
 		willFree := nk.eventBound || !nk.RetryAt.IsZero() && !nk.RetryAt.After(limit)
 		if !c.now.Before(limit) || !willFree {
-			return nil, nk
+			return reservation{}, nk
 		}
 		if c.waiter == nil {
 			if !c.hasWaited {
@@ -84,7 +82,7 @@ func (c *call) takeKey(ctx context.Context) (*keyState, error) {
 		d = max(d, time.Millisecond)
 		waitEvent(c.reqSpan, d, "no key available")
 		if err := c.waitFor(ctx, d); err != nil {
-			return nil, err
+			return reservation{}, err
 		}
 	}
 }
@@ -112,7 +110,7 @@ const headPoll = 250 * time.Millisecond
 // loses the race for its reservation is set aside for this look, and the
 // selector asked again; keys this request already tried are taken only
 // when no other key is free.
-func (c *call) tryPick(ctx context.Context) *keyState {
+func (c *call) tryPick(ctx context.Context) (reservation, bool) {
 	t := c.t
 	c.refreshKeys()
 	c.lost.clear()
@@ -128,14 +126,28 @@ func (c *call) tryPick(ctx context.Context) *keyState {
 			if i < 0 || i >= len(c.ks.keys) || !t.ownSelector && !c.eligible(i) {
 				break
 			}
-			k := c.ks.keys[i]
-			if t.reserve(ctx, c, k, c.now) {
-				return k
+			if r, ok := t.reserve(ctx, c.ks.keys[i], c.now); ok {
+				return r, true
 			}
 			c.lost.set(i)
 		}
 	}
-	return nil
+	return reservation{}, false
+}
+
+// reserve takes key k at now (keyState.reserve) and, with shared state,
+// one request of its shared limits; all or nothing.
+func (t *Transport) reserve(ctx context.Context, k *keyState, now time.Time) (reservation, bool) {
+	r, h := k.reserve(now)
+	if h == holdNone && t.shared != nil && k.limited && !t.takeShared(ctx, k, now) {
+		r.cancel()
+		h = holdRate
+	}
+	if h != holdNone {
+		t.flushBreaker(k)
+		return reservation{}, false
+	}
+	return r, true
 }
 
 // eligible reports whether key i may be picked in the current look.
@@ -143,14 +155,14 @@ func (c *call) eligible(i int) bool {
 	if c.skipTried && c.tried.has(i) || c.lost.has(i) {
 		return false
 	}
-	h, _ := c.t.availability(c.ks.keys[i], c.now)
+	h, _ := c.ks.keys[i].available(c.now)
 	return h == holdNone
 }
 
 // anyFree reports whether some key is free now, tried or not.
 func (c *call) anyFree() bool {
 	for _, k := range c.ks.keys {
-		if h, _ := c.t.availability(k, c.now); h == holdNone {
+		if h, _ := k.available(c.now); h == holdNone {
 			return true
 		}
 	}
@@ -159,10 +171,9 @@ func (c *call) anyFree() bool {
 
 // noKeyError says, per key, why none is free now and when one may be.
 func (c *call) noKeyError() *NoKeyError {
-	t := c.t
 	e := &NoKeyError{Keys: len(c.ks.keys), Held: make([]KeyHold, 0, len(c.ks.keys))}
 	for i, k := range c.ks.keys {
-		h, at := t.availability(k, c.now)
+		h, at := k.available(c.now)
 		switch h {
 		case holdRemoved:
 			continue

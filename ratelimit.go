@@ -201,7 +201,7 @@ func (t *Transport) rewriteRateLimitHeaders(h http.Header, now time.Time) {
 		if lim > 0 {
 			limit += lim
 		}
-		if hd, until := t.availability(k, now); hd != holdNone {
+		if hd, until := k.available(now); hd != holdNone {
 			if !until.IsZero() && (reset.IsZero() || until.Before(reset)) {
 				reset = until
 			}

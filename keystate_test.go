@@ -1,0 +1,259 @@
+package apipool
+
+import (
+	"testing"
+	"time"
+
+	"github.com/apipool-ng/apipool/status"
+)
+
+// A key's state is driven alone here: no HTTP, no clock but the times
+// each call is given.
+
+var t0 = time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+
+// newTestKeyState returns the state of key k under the default policy,
+// changed by opts.
+func newTestKeyState(t *testing.T, k Key, opts ...Option) *keyState {
+	t.Helper()
+	cfg := defaultConfig()
+	for _, o := range opts {
+		if err := o.apply(&cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg.finish()
+	tr := &Transport{cfg: cfg}
+	return tr.newKeyState(k)
+}
+
+func mustReserve(t *testing.T, k *keyState, now time.Time) reservation {
+	t.Helper()
+	r, h := k.reserve(now)
+	if h != holdNone {
+		t.Fatalf("reserve at %v: held (%v)", now.Sub(t0), h)
+	}
+	return r
+}
+
+func wantHold(t *testing.T, k *keyState, now time.Time, want hold) time.Time {
+	t.Helper()
+	h, until := k.available(now)
+	if h != want {
+		t.Fatalf("available at +%v = %v, want %v", now.Sub(t0), h, want)
+	}
+	return until
+}
+
+// A refused reservation takes nothing: the limit that refused and every
+// step before it are rolled back.
+func TestReserveAllOrNothing(t *testing.T) {
+	k := newTestKeyState(t, Key{ID: "a", Secret: "s", PerSecond: 1, MaxInFlight: 5})
+	r := mustReserve(t, k, t0)
+	if got := k.inFlight.Load(); got != 1 {
+		t.Fatalf("in flight after one reservation = %d, want 1", got)
+	}
+	if _, h := k.reserve(t0); h != holdRate {
+		t.Fatalf("second reservation in the same second: %v, want %v", h, holdRate)
+	}
+	if got := k.inFlight.Load(); got != 1 {
+		t.Fatalf("in flight after a refused reservation = %d, want 1 (rolled back)", got)
+	}
+	r.commit(verdict{st: status.Success, at: t0})
+	k.release()
+	if got := k.inFlight.Load(); got != 0 {
+		t.Fatalf("in flight after release = %d", got)
+	}
+	until := wantHold(t, k, t0.Add(500*time.Millisecond), holdRate)
+	if !until.Equal(t0.Add(time.Second)) {
+		t.Fatalf("rate hold until +%v, want +1s", until.Sub(t0))
+	}
+	mustReserve(t, k, t0.Add(time.Second))
+}
+
+// Cancel gives back every part: the same key can be reserved again at
+// the same instant, under a limit of one.
+func TestReservationCancelGivesBack(t *testing.T) {
+	k := newTestKeyState(t, Key{ID: "a", Secret: "s", PerSecond: 1, PerDay: 10, MaxInFlight: 1})
+	r := mustReserve(t, k, t0)
+	wantHold(t, k, t0, holdInFlight)
+	r.cancel()
+	wantHold(t, k, t0, holdNone)
+	if left := k.quotaLeft(t0); left != 10 {
+		t.Fatalf("quota left after cancel = %d, want 10", left)
+	}
+	r = mustReserve(t, k, t0)
+	r.cancel()
+	r.cancel() // a second cancel is a no-op
+	if got := k.inFlight.Load(); got != 0 {
+		t.Fatalf("in flight after two cancels = %d, want 0", got)
+	}
+}
+
+// A rate limit cools the key until the verdict's time; then one trial goes
+// before any other request, and its success opens the key again.
+func TestCommitRateLimitCoolsThenTrial(t *testing.T) {
+	k := newTestKeyState(t, Key{ID: "a", Secret: "s"})
+	r := mustReserve(t, k, t0)
+	ch := r.commit(verdict{st: status.ReachLimit, at: t0, coolUntil: t0.Add(2 * time.Second)})
+	k.release()
+	if !ch.cooled {
+		t.Fatal("a rate limit did not report a cooldown")
+	}
+	until := wantHold(t, k, t0.Add(time.Second), holdCooling)
+	if !until.Equal(t0.Add(2 * time.Second)) {
+		t.Fatalf("cooling until +%v, want +2s", until.Sub(t0))
+	}
+	at := t0.Add(2 * time.Second)
+	trial := mustReserve(t, k, at)
+	if !trial.trial {
+		t.Fatal("the first reservation after a cooldown is not a trial")
+	}
+	wantHold(t, k, at, holdTrial)
+	if _, h := k.reserve(at); h != holdTrial {
+		t.Fatalf("a second reservation while the trial is out: %v, want %v", h, holdTrial)
+	}
+	trial.commit(verdict{st: status.Success, at: at})
+	k.release()
+	wantHold(t, k, at, holdNone)
+	// No budget is known: the key ramps up (2, 4, ... in flight).
+	a, b := mustReserve(t, k, at), mustReserve(t, k, at)
+	if _, h := k.reserve(at); h != holdInFlight {
+		t.Fatalf("third request in flight during the ramp: %v, want %v", h, holdInFlight)
+	}
+	a.cancel()
+	b.cancel()
+}
+
+// A cancelled trial hands the trial to the next reservation.
+func TestCancelledTrialStaysDue(t *testing.T) {
+	k := newTestKeyState(t, Key{ID: "a", Secret: "s"})
+	k.cool(t0, reasonRateLimited)
+	r := mustReserve(t, k, t0)
+	if !r.trial {
+		t.Fatal("not a trial")
+	}
+	r.cancel()
+	r = mustReserve(t, k, t0)
+	if !r.trial {
+		t.Fatal("the trial was lost with the cancelled reservation")
+	}
+}
+
+// A reservation taken before the key cooled down is stale: its attempt
+// must not go out.
+func TestReservationStaleAfterCooldown(t *testing.T) {
+	k := newTestKeyState(t, Key{ID: "a", Secret: "s"})
+	early := mustReserve(t, k, t0)
+	other := mustReserve(t, k, t0)
+	if early.stale() {
+		t.Fatal("stale before anything happened")
+	}
+	at := t0.Add(30 * time.Millisecond)
+	other.commit(verdict{st: status.ReachLimit, at: at, coolUntil: at.Add(time.Second)})
+	k.release()
+	if !early.stale() {
+		t.Fatal("a reservation taken before the key's cooldown began is not stale")
+	}
+	early.cancel()
+	if got := k.inFlight.Load(); got != 0 {
+		t.Fatalf("in flight = %d, want 0", got)
+	}
+	// Disabled meanwhile: stale too.
+	k2 := newTestKeyState(t, Key{ID: "b", Secret: "s2"})
+	r := mustReserve(t, k2, t0)
+	k2.disable("test", t0, true)
+	if !r.stale() {
+		t.Fatal("a reservation of a key disabled since is not stale")
+	}
+	r.cancel()
+}
+
+// A rejection disables the key; after the retry backoff a trial tests it,
+// and the trial's success puts it back in use.
+func TestCommitRejectionDisablesThenTrialEnables(t *testing.T) {
+	k := newTestKeyState(t, Key{ID: "a", Secret: "s"}, WithDisabledRetry(time.Minute, time.Hour))
+	r := mustReserve(t, k, t0)
+	ch := r.commit(verdict{st: status.InvalidKey, at: t0, disable: "upstream answered 401"})
+	k.release()
+	if ch.disabled == nil || !ch.disabled.retryAt.Equal(t0.Add(time.Minute)) {
+		t.Fatalf("disable = %+v, want one with a retry at +1m", ch.disabled)
+	}
+	until := wantHold(t, k, t0.Add(time.Second), holdDisabled)
+	if !until.Equal(t0.Add(time.Minute)) {
+		t.Fatalf("disabled until +%v", until.Sub(t0))
+	}
+	at := t0.Add(time.Minute)
+	trial := mustReserve(t, k, at)
+	if !trial.trial || trial.stale() {
+		t.Fatalf("the retry of a disabled key: trial %v, stale %v; want a trial, not stale", trial.trial, trial.stale())
+	}
+	ch = trial.commit(verdict{st: status.Success, at: at})
+	k.release()
+	if !ch.enabled {
+		t.Fatal("the trial's success did not report the key enabled")
+	}
+	wantHold(t, k, at, holdNone)
+	// A second disable in a row backs off twice as long.
+	r = mustReserve(t, k, at)
+	ch = r.commit(verdict{st: status.InvalidKey, at: at, disable: "again"})
+	k.release()
+	_ = ch
+}
+
+// Undisable takes back exactly the disable it is given.
+func TestUndisable(t *testing.T) {
+	k := newTestKeyState(t, Key{ID: "a", Secret: "s"})
+	info, ok := k.disable("first", t0, false)
+	if !ok {
+		t.Fatal("disable not applied")
+	}
+	if undone, enabled := k.undisable(info); !undone || !enabled {
+		t.Fatalf("undisable = %v, %v; want true, true", undone, enabled)
+	}
+	if undone, _ := k.undisable(info); undone {
+		t.Fatal("undisable applied twice")
+	}
+	// A key disabled for good stays so.
+	k.disable("for good", t0, true)
+	if _, ok := k.disable("later", t0, false); ok {
+		t.Fatal("a key disabled for good was disabled again")
+	}
+}
+
+// A caller's own cancel is not counted by the breaker; server errors are.
+func TestCommitBreaker(t *testing.T) {
+	k := newTestKeyState(t, Key{ID: "a", Secret: "s"}, WithBreaker(BreakerSettings{Failures: 2}))
+	for range 3 {
+		r := mustReserve(t, k, t0)
+		r.commit(verdict{st: status.Canceled, at: t0, excluded: true})
+		k.release()
+	}
+	wantHold(t, k, t0, holdNone)
+	for range 2 {
+		r := mustReserve(t, k, t0)
+		r.commit(verdict{st: status.ServerError, at: t0})
+		k.release()
+	}
+	wantHold(t, k, t0, holdBreaker)
+	if _, h := k.reserve(t0); h == holdNone {
+		t.Fatal("an open breaker let a reservation through")
+	}
+	if got := k.inFlight.Load(); got != 0 {
+		t.Fatalf("in flight = %d after a refused reservation", got)
+	}
+}
+
+// The provider's budget: none left holds the key until the reset, and a
+// reservation past it is refused without taking anything.
+func TestReserveProviderBudget(t *testing.T) {
+	k := newTestKeyState(t, Key{ID: "a", Secret: "s"})
+	k.budget.set(1, 10, t0.Add(time.Second), 0, t0)
+	r := mustReserve(t, k, t0)
+	until := wantHold(t, k, t0, holdBudget)
+	if !until.Equal(t0.Add(time.Second)) {
+		t.Fatalf("budget hold until +%v", until.Sub(t0))
+	}
+	r.cancel()
+	wantHold(t, k, t0, holdNone)
+}
