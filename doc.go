@@ -1,34 +1,71 @@
 // Package apipool spreads the requests of one program over a pool of API
-// keys for the same upstream API. Its Transport is an http.RoundTripper:
-// set it as an http.Client's Transport, hand that client to any SDK, and
-// every request goes out with a key picked from the pool.
+// keys for the same upstream API: ten keys with 1,000 requests a day each
+// behave like one key with 10,000.
 //
-// # One request, top to bottom
+// Its Transport is an http.RoundTripper. Set it as an http.Client's
+// Transport, hand that client to any SDK, and every request goes out with a
+// key picked from the pool:
 //
-// RoundTrip (transport.go) decides whether the request's host is keyed at
-// all, then runs the attempt loop (attempt.go):
+//	pool, err := apipool.New([]apipool.Key{
+//		{ID: "team-a", Secret: apipool.Secret(os.Getenv("KEY_A"))},
+//		{ID: "team-b", Secret: apipool.Secret(os.Getenv("KEY_B")), PerMinute: 60},
+//	})
+//	if err != nil {
+//		log.Fatal(err) // a *ConfigError naming the problem
+//	}
+//	defer pool.Close(context.Background())
+//	client := &http.Client{Transport: pool}
+//	resp, err := client.Get("https://api.example.com/v1/things")
 //
-//  1. take a key (pick.go): the selector picks among the keys that are free
-//     now (keyState.availability, keystate.go, is the one answer to "is this
-//     key free, and if not, when and why"); the pick reserves every limit of
-//     the key as one (reserve), or rolls all of them back and the request
-//     looks again. When no key is free, the request waits in arrival order
-//     for the earliest one, within its context and WithMaxWait, or fails
-//     with a *NoKeyError that says, per key, why and until when.
-//  2. send a copy of the request with the key applied (credentials.go):
-//     every credential an SDK put on the request is removed first, so the
-//     pool's key is the only one on the wire.
-//  3. classify the answer (package status) and settle the key
-//     (keystate.go): a rate limit cools the key until its Retry-After, and
-//     when the cooldown ends the key takes one trial request before more; a
-//     rejected key is disabled and tried again alone after a growing
-//     backoff; server and network errors count towards the key's circuit
-//     breaker (breaker.go); a caller's own deadline or cancel counts as
-//     neither.
-//  4. record one usage event (package recorder), then return the answer, or
-//     resend it on another key (body.go replays the body).
+// The pool removes whatever credential an SDK put on the request and
+// applies its own key (a bearer token by default; WithHeader and WithQuery
+// for other APIs). It reads each answer into a status (package status): a
+// rate-limited key (429) cools down until its Retry-After and the request
+// goes on with another key; a rejected key (401) is disabled and tested
+// again later; server and network errors count towards the key's circuit
+// breaker. Every attempt is recorded as a usage event, in memory by default
+// (Stats, UsageCountByKey), or in SQL or ClickHouse (package recorder). A
+// Secret never appears in errors, logs, spans, events or fmt output.
 //
-// Rate-limit answers do not use up WithMaxAttempts: that budget is for
-// server and network failures; a request resends past rate limits for as
-// long as its wait budget lasts.
+// Where to go next: ExampleNew and the other examples; New's options
+// (With...); Key for per-key limits; Snapshot for each key's state;
+// NoKeyError for what a caller gets when every key is held; the README for
+// SDK recipes, the dashboard, many replicas and the apipool proxy.
+//
+// # For maintainers: one request, top to bottom
+//
+// A GET visits these files in this order, and comes back up once:
+//
+//  1. transport.go: RoundTrip checks the request and whether its host is
+//     keyed at all (credentials.go keyAllowed; a host that is not gets
+//     the request as it is, without the pool's keys).
+//  2. attempt.go: the attempt loop, which holds every step of an attempt
+//     in order. Each step takes arguments and returns results:
+//     a. reserve a key (pick.go takeKey): the selector (selector.go) picks
+//     among the keys free now, and the pick reserves the key as one
+//     value (keystate.go: keyState.reserve returns a reservation, all or
+//     nothing; with shared state, shared.go takes the shared limits too).
+//     When no key is free the request waits, in arrival order, for the
+//     earliest one, within its context and WithMaxWait, or fails with a
+//     *NoKeyError. A reservation whose key cooled down or was disabled
+//     since it was taken is cancelled and the loop picks again.
+//     b. build the request copy (attemptRequest): its body replayed
+//     (body.go), every credential stripped and the key applied
+//     (credentials.go).
+//     c. send it through the base transport.
+//     d. classify the answer (package status) into a verdict on the key
+//     (judge), and commit it to the reservation (keystate.go): a rate
+//     limit cools the key until its Retry-After, a rejection disables it,
+//     the breaker (breaker.go) hears the outcome; the Transport logs and
+//     publishes what changed.
+//     e. record the usage event (package recorder) and telemetry
+//     (telemetry.go).
+//     f. deliver the answer (its body frees the key's in-flight slot when
+//     read or closed, body.go), or resend it on another key.
+//
+// A key's state (keystate.go) is a state machine that takes the time as
+// an argument and reads no clock but its breaker's (gobreaker's own); its
+// tests drive it alone, without HTTP. Rate-limit answers do not use up
+// WithMaxAttempts: that budget is for server and network failures; a
+// request resends past rate limits for as long as its wait budget lasts.
 package apipool
