@@ -34,7 +34,8 @@ type NoKeyError struct {
 	// until when.
 	Held []KeyHold
 
-	eventBound bool // some key is held until a request in flight ends
+	eventBound bool  // some key is held until a request in flight ends
+	ctxErr     error // the request's context ended the wait: its error
 }
 
 // KeyHold is why one key could not be used, and until when.
@@ -82,18 +83,31 @@ func (e *NoKeyError) Error() string {
 		b.WriteString(h.Reason)
 		if !h.Until.IsZero() {
 			b.WriteString(" until ")
-			b.WriteString(h.Until.UTC().Format(time.RFC3339Nano))
+			b.WriteString(h.Until.UTC().Format(timeFormat))
 		}
 	}
 	if !e.RetryAt.IsZero() {
 		b.WriteString("; next key free at ")
-		b.WriteString(e.RetryAt.UTC().Format(time.RFC3339Nano))
+		b.WriteString(e.RetryAt.UTC().Format(timeFormat))
+	}
+	if e.ctxErr != nil {
+		b.WriteString(": ")
+		b.WriteString(e.ctxErr.Error())
 	}
 	return b.String()
 }
 
+// timeFormat is how errors print times: to the millisecond.
+const timeFormat = "2006-01-02T15:04:05.000Z07:00"
+
 // Is makes errors.Is(err, ErrNoKeyAvailable) true.
 func (e *NoKeyError) Is(target error) bool { return target == ErrNoKeyAvailable }
+
+// Unwrap returns the request context's error when the request's deadline
+// or cancel ended its wait for a key, so that errors.Is(err,
+// context.DeadlineExceeded) or context.Canceled holds as well; nil
+// otherwise.
+func (e *NoKeyError) Unwrap() error { return e.ctxErr }
 
 // ConfigError reports bad configuration: Field names what is wrong
 // ("keys[2].Secret", "WithMaxAttempts"), Reason says why.

@@ -44,15 +44,19 @@ func (c *call) takeKey(ctx context.Context) (reservation, error) {
 		// The wait budget is WithMaxWait of time spent waiting (for keys,
 		// and in backoffs), not of time spent in attempts.
 		limit := c.now.Add(t.cfg.maxWait - c.waited)
+		byDeadline := false
 		if dl, ok := ctx.Deadline(); ok {
 			if pdl := c.now.Add(time.Until(dl)); pdl.Before(limit) {
-				limit = pdl
+				limit, byDeadline = pdl, true
 			}
 		}
 		// Wait only when a key will free up in time: at a known time
 		// within the limit, or when a request in flight ends.
 		willFree := nk.eventBound || !nk.RetryAt.IsZero() && !nk.RetryAt.After(limit)
 		if !c.now.Before(limit) || !willFree {
+			if byDeadline && (!c.now.Before(limit) || !nk.RetryAt.IsZero()) {
+				nk.ctxErr = context.DeadlineExceeded // the request's deadline ends the wait
+			}
 			return reservation{}, nk
 		}
 		if c.waiter == nil {
@@ -82,7 +86,8 @@ func (c *call) takeKey(ctx context.Context) (reservation, error) {
 		d = max(d, time.Millisecond)
 		waitEvent(c.reqSpan, d, "no key available")
 		if err := c.waitFor(ctx, d); err != nil {
-			return reservation{}, err
+			nk.ctxErr = err // both the pool's reasons and the context's error
+			return reservation{}, nk
 		}
 	}
 }

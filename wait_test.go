@@ -1,11 +1,15 @@
 package apipool_test
 
 import (
+	"context"
+	"errors"
 	"io"
+	"net/http"
 	"testing"
 	"time"
 
 	"github.com/apipool-ng/apipool"
+	"github.com/apipool-ng/apipool/status"
 )
 
 // A request that waited for a cooling key, and then found none, returns
@@ -89,4 +93,85 @@ func TestInFlightCapNoWait(t *testing.T) {
 	defer held.Body.Close()
 	_, err = p.RoundTrip(newGet(t, "http://api.test/"))
 	noKey(t, err)
+}
+
+// A wait for a key that the request's context ends gives one error,
+// whichever of the pool's timer and the context fires first: a
+// *NoKeyError, with its per-key reasons, that also matches the context's
+// error. The request is counted in the usage stats, with no key.
+func TestContextEndingWaitMatchesBoth(t *testing.T) {
+	t.Parallel()
+	up := newGatedUpstream()
+	rec := &captureRecorder{}
+	p := mustNew(t, []apipool.Key{{ID: "only", Secret: "s-only", MaxInFlight: 1}},
+		apipool.WithBase(up), apipool.WithRecorder(rec), apipool.WithMaxWait(time.Hour))
+	held := goRoundTrip(p, newGet(t, "http://api.test/slow"))
+	await(t, up.arrived, "the request holding the key")
+
+	const waiters = 3
+	errs := make(chan error, waiters+1)
+	for range waiters {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+			defer cancel()
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://api.test/w", nil)
+			resp, err := p.RoundTrip(req)
+			if resp != nil {
+				resp.Body.Close()
+			}
+			errs <- err
+		}()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://api.test/c", nil)
+		resp, err := p.RoundTrip(req)
+		if resp != nil {
+			resp.Body.Close()
+		}
+		errs <- err
+	}()
+	eventually(t, "four requests waiting", func() bool { return p.Waits() == waiters+1 })
+	cancel()
+	deadline, canceled := 0, 0
+	for range waiters + 1 {
+		err := await(t, errs, "a waiting request's error")
+		var nk *apipool.NoKeyError
+		if !errors.As(err, &nk) || len(nk.Held) != 1 || nk.Held[0].KeyID != "only" {
+			t.Fatalf("error %v (%T), want a *NoKeyError naming key \"only\"", err, err)
+		}
+		switch {
+		case errors.Is(err, context.DeadlineExceeded):
+			deadline++
+		case errors.Is(err, context.Canceled):
+			canceled++
+		default:
+			t.Fatalf("error %v matches neither context error", err)
+		}
+	}
+	if deadline != waiters || canceled != 1 {
+		t.Fatalf("%d deadline and %d cancel errors, want %d and 1", deadline, canceled, waiters)
+	}
+	up.release <- reply{Status: 200}
+	if r := await(t, held, "the held request"); r.err != nil {
+		t.Fatal(r.err)
+	} else {
+		r.resp.Body.Close()
+	}
+	var noKeyEvents, cancels int
+	for _, e := range rec.Events() {
+		if e.KeyID != "" {
+			continue
+		}
+		noKeyEvents++
+		if e.Status == status.Canceled {
+			cancels++
+		}
+	}
+	if noKeyEvents != waiters+1 {
+		t.Fatalf("%d events without a key, want %d (one per request that got none): %v", noKeyEvents, waiters+1, rec)
+	}
+	if cancels != 1 {
+		t.Fatalf("%d canceled events without a key, want 1: %v", cancels, rec)
+	}
 }
