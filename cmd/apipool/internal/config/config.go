@@ -619,7 +619,9 @@ func (v *validator) upstream(u *upstreamT, at string, srv Server) *Upstream {
 		if !validName(out.Probe.Method) {
 			v.fail(p.Method.Line, at+".probe.method", "want an HTTP method such as GET, got %s", shown(p.Method))
 		}
-		if !strings.HasPrefix(out.Probe.Path, "/") {
+		if !p.Path.Set {
+			v.fail(p.Line, at+".probe.path", "missing: the path that check requests with each key, such as /v1/models")
+		} else if !strings.HasPrefix(out.Probe.Path, "/") {
 			v.fail(p.Path.Line, at+".probe.path", "want a path such as /v1/models, got %s", shown(p.Path))
 		}
 	}
@@ -726,7 +728,7 @@ func (v *validator) recorder(r *recorderT) Recorder {
 func (v *validator) redis(r *redisT) *Redis {
 	out := &Redis{Addr: r.Addr.V, Username: r.Username.V, DB: r.DB.V, Prefix: r.Prefix.V}
 	if !r.Addr.Set {
-		v.fail(0, "redis.addr", "missing: the Redis server's host:port")
+		v.fail(r.Line, "redis.addr", "missing: the Redis server's host:port")
 	}
 	v.addr(r.Addr, "redis.addr")
 	out.Password = v.secret(r.Password, "redis.password")

@@ -84,6 +84,9 @@ func (d *decoder) node(n *yaml.Node, rv reflect.Value, field string) {
 			d.bad(n.Line, field, "want a mapping of settings (%s), got %s", strings.Join(settingNames(rv.Type()), ", "), kindName(n.Kind))
 			return
 		}
+		if l := rv.FieldByName("Line"); l.IsValid() && l.Kind() == reflect.Int {
+			l.SetInt(int64(n.Line))
+		}
 		d.mapping(n, rv, field)
 	case reflect.Slice:
 		if isNull(n) {
