@@ -229,3 +229,25 @@ func TestNoSecretInErrors(t *testing.T) {
 		})
 	}
 }
+
+// looksLikeKey tells random strings from names, IDs and paths.
+func TestLooksLikeKey(t *testing.T) {
+	for _, s := range []string{
+		canary, "CANARYsk9f3eA7c1Qx5Zt2Lm8Wd4", goodHash, "123e4567-e89b-12d3-a456-426614174000",
+		"sk-proj-abc", "AIzaSyA1b2C3", "ghp_x", "xoxb-1", "k7x2m9q4w8e1r5t3", "AbCdEfGhIjKlMnOpQr",
+		"Bearer Zk3jH8sLq0Wm2Xc9Vb7N",
+	} {
+		if !looksLikeKey(s) {
+			t.Errorf("%q: not taken as a key", s)
+		}
+	}
+	for _, s := range []string{
+		"prod-key-2024-01-15", "OPENAI_KEYS_2024", "/v1/chat/completions", "least-in-flight",
+		"/tmp/TestKeyFilereadable_by_others2911605366/001/keys", "generativelanguage.googleapis.com",
+		"127.0.0.1:8080", "APIPOOL_FINGERPRINT_KEY", "batch-jobs", "x-goog-api-key",
+	} {
+		if looksLikeKey(s) {
+			t.Errorf("%q: taken as a key", s)
+		}
+	}
+}

@@ -233,12 +233,14 @@ func nameProblem(s string) string {
 var keyPrefixes = []string{"sk-", "sk_", "pk_", "rk_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "glpat-", "xoxb-", "xoxp-", "xoxa-", "AIza", "AKIA", "hf_"}
 
 // looksLikeKey reports whether s, or a word of it, could be a secret: it
-// starts as well-known keys do, or it is a long word that mixes lower
-// case, upper case and digits, or letters and many digits (not a
-// conventional NAME_2 of capitals). Errors do not quote such a text.
+// starts as well-known keys do, or it is a long run of letters and digits
+// (separators aside) that switches often between lower case, upper case
+// and digits, as random text does ("9f86d0818...", "AbC1x..."), where a
+// name or an ID switches seldom ("prod-key-2024-01-15",
+// "OPENAI_KEYS_2024"). Errors do not quote such a text.
 func looksLikeKey(s string) bool {
 	words := strings.FieldsFunc(s, func(r rune) bool {
-		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r > 0x7f)
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_')
 	})
 	for _, w := range words {
 		for _, p := range keyPrefixes {
@@ -246,24 +248,25 @@ func looksLikeKey(s string) bool {
 				return true
 			}
 		}
-		if len(w) < 16 {
-			continue
-		}
-		var lower, upper, digit int
-		for _, r := range w {
-			switch {
-			case r >= 'a' && r <= 'z':
-				lower++
-			case r >= 'A' && r <= 'Z':
-				upper++
-			case r >= '0' && r <= '9':
-				digit++
+		n, switches, last := 0, 0, 0
+		for i := 0; i < len(w); i++ {
+			var class int
+			switch c := w[i]; {
+			case c >= 'a' && c <= 'z':
+				class = 1
+			case c >= 'A' && c <= 'Z':
+				class = 2
+			case c >= '0' && c <= '9':
+				class = 3
+			default:
+				continue // a separator
 			}
+			if last != 0 && class != last {
+				switches++
+			}
+			n, last = n+1, class
 		}
-		if lower > 0 && upper > 0 && digit > 0 {
-			return true
-		}
-		if digit >= 4 && lower+upper >= 4 && !(lower == 0 && strings.Contains(w, "_")) {
+		if n >= 16 && switches*5 >= n {
 			return true
 		}
 	}
