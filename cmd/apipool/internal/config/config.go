@@ -199,7 +199,17 @@ func Parse(name string, data []byte) (*Config, error) {
 	return parse(name, data, os.LookupEnv)
 }
 
-func parse(name string, data []byte, lookup func(string) (string, bool)) (*Config, error) {
+func parse(name string, data []byte, env func(string) (string, bool)) (*Config, error) {
+	// The values read from the environment, to scrub from the errors
+	// should one quote them.
+	var values []string
+	lookup := func(k string) (string, bool) {
+		v, ok := env(k)
+		if ok {
+			values = append(values, v)
+		}
+		return v, ok
+	}
 	var doc yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(&doc); err != nil {
@@ -220,6 +230,9 @@ func parse(name string, data []byte, lookup func(string) (string, bool)) (*Confi
 	v := &validator{file: name, lookup: lookup}
 	c := v.config(&f)
 	if errs := merge(d.errs, v.errs, d.failed); len(errs) > 0 {
+		if !noScrub {
+			scrub(errs, values)
+		}
 		return nil, errs
 	}
 	c.Path = name
@@ -857,4 +870,31 @@ func (v *validator) envName(x Value[string], field, what, example string) string
 		return ""
 	}
 	return x.V
+}
+
+// noScrub turns scrub off, for tests of the messages themselves.
+var noScrub bool
+
+// scrub replaces, in the errors, any value of at least 8 bytes that was
+// read from the environment, and each item of it (as keys are listed), by
+// "[not shown]". No error is meant to quote one: this is the last guard.
+func scrub(errs Errors, values []string) {
+	var secrets []string
+	for _, v := range values {
+		secrets = append(secrets, v)
+		for _, item := range strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == '\n' }) {
+			secrets = append(secrets, strings.TrimSpace(item))
+			secrets = append(secrets, strings.Fields(item)...)
+		}
+	}
+	// The longest first, so that a value is not left half replaced.
+	slices.SortFunc(secrets, func(a, b string) int { return len(b) - len(a) })
+	for _, e := range errs {
+		for _, s := range secrets {
+			if len(s) >= 8 {
+				e.Reason = strings.ReplaceAll(e.Reason, s, "[not shown]")
+				e.Field = strings.ReplaceAll(e.Field, s, "[not shown]")
+			}
+		}
+	}
 }

@@ -63,6 +63,10 @@ func setCanaryEnv(t *testing.T) {
 // belongs, a key written as a setting's name. Each case checks that its
 // error was reported (want) and that it shows no part of the canary.
 func TestNoSecretInErrors(t *testing.T) {
+	// The messages themselves must not quote a value: scrub, the last
+	// guard, is off.
+	noScrub = true
+	defer func() { noScrub = false }()
 	setCanaryEnv(t)
 	dir := t.TempDir()
 	kf := filepath.Join(dir, "keys")
@@ -249,5 +253,15 @@ func TestLooksLikeKey(t *testing.T) {
 		if looksLikeKey(s) {
 			t.Errorf("%q: taken as a key", s)
 		}
+	}
+}
+
+// scrub takes out of errors the values read from the environment, whole
+// or item by item, should a message ever quote one.
+func TestScrub(t *testing.T) {
+	es := Errors{{Field: "x", Reason: "got " + canary + " and k2 " + canary + "-two, short"}}
+	scrub(es, []string{"short", "a " + canary + ",k2 " + canary + "-two"})
+	if got, want := es[0].Reason, "got [not shown] and [not shown], short"; got != want {
+		t.Errorf("got %q, want %q", got, want)
 	}
 }
