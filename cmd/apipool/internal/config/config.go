@@ -8,10 +8,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
+	"reflect"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -192,64 +196,118 @@ func Load(path string) (*Config, error) {
 // Parse is Load for a file's contents; name is used in errors. Variables
 // come from the process's environment.
 func Parse(name string, data []byte) (*Config, error) {
-	var f fileT
+	return parse(name, data, os.LookupEnv)
+}
+
+func parse(name string, data []byte, env func(string) (string, bool)) (*Config, error) {
+	// The values read from the environment, to scrub from the errors
+	// should one quote them.
+	var values []string
+	lookup := func(k string) (string, bool) {
+		v, ok := env(k)
+		if ok {
+			values = append(values, v)
+		}
+		return v, ok
+	}
+	var doc yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&f); err != nil {
+	if err := dec.Decode(&doc); err != nil {
 		if err == io.EOF {
 			return nil, Errors{{File: name, Reason: "the file is empty"}}
 		}
-		return nil, decodeErrors(name, err)
+		return nil, Errors{syntaxError(name, data, err)}
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); err != io.EOF {
 		return nil, Errors{{File: name, Line: extra.Line, Reason: "more than one YAML document; write one"}}
 	}
-	v := &validator{file: name, lookup: os.LookupEnv}
+	d := &decoder{file: name, lookup: lookup}
+	var f fileT
+	if len(doc.Content) == 1 {
+		d.node(doc.Content[0], reflect.ValueOf(&f).Elem(), "")
+	}
+	v := &validator{file: name, lookup: lookup}
 	c := v.config(&f)
-	if len(v.errs) > 0 {
-		return nil, v.errs
+	if errs := merge(d.errs, v.errs, d.failed); len(errs) > 0 {
+		if !noScrub {
+			scrub(errs, values)
+		}
+		return nil, errs
 	}
 	c.Path = name
 	return c, nil
 }
 
-// decodeErrors turns the decoder's errors into Errors.
-func decodeErrors(name string, err error) error {
-	var ce *Error
-	if errors.As(err, &ce) {
-		ce.File = name
-		return Errors{ce}
-	}
-	var te *yaml.TypeError
-	if errors.As(err, &te) {
-		out := make(Errors, 0, len(te.Errors))
-		for _, m := range te.Errors {
-			out = append(out, lineError(name, m))
-		}
-		return out
-	}
-	return Errors{lineError(name, err.Error())}
-}
-
-// lineError parses yaml's "yaml: line 3: ..." or "line 3: ..." messages.
-func lineError(name, msg string) *Error {
-	msg = strings.TrimPrefix(msg, "yaml: ")
+// syntaxError turns the YAML parser's error ("yaml: line 3: ...") into an
+// Error. The parser's messages are its own words, but for an anchor's
+// name; that is left out. The parser names the line where the construct
+// it was reading began: a tab in the indentation, or a ${VAR} in a flow
+// mapping ({...}), are found and named here.
+func syntaxError(name string, data []byte, err error) *Error {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
 	e := &Error{File: name, Reason: msg}
 	if rest, ok := strings.CutPrefix(msg, "line "); ok {
-		var n int
 		if i := strings.IndexByte(rest, ':'); i > 0 {
-			if _, err := fmt.Sscanf(rest[:i], "%d", &n); err == nil {
+			if n, err := strconv.Atoi(rest[:i]); err == nil {
 				e.Line, e.Reason = n, strings.TrimSpace(rest[i+1:])
 			}
 		}
 	}
-	// yaml names its types ("field x not found in type config.tokenT"):
-	// say it in the file's words.
-	if i := strings.Index(e.Reason, " not found in type "); i > 0 && strings.HasPrefix(e.Reason, "field ") {
-		e.Reason = "unknown setting " + strings.TrimPrefix(e.Reason[:i], "field ")
+	if strings.HasPrefix(e.Reason, "unknown anchor") {
+		e.Reason = "an alias (*name) refers to no anchor (&name) defined before it"
+	}
+	if i := strings.IndexByte(e.Reason, '`'); i >= 0 {
+		// A decoder's quote of a value: not expected from the parser.
+		e.Reason = strings.TrimSpace(e.Reason[:i]) + " (the rest of the parser's message is not shown)"
+	}
+	lines := strings.Split(string(data), "\n")
+	for i, l := range lines {
+		indent := l[:len(l)-len(strings.TrimLeft(l, " \t"))]
+		if strings.Contains(indent, "\t") && strings.TrimSpace(l) != "" {
+			e.Line = i + 1
+			e.Reason = "a tab in the indentation: YAML indents with spaces (" + e.Reason + ")"
+			return e
+		}
+	}
+	from := max(e.Line-1, 0)
+	for i := from; i < len(lines) && i < from+3; i++ {
+		if unquotedVarInFlow(lines[i]) {
+			e.Line = i + 1
+			e.Reason += ": a ${VAR} inside {...} or [...] must be quoted, as in {target: '${UPSTREAM_URL}'}"
+			break
+		}
 	}
 	return e
+}
+
+// unquotedVarInFlow reports whether line has a "${" outside quotes after
+// a '{' or '[' (where YAML reads the braces as its own).
+func unquotedVarInFlow(line string) bool {
+	var quote byte
+	flow := false
+	for i := 0; i < len(line); i++ {
+		c := line[i]
+		switch {
+		case quote != 0:
+			if c == quote {
+				quote = 0
+			}
+		case c == '\'' || c == '"':
+			quote = c
+		case c == '#' && (i == 0 || line[i-1] == ' '):
+			return false
+		case c == '{' || c == '[':
+			if i > 0 && line[i-1] == '$' {
+				if flow {
+					return true
+				}
+				continue
+			}
+			flow = true
+		}
+	}
+	return false
 }
 
 type validator struct {
@@ -309,11 +367,11 @@ func (v *validator) config(f *fileT) *Config {
 	case "json":
 		c.LogFormat = "json"
 	default:
-		v.fail(f.Log.Format.Line, "log.format", "want text or json, got %q", f.Log.Format.V)
+		v.fail(f.Log.Format.Line, "log.format", "want text or json, got %s", shown(f.Log.Format))
 	}
 	if f.Log.Level.Set {
 		if err := c.LogLevel.UnmarshalText([]byte(f.Log.Level.V)); err != nil {
-			v.fail(f.Log.Level.Line, "log.level", "want debug, info, warn or error, got %q", f.Log.Level.V)
+			v.fail(f.Log.Level.Line, "log.level", "want debug, info, warn or error, got %s", shown(f.Log.Level))
 		}
 	}
 	if f.FingerprintKey.Set {
@@ -340,7 +398,7 @@ func (v *validator) config(f *fileT) *Config {
 			continue
 		}
 		if names[u.Name] {
-			v.fail(f.Upstreams[i].Name.Line, fmt.Sprintf("upstreams[%d].name", i), "%q names another upstream too", u.Name)
+			v.fail(f.Upstreams[i].Name.Line, fmt.Sprintf("upstreams[%d].name", i), "%s names another upstream too", shown(f.Upstreams[i].Name))
 		}
 		names[u.Name] = true
 		route := u.Host + " " + u.Prefix
@@ -355,20 +413,20 @@ func (v *validator) config(f *fileT) *Config {
 	}
 
 	tokenNames := map[string]bool{}
-	hashes := map[[32]byte]string{}
+	hashes := map[[32]byte]int{}
 	for i := range f.Tokens {
 		t := v.token(&f.Tokens[i], fmt.Sprintf("tokens[%d]", i), f.Defaults, maxBody, names)
 		if t == nil {
 			continue
 		}
 		if tokenNames[t.Name] {
-			v.fail(f.Tokens[i].Name.Line, fmt.Sprintf("tokens[%d].name", i), "%q names another token too", t.Name)
+			v.fail(f.Tokens[i].Name.Line, fmt.Sprintf("tokens[%d].name", i), "%s names another token too", shown(f.Tokens[i].Name))
 		}
 		tokenNames[t.Name] = true
-		if other, dup := hashes[t.Hash]; dup {
-			v.fail(f.Tokens[i].Name.Line, fmt.Sprintf("tokens[%d]", i), "same token as %q", other)
+		if j, dup := hashes[t.Hash]; dup && t.Hash != ([32]byte{}) {
+			v.fail(f.Tokens[i].Name.Line, fmt.Sprintf("tokens[%d]", i), "same token as tokens[%d]", j)
 		}
-		hashes[t.Hash] = t.Name
+		hashes[t.Hash] = i
 		c.Tokens = append(c.Tokens, *t)
 	}
 	if len(f.Tokens) == 0 {
@@ -391,7 +449,9 @@ func (v *validator) addr(x Value[string], field string) {
 		return
 	}
 	if _, _, err := net.SplitHostPort(x.V); err != nil {
-		v.fail(x.Line, field, "want host:port, got %q", x.V)
+		v.fail(x.Line, field, "want host:port, got %s", shown(x))
+	} else if strings.ContainsAny(x.V, "@/") {
+		v.fail(x.Line, field, "want host:port, without a user, a password or a path, got %s", shown(x))
 	}
 }
 
@@ -424,7 +484,7 @@ func validName(s string) bool {
 func (v *validator) token(t *tokenT, at string, def limitsDefaultsT, maxBody int64, upstreams map[string]bool) *Token {
 	out := &Token{Name: t.Name.V, Rate: def.Rate.V, Burst: def.Burst.V, MaxBody: maxBody}
 	if !validName(out.Name) {
-		v.fail(t.Name.Line, at+".name", "want a name of letters, digits, '-', '_' or '.', got %q", out.Name)
+		v.fail(t.Name.Line, at+".name", "want a name of letters, digits, '-', '_' or '.', got %s", shown(t.Name))
 	}
 	switch {
 	case t.SHA256.Set && t.Env.Set:
@@ -436,12 +496,16 @@ func (v *validator) token(t *tokenT, at string, def limitsDefaultsT, maxBody int
 		}
 		copy(out.Hash[:], b)
 	case t.Env.Set:
-		val, ok := v.lookup(t.Env.V)
+		name := v.envName(t.Env, at+".env", "the token", "WEB_TOKEN")
+		if name == "" {
+			break
+		}
+		val, ok := v.lookup(name)
 		switch {
 		case !ok:
-			v.fail(t.Env.Line, at+".env", "environment variable %s is not set", t.Env.V)
+			v.fail(t.Env.Line, at+".env", "%s is not set", varRef(name))
 		case len(val) < MinTokenLength:
-			v.fail(t.Env.Line, at+".env", "the token in %s is shorter than %d characters", t.Env.V, MinTokenLength)
+			v.fail(t.Env.Line, at+".env", "the token in %s is shorter than %d characters", shownName(name), MinTokenLength)
 		}
 		out.Hash = sha256.Sum256([]byte(val))
 	default:
@@ -465,7 +529,7 @@ func (v *validator) token(t *tokenT, at string, def limitsDefaultsT, maxBody int
 		out.Upstreams = map[string]bool{}
 		for j, u := range t.Upstreams {
 			if !upstreams[u.V] {
-				v.fail(u.Line, fmt.Sprintf("%s.upstreams[%d]", at, j), "no upstream is named %q", u.V)
+				v.fail(u.Line, fmt.Sprintf("%s.upstreams[%d]", at, j), "no upstream is named %s%s", shown(u), didYouMean(u, slices.Sorted(maps.Keys(upstreams))))
 			}
 			out.Upstreams[u.V] = true
 		}
@@ -487,31 +551,29 @@ func (v *validator) upstream(u *upstreamT, at string, srv Server) *Upstream {
 		KeyFile:               u.Keys.File.V,
 	}
 	if !validName(out.Name) {
-		v.fail(u.Name.Line, at+".name", "want a name of letters, digits, '-', '_' or '.', got %q", out.Name)
+		v.fail(u.Name.Line, at+".name", "want a name of letters, digits, '-', '_' or '.', got %s", shown(u.Name))
 	}
 	if u.Prefix.Set {
 		p := strings.TrimRight(u.Prefix.V, "/")
 		if !strings.HasPrefix(u.Prefix.V, "/") || strings.ContainsAny(p, "?#%") || strings.Contains(p, "//") || strings.Contains(p+"/", "/../") || strings.Contains(p+"/", "/./") {
-			v.fail(u.Prefix.Line, at+".prefix", "want a path such as /openai, got %q", u.Prefix.V)
+			v.fail(u.Prefix.Line, at+".prefix", "want a path such as /openai, got %s", shown(u.Prefix))
 		}
 		if reserved(p) {
-			v.fail(u.Prefix.Line, at+".prefix", "%q is taken by the proxy's own endpoints (/healthz, /readyz, /metrics)", u.Prefix.V)
+			v.fail(u.Prefix.Line, at+".prefix", "%s is taken by the proxy's own endpoints (/healthz, /readyz, /metrics)", shown(u.Prefix))
 		}
 		out.Prefix = p
 	}
 	if u.Host.Set && (out.Host == "" || strings.ContainsAny(out.Host, "/ @?#")) {
-		v.fail(u.Host.Line, at+".host", "want a host name, got %q", u.Host.V)
+		v.fail(u.Host.Line, at+".host", "want a host name, got %s", shown(u.Host))
 	}
 	if !u.Prefix.Set && !u.Host.Set {
 		v.fail(u.Name.Line, at, "give a prefix (such as /openai) or a host the callers use, or both")
 	}
-	t, err := url.Parse(u.Target.V)
-	switch {
-	case !u.Target.Set:
+	if !u.Target.Set {
 		v.fail(u.Name.Line, at+".target", "missing: the upstream's base URL, such as https://api.openai.com")
-	case err != nil || (t.Scheme != "http" && t.Scheme != "https") || t.Host == "" || t.User != nil || t.RawQuery != "" || t.Fragment != "":
-		v.fail(u.Target.Line, at+".target", "want an http or https URL with a host and no user, query or fragment, got %q", u.Target.V)
-	default:
+	} else if t, problem := targetURL(u.Target.V); problem != "" {
+		v.fail(u.Target.Line, at+".target", "want an http or https URL with a host and no user, query or fragment, such as https://api.openai.com: %s%s", problem, fromVars(u.Target))
+	} else {
 		t.Path = strings.TrimRight(t.Path, "/")
 		t.RawPath = ""
 		out.Target = t
@@ -524,12 +586,12 @@ func (v *validator) upstream(u *upstreamT, at string, srv Server) *Upstream {
 	case strings.HasPrefix(s, "query:") && len(s) > len("query:"):
 		out.Inject = Inject{Kind: "query", Name: strings.TrimPrefix(s, "query:")}
 	default:
-		v.fail(u.Inject.Line, at+".inject", "want bearer, header:NAME or query:NAME, got %q", s)
+		v.fail(u.Inject.Line, at+".inject", "want bearer, header:NAME or query:NAME, got %s", shown(u.Inject))
 	}
 	if u.Strategy.Set {
 		s, err := apipool.ParseStrategy(u.Strategy.V)
 		if err != nil {
-			v.fail(u.Strategy.Line, at+".strategy", "%s", strings.TrimPrefix(err.Error(), "apipool: "))
+			v.fail(u.Strategy.Line, at+".strategy", "want %s, got %s%s", strings.Join(StrategyNames, ", "), shown(u.Strategy), didYouMean(u.Strategy, StrategyNames))
 		}
 		out.Strategy = s
 	}
@@ -568,14 +630,24 @@ func (v *validator) upstream(u *upstreamT, at string, srv Server) *Upstream {
 			out.Probe.Method = http.MethodGet
 		}
 		if !validName(out.Probe.Method) {
-			v.fail(p.Method.Line, at+".probe.method", "not an HTTP method: %q", p.Method.V)
+			v.fail(p.Method.Line, at+".probe.method", "want an HTTP method such as GET, got %s", shown(p.Method))
 		}
-		if !strings.HasPrefix(out.Probe.Path, "/") {
-			v.fail(p.Path.Line, at+".probe.path", "want a path such as /v1/models, got %q", p.Path.V)
+		if !p.Path.Set {
+			v.fail(p.Line, at+".probe.path", "missing: the path that check requests with each key, such as /v1/models")
+		} else if !strings.HasPrefix(out.Probe.Path, "/") {
+			v.fail(p.Path.Line, at+".probe.path", "want a path such as /v1/models, got %s", shown(p.Path))
 		}
 	}
-	keys, errs := LoadKeys(out.Name, out.KeyEnv, out.KeyFile, v.lookup, out.KeyLimits)
+	envOK := true
+	if u.Keys.Env.Set {
+		out.KeyEnv = v.envName(u.Keys.Env, at+".keys.env", "the keys", "OPENAI_KEYS")
+		envOK = out.KeyEnv != ""
+	}
+	keys, errs := loadKeys(out.Name, out.KeyEnv, u.Keys.File, v.lookup, out.KeyLimits)
 	for _, e := range errs {
+		if !envOK && !e.file {
+			continue // "no keys": keys.env's error says why
+		}
 		line := u.Keys.Env.Line
 		field := at + ".keys.env"
 		if e.file {
@@ -592,7 +664,11 @@ func (v *validator) upstream(u *upstreamT, at string, srv Server) *Upstream {
 
 func (v *validator) code(c Value[int], field string) int {
 	if c.V < 100 || c.V > 599 {
-		v.fail(c.Line, field, "%d is not an HTTP status code (100-599)", c.V)
+		if c.fromVars() {
+			v.fail(c.Line, field, "want an HTTP status code (100-599)%s", fromVars(c))
+		} else {
+			v.fail(c.Line, field, "%d is not an HTTP status code (100-599)", c.V)
+		}
 	}
 	return c.V
 }
@@ -647,7 +723,7 @@ func (v *validator) recorder(r *recorderT) Recorder {
 		switch s.Driver.V {
 		case "sqlite", "postgres", "postgresql", "pgx", "mysql", "mariadb":
 		default:
-			v.fail(s.Driver.Line, "recorder.sql.driver", "want sqlite, postgres or mysql, got %q", s.Driver.V)
+			v.fail(s.Driver.Line, "recorder.sql.driver", "want sqlite, postgres or mysql, got %s", shown(s.Driver))
 		}
 		if s.DSN.V == "" {
 			v.fail(s.DSN.Line, "recorder.sql.dsn", "missing")
@@ -657,7 +733,7 @@ func (v *validator) recorder(r *recorderT) Recorder {
 		}
 		out.SQL = SQL{Driver: s.Driver.V, DSN: s.DSN.V, TablePrefix: s.TablePrefix.V, Retention: time.Duration(s.Retention.V)}
 	default:
-		v.fail(r.Type.Line, "recorder.type", "want memory, clickhouse or sql, got %q", out.Type)
+		v.fail(r.Type.Line, "recorder.type", "want memory, clickhouse or sql, got %s", shown(r.Type))
 	}
 	return out
 }
@@ -665,7 +741,7 @@ func (v *validator) recorder(r *recorderT) Recorder {
 func (v *validator) redis(r *redisT) *Redis {
 	out := &Redis{Addr: r.Addr.V, Username: r.Username.V, DB: r.DB.V, Prefix: r.Prefix.V}
 	if !r.Addr.Set {
-		v.fail(0, "redis.addr", "missing: the Redis server's host:port")
+		v.fail(r.Line, "redis.addr", "missing: the Redis server's host:port")
 	}
 	v.addr(r.Addr, "redis.addr")
 	out.Password = v.secret(r.Password, "redis.password")
@@ -682,7 +758,7 @@ func (v *validator) dashboard(d *dashboardT) Dashboard {
 		out.Path = DefaultDashboardPath
 	}
 	if !strings.HasPrefix(out.Path, "/") || !strings.HasSuffix(out.Path, "/") || reserved(strings.TrimSuffix(out.Path, "/")) {
-		v.fail(d.Path.Line, "dashboard.path", "want a path such as /dashboard/, got %q", out.Path)
+		v.fail(d.Path.Line, "dashboard.path", "want a path such as /dashboard/, got %s", shown(d.Path))
 	}
 	for i, u := range d.Users {
 		at := fmt.Sprintf("dashboard.users[%d]", i)
@@ -711,10 +787,114 @@ func (v *validator) telemetry(t *telemetryT) Telemetry {
 	if o := t.OTLP; o != nil {
 		out.OTLP = &OTLP{Endpoint: strings.TrimRight(o.Endpoint.V, "/"), Traces: o.Traces.V || !o.Traces.Set, Metrics: o.Metrics.V || !o.Metrics.Set, MetricInterval: durOr(o.Interval, time.Minute)}
 		if o.Endpoint.Set {
-			if u, err := url.Parse(o.Endpoint.V); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-				v.fail(o.Endpoint.Line, "telemetry.otlp.endpoint", "want an http(s) URL such as http://collector:4318, got %q", o.Endpoint.V)
+			if _, problem := targetURL(o.Endpoint.V); problem == notHTTP || problem == noHost {
+				v.fail(o.Endpoint.Line, "telemetry.otlp.endpoint", "want an http or https URL with a host and no user, query or fragment, such as http://collector:4318: %s%s", problem, fromVars(o.Endpoint))
 			}
 		}
 	}
 	return out
+}
+
+// StrategyNames are the names apipool.ParseStrategy reads, in the order of
+// apipool's Strategy constants.
+var StrategyNames = []string{"round-robin", "random", "weighted", "least-in-flight", "most-quota-left"}
+
+// didYouMean is "; did you mean NAME?" when x is a near miss of one of
+// names, or "".
+func didYouMean(x Value[string], names []string) string {
+	if x.fromVars() {
+		return ""
+	}
+	if s := suggest(x.V, names); s != "" {
+		return "; did you mean " + s + "?"
+	}
+	return ""
+}
+
+// fromVars says, for an error, that x's value came from variables, which
+// it names: the value is not shown.
+func fromVars[T any](x Value[T]) string {
+	if r := refs(x.Raw); len(r) > 0 {
+		return " (the value comes from " + strings.Join(r, ", ") + " and is not shown)"
+	}
+	return ""
+}
+
+// The problems of a URL, as targetURL says them: never with the URL,
+// whose user part or query may hold a secret.
+const (
+	notURL   = "it is not a URL"
+	notHTTP  = "its scheme is not http or https"
+	noHost   = "it has no host"
+	withUser = "it holds a user or a password (user:password@): keys go in keys, and the proxy injects them"
+	withQry  = "it holds a query (?...), which may carry a key: give the base URL, and inject: query:NAME for a key in the query"
+	withFrag = "it has a fragment (#...)"
+)
+
+// targetURL parses s as an upstream's base URL, or says what is wrong
+// with it.
+func targetURL(s string) (*url.URL, string) {
+	t, err := url.Parse(s)
+	switch {
+	case err != nil:
+		return nil, notURL
+	case t.Scheme != "http" && t.Scheme != "https":
+		return nil, notHTTP
+	case t.Host == "":
+		return nil, noHost
+	case t.User != nil:
+		return nil, withUser
+	case t.RawQuery != "" || t.ForceQuery:
+		return nil, withQry
+	case t.Fragment != "":
+		return nil, withFrag
+	}
+	return t, ""
+}
+
+// envName checks x, a setting that names an environment variable holding
+// what, and returns the name, or "" after saying what is wrong with it.
+// It never quotes a name that is not one: keys are written there by
+// mistake.
+func (v *validator) envName(x Value[string], field, what, example string) string {
+	if r := refs(x.Raw); len(r) > 0 {
+		if len(r) == 1 && wholeVar(x.Raw) && r[0] != "${...}" {
+			v.fail(x.Line, field, "names the variable that holds %s: write %s, not %s, which is replaced by the variable's value", what, strings.TrimSuffix(strings.TrimPrefix(r[0], "${"), "}"), r[0])
+		} else {
+			v.fail(x.Line, field, "names the variable that holds %s: write its name, such as %s, without ${...}", what, example)
+		}
+		return ""
+	}
+	if p := nameProblem(x.V); p != "" {
+		v.fail(x.Line, field, "the value is not a valid environment variable name (not shown, as it may be a secret): %s; write the name of the variable that holds %s, such as %s", p, what, example)
+		return ""
+	}
+	return x.V
+}
+
+// noScrub turns scrub off, for tests of the messages themselves.
+var noScrub bool
+
+// scrub replaces, in the errors, any value of at least 8 bytes that was
+// read from the environment, and each item of it (as keys are listed), by
+// "[not shown]". No error is meant to quote one: this is the last guard.
+func scrub(errs Errors, values []string) {
+	var secrets []string
+	for _, v := range values {
+		secrets = append(secrets, v)
+		for _, item := range strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == '\n' }) {
+			secrets = append(secrets, strings.TrimSpace(item))
+			secrets = append(secrets, strings.Fields(item)...)
+		}
+	}
+	// The longest first, so that a value is not left half replaced.
+	slices.SortFunc(secrets, func(a, b string) int { return len(b) - len(a) })
+	for _, e := range errs {
+		for _, s := range secrets {
+			if len(s) >= 8 {
+				e.Reason = strings.ReplaceAll(e.Reason, s, "[not shown]")
+				e.Field = strings.ReplaceAll(e.Field, s, "[not shown]")
+			}
+		}
+	}
 }

@@ -100,14 +100,14 @@ func TestErrors(t *testing.T) {
 		name, yaml, want string
 	}{
 		{"empty", "", "f.yaml: the file is empty"},
-		{"unknown setting", base + "listn: x\n", "f.yaml:9: unknown setting listn"},
-		{"unknown nested setting", strings.Replace(base, "    prefix:", "    prefx: /a\n    prefix:", 1), "f.yaml:6: unknown setting prefx"},
+		{"unknown setting", base + "listn: x\n", "f.yaml:9: listn: unknown setting; did you mean listen?"},
+		{"unknown nested setting", strings.Replace(base, "    prefix:", "    prefx: /a\n    prefix:", 1), "f.yaml:6: upstreams[0].prefx: unknown setting; did you mean prefix?"},
 		{"bad target", strings.Replace(base, "https://api.openai.com", "ftp://x", 1), "f.yaml:7: upstreams[0].target: want an http or https URL"},
-		{"bad duration", base + "server: {read_timeout: soon}\n", `f.yaml:9: "soon" is not a duration`},
+		{"bad duration", base + "server: {read_timeout: soon}\n", `f.yaml:9: server.read_timeout: want a duration such as 500ms, 30s`},
 		{"zero header timeout", base + "server: {read_header_timeout: 0s}\n", "f.yaml:9: server.read_header_timeout: 0 would let a client hold"},
-		{"bad int", strings.Replace(base, "    keys:", "    max_attempts: many\n    keys:", 1), `f.yaml:8: cannot read "many" as an integer`},
-		{"unset variable", strings.Replace(base, "https://api.openai.com", "${APIPOOL_NOT_SET_X}", 1), "f.yaml:7: environment variable APIPOOL_NOT_SET_X is not set"},
-		{"lone dollar", strings.Replace(base, "/openai", "/open$ai", 1), "f.yaml:6: a lone $"},
+		{"bad int", strings.Replace(base, "    keys:", "    max_attempts: many\n    keys:", 1), `f.yaml:8: upstreams[0].max_attempts: want an integer`},
+		{"unset variable", strings.Replace(base, "https://api.openai.com", "${APIPOOL_NOT_SET_X}", 1), "f.yaml:7: upstreams[0].target: environment variable APIPOOL_NOT_SET_X is not set"},
+		{"lone dollar", strings.Replace(base, "/openai", "/open$ai", 1), "f.yaml:6: upstreams[0].prefix: a lone $"},
 		{"bad hash", strings.Replace(base, goodHash, "abc", 1), "f.yaml:3: tokens[0].sha256: want 64 hex digits"},
 		{"no tokens", strings.Replace(base, "tokens:\n  - name: a\n    sha256: "+goodHash+"\n", "", 1), "f.yaml: tokens: no client token configured"},
 		{"literal password", base + "redis: {addr: 'r:6379', password: hunter2}\n", "f.yaml:9: redis.password: is a secret: write it as ${VAR}"},
@@ -121,7 +121,7 @@ func TestErrors(t *testing.T) {
 		{"unknown token upstream", strings.Replace(base, "    sha256: "+goodHash, "    sha256: "+goodHash+"\n    upstreams: [nope]", 1), `f.yaml:4: tokens[0].upstreams[0]: no upstream is named "nope"`},
 		{"two documents", base + "---\nlisten: x\n", "more than one YAML document"},
 		{"not a mapping", "- a\n- b\n", "f.yaml:1:"},
-		{"list for a scalar", strings.Replace(base, "/openai", "[a, b]", 1), "f.yaml:6: want a single value, got a list"},
+		{"list for a scalar", strings.Replace(base, "/openai", "[a, b]", 1), "f.yaml:6: upstreams[0].prefix: want a single value, got a list"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -160,7 +160,7 @@ func TestKeyFile(t *testing.T) {
 	t.Run("readable by others", func(t *testing.T) {
 		kf := writeKeys(t, "sk-secret-CANARY\n", 0o644)
 		_, err := Parse("f.yaml", []byte(minimal(kf)))
-		if err == nil || !strings.Contains(err.Error(), "f.yaml:8: upstreams[0].keys.file: key file "+kf+" is open to other users (mode 0644)") {
+		if err == nil || !strings.Contains(err.Error(), "f.yaml:8: upstreams[0].keys.file: key file "+kf+": open to other users (mode 0644)") {
 			t.Fatalf("err = %v", err)
 		}
 	})
@@ -228,13 +228,20 @@ func TestSize(t *testing.T) {
 	}
 }
 
-// FuzzParse checks that no file makes Parse panic, and that every
-// rejection is an Errors list.
+// FuzzParse checks that no file makes Parse panic, that every rejection
+// is an Errors list, and that no error shows the canary: neither the value
+// of a variable (APIPOOL_FUZZ_CANARY holds one, which the fuzzer can only
+// reach as ${APIPOOL_FUZZ_CANARY}: no 8 characters of it may show), nor
+// the canary written in the file.
 func FuzzParse(f *testing.F) {
 	f.Add([]byte(minimal("/nonexistent")))
 	f.Add([]byte("tokens: [{name: a, sha256: x}]\nupstreams: [{name: u, prefix: /u, target: 'http://h', keys: {env: X}}]\n"))
 	f.Add([]byte("listen: ${X}\nserver: {read_timeout: 1s, max_header_bytes: 1MiB}\n"))
 	f.Add([]byte("a: &x [1]\nb: *x\n"))
+	f.Add([]byte("tokens: [{name: a, env: '${APIPOOL_FUZZ_CANARY}'}]\nupstreams: [{name: u, prefix: /u, target: 'https://u:${APIPOOL_FUZZ_CANARY}@h?k=" + canary + "', keys: {env: " + canary + "}}]\nlisten: ${APIPOOL_FUZZ_CANARY}\n"))
+	f.Add([]byte("upstreams:\n  - name: " + canary + "\n    keys: " + canary + "\n    max_attempts: '${APIPOOL_FUZZ_CANARY}'\n    " + canary + ": 1\n"))
+	const envCanary = "FUZZ-sk-Q7w2Xe9Rt4Yu6Io1Pa3S"
+	f.Setenv("APIPOOL_FUZZ_CANARY", envCanary)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := Parse("f.yaml", data)
 		if err == nil {
@@ -247,7 +254,47 @@ func FuzzParse(f *testing.F) {
 		if !errors.As(err, &es) || len(es) == 0 {
 			t.Fatalf("error %T %v, want Errors", err, err)
 		}
+		msg := err.Error()
+		for i := 0; i+8 <= len(envCanary); i++ {
+			if strings.Contains(msg, envCanary[i:i+8]) {
+				t.Fatalf("the error shows a variable's value:\n%s", msg)
+			}
+		}
+		if strings.Contains(string(data), canary) && strings.Contains(msg, canary) {
+			t.Fatalf("the error shows the canary written in the file:\n%s", msg)
+		}
 	})
+}
+
+// Anchors, aliases and merge keys read as the yaml package read them.
+func TestAnchorsAndMerge(t *testing.T) {
+	kf := writeKeys(t, "sk-one-AAAA\n", 0o600)
+	y := minimal(kf) + `  - &up
+    name: b
+    prefix: /b
+    target: https://b.example.com
+    keys: {file: ` + kf + `}
+    max_attempts: 3
+  - <<: *up
+    name: c
+    prefix: /c
+limits: &lim {rate: 2, burst: 3}
+x_unused: *lim
+`
+	_, err := Parse("f.yaml", []byte(y))
+	if err == nil || !strings.Contains(err.Error(), "f.yaml:19: x_unused: unknown setting") {
+		t.Fatalf("want x_unused refused, got %v", err)
+	}
+	c, err := Parse("f.yaml", []byte(strings.Replace(y, "x_unused: *lim\n", "", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Upstreams) != 3 || c.Upstreams[2].Name != "c" || c.Upstreams[2].Prefix != "/c" || c.Upstreams[2].MaxAttempts != 3 || c.Upstreams[2].Target.Host != "b.example.com" {
+		t.Fatalf("merged upstream: %+v", c.Upstreams[2])
+	}
+	if c.Tokens[0].Rate != 2 || c.Tokens[0].Burst != 3 {
+		t.Fatalf("token limits from an anchored mapping: %+v", c.Tokens[0])
+	}
 }
 
 // The ClickHouse recorder's cluster settings reach the store's config.

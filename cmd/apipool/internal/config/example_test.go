@@ -9,6 +9,16 @@ import (
 
 // TestExampleFile keeps cmd/apipool/apipool.example.yaml valid.
 func TestExampleFile(t *testing.T) {
+	c := exampleConfig(t)
+	if len(c.Upstreams) != 2 || len(c.Upstreams[0].Keys) != 2 || len(c.Upstreams[1].Keys) != 2 || c.Tokens[0].Rate != 5 || c.Tokens[1].Rate != 20 {
+		t.Fatalf("%+v", c)
+	}
+}
+
+// exampleConfig loads cmd/apipool/apipool.example.yaml, with its key file
+// and variables.
+func exampleConfig(t *testing.T) *Config {
+	t.Helper()
 	b, err := os.ReadFile(filepath.Join("..", "..", "apipool.example.yaml"))
 	if err != nil {
 		t.Fatal(err)
@@ -25,7 +35,5 @@ func TestExampleFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(c.Upstreams) != 2 || len(c.Upstreams[0].Keys) != 2 || len(c.Upstreams[1].Keys) != 2 || c.Tokens[0].Rate != 5 || c.Tokens[1].Rate != 20 {
-		t.Fatalf("%+v", c)
-	}
+	return c
 }

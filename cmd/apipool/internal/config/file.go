@@ -1,7 +1,8 @@
 package config
 
-// The file's layout, as the YAML decoder reads it. Every scalar is a
-// Value, so that validation can name its line.
+// The file's layout, as the decoder (decode.go) reads it. Every scalar is
+// a Value, so that validation can name its line; a struct's Line field,
+// untagged, is set to its mapping's line.
 
 type fileT struct {
 	Listen         Value[string]   `yaml:"listen"`
@@ -92,6 +93,7 @@ type classifierT struct {
 }
 
 type probeT struct {
+	Line     int
 	Method   Value[string]   `yaml:"method"`
 	Path     Value[string]   `yaml:"path"`
 	Interval Value[Duration] `yaml:"interval"`
@@ -131,6 +133,7 @@ type sqlT struct {
 }
 
 type redisT struct {
+	Line     int
 	Addr     Value[string] `yaml:"addr"`
 	Username Value[string] `yaml:"username"`
 	Password Value[string] `yaml:"password"`

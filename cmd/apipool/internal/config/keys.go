@@ -19,14 +19,17 @@ type keyErr struct {
 	msg  string
 }
 
-// LoadKeys reads an upstream's keys from the environment variable env and
-// the file, either of which may be empty. Each line (or, in the variable,
-// each comma-separated item) is a secret alone, or an ID and a secret
-// separated by spaces; blank lines and lines starting with # are skipped.
-// A key's ID is "upstream/ID", or "upstream/" and the first 8 hex digits
-// of the secret's fingerprint when the line gives none. Errors name lines,
-// never secrets.
-func LoadKeys(upstream, env, file string, lookup func(string) (string, bool), lim KeyLimits) ([]apipool.Key, []keyErr) {
+// loadKeys reads an upstream's keys from the environment variable env (a
+// valid name, or "") and the file (unset, or a path). Each line (or, in
+// the variable, each comma-separated item) is a secret alone, or an ID and
+// a secret separated by spaces; blank lines and lines starting with # are
+// skipped. A key's ID is "upstream/ID", or "upstream/" and the first 8 hex
+// digits of the secret's fingerprint when the line gives none. Errors name
+// lines, never secrets, nor a file name that came from a variable or
+// could be a key written in the wrong place.
+func loadKeys(upstream, env string, fileV Value[string], lookup func(string) (string, bool), lim KeyLimits) ([]apipool.Key, []keyErr) {
+	file := fileV.V
+	label := keyFileLabel(fileV, true)
 	var keys []apipool.Key
 	var errs []keyErr
 	ids := map[string]string{}
@@ -42,6 +45,11 @@ func LoadKeys(upstream, env, file string, lookup func(string) (string, bool), li
 			id, secret = fields[0], fields[1]
 			if !validName(id) {
 				errs = append(errs, keyErr{fromFile, where + ": the key ID is not a name of letters, digits, '-', '_' or '.'"})
+				return
+			}
+			if looksLikeKey(id) {
+				// An ID shows in logs, stats and the dashboard.
+				errs = append(errs, keyErr{fromFile, where + ": the key ID looks like a secret: write the ID first, then the secret"})
 				return
 			}
 		default:
@@ -63,7 +71,7 @@ func LoadKeys(upstream, env, file string, lookup func(string) (string, bool), li
 	if env != "" {
 		val, ok := lookup(env)
 		if !ok {
-			errs = append(errs, keyErr{false, "environment variable " + env + " is not set"})
+			errs = append(errs, keyErr{false, varRef(env) + " is not set"})
 		}
 		n := 0
 		for _, item := range strings.FieldsFunc(val, func(r rune) bool { return r == ',' || r == '\n' }) {
@@ -72,20 +80,24 @@ func LoadKeys(upstream, env, file string, lookup func(string) (string, bool), li
 			if item == "" || strings.HasPrefix(item, "#") {
 				continue
 			}
-			add(false, fmt.Sprintf("%s item %d", env, n), item)
+			add(false, fmt.Sprintf("%s item %d", shownName(env), n), item)
 		}
 	}
 	if file != "" {
 		data, err := ReadKeyFile(file)
+		var oe *openError
+		if errors.As(err, &oe) {
+			label = keyFileLabel(fileV, false)
+		}
 		if err != nil {
-			errs = append(errs, keyErr{true, err.Error()})
+			errs = append(errs, keyErr{true, label + ": " + err.Error()})
 		}
 		for i, line := range strings.Split(string(data), "\n") {
 			line = strings.TrimSpace(line)
 			if line == "" || strings.HasPrefix(line, "#") {
 				continue
 			}
-			add(true, fmt.Sprintf("%s line %d", file, i+1), line)
+			add(true, fmt.Sprintf("%s line %d", label, i+1), line)
 		}
 	}
 	if env == "" && file == "" {
@@ -96,34 +108,58 @@ func LoadKeys(upstream, env, file string, lookup func(string) (string, bool), li
 	return keys, errs
 }
 
+// keyFileLabel names a key file in errors: "key file PATH", unless the
+// path came from a variable, or could be a key given as a path: a file
+// that could not be opened (!exists) whose name looks like a key.
+func keyFileLabel(x Value[string], exists bool) string {
+	if r := refs(x.Raw); len(r) > 0 {
+		return "the key file named by " + strings.Join(r, ", ")
+	}
+	if !exists && !safeToShow(x.V) {
+		return "the key file (its name is not shown: it looks like a secret, not a path)"
+	}
+	return "key file " + x.V
+}
+
 // ReadKeyFile reads a key file, refusing one that users other than its
-// owner and group may read or write, or that is not a regular file.
+// owner and group may read or write, or that is not a regular file. Its
+// errors do not name the file: the caller does.
 func ReadKeyFile(path string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		var pe *fs.PathError
 		if errors.As(err, &pe) {
-			return nil, fmt.Errorf("key file %s: %v", path, pe.Err)
+			return nil, &openError{pe.Err}
 		}
-		return nil, err
+		return nil, &openError{errors.New("cannot open it")}
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return nil, fmt.Errorf("key file %s: %v", path, err)
+		return nil, errors.New("cannot stat it")
 	}
 	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("key file %s is not a regular file", path)
+		return nil, errors.New("not a regular file")
 	}
 	if perm := st.Mode().Perm(); perm&0o007 != 0 {
-		return nil, fmt.Errorf("key file %s is open to other users (mode %04o): run chmod o-rwx on it (600 or 640)", path, perm)
+		return nil, fmt.Errorf("open to other users (mode %04o): run chmod o-rwx on it (600 or 640)", perm)
 	}
 	if st.Size() > MaxKeyFileSize {
-		return nil, fmt.Errorf("key file %s is larger than %d bytes", path, MaxKeyFileSize)
+		return nil, fmt.Errorf("larger than %d bytes", MaxKeyFileSize)
 	}
 	b, err := io.ReadAll(io.LimitReader(f, MaxKeyFileSize))
 	if err != nil {
-		return nil, fmt.Errorf("key file %s: %v", path, err)
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			return nil, pe.Err
+		}
+		return nil, errors.New("cannot read it")
 	}
 	return b, nil
 }
+
+// openError is ReadKeyFile's error when the file cannot be opened.
+type openError struct{ err error }
+
+func (e *openError) Error() string { return e.err.Error() }
+func (e *openError) Unwrap() error { return e.err }
