@@ -257,3 +257,52 @@ func TestReserveProviderBudget(t *testing.T) {
 	r.cancel()
 	wantHold(t, k, t0, holdNone)
 }
+
+// With the provider's limit and window known from its headers, a reset
+// gives the key its whole limit back at once: no trial request, no ramp.
+func TestBudgetRenewsAtReset(t *testing.T) {
+	k := newTestKeyState(t, Key{ID: "a", Secret: "s"})
+	// The first answer of a window: 10 a window, 9 left, reset in 1s.
+	k.budget.set(9, 10, t0.Add(time.Second), 0, t0)
+	for i := range 9 {
+		r := mustReserve(t, k, t0)
+		if r.trial {
+			t.Fatalf("reservation %d is a trial", i)
+		}
+		r.commit(verdict{st: status.Success, at: t0})
+		k.release()
+	}
+	until := wantHold(t, k, t0, holdBudget)
+	if !until.Equal(t0.Add(time.Second)) {
+		t.Fatalf("held until +%v, want +1s", until.Sub(t0))
+	}
+	next := t0.Add(time.Second)
+	var rs []reservation
+	for i := range 10 {
+		r, h := k.reserve(next)
+		if h != holdNone {
+			t.Fatalf("reservation %d of the new window: %v, want the whole limit of 10 at once", i, h)
+		}
+		if r.trial {
+			t.Fatalf("reservation %d of the new window is a trial", i)
+		}
+		rs = append(rs, r)
+	}
+	if _, h := k.reserve(next); h != holdBudget {
+		t.Fatalf("an 11th reservation in a window of 10: %v, want %v", h, holdBudget)
+	}
+	if left, limit, reset := k.budget.view(next); left != 0 || limit != 10 || !reset.Equal(t0.Add(2*time.Second)) {
+		t.Fatalf("budget %d of %d until +%v, want 0 of 10 until +2s", left, limit, reset.Sub(t0))
+	}
+	for _, r := range rs {
+		r.cancel()
+	}
+	// Several windows later: the next reset is the first after now.
+	later := t0.Add(5500 * time.Millisecond)
+	if _, h := k.reserve(later); h != holdNone {
+		t.Fatalf("after several windows: %v", h)
+	}
+	if _, _, reset := k.budget.view(later); !reset.Equal(t0.Add(6 * time.Second)) {
+		t.Fatalf("reset +%v, want +6s", reset.Sub(t0))
+	}
+}

@@ -19,6 +19,9 @@ type budget struct {
 	left  atomic.Int64 // requests left, less those sent since; -1: not known
 	limit atomic.Int64 // the window's limit; -1: not known
 	reset atomic.Int64 // pool-clock ns of the window's reset; 0: not known
+	// window is the window's length as the answers tell it: the longest
+	// time to a reset that one gave (ns); 0: not known.
+	window atomic.Int64
 }
 
 func (b *budget) init() {
@@ -91,14 +94,42 @@ func (b *budget) set(remaining, limit int64, reset time.Time, inFlight int64, no
 	b.reset.Store(r)
 	b.limit.Store(limit)
 	b.left.Store(left)
+	if d := r - now.UnixNano(); limit > 0 && d > 0 {
+		for w := b.window.Load(); d > w && !b.window.CompareAndSwap(w, d); w = b.window.Load() {
+		}
+	}
 }
 
-// expire forgets a known window once it has reset, and reports whether
-// it did: the key's next request is then a trial, whose answer tells the
-// new window's count.
+// renewable reports whether the budget can start its next window by
+// itself (renew): the window's limit and length are known.
+func (b *budget) renewable() bool { return b.limit.Load() > 0 && b.window.Load() > 0 }
+
+// renew starts the window after the known one once it has reset, when
+// the window's limit and length are known: the whole limit is left at
+// once, until the reset one window later (or the first one after now).
+// The first answers of the new window correct both (set). It reports
+// whether the budget is renewed.
+func (b *budget) renew(now time.Time) bool {
+	r, nowNs := b.reset.Load(), now.UnixNano()
+	lim, w := b.limit.Load(), b.window.Load()
+	if lim <= 0 || w <= 0 || r <= 0 || r > nowNs {
+		return false
+	}
+	next := r + ((nowNs-r)/w+1)*w
+	if b.reset.CompareAndSwap(r, next) {
+		b.left.Store(lim)
+	}
+	return true
+}
+
+// expire starts the next window once the known one has reset. With the
+// window's limit and length known, the key has its whole limit again at
+// once (renew): the provider said how many the window allows. Otherwise
+// the count is forgotten, and expire reports true: the key's next request
+// is then a trial, whose answer tells the new window's count.
 func (b *budget) expire(now time.Time) bool {
 	left := b.left.Load()
-	if left < 0 || b.reset.Load() > now.UnixNano() {
+	if left < 0 || b.reset.Load() > now.UnixNano() || b.renew(now) {
 		return false
 	}
 	return b.left.CompareAndSwap(left, -1)
@@ -142,7 +173,9 @@ func (t *Transport) learnBudget(k *keyState, h http.Header, now time.Time) {
 	}
 	k.budget.set(w.Remaining, w.Limit, reset, k.inFlight.Load(), now)
 	if w.Remaining == 0 {
-		k.gate.CompareAndSwap(gateOpen, gateTrial) // after the reset, one request first
+		if !k.budget.renewable() {
+			k.gate.CompareAndSwap(gateOpen, gateTrial) // after the reset, one request first
+		}
 		// The other replicas learn it as a cooldown until the reset.
 		t.publish(StateChange{KeyID: k.key.ID, Kind: ChangeCooldown, Until: reset, At: now})
 	}
