@@ -1,6 +1,8 @@
 package apipool_test
 
 import (
+	"context"
+	"errors"
 	"net/http"
 	"net/url"
 	"strings"
@@ -142,5 +144,57 @@ func TestFingerprint(t *testing.T) {
 	p = mustNew(t, []apipool.Key{{ID: "a", Secret: "secret-a"}}, apipool.WithBase(newUpstream(nil)), apipool.WithFingerprintKey([]byte("other")))
 	if got := p.Snapshot()[0].Fingerprint; got != apipool.Fingerprint([]byte("other"), "secret-a") {
 		t.Fatalf("snapshot fingerprint %q ignores WithFingerprintKey", got)
+	}
+}
+
+// New reports every bad key at once, each by its ID, and never the
+// secret: two empty secrets, a secret with a stray space, a secret that
+// two keys share.
+func TestNewReportsEveryBadKey(t *testing.T) {
+	const canary = "sk-CANARY-7f3a9c"
+	_, err := apipool.New([]apipool.Key{
+		{ID: "a", Secret: ""},
+		{ID: "b", Secret: ""},
+		{ID: "c", Secret: " " + canary},
+		{ID: "d", Secret: canary},
+		{ID: "e", Secret: canary},
+	})
+	if err == nil {
+		t.Fatal("New accepted bad keys")
+	}
+	if !errors.Is(err, apipool.ErrInvalidConfig) {
+		t.Fatalf("error %v does not match ErrInvalidConfig", err)
+	}
+	var ce *apipool.ConfigError
+	if !errors.As(err, &ce) || ce.Field != "keys[0].Secret" {
+		t.Fatalf("errors.As found %+v, want the first bad key's *ConfigError", ce)
+	}
+	msg := err.Error()
+	for _, want := range []string{`keys[0].Secret: empty secret (key "a")`, `keys[1].Secret: empty secret (key "b")`, `keys[2].Secret: the secret of key "c" begins or ends with white space`, `keys[4].Secret: key "e" has the same secret as keys[3] ("d")`} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error %q lacks %q", msg, want)
+		}
+	}
+	if strings.Contains(msg, canary[3:11]) {
+		t.Fatalf("error %q holds the secret", msg)
+	}
+}
+
+// Unknown IDs are named in the error.
+func TestUnknownKeyNamesTheID(t *testing.T) {
+	p, err := apipool.New([]apipool.Key{{ID: "a", Secret: "s"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close(context.Background())
+	for name, f := range map[string]func(string) error{
+		"RemoveKey": p.RemoveKey,
+		"Disable":   func(id string) error { return p.Disable(id, "") },
+		"Enable":    p.Enable,
+	} {
+		err := f("nope")
+		if !errors.Is(err, apipool.ErrUnknownKey) || !strings.Contains(err.Error(), `"nope"`) {
+			t.Errorf("%s(\"nope\") = %v, want ErrUnknownKey naming \"nope\"", name, err)
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"math"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -637,7 +638,9 @@ func validateKey(k Key, i int) error {
 	case !utf8.ValidString(k.ID):
 		return &ConfigError{Field: field("ID"), Reason: "not valid UTF-8"}
 	case k.Secret == "":
-		return &ConfigError{Field: field("Secret"), Reason: "empty secret"}
+		return &ConfigError{Field: field("Secret"), Reason: "empty secret (key " + quote(k.ID) + ")"}
+	case strings.TrimSpace(string(k.Secret)) != string(k.Secret):
+		return &ConfigError{Field: field("Secret"), Reason: "the secret of key " + quote(k.ID) + " begins or ends with white space (a copy-paste slip?)"}
 	case string(k.Secret) == k.ID:
 		f := "Key.ID" // not field("ID"), which quotes the ID: the secret
 		if i >= 0 {

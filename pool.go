@@ -3,6 +3,7 @@ package apipool
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -190,7 +191,7 @@ func (t *Transport) RemoveKey(id string) error {
 	old := t.keys.Load()
 	k, ok := old.byID[id]
 	if !ok {
-		return ErrUnknownKey
+		return unknownKey(id)
 	}
 	k.removed.Store(true)
 	keys := make([]*keyState, 0, len(old.keys)-1)
@@ -208,7 +209,7 @@ func (t *Transport) RemoveKey(id string) error {
 func (t *Transport) Disable(id, reason string) error {
 	k, ok := t.keys.Load().byID[id]
 	if !ok {
-		return ErrUnknownKey
+		return unknownKey(id)
 	}
 	if reason == "" {
 		reason = "disabled by the application"
@@ -221,7 +222,7 @@ func (t *Transport) Disable(id, reason string) error {
 func (t *Transport) Enable(id string) error {
 	k, ok := t.keys.Load().byID[id]
 	if !ok {
-		return ErrUnknownKey
+		return unknownKey(id)
 	}
 	t.enable(k, true)
 	return nil
@@ -259,5 +260,8 @@ func (t *Transport) UsageCount(ctx context.Context, window time.Duration, st sta
 	now := t.cfg.clock.Now()
 	return t.stats.UsageCount(ctx, recorder.Query{Since: now.Add(-window), Until: now.Add(time.Nanosecond), Status: st, KeyID: keyID})
 }
+
+// unknownKey is ErrUnknownKey for id, naming it.
+func unknownKey(id string) error { return fmt.Errorf("%w %s", ErrUnknownKey, quote(id)) }
 
 var errNoStats = errors.New("apipool: the recorder answers no stats queries")

@@ -51,8 +51,11 @@ type Transport struct {
 var _ http.RoundTripper = (*Transport)(nil)
 
 // New returns a Transport over keys. It returns a *ConfigError (matching
-// ErrInvalidConfig) naming the problem when keys is empty, an ID repeats, a
-// secret is empty, a limit is negative, or an option is given bad values.
+// ErrInvalidConfig) naming the problem when keys is empty, an ID or a
+// secret repeats, a secret is empty or begins or ends with white space, a
+// limit is negative, or an option is given bad values. When several keys
+// are bad, the error joins one *ConfigError per key (errors.As finds the
+// first).
 func New(keys []Key, opts ...Option) (*Transport, error) {
 	cfg := defaultConfig()
 	for i, o := range opts {
@@ -78,15 +81,29 @@ func New(keys []Key, opts ...Option) (*Transport, error) {
 	}
 	states := make([]*keyState, 0, len(keys))
 	seen := make(map[string]int, len(keys))
+	secrets := make(map[Secret]int, len(keys))
+	var errs []error
 	for i, k := range keys {
 		if err := validateKey(k, i); err != nil {
-			return nil, err
+			errs = append(errs, err)
+			continue
 		}
 		if j, dup := seen[k.ID]; dup {
-			return nil, &ConfigError{Field: "keys[" + itoa(i) + "].ID", Reason: "duplicate ID " + quote(k.ID) + " (also keys[" + itoa(j) + "])"}
+			errs = append(errs, &ConfigError{Field: "keys[" + itoa(i) + "].ID", Reason: "duplicate ID " + quote(k.ID) + " (also keys[" + itoa(j) + "])"})
+			continue
 		}
-		seen[k.ID] = i
+		if j, dup := secrets[k.Secret]; dup {
+			errs = append(errs, &ConfigError{Field: "keys[" + itoa(i) + "].Secret", Reason: "key " + quote(k.ID) + " has the same secret as keys[" + itoa(j) + "] (" + quote(keys[j].ID) + ")"})
+			continue
+		}
+		seen[k.ID], secrets[k.Secret] = i, i
 		states = append(states, t.newKeyState(k))
+	}
+	if len(errs) == 1 {
+		return nil, errs[0]
+	}
+	if len(errs) > 1 {
+		return nil, errors.Join(errs...) // every bad key at once; errors.As finds the first *ConfigError
 	}
 	t.keys.Store(newKeySet(states))
 	switch {
