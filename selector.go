@@ -3,6 +3,7 @@ package apipool
 import (
 	"math/rand/v2"
 	"sort"
+	"strings"
 	"sync/atomic"
 )
 
@@ -51,7 +52,7 @@ func ParseStrategy(name string) (Strategy, error) {
 			return Strategy(i), nil
 		}
 	}
-	return 0, &ConfigError{Field: "strategy", Reason: "unknown strategy " + quote(name)}
+	return 0, &ConfigError{Field: "strategy", Reason: "unknown strategy " + quote(name) + "; want one of " + strings.Join(strategyNames[:], ", ")}
 }
 
 // Selector picks the key for one attempt. Pick returns an index i in

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 
@@ -335,5 +336,13 @@ func TestLeastInFlightLargePoolStaysBalanced(t *testing.T) {
 	}
 	if most > 14 {
 		t.Fatalf("busiest key holds %d requests in flight, want at most 14 (average 10)", most)
+	}
+}
+
+// An unknown strategy's error lists the valid names.
+func TestParseStrategyListsNames(t *testing.T) {
+	_, err := apipool.ParseStrategy("roundrobin")
+	if err == nil || !strings.Contains(err.Error(), "round-robin, random, weighted, least-in-flight, most-quota-left") {
+		t.Fatalf("ParseStrategy(\"roundrobin\") = %v, want the valid names listed", err)
 	}
 }
