@@ -5,12 +5,16 @@ import (
 	"net/url"
 	"reflect"
 	"strings"
+
+	"github.com/apipool-ng/apipool/internal/creds"
 )
 
 // DefaultStripHeaders and DefaultStripParams are the credentials an SDK
 // may put on a request, which the pool removes before it applies its own
 // key (see WithStripCredentials): a request the pool sends never carries a
-// credential the pool did not put there.
+// credential the pool did not put there. They are the module's one list:
+// the apipool proxy strips the same from its callers' requests (and
+// Proxy-Authorization).
 var (
 	DefaultStripHeaders = []string{"Authorization", "X-Api-Key", "Api-Key", "X-Goog-Api-Key"}
 	DefaultStripParams  = []string{"api_key", "key", "apikey"}
@@ -99,8 +103,12 @@ func (t *Transport) isStripHeader(name string) bool {
 }
 
 // isCredentialParam reports whether a query parameter is one the pool
+// removes before applying its key: a filterQuery drop function.
+func (t *Transport) isCredentialParam(name, _ string) bool { return t.isCredentialName(name) }
+
+// isCredentialName reports whether a query parameter name is one the pool
 // removes before applying its key.
-func (t *Transport) isCredentialParam(name, _ string) bool {
+func (t *Transport) isCredentialName(name string) bool {
 	if t.cfg.inject == injectQuery && name == t.cfg.injectName {
 		return true
 	}
@@ -113,60 +121,16 @@ func (t *Transport) isCredentialParam(name, _ string) bool {
 }
 
 // hasCredentialParam is a cheap first look: whether u's query may hold a
-// parameter that isCredentialParam removes. Names are compared as they
-// are; one with an escape in it is left to filterQuery, which decodes it
-// (an SDK may write api%5Fkey for api_key).
+// parameter that isCredentialParam removes (see creds.MayHoldParam).
 func (t *Transport) hasCredentialParam(u *url.URL) bool {
-	q := u.RawQuery
-	for q != "" {
-		var part string
-		part, q, _ = strings.Cut(q, "&")
-		name, _, _ := strings.Cut(part, "=")
-		if strings.IndexByte(name, '%') >= 0 || strings.IndexByte(name, '+') >= 0 || t.isCredentialParam(name, "") {
-			return true
-		}
-	}
-	return false
+	return creds.MayHoldParam(u.RawQuery, t.isCredentialName)
 }
 
 // filterQuery removes from a raw query the parameters drop selects,
-// keeping the others as they were, in order.
+// keeping the others as they were, in order: the module's one scrubber,
+// creds.FilterQuery, which the proxy uses too.
 func filterQuery(raw string, drop func(name, value string) bool) (string, bool) {
-	// A first pass finds whether anything goes, without allocating.
-	first := -1
-	rest := raw
-	for i := 0; rest != "" || i == 0; i++ {
-		part, next, _ := strings.Cut(rest, "&")
-		if part != "" && dropPart(part, drop) {
-			first = i
-			break
-		}
-		rest = next
-		if rest == "" {
-			break
-		}
-	}
-	if first < 0 {
-		return raw, false
-	}
-	var b strings.Builder
-	for part := range strings.SplitSeq(raw, "&") {
-		if part == "" || dropPart(part, drop) {
-			continue
-		}
-		if b.Len() > 0 {
-			b.WriteByte('&')
-		}
-		b.WriteString(part)
-	}
-	return b.String(), true
-}
-
-func dropPart(part string, drop func(name, value string) bool) bool {
-	name, value, _ := strings.Cut(part, "=")
-	n, err1 := url.QueryUnescape(name)
-	v, err2 := url.QueryUnescape(value)
-	return err1 == nil && err2 == nil && drop(n, v)
+	return creds.FilterQuery(raw, drop)
 }
 
 func setQueryParam(u *url.URL, name, value string) {

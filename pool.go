@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -163,6 +164,183 @@ func (t *Transport) probeLoop() {
 			t.probeKeys(ctx, disabled)
 		}
 	}
+}
+
+// Close makes later requests fail with ErrClosed, cancels the background
+// work (the probe loop and the probes it runs, the shared-state loops),
+// closes the recorder, flushing it within ctx, waits within ctx for the
+// background work to end, and closes the base transport's idle
+// connections. Requests in flight finish.
+//
+// The recorder does not wait for the background work: it gets all the
+// time ctx has left once that work is cancelled, so a probe stuck on a
+// slow endpoint costs it nothing. Events that come after the recorder
+// closed (of requests in flight, or of a probe that ignored its
+// cancellation) are dropped, and counted by recorders that count drops.
+// The pool closes the recorder once, in the first call of Close, even when
+// ctx has already ended: the recorder then does with what it holds what
+// it does when its time is up (spills it, or counts it lost).
+//
+// Close returns nil once everything has ended. Otherwise it returns a
+// *CloseError: the work still running when ctx ended, which a later Close
+// with a longer deadline waits for again (errors.Is finds
+// ErrCloseIncomplete, and ctx's error), and the recorder's error, which
+// every later Close reports again (errors.As finds the recorder's own
+// error type). Close may be called concurrently and repeatedly.
+//
+// The pool closes the recorder it was given with WithRecorder. To share one
+// store among several pools, give each pool recorder.KeepOpen(store) and
+// close the store yourself after closing the pools.
+func (t *Transport) Close(ctx context.Context) error {
+	cs := &t.closing
+	cs.once.Do(t.beginClose)
+	e := &CloseError{}
+	if t.ownsRec {
+		if cs.recStarted.CompareAndSwap(false, true) {
+			cs.recErr = t.rec.Close(ctx)
+			close(cs.recDone)
+		} else if !finished(ctx, cs.recDone) {
+			e.RecorderClosing = true
+		}
+		if !e.RecorderClosing {
+			e.Recorder = cs.recErr
+		}
+	}
+	for _, w := range cs.background {
+		if !finished(ctx, w.done) {
+			e.Running = append(e.Running, w.name)
+		}
+	}
+	t.CloseIdleConnections()
+	if e.incomplete() {
+		e.Ctx = ctx.Err()
+	} else if e.Recorder == nil {
+		return nil
+	}
+	return e
+}
+
+// closeState is Close's progress, kept across calls so that a later Close
+// finishes what an earlier one could not.
+type closeState struct {
+	once       sync.Once
+	background []backgroundWork // set by the first Close, inside once
+	recStarted atomic.Bool      // a Close has started the recorder's Close
+	recDone    chan struct{}    // closed when the recorder's Close returned
+	recErr     error            // what it returned, set before recDone closes
+}
+
+// backgroundWork is work of the pool's own, cancelled when Close starts.
+type backgroundWork struct {
+	name string
+	done <-chan struct{} // closed when it has ended
+}
+
+// beginClose is the first Close's start: no new requests, and every piece
+// of background work cancelled at once, so that none of it holds up the
+// recorder.
+func (t *Transport) beginClose() {
+	t.closed.Store(true)
+	t.waiters.wakeAll()
+	t.tel.close()
+	cs := &t.closing
+	cs.recDone = make(chan struct{})
+	if t.stopProbe != nil {
+		close(t.stopProbe) // cancels the probes in flight
+		cs.background = append(cs.background, backgroundWork{"probes", t.probeDone})
+	}
+	if sh := t.shared; sh != nil {
+		sh.cancel()
+		done := make(chan struct{})
+		go func() {
+			sh.stop(context.Background()) // waits for the loops
+			close(done)
+		}()
+		cs.background = append(cs.background, backgroundWork{"shared state", done})
+	}
+}
+
+// finished reports whether done is closed, waiting for it until ctx ends.
+// Work already over counts as finished whatever ctx's state.
+func finished(ctx context.Context, done <-chan struct{}) bool {
+	select {
+	case <-done:
+		return true
+	default:
+	}
+	select {
+	case <-done:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// ErrCloseIncomplete is matched (errors.Is) by a *CloseError that leaves
+// work for a later Close to wait for.
+var ErrCloseIncomplete = errors.New("apipool: close incomplete")
+
+// CloseError is what Close returns when it could not finish everything.
+type CloseError struct {
+	// Running names the background work still running when ctx ended:
+	// "probes" (a probe that ignores its context's cancellation), "shared
+	// state". It was cancelled when the first Close started; a later Close
+	// waits for it again.
+	Running []string
+	// RecorderClosing is true when the recorder's Close, run by another
+	// call of Close, had not returned when ctx ended. A later Close waits
+	// for it again.
+	RecorderClosing bool
+	// Recorder is what the recorder's Close returned (it tells what the
+	// recorder could not write, in its own error type). The recorder is
+	// closed once; every later Close reports this again.
+	Recorder error
+	// Ctx is ctx's error when Running or RecorderClosing is set.
+	Ctx error
+}
+
+func (e *CloseError) incomplete() bool { return len(e.Running) > 0 || e.RecorderClosing }
+
+func (e *CloseError) Error() string {
+	var b strings.Builder
+	b.WriteString("apipool: close")
+	if e.incomplete() {
+		b.WriteString(": still running after cancel: ")
+		b.WriteString(strings.Join(e.Running, ", "))
+		if e.RecorderClosing {
+			if len(e.Running) > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString("the recorder's Close")
+		}
+		if e.Ctx != nil {
+			b.WriteString(" (")
+			b.WriteString(e.Ctx.Error())
+			b.WriteString("); a later Close waits for it")
+		}
+	}
+	if e.Recorder != nil {
+		if e.incomplete() {
+			b.WriteByte(';')
+		}
+		b.WriteString(" recorder: ")
+		b.WriteString(e.Recorder.Error())
+	}
+	return b.String()
+}
+
+// Is makes errors.Is(err, ErrCloseIncomplete) true when work is left.
+func (e *CloseError) Is(target error) bool { return target == ErrCloseIncomplete && e.incomplete() }
+
+// Unwrap returns ctx's error and the recorder's, those that are set.
+func (e *CloseError) Unwrap() []error {
+	var out []error
+	for _, err := range [...]error{e.Ctx, e.Recorder} {
+		if err != nil {
+			out = append(out, err)
+		}
+	}
+	return out
 }
 
 // AddKey adds a key to the pool while requests flow. It returns a

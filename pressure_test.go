@@ -370,14 +370,16 @@ func TestTrialAfterCooldown(t *testing.T) {
 }
 
 // Close flushes the recorder even when a probe outlasts its context,
-// reports that, closes the base's idle connections, and a second Close
-// says the same.
+// reports that, closes the base's idle connections; a second Close, the
+// probe still stuck, says the same, and one after the probe ended
+// finishes.
 func TestCloseAlwaysFlushes(t *testing.T) {
 	t.Parallel()
 	up := newUpstream(nil)
 	rec := &closeRecorder{}
 	stuck := make(chan struct{})
-	defer close(stuck)
+	var unstick sync.Once
+	defer unstick.Do(func() { close(stuck) })
 	entered := make(chan struct{}, 1)
 	probe := func(ctx context.Context, c *http.Client) error {
 		select {
@@ -402,8 +404,12 @@ func TestCloseAlwaysFlushes(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Close: %v, want it to report the probe outlasting its context", err)
 	}
-	if err2 := p.Close(context.Background()); err2 == nil || err2.Error() != err.Error() {
+	if err2 := p.Close(ctx); err2 == nil || err2.Error() != err.Error() {
 		t.Fatalf("second Close %v, first %v", err2, err)
+	}
+	unstick.Do(func() { close(stuck) })
+	if err3 := p.Close(context.Background()); err3 != nil {
+		t.Fatalf("Close after the probe ended: %v", err3)
 	}
 	if up.idleCalls.Load() == 0 {
 		t.Fatal("Close left the base's idle connections open")

@@ -1,9 +1,7 @@
 package apipool
 
 import (
-	"context"
 	"errors"
-	"fmt"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -42,8 +40,7 @@ type Transport struct {
 	keysMu sync.Mutex // serialises AddKey and RemoveKey
 
 	closed    atomic.Bool
-	closeOnce sync.Once
-	closeErr  error
+	closing   closeState // Close's progress across calls (pool.go)
 	stopProbe chan struct{}
 	probeDone chan struct{}
 }
@@ -144,49 +141,6 @@ func (t *Transport) CloseIdleConnections() {
 	if c, ok := t.base.(interface{ CloseIdleConnections() }); ok {
 		c.CloseIdleConnections()
 	}
-}
-
-// Close makes later requests fail with ErrClosed, stops the background
-// work (probes, shared state), closes the recorder, flushing it within ctx,
-// and closes the base transport's idle connections. Requests in flight
-// finish.
-//
-// The recorder is closed whatever else fails or times out: a probe or a
-// shared-state loop that outlasts ctx does not keep events unflushed. The
-// error joins every failure (errors.Is finds ctx's error when it expired).
-// Later calls return the first call's result.
-//
-// The pool closes the recorder it was given with WithRecorder. To share one
-// store among several pools, give each pool recorder.KeepOpen(store) and
-// close the store yourself after closing the pools.
-func (t *Transport) Close(ctx context.Context) error {
-	t.closeOnce.Do(func() {
-		t.closed.Store(true)
-		t.waiters.wakeAll()
-		t.tel.close()
-		var errs []error
-		if t.shared != nil {
-			if err := t.shared.stop(ctx); err != nil {
-				errs = append(errs, fmt.Errorf("apipool: stopping shared state: %w", err))
-			}
-		}
-		if t.stopProbe != nil {
-			close(t.stopProbe)
-			select {
-			case <-t.probeDone:
-			case <-ctx.Done():
-				errs = append(errs, fmt.Errorf("apipool: probes still running at close: %w", ctx.Err()))
-			}
-		}
-		if t.ownsRec {
-			if err := t.rec.Close(ctx); err != nil {
-				errs = append(errs, err)
-			}
-		}
-		t.CloseIdleConnections()
-		t.closeErr = errors.Join(errs...)
-	})
-	return t.closeErr
 }
 
 // RoundTrip sends req with a key from the pool, resending it on another

@@ -4,22 +4,16 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"net/http"
-	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/apipool-ng/apipool"
 	"github.com/apipool-ng/apipool/cmd/apipool/internal/config"
+	"github.com/apipool-ng/apipool/internal/creds"
 	"golang.org/x/time/rate"
 )
-
-// credentialHeaders are the headers that carry a caller's credential. They
-// never go upstream.
-var credentialHeaders = []string{"Authorization", "Proxy-Authorization", "X-Api-Key", "Api-Key", "X-Goog-Api-Key"}
-
-// credentialParams are the query parameters that carry a caller's
-// credential. They never go upstream.
-var credentialParams = []string{"key", "api_key", "apikey"}
 
 // token is a configured client token with its limiter.
 type token struct {
@@ -75,8 +69,15 @@ func (ts *tokenSet) match(presented string) *token {
 	return found
 }
 
+// The credentials a caller may present are the library's list,
+// apipool.DefaultStripHeaders and apipool.DefaultStripParams, read on each
+// request: the proxy takes its token from them, and strips them, with
+// creds.ProxyHeaders, through the library's own scrubber, so that what is
+// stripped is changed in one place.
+
 // credential returns the credential the caller presented, and whether
-// there was one.
+// there was one: Authorization (a bearer token), then the other headers
+// and the query parameters of the library's list, in its order.
 func credential(r *http.Request) (string, bool) {
 	if h := r.Header.Get("Authorization"); h != "" {
 		if len(h) > 7 && strings.EqualFold(h[:7], "bearer ") {
@@ -84,14 +85,14 @@ func credential(r *http.Request) (string, bool) {
 		}
 		return "", true // a scheme the proxy does not take
 	}
-	for _, name := range credentialHeaders[2:] {
+	for _, name := range apipool.DefaultStripHeaders {
 		if v := r.Header.Get(name); v != "" {
 			return v, true
 		}
 	}
-	if r.URL.RawQuery != "" && mayHoldParam(r.URL.RawQuery) {
+	if r.URL.RawQuery != "" && creds.MayHoldParam(r.URL.RawQuery, isCredentialName) {
 		q := r.URL.Query()
-		for _, p := range credentialParams {
+		for _, p := range apipool.DefaultStripParams {
 			if v := q.Get(p); v != "" {
 				return v, true
 			}
@@ -100,43 +101,25 @@ func credential(r *http.Request) (string, bool) {
 	return "", false
 }
 
-func mayHoldParam(rawQuery string) bool {
-	return strings.Contains(rawQuery, "key")
-}
+// isCredentialName reports whether a query parameter carries a caller's
+// credential.
+func isCredentialName(name string) bool { return slices.Contains(apipool.DefaultStripParams, name) }
+
+func isCredentialParam(name, _ string) bool { return isCredentialName(name) }
 
 // stripCredentials removes the caller's credential headers and query
-// parameters from the outgoing request.
+// parameters from the outgoing request. The other parameters are kept as
+// they were, in order (ReverseProxy has already dropped those that do not
+// parse).
 func stripCredentials(out *http.Request) {
-	for _, h := range credentialHeaders {
+	for _, h := range apipool.DefaultStripHeaders {
 		out.Header.Del(h)
 	}
-	if out.URL.RawQuery == "" || !mayHoldParam(out.URL.RawQuery) {
-		return
+	for _, h := range creds.ProxyHeaders {
+		out.Header.Del(h)
 	}
-	q, err := url.ParseQuery(out.URL.RawQuery)
-	if err != nil {
-		// ReverseProxy drops what it cannot parse; do the same with
-		// the parts that parse, so no credential slips through.
-		q = url.Values{}
-		for _, part := range strings.Split(out.URL.RawQuery, "&") {
-			if k, v, ok := strings.Cut(part, "="); ok {
-				if ku, err1 := url.QueryUnescape(k); err1 == nil {
-					if vu, err2 := url.QueryUnescape(v); err2 == nil {
-						q.Add(ku, vu)
-					}
-				}
-			}
-		}
-	}
-	changed := false
-	for _, p := range credentialParams {
-		if _, ok := q[p]; ok {
-			q.Del(p)
-			changed = true
-		}
-	}
-	if changed || err != nil {
-		out.URL.RawQuery = q.Encode()
+	if q, changed := creds.FilterQuery(out.URL.RawQuery, isCredentialParam); changed {
+		out.URL.RawQuery = q
 	}
 }
 

@@ -1,0 +1,79 @@
+// Package creds is the module's one credential scrubber: the functions
+// through which the pool (package apipool) and the proxy (cmd/apipool)
+// remove callers' credentials from a request's query, and the extra names
+// the proxy strips. The names both strip are the library's list,
+// apipool.DefaultStripHeaders and apipool.DefaultStripParams: a name added
+// there is stripped by both.
+package creds
+
+import (
+	"net/url"
+	"strings"
+)
+
+// ProxyHeaders are the credential headers the proxy strips besides the
+// library's list: Proxy-Authorization carries a caller's credential for
+// the proxy itself. The library leaves it alone by default, since a
+// program may set it for a forward proxy of its own.
+var ProxyHeaders = []string{"Proxy-Authorization"}
+
+// FilterQuery removes from a raw query the parameters drop selects, given
+// each parameter's name and value unescaped, keeping the others as they
+// were (not re-encoded), in order. It allocates only when something goes.
+// A parameter whose name or value does not unescape is kept: drop never
+// sees it (an HTTP server, and net/http/httputil.ReverseProxy before a
+// Rewrite, drop such parameters themselves).
+func FilterQuery(raw string, drop func(name, value string) bool) (string, bool) {
+	// A first pass finds whether anything goes, without allocating.
+	first := -1
+	rest := raw
+	for i := 0; rest != "" || i == 0; i++ {
+		part, next, _ := strings.Cut(rest, "&")
+		if part != "" && dropPart(part, drop) {
+			first = i
+			break
+		}
+		rest = next
+		if rest == "" {
+			break
+		}
+	}
+	if first < 0 {
+		return raw, false
+	}
+	var b strings.Builder
+	for part := range strings.SplitSeq(raw, "&") {
+		if part == "" || dropPart(part, drop) {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte('&')
+		}
+		b.WriteString(part)
+	}
+	return b.String(), true
+}
+
+func dropPart(part string, drop func(name, value string) bool) bool {
+	name, value, _ := strings.Cut(part, "=")
+	n, err1 := url.QueryUnescape(name)
+	v, err2 := url.QueryUnescape(value)
+	return err1 == nil && err2 == nil && drop(n, v)
+}
+
+// MayHoldParam is a cheap first look, without allocating: whether raw may
+// hold a parameter whose name named selects. Names are compared as they
+// are; one with an escape in it ('%' or '+') counts, and is left to
+// FilterQuery, which unescapes it (an SDK may write api%5Fkey for
+// api_key).
+func MayHoldParam(raw string, named func(name string) bool) bool {
+	for raw != "" {
+		var part string
+		part, raw, _ = strings.Cut(raw, "&")
+		name, _, _ := strings.Cut(part, "=")
+		if strings.IndexByte(name, '%') >= 0 || strings.IndexByte(name, '+') >= 0 || named(name) {
+			return true
+		}
+	}
+	return false
+}
