@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -239,3 +240,23 @@ type sneakyError struct {
 }
 
 func (e *sneakyError) Error() string { return "something failed" }
+
+// A header name added to DefaultStripHeaders by hand, in any case, is
+// stripped (not parallel: it changes the package variable).
+func TestDefaultStripHeadersAnyCase(t *testing.T) {
+	saved := apipool.DefaultStripHeaders
+	apipool.DefaultStripHeaders = append(slices.Clone(saved), "x-extra-token")
+	t.Cleanup(func() { apipool.DefaultStripHeaders = saved })
+	up := newUpstream(func(seen) reply { return reply{Status: 200} })
+	p := mustNew(t, keys(1), apipool.WithBase(up))
+	req := newGet(t, "http://api.test/x")
+	req.Header.Set("X-Extra-Token", "callers-own")
+	resp, err := p.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got := up.Calls()[0].Header.Get("X-Extra-Token"); got != "" {
+		t.Fatalf("X-Extra-Token went out as %q; want it stripped", got)
+	}
+}

@@ -121,11 +121,18 @@ func defaultConfig() config {
 
 // finish settles what depends on several options.
 func (c *config) finish() {
+	// Names put in DefaultStripHeaders by hand are compared with canonical
+	// header keys: canonicalise them (a copy: the variable stays as set).
+	hs := make([]string, len(c.stripHeaders))
+	for i, h := range c.stripHeaders {
+		hs[i] = http.CanonicalHeaderKey(h)
+	}
 	if c.inject == injectHeader || c.inject == injectQuery {
 		// The pool's own header or parameter is replaced anyway; it needs
 		// no separate stripping.
-		c.stripHeaders = slices.DeleteFunc(slices.Clone(c.stripHeaders), func(h string) bool { return h == c.injectName })
+		hs = slices.DeleteFunc(hs, func(h string) bool { return h == c.injectName })
 	}
+	c.stripHeaders = hs
 }
 
 // WithStripCredentials sets the credentials the pool removes from every
