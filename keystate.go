@@ -70,7 +70,8 @@ type keyState struct {
 	// invalidated on the other CPUs by each write.
 	_        [64]byte
 	inFlight atomic.Int64
-	_        [56]byte
+	sent     atomic.Int64 // reservations taken, in order: each one's seq
+	_        [48]byte
 
 	budget budget       // what the provider's rate-limit headers said (ratelimit.go)
 	limits *localLimits // PerSecond, PerMinute, PerDay; nil without (limits.go)
@@ -186,6 +187,7 @@ type reservation struct {
 	trial  bool      // the attempt is the key's trial (gate)
 	full   bool      // it took the budget and the limits
 	pinned bool      // a probe's: its key whatever its state (pin)
+	seq    int64     // its place among the key's reservations (keyState.sent)
 	ticket breakerTicket
 }
 
@@ -238,14 +240,19 @@ func (k *keyState) reserve(now time.Time) (reservation, hold) {
 		return reservation{}, holdBreaker
 	}
 	r.ticket = tk
+	r.seq = k.sent.Add(1)
 	return r, holdNone
 }
+
+// sentAfter returns how many reservations of r's key were taken after r:
+// requests an answer to r's attempt cannot have counted.
+func (r *reservation) sentAfter() int64 { return r.k.sent.Load() - r.seq }
 
 // pin takes k for a probe's one attempt at now, whatever its state: an
 // in-flight slot alone, no trial, limit or breaker.
 func (k *keyState) pin(now time.Time) reservation {
 	k.inFlight.Add(1)
-	return reservation{k: k, at: now, pinned: true}
+	return reservation{k: k, at: now, pinned: true, seq: k.sent.Add(1)}
 }
 
 // cancel gives back everything r took, for an attempt never sent. The

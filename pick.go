@@ -72,9 +72,10 @@ func (c *call) takeKey(ctx context.Context) (reservation, error) {
 		// frees on an event, until a wake, with a poll in case the event
 		// tells no one (a selector's choice, a breaker's half-open slot).
 		d := limit.Sub(c.now)
-		if nk.RetryAt.After(c.now) && !nk.eventBound {
-			d = min(d, nk.RetryAt.Sub(c.now))
-		} else {
+		if nk.RetryAt.After(c.now) {
+			d = min(d, nk.RetryAt.Sub(c.now)) // the earliest known time, even while others free on an event
+		}
+		if nk.eventBound || !nk.RetryAt.After(c.now) {
 			// A wake is expected soon (a key is free now, or frees when a
 			// request in flight ends): give it a moment before arming a
 			// timer.

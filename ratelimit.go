@@ -76,20 +76,25 @@ func (b *budget) giveBack() {
 	}
 }
 
-// set records an answer's view: remaining requests (less the others in
-// flight, which the upstream has not counted yet) until reset. An answer
-// of the same window (a reset within 100ms of the known one) that left
-// more than is known now came before the others: it does not raise the
-// count.
-func (b *budget) set(remaining, limit int64, reset time.Time, inFlight int64, now time.Time) {
-	left := max(remaining-max(inFlight-1, 0), 0)
+// set records an answer's view: remaining requests until reset, less
+// the requests sent on the key after the one answered (after), which the
+// upstream had not counted yet. An answer of the same window (a reset
+// within 100ms of the known one) that left more than is known now came
+// before the others: it does not raise the count; of two resets of the
+// same window the later is kept, so that the key is never taken to reset
+// before the upstream does.
+func (b *budget) set(remaining, limit int64, reset time.Time, after int64, now time.Time) {
+	left := max(remaining-max(after, 0), 0)
 	r := reset.UnixNano()
 	oldLeft, oldReset := b.left.Load(), b.reset.Load()
 	if oldLeft >= 0 && oldReset > now.UnixNano() && r <= oldReset+int64(100*time.Millisecond) && r >= oldReset-int64(100*time.Millisecond) {
 		if left >= oldLeft {
+			if r > oldReset {
+				b.reset.CompareAndSwap(oldReset, r)
+			}
 			return
 		}
-		r = oldReset
+		r = max(r, oldReset)
 	}
 	b.reset.Store(r)
 	b.limit.Store(limit)
@@ -146,8 +151,9 @@ func (b *budget) view(now time.Time) (int64, int64, time.Time) {
 }
 
 // learnBudget reads an answer's rate-limit headers into k's budget (see
-// status.ParseBudget), unless WithRateLimitSteering turned it off.
-func (t *Transport) learnBudget(k *keyState, h http.Header, now time.Time) {
+// status.ParseBudget), unless WithRateLimitSteering turned it off; after
+// is how many requests went out with k after the one answered.
+func (t *Transport) learnBudget(k *keyState, h http.Header, now time.Time, after int64) {
 	if !t.cfg.steer || len(h) == 0 {
 		return
 	}
@@ -171,7 +177,7 @@ func (t *Transport) learnBudget(k *keyState, h http.Header, now time.Time) {
 	if !reset.After(now) {
 		return // an answer of a window that has reset already
 	}
-	k.budget.set(w.Remaining, w.Limit, reset, k.inFlight.Load(), now)
+	k.budget.set(w.Remaining, w.Limit, reset, after, now)
 	if w.Remaining == 0 {
 		if !k.budget.renewable() {
 			k.gate.CompareAndSwap(gateOpen, gateTrial) // after the reset, one request first

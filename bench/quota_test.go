@@ -527,6 +527,8 @@ func BenchmarkQuota(b *testing.B) {
 // (default 50ms), QUOTA_TRACE a trace file prefix, as for BenchmarkQuota:
 //
 //	QUOTA_REPORT=1 QUOTA_SECONDS=20 go test -run TestQuotaReport -v .
+//
+// QUOTA_MODES=headers,no-headers runs only the modes named.
 func TestQuotaReport(t *testing.T) {
 	if os.Getenv("QUOTA_REPORT") != "1" {
 		t.Skip("set QUOTA_REPORT=1 to run the quota scenario and print its figures")
@@ -535,6 +537,9 @@ func TestQuotaReport(t *testing.T) {
 	lat := quotaLatency(t)
 	var rows []quotaResult
 	for _, mode := range quotaModes {
+		if only := os.Getenv("QUOTA_MODES"); only != "" && !slices.Contains(strings.Split(only, ","), mode.name) {
+			continue
+		}
 		r := runQuota(t, mode, lat, windowsOf(secs))
 		rows = append(rows, r)
 		var ok, lim, late []string
