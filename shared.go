@@ -472,7 +472,7 @@ const (
 // Take: twice the time recent Takes took, plus minSendSlack, at most
 // maxSendSlack. A request counts in the store's windows as sent at its
 // deadline, up to this much later than it was: at a per-second limit
-// kept busy, the slack is the share of the limit lost (1% for 5 ms).
+// kept busy, the slack is the share of the limit lost (1% for 10 ms).
 func (sh *sharedSync) sendSlack() time.Duration {
 	return min(2*time.Duration(sh.takeTime.Load())+minSendSlack, maxSendSlack)
 }
