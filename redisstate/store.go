@@ -49,13 +49,16 @@
 //     second holds more than PerSecond requests (a fraction is dropped;
 //     below 1, one request in any 1/PerSecond seconds), none of one minute
 //     more than PerMinute, wherever the interval starts. Each window is a
-//     log of the times requests were granted (a sorted set, one member per
-//     time with its count), with the count it holds: a request fits when
-//     fewer than the limit were granted in the window's length before now.
-//     It takes memory per time a request was granted, at most the limit
-//     per key (and a leased block shares one time); a token bucket (GCRA)
-//     would keep one number, but lets a burst of the limit follow a full
-//     window, and a fixed window allows twice the limit across a boundary.
+//     log of the times requests count as sent (a sorted set of times and a
+//     hash of how many at each, with the total): a request fits when fewer
+//     than the limit count in the window's length before now. It takes
+//     memory per time in the window, at most the limit per key (a leased
+//     block shares one time); a token bucket (GCRA) would keep one number,
+//     but lets a burst of the limit follow a full window, and a fixed
+//     window allows twice the limit across a boundary. Most calls read the
+//     hash alone; the script costs Redis about 2 to 3 times what the GCRA
+//     script it replaced did (measured: 9 to 15 µs a call against 5 to 6,
+//     on a busy 2-core machine).
 //   - PerDay is a counter per key and quota day: the calendar day in the
 //     pool's quota location, as the pool names it (Limits.Day).
 //
