@@ -25,7 +25,8 @@ const dayTTL = 2 * 24 * time.Hour
 // many the window holds in all (n), its oldest time (o) and its newest (e).
 // A request fits at now when fewer than the limit count at times after
 // now − w (the window's length before now, or later). Granting k counts
-// them at now + lease, the latest the pool may send them. Times that left
+// them at now + lease (ARGV[5], rounded up to the microsecond), the latest
+// the pool may send them. Times that left
 // the window are removed when the oldest has: most calls read the hash
 // alone (no range of the set, the costly part of the script). Both keys
 // expire 2 to 3 seconds after the newest time has left the window: their
@@ -34,7 +35,7 @@ const dayTTL = 2 * 24 * time.Hour
 //
 // KEYS[1] the day counter; KEYS[2], KEYS[3] the per-second window's set
 // and hash; KEYS[4], KEYS[5] the per-minute window's. ARGV: now (µs), n,
-// PerDay, the day counter's TTL (ms), lease (µs), then the count and
+// PerDay, the day counter's TTL (ms), now + lease (µs), then the count and
 // length (µs) of the per-second window and of the per-minute window (a
 // count of 0: no such limit).
 //
@@ -45,7 +46,6 @@ var takeScript = redis.NewScript(`
 local now = tonumber(ARGV[1])
 local grant = tonumber(ARGV[2])
 local perDay = tonumber(ARGV[3])
-local lease = tonumber(ARGV[5])
 local dayOut = 0
 if perDay > 0 then
   local used = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
@@ -134,7 +134,7 @@ if perDay > 0 then
   redis.call('INCRBY', KEYS[1], grant)
   redis.call('PEXPIRE', KEYS[1], ARGV[4])
 end
-local t = now + lease
+local t = tonumber(ARGV[5])
 local tn = name(t)
 for _, x in ipairs(wins) do
   redis.call('ZADD', x.set, t, tn)
@@ -213,11 +213,19 @@ func (s *Store) Take(ctx context.Context, id string, l apipool.Limits, now time.
 		return n, time.Time{}, nil
 	}
 	secN, secW := secondWindow(l.PerSecond)
+	// The time the requests count as sent, rounded up: never before the
+	// deadline the pool keeps to (now itself is rounded down, which
+	// counts a window's requests a little longer).
+	at := now.Add(l.Lease)
+	stamp := at.UnixMicro()
+	if at.After(time.UnixMicro(stamp)) {
+		stamp++
+	}
 	minN := float64(l.PerMinute)
 	cctx, cancel := s.callCtx(ctx)
 	defer cancel()
 	res, err := takeScript.Run(cctx, s.c, []string{s.dayKey(id, l.Day), s.secondKey(id), s.secondCountKey(id), s.minuteKey(id), s.minuteCountKey(id)},
-		now.UnixMicro(), n, l.PerDay, dayTTL.Milliseconds(), l.Lease.Microseconds(),
+		now.UnixMicro(), n, l.PerDay, dayTTL.Milliseconds(), stamp,
 		fmtFloat(secN), fmtFloat(secW), fmtFloat(minN), fmtFloat(60e6)).Int64Slice()
 	if err != nil {
 		return 0, time.Time{}, s.fail(ctx, "take "+strconv.Quote(id), err)
@@ -249,14 +257,15 @@ func (s *Store) Take(ctx context.Context, id string, l apipool.Limits, now time.
 
 // secondWindow returns the count and length (µs) of PerSecond p's window,
 // as the pool's local limits have it: floor(p) requests in a second for
-// p >= 1, one in 1/p seconds below 1, none (0, 0) for 0.
+// p >= 1, one in 1/p seconds below 1 (rounded up to the microsecond), none
+// (0, 0) for 0.
 func secondWindow(p float64) (n, w float64) {
 	switch {
 	case p >= 1:
 		return min(math.Floor(p), 1<<53), 1e6
 	case p > 0:
 		// At most 146 years, as the pool has it.
-		return 1, min(1e6/p, (1<<62)/1e3)
+		return 1, min(math.Ceil(1e6/p), (1<<62)/1e3)
 	}
 	return 0, 0
 }

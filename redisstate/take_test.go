@@ -252,6 +252,15 @@ func TestTakeLease(t *testing.T) {
 			t.Errorf("at +%v: granted %d, retry at +%v, %v; want %d, +%v", c.at, g, at.Sub(t0), err, c.want, c.retryAfter)
 		}
 	}
+	// A deadline between microseconds counts at the next one, never
+	// before it.
+	sub := apipool.Limits{PerSecond: 1, Lease: 1500 * time.Nanosecond}
+	if g, _, err := a.Take(ctx, "sub", sub, t0, 1); err != nil || g != 1 {
+		t.Fatalf("granted %d, %v", g, err)
+	}
+	if g, at, _ := a.Take(ctx, "sub", sub, t0.Add(time.Second+time.Microsecond), 1); g != 0 || !at.Equal(t0.Add(time.Second+2*time.Microsecond)) {
+		t.Errorf("granted %d, retry at +%v; want 0, +1.000002s", g, at.Sub(t0))
+	}
 	// Invalid: a negative lease.
 	if _, _, err := a.Take(ctx, "k", apipool.Limits{PerSecond: 1, Lease: -1}, t0, 1); !errors.Is(err, redisstate.ErrInvalid) {
 		t.Errorf("negative lease: %v", err)
@@ -356,9 +365,9 @@ func TestTakeMatchesLocalWindows(t *testing.T) {
 	a := newReplica(t, srv, testPrefix(t))
 	ctx := ctxT(t)
 	rnd := rand.New(rand.NewPCG(1, 2))
-	rates := []float64{0, 0.5, 1, 2, 2.5, 3, 5, 10, 250}
+	rates := []float64{0, 0.3, 0.5, 1, 2, 2.5, 3, 5, 10, 250}
 	minutes := []int{0, 1, 6, 30, 120}
-	leases := []time.Duration{0, 0, 100 * time.Millisecond, 3 * time.Second}
+	leases := []time.Duration{0, 0, 100 * time.Millisecond, 3 * time.Second, 4469 * time.Microsecond}
 	for i := range 40 {
 		id := "k" + string(rune('a'+i%26)) + string(rune('a'+i/26))
 		l := apipool.Limits{PerSecond: rates[rnd.IntN(len(rates))], PerMinute: minutes[rnd.IntN(len(minutes))], Day: day(t0), Lease: leases[rnd.IntN(len(leases))]}
@@ -370,7 +379,9 @@ func TestTakeMatchesLocalWindows(t *testing.T) {
 		case l.PerSecond >= 1:
 			models = append(models, &windowModel{n: int(l.PerSecond), w: time.Second})
 		case l.PerSecond > 0:
-			models = append(models, &windowModel{n: 1, w: time.Duration(float64(time.Second) / l.PerSecond)})
+			// 1/PerSecond seconds, rounded up to the microsecond.
+			w := time.Duration(math.Ceil(1e6/l.PerSecond)) * time.Microsecond
+			models = append(models, &windowModel{n: 1, w: w})
 		}
 		if l.PerMinute > 0 {
 			models = append(models, &windowModel{n: l.PerMinute, w: time.Minute})
