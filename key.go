@@ -62,13 +62,21 @@ type Key struct {
 	// MaxInFlight caps the requests using this key at once (until their
 	// response body is closed). 0 means no cap.
 	MaxInFlight int
-	// PerSecond and PerMinute cap the key's request rate, each a token
-	// bucket (golang.org/x/time/rate) whose burst is one second's or one
-	// minute's worth. 0 means no cap.
+	// PerSecond and PerMinute cap the key's request rate, each a sliding
+	// window: no interval of one second holds more than PerSecond requests
+	// and none of one minute more than PerMinute, wherever the interval
+	// starts (all of them may go at once). A fraction of PerSecond above 1
+	// is dropped (2.5 allows 2 in any second); below 1, PerSecond allows
+	// one request in any 1/PerSecond seconds (0.5: one in any two). With
+	// WithSharedState the same windows hold for all the replicas together,
+	// exactly, as long as their clocks agree (see package redisstate). 0
+	// means no cap.
 	PerSecond float64
 	PerMinute int
-	// PerDay caps the key's requests per day; the day starts at midnight
-	// in the pool's quota location (UTC by default). 0 means no cap.
+	// PerDay caps the key's requests per quota day: the calendar day in
+	// the pool's quota location (WithQuotaLocation, UTC by default), from
+	// one midnight to the next, not any 24 hours. With WithSharedState it
+	// holds for all the replicas together. 0 means no cap.
 	PerDay int
 }
 

@@ -7,10 +7,12 @@ import (
 )
 
 // localLimits are a key's PerSecond, PerMinute and PerDay limits, in this
-// process. Each rate limit is a sliding window: it never lets more than
-// its count through in any window of its length (a token bucket would let
-// twice the count through in the first window). A reservation takes from
-// all of them at once or from none, and can be cancelled.
+// process. Each rate limit is a sliding window (see rateWindows): it never
+// lets more than its count start in any window of its length, wherever
+// the window starts (a token bucket would let twice the count through in
+// the first window, a fixed window twice the count across a boundary).
+// The daily quota counts the requests of each quota day. A reservation
+// takes from all of them at once or from none, and can be cancelled.
 type localLimits struct {
 	mu      sync.Mutex
 	windows []*slidingWindow
@@ -25,17 +27,42 @@ func newLocalLimits(k Key, loc *time.Location) *localLimits {
 		return nil
 	}
 	l := &localLimits{perDay: k.PerDay, loc: loc}
-	if k.PerSecond > 0 {
-		// PerSecond p: at most floor(p) requests in any second for p >= 1;
-		// one per 1/p seconds below 1.
-		n := max(1, int(math.Floor(k.PerSecond)))
-		w := time.Duration(float64(n) / k.PerSecond * float64(time.Second))
-		l.windows = append(l.windows, &slidingWindow{n: n, w: int64(w)})
-	}
-	if k.PerMinute > 0 {
-		l.windows = append(l.windows, &slidingWindow{n: k.PerMinute, w: int64(time.Minute)})
+	for _, w := range rateWindows(k.PerSecond, k.PerMinute) {
+		l.windows = append(l.windows, &slidingWindow{n: w.n, w: int64(w.w)})
 	}
 	return l
+}
+
+// window is one rate limit: at most n requests start in any interval of
+// length w.
+type window struct {
+	n int
+	w time.Duration
+}
+
+// rateWindows returns the sliding windows of the rate limits PerSecond p
+// and PerMinute m, the same in this process and in a shared store:
+//
+//   - p >= 1: at most floor(p) requests in any second (a fraction is
+//     dropped: 2.5 allows 2 a second, never 3);
+//   - 0 < p < 1: at most one request in any 1/p seconds (0.5: one in any
+//     two seconds);
+//   - m > 0: at most m requests in any minute.
+func rateWindows(p float64, m int) []window {
+	var ws []window
+	switch {
+	case p >= 1:
+		ws = append(ws, window{n: int(min(math.Floor(p), math.MaxInt32)), w: time.Second})
+	case p > 0:
+		// At most 146 years, so that a time plus the window never
+		// overflows.
+		w := time.Duration(min(float64(time.Second)/p, 1<<62))
+		ws = append(ws, window{n: 1, w: w})
+	}
+	if m > 0 {
+		ws = append(ws, window{n: m, w: time.Minute})
+	}
+	return ws
 }
 
 // freeAt says whether the limits allow a request at now, and if not,

@@ -1,9 +1,12 @@
 package apipool_test
 
 import (
+	"errors"
 	"io"
 	"net/http"
 	"reflect"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -263,5 +266,124 @@ func TestPerDayAcrossKeys(t *testing.T) {
 		if n := up.Count("s" + itoa(i)); n != 4 {
 			t.Fatalf("key %d used %d times, want 4", i, n)
 		}
+	}
+}
+
+// sendTimes is a base transport that records, on its clock, when each
+// request reached it, and answers 200.
+type sendTimes struct {
+	now func() time.Time
+	mu  sync.Mutex
+	at  []time.Time
+}
+
+func (s *sendTimes) RoundTrip(r *http.Request) (*http.Response, error) {
+	at := s.now()
+	s.mu.Lock()
+	s.at = append(s.at, at)
+	s.mu.Unlock()
+	return &http.Response{StatusCode: 200, Header: http.Header{}, Body: http.NoBody, Request: r}, nil
+}
+
+// times returns the recorded times, in order.
+func (s *sendTimes) times() []time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	at := slices.Clone(s.at)
+	slices.SortFunc(at, func(a, b time.Time) int { return a.Compare(b) })
+	return at
+}
+
+// worstWindow slides a window of length w over the sorted times at and
+// returns the most that any one window [a, a+w) holds. A fullest window
+// can always start at a request, so those are the starts tried.
+func worstWindow(at []time.Time, w time.Duration) int {
+	worst, j := 0, 0
+	for i := range at {
+		j = max(j, i)
+		for j < len(at) && at[j].Sub(at[i]) < w {
+			j++
+		}
+		worst = max(worst, j-i)
+	}
+	return worst
+}
+
+// sendStepped drives pools on the fake clock for d: in each step, two
+// goroutines per pool send until the limits refuse, then the clock moves
+// by step. Time never moves while a request is on its way, so the times
+// the upstream records are the times the limits counted.
+func sendStepped(t *testing.T, clk clockAdapter, pools []*apipool.Transport, d, step time.Duration) {
+	t.Helper()
+	end := clk.Now().Add(d)
+	for clk.Now().Before(end) {
+		var wg sync.WaitGroup
+		for i := range 2 * len(pools) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					resp, err := pools[i%len(pools)].RoundTrip(newGet(t, "http://api.test/"))
+					if err != nil {
+						if !errors.Is(err, apipool.ErrNoKeyAvailable) {
+							t.Error(err)
+						}
+						return
+					}
+					resp.Body.Close()
+				}
+			}()
+		}
+		wg.Wait()
+		if t.Failed() {
+			return
+		}
+		clk.Advance(step)
+	}
+}
+
+// TestRateLimitWindowsOnePool: one pool sending as fast as its key's rate
+// limits allow, from two goroutines, on a fake clock: no window of each
+// limit's length holds more than the limit, wherever it starts, and every
+// window's worth is used (so the test does not pass by sending nothing).
+// PerSecond drops a fraction above 1, and below 1 allows one request in
+// 1/PerSecond seconds.
+func TestRateLimitWindowsOnePool(t *testing.T) {
+	t.Parallel()
+	type win struct {
+		w     time.Duration
+		limit int
+	}
+	for _, c := range []struct {
+		name      string
+		key       apipool.Key
+		wins      []win
+		run, step time.Duration
+		want      int // requests sent in all
+	}{
+		{"PerSecond 20", apipool.Key{PerSecond: 20}, []win{{time.Second, 20}}, 10 * time.Second, 10 * time.Millisecond, 200},
+		{"PerSecond 2.5", apipool.Key{PerSecond: 2.5}, []win{{time.Second, 2}}, 10 * time.Second, 10 * time.Millisecond, 20},
+		{"PerSecond 0.5", apipool.Key{PerSecond: 0.5}, []win{{2 * time.Second, 1}, {time.Second, 1}}, 10 * time.Second, 100 * time.Millisecond, 5},
+		{"PerMinute 60", apipool.Key{PerMinute: 60}, []win{{time.Minute, 60}}, 5 * time.Minute, 250 * time.Millisecond, 300},
+		{"PerSecond 20 and PerMinute 600", apipool.Key{PerSecond: 20, PerMinute: 600}, []win{{time.Second, 20}, {time.Minute, 600}}, 2 * time.Minute, 50 * time.Millisecond, 1200},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			clk := newClock()
+			up := &sendTimes{now: clk.Now}
+			k := c.key
+			k.ID, k.Secret = "k0", "s0"
+			p := mustNew(t, []apipool.Key{k}, apipool.WithBase(up), apipool.WithClock(clk), apipool.WithMaxWait(0))
+			sendStepped(t, clk, []*apipool.Transport{p}, c.run, c.step)
+			at := up.times()
+			for _, w := range c.wins {
+				if worst := worstWindow(at, w.w); worst > w.limit {
+					t.Errorf("a window of %v held %d requests, want at most %d", w.w, worst, w.limit)
+				}
+			}
+			if len(at) != c.want {
+				t.Errorf("%d requests sent in %v, want %d", len(at), c.run, c.want)
+			}
+		})
 	}
 }

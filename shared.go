@@ -3,6 +3,7 @@ package apipool
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,6 +39,14 @@ type SharedState interface {
 	// atomically across replicas, and returns how many it granted (0 to
 	// n). When it grants none, retryAt is when the limits next allow a
 	// request. It is called on the request path, at most once per request.
+	//
+	// The limits mean what they mean in one pool (see Key): no window of
+	// a second holds more than PerSecond requests (below 1, none of
+	// 1/PerSecond seconds more than one), none of a minute more than
+	// PerMinute, and quota day Day no more than PerDay. The pool sends
+	// every request granted before now+l.Lease, and a store counts them
+	// against the rate limits as sent then, so that no window holds more
+	// than the limit whenever in that time they go out.
 	Take(ctx context.Context, id string, l Limits, now time.Time, n int) (granted int, retryAt time.Time, err error)
 }
 
@@ -91,6 +100,10 @@ type Limits struct {
 	PerDay    int
 	Day       uint64
 	DayEnd    time.Time // when quota day Day ends (the next midnight in the quota location)
+	// Lease is how long after Take's now the pool may send the requests
+	// granted (0: at now). A store counts them against PerSecond and
+	// PerMinute as sent at now+Lease, the latest they may go out.
+	Lease time.Duration
 }
 
 // ErrRejectedChange is matched by a SharedState's Publish error for a
@@ -135,6 +148,7 @@ type sharedSync struct {
 	// nextTake, wall-clock ns: one request probes the store per backoff.
 	nextTake  atomic.Int64
 	takeFail  atomic.Int32  // Takes failed in a row
+	takeTime  atomic.Int64  // how long rate-limited Takes take, ns (noteTake)
 	errors    atomic.Uint64 // failed calls to the store
 	dropped   atomic.Uint64 // changes not published: the queue was full
 	lastErrMu sync.Mutex
@@ -301,8 +315,16 @@ func (t *Transport) applyShared(c StateChange) {
 }
 
 // takeShared takes one request of k's shared limits, from a leased block
-// when the key has only a daily quota. It reports false when the limits
-// refuse; when the store fails, the local limits (already taken) decide.
+// when one is left. It reports false when the limits refuse; when the store
+// fails, the local limits (already taken) decide.
+//
+// With rate limits, every request the store grants must be sent before the
+// deadline the pool gives it (Limits.Lease after the Take's now), and the
+// store counts it as sent then: so no window of PerSecond or PerMinute
+// holds more than the limit across replicas, measured when requests are
+// sent, however long the Take took. The deadline is a little more than
+// the Take takes (sendSlack), and for a block leaseRate; a grant that
+// comes back after it is not used.
 func (t *Transport) takeShared(ctx context.Context, k *keyState, now time.Time) bool {
 	sh := t.shared
 	if sh.faulty.Load() {
@@ -323,9 +345,11 @@ func (t *Transport) takeShared(ctx context.Context, k *keyState, now time.Time) 
 	// Lease a small block, so that most requests need no round trip: for a
 	// daily quota alone, up to 16 requests that lapse with the day; with a
 	// rate limit, up to a tenth of a second's worth (at most 16), which
-	// lapse after a second. A replica can so exceed a shared rate by at
-	// most its block (a tenth of the rate) in any second; the local limits
-	// still hold each replica to the key's own rate.
+	// lapse after leaseRate. The store counts a block's requests as sent
+	// when they lapse, the latest they may go, so that no window holds
+	// more than the limit across replicas; the price is that they count up
+	// to leaseRate longer than they need to, and that a block not spent is
+	// lost.
 	n, valid := leaseSize(l)
 	k.leaseMu.Lock()
 	for {
@@ -359,56 +383,129 @@ func (t *Transport) takeShared(ctx context.Context, k *keyState, now time.Time) 
 		}()
 	}
 	k.leaseMu.Unlock()
-	// The store gets sharedTakeTimeout: a store that hangs is a failing
-	// store, even for callers whose own deadlines are shorter.
-	tctx, cancel := context.WithTimeout(ctx, sharedTakeTimeout)
-	got, retryAt, err := sh.s.Take(tctx, k.key.ID, l, now, n)
-	storeTimedOut := tctx.Err() != nil && ctx.Err() == nil
-	cancel()
-	if err != nil {
-		if ctx.Err() == nil || storeTimedOut {
-			sh.fault("take", err)
-			fails := sh.takeFail.Add(1)
-			sh.nextTake.Store(t.cfg.clock.Now().Add(backoffDelay(int(fails) - 1)).UnixNano())
+	rated := l.PerSecond > 0 || l.PerMinute > 0
+	for try := 0; ; try++ {
+		takeAt := now
+		if rated {
+			// The deadline runs from the Take, not from the pick (a wait
+			// for another request's block may lie between).
+			takeAt = t.cfg.clock.Now()
+			l.Lease = sh.sendSlack()
+			if n > 1 {
+				l.Lease = max(l.Lease, valid)
+			}
+		} else if n > 1 {
+			l.Lease = valid
+		}
+		// The store gets sharedTakeTimeout: a store that hangs is a
+		// failing store, even for callers whose own deadlines are shorter.
+		tctx, cancel := context.WithTimeout(ctx, sharedTakeTimeout)
+		got, retryAt, err := sh.s.Take(tctx, k.key.ID, l, takeAt, n)
+		storeTimedOut := tctx.Err() != nil && ctx.Err() == nil
+		cancel()
+		if err == nil && rated {
+			took := t.cfg.clock.Now().Sub(takeAt)
+			sh.noteTake(took)
+			if got > 0 && took >= l.Lease {
+				// The grant came back after its deadline: the store
+				// counted it as sent then, and it is lost. Once more,
+				// with a deadline fitted to the Take just seen (the first
+				// Take on a new connection is slow); a store late twice
+				// in a row fails as one that errs.
+				if try == 0 {
+					continue
+				}
+				err = fmt.Errorf("apipool: shared state answered Take in %v, after the %v it was given", took, l.Lease)
+				storeTimedOut = true
+			}
+		}
+		if err != nil {
+			if ctx.Err() == nil || storeTimedOut {
+				sh.fault("take", err)
+				fails := sh.takeFail.Add(1)
+				sh.nextTake.Store(t.cfg.clock.Now().Add(backoffDelay(int(fails) - 1)).UnixNano())
+			}
+			return true
+		}
+		sh.takeFail.Store(0)
+		sh.ok()
+		if got <= 0 {
+			if !retryAt.After(takeAt) {
+				retryAt = takeAt.Add(time.Second)
+			}
+			k.cool(retryAt, reasonShared) // local only: the limit, not the key, is spent
+			return false
+		}
+		if got > 1 {
+			k.leaseMu.Lock()
+			// Rate-limited blocks lapse a little before their deadline,
+			// so that the last request picked is sent in time.
+			until := takeAt.Add(l.Lease)
+			if rated {
+				until = until.Add(-minSendSlack)
+			}
+			if k.leased > 0 && k.leaseDay == l.Day && now.Before(k.leaseUntil) {
+				// Another request leased a block meanwhile: keep both,
+				// until the first lapses (the store counted its requests
+				// as sent then).
+				k.leased += got - 1
+				if k.leaseUntil.Before(until) {
+					until = k.leaseUntil
+				}
+			} else {
+				k.leased = got - 1
+			}
+			k.leaseDay, k.leaseUntil = l.Day, until
+			k.leaseMu.Unlock()
 		}
 		return true
 	}
-	sh.takeFail.Store(0)
-	sh.ok()
-	if got <= 0 {
-		if !retryAt.After(now) {
-			retryAt = now.Add(time.Second)
-		}
-		k.cool(retryAt, reasonShared) // local only: the limit, not the key, is spent
-		return false
-	}
-	if got > 1 {
-		k.leaseMu.Lock()
-		until := now.Add(valid)
-		if k.leased > 0 && k.leaseDay == l.Day && now.Before(k.leaseUntil) {
-			// Another request leased a block meanwhile: keep both.
-			k.leased += got - 1
-			if k.leaseUntil.After(until) {
-				until = k.leaseUntil
-			}
-		} else {
-			k.leased = got - 1
-		}
-		k.leaseDay, k.leaseUntil = l.Day, until
-		k.leaseMu.Unlock()
-	}
-	return true
 }
+
+// minSendSlack and maxSendSlack bound sendSlack.
+const (
+	minSendSlack = 2 * time.Millisecond
+	maxSendSlack = sharedTakeTimeout
+)
+
+// sendSlack returns the deadline to give the requests of a rate-limited
+// Take: twice the time recent Takes took, plus minSendSlack, at most
+// maxSendSlack. A request counts in the store's windows as sent at its
+// deadline, up to this much later than it was: at a per-second limit
+// kept busy, the slack is the share of the limit lost (1% for 10 ms).
+func (sh *sharedSync) sendSlack() time.Duration {
+	return min(2*time.Duration(sh.takeTime.Load())+minSendSlack, maxSendSlack)
+}
+
+// noteTake records how long a Take took, from its now to its answer on
+// the pool's clock: the estimate rises at once to a slower Take, and
+// decays by an eighth of the difference with each faster one.
+func (sh *sharedSync) noteTake(d time.Duration) {
+	for {
+		old := sh.takeTime.Load()
+		next := int64(d)
+		if next < old {
+			next = old - (old-next)/8
+		}
+		if sh.takeTime.CompareAndSwap(old, next) {
+			return
+		}
+	}
+}
+
+// leaseRate is how long a block leased under a rate limit stays valid.
+// The store counts the block's requests as sent at its end, so a window
+// may count a request up to leaseRate longer than it needs to.
+const leaseRate = 100 * time.Millisecond
 
 // leaseSize returns how many requests of a key's shared limits to take
 // from the store at once, and how long they stay valid.
 func leaseSize(l Limits) (int, time.Duration) {
-	rate := 0.0 // requests a second the rate limits allow, 0 without
-	if l.PerSecond > 0 {
-		rate = l.PerSecond
-	}
-	if l.PerMinute > 0 && (rate == 0 || float64(l.PerMinute)/60 < rate) {
-		rate = float64(l.PerMinute) / 60
+	rate := 0.0 // requests a second the tightest rate limit allows, 0 without
+	for _, w := range rateWindows(l.PerSecond, l.PerMinute) {
+		if r := float64(w.n) / w.w.Seconds(); rate == 0 || r < rate {
+			rate = r
+		}
 	}
 	if rate == 0 {
 		return min(max(l.PerDay/100, 1), 16), 24 * time.Hour
@@ -417,7 +514,7 @@ func leaseSize(l Limits) (int, time.Duration) {
 	if l.PerDay > 0 {
 		n = min(n, max(l.PerDay/100, 1))
 	}
-	return n, time.Second
+	return n, leaseRate
 }
 
 // SharedStateHealth is how a pool's sharing of key state fares.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -312,5 +313,195 @@ func TestSharedStateRejectedChangeIsDropped(t *testing.T) {
 	}
 	if stateOf(b, "k1").Disabled {
 		t.Fatal("the rejected change reached the other pool")
+	}
+}
+
+// windowShared is an in-process SharedState that enforces PerSecond and
+// PerMinute as the sliding windows Key documents, counting the requests
+// granted as sent at now+Lease, as redisstate does. during, when set, runs
+// inside each Take (to move a fake clock while the store "works").
+type windowShared struct {
+	mu     sync.Mutex
+	at     map[string][]time.Time // "id/s", "id/m" -> times counted
+	leases []time.Duration        // the Lease of every Take, in order
+	takes  atomic.Int64
+	during func()
+}
+
+func newWindowShared() *windowShared { return &windowShared{at: map[string][]time.Time{}} }
+
+func (w *windowShared) Publish(context.Context, apipool.StateChange) error { return nil }
+
+func (w *windowShared) Watch(ctx context.Context, _ func(apipool.StateChange)) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+func (w *windowShared) Take(_ context.Context, id string, l apipool.Limits, now time.Time, n int) (int, time.Time, error) {
+	w.takes.Add(1)
+	if w.during != nil {
+		w.during()
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.leases = append(w.leases, l.Lease)
+	type win struct {
+		key   string
+		limit int
+		len   time.Duration
+	}
+	var wins []win
+	switch {
+	case l.PerSecond >= 1:
+		wins = append(wins, win{id + "/s", int(l.PerSecond), time.Second})
+	case l.PerSecond > 0:
+		wins = append(wins, win{id + "/s", 1, time.Duration(float64(time.Second) / l.PerSecond)})
+	}
+	if l.PerMinute > 0 {
+		wins = append(wins, win{id + "/m", l.PerMinute, time.Minute})
+	}
+	g := n
+	var retry time.Time
+	for _, x := range wins {
+		var held []time.Time
+		for _, a := range w.at[x.key] {
+			if a.After(now.Add(-x.len)) {
+				held = append(held, a)
+			}
+		}
+		slices.SortFunc(held, func(a, b time.Time) int { return a.Compare(b) })
+		w.at[x.key] = held
+		if free := x.limit - len(held); free < g {
+			g = max(free, 0)
+		}
+		if len(held) >= x.limit {
+			if r := held[len(held)-x.limit].Add(x.len); r.After(retry) {
+				retry = r
+			}
+		}
+	}
+	if g == 0 {
+		return 0, retry, nil
+	}
+	for _, x := range wins {
+		for range g {
+			w.at[x.key] = append(w.at[x.key], now.Add(l.Lease))
+		}
+	}
+	return g, time.Time{}, nil
+}
+
+// TestSharedRateWindowsThreePools: three pools share a key's rate limits
+// through a store that counts what it grants as sent at the deadline the
+// pool gives (Limits.Lease); each sends as fast as the limits allow, on a
+// fake clock. No window holds more than the limit across the three, with
+// single requests (PerSecond 5) and with leased blocks (PerSecond 200:
+// blocks of 16; PerMinute 1200: blocks of 2), and leased blocks need fewer
+// Takes than requests (refused Takes included).
+func TestSharedRateWindowsThreePools(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name      string
+		key       apipool.Key
+		w         time.Duration
+		limit     int
+		run, step time.Duration
+		block     bool
+	}{
+		{"PerSecond 5", apipool.Key{PerSecond: 5}, time.Second, 5, 5 * time.Second, 10 * time.Millisecond, false},
+		{"PerSecond 200", apipool.Key{PerSecond: 200}, time.Second, 200, 3 * time.Second, 5 * time.Millisecond, true},
+		{"PerMinute 1200", apipool.Key{PerMinute: 1200}, time.Minute, 1200, 3 * time.Minute, 100 * time.Millisecond, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			clk := newClock()
+			store := newWindowShared()
+			up := &sendTimes{now: clk.Now}
+			k := c.key
+			k.ID, k.Secret = "k0", "s0"
+			var pools []*apipool.Transport
+			for range 3 {
+				pools = append(pools, mustNew(t, []apipool.Key{k}, apipool.WithBase(up), apipool.WithClock(clk), apipool.WithSharedState(store), apipool.WithMaxWait(0)))
+			}
+			sendStepped(t, clk, pools, c.run, c.step)
+			at := up.times()
+			worst := worstWindow(at, c.w)
+			if worst > c.limit {
+				t.Errorf("a window of %v held %d requests across the pools, want at most %d", c.w, worst, c.limit)
+			}
+			// Every window's worth is used but for the time the deadlines
+			// keep requests counted: 2 ms a request alone, 100 ms a block.
+			windows := int(c.run / c.w)
+			if min := c.limit * windows * 9 / 10; len(at) < min {
+				t.Errorf("%d requests in %v, want at least %d", len(at), c.run, min)
+			}
+			takes := store.takes.Load()
+			if c.block && takes >= int64(len(at)) {
+				t.Errorf("%d Takes for %d requests: blocks not leased", takes, len(at))
+			}
+			t.Logf("%d requests, %d Takes, worst window %d", len(at), takes, worst)
+		})
+	}
+}
+
+// The deadline a pool gives a Take (Limits.Lease) is a little more than
+// Takes take, on the pool's clock: 2 ms when they take no time, a block's
+// 100 ms for a block. A grant that comes back after its deadline is not
+// used: the pool takes once more, with a deadline fitted to the slow Take;
+// a store late twice in a row counts as failing (the local limits decide).
+func TestSharedTakeDeadline(t *testing.T) {
+	t.Parallel()
+	clk := newClock()
+	store := newWindowShared()
+	up := &sendTimes{now: clk.Now}
+	single := mustNew(t, []apipool.Key{{ID: "k0", Secret: "s0", PerSecond: 5}}, apipool.WithBase(up), apipool.WithClock(clk), apipool.WithSharedState(store), apipool.WithMaxWait(0))
+	block := mustNew(t, []apipool.Key{{ID: "k1", Secret: "s1", PerSecond: 200}}, apipool.WithBase(up), apipool.WithClock(clk), apipool.WithSharedState(store), apipool.WithMaxWait(0))
+	mustDo(t, single)
+	mustDo(t, block)
+	if want := []time.Duration{2 * time.Millisecond, 100 * time.Millisecond}; !slices.Equal(store.leases, want) {
+		t.Fatalf("leases %v, want %v", store.leases, want)
+	}
+
+	// Late once: the grant is not used, and the second Take, given twice
+	// the time the first took (and 2 ms), is.
+	late := 1
+	store.during = func() {
+		if late > 0 {
+			late--
+			clk.Advance(30 * time.Millisecond)
+		}
+	}
+	clk.Advance(time.Second)
+	before := len(up.times())
+	mustDo(t, single)
+	if want := []time.Duration{2 * time.Millisecond, 62 * time.Millisecond}; !slices.Equal(store.leases[2:], want) {
+		t.Fatalf("leases %v, want %v after the first", store.leases, want)
+	}
+	if n := len(up.times()) - before; n != 1 {
+		t.Fatalf("%d requests sent, want 1", n)
+	}
+	if h := single.SharedStateHealth(); !h.Available || h.Errors != 0 {
+		t.Fatalf("health %+v after one late Take", h)
+	}
+
+	// Late twice: the store counts as failing; the request goes on with
+	// the local limits.
+	store.during = func() { clk.Advance(time.Second) }
+	mustDo(t, single)
+	if h := single.SharedStateHealth(); h.Available || h.Errors != 1 || h.LastError == nil || !strings.Contains(h.LastError.Error(), "after the") {
+		t.Fatalf("health %+v after two late Takes", h)
+	}
+	// Within the backoff that follows, requests do not call the store;
+	// after it, one probes it, and finds it on time.
+	takes := store.takes.Load()
+	mustDo(t, single)
+	if n := store.takes.Load() - takes; n != 0 {
+		t.Fatalf("%d Takes within the backoff", n)
+	}
+	store.during = nil
+	clk.Advance(time.Second)
+	mustDo(t, single)
+	if n := store.takes.Load() - takes; n != 1 || !single.SharedStateHealth().Available {
+		t.Fatalf("%d Takes after the backoff (want 1), health %+v", n, single.SharedStateHealth())
 	}
 }

@@ -2,6 +2,7 @@ package redisstate_test
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -12,9 +13,11 @@ import (
 // BenchmarkTake measures one Take: one round trip to a redis-server on
 // loopback running the limits script, as the request path pays it for a
 // key with shared limits (the pool calls Take at most once per request,
-// and once per leased block for a key with a daily quota alone).
+// and once per leased block when the limits are high enough to lease).
+// Each call is a microsecond after the last, so that the rate windows log
+// a new time each call, as they do in use.
 //
-//   - Rate: PerSecond and PerMinute (two GCRA fields), n = 1, as for a key
+//   - Rate: PerSecond and PerMinute (two sliding windows), n = 1, as for a key
 //     with rate limits; the limits are high, so every call is granted.
 //   - Day: PerDay only, a block of n = 16, as the pool leases.
 //   - All: every limit at once.
@@ -37,8 +40,10 @@ func BenchmarkTake(b *testing.B) {
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			b.ReportAllocs()
+			at := now
 			for b.Loop() {
-				if g, _, err := r.Take(ctx, "bench-"+c.name, c.l, now, c.n); err != nil || g != c.n {
+				at = at.Add(time.Microsecond)
+				if g, _, err := r.Take(ctx, "bench-"+c.name, c.l, at, c.n); err != nil || g != c.n {
 					b.Fatalf("granted %d, %v", g, err)
 				}
 			}
@@ -47,9 +52,11 @@ func BenchmarkTake(b *testing.B) {
 	b.Run("Parallel", func(b *testing.B) {
 		b.ReportAllocs()
 		l := apipool.Limits{PerSecond: 1e9, PerMinute: 1 << 40}
+		var tick atomic.Int64
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
-				if g, _, err := r.Take(ctx, "bench-parallel", l, now, 1); err != nil || g != 1 {
+				at := now.Add(time.Duration(tick.Add(1)) * time.Microsecond)
+				if g, _, err := r.Take(ctx, "bench-parallel", l, at, 1); err != nil || g != 1 {
 					b.Errorf("granted %d, %v", g, err)
 					return
 				}

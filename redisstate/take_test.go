@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -15,7 +16,6 @@ import (
 	"github.com/apipool-ng/apipool/internal/redistest"
 	"github.com/apipool-ng/apipool/redisstate"
 	"github.com/redis/go-redis/v9"
-	"golang.org/x/time/rate"
 )
 
 // t0 is a fixed instant for tests that pass now: day 20454 in UTC.
@@ -141,6 +141,8 @@ func TestTakeQuotaAcrossReplicas(t *testing.T) {
 	t.Logf("%d takes", calls.Load())
 }
 
+// TestTakePerSecond: a sliding window of a second: the limit at once,
+// then nothing until the first leaves the window, a second later.
 func TestTakePerSecond(t *testing.T) {
 	srv := redistest.Shared(t)
 	a := newReplica(t, srv, testPrefix(t))
@@ -154,30 +156,133 @@ func TestTakePerSecond(t *testing.T) {
 		}
 		return g, at
 	}
-	// A burst of one second's worth, then one every 200ms.
 	if g, _ := take(t0, 3); g != 3 {
 		t.Errorf("first: %d", g)
 	}
-	if g, _ := take(t0, 10); g != 2 {
-		t.Errorf("rest of the burst: %d", g)
+	if g, _ := take(t0.Add(300*time.Millisecond), 10); g != 2 {
+		t.Errorf("the rest of the window: %d", g)
 	}
-	g, at := take(t0, 1)
-	if want := t0.Add(200 * time.Millisecond); g != 0 || !at.Equal(want) {
-		t.Errorf("empty: %d, retry at %v, want %v", g, at.Sub(t0), want.Sub(t0))
+	// Full until the three of t0 leave the window, a second after them.
+	g, at := take(t0.Add(300*time.Millisecond), 1)
+	if want := t0.Add(time.Second); g != 0 || !at.Equal(want) {
+		t.Errorf("full: %d, retry at +%v, want +%v", g, at.Sub(t0), want.Sub(t0))
 	}
-	if g, _ := take(t0.Add(199*time.Millisecond), 1); g != 0 {
-		t.Errorf("1ms early: %d", g)
+	if g, _ := take(t0.Add(time.Second-time.Microsecond), 1); g != 0 {
+		t.Errorf("1µs early: %d", g)
 	}
-	if g, _ := take(at, 5); g != 1 {
-		t.Errorf("at retryAt: %d", g)
+	if g, _ := take(at, 5); g != 3 {
+		t.Errorf("at retryAt: %d, want the 3 that left", g)
 	}
-	// A second later the bucket is full again, and no fuller.
+	g, at = take(at, 1)
+	if want := t0.Add(1300 * time.Millisecond); g != 0 || !at.Equal(want) {
+		t.Errorf("full again: %d, retry at +%v, want +%v", g, at.Sub(t0), want.Sub(t0))
+	}
+	// Long after, the whole window is free, and no more.
 	if g, _ := take(t0.Add(10*time.Second), 10); g != 5 {
 		t.Errorf("after a rest: %d", g)
 	}
-	ttl, err := a.rdb.PTTL(ctx, "{"+a.Prefix()+"}:rate:k").Result()
-	if err != nil || ttl <= 0 || ttl > 3*time.Second {
-		t.Errorf("rate state TTL %v (%v)", ttl, err)
+	// The state expires 2 to 3 seconds after its newest request left the
+	// window (a second after it).
+	for _, k := range []string{"second", "second-n"} {
+		ttl, err := a.rdb.PTTL(ctx, "{"+a.Prefix()+"}:"+k+":k").Result()
+		if err != nil || ttl <= 2*time.Second || ttl > 3*time.Second {
+			t.Errorf("%s TTL %v (%v)", k, ttl, err)
+		}
+	}
+	if n, err := a.rdb.Exists(ctx, "{"+a.Prefix()+"}:minute:k", "{"+a.Prefix()+"}:minute-n:k").Result(); err != nil || n != 0 {
+		t.Errorf("a minute window without PerMinute: %d, %v", n, err)
+	}
+}
+
+// TestTakeFractionalPerSecond: a fraction above 1 is dropped (2.5 allows 2
+// in any second); below 1, one request in any 1/PerSecond seconds.
+func TestTakeFractionalPerSecond(t *testing.T) {
+	a := newReplica(t, redistest.Shared(t), testPrefix(t))
+	ctx := ctxT(t)
+	for _, c := range []struct {
+		p     float64
+		burst int
+		free  time.Duration
+	}{
+		{2.5, 2, time.Second},
+		{1.5, 1, time.Second},
+		{0.5, 1, 2 * time.Second},
+		{0.25, 1, 4 * time.Second},
+	} {
+		id := fmt.Sprint(c.p)
+		l := apipool.Limits{PerSecond: c.p}
+		g, _, err := a.Take(ctx, id, l, t0, 10)
+		if err != nil || g != c.burst {
+			t.Errorf("PerSecond %v: granted %d, %v; want %d", c.p, g, err, c.burst)
+		}
+		g, at, _ := a.Take(ctx, id, l, t0.Add(c.free/2), 1)
+		if g != 0 || !at.Equal(t0.Add(c.free)) {
+			t.Errorf("PerSecond %v: granted %d, retry at +%v; want 0, +%v", c.p, g, at.Sub(t0), c.free)
+		}
+	}
+}
+
+// TestTakeLease: the requests granted count as sent at now+Lease, so they
+// stay in the window until a window after that.
+func TestTakeLease(t *testing.T) {
+	a := newReplica(t, redistest.Shared(t), testPrefix(t))
+	ctx := ctxT(t)
+	l := apipool.Limits{PerSecond: 4, Lease: 100 * time.Millisecond}
+	if g, _, err := a.Take(ctx, "k", l, t0, 3); err != nil || g != 3 {
+		t.Fatalf("granted %d, %v", g, err)
+	}
+	if g, _, _ := a.Take(ctx, "k", l, t0.Add(50*time.Millisecond), 3); g != 1 {
+		t.Fatalf("the window's last: %d", g)
+	}
+	// The three of t0 count at +100ms and leave the window at +1.1s, the
+	// one of +50ms at +1.15s.
+	for _, c := range []struct {
+		at         time.Duration
+		want       int
+		retryAfter time.Duration
+	}{
+		{500 * time.Millisecond, 0, 1100 * time.Millisecond},
+		{1099 * time.Millisecond, 0, 1100 * time.Millisecond},
+		{1100 * time.Millisecond, 3, 0},
+		{1120 * time.Millisecond, 0, 1150 * time.Millisecond},
+		{1150 * time.Millisecond, 1, 0},
+	} {
+		g, at, err := a.Take(ctx, "k", l, t0.Add(c.at), 3)
+		if err != nil || g != c.want || (g == 0 && !at.Equal(t0.Add(c.retryAfter))) {
+			t.Errorf("at +%v: granted %d, retry at +%v, %v; want %d, +%v", c.at, g, at.Sub(t0), err, c.want, c.retryAfter)
+		}
+	}
+	// A deadline between microseconds counts at the next one, never
+	// before it.
+	sub := apipool.Limits{PerSecond: 1, Lease: 1500 * time.Nanosecond}
+	if g, _, err := a.Take(ctx, "sub", sub, t0, 1); err != nil || g != 1 {
+		t.Fatalf("granted %d, %v", g, err)
+	}
+	if g, at, _ := a.Take(ctx, "sub", sub, t0.Add(time.Second+time.Microsecond), 1); g != 0 || !at.Equal(t0.Add(time.Second+2*time.Microsecond)) {
+		t.Errorf("granted %d, retry at +%v; want 0, +1.000002s", g, at.Sub(t0))
+	}
+	// Invalid: a negative lease.
+	if _, _, err := a.Take(ctx, "k", apipool.Limits{PerSecond: 1, Lease: -1}, t0, 1); !errors.Is(err, redisstate.ErrInvalid) {
+		t.Errorf("negative lease: %v", err)
+	}
+}
+
+// A limit lowered below what its window holds frees a request once enough
+// of the oldest left: here 8 of 10, the last of them at +200ms.
+func TestTakeLimitLowered(t *testing.T) {
+	a := newReplica(t, redistest.Shared(t), testPrefix(t))
+	ctx := ctxT(t)
+	for i, g := range []int{4, 3, 3} {
+		if got, _, err := a.Take(ctx, "k", apipool.Limits{PerSecond: 10}, t0.Add(time.Duration(i)*100*time.Millisecond), g); err != nil || got != g {
+			t.Fatalf("take %d: %d, %v", i, got, err)
+		}
+	}
+	g, at, err := a.Take(ctx, "k", apipool.Limits{PerSecond: 3}, t0.Add(300*time.Millisecond), 1)
+	if err != nil || g != 0 || !at.Equal(t0.Add(1200*time.Millisecond)) {
+		t.Fatalf("lowered: %d, retry at +%v, %v; want 0, +1.2s", g, at.Sub(t0), err)
+	}
+	if g, _, _ := a.Take(ctx, "k", apipool.Limits{PerSecond: 3}, t0.Add(1200*time.Millisecond), 5); g != 3 {
+		t.Fatalf("at +1.2s: %d, want 3", g)
 	}
 }
 
@@ -188,18 +293,21 @@ func TestTakePerMinuteAndDay(t *testing.T) {
 	l := apipool.Limits{PerMinute: 3, PerDay: 4, Day: day(t0)}
 	var got []int
 	var at time.Time
-	for range 4 {
-		g, r, err := a.Take(ctx, "k", l, t0, 1)
+	for i := range 4 {
+		g, r, err := a.Take(ctx, "k", l, t0.Add(time.Duration(i)*10*time.Second), 1)
 		if err != nil {
 			t.Fatal(err)
 		}
 		got, at = append(got, g), r
 	}
-	if !equalInts(got, []int{1, 1, 1, 0}) || !at.Equal(t0.Add(20*time.Second)) {
-		t.Errorf("grants %v, retry at +%v; want [1 1 1 0], +20s", got, at.Sub(t0))
+	if !equalInts(got, []int{1, 1, 1, 0}) || !at.Equal(t0.Add(time.Minute)) {
+		t.Errorf("grants %v, retry at +%v; want [1 1 1 0], +1m", got, at.Sub(t0))
+	}
+	if g, _, _ := a.Take(ctx, "k", l, at.Add(-time.Millisecond), 1); g != 0 {
+		t.Errorf("1ms before a minute: %d", g)
 	}
 	if g, _, _ := a.Take(ctx, "k", l, at, 2); g != 1 {
-		t.Errorf("after 20s: %d", g)
+		t.Errorf("after a minute: %d", g)
 	}
 	// The day's quota (4) is used up: the later of the two limits holds.
 	g, r, _ := a.Take(ctx, "k", l, t0.Add(time.Hour), 1)
@@ -208,29 +316,75 @@ func TestTakePerMinuteAndDay(t *testing.T) {
 	}
 }
 
-// TestTakeMatchesLocalBuckets: for random limits and steps, Take grants
-// what the pool's local buckets (golang.org/x/time/rate, burst one second's
-// or one minute's worth) and a day counter would, and its retryAt is when
-// they next allow a request.
-func TestTakeMatchesLocalBuckets(t *testing.T) {
+// windowModel is the sliding window the pool keeps locally, in Go: the
+// times at which requests were granted, with how many at each.
+type windowModel struct {
+	n  int
+	w  time.Duration
+	at []time.Time
+}
+
+// free returns how many requests fit at now, and, when none does, when
+// one does.
+func (m *windowModel) free(now time.Time) (int, time.Time) {
+	slices.SortFunc(m.at, func(a, b time.Time) int { return a.Compare(b) })
+	held := 0
+	for _, a := range m.at {
+		if a.After(now.Add(-m.w)) {
+			held++
+		}
+	}
+	if held < m.n {
+		return m.n - held, time.Time{}
+	}
+	// The oldest held requests leave until fewer than n remain.
+	gone := 0
+	for _, a := range m.at {
+		if a.After(now.Add(-m.w)) {
+			gone++
+			if held-gone < m.n {
+				return 0, a.Add(m.w)
+			}
+		}
+	}
+	panic("unreachable")
+}
+
+func (m *windowModel) add(now time.Time, g int, lease time.Duration) {
+	for range g {
+		m.at = append(m.at, now.Add(lease))
+	}
+}
+
+// TestTakeMatchesLocalWindows: for random limits, leases and steps, Take
+// grants what sliding windows (floor(PerSecond) in a second, one in
+// 1/PerSecond seconds below 1, PerMinute in a minute) and a day counter
+// would, and its retryAt is when they next allow a request.
+func TestTakeMatchesLocalWindows(t *testing.T) {
 	srv := redistest.Shared(t)
 	a := newReplica(t, srv, testPrefix(t))
 	ctx := ctxT(t)
 	rnd := rand.New(rand.NewPCG(1, 2))
-	rates := []float64{0, 0.5, 1, 2, 3, 5, 10, 250}
+	rates := []float64{0, 0.3, 0.5, 1, 2, 2.5, 3, 5, 10, 250}
 	minutes := []int{0, 1, 6, 30, 120}
+	leases := []time.Duration{0, 0, 100 * time.Millisecond, 3 * time.Second, 4469 * time.Microsecond}
 	for i := range 40 {
 		id := "k" + string(rune('a'+i%26)) + string(rune('a'+i/26))
-		l := apipool.Limits{PerSecond: rates[rnd.IntN(len(rates))], PerMinute: minutes[rnd.IntN(len(minutes))], Day: day(t0)}
+		l := apipool.Limits{PerSecond: rates[rnd.IntN(len(rates))], PerMinute: minutes[rnd.IntN(len(minutes))], Day: day(t0), Lease: leases[rnd.IntN(len(leases))]}
 		if rnd.IntN(3) == 0 {
 			l.PerDay = 1 + rnd.IntN(40)
 		}
-		var perSec, perMin *rate.Limiter
-		if l.PerSecond > 0 {
-			perSec = rate.NewLimiter(rate.Limit(l.PerSecond), max(1, int(math.Ceil(l.PerSecond))))
+		var models []*windowModel
+		switch {
+		case l.PerSecond >= 1:
+			models = append(models, &windowModel{n: int(l.PerSecond), w: time.Second})
+		case l.PerSecond > 0:
+			// 1/PerSecond seconds, rounded up to the microsecond.
+			w := time.Duration(math.Ceil(1e6/l.PerSecond)) * time.Microsecond
+			models = append(models, &windowModel{n: 1, w: w})
 		}
 		if l.PerMinute > 0 {
-			perMin = rate.NewLimiter(rate.Limit(float64(l.PerMinute)/60), l.PerMinute)
+			models = append(models, &windowModel{n: l.PerMinute, w: time.Minute})
 		}
 		used := 0
 		now := t0
@@ -239,19 +393,11 @@ func TestTakeMatchesLocalBuckets(t *testing.T) {
 			n := 1 + rnd.IntN(4)
 			want := n
 			var wantAt time.Time
-			for _, lim := range []*rate.Limiter{perSec, perMin} {
-				if lim == nil {
-					continue
-				}
-				tok := lim.TokensAt(now)
-				if k := int(math.Floor(tok + 1e-9)); k < want {
-					want = max(k, 0)
-				}
-				if tok < 1-1e-9 {
-					at := now.Add(time.Duration((1 - tok) / float64(lim.Limit()) * float64(time.Second)))
-					if at.After(wantAt) {
-						wantAt = at
-					}
+			for _, m := range models {
+				k, at := m.free(now)
+				want = min(want, k)
+				if at.After(wantAt) {
+					wantAt = at
 				}
 			}
 			if l.PerDay > 0 {
@@ -267,19 +413,23 @@ func TestTakeMatchesLocalBuckets(t *testing.T) {
 			if g != want {
 				t.Fatalf("key %d %+v step %d at +%v: granted %d of %d, want %d", i, l, step, now.Sub(t0), g, n, want)
 			}
-			if g == 0 {
-				if d := at.Sub(wantAt); d < -time.Millisecond || d > time.Millisecond {
-					t.Fatalf("key %d %+v step %d: retry at +%v, want +%v", i, l, step, at.Sub(t0), wantAt.Sub(t0))
-				}
+			if g == 0 && !at.Equal(wantAt) {
+				t.Fatalf("key %d %+v step %d: retry at +%v, want +%v", i, l, step, at.Sub(t0), wantAt.Sub(t0))
 			}
-			if g > 0 {
-				for _, lim := range []*rate.Limiter{perSec, perMin} {
-					if lim != nil && !lim.AllowN(now, g) {
-						t.Fatalf("model refused %d", g)
-					}
-				}
-				used += g
+			for _, m := range models {
+				m.add(now, g, l.Lease)
 			}
+			used += g
+		}
+	}
+	// Every key the script wrote expires.
+	keys, err := a.rdb.Keys(ctx, "{"+a.Prefix()+"}:*").Result()
+	if err != nil || len(keys) == 0 {
+		t.Fatalf("keys %v, %v", keys, err)
+	}
+	for _, k := range keys {
+		if ttl, err := a.rdb.PTTL(ctx, k).Result(); err != nil || ttl <= 0 {
+			t.Errorf("%s: TTL %v, %v", k, ttl, err)
 		}
 	}
 }
