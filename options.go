@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/apipool-ng/apipool/clock"
 	"github.com/apipool-ng/apipool/recorder"
 	"github.com/apipool-ng/apipool/status"
 	"github.com/hashicorp/go-retryablehttp"
@@ -108,7 +109,7 @@ func defaultConfig() config {
 		backoffMin:  DefaultBackoffMin,
 		backoffMax:  DefaultBackoffMax,
 		maxBuffered: DefaultMaxBufferedBody,
-		clock:       realClock{},
+		clock:       clock.System{},
 		quotaLoc:    time.UTC,
 
 		stripHeaders:     DefaultStripHeaders,
@@ -437,7 +438,8 @@ func WithRecorder(r recorder.Recorder) Option {
 	})
 }
 
-// WithClock sets the pool's clock; tests use a fake one.
+// WithClock sets the pool's clock (clock.System by default); tests use a
+// fake one. The pool's default recorder reads it too.
 func WithClock(clk Clock) Option {
 	return optionFunc(func(c *config) error {
 		if clk == nil {
