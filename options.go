@@ -334,12 +334,17 @@ func WithHosts(hosts ...string) Option {
 // default rates 429 as rate limited, 401 as an invalid key, and 403 as
 // rate limited when it carries rate-limit evidence (Retry-After, or a
 // budget used up: x-ratelimit-remaining: 0), else as a client error that
-// changes no key (see status.Config).
+// changes no key (see status.Config). A bad Config makes New return a
+// *ConfigError whose Err is the *status.ConfigError.
 func WithClassifier(cfg status.Config) Option {
 	return optionFunc(func(c *config) error {
 		cl, err := status.NewClassifier(cfg)
 		if err != nil {
-			return &ConfigError{Field: "WithClassifier", Reason: err.Error()}
+			reason := err.Error()
+			if se, ok := err.(*status.ConfigError); ok {
+				reason = se.Field + ": " + se.Reason
+			}
+			return &ConfigError{Field: "WithClassifier", Reason: reason, Err: err}
 		}
 		c.classifier = cl
 		return nil
