@@ -7,7 +7,7 @@ import (
 	"regexp"
 	"time"
 
-	"github.com/apipool-ng/apipool/internal/batch"
+	"github.com/apipool-ng/apipool/recorder/sql/internal/batch"
 )
 
 // Config configures a Store. Driver and DSN are required; every other

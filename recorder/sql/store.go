@@ -18,8 +18,8 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 	"modernc.org/sqlite" // the "sqlite" driver
 
-	"github.com/apipool-ng/apipool/internal/batch"
 	"github.com/apipool-ng/apipool/recorder"
+	"github.com/apipool-ng/apipool/recorder/sql/internal/batch"
 )
 
 // Store records usage events in a relational database and answers the
@@ -242,8 +242,8 @@ func (s *Store) Flush(ctx context.Context) error {
 		return recorder.ErrClosed
 	}
 	err := s.w.Flush(ctx)
-	if errors.Is(err, batch.ErrClosed) {
-		return recorder.ErrClosed
+	if errors.Is(err, recorder.ErrClosed) {
+		return err
 	}
 	if err != nil {
 		return fmt.Errorf("apipool: sql: flush: %w", err)

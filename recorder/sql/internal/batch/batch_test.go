@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/apipool-ng/apipool/errdefs"
 )
 
 // recorderW records the batches written, failing while fail is set.
@@ -175,7 +177,7 @@ func TestCloseGivesUp(t *testing.T) {
 	if lost, err := w.Close(context.Background()); lost != 0 || err != nil {
 		t.Errorf("second Close = %d, %v", lost, err)
 	}
-	if err := w.Flush(context.Background()); !errors.Is(err, ErrClosed) {
+	if err := w.Flush(context.Background()); !errors.Is(err, errdefs.ErrClosed) {
 		t.Errorf("Flush after Close = %v", err)
 	}
 }
