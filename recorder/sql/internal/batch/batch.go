@@ -115,7 +115,6 @@ type Writer[T any] struct {
 
 	dropped  atomic.Uint64
 	pendingN atomic.Int64 // items in the batch being written
-	batches  atomic.Uint64
 
 	errMu   sync.Mutex
 	lastErr error
@@ -195,9 +194,6 @@ func (w *Writer[T]) Len() int {
 	w.mu.Unlock()
 	return n + int(w.pendingN.Load())
 }
-
-// Batches returns the number of batches written.
-func (w *Writer[T]) Batches() uint64 { return w.batches.Load() }
 
 // Err returns the error of the last write attempt, or nil if it succeeded.
 func (w *Writer[T]) Err() error {
@@ -367,7 +363,6 @@ func (w *Writer[T]) run() {
 			clear(pending)
 			pending = pending[:0]
 			w.pendingN.Store(0)
-			w.batches.Add(1)
 			if attempt > 0 && w.cfg.OnRecover != nil {
 				w.cfg.OnRecover(attempt)
 			}

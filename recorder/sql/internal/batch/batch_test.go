@@ -192,8 +192,8 @@ func TestCloseWrites(t *testing.T) {
 	if lost, err := w.Close(context.Background()); lost != 0 || err != nil {
 		t.Fatalf("Close = %d, %v", lost, err)
 	}
-	if !slices.Equal(r.written, seq(1234)) || w.Batches() != 2 {
-		t.Errorf("written %d items in %d batches", len(r.written), w.Batches())
+	if !slices.Equal(r.written, seq(1234)) || len(r.attempts) != 2 {
+		t.Errorf("written %d items in %d batches", len(r.written), len(r.attempts))
 	}
 }
 
