@@ -239,12 +239,3 @@ func (t *Transport) flushBreaker(k *keyState) {
 	}
 	t.waiters.wakeHead()
 }
-
-// breakerOpen reports whether k's breaker is open and still within its
-// timeout (gobreaker's wall clock).
-func (k *keyState) breakerOpen(timeout time.Duration) bool {
-	if k.breaker == nil || BreakerState(k.breakerState.Load()) != BreakerOpen {
-		return false
-	}
-	return time.Now().UnixNano() < k.breakerOpenedAt.Load()+int64(timeout)
-}

@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/apipool-ng/apipool/errdefs"
 )
 
 // ErrNoKeyAvailable is matched (errors.Is) by the error RoundTrip returns
@@ -15,8 +17,11 @@ var ErrNoKeyAvailable = errors.New("apipool: no key available")
 // ErrUnknownKey is returned for a key ID the pool does not hold.
 var ErrUnknownKey = errors.New("apipool: unknown key")
 
-// ErrClosed is returned by RoundTrip after Close.
-var ErrClosed = errors.New("apipool: transport closed")
+// ErrClosed is returned by RoundTrip after Close. It is the one error of
+// every apipool package for a call after Close: the usage stores return it
+// too (recorder.ErrClosed is the same error), and errdefs.ErrClosed is its
+// name for packages that cannot import this one.
+var ErrClosed = errdefs.ErrClosed
 
 // NoKeyError is returned when no key is eligible for a request. It matches
 // ErrNoKeyAvailable.
@@ -110,18 +115,15 @@ func (e *NoKeyError) Is(target error) bool { return target == ErrNoKeyAvailable 
 func (e *NoKeyError) Unwrap() error { return e.ctxErr }
 
 // ConfigError reports bad configuration: Field names what is wrong
-// ("keys[2].Secret", "WithMaxAttempts"), Reason says why.
-type ConfigError struct {
-	Field  string
-	Reason string
-}
+// ("keys[2].Secret", "WithMaxAttempts"), Reason says why, and Err holds
+// the error of another package that refused the value, if any (the
+// *status.ConfigError under WithClassifier). It matches ErrInvalidConfig.
+// It is package errdefs's ConfigError, which every apipool package
+// returns for bad configuration (their Field starts with the package's
+// name: "memory.WithRetention", "sql.Config.DSN").
+type ConfigError = errdefs.ConfigError
 
-func (e *ConfigError) Error() string {
-	return "apipool: invalid configuration: " + e.Field + ": " + e.Reason
-}
-
-// ErrInvalidConfig is matched (errors.Is) by every *ConfigError.
-var ErrInvalidConfig = errors.New("apipool: invalid configuration")
-
-// Is makes errors.Is(err, ErrInvalidConfig) true.
-func (e *ConfigError) Is(target error) bool { return target == ErrInvalidConfig }
+// ErrInvalidConfig is matched (errors.Is) by every configuration error of
+// every apipool package: a *ConfigError, or the status package's
+// *status.ConfigError. It is errdefs.ErrInvalidConfig.
+var ErrInvalidConfig = errdefs.ErrInvalidConfig

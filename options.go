@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/apipool-ng/apipool/clock"
 	"github.com/apipool-ng/apipool/recorder"
 	"github.com/apipool-ng/apipool/status"
 	"github.com/hashicorp/go-retryablehttp"
@@ -108,7 +109,7 @@ func defaultConfig() config {
 		backoffMin:  DefaultBackoffMin,
 		backoffMax:  DefaultBackoffMax,
 		maxBuffered: DefaultMaxBufferedBody,
-		clock:       realClock{},
+		clock:       clock.System{},
 		quotaLoc:    time.UTC,
 
 		stripHeaders:     DefaultStripHeaders,
@@ -340,12 +341,17 @@ func WithHosts(hosts ...string) Option {
 // default rates 429 as rate limited, 401 as an invalid key, and 403 as
 // rate limited when it carries rate-limit evidence (Retry-After, or a
 // budget used up: x-ratelimit-remaining: 0), else as a client error that
-// changes no key (see status.Config).
+// changes no key (see status.Config). A bad Config makes New return a
+// *ConfigError whose Err is the *status.ConfigError.
 func WithClassifier(cfg status.Config) Option {
 	return optionFunc(func(c *config) error {
 		cl, err := status.NewClassifier(cfg)
 		if err != nil {
-			return &ConfigError{Field: "WithClassifier", Reason: err.Error()}
+			reason := err.Error()
+			if se, ok := err.(*status.ConfigError); ok {
+				reason = se.Field + ": " + se.Reason
+			}
+			return &ConfigError{Field: "WithClassifier", Reason: reason, Err: err}
 		}
 		c.classifier = cl
 		return nil
@@ -444,7 +450,8 @@ func WithRecorder(r recorder.Recorder) Option {
 	})
 }
 
-// WithClock sets the pool's clock; tests use a fake one.
+// WithClock sets the pool's clock (clock.System by default); tests use a
+// fake one. The pool's default recorder reads it too.
 func WithClock(clk Clock) Option {
 	return optionFunc(func(c *config) error {
 		if clk == nil {

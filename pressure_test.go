@@ -427,7 +427,10 @@ func (r *closeRecorder) Close(context.Context) error { r.closed.Store(true); ret
 // pool leaves the store open for the other.
 func TestSharedStoreKeepOpen(t *testing.T) {
 	t.Parallel()
-	store := memory.New()
+	store, err := memory.New()
+	if err != nil {
+		t.Fatal(err)
+	}
 	p1 := mustNew(t, keys(1), apipool.WithBase(newUpstream(nil)), apipool.WithRecorder(recorder.KeepOpen(store)))
 	p2 := mustNew(t, keys(1), apipool.WithBase(newUpstream(nil)), apipool.WithRecorder(recorder.KeepOpen(store)))
 	mustDo(t, p1)

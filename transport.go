@@ -105,7 +105,10 @@ func New(keys []Key, opts ...Option) (*Transport, error) {
 	t.keys.Store(newKeySet(states))
 	switch {
 	case !cfg.recorderSet:
-		m := memory.New(memory.WithClock(cfg.clock.Now))
+		m, err := memory.New(memory.WithClock(cfg.clock))
+		if err != nil {
+			return nil, err
+		}
 		t.rec, t.stats, t.ownsRec = m, m, true
 	case cfg.recorder == nil:
 		t.rec = recorder.Nop{}

@@ -31,7 +31,7 @@ func BenchmarkMemoryRecorderHeap(b *testing.B) {
 			var heap uint64
 			var events int
 			for b.Loop() {
-				heap, events = simulateHour(keys)
+				heap, events = simulateHour(b, keys)
 			}
 			b.ReportMetric(float64(heap)/float64(keys), "B/key")
 			b.ReportMetric(float64(heap)/1e6, "MB")
@@ -42,7 +42,7 @@ func BenchmarkMemoryRecorderHeap(b *testing.B) {
 
 // simulateHour records an hour of traffic over keys keys into a new store
 // and returns the heap the store holds, and the number of events.
-func simulateHour(keys int) (heap uint64, events int) {
+func simulateHour(b *testing.B, keys int) (heap uint64, events int) {
 	ids := make([]string, keys)
 	for i := range ids {
 		ids[i] = fmt.Sprintf("key-%04d", i)
@@ -51,7 +51,10 @@ func simulateHour(keys int) (heap uint64, events int) {
 	clock := fakeclock.New(start)
 	rng := rand.New(rand.NewPCG(1, 2))
 	before := heapInuse()
-	s := memory.New(memory.WithClock(clock.Now))
+	s, err := memory.New(memory.WithClock(clock))
+	if err != nil {
+		b.Fatal(err)
+	}
 	step := time.Second / memTrafficRate
 	for range time.Hour / step {
 		clock.Advance(step)

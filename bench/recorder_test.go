@@ -21,7 +21,10 @@ import (
 // event.
 func BenchmarkRecorder(b *testing.B) {
 	b.Run("memory", func(b *testing.B) {
-		s := memory.New()
+		s, err := memory.New()
+		if err != nil {
+			b.Fatal(err)
+		}
 		defer s.Close(b.Context())
 		benchRecord(b, s)
 	})

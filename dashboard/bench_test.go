@@ -14,6 +14,7 @@ import (
 	"github.com/apipool-ng/apipool"
 	"github.com/apipool-ng/apipool/dashboard"
 	"github.com/apipool-ng/apipool/internal/chtest"
+	"github.com/apipool-ng/apipool/internal/fakeclock"
 	"github.com/apipool-ng/apipool/recorder"
 	"github.com/apipool-ng/apipool/recorder/clickhouse"
 	"github.com/apipool-ng/apipool/recorder/memory"
@@ -64,7 +65,7 @@ func benchPool(b *testing.B, stats recorder.Stats) http.Handler {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { pool.Close(context.Background()) })
-	h, err := dashboard.New(pool, dashboard.WithStats(stats), dashboard.WithClock(func() time.Time { return benchNow }))
+	h, err := dashboard.New(pool, dashboard.WithStats(stats), dashboard.WithClock(fakeclock.New(benchNow)))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -95,7 +96,10 @@ func benchCalls(b *testing.B, h http.Handler) {
 // BenchmarkCallsMemory measures serving the page and each API call over
 // 1,000,000 events in the memory store (apipool's default recorder).
 func BenchmarkCallsMemory(b *testing.B) {
-	store := memory.New(memory.WithClock(func() time.Time { return benchNow }))
+	store, err := memory.New(memory.WithClock(fakeclock.New(benchNow)))
+	if err != nil {
+		b.Fatal(err)
+	}
 	recordBenchEvents(store, benchEvents())
 	benchCalls(b, benchPool(b, store))
 }

@@ -64,7 +64,8 @@ type handler struct {
 // New returns the dashboard of pool as an http.Handler that serves the
 // page at "/", its assets under "/static/" and the JSON API under
 // "/api/"; mount it under a prefix with http.StripPrefix. It returns an
-// error matching ErrInvalidOption for a nil pool or a bad option.
+// *apipool.ConfigError (matching apipool.ErrInvalidConfig) for a nil pool, a
+// nil option or a bad option.
 //
 // The handler is safe for concurrent use and starts no goroutine: each
 // request reads the pool's snapshot and stats when it comes.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/apipool-ng/apipool"
 	"github.com/apipool-ng/apipool/dashboard"
+	"github.com/apipool-ng/apipool/internal/fakeclock"
 	"github.com/apipool-ng/apipool/recorder"
 	"github.com/apipool-ng/apipool/recorder/memory"
 	"github.com/apipool-ng/apipool/status"
@@ -37,7 +38,10 @@ type fixture struct {
 
 func newFixture(t *testing.T, opts ...apipool.Option) *fixture {
 	t.Helper()
-	store := memory.New(memory.WithClock(func() time.Time { return now }))
+	store, err := memory.New(memory.WithClock(fakeclock.New(now)))
+	if err != nil {
+		t.Fatal(err)
+	}
 	keys := []apipool.Key{
 		{ID: "alpha", Secret: "sk-alpha-1"},
 		{ID: "bravo", Secret: "sk-bravo-2", PerDay: 100},
@@ -72,7 +76,7 @@ func (f *fixture) standard() {
 
 func (f *fixture) handler(t *testing.T, opts ...dashboard.Option) http.Handler {
 	t.Helper()
-	h, err := dashboard.New(f.pool, append([]dashboard.Option{dashboard.WithClock(func() time.Time { return now })}, opts...)...)
+	h, err := dashboard.New(f.pool, append([]dashboard.Option{dashboard.WithClock(fakeclock.New(now))}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -697,8 +701,9 @@ func TestOptions(t *testing.T) {
 	}
 	for _, c := range bad {
 		_, err := dashboard.New(f.pool, c.opt)
-		if !errors.Is(err, dashboard.ErrInvalidOption) {
-			t.Errorf("%s: error %v, want ErrInvalidOption", c.name, err)
+		var ce *apipool.ConfigError
+		if !errors.Is(err, apipool.ErrInvalidConfig) || !errors.As(err, &ce) || !strings.HasPrefix(ce.Field, "dashboard.") {
+			t.Errorf("%s: error %v, want a *ConfigError naming a dashboard option", c.name, err)
 		}
 		// Handler fails closed: every request gets 500, even with a token.
 		h := dashboard.Handler(f.pool, dashboard.WithAuthToken("tok"), c.opt)
@@ -707,7 +712,7 @@ func TestOptions(t *testing.T) {
 			t.Errorf("%s: Handler answered %d %s", c.name, w.Code, w.Body)
 		}
 	}
-	if _, err := dashboard.New(nil); !errors.Is(err, dashboard.ErrInvalidOption) {
+	if _, err := dashboard.New(nil); !errors.Is(err, apipool.ErrInvalidConfig) {
 		t.Errorf("nil pool: %v", err)
 	}
 	h := f.handler(t, dashboard.WithRefresh(750*time.Millisecond), dashboard.WithTitle("weather <api>"))

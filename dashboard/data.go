@@ -185,7 +185,7 @@ func ms(d time.Duration) *float64 { return ptr(float64(d.Microseconds()) / 1000)
 
 // keys builds the key table over win.
 func (h *handler) keys(ctx context.Context, win windowSpec) keysResponse {
-	now := h.cfg.now()
+	now := h.cfg.clock.Now()
 	snap := h.pool.Snapshot()
 	out := keysResponse{Time: now.UTC(), Window: win.name, Stats: h.stats != nil, Keys: make([]KeyRow, len(snap))}
 	for i, s := range snap {
@@ -260,7 +260,7 @@ func countPtr(n int64) *int64 {
 }
 
 func (h *handler) totals(ctx context.Context, win windowSpec) totalsResponse {
-	now := h.cfg.now()
+	now := h.cfg.clock.Now()
 	snap := h.pool.Snapshot()
 	out := totalsResponse{Time: now.UTC(), Window: win.name, Stats: h.stats != nil, Keys: len(snap), States: map[string]int{}}
 	for _, s := range snap {
@@ -369,7 +369,7 @@ var statusSeries = []struct {
 }
 
 func (h *handler) usage(ctx context.Context, win windowSpec) (usageResponse, error) {
-	now := h.cfg.now()
+	now := h.cfg.clock.Now()
 	starts := buckets(now, win.d, win.step)
 	latStarts := buckets(now, win.d, win.lat)
 	out := usageResponse{

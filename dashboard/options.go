@@ -2,23 +2,24 @@ package dashboard
 
 import (
 	"crypto/sha256"
-	"errors"
 	"fmt"
 	"time"
 
+	"github.com/apipool-ng/apipool"
+	"github.com/apipool-ng/apipool/clock"
 	"github.com/apipool-ng/apipool/recorder"
 )
 
-// ErrInvalidOption is matched (errors.Is) by the errors New returns for a
-// bad option or a nil pool.
-var ErrInvalidOption = errors.New("apipool/dashboard: invalid option")
-
-func optionError(option, format string, args ...any) error {
-	return fmt.Errorf("%w: %s: %s", ErrInvalidOption, option, fmt.Sprintf(format, args...))
+// optionError returns the *apipool.ConfigError of a bad option (or New
+// argument) named field.
+func optionError(field, format string, args ...any) error {
+	return &apipool.ConfigError{Field: "dashboard." + field, Reason: fmt.Sprintf(format, args...)}
 }
 
 // Option configures a dashboard. Options are sealed: they are made by the
-// With functions of this package only.
+// With functions of this package only. They are applied in order by New;
+// an option given a bad value makes New return a *apipool.ConfigError
+// (matching apipool.ErrInvalidConfig).
 type Option interface {
 	apply(*config) error
 }
@@ -45,14 +46,14 @@ type config struct {
 	basicPass *[sha256.Size]byte
 	actions   bool
 	refresh   time.Duration
-	now       func() time.Time
+	clock     clock.Clock
 	waits     func() int64
 	chartKeys int
 	title     string
 }
 
 func defaultConfig() config {
-	return config{refresh: DefaultRefresh, now: time.Now, chartKeys: DefaultChartKeys, title: "apipool"}
+	return config{refresh: DefaultRefresh, clock: clock.System{}, chartKeys: DefaultChartKeys, title: "apipool"}
 }
 
 // WithStats sets where the dashboard reads usage stats from. By default it
@@ -153,15 +154,15 @@ func WithTitle(title string) Option {
 	})
 }
 
-// WithClock sets the clock that windows end at (time.Now by default), for
-// tests that record events at fixed times. It must be safe for concurrent
-// use.
-func WithClock(now func() time.Time) Option {
+// WithClock sets the clock that windows end at (clock.System by default),
+// for tests that record events at fixed times. The dashboard reads its Now
+// only, and never asks it for a timer.
+func WithClock(clk clock.Clock) Option {
 	return optionFunc(func(c *config) error {
-		if now == nil {
+		if clk == nil {
 			return optionError("WithClock", "nil clock")
 		}
-		c.now = now
+		c.clock = clk
 		return nil
 	})
 }

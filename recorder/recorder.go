@@ -12,6 +12,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/apipool-ng/apipool/errdefs"
 	"github.com/apipool-ng/apipool/status"
 	"go.opentelemetry.io/otel/trace"
 )
@@ -119,8 +120,10 @@ type Stats interface {
 	Series(ctx context.Context, q Query, step time.Duration) (map[string][]Bucket, error)
 }
 
-// ErrClosed is returned by a store's methods after Close.
-var ErrClosed = errors.New("apipool/recorder: closed")
+// ErrClosed is returned, or wrapped, by a store's methods after Close. It
+// is the one error of every apipool package for a call after Close: the
+// same value as apipool.ErrClosed and errdefs.ErrClosed.
+var ErrClosed = errdefs.ErrClosed
 
 // ErrBadQuery is wrapped by errors about an invalid query.
 var ErrBadQuery = errors.New("apipool/recorder: bad query")

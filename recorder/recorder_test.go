@@ -18,7 +18,10 @@ func (c *counting) Close(context.Context) error { return nil }
 
 func TestFanoutRecordsToAllAndAnswersStats(t *testing.T) {
 	a, b := &counting{}, &counting{}
-	m := memory.New()
+	m, err := memory.New()
+	if err != nil {
+		t.Fatal(err)
+	}
 	f := recorder.Fanout(a, nil, m, b)
 	f.Record(recorder.Event{KeyID: "k", Time: time.Now(), Status: status.Success})
 	if a.n != 1 || b.n != 1 {
@@ -40,7 +43,10 @@ func TestFanoutRecordsToAllAndAnswersStats(t *testing.T) {
 // TestWrappersKeepMultiStats: Fanout and KeepOpen answer MultiStats when
 // the store that answers their queries does, and not otherwise.
 func TestWrappersKeepMultiStats(t *testing.T) {
-	m := memory.New()
+	m, err := memory.New()
+	if err != nil {
+		t.Fatal(err)
+	}
 	for name, r := range map[string]recorder.Recorder{
 		"Fanout":   recorder.Fanout(&counting{}, m),
 		"KeepOpen": recorder.KeepOpen(m),

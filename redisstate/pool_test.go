@@ -18,16 +18,11 @@ import (
 	"github.com/apipool-ng/apipool/redisstate"
 )
 
-// clock makes a *fakeclock.Clock an apipool.Clock.
-type clock struct{ *fakeclock.Clock }
-
-func (c clock) NewTimer(d time.Duration) apipool.Timer { return c.Clock.NewTimer(d) }
-
 // fakeAPI is the upstream the pools share: an API with a global daily quota
 // per key, which it checks, and switches that make a key rate limited
 // (429, Retry-After: 60) or revoked (401).
 type fakeAPI struct {
-	clk   clock
+	clk   *fakeclock.Clock
 	quota int
 
 	mu       sync.Mutex
@@ -39,7 +34,7 @@ type fakeAPI struct {
 	over     []string // requests beyond a key's quota
 }
 
-func newFakeAPI(clk clock, quota int) *fakeAPI {
+func newFakeAPI(clk *fakeclock.Clock, quota int) *fakeAPI {
 	return &fakeAPI{clk: clk, quota: quota, used: map[string]int{}, seen: map[string]int{}, answered: map[string]int{}, limited: map[string]bool{}, revoked: map[string]bool{}}
 }
 
@@ -132,7 +127,7 @@ func TestThreePoolsShareOneRedis(t *testing.T) {
 	srv := redistest.StartPrivate(t) // its own: phase 4 stops it
 	prefix := testPrefix(t)
 	const quota = 30
-	clk := clock{fakeclock.New(time.Now().Truncate(time.Millisecond))}
+	clk := fakeclock.New(time.Now().Truncate(time.Millisecond))
 	api := newFakeAPI(clk, quota)
 	up := httptest.NewServer(api)
 	defer up.Close()
@@ -338,7 +333,7 @@ func TestThreePoolsLeaseDailyBlocks(t *testing.T) {
 	srv := redistest.Shared(t)
 	prefix := testPrefix(t)
 	const quota = 400 // the pool leases blocks of quota/100 = 4
-	clk := clock{fakeclock.New(time.Now().Truncate(time.Millisecond))}
+	clk := fakeclock.New(time.Now().Truncate(time.Millisecond))
 	api := newFakeAPI(clk, quota)
 	up := httptest.NewServer(api)
 	defer up.Close()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"strconv"
-	"time"
 
 	"github.com/apipool-ng/apipool"
 	"github.com/redis/go-redis/v9"
@@ -70,13 +69,13 @@ func (s *Store) Publish(ctx context.Context, c apipool.StateChange) error {
 	if err := validChange(c); err != nil {
 		return err
 	}
-	at := time.Now()
-	if !c.At.IsZero() {
-		at = c.At
+	at := c.At
+	if at.IsZero() {
+		at = s.clock.Now()
 	}
 	atMs := at.UnixMilli()
 	if atMs < 0 || atMs > maxMs {
-		atMs = time.Now().UnixMilli()
+		atMs = s.clock.Now().UnixMilli()
 	}
 	msg := encodeChange(c, atMs)
 	cctx, cancel := s.callCtx(ctx)

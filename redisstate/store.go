@@ -107,6 +107,7 @@ import (
 	"time"
 
 	"github.com/apipool-ng/apipool"
+	"github.com/apipool-ng/apipool/clock"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -120,7 +121,9 @@ const (
 // ErrInvalid is matched (errors.Is) by the errors of calls given arguments
 // that no retry can make work: an empty key ID, an unknown change kind, a
 // negative limit. It also matches apipool.ErrRejectedChange, so the pool
-// drops such a change rather than publish it again.
+// drops such a change rather than publish it again. (New's errors for a
+// bad option or a nil client are configuration errors instead: an
+// *apipool.ConfigError, matching apipool.ErrInvalidConfig.)
 var ErrInvalid error = invalidError{}
 
 type invalidError struct{}
@@ -136,6 +139,7 @@ type Store struct {
 	prefix   string
 	timeout  time.Duration
 	interval time.Duration
+	clock    clock.Clock
 
 	// Redis keys and the channel, all beginning with "{prefix}".
 	cooldownKey, disabledKey, epochKey, channel string
@@ -160,15 +164,30 @@ type errRecord struct {
 
 var _ apipool.SharedState = (*Store)(nil)
 
-// Option configures a Store. Options are applied in order by New; an option
-// given a bad value makes New return an error.
+// Option configures a Store. Options are sealed: they are made by the With
+// functions of this package only. They are applied in order by New; an
+// option given a bad value makes New return a *apipool.ConfigError
+// (matching apipool.ErrInvalidConfig).
 type Option interface {
-	apply(*Store) error
+	apply(*config) error
 }
 
-type optionFunc func(*Store) error
+type optionFunc func(*config) error
 
-func (f optionFunc) apply(s *Store) error { return f(s) }
+func (f optionFunc) apply(c *config) error { return f(c) }
+
+type config struct {
+	prefix   string
+	timeout  time.Duration
+	interval time.Duration
+	clock    clock.Clock
+}
+
+// optionError returns the *apipool.ConfigError of a bad option named
+// field.
+func optionError(field, format string, args ...any) error {
+	return &apipool.ConfigError{Field: "redisstate." + field, Reason: fmt.Sprintf(format, args...)}
+}
 
 // WithPrefix sets the prefix of every Redis key and channel the store
 // uses, as the hash tag "{prefix}". Pools that share keys must use the same
@@ -176,16 +195,16 @@ func (f optionFunc) apply(s *Store) error { return f(s) }
 // must be non-empty, at most 128 bytes, without braces. The default is
 // DefaultPrefix, "apipool".
 func WithPrefix(p string) Option {
-	return optionFunc(func(s *Store) error {
+	return optionFunc(func(c *config) error {
 		switch {
 		case p == "":
-			return fmt.Errorf("%w: WithPrefix: empty prefix", ErrInvalid)
+			return optionError("WithPrefix", "empty prefix")
 		case len(p) > 128:
-			return fmt.Errorf("%w: WithPrefix: prefix longer than 128 bytes", ErrInvalid)
+			return optionError("WithPrefix", "prefix longer than 128 bytes")
 		case strings.ContainsAny(p, "{}"):
-			return fmt.Errorf("%w: WithPrefix: prefix %q contains a brace", ErrInvalid, p)
+			return optionError("WithPrefix", "prefix %q contains a brace", p)
 		}
-		s.prefix = p
+		c.prefix = p
 		return nil
 	})
 }
@@ -196,11 +215,11 @@ func WithPrefix(p string) Option {
 // DefaultTimeout, one second. The client must honour context deadlines
 // (ContextTimeoutEnabled) for it to cut a slow reply short.
 func WithTimeout(d time.Duration) Option {
-	return optionFunc(func(s *Store) error {
+	return optionFunc(func(c *config) error {
 		if d < 0 {
-			return fmt.Errorf("%w: WithTimeout: negative timeout %v", ErrInvalid, d)
+			return optionError("WithTimeout", "negative timeout %v", d)
 		}
-		s.timeout = d
+		c.timeout = d
 		return nil
 	})
 }
@@ -211,30 +230,48 @@ func WithTimeout(d time.Duration) Option {
 // once; this finds one that hangs. The default is DefaultCheckInterval,
 // 15 seconds.
 func WithCheckInterval(d time.Duration) Option {
-	return optionFunc(func(s *Store) error {
+	return optionFunc(func(c *config) error {
 		if d <= 0 {
-			return fmt.Errorf("%w: WithCheckInterval: want a positive interval, got %v", ErrInvalid, d)
+			return optionError("WithCheckInterval", "want a positive interval, got %v", d)
 		}
-		s.interval = d
+		c.interval = d
+		return nil
+	})
+}
+
+// WithClock sets the clock (clock.System by default) that stamps a
+// published change without a time of its own (StateChange.At) and that
+// Watch measures cooldown deadlines against: give it the pool's clock
+// (apipool.WithClock). The store reads its Now only. The timeouts of calls
+// to Redis, and the times of Stats, follow the system clock.
+func WithClock(clk clock.Clock) Option {
+	return optionFunc(func(c *config) error {
+		if clk == nil {
+			return optionError("WithClock", "nil clock")
+		}
+		c.clock = clk
 		return nil
 	})
 }
 
 // New returns a Store on client. It sends nothing to Redis: a Redis that
-// is down makes the store's methods fail, not New.
+// is down makes the store's methods fail, not New. It returns a
+// *apipool.ConfigError (matching apipool.ErrInvalidConfig) for a nil
+// client, a nil option or an option given a bad value.
 func New(client redis.UniversalClient, opts ...Option) (*Store, error) {
 	if client == nil {
-		return nil, fmt.Errorf("%w: nil client", ErrInvalid)
+		return nil, optionError("client", "nil client")
 	}
-	s := &Store{c: client, prefix: DefaultPrefix, timeout: DefaultTimeout, interval: DefaultCheckInterval}
-	for _, o := range opts {
+	c := config{prefix: DefaultPrefix, timeout: DefaultTimeout, interval: DefaultCheckInterval, clock: clock.System{}}
+	for i, o := range opts {
 		if o == nil {
-			continue
+			return nil, optionError("options", "option %d is nil", i)
 		}
-		if err := o.apply(s); err != nil {
+		if err := o.apply(&c); err != nil {
 			return nil, err
 		}
 	}
+	s := &Store{c: client, prefix: c.prefix, timeout: c.timeout, interval: c.interval, clock: c.clock}
 	tag := "{" + s.prefix + "}:"
 	s.cooldownKey = tag + "cooldown"
 	s.disabledKey = tag + "disabled"

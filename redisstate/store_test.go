@@ -30,7 +30,7 @@ func TestNewOptions(t *testing.T) {
 	if st := s.Stats(); st != (redisstate.Stats{}) {
 		t.Errorf("fresh stats %+v", st)
 	}
-	s, err = redisstate.New(rdb, redisstate.WithPrefix("svc:prod"), redisstate.WithTimeout(0), nil)
+	s, err = redisstate.New(rdb, redisstate.WithPrefix("svc:prod"), redisstate.WithTimeout(0))
 	if err != nil || s.Channel() != "{svc:prod}:changes" {
 		t.Errorf("WithPrefix: %v, channel %q", err, s.Channel())
 	}
@@ -42,12 +42,19 @@ func TestNewOptions(t *testing.T) {
 		"negative wait":  {redisstate.WithTimeout(-time.Second)},
 		"zero interval":  {redisstate.WithCheckInterval(0)},
 		"later bad wins": {redisstate.WithPrefix("ok"), redisstate.WithPrefix("")},
+		"nil clock":      {redisstate.WithClock(nil)},
+		"nil option":     {redisstate.WithTimeout(0), nil},
 	} {
-		if _, err := redisstate.New(rdb, opts...); !errors.Is(err, redisstate.ErrInvalid) {
-			t.Errorf("%s: got %v, want ErrInvalid", name, err)
+		_, err := redisstate.New(rdb, opts...)
+		var ce *apipool.ConfigError
+		if !errors.Is(err, apipool.ErrInvalidConfig) || !errors.As(err, &ce) || !strings.HasPrefix(ce.Field, "redisstate.") {
+			t.Errorf("%s: got %v, want a *ConfigError naming a redisstate option", name, err)
+		}
+		if errors.Is(err, redisstate.ErrInvalid) {
+			t.Errorf("%s: %v matches ErrInvalid, which is for calls' arguments", name, err)
 		}
 	}
-	if _, err := redisstate.New(nil); !errors.Is(err, redisstate.ErrInvalid) {
+	if _, err := redisstate.New(nil); !errors.Is(err, apipool.ErrInvalidConfig) {
 		t.Errorf("nil client: got %v", err)
 	}
 }

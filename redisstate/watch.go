@@ -156,7 +156,7 @@ func (s *Store) readState(ctx context.Context) ([]apipool.StateChange, error) {
 		return nil, err
 	}
 
-	now := time.Now()
+	now := s.clock.Now()
 	// A key in either hash, even with a malformed or ended entry.
 	type keyState struct {
 		until    time.Time // zero when none or ended

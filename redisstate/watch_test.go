@@ -9,7 +9,9 @@ import (
 	"time"
 
 	"github.com/apipool-ng/apipool"
+	"github.com/apipool-ng/apipool/internal/fakeclock"
 	"github.com/apipool-ng/apipool/internal/redistest"
+	"github.com/apipool-ng/apipool/redisstate"
 )
 
 func changeString(c apipool.StateChange) string {
@@ -225,5 +227,36 @@ func TestWatchEndsWithContext(t *testing.T) {
 	}
 	if st := a.Stats(); st.Errors != 0 {
 		t.Errorf("stats %+v", st)
+	}
+}
+
+// TestWatchReadsTheClock: a change published without a time is stamped
+// with the store's clock, and Watch measures cooldown deadlines against
+// its clock, not the system's.
+func TestWatchReadsTheClock(t *testing.T) {
+	srv := redistest.Shared(t)
+	prefix := testPrefix(t)
+	at := time.UnixMilli(1_767_225_600_000) // long past
+	clk := fakeclock.New(at)
+	a := newReplica(t, srv, prefix, redisstate.WithClock(clk))
+	b := newReplica(t, srv, prefix, redisstate.WithClock(clk))
+	c := newReplica(t, srv, prefix) // the system clock
+	ctx := ctxT(t)
+	for _, ch := range []apipool.StateChange{
+		{KeyID: "k1", Kind: apipool.ChangeDisable, Reason: "revoked"},
+		{KeyID: "k2", Kind: apipool.ChangeCooldown, Until: at.Add(time.Hour)},
+	} {
+		if err := a.Publish(ctx, ch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := fmt.Sprintf(`k1 disable "revoked" %d; k2 cooldown %d`, at.UnixMilli(), at.Add(time.Hour).UnixMilli())
+	if got := changesString(startWatch(t, b).state(t)); got != want {
+		t.Errorf("state on the store's clock:\n got %s\nwant %s", got, want)
+	}
+	// On the system clock, the cooldown ended long ago.
+	want = fmt.Sprintf(`k1 disable "revoked" %d`, at.UnixMilli())
+	if got := changesString(startWatch(t, c).state(t)); got != want {
+		t.Errorf("state on the system clock:\n got %s\nwant %s", got, want)
 	}
 }

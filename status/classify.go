@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/apipool-ng/apipool/errdefs"
 )
 
 // Config configures a [Classifier]. The zero value means the defaults:
@@ -43,18 +45,27 @@ type Classifier struct {
 	hook     func(*http.Response) (Status, bool)
 }
 
-// ConfigError reports a bad classifier configuration.
+// ConfigError reports a bad classifier configuration: Field names the
+// Config field at fault ("InvalidKeyCodes[1]"), Reason says why. It
+// matches errdefs.ErrInvalidConfig (apipool.ErrInvalidConfig), as every
+// apipool configuration error does. It is a type of its own, rather than
+// errdefs.ConfigError, so that errors.As finds it inside the
+// apipool.ConfigError of apipool.WithClassifier, which holds it as its
+// cause.
 type ConfigError struct {
 	Field  string
 	Reason string
 }
 
 func (e *ConfigError) Error() string {
-	return "apipool/status: " + e.Field + ": " + e.Reason
+	return "apipool: invalid configuration: status.Config." + e.Field + ": " + e.Reason
 }
 
+// Is makes errors.Is(err, errdefs.ErrInvalidConfig) true.
+func (e *ConfigError) Is(target error) bool { return target == errdefs.ErrInvalidConfig }
+
 // NewClassifier validates c and returns a classifier. Codes outside
-// 100..599 are an error.
+// 100..599 are an error: a *ConfigError.
 func NewClassifier(c Config) (*Classifier, error) {
 	cl := &Classifier{hook: c.Hook}
 	for code := 100; code < 600; code++ {

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/apipool-ng/apipool/errdefs"
 )
 
 func resp(code int) *http.Response {
@@ -188,8 +190,11 @@ func TestConfigErrors(t *testing.T) {
 		if ce.Field != c.field || ce.Reason == "" {
 			t.Errorf("NewClassifier(%+v): %#v, want field %q and a reason", c.cfg, ce, c.field)
 		}
-		if want := "apipool/status: " + ce.Field + ": " + ce.Reason; err.Error() != want {
+		if want := "apipool: invalid configuration: status.Config." + ce.Field + ": " + ce.Reason; err.Error() != want {
 			t.Errorf("Error() = %q, want %q", err.Error(), want)
+		}
+		if !errors.Is(err, errdefs.ErrInvalidConfig) {
+			t.Errorf("NewClassifier(%+v): %v does not match errdefs.ErrInvalidConfig", c.cfg, err)
 		}
 	}
 	for _, codes := range [][]int{{100}, {599}, {100, 599}} {

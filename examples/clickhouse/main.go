@@ -110,7 +110,10 @@ func run(out io.Writer, c config) error {
 	if err != nil {
 		return err
 	}
-	mem := memory.New()
+	mem, err := memory.New()
+	if err != nil {
+		return err
+	}
 
 	api := demoapi.New()
 	srv := httptest.NewServer(api)

@@ -1,10 +1,13 @@
 // Package fakeclock is a manual clock for tests: time moves only when the
-// test calls Advance, and timers fire then. It implements apipool.Clock.
+// test calls Advance, and timers fire then. It implements clock.Clock (and
+// so apipool.Clock).
 package fakeclock
 
 import (
 	"sync"
 	"time"
+
+	"github.com/apipool-ng/apipool/clock"
 )
 
 // Clock is a fake clock. Create it with New. Safe for concurrent use.
@@ -78,9 +81,10 @@ type Timer struct {
 	ch   chan time.Time
 }
 
-// NewTimer returns a timer that fires when the clock reaches now+d. The
-// return type matches apipool.Timer through the C and Stop methods.
-func (c *Clock) NewTimer(d time.Duration) *Timer {
+var _ clock.Clock = (*Clock)(nil)
+
+// NewTimer returns a *Timer that fires when the clock reaches now+d.
+func (c *Clock) NewTimer(d time.Duration) clock.Timer {
 	c.mu.Lock()
 	t := &Timer{c: c, when: c.now.Add(d), ch: make(chan time.Time, 1)}
 	if d <= 0 {

@@ -89,19 +89,21 @@ func (c schemaConfig) distDDL(name string, sharded bool) string {
 func (c Config) checkClusterConfig() error {
 	if c.Cluster == "" {
 		if c.InsertDistributed {
-			return fmt.Errorf("%w: InsertDistributed needs a Cluster", ErrBadConfig)
+			return configError("InsertDistributed", "needs a Cluster")
 		}
 		return nil
 	}
 	switch {
 	case !identRE.MatchString(c.Cluster):
-		return fmt.Errorf("%w: Cluster %q is not a plain identifier", ErrBadConfig, c.Cluster)
+		return configError("Cluster", "%q is not a plain identifier", c.Cluster)
 	case !identRE.MatchString(c.Table + viewSuffix + localSuffix):
-		return fmt.Errorf("%w: Table %q is too long for cluster mode (at most %d bytes)", ErrBadConfig, c.Table, 128-len(viewSuffix+localSuffix))
+		return configError("Table", "%q is too long for cluster mode (at most %d bytes)", c.Table, 128-len(viewSuffix+localSuffix))
 	case !strings.HasPrefix(c.ReplicaPath, "/"):
-		return fmt.Errorf("%w: ReplicaPath %q is not an absolute ZooKeeper path", ErrBadConfig, c.ReplicaPath)
-	case strings.ContainsAny(c.ReplicaPath+c.ReplicaName, "'\\\x00"):
-		return fmt.Errorf("%w: ReplicaPath and ReplicaName must not hold quotes, backslashes or NUL", ErrBadConfig)
+		return configError("ReplicaPath", "%q is not an absolute ZooKeeper path", c.ReplicaPath)
+	case strings.ContainsAny(c.ReplicaPath, "'\\\x00"):
+		return configError("ReplicaPath", "must not hold quotes, backslashes or NUL")
+	case strings.ContainsAny(c.ReplicaName, "'\\\x00"):
+		return configError("ReplicaName", "must not hold quotes, backslashes or NUL")
 	}
 	return nil
 }

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/apipool-ng/apipool/errdefs"
 )
 
 // clusterSchema is the schema config of a cluster-mode Config with
@@ -80,20 +82,21 @@ func TestPlanSchemaSingleServerUnchanged(t *testing.T) {
 
 func TestClusterConfigErrors(t *testing.T) {
 	for _, c := range []struct {
-		name string
-		cfg  Config
+		name, field string
+		cfg         Config
 	}{
-		{"cluster not an identifier", Config{Cluster: "a-b"}},
-		{"cluster with a quote", Config{Cluster: "a'b"}},
-		{"relative path", Config{Cluster: "c", ReplicaPath: "clickhouse/tables"}},
-		{"quote in path", Config{Cluster: "c", ReplicaPath: "/x'y"}},
-		{"backslash in replica", Config{Cluster: "c", ReplicaName: `{replica}\`}},
-		{"table too long for the local suffix", Config{Cluster: "c", Table: strings.Repeat("t", 120)}},
-		{"InsertDistributed without a cluster", Config{InsertDistributed: true}},
+		{"cluster not an identifier", "Cluster", Config{Cluster: "a-b"}},
+		{"cluster with a quote", "Cluster", Config{Cluster: "a'b"}},
+		{"relative path", "ReplicaPath", Config{Cluster: "c", ReplicaPath: "clickhouse/tables"}},
+		{"quote in path", "ReplicaPath", Config{Cluster: "c", ReplicaPath: "/x'y"}},
+		{"backslash in replica", "ReplicaName", Config{Cluster: "c", ReplicaName: `{replica}\`}},
+		{"table too long for the local suffix", "Table", Config{Cluster: "c", Table: strings.Repeat("t", 120)}},
+		{"InsertDistributed without a cluster", "InsertDistributed", Config{InsertDistributed: true}},
 	} {
 		_, err := c.cfg.withDefaults()
-		if !errors.Is(err, ErrBadConfig) {
-			t.Errorf("%s: withDefaults = %v, want ErrBadConfig", c.name, err)
+		var ce *errdefs.ConfigError
+		if !errors.Is(err, errdefs.ErrInvalidConfig) || !errors.As(err, &ce) || ce.Field != "clickhouse.Config."+c.field {
+			t.Errorf("%s: withDefaults = %v, want a *ConfigError naming clickhouse.Config.%s", c.name, err, c.field)
 		}
 	}
 	cfg, err := Config{Cluster: "c"}.withDefaults()

@@ -2,10 +2,12 @@ package clickhouse
 
 import (
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/apipool-ng/apipool/clock"
+	"github.com/apipool-ng/apipool/errdefs"
 )
 
 // Config configures a Store. Its zero value is usable: it connects to a
@@ -128,6 +130,12 @@ type Config struct {
 	// replicated table of the server the store is connected to.
 	InsertDistributed bool
 
+	// Clock gives the time of events recorded without one (a zero
+	// Event.Time). Default: clock.System. The writer's timing (FlushInterval,
+	// backoffs, pings) follows the system clock whatever this is, and TTL
+	// the server's.
+	Clock clock.Clock
+
 	// Logger receives the store's rare log lines: send failures and
 	// recoveries, schema changes, spills. Default: none.
 	Logger *slog.Logger
@@ -171,11 +179,14 @@ const (
 	DefaultRollupAfter   = time.Hour
 )
 
-// ErrBadConfig is wrapped by New's errors about an invalid Config.
-var ErrBadConfig = errors.New("apipool: clickhouse: bad config")
+// configError returns the *errdefs.ConfigError (apipool.ConfigError) of
+// the Config field named field.
+func configError(field, format string, args ...any) error {
+	return &errdefs.ConfigError{Field: "clickhouse.Config." + field, Reason: fmt.Sprintf(format, args...)}
+}
 
-// withDefaults returns c with defaults for its zero fields, or an error
-// wrapping ErrBadConfig.
+// withDefaults returns c with defaults for its zero fields, or a
+// *errdefs.ConfigError naming the field at fault.
 func (c Config) withDefaults() (Config, error) {
 	if len(c.Addrs) == 0 {
 		c.Addrs = []string{DefaultAddr}
@@ -217,29 +228,46 @@ func (c Config) withDefaults() (Config, error) {
 	if c.SpillMaxBytes == 0 {
 		c.SpillMaxBytes = DefaultSpillMaxBytes
 	}
-	bad := func(format string, args ...any) (Config, error) {
-		return c, fmt.Errorf("%w: "+format, append([]any{ErrBadConfig}, args...)...)
+	if c.Clock == nil {
+		c.Clock = clock.System{}
+	}
+	bad := func(field, format string, args ...any) (Config, error) {
+		return c, configError(field, format, args...)
 	}
 	switch {
 	case !identRE.MatchString(c.Database):
-		return bad("Database %q is not a plain identifier", c.Database)
+		return bad("Database", "%q is not a plain identifier", c.Database)
 	case !identRE.MatchString(c.Table) || !identRE.MatchString(c.Table+viewSuffix):
-		return bad("Table %q is not a plain identifier (of at most %d bytes)", c.Table, 128-len(viewSuffix))
-	case c.BatchSize < 0, c.QueueSize < 0, c.SpillMaxBytes < 0:
-		return bad("BatchSize, QueueSize and SpillMaxBytes must not be negative")
-	case c.DialTimeout < 0, c.ReadTimeout < 0, c.FlushInterval < 0, c.MinBackoff < 0, c.MaxBackoff < 0, c.TTL < 0, c.RollupTTL < 0:
-		return bad("durations must not be negative (RollupAfter aside)")
-	case c.MinBackoff > c.MaxBackoff:
-		return bad("MinBackoff %v exceeds MaxBackoff %v", c.MinBackoff, c.MaxBackoff)
+		return bad("Table", "%q is not a plain identifier (of at most %d bytes)", c.Table, 128-len(viewSuffix))
+	case c.BatchSize < 0:
+		return bad("BatchSize", "negative size %d", c.BatchSize)
+	case c.QueueSize < 0:
+		return bad("QueueSize", "negative size %d", c.QueueSize)
+	case c.SpillMaxBytes < 0:
+		return bad("SpillMaxBytes", "negative size %d", c.SpillMaxBytes)
 	case c.OnFull != Drop && c.OnFull != Block:
-		return bad("unknown OnFull %v", c.OnFull)
+		return bad("OnFull", "unknown policy %v", c.OnFull)
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"DialTimeout", c.DialTimeout}, {"ReadTimeout", c.ReadTimeout}, {"FlushInterval", c.FlushInterval},
+		{"MinBackoff", c.MinBackoff}, {"MaxBackoff", c.MaxBackoff}, {"TTL", c.TTL}, {"RollupTTL", c.RollupTTL},
+	} {
+		if d.v < 0 {
+			return bad(d.name, "negative duration %v", d.v)
+		}
+	}
+	if c.MinBackoff > c.MaxBackoff {
+		return bad("MinBackoff", "%v exceeds MaxBackoff %v", c.MinBackoff, c.MaxBackoff)
 	}
 	if err := c.checkClusterConfig(); err != nil {
 		return c, err
 	}
-	for _, a := range c.Addrs {
+	for i, a := range c.Addrs {
 		if a == "" {
-			return bad("empty address in Addrs")
+			return bad(fmt.Sprintf("Addrs[%d]", i), "empty address")
 		}
 	}
 	if c.QueueSize < c.BatchSize {

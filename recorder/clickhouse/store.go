@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
@@ -376,12 +375,13 @@ func (s *Store) Err() error {
 
 // Record queues e for writing. It never does I/O. When the queue is full
 // it drops e (and counts it in Dropped) or, with the Block policy, waits
-// for room. After Close it drops e. A zero e.Time is taken as now.
+// for room. After Close it drops e. A zero e.Time is taken as Config.Clock's
+// now.
 // Strings are stored as valid UTF-8 of at most 1024 bytes, times at
 // millisecond precision and latencies in whole microseconds.
 func (s *Store) Record(e recorder.Event) {
 	if e.Time.IsZero() {
-		e.Time = time.Now()
+		e.Time = s.cfg.Clock.Now()
 	}
 	s.q.put(&e)
 }

@@ -15,7 +15,9 @@ import (
 	"time"
 
 	chgo "github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/apipool-ng/apipool"
 	"github.com/apipool-ng/apipool/internal/chtest"
+	"github.com/apipool-ng/apipool/internal/fakeclock"
 	"github.com/apipool-ng/apipool/recorder"
 	"github.com/apipool-ng/apipool/recorder/clickhouse"
 	"github.com/apipool-ng/apipool/status"
@@ -358,16 +360,22 @@ func TestUnreachableAddress(t *testing.T) {
 }
 
 func TestBadConfig(t *testing.T) {
-	for name, cfg := range map[string]clickhouse.Config{
-		"table with a dot":         {Table: "a.b"},
-		"database with a backtick": {Database: "a`b"},
-		"negative batch":           {BatchSize: -1},
-		"min over max backoff":     {MinBackoff: time.Minute, MaxBackoff: time.Second},
-		"unknown policy":           {OnFull: 7},
-		"empty address":            {Addrs: []string{""}},
+	for field, cfg := range map[string]clickhouse.Config{
+		"Table":         {Table: "a.b"},
+		"Database":      {Database: "a`b"},
+		"BatchSize":     {BatchSize: -1},
+		"QueueSize":     {QueueSize: -1},
+		"SpillMaxBytes": {SpillMaxBytes: -1},
+		"ReadTimeout":   {ReadTimeout: -time.Second},
+		"RollupTTL":     {RollupTTL: -time.Hour},
+		"MinBackoff":    {MinBackoff: time.Minute, MaxBackoff: time.Second},
+		"OnFull":        {OnFull: 7},
+		"Addrs[1]":      {Addrs: []string{"x:9000", ""}},
 	} {
-		if _, err := clickhouse.New(context.Background(), cfg); !errors.Is(err, clickhouse.ErrBadConfig) {
-			t.Errorf("%s: %v, want ErrBadConfig", name, err)
+		_, err := clickhouse.New(context.Background(), cfg)
+		var ce *apipool.ConfigError
+		if !errors.Is(err, apipool.ErrInvalidConfig) || !errors.As(err, &ce) || ce.Field != "clickhouse.Config."+field {
+			t.Errorf("%s: %v, want a *ConfigError naming clickhouse.Config.%s", field, err, field)
 		}
 	}
 }
@@ -720,6 +728,23 @@ func TestServerKilledMidStream(t *testing.T) {
 	}
 	if got.rows > got.ids {
 		t.Logf("%d rows written twice (acknowledgement lost to the kill)", got.rows-got.ids)
+	}
+}
+
+// TestClockDatesUndatedEvents: an event without a time gets Config.Clock's.
+func TestClockDatesUndatedEvents(t *testing.T) {
+	srv := chtest.Shared(t)
+	cfg := testConfig(t, srv)
+	at := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+	cfg.Clock = fakeclock.New(at)
+	s := newStore(t, cfg)
+	s.Record(recorder.Event{KeyID: "k"})
+	if err := s.Flush(ctxT(t, 30*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.UsageCount(context.Background(), recorder.Query{Since: at, Until: at.Add(time.Millisecond)})
+	if err != nil || n != 1 {
+		t.Errorf("an event with a zero Time is not dated by the clock: UsageCount = %d, %v", n, err)
 	}
 }
 

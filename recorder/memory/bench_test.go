@@ -14,7 +14,7 @@ import (
 
 var benchBase = time.Date(2026, 1, 2, 3, 0, 0, 0, time.UTC)
 
-func benchClock() time.Time { return benchBase.Add(1000 * time.Hour) }
+var benchClock = clockFunc(func() time.Time { return benchBase.Add(1000 * time.Hour) })
 
 // fill records, for each of n keys, events in every minute of the store's
 // retention and an hour more (one of each status class, so that every
@@ -40,7 +40,7 @@ func fill(s *Store, keys int) time.Time {
 }
 
 func BenchmarkRecord(b *testing.B) {
-	s := New(WithClock(benchClock))
+	s := mustNew(b, WithClock(benchClock))
 	e := recorder.Event{Time: benchBase, KeyID: "key", Status: status.Success, Latency: 150 * time.Millisecond}
 	b.ReportAllocs()
 	i := 0
@@ -59,7 +59,7 @@ func BenchmarkRecordParallel(b *testing.B) {
 			name = "OneKey"
 		}
 		b.Run(name, func(b *testing.B) {
-			s := New(WithClock(benchClock))
+			s := mustNew(b, WithClock(benchClock))
 			var g atomic.Int64
 			b.ReportAllocs()
 			b.RunParallel(func(pb *testing.PB) {
@@ -81,7 +81,7 @@ func BenchmarkRecordParallel(b *testing.B) {
 
 // BenchmarkQuery runs each query over 100 keys and the full 24 hours.
 func BenchmarkQuery(b *testing.B) {
-	s := New(WithClock(benchClock))
+	s := mustNew(b, WithClock(benchClock))
 	newest := fill(s, 100)
 	ctx := context.Background()
 	day := recorder.Query{Since: newest.Add(-24 * time.Hour).Truncate(time.Second), Until: newest.Add(time.Second)}
@@ -118,13 +118,13 @@ func BenchmarkMemoryPerKey(b *testing.B) {
 	var full, idle float64
 	for b.Loop() {
 		before := heapInUse()
-		s := New(WithClock(benchClock))
+		s := mustNew(b, WithClock(benchClock))
 		fill(s, keys)
 		full = float64(heapInUse()-before) / keys
 		runtime.KeepAlive(s)
 
 		before = heapInUse()
-		s2 := New(WithClock(benchClock))
+		s2 := mustNew(b, WithClock(benchClock))
 		for k := range keys {
 			s2.Record(recorder.Event{Time: benchBase, KeyID: fmt.Sprint("key-", k), Status: status.Success})
 		}

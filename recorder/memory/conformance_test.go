@@ -10,7 +10,11 @@ import (
 
 func TestConformance(t *testing.T) {
 	recordertest.Run(t, func(t *testing.T) recordertest.Store {
-		return memory.New()
+		s, err := memory.New()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
 	})
 }
 
@@ -18,6 +22,10 @@ func TestConformanceRecentBase(t *testing.T) {
 	// Events ending just before now, under the default clock check.
 	base := time.Now().Truncate(time.Hour).Add(-4 * time.Hour)
 	recordertest.RunBase(t, base, func(t *testing.T) recordertest.Store {
-		return memory.New(memory.WithRetention(6 * time.Hour))
+		s, err := memory.New(memory.WithRetention(6 * time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
 	})
 }

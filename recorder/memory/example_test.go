@@ -3,6 +3,7 @@ package memory_test
 import (
 	"context"
 	"fmt"
+	"log"
 	"time"
 
 	"github.com/apipool-ng/apipool/recorder"
@@ -11,7 +12,10 @@ import (
 )
 
 func Example() {
-	s := memory.New()
+	s, err := memory.New()
+	if err != nil {
+		log.Fatal(err)
+	}
 	defer s.Close(context.Background())
 
 	now := time.Now()

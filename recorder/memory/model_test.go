@@ -116,7 +116,7 @@ func TestModelRandom(t *testing.T) {
 		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) {
 			r := rand.New(rand.NewPCG(seed, 7))
 			retention := []time.Duration{time.Hour, 2 * time.Hour, 6 * time.Hour, 24 * time.Hour}[seed%4]
-			s := New(WithRetention(retention), WithClock(func() time.Time { return base.Add(1000 * time.Hour) }))
+			s := mustNew(t, WithRetention(retention), WithClock(clockFunc(func() time.Time { return base.Add(1000 * time.Hour) })))
 			defer s.Close(context.Background())
 			m := newModel(retention)
 			keys := []string{"", "a", "b", "c", "d"}

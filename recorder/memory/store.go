@@ -2,11 +2,14 @@ package memory
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/apipool-ng/apipool/clock"
+	"github.com/apipool-ng/apipool/errdefs"
 	"github.com/apipool-ng/apipool/recorder"
 	"github.com/apipool-ng/apipool/status"
 )
@@ -98,58 +101,76 @@ type config struct {
 	hours     int64 // the hour ring's size
 	maxKeys   int
 	maxFuture int64 // seconds
-	now       func() time.Time
+	clock     clock.Clock
 }
 
-// Option configures a [Store].
-type Option func(*config)
+// Option configures a [Store]. Options are applied in order by [New]; an
+// option given a value out of its range makes New return a
+// *errdefs.ConfigError (matching apipool.ErrInvalidConfig).
+type Option interface {
+	apply(*config) error
+}
+
+type optionFunc func(*config) error
+
+func (f optionFunc) apply(c *config) error { return f(c) }
 
 // WithRetention sets how long events are kept, relative to the newest event
 // the store has accepted (not to the clock). It is rounded up to a whole
-// minute and clamped to [MinRetention, MaxRetention]. The default is
+// minute and must be within [MinRetention, MaxRetention]. The default is
 // [DefaultRetention].
 func WithRetention(d time.Duration) Option {
-	return func(c *config) {
-		d = min(max(d, MinRetention), MaxRetention)
+	return optionFunc(func(c *config) error {
+		if d < MinRetention || d > MaxRetention {
+			return &errdefs.ConfigError{Field: "memory.WithRetention", Reason: fmt.Sprintf("%v is outside [%v, %v]", d, MinRetention, MaxRetention)}
+		}
 		c.minutes = int64((d + time.Minute - 1) / time.Minute)
-	}
+		return nil
+	})
 }
 
 // WithMaxKeys bounds the number of keys the store tracks, the key "" of
 // keyless events included. When it is full, a new key takes the place of keys
 // whose events all fell out of the retention; if there are none, the new
-// key's events are dropped and counted in [Store.Dropped]. n < 1 means the
-// default, [DefaultMaxKeys].
+// key's events are dropped and counted in [Store.Dropped]. n must be at
+// least 1. The default is [DefaultMaxKeys].
 func WithMaxKeys(n int) Option {
-	return func(c *config) {
+	return optionFunc(func(c *config) error {
 		if n < 1 {
-			n = DefaultMaxKeys
+			return &errdefs.ConfigError{Field: "memory.WithMaxKeys", Reason: fmt.Sprintf("want at least 1, got %d", n)}
 		}
 		c.maxKeys = n
-	}
+		return nil
+	})
 }
 
 // WithMaxFuture sets how far ahead of the clock an event's time may be.
 // Later events are rejected and counted in [Store.TooNew], so that one event
-// with a wild time cannot push every other out of the retention. Negative
-// means 0. The default is [DefaultMaxFuture].
+// with a wild time cannot push every other out of the retention. It is
+// rounded up to a whole second and must not be negative. The default is
+// [DefaultMaxFuture].
 func WithMaxFuture(d time.Duration) Option {
-	return func(c *config) {
-		d = max(d, 0)
+	return optionFunc(func(c *config) error {
+		if d < 0 {
+			return &errdefs.ConfigError{Field: "memory.WithMaxFuture", Reason: fmt.Sprintf("negative duration %v", d)}
+		}
 		c.maxFuture = int64((d + time.Second - 1) / time.Second)
-	}
+		return nil
+	})
 }
 
-// WithClock sets the clock that [WithMaxFuture] is measured against; nil
-// means time.Now. The store reads it only for events newer than every event
-// it has accepted, at most about once per second of event time.
-func WithClock(now func() time.Time) Option {
-	return func(c *config) {
-		if now == nil {
-			now = time.Now
+// WithClock sets the clock that [WithMaxFuture] is measured against
+// (clock.System by default). The store reads its Now only for events newer
+// than every event it has accepted, at most about once per second of event
+// time, and never asks it for a timer.
+func WithClock(clk clock.Clock) Option {
+	return optionFunc(func(c *config) error {
+		if clk == nil {
+			return &errdefs.ConfigError{Field: "memory.WithClock", Reason: "nil clock"}
 		}
-		c.now = now
-	}
+		c.clock = clk
+		return nil
+	})
 }
 
 // Store is the in-memory usage store. Make one with [New]; the zero value is
@@ -178,13 +199,18 @@ var (
 
 // New returns an empty store. Without options it keeps 24 hours
 // ([DefaultRetention]) of up to 1024 keys ([DefaultMaxKeys]) and rejects
-// events more than a minute ahead of time.Now ([DefaultMaxFuture]).
-func New(opts ...Option) *Store {
-	c := config{maxKeys: DefaultMaxKeys, now: time.Now, maxFuture: int64(DefaultMaxFuture / time.Second)}
-	WithRetention(DefaultRetention)(&c)
-	for _, o := range opts {
-		if o != nil {
-			o(&c)
+// events more than a minute ahead of the system clock ([DefaultMaxFuture]).
+// It returns a *errdefs.ConfigError, matching apipool.ErrInvalidConfig,
+// for a nil option or an option given a value out of its range.
+func New(opts ...Option) (*Store, error) {
+	c := config{maxKeys: DefaultMaxKeys, clock: clock.System{}, maxFuture: int64(DefaultMaxFuture / time.Second),
+		minutes: int64(DefaultRetention / time.Minute)}
+	for i, o := range opts {
+		if o == nil {
+			return nil, &errdefs.ConfigError{Field: "memory.options", Reason: fmt.Sprintf("option %d is nil", i)}
+		}
+		if err := o.apply(&c); err != nil {
+			return nil, err
 		}
 	}
 	// The hour ring covers every hour the minute ring touches.
@@ -196,7 +222,7 @@ func New(opts ...Option) *Store {
 	s.notTooNew.Store(-1)
 	s.lastEvict.Store(math.MinInt64)
 	s.stripes.init()
-	return s
+	return s, nil
 }
 
 // Retention returns the store's retention.
@@ -245,7 +271,7 @@ func (s *Store) Record(e recorder.Event) {
 		// once per second of event time (an event held is not counted
 		// yet, so newest may lag behind the seconds checked).
 		if ok := s.notTooNew.Load(); sec > ok {
-			if sec > s.cfg.now().Unix()+s.cfg.maxFuture {
+			if sec > s.cfg.clock.Now().Unix()+s.cfg.maxFuture {
 				s.tooNew.Add(1)
 				return
 			}

@@ -13,6 +13,8 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/apipool-ng/apipool/clock"
+	"github.com/apipool-ng/apipool/errdefs"
 	"github.com/apipool-ng/apipool/recorder"
 	"github.com/apipool-ng/apipool/status"
 )
@@ -22,10 +24,27 @@ var (
 	ctx = context.Background()
 )
 
+// clockFunc makes a function a clock.Clock, for tests that compute the
+// time or count its readings. The store never asks for a timer.
+type clockFunc func() time.Time
+
+func (f clockFunc) Now() time.Time                     { return f() }
+func (f clockFunc) NewTimer(time.Duration) clock.Timer { panic("the store asked for a timer") }
+
+// mustNew returns New's store, failing tb on an error.
+func mustNew(tb testing.TB, opts ...Option) *Store {
+	tb.Helper()
+	s, err := New(opts...)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s
+}
+
 // newTest returns a store whose clock is far after t0.
 func newTest(t *testing.T, opts ...Option) *Store {
 	t.Helper()
-	s := New(append([]Option{WithClock(func() time.Time { return t0.Add(10000 * time.Hour) })}, opts...)...)
+	s := mustNew(t, append([]Option{WithClock(clockFunc(func() time.Time { return t0.Add(10000 * time.Hour) }))}, opts...)...)
 	t.Cleanup(func() { s.Close(ctx) })
 	return s
 }
@@ -78,25 +97,47 @@ func TestOptions(t *testing.T) {
 	for _, c := range []struct {
 		in, want time.Duration
 	}{
-		{0, MinRetention},
-		{-time.Hour, MinRetention},
-		{90 * time.Second, MinRetention},
+		{MinRetention, MinRetention},
 		{time.Hour + time.Second, time.Hour + time.Minute},
 		{48 * time.Hour, 48 * time.Hour},
-		{1000 * 24 * time.Hour, MaxRetention},
+		{MaxRetention, MaxRetention},
 	} {
-		if got := New(WithRetention(c.in)).Retention(); got != c.want {
+		if got := mustNew(t, WithRetention(c.in)).Retention(); got != c.want {
 			t.Errorf("WithRetention(%v): Retention() = %v, want %v", c.in, got, c.want)
 		}
 	}
-	if got := New().Retention(); got != DefaultRetention {
+	if got := mustNew(t).Retention(); got != DefaultRetention {
 		t.Errorf("default Retention() = %v, want %v", got, DefaultRetention)
 	}
-	// nil options and a nil clock are ignored.
-	s := New(nil, WithClock(nil), WithMaxKeys(0), WithMaxFuture(-time.Hour))
+	s := mustNew(t, WithMaxKeys(1), WithMaxFuture(0))
 	s.Record(recorder.Event{Time: time.Now().Add(-time.Minute), KeyID: "a"})
 	if n, _ := s.UsageCount(ctx, recorder.Query{}); n != 1 {
 		t.Errorf("UsageCount = %d, want 1", n)
+	}
+}
+
+// Options out of their range, and nil options, are refused with a
+// configuration error naming them, not clamped.
+func TestOptionErrors(t *testing.T) {
+	for _, c := range []struct {
+		opt   Option
+		field string
+	}{
+		{nil, "memory.options"},
+		{WithRetention(0), "memory.WithRetention"},
+		{WithRetention(-time.Hour), "memory.WithRetention"},
+		{WithRetention(MinRetention - time.Second), "memory.WithRetention"},
+		{WithRetention(MaxRetention + time.Minute), "memory.WithRetention"},
+		{WithMaxKeys(0), "memory.WithMaxKeys"},
+		{WithMaxKeys(-1), "memory.WithMaxKeys"},
+		{WithMaxFuture(-time.Second), "memory.WithMaxFuture"},
+		{WithClock(nil), "memory.WithClock"},
+	} {
+		s, err := New(WithMaxKeys(5), c.opt)
+		var ce *errdefs.ConfigError
+		if s != nil || !errors.As(err, &ce) || !errors.Is(err, errdefs.ErrInvalidConfig) || ce.Field != c.field {
+			t.Errorf("%s: New = %v, %v; want a *ConfigError naming it", c.field, s, err)
+		}
 	}
 }
 
@@ -126,7 +167,7 @@ func TestCloseThenRecord(t *testing.T) {
 
 func TestTooOldAndTooNew(t *testing.T) {
 	now := t0.Add(10 * time.Hour)
-	s := New(WithClock(func() time.Time { return now }), WithRetention(time.Hour))
+	s := mustNew(t, WithClock(clockFunc(func() time.Time { return now })), WithRetention(time.Hour))
 	s.Record(ev("a", 10*time.Hour, status.Success))
 	// Within the retention of the newest event, including a new key.
 	s.Record(ev("a", 9*time.Hour+30*time.Minute, status.Success))
@@ -464,7 +505,7 @@ func TestMemoryLayout(t *testing.T) {
 	// A key with one event: the key state, four rings of 4 entries, one
 	// histogram of one bin for its minute and its hour, and the copied map
 	// of keys (here of two keys).
-	s := New(WithClock(func() time.Time { return t0 }))
+	s := mustNew(t, WithClock(clockFunc(func() time.Time { return t0 })))
 	for range s.stripes.max {
 		s.stripes.add() // made now, not by a Record that moved to another processor
 	}
@@ -491,7 +532,7 @@ func FuzzSeries(f *testing.F) {
 	f.Add(int64(-1<<62), int64(0), int64(1<<62), int64(0), int64(time.Second))
 	f.Add(t0.Unix()-1, int64(999_999_999), t0.Unix()+1, int64(1), int64(7*time.Second))
 	f.Add(int64(0), int64(0), int64(1<<40), int64(0), int64(-1))
-	s := New(WithClock(func() time.Time { return t0.Add(1000 * time.Hour) }))
+	s := mustNew(f, WithClock(clockFunc(func() time.Time { return t0.Add(1000 * time.Hour) })))
 	for i := range 300 {
 		s.Record(ev(fmt.Sprint(i%3), time.Duration(i)*37*time.Second, status.All[i%len(status.All)]))
 	}
@@ -600,7 +641,7 @@ func TestQuerySeesHeldEvents(t *testing.T) {
 // (WithClock's promise).
 func TestClockReadOncePerSecond(t *testing.T) {
 	var reads atomic.Int64
-	s := New(WithClock(func() time.Time { reads.Add(1); return t0.Add(time.Hour) }))
+	s := mustNew(t, WithClock(clockFunc(func() time.Time { reads.Add(1); return t0.Add(time.Hour) })))
 	for sec := range 5 {
 		for range 200 {
 			s.Record(ev("k", time.Duration(sec)*time.Second, status.Success))

@@ -1,13 +1,14 @@
 package sql
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"regexp"
 	"time"
 
-	"github.com/apipool-ng/apipool/internal/batch"
+	"github.com/apipool-ng/apipool/clock"
+	"github.com/apipool-ng/apipool/errdefs"
+	"github.com/apipool-ng/apipool/recorder/sql/internal/batch"
 )
 
 // Config configures a Store. Driver and DSN are required; every other
@@ -52,7 +53,7 @@ type Config struct {
 	MinBackoff, MaxBackoff time.Duration
 
 	// Retention, when positive, makes the writer delete raw events older
-	// than Retention (by their time, against the clock), a few thousand
+	// than Retention (by their time, against Clock), a few thousand
 	// rows at a time: every 10s, and at each batch or FlushInterval tick
 	// while more old events remain. It runs after a batch is written and
 	// at the FlushInterval ticks that find no events to write, so a store
@@ -60,6 +61,12 @@ type Config struct {
 	// kept, so counts and latencies of whole minutes stay answerable; see
 	// Store.DeleteOlderThan.
 	Retention time.Duration
+
+	// Clock gives the time of events recorded without one (a zero
+	// Event.Time) and the time Retention counts back from. Default:
+	// clock.System. The writer's timing (FlushInterval, backoffs, how often
+	// it prunes) follows the system clock whatever this is.
+	Clock clock.Clock
 
 	// Logger receives the store's rare log lines: write failures and
 	// recoveries, schema changes. Default: none.
@@ -93,35 +100,48 @@ const postgresBatchSize = 10_000
 // DefaultTablePrefix is the default of Config.TablePrefix.
 const DefaultTablePrefix = "apipool_"
 
-// ErrBadConfig is wrapped by Open's and New's errors about an invalid
-// Config.
-var ErrBadConfig = errors.New("apipool: sql: bad config")
-
 var prefixRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,39}$`)
 
+// configError returns the *errdefs.ConfigError (apipool.ConfigError) of
+// the Config field named field.
+func configError(field, format string, args ...any) error {
+	return &errdefs.ConfigError{Field: "sql.Config." + field, Reason: fmt.Sprintf(format, args...)}
+}
+
 // withDefaults returns c with defaults for its zero fields and the batch
-// writer's configuration, or an error wrapping ErrBadConfig.
+// writer's configuration, or a *errdefs.ConfigError naming the field at
+// fault.
 func (c Config) withDefaults() (Config, batch.Config, error) {
-	bad := func(format string, args ...any) (Config, batch.Config, error) {
-		return c, batch.Config{}, fmt.Errorf("%w: "+format, append([]any{ErrBadConfig}, args...)...)
+	bad := func(field, format string, args ...any) (Config, batch.Config, error) {
+		return c, batch.Config{}, configError(field, format, args...)
 	}
 	if c.TablePrefix == "" {
 		c.TablePrefix = DefaultTablePrefix
 	}
-	if _, ok := dialects[c.Driver]; !ok {
-		return bad("unknown Driver %q (want sqlite, postgres or mysql)", c.Driver)
+	if c.Clock == nil {
+		c.Clock = clock.System{}
 	}
-	if c.DSN == "" {
-		return bad("empty DSN")
+	switch {
+	case dialects[c.Driver] == nil:
+		return bad("Driver", "unknown driver %q (want sqlite, postgres or mysql)", c.Driver)
+	case c.DSN == "":
+		return bad("DSN", "empty DSN")
+	case !prefixRE.MatchString(c.TablePrefix):
+		return bad("TablePrefix", "%q is not a plain identifier prefix of at most 40 bytes", c.TablePrefix)
+	case c.OnFull != Drop && c.OnFull != Block:
+		return bad("OnFull", "unknown policy %v", c.OnFull)
+	case c.BatchSize < 0:
+		return bad("BatchSize", "negative size %d", c.BatchSize)
+	case c.QueueSize < 0:
+		return bad("QueueSize", "negative size %d", c.QueueSize)
 	}
-	if !prefixRE.MatchString(c.TablePrefix) {
-		return bad("TablePrefix %q is not a plain identifier prefix of at most 40 bytes", c.TablePrefix)
-	}
-	if c.OnFull != Drop && c.OnFull != Block {
-		return bad("unknown OnFull %v", c.OnFull)
-	}
-	if c.Retention < 0 {
-		return bad("Retention %v is negative", c.Retention)
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"FlushInterval", c.FlushInterval}, {"MinBackoff", c.MinBackoff}, {"MaxBackoff", c.MaxBackoff}, {"Retention", c.Retention}} {
+		if d.v < 0 {
+			return bad(d.name, "negative duration %v", d.v)
+		}
 	}
 	if c.BatchSize == 0 && dialects[c.Driver] == postgresDialect {
 		c.BatchSize = postgresBatchSize
@@ -134,8 +154,8 @@ func (c Config) withDefaults() (Config, batch.Config, error) {
 		MinBackoff:    c.MinBackoff,
 		MaxBackoff:    c.MaxBackoff,
 	}.WithDefaults()
-	if err != nil {
-		return bad("%v", err)
+	if err != nil { // MinBackoff above MaxBackoff, with their defaults
+		return bad("MinBackoff", "%v", err)
 	}
 	c.BatchSize, c.FlushInterval, c.QueueSize = bc.BatchSize, bc.FlushInterval, bc.QueueSize
 	c.MinBackoff, c.MaxBackoff = bc.MinBackoff, bc.MaxBackoff

@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/go-sql-driver/mysql"
+
+	"github.com/apipool-ng/apipool/errdefs"
 )
 
 // SchemaVersion is the version of the schema this package writes and
@@ -192,7 +194,7 @@ func migrateLean(d *dialect, t tables, collation string) []string {
 func SchemaSQL(driver, prefix string) ([]string, error) {
 	d, ok := dialects[driver]
 	if !ok {
-		return nil, fmt.Errorf("%w: unknown Driver %q", ErrBadConfig, driver)
+		return nil, &errdefs.ConfigError{Field: "sql.SchemaSQL", Reason: fmt.Sprintf("unknown driver %q (want sqlite, postgres or mysql)", driver)}
 	}
 	if prefix == "" {
 		prefix = DefaultTablePrefix

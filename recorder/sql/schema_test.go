@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apipool-ng/apipool"
+	"github.com/apipool-ng/apipool/errdefs"
 	"github.com/apipool-ng/apipool/recorder"
 	"github.com/apipool-ng/apipool/recorder/recordertest"
 	sqlrec "github.com/apipool-ng/apipool/recorder/sql"
@@ -182,26 +184,34 @@ func TestSchemaSQL(t *testing.T) {
 			t.Errorf("SchemaSQL(%s) = %d statements, %v", driver, len(stmts), err)
 		}
 	}
-	if _, err := sqlrec.SchemaSQL("oracle", ""); !errors.Is(err, sqlrec.ErrBadConfig) {
+	if _, err := sqlrec.SchemaSQL("oracle", ""); !errors.Is(err, errdefs.ErrInvalidConfig) {
 		t.Errorf("SchemaSQL(oracle): %v", err)
 	}
 }
 
 func TestBadConfig(t *testing.T) {
 	ctx := context.Background()
-	for _, c := range []sqlrec.Config{
-		{},
-		{Driver: "oracle", DSN: "x"},
-		{Driver: "sqlite"},
-		{Driver: "sqlite", DSN: "x.db", TablePrefix: "bad-prefix"},
-		{Driver: "sqlite", DSN: "x.db", TablePrefix: "a; DROP TABLE x; --"},
-		{Driver: "sqlite", DSN: "x.db", BatchSize: -1},
-		{Driver: "sqlite", DSN: "x.db", MinBackoff: time.Second, MaxBackoff: time.Millisecond},
-		{Driver: "sqlite", DSN: "x.db", Retention: -time.Hour},
-		{Driver: "sqlite", DSN: "x.db", OnFull: 7},
+	for _, c := range []struct {
+		cfg   sqlrec.Config
+		field string
+	}{
+		{sqlrec.Config{}, "Driver"},
+		{sqlrec.Config{Driver: "oracle", DSN: "x"}, "Driver"},
+		{sqlrec.Config{Driver: "sqlite"}, "DSN"},
+		{sqlrec.Config{Driver: "sqlite", DSN: "x.db", TablePrefix: "bad-prefix"}, "TablePrefix"},
+		{sqlrec.Config{Driver: "sqlite", DSN: "x.db", TablePrefix: "a; DROP TABLE x; --"}, "TablePrefix"},
+		{sqlrec.Config{Driver: "sqlite", DSN: "x.db", BatchSize: -1}, "BatchSize"},
+		{sqlrec.Config{Driver: "sqlite", DSN: "x.db", QueueSize: -1}, "QueueSize"},
+		{sqlrec.Config{Driver: "sqlite", DSN: "x.db", FlushInterval: -time.Second}, "FlushInterval"},
+		{sqlrec.Config{Driver: "sqlite", DSN: "x.db", MinBackoff: time.Second, MaxBackoff: time.Millisecond}, "MinBackoff"},
+		{sqlrec.Config{Driver: "sqlite", DSN: "x.db", MinBackoff: time.Minute}, "MinBackoff"},
+		{sqlrec.Config{Driver: "sqlite", DSN: "x.db", Retention: -time.Hour}, "Retention"},
+		{sqlrec.Config{Driver: "sqlite", DSN: "x.db", OnFull: 7}, "OnFull"},
 	} {
-		if _, err := sqlrec.New(ctx, c); !errors.Is(err, sqlrec.ErrBadConfig) {
-			t.Errorf("New(%+v) = %v; want ErrBadConfig", c, err)
+		_, err := sqlrec.New(ctx, c.cfg)
+		var ce *apipool.ConfigError
+		if !errors.Is(err, apipool.ErrInvalidConfig) || !errors.As(err, &ce) || ce.Field != "sql.Config."+c.field {
+			t.Errorf("New(%+v) = %v; want a *ConfigError naming sql.Config.%s", c.cfg, err, c.field)
 		}
 	}
 }

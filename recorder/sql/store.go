@@ -18,8 +18,9 @@ import (
 	"github.com/jackc/pgx/v5/stdlib"
 	"modernc.org/sqlite" // the "sqlite" driver
 
-	"github.com/apipool-ng/apipool/internal/batch"
+	"github.com/apipool-ng/apipool/errdefs"
 	"github.com/apipool-ng/apipool/recorder"
+	"github.com/apipool-ng/apipool/recorder/sql/internal/batch"
 )
 
 // Store records usage events in a relational database and answers the
@@ -102,7 +103,8 @@ func Open(ctx context.Context, driver, dsn string) (*Store, error) {
 
 // New connects to the database, creates or upgrades the store's tables
 // (see SchemaVersion and the package documentation), and starts the
-// writer. It fails with an error wrapping ErrBadConfig for a bad Config,
+// writer. It fails with a *errdefs.ConfigError (an *apipool.ConfigError,
+// matching apipool.ErrInvalidConfig) for a bad Config,
 // ErrUnavailable when the database does not answer within ctx, and a
 // *SchemaError when the database holds tables the store cannot use.
 func New(ctx context.Context, cfg Config) (*Store, error) {
@@ -117,7 +119,7 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	db, err := dbsql.Open(d.driver, dsn)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrBadConfig, err)
+		return nil, &errdefs.ConfigError{Field: "sql.Config.Driver", Reason: err.Error(), Err: err}
 	}
 	switch d {
 	case sqliteDialect:
@@ -210,13 +212,14 @@ func (s *Store) DB() *dbsql.DB { return s.db }
 
 // Record queues e for writing. It never does I/O. When the queue is full
 // it drops e (and counts it in Dropped) or, with the Block policy, waits
-// for room. After Close it drops e. A zero e.Time is taken as now. Strings
+// for room. After Close it drops e. A zero e.Time is taken as Config.Clock's
+// now. Strings
 // are stored as valid UTF-8, key IDs of at most 255 bytes and other
 // strings of at most 1024 (longer ones are cut), times at millisecond
 // precision within [1970, 10000), latencies in whole microseconds.
 func (s *Store) Record(e recorder.Event) {
 	if e.Time.IsZero() {
-		e.Time = time.Now()
+		e.Time = s.cfg.Clock.Now()
 	}
 	s.w.Put(e)
 }
@@ -242,8 +245,8 @@ func (s *Store) Flush(ctx context.Context) error {
 		return recorder.ErrClosed
 	}
 	err := s.w.Flush(ctx)
-	if errors.Is(err, batch.ErrClosed) {
-		return recorder.ErrClosed
+	if errors.Is(err, recorder.ErrClosed) {
+		return err
 	}
 	if err != nil {
 		return fmt.Errorf("apipool: sql: flush: %w", err)
@@ -570,7 +573,7 @@ func (s *Store) maintain(ctx context.Context) {
 	if s.cfg.Retention <= 0 {
 		return
 	}
-	n, err := s.deleteChunk(ctx, now.Add(-s.cfg.Retention), pruneChunk)
+	n, err := s.deleteChunk(ctx, s.cfg.Clock.Now().Add(-s.cfg.Retention), pruneChunk)
 	if err != nil {
 		s.log.Warn("apipool: sql: pruning old events", "err", err)
 		return

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/apipool-ng/apipool"
+	"github.com/apipool-ng/apipool/internal/fakeclock"
 	"github.com/apipool-ng/apipool/recorder"
 	sqlrec "github.com/apipool-ng/apipool/recorder/sql"
 	"github.com/apipool-ng/apipool/status"
@@ -95,6 +96,34 @@ func TestRetention(t *testing.T) {
 	}
 	if n, err := s.UsageCount(ctx, recorder.Query{KeyID: "new"}); err != nil || n != 50 {
 		t.Errorf("UsageCount(new) = %d, %v; want 50", n, err)
+	}
+}
+
+// TestClock: Config.Clock dates the events recorded without a time, and
+// Retention counts back from it.
+func TestClock(t *testing.T) {
+	ctx := context.Background()
+	at := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC) // long past: the system clock would prune every event
+	s := open(t, "sqlite", sqlrec.Config{Clock: fakeclock.New(at), Retention: time.Hour, FlushInterval: time.Hour, BatchSize: 10_000})
+	for _, e := range events("old", at.Add(-3*time.Hour), 50) {
+		s.Record(e)
+	}
+	for _, e := range events("new", at.Add(-time.Minute), 50) {
+		s.Record(e)
+	}
+	s.Record(recorder.Event{KeyID: "undated", Status: status.Success})
+	if err := s.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var ms int64
+	if err := s.DB().QueryRow("SELECT event_time_ms FROM apipool_events WHERE key_id = 'undated'").Scan(&ms); err != nil || ms != at.UnixMilli() {
+		t.Errorf("an event without a time was stored at %v (%v), want the clock's %v", time.UnixMilli(ms).UTC(), err, at)
+	}
+	for key, want := range map[string]int{"old": 0, "new": 50} {
+		var raw int
+		if err := s.DB().QueryRow("SELECT COUNT(*) FROM apipool_events WHERE key_id = ?", key).Scan(&raw); err != nil || raw != want {
+			t.Errorf("%d raw events of %s left, %v; want %d", raw, key, err, want)
+		}
 	}
 }
 

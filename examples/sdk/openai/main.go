@@ -74,7 +74,11 @@ func run(out io.Writer, fake *chatAPI, placeholder string, onChunk func(n int, t
 	defer srv.Close()
 	base := srv.URL + "/v1/"
 
-	mem, ops := memory.New(), demo.NewOpCounter()
+	mem, err := memory.New()
+	if err != nil {
+		return nil, err
+	}
+	ops := demo.NewOpCounter()
 	pool, err := apipool.New(keys,
 		apipool.WithStrategy(apipool.RoundRobin), // the default, named: the demo's numbers follow it
 		apipool.WithRecorder(demo.StatsRecorder{Recorder: recorder.Fanout(mem, ops), Stats: mem}))

@@ -66,7 +66,11 @@ func run(out io.Writer) (*report, error) {
 
 	// Usage events go to the default in-memory store, which answers
 	// pool.Stats(), and to a demo.OpCounter, which counts them by operation.
-	mem, ops := memory.New(), demo.NewOpCounter()
+	mem, err := memory.New()
+	if err != nil {
+		return nil, err
+	}
+	ops := demo.NewOpCounter()
 	pool, err := apipool.New(keys,
 		apipool.WithHeader("X-Api-Key"),          // api.yaml's security scheme
 		apipool.WithStrategy(apipool.RoundRobin), // the default, named: the demo's numbers follow it

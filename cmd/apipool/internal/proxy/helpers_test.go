@@ -163,7 +163,11 @@ func newEnv(t *testing.T, o envOpts) *env {
 	log := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	po := proxy.Options{Logger: log}
 	if !o.ownRec {
-		e.rec = &testRecorder{Store: memory.New()}
+		store, err := memory.New()
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.rec = &testRecorder{Store: store}
 		po.Recorder = e.rec
 	}
 	e.srv, err = proxy.New(context.Background(), cfg, po)

@@ -28,7 +28,11 @@ func openRecorder(ctx context.Context, c config.Recorder, log *slog.Logger, forS
 		if c.Retention > 0 {
 			opts = append(opts, memory.WithRetention(c.Retention))
 		}
-		return memory.New(opts...), nil
+		s, err := memory.New(opts...)
+		if err != nil {
+			return nil, fmt.Errorf("recorder memory: %w", err)
+		}
+		return s, nil
 	case "clickhouse":
 		ch := c.ClickHouse
 		cfg := clickhouse.Config{

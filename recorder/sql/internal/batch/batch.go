@@ -1,14 +1,17 @@
-// Package batch is the write path shared by apipool's database-backed usage
-// stores: a bounded in-memory queue that Record feeds without doing I/O, and
-// one background goroutine that writes the queue in batches, by size and by
-// interval, retrying a failed batch as it is (the same items, in the same
-// order) after a jittered backoff until it succeeds or Close gives up.
+// Package batch is the write path of recorder/sql, its one user: a bounded
+// in-memory queue that Record feeds without doing I/O, and one background
+// goroutine that writes the queue in batches, by size and by interval,
+// retrying a failed batch as it is (the same items, in the same order)
+// after a jittered backoff until it succeeds or Close gives up.
+// (recorder/clickhouse has a writer of its own, which also spills to a
+// file and replays it; see its writer.go.)
 //
-// A store gives New a WriteFunc that writes one batch (in one transaction,
-// say) and learns from its attempt number whether the same batch failed
-// before, so that it can check whether a commit whose answer was lost went
-// through. Every item that is not written is counted: dropped when the
-// queue is full or closed, or lost when Close's context ends first.
+// The store gives New a WriteFunc that writes one batch (in one
+// transaction) and learns from its attempt number whether the same batch
+// failed before, so that it can check whether a commit whose answer was
+// lost went through. Every item that is not written is counted: dropped
+// when the queue is full or closed, or lost when Close's context ends
+// first.
 package batch
 
 import (
@@ -19,6 +22,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/apipool-ng/apipool/errdefs"
 )
 
 // Config configures a Writer. Zero fields take the defaults named.
@@ -110,7 +115,6 @@ type Writer[T any] struct {
 
 	dropped  atomic.Uint64
 	pendingN atomic.Int64 // items in the batch being written
-	batches  atomic.Uint64
 
 	errMu   sync.Mutex
 	lastErr error
@@ -191,9 +195,6 @@ func (w *Writer[T]) Len() int {
 	return n + int(w.pendingN.Load())
 }
 
-// Batches returns the number of batches written.
-func (w *Writer[T]) Batches() uint64 { return w.batches.Load() }
-
 // Err returns the error of the last write attempt, or nil if it succeeded.
 func (w *Writer[T]) Err() error {
 	w.errMu.Lock()
@@ -207,9 +208,6 @@ func (w *Writer[T]) setErr(err error) {
 	w.errMu.Unlock()
 }
 
-// ErrClosed is returned by Flush after Close.
-var ErrClosed = errors.New("batch: closed")
-
 // Flush returns when every item put before the call is written, or when
 // ctx ends: its error then wraps ctx's error and the last write error.
 func (w *Writer[T]) Flush(ctx context.Context) error {
@@ -219,7 +217,7 @@ func (w *Writer[T]) Flush(ctx context.Context) error {
 	select {
 	case w.flushCh <- req:
 	case <-w.done:
-		return ErrClosed
+		return errdefs.ErrClosed
 	case <-ctx.Done():
 		return w.ctxErr(ctx)
 	}
@@ -322,7 +320,7 @@ func (w *Writer[T]) run() {
 					w.lostErr = closeCtx.Err()
 				}
 			}
-			answer(ErrClosed, true)
+			answer(errdefs.ErrClosed, true)
 			return
 		}
 		if len(pending) == 0 {
@@ -335,7 +333,7 @@ func (w *Writer[T]) run() {
 			w.mu.Unlock()
 			if len(pending) == 0 {
 				if closing {
-					answer(ErrClosed, true)
+					answer(errdefs.ErrClosed, true)
 					return
 				}
 				select {
@@ -365,7 +363,6 @@ func (w *Writer[T]) run() {
 			clear(pending)
 			pending = pending[:0]
 			w.pendingN.Store(0)
-			w.batches.Add(1)
 			if attempt > 0 && w.cfg.OnRecover != nil {
 				w.cfg.OnRecover(attempt)
 			}

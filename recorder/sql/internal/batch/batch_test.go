@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/apipool-ng/apipool/errdefs"
 )
 
 // recorderW records the batches written, failing while fail is set.
@@ -175,7 +177,7 @@ func TestCloseGivesUp(t *testing.T) {
 	if lost, err := w.Close(context.Background()); lost != 0 || err != nil {
 		t.Errorf("second Close = %d, %v", lost, err)
 	}
-	if err := w.Flush(context.Background()); !errors.Is(err, ErrClosed) {
+	if err := w.Flush(context.Background()); !errors.Is(err, errdefs.ErrClosed) {
 		t.Errorf("Flush after Close = %v", err)
 	}
 }
@@ -190,8 +192,8 @@ func TestCloseWrites(t *testing.T) {
 	if lost, err := w.Close(context.Background()); lost != 0 || err != nil {
 		t.Fatalf("Close = %d, %v", lost, err)
 	}
-	if !slices.Equal(r.written, seq(1234)) || w.Batches() != 2 {
-		t.Errorf("written %d items in %d batches", len(r.written), w.Batches())
+	if !slices.Equal(r.written, seq(1234)) || len(r.attempts) != 2 {
+		t.Errorf("written %d items in %d batches", len(r.written), len(r.attempts))
 	}
 }
 
