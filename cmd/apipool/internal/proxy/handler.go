@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httputil"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -206,10 +207,12 @@ func (s *Server) serveProxy(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	// From here the upstream's answer brings its own X-Request-Id, or
-	// setResponseID adds the proxy's (proxyError too).
+	// modifyResponse adds the proxy's (proxyError too).
 	w.Header().Del("X-Request-Id")
-	sw := &statusWriter{ResponseWriter: w}
+	sw := &statusWriter{ResponseWriter: w, scrub: &s.scrub}
 	up.proxy.ServeHTTP(sw, r.WithContext(ctx))
+	// Trailers are what the header holds now.
+	s.scrub.Load().scrubHeader(w.Header())
 
 	code := sw.code
 	if code == 0 {
@@ -271,19 +274,63 @@ func (up *upstream) rewrite(pr *httputil.ProxyRequest) {
 	}
 	pr.SetURL(up.cfg.Target)
 	stripCredentials(out)
+	limitAcceptEncoding(out.Header)
 	if ri := info(out.Context()); ri != nil {
 		out.Header.Set("X-Request-Id", ri.id)
 	}
 }
 
-// setResponseID keeps the upstream's request ID, or adds the proxy's.
-func setResponseID(resp *http.Response) error {
-	if resp.Header.Get("X-Request-Id") == "" {
-		if ri := info(resp.Request.Context()); ri != nil {
-			resp.Header.Set("X-Request-Id", ri.id)
+// limitAcceptEncoding leaves in Accept-Encoding only the codings the
+// proxy can decode to scrub an answer (gzip, deflate; "*" asks for gzip),
+// or removes it: the upstream then answers uncompressed.
+func limitAcceptEncoding(h http.Header) {
+	vs := h.Values("Accept-Encoding")
+	if len(vs) == 0 {
+		return
+	}
+	var keep []string
+	for _, v := range vs {
+		for item := range strings.SplitSeq(v, ",") {
+			name, params, _ := strings.Cut(item, ";")
+			name = strings.ToLower(strings.TrimSpace(name))
+			if q, ok := strings.CutPrefix(strings.ToLower(strings.TrimSpace(params)), "q="); ok {
+				if f, err := strconv.ParseFloat(strings.TrimSpace(q), 64); err == nil && f == 0 {
+					continue
+				}
+			}
+			switch name {
+			case "*", "x-gzip":
+				name = "gzip"
+			case "gzip", "deflate":
+			default:
+				continue
+			}
+			if !slices.Contains(keep, name) {
+				keep = append(keep, name)
+			}
 		}
 	}
-	return nil
+	if len(keep) == 0 {
+		h.Del("Accept-Encoding")
+		return
+	}
+	h.Set("Accept-Encoding", strings.Join(keep, ", "))
+}
+
+// modifyResponse keeps the upstream's request ID, or adds the proxy's,
+// and scrubs the answer's body of pool secrets (see scrub.go; the headers
+// are scrubbed as they are written, by statusWriter).
+func (s *Server) modifyResponse(resp *http.Response) error {
+	ri := info(resp.Request.Context())
+	if resp.Header.Get("X-Request-Id") == "" && ri != nil {
+		resp.Header.Set("X-Request-Id", ri.id)
+	}
+	cut, err := s.scrub.Load().scrubBody(resp)
+	if cut && ri != nil {
+		s.log.Warn("an upstream answer was cut at the scrub bound", "id", ri.id, "upstream", ri.upstream.cfg.Name,
+			"status", resp.StatusCode, "bound", scrubBound)
+	}
+	return err
 }
 
 // proxyError answers a request the upstream did not answer.
@@ -297,6 +344,8 @@ func (s *Server) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 		code, typ, msg = http.StatusRequestEntityTooLarge, "request_too_large", "the request body exceeds this token's limit"
 	case errors.As(err, &mbe):
 		code, typ, msg = http.StatusRequestEntityTooLarge, "request_too_large", "the request body exceeds this token's limit of "+strconv.FormatInt(mbe.Limit, 10)+" bytes"
+	case errScrub(err):
+		code, typ, msg = http.StatusBadGateway, "upstream_answer_refused", err.Error()
 	case errors.As(err, &nke):
 		code, typ, msg = http.StatusServiceUnavailable, "no_key_available", "no upstream key is available now"
 		if !nke.RetryAt.IsZero() {
@@ -369,28 +418,43 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// statusWriter notes the status code and bytes written; Unwrap lets
-// http.ResponseController reach Flush and the deadlines.
+// statusWriter notes the status code and bytes written, and scrubs the
+// header of pool secrets as it is written (informational answers' too);
+// Unwrap lets http.ResponseController reach the deadlines.
 type statusWriter struct {
 	http.ResponseWriter
-	code int
-	n    int64
+	scrub *atomic.Pointer[scrubIndex]
+	code  int
+	n     int64
+	wrote bool // the final header
 }
 
 func (w *statusWriter) WriteHeader(code int) {
-	if w.code == 0 && code >= 200 {
-		w.code = code
+	if !w.wrote {
+		w.scrub.Load().scrubHeader(w.Header())
+		if code >= 200 {
+			w.wrote = true
+			w.code = code
+		}
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
 
 func (w *statusWriter) Write(p []byte) (int, error) {
-	if w.code == 0 {
-		w.code = http.StatusOK
+	if !w.wrote {
+		w.WriteHeader(http.StatusOK)
 	}
 	n, err := w.ResponseWriter.Write(p)
 	w.n += int64(n)
 	return n, err
+}
+
+// FlushError flushes, writing the header first if it was not.
+func (w *statusWriter) FlushError() error {
+	if !w.wrote {
+		w.WriteHeader(http.StatusOK)
+	}
+	return http.NewResponseController(w.ResponseWriter).Flush()
 }
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
