@@ -8,8 +8,10 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -325,12 +327,79 @@ func (s *Server) modifyResponse(resp *http.Response) error {
 	if resp.Header.Get("X-Request-Id") == "" && ri != nil {
 		resp.Header.Set("X-Request-Id", ri.id)
 	}
+	if ri != nil {
+		ri.upstream.routeLocation(resp.Header)
+	}
 	cut, err := s.scrub.Load().scrubBody(resp)
 	if cut && ri != nil {
 		s.log.Warn("an upstream answer was cut at the scrub bound", "id", ri.id, "upstream", ri.upstream.cfg.Name,
 			"status", resp.StatusCode, "bound", scrubBound)
 	}
 	return err
+}
+
+// routeLocation turns a Location that points into the upstream (a path,
+// or a URL of the target's scheme and host, under the target's base path)
+// into the proxy's path for it: the route's prefix, then the path after
+// the base path. A caller that follows it comes back through the proxy.
+// Other Locations (relative references, which the caller resolves against
+// the proxy's URL already; other hosts; paths outside the base path) are
+// left as they are.
+func (up *upstream) routeLocation(h http.Header) {
+	loc := h.Get("Location")
+	if loc == "" {
+		return
+	}
+	u, err := url.Parse(loc)
+	if err != nil || u.Opaque != "" {
+		return
+	}
+	t := up.cfg.Target
+	switch {
+	case u.Host != "":
+		scheme := u.Scheme
+		if scheme == "" {
+			scheme = t.Scheme
+		}
+		if !strings.EqualFold(scheme, t.Scheme) || hostPort(scheme, u.Host) != hostPort(t.Scheme, t.Host) {
+			return
+		}
+	case u.Scheme != "" || !strings.HasPrefix(u.Path, "/"):
+		return
+	}
+	p := u.EscapedPath()
+	if base := strings.TrimSuffix(t.EscapedPath(), "/"); base != "" {
+		if p != base && !strings.HasPrefix(p, base+"/") {
+			return
+		}
+		p = p[len(base):]
+	}
+	p = up.cfg.Prefix + p
+	if p == "" {
+		p = "/"
+	}
+	out, err := url.Parse(p)
+	if err != nil {
+		return
+	}
+	out.RawQuery, out.ForceQuery, out.Fragment, out.RawFragment = u.RawQuery, u.ForceQuery, u.Fragment, u.RawFragment
+	h.Set("Location", out.String())
+}
+
+// hostPort returns host with its port, the scheme's default if it has
+// none, lower-cased.
+func hostPort(scheme, host string) string {
+	h, port, err := net.SplitHostPort(host)
+	if err != nil {
+		h, port = host, ""
+	}
+	if port == "" {
+		port = "80"
+		if strings.EqualFold(scheme, "https") {
+			port = "443"
+		}
+	}
+	return strings.ToLower(h) + ":" + port
 }
 
 // proxyError answers a request the upstream did not answer.
