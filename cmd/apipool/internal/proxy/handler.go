@@ -258,7 +258,10 @@ func (s *Server) reject(w http.ResponseWriter, r *http.Request, code int, reason
 }
 
 // writeError writes an error body in the shape OpenAI-style SDKs read.
+// X-Apipool-Error, set to the error's type, tells the proxy's own
+// answers from the upstream's.
 func writeError(w http.ResponseWriter, code int, typ, msg string) {
+	w.Header().Set("X-Apipool-Error", typ)
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(code)
@@ -319,11 +322,16 @@ func limitAcceptEncoding(h http.Header) {
 	h.Set("Accept-Encoding", strings.Join(keep, ", "))
 }
 
-// modifyResponse keeps the upstream's request ID, or adds the proxy's,
-// and scrubs the answer's body of pool secrets (see scrub.go; the headers
+// modifyResponse removes the upstream's X-Apipool-* headers, keeps its
+// request ID or adds the proxy's, routes its Location, and scrubs the answer's body of pool secrets (see scrub.go; the headers
 // are scrubbed as they are written, by statusWriter).
 func (s *Server) modifyResponse(resp *http.Response) error {
 	ri := info(resp.Request.Context())
+	for k := range resp.Header {
+		if strings.HasPrefix(k, "X-Apipool-") {
+			delete(resp.Header, k) // the proxy's own: not the upstream's to say
+		}
+	}
 	if resp.Header.Get("X-Request-Id") == "" && ri != nil {
 		resp.Header.Set("X-Request-Id", ri.id)
 	}
