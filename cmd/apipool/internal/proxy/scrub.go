@@ -517,49 +517,62 @@ func (x *scrubIndex) scrubBody(resp *http.Response) (cut bool, err error) {
 }
 
 // streamScrub is a streamed body with rule 1 applied as it passes: each
-// redacted byte becomes '*'.
+// redacted byte becomes '*'. It reads into the caller's buffer and scrubs
+// there; of its own it keeps only the bytes held back.
 type streamScrub struct {
 	x      *scrubIndex
 	src    io.Reader
 	closer io.Closer
-	pend   []byte // bytes read and not yet decided, as the upstream sent them
-	maskTo int    // pend[:maskTo] is in a redacted run
-	out    []byte // decided bytes, masked, from off on not yet returned
-	off    int
+	held   [gramLen - 1]byte // read, not yet decided: they may begin a secret
+	nheld  int
+	maskTo int    // held[:maskTo] is in a redacted run
+	spill  []byte // decided bytes that a small read could not take
 	err    error
 }
 
 func (s *streamScrub) Read(p []byte) (int, error) {
-	for s.off == len(s.out) {
+	if len(s.spill) > 0 {
+		n := copy(p, s.spill)
+		s.spill = s.spill[n:]
+		return n, nil
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if len(p) < 4*gramLen {
+		buf := make([]byte, 512)
+		n, err := s.Read(buf)
+		s.spill = buf[copy(p, buf[:n]):n]
+		return min(n, len(p)), err
+	}
+	for {
 		if s.err != nil {
 			return 0, s.err
 		}
-		s.out, s.off = s.out[:0], 0
-		n := len(s.pend)
-		s.pend = slices.Grow(s.pend, 32<<10)
-		m, err := s.src.Read(s.pend[n : n+32<<10])
-		s.pend = s.pend[:n+m]
+		h := copy(p, s.held[:s.nheld])
+		m, err := s.src.Read(p[h:])
 		if err != nil {
 			s.err = err
 		}
-		s.push(err != nil)
+		if emit := s.push(p[:h+m], err != nil); emit > 0 {
+			return emit, nil
+		}
+		// All that was read may begin a secret: it is held; read on.
 	}
-	n := copy(p, s.out[s.off:])
-	s.off += n
-	return n, nil
 }
 
-// push decides what it can of pend: all of it at the end of the body,
-// otherwise all but the bytes that may begin a secret (the last ones,
-// while they are bytes of secrets, up to gramLen-1 of them).
-func (s *streamScrub) push(final bool) {
-	b, n := s.pend, len(s.pend)
+// push scrubs b, the bytes held then those just read, in place, and
+// returns how many of them are decided: all at the end of the body,
+// otherwise all but the last ones while they are bytes of secrets, up to
+// gramLen-1 of them, which it holds.
+func (s *streamScrub) push(b []byte, final bool) int {
+	n := len(b)
 	var sp []span
 	if s.maskTo > 0 {
 		sp = append(sp, span{0, s.maskTo})
 	}
-	// Runs are looked for within what was read: one that may go on in
-	// what comes next is in the bytes held back, looked at again then.
+	// Runs are looked for within b: one that may go on in what comes
+	// next starts in the bytes held back, and is looked at again then.
 	sp = s.x.rule1(b, 0, n, sp)
 	emit := n
 	if !final {
@@ -569,19 +582,18 @@ func (s *streamScrub) push(final bool) {
 		}
 		emit = n - hold
 	}
-	base := len(s.out)
-	s.out = append(s.out, b[:emit]...)
+	s.nheld = copy(s.held[:], b[emit:])
 	s.maskTo = 0
 	for _, r := range sp {
 		if r.from >= emit {
 			break // held back: found again with what follows
 		}
 		for j := r.from; j < min(r.to, emit); j++ {
-			s.out[base+j] = '*'
+			b[j] = '*'
 		}
 		s.maskTo = max(0, r.to-emit)
 	}
-	s.pend = b[:copy(b, b[emit:])]
+	return emit
 }
 
 func (s *streamScrub) Close() error { return s.closer.Close() }
