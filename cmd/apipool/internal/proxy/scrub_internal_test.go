@@ -47,6 +47,23 @@ func TestScrubRules(t *testing.T) {
 	}
 }
 
+// TestScrubManyKeys: with 1,000 keys indexed, each is found, whole, by a
+// fragment, and masked, and text of none is left alone.
+func TestScrubManyKeys(t *testing.T) {
+	ks := keys(1000)
+	x := newScrubIndex(ks)
+	for i, k := range ks {
+		in := fmt.Sprintf("whole %s, part |%s|, masked %s****%s.", k, k[20:30], k[:10], k[len(k)-4:])
+		if got, _ := x.scrubString(in); got != "whole [REDACTED], part |[REDACTED]|, masked [REDACTED]." {
+			t.Fatalf("key %d: %q", i, got)
+		}
+	}
+	text := "An ordinary error: the model gpt-4o-mini-2024-07-18 does not exist or you do not have access to it."
+	if got, hit := x.scrubString(text); hit {
+		t.Errorf("text of no key changed: %q", got)
+	}
+}
+
 // chunky reads its text in random pieces.
 type chunky struct {
 	r   *rand.Rand
