@@ -162,7 +162,9 @@ func (s *Server) Handler() http.Handler { return s.main }
 // own, else nil.
 func (s *Server) AdminHandler() http.Handler { return s.admin }
 
-// Pool returns the pool of the named upstream, or nil.
+// Pool returns the pool of the named upstream, or nil. Change its keys
+// through the key file and Reload, not with its AddKey: answers are
+// scrubbed of the keys the server knows of (see scrub.go).
 func (s *Server) Pool(name string) *apipool.Transport {
 	if up := s.byName[name]; up != nil {
 		return up.pool
