@@ -17,4 +17,9 @@
 //     only selects among configured upstreams, it never names a target;
 //   - without the caller's credentials: the headers and query parameters
 //     above are removed before the pool applies its own key.
+//
+// What reaches a caller: no pool key. Every answer's headers and body are
+// scrubbed of every pool secret, whole or by 8 or more consecutive
+// characters, and of masked forms of them (scrub.go; the command's README
+// says what is done where).
 package proxy

@@ -8,8 +8,11 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -206,10 +209,12 @@ func (s *Server) serveProxy(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	// From here the upstream's answer brings its own X-Request-Id, or
-	// setResponseID adds the proxy's (proxyError too).
+	// modifyResponse adds the proxy's (proxyError too).
 	w.Header().Del("X-Request-Id")
-	sw := &statusWriter{ResponseWriter: w}
+	sw := &statusWriter{ResponseWriter: w, scrub: &s.scrub}
 	up.proxy.ServeHTTP(sw, r.WithContext(ctx))
+	// Trailers are what the header holds now.
+	s.scrub.Load().scrubHeader(w.Header())
 
 	code := sw.code
 	if code == 0 {
@@ -253,7 +258,10 @@ func (s *Server) reject(w http.ResponseWriter, r *http.Request, code int, reason
 }
 
 // writeError writes an error body in the shape OpenAI-style SDKs read.
+// X-Apipool-Error, set to the error's type, tells the proxy's own
+// answers from the upstream's.
 func writeError(w http.ResponseWriter, code int, typ, msg string) {
+	w.Header().Set("X-Apipool-Error", typ)
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(code)
@@ -271,19 +279,135 @@ func (up *upstream) rewrite(pr *httputil.ProxyRequest) {
 	}
 	pr.SetURL(up.cfg.Target)
 	stripCredentials(out)
+	limitAcceptEncoding(out.Header)
 	if ri := info(out.Context()); ri != nil {
 		out.Header.Set("X-Request-Id", ri.id)
 	}
 }
 
-// setResponseID keeps the upstream's request ID, or adds the proxy's.
-func setResponseID(resp *http.Response) error {
-	if resp.Header.Get("X-Request-Id") == "" {
-		if ri := info(resp.Request.Context()); ri != nil {
-			resp.Header.Set("X-Request-Id", ri.id)
+// limitAcceptEncoding leaves in Accept-Encoding only the codings the
+// proxy can decode to scrub an answer (gzip, deflate; "*" asks for gzip),
+// or removes it: the upstream then answers uncompressed.
+func limitAcceptEncoding(h http.Header) {
+	vs := h.Values("Accept-Encoding")
+	if len(vs) == 0 {
+		return
+	}
+	var keep []string
+	for _, v := range vs {
+		for item := range strings.SplitSeq(v, ",") {
+			name, params, _ := strings.Cut(item, ";")
+			name = strings.ToLower(strings.TrimSpace(name))
+			if q, ok := strings.CutPrefix(strings.ToLower(strings.TrimSpace(params)), "q="); ok {
+				if f, err := strconv.ParseFloat(strings.TrimSpace(q), 64); err == nil && f == 0 {
+					continue
+				}
+			}
+			switch name {
+			case "*", "x-gzip":
+				name = "gzip"
+			case "gzip", "deflate":
+			default:
+				continue
+			}
+			if !slices.Contains(keep, name) {
+				keep = append(keep, name)
+			}
 		}
 	}
-	return nil
+	if len(keep) == 0 {
+		h.Del("Accept-Encoding")
+		return
+	}
+	h.Set("Accept-Encoding", strings.Join(keep, ", "))
+}
+
+// modifyResponse removes the upstream's X-Apipool-* headers, keeps its
+// request ID or adds the proxy's, routes its Location, and scrubs the answer's body of pool secrets (see scrub.go; the headers
+// are scrubbed as they are written, by statusWriter).
+func (s *Server) modifyResponse(resp *http.Response) error {
+	ri := info(resp.Request.Context())
+	for k := range resp.Header {
+		if strings.HasPrefix(k, "X-Apipool-") {
+			delete(resp.Header, k) // the proxy's own: not the upstream's to say
+		}
+	}
+	if resp.Header.Get("X-Request-Id") == "" && ri != nil {
+		resp.Header.Set("X-Request-Id", ri.id)
+	}
+	if ri != nil {
+		ri.upstream.routeLocation(resp.Header)
+	}
+	cut, err := s.scrub.Load().scrubBody(resp)
+	if cut && ri != nil {
+		s.log.Warn("an upstream answer was cut at the scrub bound", "id", ri.id, "upstream", ri.upstream.cfg.Name,
+			"status", resp.StatusCode, "bound", scrubBound)
+	}
+	return err
+}
+
+// routeLocation turns a Location that points into the upstream (a path,
+// or a URL of the target's scheme and host, under the target's base path)
+// into the proxy's path for it: the route's prefix, then the path after
+// the base path. A caller that follows it comes back through the proxy.
+// Other Locations (relative references, which the caller resolves against
+// the proxy's URL already; other hosts; paths outside the base path) are
+// left as they are.
+func (up *upstream) routeLocation(h http.Header) {
+	loc := h.Get("Location")
+	if loc == "" {
+		return
+	}
+	u, err := url.Parse(loc)
+	if err != nil || u.Opaque != "" {
+		return
+	}
+	t := up.cfg.Target
+	switch {
+	case u.Host != "":
+		scheme := u.Scheme
+		if scheme == "" {
+			scheme = t.Scheme
+		}
+		if !strings.EqualFold(scheme, t.Scheme) || hostPort(scheme, u.Host) != hostPort(t.Scheme, t.Host) {
+			return
+		}
+	case u.Scheme != "" || !strings.HasPrefix(u.Path, "/"):
+		return
+	}
+	p := u.EscapedPath()
+	if base := strings.TrimSuffix(t.EscapedPath(), "/"); base != "" {
+		if p != base && !strings.HasPrefix(p, base+"/") {
+			return
+		}
+		p = p[len(base):]
+	}
+	p = up.cfg.Prefix + p
+	if p == "" {
+		p = "/"
+	}
+	out, err := url.Parse(p)
+	if err != nil {
+		return
+	}
+	out.RawQuery, out.ForceQuery, out.Fragment, out.RawFragment = u.RawQuery, u.ForceQuery, u.Fragment, u.RawFragment
+	h.Set("Location", out.String())
+}
+
+// hostPort returns host with its port, the scheme's default if it has
+// none, lower-cased.
+func hostPort(scheme, host string) string {
+	h, port, err := net.SplitHostPort(host)
+	if err != nil {
+		h, port = host, ""
+	}
+	if port == "" {
+		port = "80"
+		if strings.EqualFold(scheme, "https") {
+			port = "443"
+		}
+	}
+	return strings.ToLower(h) + ":" + port
 }
 
 // proxyError answers a request the upstream did not answer.
@@ -297,6 +421,8 @@ func (s *Server) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 		code, typ, msg = http.StatusRequestEntityTooLarge, "request_too_large", "the request body exceeds this token's limit"
 	case errors.As(err, &mbe):
 		code, typ, msg = http.StatusRequestEntityTooLarge, "request_too_large", "the request body exceeds this token's limit of "+strconv.FormatInt(mbe.Limit, 10)+" bytes"
+	case errScrub(err):
+		code, typ, msg = http.StatusBadGateway, "upstream_answer_refused", err.Error()
 	case errors.As(err, &nke):
 		code, typ, msg = http.StatusServiceUnavailable, "no_key_available", "no upstream key is available now"
 		if !nke.RetryAt.IsZero() {
@@ -369,28 +495,43 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// statusWriter notes the status code and bytes written; Unwrap lets
-// http.ResponseController reach Flush and the deadlines.
+// statusWriter notes the status code and bytes written, and scrubs the
+// header of pool secrets as it is written (informational answers' too);
+// Unwrap lets http.ResponseController reach the deadlines.
 type statusWriter struct {
 	http.ResponseWriter
-	code int
-	n    int64
+	scrub *atomic.Pointer[scrubIndex]
+	code  int
+	n     int64
+	wrote bool // the final header
 }
 
 func (w *statusWriter) WriteHeader(code int) {
-	if w.code == 0 && code >= 200 {
-		w.code = code
+	if !w.wrote {
+		w.scrub.Load().scrubHeader(w.Header())
+		if code >= 200 {
+			w.wrote = true
+			w.code = code
+		}
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
 
 func (w *statusWriter) Write(p []byte) (int, error) {
-	if w.code == 0 {
-		w.code = http.StatusOK
+	if !w.wrote {
+		w.WriteHeader(http.StatusOK)
 	}
 	n, err := w.ResponseWriter.Write(p)
 	w.n += int64(n)
 	return n, err
+}
+
+// FlushError flushes, writing the header first if it was not.
+func (w *statusWriter) FlushError() error {
+	if !w.wrote {
+		w.WriteHeader(http.StatusOK)
+	}
+	return http.NewResponseController(w.ResponseWriter).Flush()
 }
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -43,6 +43,7 @@ type Server struct {
 	cfgMu     sync.Mutex // serialises Reload
 	cfg       atomic.Pointer[config.Config]
 	tokens    atomic.Pointer[tokenSet]
+	scrub     atomic.Pointer[scrubIndex] // the pool secrets answers are scrubbed of
 	upstreams []*upstream
 	byName    map[string]*upstream
 	rec       recorder.Recorder
@@ -97,6 +98,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (_ *Server, err err
 		s.upstreams = append(s.upstreams, up)
 		s.byName[uc.Name] = up
 	}
+	s.updateScrub(nil)
 	s.main, s.admin = s.handlers(cfg, o.Dashboard)
 	if cfg.Dashboard.Enabled && o.Dashboard == nil {
 		s.log.Warn("dashboard.enabled is set, but this build has no dashboard")
@@ -145,7 +147,7 @@ func (s *Server) newUpstream(uc config.Upstream, cfg *config.Config, base http.R
 		Transport:      pool,
 		BufferPool:     bufferPool{},
 		ErrorHandler:   s.proxyError,
-		ModifyResponse: setResponseID,
+		ModifyResponse: s.modifyResponse,
 		ErrorLog:       slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 	}
 	return up, nil
@@ -160,7 +162,9 @@ func (s *Server) Handler() http.Handler { return s.main }
 // own, else nil.
 func (s *Server) AdminHandler() http.Handler { return s.admin }
 
-// Pool returns the pool of the named upstream, or nil.
+// Pool returns the pool of the named upstream, or nil. Change its keys
+// through the key file and Reload, not with its AddKey: answers are
+// scrubbed of the keys the server knows of (see scrub.go).
 func (s *Server) Pool(name string) *apipool.Transport {
 	if up := s.byName[name]; up != nil {
 		return up.pool
@@ -312,6 +316,15 @@ func (s *Server) Reload() error {
 		s.log.Error("reload failed; the running config stays", "error", err)
 		return err
 	}
+	// The new keys are scrubbed from the first answer that may use them.
+	var incoming []apipool.Key
+	for _, uc := range c.Upstreams {
+		if s.byName[uc.Name] != nil {
+			incoming = append(incoming, uc.Keys...)
+		}
+	}
+	s.updateScrub(incoming)
+	defer s.updateScrub(nil)
 	var errs []error
 	for _, uc := range c.Upstreams {
 		up := s.byName[uc.Name]
@@ -336,6 +349,34 @@ func (s *Server) Reload() error {
 	s.stampMu.Unlock()
 	s.log.Info("reloaded", "tokens", len(c.Tokens))
 	return errors.Join(errs...)
+}
+
+// updateScrub builds the index of the secrets answers are scrubbed of:
+// every upstream's keys, the keys removed less than the upstream's timeout
+// ago (a request may still use them), and extra.
+func (s *Server) updateScrub(extra []apipool.Key) {
+	now := time.Now()
+	var list []string
+	for _, up := range s.upstreams {
+		up.mu.Lock()
+		for _, sec := range up.keys {
+			list = append(list, sec.Reveal())
+		}
+		kept := up.retired[:0]
+		for _, r := range up.retired {
+			if now.Before(r.until) {
+				kept = append(kept, r)
+				list = append(list, r.secret.Reveal())
+			}
+		}
+		clear(up.retired[len(kept):])
+		up.retired = kept
+		up.mu.Unlock()
+	}
+	for _, k := range extra {
+		list = append(list, k.Secret.Reveal())
+	}
+	s.scrub.Store(newScrubIndex(list))
 }
 
 // watchedFiles returns the files whose change triggers a reload.

@@ -21,8 +21,16 @@ type upstream struct {
 	pool  *apipool.Transport
 	proxy *httputil.ReverseProxy
 
-	mu   sync.Mutex                // serialises key reloads
-	keys map[string]apipool.Secret // ID -> secret of the keys in the pool
+	mu      sync.Mutex                // serialises key reloads
+	keys    map[string]apipool.Secret // ID -> secret of the keys in the pool
+	retired []retiredSecret           // removed keys, still scrubbed from answers
+}
+
+// retiredSecret is a key's secret taken out of the pool, which a request
+// may still use until it ends: until then answers are scrubbed of it.
+type retiredSecret struct {
+	secret apipool.Secret
+	until  time.Time
 }
 
 // baseTransport is the transport that sends an upstream's requests.
@@ -101,6 +109,9 @@ func (up *upstream) reloadKeys(keys []apipool.Key, log *slog.Logger) (added, rem
 	// Add first, so the pool is never empty while a key file is
 	// rewritten.
 	var errs []string
+	retire := func(sec apipool.Secret) {
+		up.retired = append(up.retired, retiredSecret{sec, time.Now().Add(up.cfg.Timeout + time.Minute)})
+	}
 	for _, k := range keys {
 		old, ok := up.keys[k.ID]
 		if ok && old == k.Secret {
@@ -111,6 +122,7 @@ func (up *upstream) reloadKeys(keys []apipool.Key, log *slog.Logger) (added, rem
 				errs = append(errs, fmt.Sprintf("remove %s: %v", k.ID, err))
 				continue
 			}
+			retire(old)
 			removed++
 		}
 		if err := up.pool.AddKey(k); err != nil {
@@ -129,6 +141,7 @@ func (up *upstream) reloadKeys(keys []apipool.Key, log *slog.Logger) (added, rem
 			errs = append(errs, fmt.Sprintf("remove %s: %v", id, err))
 			continue
 		}
+		retire(up.keys[id])
 		delete(up.keys, id)
 		removed++
 	}
