@@ -139,7 +139,7 @@ func TestWindowsThreePoolsRealClock(t *testing.T) {
 // pool sends from two goroutines until the limits refuse, then the clock
 // moves on. The clock never moves while a request is between its key's
 // reservation and the upstream, so the recorded times are exact.
-func stepped(t *testing.T, clk clock, pools []*apipool.Transport, d, step time.Duration) {
+func stepped(t *testing.T, clk *fakeclock.Clock, pools []*apipool.Transport, d, step time.Duration) {
 	t.Helper()
 	end := clk.Now().Add(d)
 	for clk.Now().Before(end) {
@@ -184,7 +184,7 @@ func TestWindowsFakeClock(t *testing.T) {
 		{"PerSecond 0.5, 3 pools", apipool.Key{PerSecond: 0.5}, 2 * time.Second, 1, 10 * time.Second, 100 * time.Millisecond, 3},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			clk := clock{fakeclock.New(time.Now().Truncate(time.Second))}
+			clk := fakeclock.New(time.Now().Truncate(time.Second))
 			up := &sendLog{now: clk.Now}
 			k := c.key
 			k.ID, k.Secret = "k", "s"
