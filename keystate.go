@@ -75,6 +75,7 @@ type keyState struct {
 
 	budget budget       // what the provider's rate-limit headers said (ratelimit.go)
 	limits *localLimits // PerSecond, PerMinute, PerDay; nil without (limits.go)
+	learn  *learner     // the limit learned from 429s; nil when off (learn.go)
 
 	// With shared state: a daily-quota block leased from the store.
 	leaseMu    sync.Mutex
@@ -148,7 +149,20 @@ func (k *keyState) available(now time.Time) (hold, time.Time) {
 			return h, at
 		}
 	}
+	if ll := k.learnedLimit(); ll != nil {
+		if h, at := ll.sw.freeAt(now); h != holdNone {
+			return h, at
+		}
+	}
 	return holdNone, time.Time{}
+}
+
+// learnedLimit returns the limit learned for k, or nil.
+func (k *keyState) learnedLimit() *learnedLimit {
+	if k.learn == nil {
+		return nil
+	}
+	return k.learn.limit.Load()
 }
 
 // heldAt reports whether k is removed, disabled or cooling down at now:
@@ -183,11 +197,12 @@ func (k *keyState) breakerOpenLeft() time.Duration {
 // freed by keyState.release when the answer's body is done with.
 type reservation struct {
 	k      *keyState
-	at     time.Time // when it was taken
-	trial  bool      // the attempt is the key's trial (gate)
-	full   bool      // it took the budget and the limits
-	pinned bool      // a probe's: its key whatever its state (pin)
-	seq    int64     // its place among the key's reservations (keyState.sent)
+	at     time.Time     // when it was taken
+	trial  bool          // the attempt is the key's trial (gate)
+	full   bool          // it took the budget and the limits
+	lrn    *learnedLimit // the learned limit it took, if any
+	pinned bool          // a probe's: its key whatever its state (pin)
+	seq    int64         // its place among the key's reservations (keyState.sent)
 	ticket breakerTicket
 }
 
@@ -234,6 +249,13 @@ func (k *keyState) reserve(now time.Time) (reservation, hold) {
 		return reservation{}, holdRate
 	}
 	r.full = true
+	if ll := k.learnedLimit(); ll != nil {
+		if !ll.sw.reserve(now) {
+			r.cancel()
+			return reservation{}, holdRate
+		}
+		r.lrn = ll
+	}
 	tk, ok := k.allow()
 	if !ok {
 		r.cancel()
@@ -266,6 +288,9 @@ func (r *reservation) cancel() {
 	if r.full {
 		if k.limits != nil {
 			k.limits.cancel(r.at)
+		}
+		if r.lrn != nil {
+			r.lrn.sw.cancel(r.at)
 		}
 		k.budget.giveBack()
 	}
@@ -317,8 +342,15 @@ func (r *reservation) commit(v verdict) change {
 	k := r.k
 	var ch change
 	switch {
+	case v.st == status.Success:
+		if k.learn != nil && !r.pinned {
+			k.learn.noteSuccess(r.at)
+		}
 	case v.st == status.ReachLimit:
 		ch.cooled = k.cool(v.coolUntil, reasonRateLimited)
+		if k.learn != nil && !r.pinned && !k.budget.renewable() {
+			k.learn.rateLimited(r.at, v.at, v.coolUntil.Sub(v.at))
+		}
 	case v.disable != "":
 		if info, ok := k.disable(v.disable, v.at, false); ok {
 			ch.disabled = info
@@ -394,9 +426,9 @@ func (k *keyState) endTrial(st status.Status, now time.Time) (enabled bool) {
 		if _, held := k.budget.heldUntil(now); held {
 			next = gateTrial
 		}
-		if left, _, _ := k.budget.view(now); left < 0 && st == status.Success && k.ramp.Load() == 0 {
-			// Out of a cooldown with no budget known: let requests in a
-			// few more at a time, doubling with each success.
+		if left, _, _ := k.budget.view(now); left < 0 && st == status.Success && k.ramp.Load() == 0 && k.learnedLimit() == nil {
+			// Out of a cooldown with no budget or learned limit: let
+			// requests in a few more at a time, doubling with each success.
 			k.ramp.Store(2)
 		} else {
 			k.ramp.Store(-1)
@@ -692,6 +724,9 @@ func (t *Transport) newKeyState(k Key) *keyState {
 	ks.ramp.Store(-1)
 	ks.breaker = newKeyBreaker(t.cfg.breaker, ks)
 	ks.limited = k.PerSecond > 0 || k.PerMinute > 0 || k.PerDay > 0
+	if !t.cfg.noLearn {
+		ks.learn = new(learner)
+	}
 	return ks
 }
 
@@ -737,6 +772,11 @@ type KeyStatus struct {
 	ProviderRemaining int64
 	ProviderLimit     int64
 	ProviderReset     time.Time
+	// LearnedLimit is the limit the pool learned from the key's 429s
+	// (WithLimitLearning): at most LearnedLimit requests in any
+	// LearnedWindow; 0 when none was learned.
+	LearnedLimit  int
+	LearnedWindow time.Duration
 }
 
 // snapshotKey reads the key's state at now (pool clock).
@@ -758,6 +798,9 @@ func (t *Transport) snapshotKey(k *keyState, now time.Time) KeyStatus {
 		s.Disabled, s.DisabledReason, s.DisabledAt, s.DisabledRetryAt = true, d.reason, d.at, d.retryAt
 	}
 	s.ProviderRemaining, s.ProviderLimit, s.ProviderReset = k.budget.view(now)
+	if ll := k.learnedLimit(); ll != nil {
+		s.LearnedLimit, s.LearnedWindow = ll.n, ll.w
+	}
 	h, until := k.available(now)
 	if h != holdNone {
 		s.Hold, s.HoldUntil = h.String(), until

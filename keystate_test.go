@@ -306,3 +306,138 @@ func TestBudgetRenewsAtReset(t *testing.T) {
 		t.Fatalf("reset +%v, want +6s", reset.Sub(t0))
 	}
 }
+
+// noteBurst has k take n reservations at at and answers each with a
+// success at at plus 10ms.
+func noteBurst(t *testing.T, k *keyState, n int, at time.Time) {
+	t.Helper()
+	for range n {
+		r := mustReserve(t, k, at)
+		r.commit(verdict{st: status.Success, at: at.Add(10 * time.Millisecond)})
+		k.release()
+	}
+}
+
+// rateLimit has k take one reservation at at (whatever holds it) and
+// answers it 429 with a Retry-After of one second.
+func rateLimit(k *keyState, at time.Time) {
+	r := reservation{k: k, at: at}
+	k.inFlight.Add(1)
+	end := at.Add(10 * time.Millisecond)
+	r.commit(verdict{st: status.ReachLimit, at: end, coolUntil: end.Add(time.Second)})
+	k.release()
+}
+
+// Without rate-limit headers, a 429 after n successes in the window its
+// Retry-After suggests teaches the key its limit: n in any such window.
+func TestLearnLimitFromBurst(t *testing.T) {
+	k := newTestKeyState(t, Key{ID: "a", Secret: "s"})
+	noteBurst(t, k, 10, t0)
+	rateLimit(k, t0.Add(time.Millisecond))
+	ll := k.learnedLimit()
+	if ll == nil || ll.n != 10 || ll.w != time.Second {
+		t.Fatalf("learned %+v, want 10 a second", ll)
+	}
+	// After the cooldown, the key takes 10 in any second, not 11.
+	at := t0.Add(2 * time.Second)
+	trial := mustReserve(t, k, at)
+	trial.commit(verdict{st: status.Success, at: at})
+	k.release()
+	noteBurst(t, k, 9, at)
+	if _, h := k.reserve(at.Add(500 * time.Millisecond)); h != holdRate {
+		t.Fatalf("an 11th request within the second: %v, want %v", h, holdRate)
+	}
+	if h, until := k.available(at.Add(500 * time.Millisecond)); h != holdRate || !until.Equal(at.Add(time.Second)) {
+		t.Fatalf("available = %v until +%v, want the rate limit until +1s", h, until.Sub(at))
+	}
+	r := mustReserve(t, k, at.Add(time.Second))
+	r.cancel()
+}
+
+// A 429 to a request sent under the learned limit lowers it by one,
+// whatever the count of successes says; 429s of the burst that taught it
+// only raise it as their successes come in.
+func TestLearnedLimitTightensAndRaises(t *testing.T) {
+	k := newTestKeyState(t, Key{ID: "a", Secret: "s"})
+	var burst []reservation
+	for range 10 {
+		burst = append(burst, mustReserve(t, k, t0))
+	}
+	ok := func(rs []reservation) {
+		for i := range rs {
+			rs[i].commit(verdict{st: status.Success, at: t0.Add(10 * time.Millisecond)})
+			k.release()
+		}
+	}
+	ok(burst[:4])
+	rateLimit(k, t0.Add(time.Millisecond)) // learned 4: the other answers are not in yet
+	if ll := k.learnedLimit(); ll == nil || ll.n != 4 {
+		t.Fatalf("learned %+v, want 4 at first", ll)
+	}
+	ok(burst[4:]) // ... they come
+	rateLimit(k, t0.Add(2*time.Millisecond))
+	if ll := k.learnedLimit(); ll == nil || ll.n != 10 {
+		t.Fatalf("learned %+v after the burst, want 10", ll)
+	}
+	later := t0.Add(5 * time.Second)
+	noteBurst(t, k, 3, later) // a 429 after 3: the count is short, the limit was 10
+	rateLimit(k, later.Add(time.Millisecond))
+	if ll := k.learnedLimit(); ll.n != 9 {
+		t.Fatalf("after a 429 under the limit: %d, want 9", ll.n)
+	}
+}
+
+// After 16n successes without a 429 the limit rises by one; a raise the
+// upstream refuses doubles the wait for the next. A new limit keeps
+// counting the requests the old one let through.
+func TestLearnedLimitRelaxes(t *testing.T) {
+	k := newTestKeyState(t, Key{ID: "a", Secret: "s"})
+	noteBurst(t, k, 2, t0)
+	rateLimit(k, t0.Add(time.Millisecond))
+	at := t0.Add(2 * time.Second)
+	for i := range relaxAfter * 2 {
+		at = at.Add(time.Second)
+		noteBurst(t, k, 1, at)
+		if i < relaxAfter*2-1 && k.learnedLimit().n != 2 {
+			t.Fatalf("raised after %d successes, want %d", i+1, relaxAfter*2)
+		}
+	}
+	if ll := k.learnedLimit(); ll.n != 3 || !ll.relaxed {
+		t.Fatalf("after %d successes: %+v, want a raise to 3", relaxAfter*2, ll)
+	}
+	// The raise keeps the last second's request counted: two more fit, not three.
+	// (at's own success is in the window.)
+	a, b := mustReserve(t, k, at), mustReserve(t, k, at)
+	if _, h := k.reserve(at); h != holdRate {
+		t.Fatalf("a fourth request in the second after the raise: %v", h)
+	}
+	a.cancel()
+	b.cancel()
+	rateLimit(k, at) // the raise is refused
+	if ll := k.learnedLimit(); ll.n != 2 || k.learn.shift.Load() != 1 {
+		t.Fatalf("after the refused raise: limit %d, shift %d; want 2 and 1", ll.n, k.learn.shift.Load())
+	}
+}
+
+// WithLimitLearning(false) learns nothing; nor does a 429 with no success
+// before it, or a key steered by its headers.
+func TestNoLearning(t *testing.T) {
+	off := newTestKeyState(t, Key{ID: "a", Secret: "s"}, WithLimitLearning(false))
+	noteBurst(t, off, 10, t0)
+	rateLimit(off, t0)
+	if off.learnedLimit() != nil {
+		t.Fatal("learned with learning off")
+	}
+	cold := newTestKeyState(t, Key{ID: "b", Secret: "s"})
+	rateLimit(cold, t0)
+	if cold.learnedLimit() != nil {
+		t.Fatal("learned from a 429 with no success before it")
+	}
+	steered := newTestKeyState(t, Key{ID: "c", Secret: "s"})
+	steered.budget.set(0, 10, t0.Add(time.Second), 0, t0)
+	noteBurst(t, steered, 1, t0.Add(time.Second))
+	rateLimit(steered, t0.Add(time.Second))
+	if steered.learnedLimit() != nil {
+		t.Fatal("learned for a key its headers steer")
+	}
+}

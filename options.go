@@ -60,6 +60,7 @@ type config struct {
 	disabledRetryMin time.Duration
 	disabledRetryMax time.Duration
 	steer            bool
+	noLearn          bool // WithLimitLearning(false)
 	budgetParser     status.BudgetParser
 
 	base           http.RoundTripper
@@ -229,6 +230,24 @@ func WithRateLimitHeaders(m RateLimitHeaderMode) Option {
 func WithRateLimitSteering(on bool, parser status.BudgetParser) Option {
 	return optionFunc(func(c *config) error {
 		c.steer, c.budgetParser = on, parser
+		return nil
+	})
+}
+
+// WithLimitLearning turns on or off (default on) the learning of a key's
+// rate limit from its 429s, for upstreams that send no rate-limit headers:
+// a 429 after n successes within the window its Retry-After suggests (a
+// second, a minute or an hour) limits the key to n requests in any such
+// window from then on, so that it is not sent requests the upstream
+// would refuse. Each later 429 under that limit lowers it by one; 16n
+// successes without one raise it by one, a wait that doubles each time a
+// raise is refused (up to 512n). A key whose answers carry
+// rate-limit headers (WithRateLimitSteering) is steered by them instead.
+// Snapshot shows what was learned (KeyStatus.LearnedLimit). What a pool
+// learns stays in its process: replicas learn each on their own.
+func WithLimitLearning(on bool) Option {
+	return optionFunc(func(c *config) error {
+		c.noLearn = !on
 		return nil
 	})
 }

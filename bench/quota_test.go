@@ -364,7 +364,7 @@ func runQuota(tb testing.TB, mode quotaMode, latency time.Duration, next func() 
 						if ks.Hold != "" {
 							hold = ks.Hold + " until " + strconv.FormatFloat(ks.HoldUntil.Sub(start).Seconds(), 'f', 4, 64)
 						}
-						prov.trace.add(now, "pool", ks.ID, fmt.Sprintf("inflight=%d remaining=%d reset=%s hold=%s", ks.InFlight, ks.ProviderRemaining, reset, hold))
+						prov.trace.add(now, "pool", ks.ID, fmt.Sprintf("inflight=%d remaining=%d reset=%s hold=%s learned=%d/%v", ks.InFlight, ks.ProviderRemaining, reset, hold, ks.LearnedLimit, ks.LearnedWindow))
 					}
 				}
 			}

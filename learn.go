@@ -1,0 +1,143 @@
+package apipool
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// A key whose upstream sends no rate-limit headers still tells the pool
+// its limit: a 429 that comes after n successes within the window the
+// Retry-After suggests. The pool then paces the key to what it learned, a
+// sliding window of n requests (learnedLimit), so that the key is not
+// sent the requests the upstream would refuse; the limit tightens on each
+// further 429 and relaxes by one after 16n successes without one, a wait
+// that doubles each time a raise is refused (up to 512n), so that a limit
+// found exactly is probed ever more rarely.
+// WithLimitLearning turns it off.
+
+// okLogSize is how many of a key's latest successes it remembers, and the
+// largest limit it can learn.
+const okLogSize = 256
+
+// relaxAfter is how many windows' worth of successes without a 429 raise
+// a learned limit by one.
+const relaxAfter = 16
+
+// learner is what a key remembers to learn its limit: the send times of
+// its latest successes, and the limit learned so far.
+type learner struct {
+	okAt  [okLogSize]atomic.Int64 // send times (ns) of the latest successes, a ring
+	okN   atomic.Uint64           // successes noted
+	limit atomic.Pointer[learnedLimit]
+	// shift doubles the successes a raise waits for, once for each raise
+	// that the upstream refused (up to maxRelaxShift), so that a limit
+	// found exactly is probed ever more rarely.
+	shift atomic.Uint32
+
+	mu sync.Mutex // serialises learning and relaxing
+}
+
+// maxRelaxShift caps the doubling of the wait for a raise: at most
+// relaxAfter<<maxRelaxShift windows' worth of successes.
+const maxRelaxShift = 5
+
+// learnedLimit is a limit the pool learned for a key: at most n requests
+// start in any window of length w. It never changes: a new one replaces it.
+type learnedLimit struct {
+	n       int
+	relaxed bool // it is a raise (relax) of the limit before: a 429 at it means the old one was the limit
+	w       time.Duration
+	sw      *localLimits // the sliding window that enforces it
+	setAt   int64        // when it was learned (ns): requests sent before did not obey it
+	okSince uint64       // learner.okN when it was set: relax counts from here
+}
+
+// newLearnedLimit returns the limit of n in any w, learned at setAt; the
+// requests prev (nil: none) let through stay counted in its window.
+func newLearnedLimit(n int, w time.Duration, setAt int64, okN uint64, prev *learnedLimit) *learnedLimit {
+	sw := &slidingWindow{n: n, w: int64(w)}
+	if prev != nil && prev.w == w {
+		old := prev.sw
+		old.mu.Lock()
+		ow := old.windows[0]
+		for i := max(ow.size-n, 0); i < ow.size; i++ { // the newest n, oldest first
+			sw.push(ow.ring[(ow.head+i)%len(ow.ring)])
+		}
+		old.mu.Unlock()
+	}
+	return &learnedLimit{n: n, w: w, setAt: setAt, okSince: okN, sw: &localLimits{windows: []*slidingWindow{sw}}}
+}
+
+// noteSuccess records a success whose request was sent at at, and relaxes
+// the learned limit after enough successes without a 429.
+func (l *learner) noteSuccess(at time.Time) {
+	i := l.okN.Add(1)
+	l.okAt[(i-1)%okLogSize].Store(at.UnixNano())
+	if ll := l.limit.Load(); ll != nil && ll.n < okLogSize && i-ll.okSince >= uint64(relaxAfter*ll.n)<<l.shift.Load() {
+		l.mu.Lock()
+		if l.limit.Load() == ll {
+			up := newLearnedLimit(ll.n+1, ll.w, ll.setAt, i, ll)
+			up.relaxed = true
+			l.limit.Store(up)
+		}
+		l.mu.Unlock()
+	}
+}
+
+// learnWindow returns the window a Retry-After of d suggests: a second, a
+// minute or an hour, the first that holds d; false beyond an hour.
+func learnWindow(d time.Duration) (time.Duration, bool) {
+	for _, w := range [...]time.Duration{time.Second, time.Minute, time.Hour} {
+		if d <= w {
+			return w, true
+		}
+	}
+	return 0, false
+}
+
+// rateLimited learns from a 429, which came at now, to a request sent at
+// sent, whose Retry-After was d: the successes sent within the window
+// before it are the key's limit. A request sent under a learned limit and
+// refused lowers the limit by one; one sent before the limit was
+// learned (the same burst) can only raise it, as its successes come in.
+// It reports the limit now in force (nil when none was learned).
+func (l *learner) rateLimited(sent, now time.Time, d time.Duration) *learnedLimit {
+	w, ok := learnWindow(d)
+	if !ok {
+		return l.limit.Load()
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	total := l.okN.Load()
+	from, to := sent.Add(-w).UnixNano(), sent.UnixNano()
+	n := 0
+	for j := uint64(0); j < min(total, okLogSize); j++ {
+		if at := l.okAt[(total-1-j)%okLogSize].Load(); at > from && at <= to {
+			n++
+		}
+	}
+	old := l.limit.Load()
+	switch {
+	case n == 0:
+		// No success in the window: the 429 tells nothing of the rate (a
+		// quota used up elsewhere, a daily limit): the cooldown alone.
+		return old
+	case n >= okLogSize:
+		return old // more than it can count: not learned
+	case old != nil && old.w == w && to < old.setAt:
+		if n <= old.n {
+			return old // the burst that taught it: nothing new
+		}
+	case old != nil && old.w == w:
+		// Refused under the learned limit: it is one too high. (The count
+		// may be short: answers of the same burst may not be in yet.)
+		n = max(old.n-1, 1)
+		if old.relaxed && l.shift.Load() < maxRelaxShift {
+			l.shift.Add(1) // the raise found the limit: probe it more rarely
+		}
+	}
+	ll := newLearnedLimit(n, w, now.UnixNano(), total, old)
+	l.limit.Store(ll)
+	return ll
+}
