@@ -301,16 +301,17 @@ func (r *reservation) cancel() {
 	k.release()
 }
 
-// stale reports whether k was cooled down or disabled since r was taken
-// (another request's answer, another replica): the attempt must not go
-// out with it. A disabled key's own trial is not stale, nor a probe's
-// reservation.
+// stale reports whether k was cooled down by its upstream or disabled
+// since r was taken (another request's answer, another replica): the
+// attempt must not go out with it. A disabled key's own trial is not
+// stale, nor a probe's reservation, nor one taken before a shared limit
+// ran out (its request was granted: the cooldown is for the next ones).
 func (r *reservation) stale() bool {
 	k := r.k
 	if r.pinned {
 		return false
 	}
-	return k.cooldownUntil.Load() > r.at.UnixNano() || !r.trial && k.disabled.Load() != nil
+	return k.cooldownUntil.Load() > r.at.UnixNano() && k.coolReason.Load() != reasonShared || !r.trial && k.disabled.Load() != nil
 }
 
 // verdict is what one attempt's answer says of its key, decided by the

@@ -159,6 +159,15 @@ func TestReservationStaleAfterCooldown(t *testing.T) {
 	if got := k.inFlight.Load(); got != 0 {
 		t.Fatalf("in flight = %d, want 0", got)
 	}
+	// A shared limit that ran out meanwhile cools the key for the next
+	// requests, not for one already granted.
+	k3 := newTestKeyState(t, Key{ID: "c", Secret: "s3"})
+	granted := mustReserve(t, k3, t0)
+	k3.cool(t0.Add(time.Second), reasonShared)
+	if granted.stale() {
+		t.Fatal("a reservation granted before its shared limit ran out is stale")
+	}
+	granted.cancel()
 	// Disabled meanwhile: stale too.
 	k2 := newTestKeyState(t, Key{ID: "b", Secret: "s2"})
 	r := mustReserve(t, k2, t0)
