@@ -77,6 +77,8 @@ type keyState struct {
 	limits *localLimits // PerSecond, PerMinute, PerDay; nil without (limits.go)
 	learn  *learner     // the limit learned from 429s; nil when off (learn.go)
 
+	attempts statusCounts // attempts by status, while metrics are on (telemetry.go)
+
 	// With shared state: a daily-quota block leased from the store.
 	leaseMu    sync.Mutex
 	leaseDay   uint64

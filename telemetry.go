@@ -75,7 +75,8 @@ type telemetry struct {
 	tracers  atomic.Pointer[tracerEntry]
 	meters   atomic.Pointer[meterEntry]
 	metersMu sync.Mutex
-	closed   bool // under metersMu: register no more callbacks
+	closed   bool         // under metersMu: register no more callbacks
+	noKeys   statusCounts // requests that found no key (apipool.requests)
 }
 
 // close unregisters the key-state callback, so that a closed pool
@@ -109,7 +110,7 @@ type meterEntry struct {
 	fixed    bool
 	cmp      bool
 	duration metric.Float64Histogram
-	requests metric.Int64Counter
+	requests metric.Int64ObservableCounter
 	reg      metric.Registration
 }
 
@@ -202,8 +203,10 @@ func (tl *telemetry) instruments(e *meterEntry) {
 		metric.WithDescription("Duration of HTTP client requests."), metric.WithUnit("s"),
 		metric.WithExplicitBucketBoundaries(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10))
 	otelHandle(err)
-	e.requests, err = m.Int64Counter("apipool.requests",
-		metric.WithDescription("Attempts sent through the pool, by key and apipool status."), metric.WithUnit("{request}"))
+	// Observed from counts the keys hold, so that a removed key's series
+	// end with it (a synchronous counter keeps every key ever seen).
+	e.requests, err = m.Int64ObservableCounter("apipool.requests",
+		metric.WithDescription("Attempts sent through the pool, by key and apipool status (the keys in the pool now; requests that found no key under the empty key ID)."), metric.WithUnit("{request}"))
 	otelHandle(err)
 	cooling, err := m.Int64ObservableGauge("apipool.key.cooling", metric.WithDescription("1 while the key cools down after a rate limit."))
 	otelHandle(err)
@@ -221,7 +224,7 @@ func (tl *telemetry) instruments(e *meterEntry) {
 	otelHandle(err)
 	dropped, err := m.Int64ObservableCounter("apipool.recorder.dropped", metric.WithDescription("Usage events the recorder dropped."), metric.WithUnit("{event}"))
 	otelHandle(err)
-	insts := []metric.Observable{cooling, disabled, open, inflight, quota, remaining, queue, dropped}
+	insts := []metric.Observable{e.requests, cooling, disabled, open, inflight, quota, remaining, queue, dropped}
 	for _, i := range insts {
 		if i == nil {
 			return
@@ -232,6 +235,10 @@ func (tl *telemetry) instruments(e *meterEntry) {
 	}
 	e.reg, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		t := tl.t
+		observeCounts(o, e.requests, "", &tl.noKeys)
+		for _, k := range t.keys.Load().keys {
+			observeCounts(o, e.requests, k.key.ID, &k.attempts)
+		}
 		for _, s := range t.Snapshot() {
 			attrs := metric.WithAttributes(attribute.String("apipool.key.id", s.ID))
 			o.ObserveInt64(cooling, b2i(!s.CoolingUntil.IsZero()), attrs)
@@ -413,15 +420,40 @@ func (tl *telemetry) attemptDone(ctx context.Context, span trace.Span, r *http.R
 	if e.duration != nil {
 		e.duration.Record(ctx, d.Seconds(), metric.WithAttributes(attrs...))
 	}
-	if e.requests != nil {
-		e.requests.Add(ctx, 1, metric.WithAttributes(attribute.String("apipool.key.id", keyID(k)), attribute.String("apipool.status", st.String())))
+	if k != nil {
+		k.attempts.add(st)
 	}
 }
 
 // noKey counts a request that found no key, in the metrics.
 func (tl *telemetry) noKey(ctx context.Context) {
-	if e := tl.meter(); e.on && e.requests != nil {
-		e.requests.Add(ctx, 1, metric.WithAttributes(attribute.String("apipool.key.id", ""), attribute.String("apipool.status", status.NoKeyAvailable.String())))
+	if e := tl.meter(); e.on {
+		tl.noKeys.add(status.NoKeyAvailable)
+	}
+}
+
+// statusCounts counts attempts by status, for apipool.requests.
+type statusCounts [len(statusIndex)]atomic.Int64
+
+// statusIndex is each status's place in a statusCounts.
+var statusIndex = [...]status.Status{status.Success, status.Failed, status.ReachLimit, status.InvalidKey, status.ServerError, status.ClientError, status.Timeout, status.Canceled, status.NetworkError, status.NoKeyAvailable, status.Unknown}
+
+func (c *statusCounts) add(st status.Status) {
+	for i, s := range statusIndex {
+		if s == st {
+			c[i].Add(1)
+			return
+		}
+	}
+	c[len(c)-1].Add(1) // a status of a custom classifier's: as unknown
+}
+
+// observeCounts reports c's nonzero counts under key ID id.
+func observeCounts(o metric.Observer, inst metric.Int64Observable, id string, c *statusCounts) {
+	for i := range c {
+		if n := c[i].Load(); n > 0 {
+			o.ObserveInt64(inst, n, metric.WithAttributes(attribute.String("apipool.key.id", id), attribute.String("apipool.status", statusIndex[i].String())))
+		}
 	}
 }
 

@@ -1090,3 +1090,36 @@ func TestTelemetryOptions(t *testing.T) {
 		t.Errorf("events %+v, want no trace ids", e)
 	}
 }
+
+// A removed key's apipool.requests series ends with it: rotating keys
+// does not grow the series without bound.
+func TestRequestsSeriesEndWithRemovedKey(t *testing.T) {
+	kit := newTelKit(t)
+	up := newUpstream(func(seen) reply { return reply{Status: 200} })
+	opts := append(kit.opts(), apipool.WithBase(up))
+	pool := mustNew(t, []apipool.Key{{ID: "k0", Secret: "sk-0"}}, opts...)
+	for i := 1; i <= 5; i++ {
+		if err := pool.AddKey(apipool.Key{ID: "k" + itoa(i), Secret: apipool.Secret("sk-" + itoa(i))}); err != nil {
+			t.Fatal(err)
+		}
+		if err := pool.RemoveKey("k" + itoa(i-1)); err != nil {
+			t.Fatal(err)
+		}
+		mustDo(t, pool)
+	}
+	sum := telMetric(t, kit.collect(t), "apipool.requests").Data.(metricdata.Sum[int64])
+	if !sum.IsMonotonic || sum.Temporality != metricdata.CumulativeTemporality {
+		t.Fatalf("apipool.requests is not a cumulative monotonic sum: %+v", sum)
+	}
+	var ids []string
+	for _, dp := range sum.DataPoints {
+		id, _ := dp.Attributes.Value("apipool.key.id")
+		ids = append(ids, id.AsString())
+		if id.AsString() == "k5" && dp.Value != 1 {
+			t.Errorf("k5 counted %d, want 1", dp.Value)
+		}
+	}
+	if len(ids) != 1 || ids[0] != "k5" {
+		t.Fatalf("series for keys %v, want only the key in the pool, k5", ids)
+	}
+}
