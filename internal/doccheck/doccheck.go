@@ -35,6 +35,11 @@
 //
 // Compiler errors point at the Markdown file and line, through //line
 // directives.
+//
+// TestDocsNamesExist checks the prose's inline code: every `pkg.Name` or
+// `pkg.Type.Member` of the module's packages (Packages: `apipool.WithHosts`,
+// `sql.Config.Clock`) and every `pool.Method` must name something the code
+// declares, but for the removed names the README lists on purpose.
 package doccheck
 
 import (
@@ -45,6 +50,7 @@ import (
 	"go/parser"
 	"go/token"
 	"path"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
@@ -397,4 +403,167 @@ func checkDroppedErr(fset *token.FileSet, b Block, stmts []ast.Stmt) error {
 		}
 	}
 	return nil
+}
+
+// Packages maps the names the docs' prose gives the module's packages, in
+// inline code such as `redisstate.WithPrefix`, to their directories in the
+// module; "pool" stands for a *apipool.Transport.
+var Packages = map[string]string{
+	"apipool":    ".",
+	"clock":      "clock",
+	"dashboard":  "dashboard",
+	"errdefs":    "errdefs",
+	"recorder":   "recorder",
+	"memory":     "recorder/memory",
+	"clickhouse": "recorder/clickhouse",
+	"sql":        "recorder/sql",
+	"sqlrec":     "recorder/sql",
+	"redisstate": "redisstate",
+	"status":     "status",
+}
+
+// Ref is a reference to a package's name in a Markdown file's inline code:
+// `pkg.Name` or `pkg.Name.Member` (Member empty when absent).
+type Ref struct {
+	File         string
+	Line         int
+	Pkg          string
+	Name, Member string
+}
+
+func (r Ref) String() string {
+	s := r.Pkg + "." + r.Name
+	if r.Member != "" {
+		s += "." + r.Member
+	}
+	return s
+}
+
+var (
+	spanRE = regexp.MustCompile("(?s)(`+)(.+?)(`+)")
+	refRE  = regexp.MustCompile(`(?:^|[^\w.])([a-z]\w*)\.([A-Z]\w*)(?:\.([A-Z]\w*))?`)
+)
+
+// InlineRefs returns the references to the packages of Packages (and to
+// pool's methods) in the inline code of a Markdown file, outside its fenced
+// blocks.
+func InlineRefs(file string, data []byte) []Ref {
+	// Blank out the fenced blocks, keeping the line count.
+	lines := strings.Split(string(data), "\n")
+	var fence string
+	for i, line := range lines {
+		t := strings.TrimLeft(line, " \t")
+		if fence == "" {
+			if m := fenceRE.FindStringSubmatch(t); m != nil {
+				fence = m[2]
+				lines[i] = ""
+			}
+			continue
+		}
+		if tt := strings.TrimSpace(t); strings.HasPrefix(tt, fence[:1]) && strings.Trim(tt, fence[:1]) == "" && len(tt) >= len(fence) {
+			fence = ""
+		}
+		lines[i] = ""
+	}
+	text := strings.Join(lines, "\n")
+	var refs []Ref
+	for _, m := range spanRE.FindAllStringSubmatchIndex(text, -1) {
+		if text[m[2]:m[3]] != text[m[6]:m[7]] {
+			continue // unbalanced: not a span
+		}
+		span := text[m[4]:m[5]]
+		line := 1 + strings.Count(text[:m[4]], "\n")
+		for _, i := range refRE.FindAllStringSubmatchIndex(span, -1) {
+			pkg, name, member := span[i[2]:i[3]], span[i[4]:i[5]], ""
+			if i[6] >= 0 {
+				member = span[i[6]:i[7]]
+			}
+			if _, ok := Packages[pkg]; !ok && pkg != "pool" {
+				continue
+			}
+			refs = append(refs, Ref{File: file, Line: line + strings.Count(span[:i[2]], "\n"), Pkg: pkg, Name: name, Member: member})
+		}
+	}
+	return refs
+}
+
+// Exported returns the exported names a package's non-test files declare
+// at top level, with the exported methods and struct fields of its types
+// (as "Type.Name"). dir is the package's directory.
+func Exported(dir string) (map[string]bool, error) {
+	fset := token.NewFileSet()
+	entries, err := filepathGlob(dir)
+	if err != nil {
+		return nil, err
+	}
+	names := map[string]bool{}
+	for _, file := range entries {
+		f, err := parser.ParseFile(fset, file, nil, parser.SkipObjectResolution)
+		if err != nil {
+			return nil, err
+		}
+		for _, d := range f.Decls {
+			switch d := d.(type) {
+			case *ast.FuncDecl:
+				if d.Recv == nil {
+					names[d.Name.Name] = true
+					continue
+				}
+				t := d.Recv.List[0].Type
+				if s, ok := t.(*ast.StarExpr); ok {
+					t = s.X
+				}
+				if id, ok := t.(*ast.Ident); ok {
+					names[id.Name+"."+d.Name.Name] = true
+				}
+			case *ast.GenDecl:
+				for _, spec := range d.Specs {
+					switch s := spec.(type) {
+					case *ast.ValueSpec:
+						for _, id := range s.Names {
+							names[id.Name] = true
+						}
+					case *ast.TypeSpec:
+						names[s.Name.Name] = true
+						st, ok := s.Type.(*ast.StructType)
+						if !ok {
+							continue
+						}
+						for _, fl := range st.Fields.List {
+							for _, id := range fl.Names {
+								names[s.Name.Name+"."+id.Name] = true
+							}
+							if len(fl.Names) == 0 { // embedded
+								t := fl.Type
+								if s, ok := t.(*ast.StarExpr); ok {
+									t = s.X
+								}
+								if sel, ok := t.(*ast.SelectorExpr); ok {
+									t = sel.Sel
+								}
+								if id, ok := t.(*ast.Ident); ok {
+									names[s.Name.Name+"."+id.Name] = true
+								}
+							}
+						}
+					}
+				}
+			}
+		}
+	}
+	return names, nil
+}
+
+func filepathGlob(dir string) ([]string, error) {
+	all, err := filepath.Glob(filepath.Join(dir, "*.go"))
+	if err != nil {
+		return nil, err
+	}
+	var files []string
+	for _, f := range all {
+		if !strings.HasSuffix(f, "_test.go") {
+			files = append(files, f)
+		}
+	}
+	return files, nil
 }

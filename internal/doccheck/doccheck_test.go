@@ -123,3 +123,64 @@ func TestDocsCompile(t *testing.T) {
 		t.Errorf("the docs' Go blocks do not compile (%v):\n%s", err, out)
 	}
 }
+
+// gone are the names the docs may mention although the code no longer has
+// them: the README's "Changed API" names what was removed.
+var gone = map[string]bool{
+	"dashboard.ErrInvalidOption": true,
+	"sql.ErrBadConfig":           true,
+	"clickhouse.ErrBadConfig":    true,
+}
+
+// TestDocsNamesExist checks that every `pkg.Name` (or `pkg.Type.Member`)
+// in the inline code of the checked files, for the module's packages
+// (Packages), and every `pool.Method`, names something the code declares.
+func TestDocsNamesExist(t *testing.T) {
+	root := moduleRoot(t)
+	exported := map[string]map[string]bool{}
+	names := func(pkg string) map[string]bool {
+		if pkg == "pool" {
+			pkg = "apipool"
+		}
+		if exported[pkg] == nil {
+			n, err := Exported(filepath.Join(root, Packages[pkg]))
+			if err != nil {
+				t.Fatal(err)
+			}
+			exported[pkg] = n
+		}
+		return exported[pkg]
+	}
+	count := 0
+	for _, pattern := range checked {
+		files, _ := filepath.Glob(filepath.Join(root, pattern))
+		for _, file := range files {
+			rel, _ := filepath.Rel(root, file)
+			rel = filepath.ToSlash(rel)
+			data, err := os.ReadFile(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range InlineRefs(rel, data) {
+				count++
+				if gone[r.Pkg+"."+r.Name] {
+					continue
+				}
+				n := names(r.Pkg)
+				var ok bool
+				switch {
+				case r.Pkg == "pool":
+					ok = n["Transport."+r.Name]
+				case r.Member != "":
+					ok = n[r.Name] && n[r.Name+"."+r.Member]
+				default:
+					ok = n[r.Name]
+				}
+				if !ok {
+					t.Errorf("%s:%d: `%s`: the code declares no such name", r.File, r.Line, r)
+				}
+			}
+		}
+	}
+	t.Logf("%d references checked", count)
+}

@@ -1,6 +1,7 @@
 package doccheck
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -99,5 +100,17 @@ func TestGenerateDroppedErr(t *testing.T) {
 		if _, err := generate(t, ok); err != nil {
 			t.Errorf("%q: %v", ok, err)
 		}
+	}
+}
+
+func TestInlineRefs(t *testing.T) {
+	md := "Use `apipool.WithHosts(\"x\")` and `sql.Config.Clock`, `errors.Is(err,\n  apipool.ErrClosed)`, `pool.Stats()`.\n\n```go\napipool.Ignored()\n```\n\nNot `fmt.Println` nor `x.apipool.Y`.\n"
+	var got []string
+	for _, r := range InlineRefs("x.md", []byte(md)) {
+		got = append(got, fmt.Sprintf("%d:%s", r.Line, r))
+	}
+	want := "1:apipool.WithHosts 1:sql.Config.Clock 2:apipool.ErrClosed 2:pool.Stats"
+	if strings.Join(got, " ") != want {
+		t.Errorf("got %q, want %q", strings.Join(got, " "), want)
 	}
 }
