@@ -439,10 +439,45 @@ func (r Ref) String() string {
 	return s
 }
 
-var (
-	spanRE = regexp.MustCompile("(?s)(`+)(.+?)(`+)")
-	refRE  = regexp.MustCompile(`(?:^|[^\w.])([a-z]\w*)\.([A-Z]\w*)(?:\.([A-Z]\w*))?`)
-)
+var refRE = regexp.MustCompile(`(?:^|[^\w.])([a-z]\w*)\.([A-Z]\w*)(?:\.([A-Z]\w*))?`)
+
+// codeSpans returns the offsets of the contents of text's code spans: a
+// run of n backticks up to the next run of exactly n (CommonMark).
+func codeSpans(text string) [][2]int {
+	var spans [][2]int
+	run := func(i int) int { // the length of the backtick run at i
+		n := 0
+		for i+n < len(text) && text[i+n] == '`' {
+			n++
+		}
+		return n
+	}
+	for i := 0; i < len(text); {
+		if text[i] != '`' {
+			i++
+			continue
+		}
+		n := run(i)
+		start, found := i+n, false
+		for j := start; j < len(text); {
+			if text[j] != '`' {
+				j++
+				continue
+			}
+			m := run(j)
+			if m == n {
+				spans = append(spans, [2]int{start, j})
+				i, found = j+m, true
+				break
+			}
+			j += m
+		}
+		if !found {
+			i = start // a literal run of backticks
+		}
+	}
+	return spans
+}
 
 // InlineRefs returns the references to the packages of Packages (and to
 // pool's methods) in the inline code of a Markdown file, outside its fenced
@@ -467,12 +502,9 @@ func InlineRefs(file string, data []byte) []Ref {
 	}
 	text := strings.Join(lines, "\n")
 	var refs []Ref
-	for _, m := range spanRE.FindAllStringSubmatchIndex(text, -1) {
-		if text[m[2]:m[3]] != text[m[6]:m[7]] {
-			continue // unbalanced: not a span
-		}
-		span := text[m[4]:m[5]]
-		line := 1 + strings.Count(text[:m[4]], "\n")
+	for _, sp := range codeSpans(text) {
+		span := text[sp[0]:sp[1]]
+		line := 1 + strings.Count(text[:sp[0]], "\n")
 		for _, i := range refRE.FindAllStringSubmatchIndex(span, -1) {
 			pkg, name, member := span[i[2]:i[3]], span[i[4]:i[5]], ""
 			if i[6] >= 0 {

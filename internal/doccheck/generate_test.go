@@ -104,12 +104,12 @@ func TestGenerateDroppedErr(t *testing.T) {
 }
 
 func TestInlineRefs(t *testing.T) {
-	md := "Use `apipool.WithHosts(\"x\")` and `sql.Config.Clock`, `errors.Is(err,\n  apipool.ErrClosed)`, `pool.Stats()`.\n\n```go\napipool.Ignored()\n```\n\nNot `fmt.Println` nor `x.apipool.Y`.\n"
+	md := "Use `apipool.WithHosts(\"x\")` and `sql.Config.Clock`, `errors.Is(err,\n  apipool.ErrClosed)`, `pool.Stats()`.\n\n```go\napipool.Ignored()\n```\n\nNot `fmt.Println` nor `x.apipool.Y`; ```` ```go ```` then `` `status.Success` ``.\n"
 	var got []string
 	for _, r := range InlineRefs("x.md", []byte(md)) {
 		got = append(got, fmt.Sprintf("%d:%s", r.Line, r))
 	}
-	want := "1:apipool.WithHosts 1:sql.Config.Clock 2:apipool.ErrClosed 2:pool.Stats"
+	want := "1:apipool.WithHosts 1:sql.Config.Clock 2:apipool.ErrClosed 2:pool.Stats 8:status.Success"
 	if strings.Join(got, " ") != want {
 		t.Errorf("got %q, want %q", strings.Join(got, " "), want)
 	}
