@@ -1,5 +1,7 @@
 // Package doccheck compiles the Go blocks of the repository's Markdown, so
 // that a snippet that stops compiling fails the tests (TestDocsCompile).
+// The files checked are listed in the test (checked): README.md,
+// cmd/apipool/README.md, docs/*.md and recorder/clickhouse/README.md.
 //
 // Every block fenced as ```go is compiled with the Go compiler (go build,
 // with an -overlay, so nothing is written to the tree) as a package of its
