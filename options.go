@@ -195,7 +195,8 @@ const (
 // max. A trial the upstream accepts puts the key back in use. The defaults
 // are 1 minute doubling to 1 hour. first 0 disables keys for good: only
 // Enable or a passing probe puts them back. Keys disabled with Disable
-// stay disabled until Enable whatever this says.
+// get no trial whatever this says: they too stay disabled until Enable or
+// a passing probe.
 func WithDisabledRetry(first, max time.Duration) Option {
 	return optionFunc(func(c *config) error {
 		if first < 0 || max < 0 || first > 0 && max < first {

@@ -64,7 +64,8 @@ const (
 	ChangeSynced
 )
 
-// String names the kind: "cooldown", "disable" or "enable".
+// String names the kind: "cooldown", "disable", "enable" or "synced"
+// (and "unknown" for any other value).
 func (k ChangeKind) String() string {
 	switch k {
 	case ChangeCooldown:

@@ -2,7 +2,8 @@
 // one per attempt, the Recorder interface that stores them, and the Stats
 // interface through which stores answer usage queries.
 //
-// The embedded default store is in package recorder/memory; the ClickHouse
+// The embedded default store is in package recorder/memory; the SQL store
+// (SQLite, PostgreSQL, MySQL/MariaDB) is in recorder/sql; the ClickHouse
 // store is in recorder/clickhouse. Every store passes the conformance suite
 // in recorder/recordertest.
 package recorder

@@ -21,8 +21,8 @@ type Config struct {
 	// limited. Nil means {429}. Some APIs also use 403 or 402.
 	RateLimitCodes []int
 	// InvalidKeyCodes are the HTTP status codes that mean the key is not
-	// valid (revoked, wrong, unpaid). Nil means {401}; before v0.2 it
-	// meant {401, 403}. A code listed in both lists counts as a rate
+	// valid (revoked, wrong, unpaid). Nil means {401}; in the first release
+	// it meant {401, 403}. A code listed in both lists counts as a rate
 	// limit.
 	InvalidKeyCodes []int
 	// EvidenceCodes are the HTTP status codes that count as a rate limit
