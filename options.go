@@ -439,8 +439,13 @@ func WithRetryNonIdempotent(on bool) Option {
 // retryablehttp.DefaultBackoff between 100ms and 2s.
 func WithBackoff(b retryablehttp.Backoff, min, max time.Duration) Option {
 	return optionFunc(func(c *config) error {
-		if b == nil || min < 0 || max < min {
-			return &ConfigError{Field: "WithBackoff", Reason: "want a function and 0 <= min <= max"}
+		switch {
+		case b == nil:
+			return &ConfigError{Field: "WithBackoff", Reason: "nil backoff function"}
+		case min < 0:
+			return &ConfigError{Field: "WithBackoff", Reason: fmt.Sprintf("negative min %v", min)}
+		case max < min:
+			return &ConfigError{Field: "WithBackoff", Reason: fmt.Sprintf("max %v below min %v", max, min)}
 		}
 		c.backoff, c.backoffMin, c.backoffMax = b, min, max
 		return nil

@@ -12,6 +12,7 @@ import (
 
 	"github.com/apipool-ng/apipool"
 	"github.com/apipool-ng/apipool/status"
+	"github.com/hashicorp/go-retryablehttp"
 )
 
 // Bad configuration is a *ConfigError naming the field, never a panic.
@@ -276,4 +277,22 @@ func FuzzNewConfig(f *testing.F) {
 			t.Fatal("a response with an error")
 		}
 	})
+}
+
+// WithBackoff's error says which part is wrong.
+func TestWithBackoffErrorNamesThePart(t *testing.T) {
+	for _, c := range []struct {
+		b        retryablehttp.Backoff
+		min, max time.Duration
+		want     string
+	}{
+		{nil, 0, time.Second, "nil backoff function"},
+		{retryablehttp.DefaultBackoff, -time.Second, time.Second, "negative min -1s"},
+		{retryablehttp.DefaultBackoff, 2 * time.Second, time.Second, "max 1s below min 2s"},
+	} {
+		_, err := apipool.New(keys(1), apipool.WithBackoff(c.b, c.min, c.max))
+		if !errors.Is(err, apipool.ErrInvalidConfig) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("WithBackoff(%v, %v): %v, want an error saying %q", c.min, c.max, err, c.want)
+		}
+	}
 }
