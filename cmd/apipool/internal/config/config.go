@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strconv"
@@ -145,6 +146,11 @@ type ClickHouse struct {
 type SQL struct {
 	Driver, DSN, TablePrefix string
 	Retention                time.Duration // of raw events; 0: kept
+	// SQLiteFile is the SQLite database's file, resolved, as errors may
+	// show it; "" for a database in memory, another driver, or a path
+	// that is not to be shown (it came from a variable or looks like a
+	// key).
+	SQLiteFile string
 }
 
 // Redis is the shared key state's server.
@@ -227,7 +233,7 @@ func parse(name string, data []byte, env func(string) (string, bool)) (*Config, 
 	if len(doc.Content) == 1 {
 		d.node(doc.Content[0], reflect.ValueOf(&f).Elem(), "")
 	}
-	v := &validator{file: name, lookup: lookup}
+	v := &validator{file: name, dir: configDir(name), lookup: lookup}
 	c := v.config(&f)
 	if errs := merge(d.errs, v.errs, d.failed); len(errs) > 0 {
 		if !noScrub {
@@ -312,6 +318,7 @@ func unquotedVarInFlow(line string) bool {
 
 type validator struct {
 	file   string
+	dir    string // the config file's directory: relative paths start there
 	lookup func(string) (string, bool)
 	errs   Errors
 }
@@ -643,7 +650,8 @@ func (v *validator) upstream(u *upstreamT, at string, srv Server) *Upstream {
 		out.KeyEnv = v.envName(u.Keys.Env, at+".keys.env", "the keys", "OPENAI_KEYS")
 		envOK = out.KeyEnv != ""
 	}
-	keys, errs := loadKeys(out.Name, out.KeyEnv, u.Keys.File, v.lookup, out.KeyLimits)
+	out.KeyFile = v.resolve(out.KeyFile)
+	keys, errs := loadKeys(out.Name, out.KeyEnv, u.Keys.File, out.KeyFile, v.lookup, out.KeyLimits)
 	for _, e := range errs {
 		if !envOK && !e.file {
 			continue // "no keys": keys.env's error says why
@@ -710,7 +718,7 @@ func (v *validator) recorder(r *recorderT) Recorder {
 		out.ClickHouse.Database, out.ClickHouse.Table = ch.Database.V, ch.Table.V
 		out.ClickHouse.Username = ch.Username.V
 		out.ClickHouse.Password = v.secret(ch.Password, "recorder.clickhouse.password")
-		out.ClickHouse.SpillDir, out.ClickHouse.BatchSize = ch.SpillDir.V, ch.BatchSize.V
+		out.ClickHouse.SpillDir, out.ClickHouse.BatchSize = v.resolve(ch.SpillDir.V), ch.BatchSize.V
 		out.ClickHouse.TTL = time.Duration(ch.TTL.V)
 		out.ClickHouse.Cluster, out.ClickHouse.InsertDistributed = ch.Cluster.V, ch.InsertDistributed.V
 		v.nonNeg(ch.BatchSize, "recorder.clickhouse.batch_size")
@@ -732,6 +740,19 @@ func (v *validator) recorder(r *recorderT) Recorder {
 			v.fail(s.DSN.Line, "recorder.sql.dsn", "holds a password: write it as ${VAR}, not in the file")
 		}
 		out.SQL = SQL{Driver: s.Driver.V, DSN: s.DSN.V, TablePrefix: s.TablePrefix.V, Retention: time.Duration(s.Retention.V)}
+		if s.Driver.V == "sqlite" && s.DSN.V != "" {
+			var file string
+			out.SQL.DSN, file = v.sqliteDSN(s.DSN.V)
+			if file != "" {
+				label := pathLabel(s.DSN, file)
+				if pathShown(s.DSN) {
+					out.SQL.SQLiteFile = file
+				}
+				if st, err := os.Stat(filepath.Dir(file)); err != nil || !st.IsDir() {
+					v.fail(s.DSN.Line, "recorder.sql.dsn", "the SQLite database %s: its directory does not exist (a relative path starts at the config file's directory)", label)
+				}
+			}
+		}
 	default:
 		v.fail(r.Type.Line, "recorder.type", "want memory, clickhouse or sql, got %s", shown(r.Type))
 	}
@@ -897,4 +918,70 @@ func scrub(errs Errors, values []string) {
 			}
 		}
 	}
+}
+
+// configDir returns the absolute directory of the config file name.
+func configDir(name string) string {
+	dir := filepath.Dir(name)
+	if a, err := filepath.Abs(dir); err == nil {
+		dir = a
+	}
+	return dir
+}
+
+// resolve returns path relative to the config file's directory, unless
+// it is empty or absolute.
+func (v *validator) resolve(path string) string {
+	if path == "" || filepath.IsAbs(path) {
+		return path
+	}
+	return filepath.Join(v.dir, path)
+}
+
+// sqliteDSN resolves the file of a SQLite DSN ("usage.db",
+// "file:usage.db?mode=rwc") against the config file's directory, and
+// returns the DSN and its file ("" for a database in memory).
+func (v *validator) sqliteDSN(dsn string) (string, string) {
+	if strings.Contains(dsn, ":memory:") || strings.Contains(dsn, "mode=memory") {
+		return dsn, ""
+	}
+	scheme := ""
+	rest := dsn
+	if r, ok := strings.CutPrefix(dsn, "file:"); ok {
+		scheme, rest = "file:", r
+	}
+	path, query, hasQuery := strings.Cut(rest, "?")
+	if scheme != "" && strings.HasPrefix(path, "//") {
+		// file://host/path or file:///path: a URL, taken as it is.
+		return dsn, strings.TrimPrefix(path, "//localhost")
+	}
+	if path == "" {
+		return dsn, ""
+	}
+	path = v.resolve(path)
+	out := scheme + path
+	if hasQuery {
+		out += "?" + query
+	}
+	return out, path
+}
+
+// pathShown reports whether an error may show the path x names: not
+// when it came from a variable, nor when it looks like a key written in
+// the wrong place (a DSN's query aside).
+func pathShown(x Value[string]) bool {
+	p, _, _ := strings.Cut(x.V, "?")
+	return len(refs(x.Raw)) == 0 && !looksLikeKey(p) && !strings.ContainsAny(p, "@=&#\n")
+}
+
+// pathLabel names the path x gives, resolved to file, in an error: file,
+// or why it is not shown.
+func pathLabel(x Value[string], file string) string {
+	if r := refs(x.Raw); len(r) > 0 {
+		return "named by " + strings.Join(r, ", ")
+	}
+	if !pathShown(x) {
+		return "(its name is not shown: it looks like a secret, not a path)"
+	}
+	return file
 }

@@ -61,6 +61,9 @@ func openRecorder(ctx context.Context, c config.Recorder, log *slog.Logger, forS
 func openSQL(ctx context.Context, c config.SQL, log *slog.Logger) (recorder.Recorder, error) {
 	s, err := sqlrec.New(ctx, sqlrec.Config{Driver: c.Driver, DSN: c.DSN, TablePrefix: c.TablePrefix, Retention: c.Retention, Logger: log})
 	if err != nil {
+		if c.SQLiteFile != "" {
+			return nil, fmt.Errorf("recorder sql: SQLite database %s: %w", c.SQLiteFile, err)
+		}
 		return nil, fmt.Errorf("recorder sql: %w", err)
 	}
 	return s, nil
