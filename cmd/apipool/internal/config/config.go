@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/apipool-ng/apipool"
+	"github.com/apipool-ng/apipool/recorder/memory"
 	"github.com/apipool-ng/apipool/status"
 	"go.yaml.in/yaml/v3"
 )
@@ -702,6 +703,11 @@ func (v *validator) recorder(r *recorderT) Recorder {
 	out := Recorder{Type: r.Type.V, Retention: time.Duration(r.Memory.Retention.V)}
 	if out.Type == "" {
 		out.Type = "memory"
+	}
+	if x := r.Memory.Retention; x.Set {
+		if d := time.Duration(x.V); d < memory.MinRetention || d > memory.MaxRetention {
+			v.fail(x.Line, "recorder.memory.retention", "want %dm to %dh (%d days)%s", memory.MinRetention/time.Minute, memory.MaxRetention/time.Hour, memory.MaxRetention/(24*time.Hour), fromVars(x))
+		}
 	}
 	switch out.Type {
 	case "memory":

@@ -75,3 +75,19 @@ func TestRelativePathsFromConfigDir(t *testing.T) {
 		}
 	}
 }
+
+// memory.New refuses a retention outside [5m, 744h]: the loader says so
+// with the line, rather than serve failing at start without one.
+func TestMemoryRetentionRange(t *testing.T) {
+	kf := writeKeys(t, "sk-one-AAAA\n", 0o600)
+	for in, ok := range map[string]bool{"5m": true, "744h": true, "24h": true, "4m": false, "0s": false, "745h": false} {
+		y := minimal(kf) + "recorder:\n  memory:\n    retention: " + in + "\n"
+		_, err := Parse("f.yaml", []byte(y))
+		if ok && err != nil {
+			t.Errorf("%s: %v", in, err)
+		}
+		if want := "f.yaml:11: recorder.memory.retention: want 5m to 744h"; !ok && (err == nil || !strings.Contains(err.Error(), want)) {
+			t.Errorf("%s: %v; want %q", in, err, want)
+		}
+	}
+}

@@ -42,6 +42,7 @@ func setCanaryEnv(t *testing.T) {
 		"CANARY_URL":      "https://user:" + canary + "@api.example.com/v1?key=" + canary,
 		"CANARY_SHORT":    canary[:8], // a token shorter than MinTokenLength
 		"CANARY_NUM":      numCanary,
+		"CANARY_RET":      numCanary + "s",
 		"CANARY_DUP":      "id1 " + canary + ",id2 " + canary,
 		"CANARY_3":        "a b " + canary,
 		"CANARY_BADID":    "a/b " + canary,
@@ -208,6 +209,8 @@ func TestNoSecretInErrors(t *testing.T) {
 		{"sqlite dsn: a key as the path", base + "recorder: {type: sql, sql: {driver: sqlite, dsn: " + C + "/x.db}}\n", "recorder.sql.dsn: the SQLite database (its name is not shown: it looks like a secret, not a path): its directory does not exist"},
 		{"sqlite dsn from a variable", base + "recorder: {type: sql, sql: {driver: sqlite, dsn: '${CANARY_VALUE}/x.db'}}\n", "recorder.sql.dsn: the SQLite database named by ${CANARY_VALUE}: its directory does not exist"},
 		{"keys.file: a relative key as the path", keys("{file: 'x/" + C + "'}"), "upstreams[0].keys.file: the key file (its name is not shown"},
+		{"memory retention out of range", base + "recorder: {memory: {retention: 745h}}\n", "recorder.memory.retention: want 5m to 744h (31 days)"},
+		{"memory retention from a variable", base + "recorder: {memory: {retention: '${CANARY_RET}'}}\n", "recorder.memory.retention: want 5m to 744h (31 days) (the value comes from ${CANARY_RET} and is not shown)"},
 		{"sql dsn missing", base + "recorder: {type: sql, sql: {driver: sqlite}}\n", "recorder.sql.dsn: missing"},
 		{"sql dsn with a password", base + "recorder: {type: sql, sql: {driver: postgres, dsn: 'postgres://u:" + C + "@h/db'}}\n", "recorder.sql.dsn: holds a password"},
 		{"recorder type", base + "recorder: {type: " + C + "}\n", "recorder.type: want memory, clickhouse or sql, got a value that is not shown"},
