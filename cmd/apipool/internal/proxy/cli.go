@@ -13,6 +13,8 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -36,6 +38,7 @@ usage:
                                          usage per key from the configured store
   apipool validate -config apipool.yaml  check the config file and the keys it names
   apipool hash-token                     read a token (or password) on stdin, print its SHA-256
+  apipool version                        the module version, the Go version and the commit built
 `
 
 // Main runs the command with args (without the program name) and returns
@@ -58,6 +61,13 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 	case "serve", "check", "validate":
 	case "hash-token":
 		return hashToken(stdin, stdout, stderr)
+	case "version", "-version", "--version":
+		bi, ok := debug.ReadBuildInfo()
+		if !ok {
+			bi = nil
+		}
+		fmt.Fprint(stdout, Version(bi))
+		return ExitOK
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return ExitOK
@@ -240,4 +250,49 @@ func hashToken(stdin io.Reader, stdout, stderr io.Writer) int {
 	sum := sha256.Sum256([]byte(tok))
 	fmt.Fprintln(stdout, hex.EncodeToString(sum[:]))
 	return ExitOK
+}
+
+// Version describes the build for apipool version: the module's version
+// ("(devel)" when built inside its own module without version control
+// information), the Go version, and the commit (vcs.revision, "+dirty"
+// when vcs.modified) and its time when the build recorded them. bi may be
+// nil (no build information).
+func Version(bi *debug.BuildInfo) string {
+	var b strings.Builder
+	v, goV := "unknown", runtime.Version()
+	if bi != nil {
+		if bi.Main.Version != "" {
+			v = bi.Main.Version
+		}
+		if bi.GoVersion != "" {
+			goV = bi.GoVersion
+		}
+	}
+	fmt.Fprintf(&b, "apipool %s\ngo %s\n", v, goV)
+	if bi == nil {
+		return b.String()
+	}
+	var rev, when string
+	dirty := false
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.time":
+			when = s.Value
+		case "vcs.modified":
+			dirty = s.Value == "true"
+		}
+	}
+	if rev != "" {
+		if dirty {
+			rev += "+dirty"
+		}
+		fmt.Fprintf(&b, "revision %s", rev)
+		if when != "" {
+			fmt.Fprintf(&b, " (%s)", when)
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
 }
