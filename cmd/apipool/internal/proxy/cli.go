@@ -34,8 +34,8 @@ const usage = `apipool: a key-pooling proxy for HTTP APIs
 usage:
   apipool serve  -config apipool.yaml    run the proxy (SIGHUP reloads keys and tokens, SIGTERM stops)
   apipool check  -config apipool.yaml    probe every key; exit status 1 when one is unusable
-  apipool report -config apipool.yaml [-since 24h] [-format table|csv|json]
-                                         usage per key from the configured store
+  apipool report -config apipool.yaml [-since 24h|7d] [-format table|csv|json]
+                                         attempts per key from the configured store (sql or clickhouse)
   apipool validate -config apipool.yaml  check the config file and the keys it names
   apipool hash-token                     read a token (or password) on stdin, print its SHA-256
   apipool version                        the module version, the Go version and the commit built
@@ -52,11 +52,11 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 	fs := flag.NewFlagSet("apipool "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "apipool.yaml", "the configuration file")
-	var since *time.Duration
+	var since *string
 	var format *string
 	switch cmd {
 	case "report":
-		since = fs.Duration("since", 24*time.Hour, "the window to report, back from now")
+		since = fs.String("since", "24h", "the window to report, back from now: a duration (90m, 24h) or days (1d, 7d)")
 		format = fs.String("format", "table", "table, csv or json")
 	case "serve", "check", "validate":
 	case "hash-token":
@@ -112,8 +112,9 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 		}
 		return ExitOK
 	case "report":
-		if *since <= 0 {
-			fmt.Fprintln(stderr, "apipool report: -since must be positive")
+		window, err := ParseSince(*since)
+		if err != nil {
+			fmt.Fprintf(stderr, "apipool report: %v\n", err)
 			return ExitBadConfig
 		}
 		switch *format {
@@ -131,7 +132,7 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 			return ExitFailure
 		}
 		defer closeFn(context.Background())
-		rep, err := BuildReport(ctx, st, *since, time.Now())
+		rep, err := BuildReport(ctx, st, window, time.Now())
 		if err != nil {
 			fmt.Fprintf(stderr, "apipool report: %v\n", err)
 			return ExitFailure

@@ -17,7 +17,7 @@ import (
 
 // ErrNoStore is returned by report for a memory recorder, whose events live
 // in the serving process only.
-var ErrNoStore = errors.New("the memory recorder keeps events inside the serving process: report needs recorder type sql or clickhouse")
+var ErrNoStore = errors.New("the memory recorder keeps events inside the serving process: report needs recorder type sql or clickhouse, such as\n  recorder:\n    type: sql\n    sql: {driver: sqlite, dsn: usage.db}   # next to the config file\nin the file serve and report both read (see the README's \"check and report\")")
 
 // openRecorder opens the configured store. forServe lets a ClickHouse
 // store start while the server is down (events queue meanwhile).
