@@ -3,6 +3,8 @@ package config
 import (
 	"bytes"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -47,6 +49,8 @@ type Config struct {
 	Path           string
 	Listen         string
 	AdminListen    string // empty: admin endpoints on Listen
+	TLS            *TLS   // the listener's; nil: plain HTTP
+	AdminTLS       *TLS   // the admin listener's; nil: plain HTTP
 	LogFormat      string // "json" or "text"
 	LogLevel       slog.Level
 	Server         Server
@@ -58,6 +62,15 @@ type Config struct {
 	Dashboard      Dashboard
 	Telemetry      Telemetry
 	ReloadInterval time.Duration // 0: reload on SIGHUP only
+}
+
+// TLS is a listener's TLS settings. The certificate and key are read
+// again when their files change (the proxy checks at each handshake).
+type TLS struct {
+	CertFile, KeyFile string // resolved paths
+	ClientCAFile      string // "": no client certificate asked for
+	ClientCAs         *x509.CertPool
+	MinVersion        uint16 // tls.VersionTLS12 or tls.VersionTLS13
 }
 
 // Server holds the listener's timeouts and bounds.
@@ -355,6 +368,15 @@ func (v *validator) config(f *fileT) *Config {
 	}
 	v.addr(f.Listen, "listen")
 	v.addr(f.Admin.Listen, "admin.listen")
+	if f.TLS != nil {
+		c.TLS = v.tls(f.TLS, "tls")
+	}
+	if f.Admin.TLS != nil {
+		if !f.Admin.Listen.Set {
+			v.fail(f.Admin.TLS.Line, "admin.tls", "needs admin.listen: without it the admin endpoints are served on listen, with tls")
+		}
+		c.AdminTLS = v.tls(f.Admin.TLS, "admin.tls")
+	}
 	if f.Server.MaxHeaderBytes.Set {
 		if f.Server.MaxHeaderBytes.V < 1024 || f.Server.MaxHeaderBytes.V > 16<<20 {
 			v.fail(f.Server.MaxHeaderBytes.Line, "server.max_header_bytes", "want 1KiB to 16MiB")
@@ -990,4 +1012,76 @@ func pathLabel(x Value[string], file string) string {
 		return "(its name is not shown: it looks like a secret, not a path)"
 	}
 	return file
+}
+
+// maxPEMFile bounds a certificate or CA file.
+const maxPEMFile = 1 << 20
+
+// tls checks a listener's TLS settings: the files are read now, so that
+// a bad one is an error of the file, with its line.
+func (v *validator) tls(t *tlsT, at string) *TLS {
+	out := &TLS{MinVersion: tls.VersionTLS12}
+	switch t.MinVersion.V {
+	case "", "1.2":
+	case "1.3":
+		out.MinVersion = tls.VersionTLS13
+	case "1.0", "1.1":
+		v.fail(t.MinVersion.Line, at+".min_version", "TLS below 1.2 is refused: want 1.2 or 1.3")
+	default:
+		v.fail(t.MinVersion.Line, at+".min_version", "want 1.2 or 1.3, got %s", shown(t.MinVersion))
+	}
+	var certPEM, keyPEM []byte
+	if !t.CertFile.Set || t.CertFile.V == "" {
+		v.fail(t.Line, at+".cert_file", "missing: the PEM file of the certificate (and its chain)")
+	} else {
+		out.CertFile = v.resolve(t.CertFile.V)
+		certPEM = v.pemFile(t.CertFile, out.CertFile, at+".cert_file", "the certificate file")
+	}
+	if !t.KeyFile.Set || t.KeyFile.V == "" {
+		v.fail(t.Line, at+".key_file", "missing: the PEM file of the certificate's private key")
+	} else {
+		out.KeyFile = v.resolve(t.KeyFile.V)
+		b, err := ReadKeyFile(out.KeyFile)
+		if err != nil {
+			v.fail(t.KeyFile.Line, at+".key_file", "the key file %s: %v", pathLabel(t.KeyFile, out.KeyFile), err)
+		}
+		keyPEM = b
+	}
+	if certPEM != nil && keyPEM != nil {
+		if _, err := tls.X509KeyPair(certPEM, keyPEM); err != nil {
+			// The tls package's messages say what is wrong, never what
+			// the files hold.
+			v.fail(t.KeyFile.Line, at, "the certificate and key do not load as a pair: %v", err)
+		}
+	}
+	if t.ClientCAFile.Set {
+		out.ClientCAFile = v.resolve(t.ClientCAFile.V)
+		if b := v.pemFile(t.ClientCAFile, out.ClientCAFile, at+".client_ca_file", "the client CA file"); b != nil {
+			out.ClientCAs = x509.NewCertPool()
+			if !out.ClientCAs.AppendCertsFromPEM(b) {
+				v.fail(t.ClientCAFile.Line, at+".client_ca_file", "the client CA file %s holds no PEM certificate", pathLabel(t.ClientCAFile, out.ClientCAFile))
+			}
+		}
+	}
+	return out
+}
+
+// pemFile reads a certificate file, or says why it cannot.
+func (v *validator) pemFile(x Value[string], file, field, what string) []byte {
+	f, err := os.Open(file)
+	if err != nil {
+		v.fail(x.Line, field, "%s %s: %v", what, pathLabel(x, file), errors.Unwrap(err))
+		return nil
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxPEMFile+1))
+	switch {
+	case err != nil:
+		v.fail(x.Line, field, "%s %s: cannot read it", what, pathLabel(x, file))
+		return nil
+	case len(b) > maxPEMFile:
+		v.fail(x.Line, field, "%s %s: larger than %d bytes", what, pathLabel(x, file), maxPEMFile)
+		return nil
+	}
+	return b
 }

@@ -209,9 +209,9 @@ func Run(ctx context.Context, s *Server, ln, adminLn net.Listener) int {
 	}()
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ln, adminLn) }()
-	addr := []any{"addr", ln.Addr().String()}
+	addr := []any{"addr", ln.Addr().String(), "tls", cfg.TLS != nil}
 	if adminLn != nil {
-		addr = append(addr, "admin", adminLn.Addr().String())
+		addr = append(addr, "admin", adminLn.Addr().String(), "admin_tls", cfg.AdminTLS != nil)
 	}
 	s.log.Info("serving", append(addr, "upstreams", len(s.upstreams))...)
 	select {
