@@ -359,6 +359,9 @@ func (s *Server) Reload() error {
 			errs = append(errs, err)
 		}
 	}
+	if !sameTLS(c.TLS, old.TLS) || !sameTLS(c.AdminTLS, old.AdminTLS) {
+		s.log.Warn("reload: a changed tls or admin.tls setting needs a restart (a changed certificate file is read at the next handshake)")
+	}
 	s.tokens.Store(newTokenSet(c.Tokens, s.tokens.Load()))
 	// Keep the running settings but the tokens and keys.
 	nc := *old

@@ -97,3 +97,12 @@ func tlsConfig(c *config.TLS, log *slog.Logger) (*tls.Config, error) {
 	}
 	return tc, nil
 }
+
+// sameTLS reports whether two TLS settings name the same files and
+// version.
+func sameTLS(a, b *config.TLS) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.CertFile == b.CertFile && a.KeyFile == b.KeyFile && a.ClientCAFile == b.ClientCAFile && a.MinVersion == b.MinVersion
+}

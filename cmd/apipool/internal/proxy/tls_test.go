@@ -196,4 +196,13 @@ upstreams:
 	if !strings.Contains(e.logs.String(), "TLS certificate reloaded") {
 		t.Error("no log of the reload")
 	}
+	// A config reload that changes tls says it needs a restart.
+	y, _ := os.ReadFile(e.cfgPath)
+	os.WriteFile(e.cfgPath, []byte(strings.Replace(string(y), "tls: {cert_file", "tls: {min_version: '1.3', cert_file", 1)), 0o600)
+	if err := e.srv.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(e.logs.String(), "changed tls or admin.tls setting needs a restart") {
+		t.Error("no warning that a tls change needs a restart")
+	}
 }
