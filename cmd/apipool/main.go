@@ -2,6 +2,7 @@
 // in any language, with subcommands to check keys and report usage.
 //
 //	go install github.com/apipool-ng/apipool/cmd/apipool@latest
+//	apipool version
 //	apipool serve -config apipool.yaml
 //
 // See cmd/apipool/README.md for the configuration file.

@@ -3,6 +3,8 @@ package config
 import (
 	"bytes"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -13,6 +15,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strconv"
@@ -20,6 +23,7 @@ import (
 	"time"
 
 	"github.com/apipool-ng/apipool"
+	"github.com/apipool-ng/apipool/recorder/memory"
 	"github.com/apipool-ng/apipool/status"
 	"go.yaml.in/yaml/v3"
 )
@@ -45,6 +49,8 @@ type Config struct {
 	Path           string
 	Listen         string
 	AdminListen    string // empty: admin endpoints on Listen
+	TLS            *TLS   // the listener's; nil: plain HTTP
+	AdminTLS       *TLS   // the admin listener's; nil: plain HTTP
 	LogFormat      string // "json" or "text"
 	LogLevel       slog.Level
 	Server         Server
@@ -56,6 +62,15 @@ type Config struct {
 	Dashboard      Dashboard
 	Telemetry      Telemetry
 	ReloadInterval time.Duration // 0: reload on SIGHUP only
+}
+
+// TLS is a listener's TLS settings. The certificate and key are read
+// again when their files change (the proxy checks at each handshake).
+type TLS struct {
+	CertFile, KeyFile string // resolved paths
+	ClientCAFile      string // "": no client certificate asked for
+	ClientCAs         *x509.CertPool
+	MinVersion        uint16 // tls.VersionTLS12 or tls.VersionTLS13
 }
 
 // Server holds the listener's timeouts and bounds.
@@ -145,6 +160,11 @@ type ClickHouse struct {
 type SQL struct {
 	Driver, DSN, TablePrefix string
 	Retention                time.Duration // of raw events; 0: kept
+	// SQLiteFile is the SQLite database's file, resolved, as errors may
+	// show it; "" for a database in memory, another driver, or a path
+	// that is not to be shown (it came from a variable or looks like a
+	// key).
+	SQLiteFile string
 }
 
 // Redis is the shared key state's server.
@@ -227,7 +247,7 @@ func parse(name string, data []byte, env func(string) (string, bool)) (*Config, 
 	if len(doc.Content) == 1 {
 		d.node(doc.Content[0], reflect.ValueOf(&f).Elem(), "")
 	}
-	v := &validator{file: name, lookup: lookup}
+	v := &validator{file: name, dir: configDir(name), lookup: lookup}
 	c := v.config(&f)
 	if errs := merge(d.errs, v.errs, d.failed); len(errs) > 0 {
 		if !noScrub {
@@ -312,6 +332,7 @@ func unquotedVarInFlow(line string) bool {
 
 type validator struct {
 	file   string
+	dir    string // the config file's directory: relative paths start there
 	lookup func(string) (string, bool)
 	errs   Errors
 }
@@ -347,6 +368,15 @@ func (v *validator) config(f *fileT) *Config {
 	}
 	v.addr(f.Listen, "listen")
 	v.addr(f.Admin.Listen, "admin.listen")
+	if f.TLS != nil {
+		c.TLS = v.tls(f.TLS, "tls")
+	}
+	if f.Admin.TLS != nil {
+		if !f.Admin.Listen.Set {
+			v.fail(f.Admin.TLS.Line, "admin.tls", "needs admin.listen: without it the admin endpoints are served on listen, with tls")
+		}
+		c.AdminTLS = v.tls(f.Admin.TLS, "admin.tls")
+	}
 	if f.Server.MaxHeaderBytes.Set {
 		if f.Server.MaxHeaderBytes.V < 1024 || f.Server.MaxHeaderBytes.V > 16<<20 {
 			v.fail(f.Server.MaxHeaderBytes.Line, "server.max_header_bytes", "want 1KiB to 16MiB")
@@ -643,7 +673,8 @@ func (v *validator) upstream(u *upstreamT, at string, srv Server) *Upstream {
 		out.KeyEnv = v.envName(u.Keys.Env, at+".keys.env", "the keys", "OPENAI_KEYS")
 		envOK = out.KeyEnv != ""
 	}
-	keys, errs := loadKeys(out.Name, out.KeyEnv, u.Keys.File, v.lookup, out.KeyLimits)
+	out.KeyFile = v.resolve(out.KeyFile)
+	keys, errs := loadKeys(out.Name, out.KeyEnv, u.Keys.File, out.KeyFile, v.lookup, out.KeyLimits)
 	for _, e := range errs {
 		if !envOK && !e.file {
 			continue // "no keys": keys.env's error says why
@@ -695,6 +726,11 @@ func (v *validator) recorder(r *recorderT) Recorder {
 	if out.Type == "" {
 		out.Type = "memory"
 	}
+	if x := r.Memory.Retention; x.Set {
+		if d := time.Duration(x.V); d < memory.MinRetention || d > memory.MaxRetention {
+			v.fail(x.Line, "recorder.memory.retention", "want %dm to %dh (%d days)%s", memory.MinRetention/time.Minute, memory.MaxRetention/time.Hour, memory.MaxRetention/(24*time.Hour), fromVars(x))
+		}
+	}
 	switch out.Type {
 	case "memory":
 	case "clickhouse":
@@ -710,7 +746,7 @@ func (v *validator) recorder(r *recorderT) Recorder {
 		out.ClickHouse.Database, out.ClickHouse.Table = ch.Database.V, ch.Table.V
 		out.ClickHouse.Username = ch.Username.V
 		out.ClickHouse.Password = v.secret(ch.Password, "recorder.clickhouse.password")
-		out.ClickHouse.SpillDir, out.ClickHouse.BatchSize = ch.SpillDir.V, ch.BatchSize.V
+		out.ClickHouse.SpillDir, out.ClickHouse.BatchSize = v.resolve(ch.SpillDir.V), ch.BatchSize.V
 		out.ClickHouse.TTL = time.Duration(ch.TTL.V)
 		out.ClickHouse.Cluster, out.ClickHouse.InsertDistributed = ch.Cluster.V, ch.InsertDistributed.V
 		v.nonNeg(ch.BatchSize, "recorder.clickhouse.batch_size")
@@ -732,6 +768,19 @@ func (v *validator) recorder(r *recorderT) Recorder {
 			v.fail(s.DSN.Line, "recorder.sql.dsn", "holds a password: write it as ${VAR}, not in the file")
 		}
 		out.SQL = SQL{Driver: s.Driver.V, DSN: s.DSN.V, TablePrefix: s.TablePrefix.V, Retention: time.Duration(s.Retention.V)}
+		if s.Driver.V == "sqlite" && s.DSN.V != "" {
+			var file string
+			out.SQL.DSN, file = v.sqliteDSN(s.DSN.V)
+			if file != "" {
+				label := pathLabel(s.DSN, file)
+				if pathShown(s.DSN) {
+					out.SQL.SQLiteFile = file
+				}
+				if st, err := os.Stat(filepath.Dir(file)); err != nil || !st.IsDir() {
+					v.fail(s.DSN.Line, "recorder.sql.dsn", "the SQLite database %s: its directory does not exist (a relative path starts at the config file's directory)", label)
+				}
+			}
+		}
 	default:
 		v.fail(r.Type.Line, "recorder.type", "want memory, clickhouse or sql, got %s", shown(r.Type))
 	}
@@ -897,4 +946,142 @@ func scrub(errs Errors, values []string) {
 			}
 		}
 	}
+}
+
+// configDir returns the absolute directory of the config file name.
+func configDir(name string) string {
+	dir := filepath.Dir(name)
+	if a, err := filepath.Abs(dir); err == nil {
+		dir = a
+	}
+	return dir
+}
+
+// resolve returns path relative to the config file's directory, unless
+// it is empty or absolute.
+func (v *validator) resolve(path string) string {
+	if path == "" || filepath.IsAbs(path) {
+		return path
+	}
+	return filepath.Join(v.dir, path)
+}
+
+// sqliteDSN resolves the file of a SQLite DSN ("usage.db",
+// "file:usage.db?mode=rwc") against the config file's directory, and
+// returns the DSN and its file ("" for a database in memory).
+func (v *validator) sqliteDSN(dsn string) (string, string) {
+	if strings.Contains(dsn, ":memory:") || strings.Contains(dsn, "mode=memory") {
+		return dsn, ""
+	}
+	scheme := ""
+	rest := dsn
+	if r, ok := strings.CutPrefix(dsn, "file:"); ok {
+		scheme, rest = "file:", r
+	}
+	path, query, hasQuery := strings.Cut(rest, "?")
+	if scheme != "" && strings.HasPrefix(path, "//") {
+		// file://host/path or file:///path: a URL, taken as it is.
+		return dsn, strings.TrimPrefix(path, "//localhost")
+	}
+	if path == "" {
+		return dsn, ""
+	}
+	path = v.resolve(path)
+	out := scheme + path
+	if hasQuery {
+		out += "?" + query
+	}
+	return out, path
+}
+
+// pathShown reports whether an error may show the path x names: not
+// when it came from a variable, nor when it looks like a key written in
+// the wrong place (a DSN's query aside).
+func pathShown(x Value[string]) bool {
+	p, _, _ := strings.Cut(x.V, "?")
+	return len(refs(x.Raw)) == 0 && !looksLikeKey(p) && !strings.ContainsAny(p, "@=&#\n")
+}
+
+// pathLabel names the path x gives, resolved to file, in an error: file,
+// or why it is not shown.
+func pathLabel(x Value[string], file string) string {
+	if r := refs(x.Raw); len(r) > 0 {
+		return "named by " + strings.Join(r, ", ")
+	}
+	if !pathShown(x) {
+		return "(its name is not shown: it looks like a secret, not a path)"
+	}
+	return file
+}
+
+// maxPEMFile bounds a certificate or CA file.
+const maxPEMFile = 1 << 20
+
+// tls checks a listener's TLS settings: the files are read now, so that
+// a bad one is an error of the file, with its line.
+func (v *validator) tls(t *tlsT, at string) *TLS {
+	out := &TLS{MinVersion: tls.VersionTLS12}
+	switch t.MinVersion.V {
+	case "", "1.2":
+	case "1.3":
+		out.MinVersion = tls.VersionTLS13
+	case "1.0", "1.1":
+		v.fail(t.MinVersion.Line, at+".min_version", "TLS below 1.2 is refused: want 1.2 or 1.3")
+	default:
+		v.fail(t.MinVersion.Line, at+".min_version", "want 1.2 or 1.3, got %s", shown(t.MinVersion))
+	}
+	var certPEM, keyPEM []byte
+	if !t.CertFile.Set || t.CertFile.V == "" {
+		v.fail(t.Line, at+".cert_file", "missing: the PEM file of the certificate (and its chain)")
+	} else {
+		out.CertFile = v.resolve(t.CertFile.V)
+		certPEM = v.pemFile(t.CertFile, out.CertFile, at+".cert_file", "the certificate file")
+	}
+	if !t.KeyFile.Set || t.KeyFile.V == "" {
+		v.fail(t.Line, at+".key_file", "missing: the PEM file of the certificate's private key")
+	} else {
+		out.KeyFile = v.resolve(t.KeyFile.V)
+		b, err := ReadKeyFile(out.KeyFile)
+		if err != nil {
+			v.fail(t.KeyFile.Line, at+".key_file", "the key file %s: %v", pathLabel(t.KeyFile, out.KeyFile), err)
+		}
+		keyPEM = b
+	}
+	if certPEM != nil && keyPEM != nil {
+		if _, err := tls.X509KeyPair(certPEM, keyPEM); err != nil {
+			// The tls package's messages say what is wrong, never what
+			// the files hold.
+			v.fail(t.KeyFile.Line, at, "the certificate and key do not load as a pair: %v", err)
+		}
+	}
+	if t.ClientCAFile.Set {
+		out.ClientCAFile = v.resolve(t.ClientCAFile.V)
+		if b := v.pemFile(t.ClientCAFile, out.ClientCAFile, at+".client_ca_file", "the client CA file"); b != nil {
+			out.ClientCAs = x509.NewCertPool()
+			if !out.ClientCAs.AppendCertsFromPEM(b) {
+				v.fail(t.ClientCAFile.Line, at+".client_ca_file", "the client CA file %s holds no PEM certificate", pathLabel(t.ClientCAFile, out.ClientCAFile))
+			}
+		}
+	}
+	return out
+}
+
+// pemFile reads a certificate file, or says why it cannot.
+func (v *validator) pemFile(x Value[string], file, field, what string) []byte {
+	f, err := os.Open(file)
+	if err != nil {
+		v.fail(x.Line, field, "%s %s: %v", what, pathLabel(x, file), errors.Unwrap(err))
+		return nil
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxPEMFile+1))
+	switch {
+	case err != nil:
+		v.fail(x.Line, field, "%s %s: cannot read it", what, pathLabel(x, file))
+		return nil
+	case len(b) > maxPEMFile:
+		v.fail(x.Line, field, "%s %s: larger than %d bytes", what, pathLabel(x, file), maxPEMFile)
+		return nil
+	}
+	return b
 }

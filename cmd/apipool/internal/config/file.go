@@ -6,6 +6,7 @@ package config
 
 type fileT struct {
 	Listen         Value[string]   `yaml:"listen"`
+	TLS            *tlsT           `yaml:"tls"`
 	Admin          adminT          `yaml:"admin"`
 	Log            logT            `yaml:"log"`
 	Server         serverT         `yaml:"server"`
@@ -22,6 +23,15 @@ type fileT struct {
 
 type adminT struct {
 	Listen Value[string] `yaml:"listen"`
+	TLS    *tlsT         `yaml:"tls"`
+}
+
+type tlsT struct {
+	Line         int
+	CertFile     Value[string] `yaml:"cert_file"`
+	KeyFile      Value[string] `yaml:"key_file"`
+	ClientCAFile Value[string] `yaml:"client_ca_file"`
+	MinVersion   Value[string] `yaml:"min_version"`
 }
 
 type logT struct {

@@ -27,9 +27,11 @@ type keyErr struct {
 // digits of the secret's fingerprint when the line gives none. Errors name
 // lines, never secrets, nor a file name that came from a variable or
 // could be a key written in the wrong place.
-func loadKeys(upstream, env string, fileV Value[string], lookup func(string) (string, bool), lim KeyLimits) ([]apipool.Key, []keyErr) {
-	file := fileV.V
-	label := keyFileLabel(fileV, true)
+//
+// file is fileV's path resolved against the config file's directory: the
+// errors show it.
+func loadKeys(upstream, env string, fileV Value[string], file string, lookup func(string) (string, bool), lim KeyLimits) ([]apipool.Key, []keyErr) {
+	label := keyFileLabel(fileV, file, true)
 	var keys []apipool.Key
 	var errs []keyErr
 	ids := map[string]string{}
@@ -87,7 +89,7 @@ func loadKeys(upstream, env string, fileV Value[string], lookup func(string) (st
 		data, err := ReadKeyFile(file)
 		var oe *openError
 		if errors.As(err, &oe) {
-			label = keyFileLabel(fileV, false)
+			label = keyFileLabel(fileV, file, false)
 		}
 		if err != nil {
 			errs = append(errs, keyErr{true, label + ": " + err.Error()})
@@ -108,17 +110,18 @@ func loadKeys(upstream, env string, fileV Value[string], lookup func(string) (st
 	return keys, errs
 }
 
-// keyFileLabel names a key file in errors: "key file PATH", unless the
-// path came from a variable, or could be a key given as a path: a file
-// that could not be opened (!exists) whose name looks like a key.
-func keyFileLabel(x Value[string], exists bool) string {
+// keyFileLabel names a key file in errors: "key file PATH", PATH being
+// the path resolved (file), unless the path came from a variable, or
+// could be a key given as a path: a file that could not be opened
+// (!exists) whose name looks like a key.
+func keyFileLabel(x Value[string], file string, exists bool) string {
 	if r := refs(x.Raw); len(r) > 0 {
 		return "the key file named by " + strings.Join(r, ", ")
 	}
 	if !exists && !safeToShow(x.V) {
 		return "the key file (its name is not shown: it looks like a secret, not a path)"
 	}
-	return "key file " + x.V
+	return "key file " + file
 }
 
 // ReadKeyFile reads a key file, refusing one that users other than its

@@ -42,6 +42,7 @@ func setCanaryEnv(t *testing.T) {
 		"CANARY_URL":      "https://user:" + canary + "@api.example.com/v1?key=" + canary,
 		"CANARY_SHORT":    canary[:8], // a token shorter than MinTokenLength
 		"CANARY_NUM":      numCanary,
+		"CANARY_RET":      numCanary + "s",
 		"CANARY_DUP":      "id1 " + canary + ",id2 " + canary,
 		"CANARY_3":        "a b " + canary,
 		"CANARY_BADID":    "a/b " + canary,
@@ -84,6 +85,7 @@ func TestNoSecretInErrors(t *testing.T) {
 		return p
 	}
 	base := minimal(kf)
+	cert, certKey := writePair(t, dir, "tls")
 	// up puts settings into the upstream, before its keys.
 	up := func(s string) string { return strings.Replace(base, "    keys:", "    "+s+"\n    keys:", 1) }
 	// keys replaces the upstream's keys.
@@ -205,6 +207,19 @@ func TestNoSecretInErrors(t *testing.T) {
 		{"clickhouse missing", base + "recorder: {type: clickhouse}\n", "recorder.clickhouse: missing"},
 		{"sql missing", base + "recorder: {type: sql}\n", "recorder.sql: missing"},
 		{"sql driver", base + "recorder: {type: sql, sql: {driver: " + C + ", dsn: '${CANARY_VALUE}'}}\n", "recorder.sql.driver: want sqlite, postgres or mysql, got a value that is not shown"},
+		{"sqlite dsn: a key as the path", base + "recorder: {type: sql, sql: {driver: sqlite, dsn: " + C + "/x.db}}\n", "recorder.sql.dsn: the SQLite database (its name is not shown: it looks like a secret, not a path): its directory does not exist"},
+		{"sqlite dsn from a variable", base + "recorder: {type: sql, sql: {driver: sqlite, dsn: '${CANARY_VALUE}/x.db'}}\n", "recorder.sql.dsn: the SQLite database named by ${CANARY_VALUE}: its directory does not exist"},
+		{"keys.file: a relative key as the path", keys("{file: 'x/" + C + "'}"), "upstreams[0].keys.file: the key file (its name is not shown"},
+		{"memory retention out of range", base + "recorder: {memory: {retention: 745h}}\n", "recorder.memory.retention: want 5m to 744h (31 days)"},
+		{"memory retention from a variable", base + "recorder: {memory: {retention: '${CANARY_RET}'}}\n", "recorder.memory.retention: want 5m to 744h (31 days) (the value comes from ${CANARY_RET} and is not shown)"},
+		{"tls cert_file: a key as the path", base + "tls: {cert_file: " + C + ", key_file: " + certKey + "}\n", "tls.cert_file: the certificate file (its name is not shown: it looks like a secret, not a path): no such file or directory"},
+		{"tls key_file from a variable", base + "tls: {cert_file: " + cert + ", key_file: '${CANARY_VALUE}'}\n", "tls.key_file: the key file named by ${CANARY_VALUE}: no such file or directory"},
+		{"tls key_file holding a key, not PEM", base + "tls: {cert_file: " + cert + ", key_file: " + keyFile("notpem", C+"\n", 0o600) + "}\n", "tls: the certificate and key do not load as a pair"},
+		{"tls cert_file holding a key, not PEM", base + "tls: {cert_file: " + keyFile("notpem.crt", C+"\n", 0o600) + ", key_file: " + certKey + "}\n", "tls: the certificate and key do not load as a pair"},
+		{"admin client_ca_file holding a key", base + "admin: {listen: '127.0.0.1:0', tls: {cert_file: " + cert + ", key_file: " + certKey + ", client_ca_file: " + keyFile("ca", C+"\n", 0o600) + "}}\n", "admin.tls.client_ca_file: the client CA file"},
+		{"admin tls without admin listen", base + "admin: {tls: {cert_file: " + cert + ", key_file: " + certKey + "}}\n", "admin.tls: needs admin.listen"},
+		{"tls min_version", base + "tls: {cert_file: " + cert + ", key_file: " + certKey + ", min_version: " + C + "}\n", "tls.min_version: want 1.2 or 1.3, got a value that is not shown"},
+		{"tls min_version 1.1", base + "tls: {cert_file: " + cert + ", key_file: " + certKey + ", min_version: '1.1'}\n", "tls.min_version: TLS below 1.2 is refused"},
 		{"sql dsn missing", base + "recorder: {type: sql, sql: {driver: sqlite}}\n", "recorder.sql.dsn: missing"},
 		{"sql dsn with a password", base + "recorder: {type: sql, sql: {driver: postgres, dsn: 'postgres://u:" + C + "@h/db'}}\n", "recorder.sql.dsn: holds a password"},
 		{"recorder type", base + "recorder: {type: " + C + "}\n", "recorder.type: want memory, clickhouse or sql, got a value that is not shown"},

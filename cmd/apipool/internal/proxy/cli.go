@@ -13,6 +13,8 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -32,10 +34,11 @@ const usage = `apipool: a key-pooling proxy for HTTP APIs
 usage:
   apipool serve  -config apipool.yaml    run the proxy (SIGHUP reloads keys and tokens, SIGTERM stops)
   apipool check  -config apipool.yaml    probe every key; exit status 1 when one is unusable
-  apipool report -config apipool.yaml [-since 24h] [-format table|csv|json]
-                                         usage per key from the configured store
+  apipool report -config apipool.yaml [-since 24h|7d] [-format table|csv|json]
+                                         attempts per key from the configured store (sql or clickhouse)
   apipool validate -config apipool.yaml  check the config file and the keys it names
   apipool hash-token                     read a token (or password) on stdin, print its SHA-256
+  apipool version                        the module version, the Go version and the commit built
 `
 
 // Main runs the command with args (without the program name) and returns
@@ -49,15 +52,22 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 	fs := flag.NewFlagSet("apipool "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "apipool.yaml", "the configuration file")
-	var since *time.Duration
+	var since *string
 	var format *string
 	switch cmd {
 	case "report":
-		since = fs.Duration("since", 24*time.Hour, "the window to report, back from now")
+		since = fs.String("since", "24h", "the window to report, back from now: a duration (90m, 24h) or days (1d, 7d)")
 		format = fs.String("format", "table", "table, csv or json")
 	case "serve", "check", "validate":
 	case "hash-token":
 		return hashToken(stdin, stdout, stderr)
+	case "version", "-version", "--version":
+		bi, ok := debug.ReadBuildInfo()
+		if !ok {
+			bi = nil
+		}
+		fmt.Fprint(stdout, Version(bi))
+		return ExitOK
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usage)
 		return ExitOK
@@ -102,8 +112,9 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 		}
 		return ExitOK
 	case "report":
-		if *since <= 0 {
-			fmt.Fprintln(stderr, "apipool report: -since must be positive")
+		window, err := ParseSince(*since)
+		if err != nil {
+			fmt.Fprintf(stderr, "apipool report: %v\n", err)
 			return ExitBadConfig
 		}
 		switch *format {
@@ -121,7 +132,7 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 			return ExitFailure
 		}
 		defer closeFn(context.Background())
-		rep, err := BuildReport(ctx, st, *since, time.Now())
+		rep, err := BuildReport(ctx, st, window, time.Now())
 		if err != nil {
 			fmt.Fprintf(stderr, "apipool report: %v\n", err)
 			return ExitFailure
@@ -198,9 +209,9 @@ func Run(ctx context.Context, s *Server, ln, adminLn net.Listener) int {
 	}()
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ln, adminLn) }()
-	addr := []any{"addr", ln.Addr().String()}
+	addr := []any{"addr", ln.Addr().String(), "tls", cfg.TLS != nil}
 	if adminLn != nil {
-		addr = append(addr, "admin", adminLn.Addr().String())
+		addr = append(addr, "admin", adminLn.Addr().String(), "admin_tls", cfg.AdminTLS != nil)
 	}
 	s.log.Info("serving", append(addr, "upstreams", len(s.upstreams))...)
 	select {
@@ -240,4 +251,49 @@ func hashToken(stdin io.Reader, stdout, stderr io.Writer) int {
 	sum := sha256.Sum256([]byte(tok))
 	fmt.Fprintln(stdout, hex.EncodeToString(sum[:]))
 	return ExitOK
+}
+
+// Version describes the build for apipool version: the module's version
+// ("(devel)" when built inside its own module without version control
+// information), the Go version, and the commit (vcs.revision, "+dirty"
+// when vcs.modified) and its time when the build recorded them. bi may be
+// nil (no build information).
+func Version(bi *debug.BuildInfo) string {
+	var b strings.Builder
+	v, goV := "unknown", runtime.Version()
+	if bi != nil {
+		if bi.Main.Version != "" {
+			v = bi.Main.Version
+		}
+		if bi.GoVersion != "" {
+			goV = bi.GoVersion
+		}
+	}
+	fmt.Fprintf(&b, "apipool %s\ngo %s\n", v, goV)
+	if bi == nil {
+		return b.String()
+	}
+	var rev, when string
+	dirty := false
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.time":
+			when = s.Value
+		case "vcs.modified":
+			dirty = s.Value == "true"
+		}
+	}
+	if rev != "" {
+		if dirty {
+			rev += "+dirty"
+		}
+		fmt.Fprintf(&b, "revision %s", rev)
+		if when != "" {
+			fmt.Fprintf(&b, " (%s)", when)
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
 }

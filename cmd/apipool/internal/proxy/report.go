@@ -8,6 +8,7 @@ import (
 	"io"
 	"sort"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -16,10 +17,12 @@ import (
 	"github.com/apipool-ng/apipool/status"
 )
 
-// KeyUsage is one row of the per-key table.
+// KeyUsage is one row of the per-key table. The counts are of attempts
+// (recorder events): a request the pool retried on another key counts
+// once per key it tried.
 type KeyUsage struct {
 	Key        string  `json:"key"`
-	Total      int64   `json:"total"`
+	Attempts   int64   `json:"attempts"`
 	Success    int64   `json:"success"`
 	Failed     int64   `json:"failed"`
 	ReachLimit int64   `json:"reach_limit"`
@@ -28,14 +31,14 @@ type KeyUsage struct {
 }
 
 // Report is what report prints: apipool-ng's two stats queries over the
-// window, and the per-key table.
+// window, and the per-key table. Every count is of attempts.
 type Report struct {
 	Since time.Time `json:"since"`
 	Until time.Time `json:"until"`
 	// UsageByKey is usage_count_stats_in_recent_n_seconds: attempts per key.
 	UsageByKey map[string]int64 `json:"usage_by_key"`
-	// UsageCount is usage_count_in_recent_n_seconds for every key, by
-	// status: "all", "success", "failed", "reach limit".
+	// UsageCount is usage_count_in_recent_n_seconds for every key:
+	// attempts by status, "all", "success", "failed", "reach limit".
 	UsageCount map[string]int64 `json:"usage_count"`
 	Keys       []KeyUsage       `json:"keys"`
 }
@@ -76,7 +79,7 @@ func BuildReport(ctx context.Context, st recorder.Stats, window time.Duration, n
 			k = "(no key)"
 		}
 		l := lat[k]
-		rep.Keys = append(rep.Keys, KeyUsage{Key: k, Total: n,
+		rep.Keys = append(rep.Keys, KeyUsage{Key: k, Attempts: n,
 			Success: perKey[status.Success][k], Failed: perKey[status.Failed][k], ReachLimit: perKey[status.ReachLimit][k],
 			P50ms: ms(l.P50), P99ms: ms(l.P99)})
 	}
@@ -95,19 +98,19 @@ func (r *Report) Write(w io.Writer, format string) error {
 		return e.Encode(r)
 	case "csv":
 		cw := csv.NewWriter(w)
-		cw.Write([]string{"key", "total", "success", "failed", "reach_limit", "p50_ms", "p99_ms"})
+		cw.Write([]string{"key", "attempts", "success", "failed", "reach_limit", "p50_ms", "p99_ms"})
 		for _, k := range r.Keys {
-			cw.Write([]string{k.Key, i64(k.Total), i64(k.Success), i64(k.Failed), i64(k.ReachLimit), f64(k.P50ms), f64(k.P99ms)})
+			cw.Write([]string{k.Key, i64(k.Attempts), i64(k.Success), i64(k.Failed), i64(k.ReachLimit), f64(k.P50ms), f64(k.P99ms)})
 		}
 		cw.Flush()
 		return cw.Error()
 	case "table", "":
 		fmt.Fprintf(w, "usage from %s to %s\n", r.Since.Format(time.RFC3339), r.Until.Format(time.RFC3339))
-		fmt.Fprintf(w, "requests: %d (success %d, failed %d, reach limit %d)\n\n", r.UsageCount["all"], r.UsageCount["success"], r.UsageCount["failed"], r.UsageCount["reach limit"])
+		fmt.Fprintf(w, "attempts: %d (success %d, failed %d, reach limit %d); a request retried on another key counts once per key tried\n\n", r.UsageCount["all"], r.UsageCount["success"], r.UsageCount["failed"], r.UsageCount["reach limit"])
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "KEY\tTOTAL\tSUCCESS\tFAILED\tREACH LIMIT\tP50 MS\tP99 MS\t")
+		fmt.Fprintln(tw, "KEY\tATTEMPTS\tSUCCESS\tFAILED\tREACH LIMIT\tP50 MS\tP99 MS\t")
 		for _, k := range r.Keys {
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\t%s\t\n", k.Key, k.Total, k.Success, k.Failed, k.ReachLimit, f64(k.P50ms), f64(k.P99ms))
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\t%s\t\n", k.Key, k.Attempts, k.Success, k.Failed, k.ReachLimit, f64(k.P50ms), f64(k.P99ms))
 		}
 		return tw.Flush()
 	}
@@ -133,4 +136,30 @@ func OpenStats(ctx context.Context, c config.Recorder) (recorder.Stats, func(con
 		return nil, nil, fmt.Errorf("recorder %s answers no queries", c.Type)
 	}
 	return st, r.Close, nil
+}
+
+// ParseSince reads report's -since: a Go duration (90m, 24h) or a number
+// of days (1d, 7d, also 1d12h), more than 0.
+func ParseSince(s string) (time.Duration, error) {
+	bad := fmt.Errorf("-since: want a duration such as 1d, 7d, 24h or 90m, got %q", s)
+	var d time.Duration
+	rest := s
+	if i := strings.IndexByte(s, 'd'); i >= 0 {
+		n, err := strconv.Atoi(s[:i])
+		if err != nil || n < 0 || n > 100*365 {
+			return 0, bad
+		}
+		d, rest = time.Duration(n)*24*time.Hour, s[i+1:]
+	}
+	if rest != "" {
+		x, err := time.ParseDuration(rest)
+		if err != nil || (d > 0 && strings.HasPrefix(rest, "-")) {
+			return 0, bad
+		}
+		d += x
+	}
+	if d <= 0 {
+		return 0, fmt.Errorf("-since: must be more than 0, got %q", s)
+	}
+	return d, nil
 }

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -52,6 +53,8 @@ type Server struct {
 	tel       *telemetry
 	main      http.Handler
 	admin     http.Handler // nil: the admin endpoints are on main
+	tlsMain   *tls.Config  // nil: plain HTTP
+	tlsAdmin  *tls.Config
 	ready     atomic.Bool
 	closing   atomic.Bool
 	stampMu   sync.Mutex
@@ -87,6 +90,16 @@ func New(ctx context.Context, cfg *config.Config, o Options) (_ *Server, err err
 		}
 	}
 	s.stats, _ = s.rec.(recorder.Stats)
+	if cfg.TLS != nil {
+		if s.tlsMain, err = tlsConfig(cfg.TLS, s.log.With("listener", "main")); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.AdminTLS != nil {
+		if s.tlsAdmin, err = tlsConfig(cfg.AdminTLS, s.log.With("listener", "admin")); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.Redis != nil {
 		s.redis = redisClient(cfg.Redis)
 	}
@@ -196,7 +209,8 @@ func (s *Server) httpServer(h http.Handler) *http.Server {
 }
 
 // Serve serves the proxy on ln, and the admin endpoints on adminLn when
-// the config gives them a listener (adminLn is then required). It returns
+// the config gives them a listener (adminLn is then required), each
+// with TLS when the config gives it (tls, admin.tls). It returns
 // after Shutdown, with nil, or with the first listener's error.
 func (s *Server) Serve(ln, adminLn net.Listener) error {
 	if s.closing.Load() {
@@ -209,8 +223,14 @@ func (s *Server) Serve(ln, adminLn net.Listener) error {
 		srv *http.Server
 		ln  net.Listener
 	}
+	if s.tlsMain != nil {
+		ln = tls.NewListener(ln, s.tlsMain)
+	}
 	list := []served{{s.httpServer(s.main), ln}}
 	if adminLn != nil {
+		if s.tlsAdmin != nil {
+			adminLn = tls.NewListener(adminLn, s.tlsAdmin)
+		}
 		list = append(list, served{s.httpServer(s.admin), adminLn})
 	}
 	s.srvMu.Lock()
@@ -338,6 +358,9 @@ func (s *Server) Reload() error {
 		if _, _, err := up.reloadKeys(uc.Keys, s.log); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if !sameTLS(c.TLS, old.TLS) || !sameTLS(c.AdminTLS, old.AdminTLS) {
+		s.log.Warn("reload: a changed tls or admin.tls setting needs a restart (a changed certificate file is read at the next handshake)")
 	}
 	s.tokens.Store(newTokenSet(c.Tokens, s.tokens.Load()))
 	// Keep the running settings but the tokens and keys.

@@ -17,7 +17,7 @@ import (
 
 // ErrNoStore is returned by report for a memory recorder, whose events live
 // in the serving process only.
-var ErrNoStore = errors.New("the memory recorder keeps events inside the serving process: report needs recorder type sql or clickhouse")
+var ErrNoStore = errors.New("the memory recorder keeps events inside the serving process: report needs recorder type sql or clickhouse, such as\n  recorder:\n    type: sql\n    sql: {driver: sqlite, dsn: usage.db}   # next to the config file\nin the file serve and report both read (see the README's \"check and report\")")
 
 // openRecorder opens the configured store. forServe lets a ClickHouse
 // store start while the server is down (events queue meanwhile).
@@ -61,6 +61,9 @@ func openRecorder(ctx context.Context, c config.Recorder, log *slog.Logger, forS
 func openSQL(ctx context.Context, c config.SQL, log *slog.Logger) (recorder.Recorder, error) {
 	s, err := sqlrec.New(ctx, sqlrec.Config{Driver: c.Driver, DSN: c.DSN, TablePrefix: c.TablePrefix, Retention: c.Retention, Logger: log})
 	if err != nil {
+		if c.SQLiteFile != "" {
+			return nil, fmt.Errorf("recorder sql: SQLite database %s: %w", c.SQLiteFile, err)
+		}
 		return nil, fmt.Errorf("recorder sql: %w", err)
 	}
 	return s, nil
