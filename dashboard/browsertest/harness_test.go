@@ -7,20 +7,47 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/chromedp/cdproto/cdp"
-	"github.com/chromedp/cdproto/performance"
+	"github.com/chromedp/cdproto/tracing"
 	"github.com/chromedp/chromedp"
 )
 
 // browser is one headless Chromium with one tab, for the tests after
 // TestDashboardInBrowser.
 type browser struct {
-	t    *testing.T
-	ctx  context.Context
-	errs *consoleErrors
+	t     *testing.T
+	ctx   context.Context
+	errs  *consoleErrors
+	trace *traceCollector
+}
+
+// traceCollector keeps the trace events Chromium sends.
+type traceCollector struct {
+	mu     sync.Mutex
+	events [][]byte
+	done   chan struct{}
+}
+
+func (c *traceCollector) listen(ev any) {
+	switch ev := ev.(type) {
+	case *tracing.EventDataCollected:
+		c.mu.Lock()
+		for _, v := range ev.Value {
+			c.events = append(c.events, append([]byte(nil), v...))
+		}
+		c.mu.Unlock()
+	case *tracing.EventTracingComplete:
+		c.mu.Lock()
+		if c.done != nil {
+			close(c.done)
+			c.done = nil
+		}
+		c.mu.Unlock()
+	}
 }
 
 // newBrowser starts Chromium with a viewport of w x h CSS pixels; it
@@ -44,7 +71,8 @@ func newBrowser(t *testing.T, w, h int) *browser {
 			chromedp.WindowSize(w, h),
 		)...)
 	t.Cleanup(cancelAlloc)
-	ctx, cancel := chromedp.NewContext(actx, chromedp.WithListener(errs.listen))
+	tc := &traceCollector{}
+	ctx, cancel := chromedp.NewContext(actx, chromedp.WithListener(func(ev any) { errs.listen(ev); tc.listen(ev) }))
 	t.Cleanup(cancel)
 	if err := chromedp.Do(ctx); err != nil {
 		t.Fatalf("starting Chromium: %v", err)
@@ -54,7 +82,7 @@ func newBrowser(t *testing.T, w, h int) *browser {
 	}
 	ctx, cancelT := context.WithTimeout(ctx, 3*time.Minute)
 	t.Cleanup(cancelT)
-	return &browser{t: t, ctx: ctx, errs: errs}
+	return &browser{t: t, ctx: ctx, errs: errs, trace: tc}
 }
 
 // serve mounts h under /apipool/ on a test server and returns the
@@ -113,33 +141,71 @@ func (b *browser) waitRefreshes(n int) {
 	b.wait(fmt.Sprintf("%d more refreshes", n), fmt.Sprintf(`Number(document.body.dataset.refreshes) >= %d`, b.refreshes()+n))
 }
 
-// taskSeconds is the main thread's busy time so far (Chromium's
-// Performance.getMetrics TaskDuration).
-func (b *browser) taskSeconds() float64 {
-	b.t.Helper()
-	res, err := chromedp.Call(b.ctx, performance.GetMetrics, cdp.Empty{})
-	if err != nil {
-		b.t.Fatal(err)
-	}
-	for _, m := range res.Metrics {
-		if m.Name == "TaskDuration" {
-			return m.Value
-		}
-	}
-	b.t.Fatal("no TaskDuration metric")
-	return 0
-}
-
-func (b *browser) enableMetrics() {
-	b.t.Helper()
-	if _, err := chromedp.Call(b.ctx, performance.Enable, performance.EnableParams{}); err != nil {
-		b.t.Fatal(err)
-	}
-}
-
 func (b *browser) noErrors() {
 	b.t.Helper()
 	if msgs := b.errs.list(); len(msgs) > 0 {
 		b.t.Errorf("the page reported %d errors:\n%v", len(msgs), msgs)
 	}
+}
+
+// mainThreadCPU traces the page for d and returns the CPU time (thread
+// time, not wall time: other processes on a busy machine do not count)
+// and the wall time of the top-level tasks of the renderer's main
+// thread, in ms.
+func (b *browser) mainThreadCPU(d time.Duration) (cpu, wall float64) {
+	b.t.Helper()
+	done := make(chan struct{})
+	b.trace.mu.Lock()
+	b.trace.events, b.trace.done = nil, done
+	b.trace.mu.Unlock()
+	if _, err := chromedp.Call(b.ctx, tracing.Start, tracing.StartParams{
+		TransferMode: tracing.StartTransferModeReportEvents,
+		TraceConfig:  &tracing.TraceConfig{IncludedCategories: []string{"toplevel", "__metadata"}},
+	}); err != nil {
+		b.t.Fatal(err)
+	}
+	time.Sleep(d)
+	if _, err := chromedp.Call(b.ctx, tracing.End, cdp.Empty{}); err != nil {
+		b.t.Fatal(err)
+	}
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		b.t.Fatal("no tracingComplete")
+	}
+	b.trace.mu.Lock()
+	defer b.trace.mu.Unlock()
+	type event struct {
+		Name string  `json:"name"`
+		Ph   string  `json:"ph"`
+		Pid  int64   `json:"pid"`
+		Tid  int64   `json:"tid"`
+		Dur  float64 `json:"dur"`
+		Tdur float64 `json:"tdur"`
+		Args struct {
+			Name string `json:"name"`
+		} `json:"args"`
+	}
+	evs := make([]event, 0, len(b.trace.events))
+	main := map[[2]int64]bool{}
+	for _, raw := range b.trace.events {
+		var e event
+		if json.Unmarshal(raw, &e) != nil {
+			continue
+		}
+		if e.Ph == "M" && e.Name == "thread_name" && e.Args.Name == "CrRendererMain" {
+			main[[2]int64{e.Pid, e.Tid}] = true
+		}
+		evs = append(evs, e)
+	}
+	if len(main) == 0 {
+		b.t.Fatalf("no renderer main thread among %d trace events", len(evs))
+	}
+	for _, e := range evs {
+		if e.Ph == "X" && e.Name == "ThreadControllerImpl::RunTask" && main[[2]int64{e.Pid, e.Tid}] {
+			cpu += e.Tdur / 1000
+			wall += e.Dur / 1000
+		}
+	}
+	return cpu, wall
 }
