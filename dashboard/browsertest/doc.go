@@ -10,6 +10,7 @@
 // trace (DASH_KEYS=n for another number of keys):
 //
 //	go test -race -count=1 -v -run TestThousandKeys ./... | grep main-thread
+//
 // Without Chromium the test
 // skips, except when CI=true, where it fails. CHROMIUM names another
 // binary than /usr/bin/chromium.
