@@ -290,3 +290,30 @@ func TestInjectionInKeyFields(t *testing.T) {
 		t.Errorf("a key's field ran as HTML: pwned=%q, %d injected elements", pwned, injected)
 	}
 }
+
+// TestHiddenColumnsSaid (item 14): on a screen too narrow for the whole
+// table but wide enough for it as a table (700 px), the page says that
+// columns are to the right, and stops saying it once the table is
+// scrolled to its end.
+func TestHiddenColumnsSaid(t *testing.T) {
+	pool := smallPool(t)
+	url := serve(t, dashboard.Handler(pool, dashboard.WithActions(), dashboard.WithRefresh(time.Second)))
+	b := newBrowser(t, 700, 900)
+	b.open(url)
+	b.wait("the first refresh", `Number(document.body.dataset.refreshes) >= 1`)
+	var sw, cw int
+	b.eval(`document.querySelector('#keys').parentElement.scrollWidth`, &sw)
+	b.eval(`document.querySelector('#keys').parentElement.clientWidth`, &cw)
+	if sw <= cw {
+		t.Skipf("the table (%d px) fits its box (%d px) at 700 px", sw, cw)
+	}
+	said := `[...document.querySelectorAll('main p, main span, main div')].some(e => e.offsetParent !== null && /to the right|scroll/i.test(e.textContent) && e.children.length === 0)`
+	var ok bool
+	b.eval(said, &ok)
+	if !ok {
+		t.Errorf("the table is %d px wide in a %d px box and nothing says so", sw, cw)
+	}
+	b.eval(`(() => { const s = document.querySelector('#keys').parentElement; s.scrollLeft = s.scrollWidth; return true; })()`, &ok)
+	b.wait("the hint gone at the end of the table", `!(`+said+`)`)
+	b.noErrors()
+}

@@ -216,6 +216,14 @@
       b.parentNode.setAttribute('aria-sort', on ? (table.dir > 0 ? 'ascending' : 'descending') : 'none');
       b.dataset.dir = on ? (table.dir > 0 ? 'asc' : 'desc') : '';
     });
+    moreRight();
+  }
+
+  // moreRight says, above the table, when columns are hidden to its
+  // right (a screen between the card layout and the full table's width).
+  function moreRight() {
+    var sc = document.querySelector('section .scroll');
+    $('keys-more').hidden = !(sc.scrollWidth - sc.clientWidth - sc.scrollLeft > 2);
   }
 
   function renderKeys(data) {
@@ -407,6 +415,7 @@
       renderTable();
     });
   });
+  document.querySelector('section .scroll').addEventListener('scroll', moreRight, { passive: true });
   $('page-prev').addEventListener('click', function () { table.page--; renderTable(); });
   $('page-next').addEventListener('click', function () { table.page++; renderTable(); });
 
@@ -459,6 +468,7 @@
     clearTimeout(resizeTimer);
     resizeTimer = setTimeout(function () {
       Object.keys(charts).forEach(function (id) { charts[id].plot.setSize(size(id)); });
+      moreRight();
     }, 150);
   });
 
