@@ -167,7 +167,7 @@ func (h *handler) authorized(r *http.Request) bool {
 	}
 	ok := 0
 	if h.cfg.bearer != nil {
-		if tok, found := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); found {
+		if tok, found := bearerToken(r.Header.Get("Authorization")); found {
 			sum := sha256.Sum256([]byte(tok))
 			ok |= subtle.ConstantTimeCompare(sum[:], h.cfg.bearer[:])
 		}
@@ -179,6 +179,17 @@ func (h *handler) authorized(r *http.Request) bool {
 		}
 	}
 	return ok == 1
+}
+
+// bearerToken returns the token of a Bearer Authorization header. The
+// scheme is case-insensitive and may be followed by more than one space
+// (RFC 9110, section 11.1; RFC 6750, section 2.1).
+func bearerToken(h string) (string, bool) {
+	scheme, tok, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	return strings.TrimLeft(tok, " "), true
 }
 
 type pageData struct {

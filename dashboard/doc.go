@@ -18,6 +18,14 @@
 //
 // window is one of 15m, 1h (the default) and 24h.
 //
+// The page puts the charts above the key table; the table shows 50 keys a
+// page, with a search box (ID, fingerprint, state, reasons) and sortable
+// columns, so that a refresh at a thousand keys builds 50 rows. Each API
+// renders on its own: when the stats store fails (api/usage answers 503,
+// api/keys and api/totals carry stats_error) the keys and their states
+// stay on the page with the error beside them. Under 640 CSS pixels each
+// key is a card of label-value lines, so nothing hides to the right.
+//
 // Each API call makes two stats queries when the store also implements
 // recorder.MultiStats (the memory and ClickHouse stores do); with a store
 // that implements recorder.Stats alone, it makes one per status filter
@@ -40,7 +48,8 @@
 // page sends in the X-CSRF-Token header.
 //
 // [WithAuthToken] and [WithBasicAuth] require credentials on every
-// request, compared in constant time. Do not expose the dashboard to the
+// request, compared in constant time; the scheme name (Bearer, Basic) is
+// case-insensitive, as RFC 9110 has it. Do not expose the dashboard to the
 // internet without one of them (or an authenticating proxy in front).
 //
 // # Options

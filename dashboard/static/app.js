@@ -43,7 +43,7 @@
   }
   function clock(iso) {
     var d = new Date(iso);
-    return d.toLocaleTimeString([], { hour12: false });
+    return d.toLocaleTimeString([], { hourCycle: 'h23' });
   }
   function inSeconds(iso) {
     var s = Math.round((new Date(iso).getTime() - Date.now()) / 1000);
@@ -57,6 +57,19 @@
     var s = $('status');
     s.textContent = text;
     s.className = bad ? 'error' : '';
+  }
+
+  // setActionStatus shows the outcome of an action or a probe in a line
+  // of its own, which refreshes leave alone; it clears after a minute or
+  // at the next action.
+  var actionTimer = null;
+  function setActionStatus(text, bad) {
+    var s = $('action-status');
+    clearTimeout(actionTimer);
+    s.textContent = text;
+    s.className = bad ? 'error' : '';
+    s.hidden = !text;
+    if (text) actionTimer = setTimeout(function () { setActionStatus(''); }, 60000);
   }
 
   function getJSON(path) {
@@ -104,42 +117,121 @@
     return td;
   }
 
-  function renderKeys(data) {
-    var tbody = document.querySelector('#keys tbody');
+  // The key table shows one page of the keys that match the search, in
+  // the chosen order: at a thousand keys a refresh builds pageSize rows,
+  // not a thousand.
+  var pageSize = 50;
+  var table = { keys: [], query: '', sort: '', dir: 1, page: 0 };
+
+  function nullsLast(a, b) {
+    if (a === b) return 0;
+    if (a === null || a === undefined) return 1;
+    if (b === null || b === undefined) return -1;
+    return a < b ? -1 : 1;
+  }
+  var sorters = {
+    id: function (k) { return k.id; },
+    fingerprint: function (k) { return k.fingerprint; },
+    state: function (k) { return k.state; },
+    breaker: function (k) { return k.breaker; },
+    in_flight: function (k) { return k.in_flight; },
+    quota_left: function (k) { return k.quota_left; },
+    provider_remaining: function (k) { return k.provider_remaining; },
+    requests: function (k) { return k.requests; },
+    success_share: function (k) { return k.success_share; },
+    rate_limited_share: function (k) { return k.rate_limited_share; },
+    p50_ms: function (k) { return k.p50_ms; },
+    p99_ms: function (k) { return k.p99_ms; }
+  };
+
+  function matches(k, q) {
+    return (k.id + '\n' + k.fingerprint + '\n' + k.state + '\n' + k.breaker + '\n' +
+      (k.cooling_reason || '') + '\n' + (k.disabled_reason || '') + '\n' + (k.hold || '')).toLowerCase().indexOf(q) >= 0;
+  }
+
+  var labels = ['ID', 'fingerprint', 'state', 'breaker', 'in flight', 'quota left today', 'provider remaining',
+    'requests', 'success', 'rate limited', 'p50', 'p99', 'actions'];
+
+  function keyRow(k) {
+    var tr = el('tr');
+    tr.dataset.key = k.id;
+    tr.dataset.state = k.state;
+    tr.appendChild(el('td', 'id', k.id));
+    tr.appendChild(el('td', 'fp', k.fingerprint));
+    tr.appendChild(stateCell(k));
+    tr.appendChild(el('td', 'breaker', k.breaker));
+    tr.appendChild(el('td', 'n inflight', k.in_flight));
+    tr.appendChild(el('td', 'n quota', num(k.quota_left)));
+    var rem = num(k.provider_remaining);
+    if (k.provider_remaining !== null && k.provider_limit !== null) rem += ' / ' + k.provider_limit;
+    if (k.provider_remaining !== null && k.provider_reset) rem += ' (reset ' + clock(k.provider_reset) + ')';
+    tr.appendChild(el('td', 'n remaining', rem));
+    tr.appendChild(el('td', 'n requests', num(k.requests)));
+    tr.appendChild(el('td', 'n success', pct(k.success_share)));
+    tr.appendChild(el('td', 'n limited', pct(k.rate_limited_share)));
+    tr.appendChild(el('td', 'n p50', msText(k.p50_ms)));
+    tr.appendChild(el('td', 'n p99', msText(k.p99_ms)));
+    if (cfg.actions) {
+      var td = el('td', 'actions');
+      var b = el('button', 'action', k.disabled ? 'enable' : 'disable');
+      b.type = 'button';
+      b.dataset.action = k.disabled ? 'enable' : 'disable';
+      b.dataset.key = k.id;
+      td.appendChild(b);
+      tr.appendChild(td);
+    }
+    for (var i = 0; i < tr.cells.length; i++) tr.cells[i].dataset.label = labels[i];
+    return tr;
+  }
+
+  function renderTable() {
+    var q = table.query.trim().toLowerCase();
+    var list = q ? table.keys.filter(function (k) { return matches(k, q); }) : table.keys.slice();
+    if (table.sort && sorters[table.sort]) {
+      var f = sorters[table.sort], dir = table.dir;
+      var idx = list.map(function (k, i) { return { k: k, v: f(k), i: i }; });
+      idx.sort(function (a, b) {
+        var c = a.v === null || a.v === undefined || b.v === null || b.v === undefined ? nullsLast(a.v, b.v) : nullsLast(a.v, b.v) * dir;
+        return c || a.i - b.i;
+      });
+      list = idx.map(function (x) { return x.k; });
+    }
+    var pages = Math.max(1, Math.ceil(list.length / pageSize));
+    if (table.page >= pages) table.page = pages - 1;
+    if (table.page < 0) table.page = 0;
+    var from = table.page * pageSize;
+    var shown = list.slice(from, from + pageSize);
     var rows = document.createDocumentFragment();
-    data.keys.forEach(function (k) {
-      var tr = el('tr');
-      tr.dataset.key = k.id;
-      tr.dataset.state = k.state;
-      tr.appendChild(el('td', 'id', k.id));
-      tr.appendChild(el('td', 'fp', k.fingerprint));
-      tr.appendChild(stateCell(k));
-      tr.appendChild(el('td', 'breaker', k.breaker));
-      tr.appendChild(el('td', 'n inflight', k.in_flight));
-      tr.appendChild(el('td', 'n quota', num(k.quota_left)));
-      var rem = num(k.provider_remaining);
-      if (k.provider_remaining !== null && k.provider_limit !== null) rem += ' / ' + k.provider_limit;
-      if (k.provider_remaining !== null && k.provider_reset) rem += ' (reset ' + clock(k.provider_reset) + ')';
-      tr.appendChild(el('td', 'n remaining', rem));
-      tr.appendChild(el('td', 'n requests', num(k.requests)));
-      tr.appendChild(el('td', 'n success', pct(k.success_share)));
-      tr.appendChild(el('td', 'n limited', pct(k.rate_limited_share)));
-      tr.appendChild(el('td', 'n p50', msText(k.p50_ms)));
-      tr.appendChild(el('td', 'n p99', msText(k.p99_ms)));
-      if (cfg.actions) {
-        var td = el('td', 'actions');
-        var b = el('button', 'action', k.disabled ? 'enable' : 'disable');
-        b.type = 'button';
-        b.dataset.action = k.disabled ? 'enable' : 'disable';
-        b.dataset.key = k.id;
-        td.appendChild(b);
-        tr.appendChild(td);
-      }
-      rows.appendChild(tr);
+    shown.forEach(function (k) { rows.appendChild(keyRow(k)); });
+    document.querySelector('#keys tbody').replaceChildren(rows);
+    var info = list.length ? (from + 1) + '–' + (from + shown.length) + ' of ' + list.length : 'no key';
+    if (q) info += ' matching (' + table.keys.length + ' keys)';
+    else info += ' keys';
+    $('page-info').textContent = info;
+    $('page-prev').disabled = table.page === 0;
+    $('page-next').disabled = table.page >= pages - 1;
+    $('keys-pager').hidden = list.length <= pageSize && table.page === 0;
+    document.querySelectorAll('#keys thead button[data-sort]').forEach(function (b) {
+      var on = b.dataset.sort === table.sort;
+      b.parentNode.setAttribute('aria-sort', on ? (table.dir > 0 ? 'ascending' : 'descending') : 'none');
+      b.dataset.dir = on ? (table.dir > 0 ? 'asc' : 'desc') : '';
     });
-    tbody.replaceChildren(rows);
-    $('keys-note').textContent = data.stats_error ? data.stats_error :
+    moreRight();
+  }
+
+  // moreRight says, above the table, when columns are hidden to its
+  // right (a screen between the card layout and the full table's width).
+  function moreRight() {
+    var sc = document.querySelector('section .scroll');
+    $('keys-more').hidden = !(sc.scrollWidth - sc.clientWidth - sc.scrollLeft > 2);
+  }
+
+  function renderKeys(data) {
+    table.keys = data.keys || [];
+    renderTable();
+    $('keys-note').textContent = data.stats_error ? 'Stats unavailable: ' + data.stats_error :
       (data.stats ? 'Requests, shares and latencies over the last ' + data.window + '.' : 'The pool answers no stats queries: usage columns show "-".');
+    $('keys-note').className = data.stats_error ? 'note error' : 'note';
   }
 
   function renderTotals(t) {
@@ -182,8 +274,28 @@
     if (a >= 1e3) return +(v / 1e3).toFixed(1) + 'k';
     return +v.toFixed(2) + '';
   }
+  // Times on the charts are 24-hour, as on the rest of the page (uPlot's
+  // default is 12-hour with am/pm).
+  function two(n) { return n < 10 ? '0' + n : String(n); }
+  function hhmm(sec) {
+    var d = new Date(sec * 1000);
+    return two(d.getHours()) + ':' + two(d.getMinutes());
+  }
+  function dayTime(sec) {
+    var d = new Date(sec * 1000);
+    return d.getFullYear() + '-' + two(d.getMonth() + 1) + '-' + two(d.getDate()) + ' ' + hhmm(sec);
+  }
+  var xSeries = { value: function (self, v) { return v === null || v === undefined ? '-' : dayTime(v); } };
   var axes = [
-    { stroke: '#5f6b76', grid: { stroke: '#eef0f2' }, ticks: { stroke: '#eef0f2' } },
+    { stroke: '#5f6b76', grid: { stroke: '#eef0f2' }, ticks: { stroke: '#eef0f2' },
+      values: function (self, vals) {
+        return vals.map(function (v, i) {
+          var d = new Date(v * 1000);
+          // the first tick and each midnight also say the day
+          if (i === 0 || (d.getHours() === 0 && d.getMinutes() === 0)) return hhmm(v) + '\n' + two(d.getMonth() + 1) + '-' + two(d.getDate());
+          return hhmm(v);
+        });
+      } },
     { stroke: '#5f6b76', grid: { stroke: '#eef0f2' }, ticks: { stroke: '#eef0f2' }, size: 56,
       values: function (self, vals) { return vals.map(compact); } }
   ];
@@ -208,7 +320,7 @@
       return {
         axes: axes,
         scales: { x: { time: true } },
-        series: [{}].concat(order.map(function (k) {
+        series: [xSeries].concat(order.map(function (k) {
           var name = u.by_status[k].name;
           var c = statusColors[name] || ['#455a64', '#b0bec5'];
           return {
@@ -227,7 +339,7 @@
       return {
         axes: axes,
         scales: { x: { time: true } },
-        series: [{}].concat(u.by_key.map(function (s, i) {
+        series: [xSeries].concat(u.by_key.map(function (s, i) {
           return { label: s.name, stroke: palette[i % palette.length], width: 2 };
         }))
       };
@@ -238,7 +350,7 @@
       return {
         axes: axes,
         scales: { x: { time: true } },
-        series: [{}].concat(u.latency.map(function (s, i) {
+        series: [xSeries].concat(u.latency.map(function (s, i) {
           var p99 = /p99$/.test(s.name);
           return {
             label: s.name, stroke: palette[Math.floor(i / 2) % palette.length], width: 2,
@@ -249,17 +361,34 @@
     }, ldata);
   }
 
+  // refresh fetches the three APIs and renders each that answers: a
+  // failing stats store (api/usage 503) must not take the key table
+  // with it.
   function refresh() {
     clearTimeout(timer);
     var mine = ++seq;
-    Promise.all([getJSON('api/keys'), getJSON('api/totals'), getJSON('api/usage')]).then(function (r) {
+    function settle(p) {
+      return p.then(function (v) { return { ok: true, v: v }; }, function (e) { return { ok: false, e: e }; });
+    }
+    Promise.all([settle(getJSON('api/keys')), settle(getJSON('api/totals')), settle(getJSON('api/usage'))]).then(function (r) {
       if (mine !== seq) return;
-      renderKeys(r[0]);
-      renderTotals(r[1]);
-      renderCharts(r[2]);
+      var t0 = performance.now();
+      var errs = [];
+      if (r[0].ok) renderKeys(r[0].v); else errs.push('keys: ' + r[0].e.message);
+      if (r[1].ok) renderTotals(r[1].v); else errs.push('totals: ' + r[1].e.message);
+      if (r[2].ok) {
+        renderCharts(r[2].v);
+        $('charts-note').textContent = '';
+      } else {
+        errs.push('charts: ' + r[2].e.message);
+        $('charts-note').textContent = 'Charts unavailable: ' + r[2].e.message;
+      }
       refreshes++;
       body.dataset.refreshes = String(refreshes);
-      setStatus('updated ' + new Date().toLocaleTimeString([], { hour12: false }) + ' · every ' + (cfg.refresh / 1000) + 's');
+      body.dataset.renderMs = (performance.now() - t0).toFixed(1); // for the browser tests
+      var when = clock(new Date().toISOString());
+      if (errs.length) setStatus('updated ' + when + ' with errors: ' + errs.join('; '), true);
+      else setStatus('updated ' + when + ' · every ' + (cfg.refresh / 1000) + 's');
     }).catch(function (e) {
       if (mine !== seq) return;
       setStatus('error: ' + e.message, true);
@@ -268,6 +397,27 @@
       timer = setTimeout(refresh, cfg.refresh);
     });
   }
+
+  $('key-search').addEventListener('input', function (ev) {
+    table.query = ev.target.value;
+    table.page = 0;
+    renderTable();
+  });
+  document.querySelectorAll('#keys thead button[data-sort]').forEach(function (b) {
+    b.addEventListener('click', function () {
+      if (table.sort === b.dataset.sort) {
+        if (table.dir > 0) table.dir = -1;
+        else table.sort = ''; // third click: the pool's order again
+      } else {
+        table.sort = b.dataset.sort;
+        table.dir = 1;
+      }
+      renderTable();
+    });
+  });
+  document.querySelector('section .scroll').addEventListener('scroll', moreRight, { passive: true });
+  $('page-prev').addEventListener('click', function () { table.page--; renderTable(); });
+  $('page-next').addEventListener('click', function () { table.page++; renderTable(); });
 
   // selectWindow shows the window named w (15m, 1h, 24h); the URL's
   // fragment keeps it across reloads (#15m).
@@ -295,20 +445,20 @@
       if (!b) return;
       b.disabled = true;
       post('api/keys/' + encodeURIComponent(b.dataset.key) + '/' + b.dataset.action).then(function () {
-        setStatus(b.dataset.action + 'd ' + b.dataset.key);
+        setActionStatus(b.dataset.action + 'd ' + b.dataset.key);
         refresh();
-      }).catch(function (e) { setStatus('error: ' + e.message, true); b.disabled = false; });
+      }).catch(function (e) { setActionStatus('error: ' + e.message, true); b.disabled = false; });
     });
     var probe = $('probe');
     if (probe) {
       probe.addEventListener('click', function () {
         probe.disabled = true;
-        setStatus('probing…');
+        setActionStatus('probing…');
         post('api/probe').then(function (r) {
           var bad = (r.probes || []).filter(function (p) { return !p.usable; }).map(function (p) { return p.key_id; });
-          setStatus('probed ' + (r.probes || []).length + ' keys' + (bad.length ? '; not usable: ' + bad.join(', ') : ''));
+          setActionStatus('probed ' + (r.probes || []).length + ' keys' + (bad.length ? '; not usable: ' + bad.join(', ') : ''));
           refresh();
-        }).catch(function (e) { setStatus('error: ' + e.message, true); }).then(function () { probe.disabled = false; });
+        }).catch(function (e) { setActionStatus('error: ' + e.message, true); }).then(function () { probe.disabled = false; });
       });
     }
   }
@@ -318,6 +468,7 @@
     clearTimeout(resizeTimer);
     resizeTimer = setTimeout(function () {
       Object.keys(charts).forEach(function (id) { charts[id].plot.setSize(size(id)); });
+      moreRight();
     }, 150);
   });
 
