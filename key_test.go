@@ -7,8 +7,10 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/apipool-ng/apipool"
+	"github.com/apipool-ng/apipool/recorder"
 )
 
 // Each injection mode puts the secret where the upstream expects it, and
@@ -196,5 +198,20 @@ func TestUnknownKeyNamesTheID(t *testing.T) {
 		if !errors.Is(err, apipool.ErrUnknownKey) || !strings.Contains(err.Error(), `"nope"`) {
 			t.Errorf("%s(\"nope\") = %v, want ErrUnknownKey naming \"nope\"", name, err)
 		}
+	}
+}
+
+// A window that is not positive is refused, not answered with zero.
+func TestUsageWindowMustBePositive(t *testing.T) {
+	p, err := apipool.New([]apipool.Key{{ID: "a", Secret: "s"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close(context.Background())
+	if _, err := p.UsageCountByKey(context.Background(), -time.Minute); !errors.Is(err, recorder.ErrBadQuery) {
+		t.Errorf("UsageCountByKey(-1m) = %v, want recorder.ErrBadQuery", err)
+	}
+	if _, err := p.UsageCount(context.Background(), 0, 0, ""); !errors.Is(err, recorder.ErrBadQuery) {
+		t.Errorf("UsageCount(0) = %v, want recorder.ErrBadQuery", err)
 	}
 }

@@ -424,6 +424,9 @@ func (t *Transport) UsageCountByKey(ctx context.Context, window time.Duration) (
 	if t.stats == nil {
 		return nil, errNoStats
 	}
+	if window <= 0 {
+		return nil, badWindow(window)
+	}
 	now := t.cfg.clock.Now()
 	return t.stats.UsageByKey(ctx, recorder.Query{Since: now.Add(-window), Until: now.Add(time.Nanosecond)})
 }
@@ -435,8 +438,17 @@ func (t *Transport) UsageCount(ctx context.Context, window time.Duration, st sta
 	if t.stats == nil {
 		return 0, errNoStats
 	}
+	if window <= 0 {
+		return 0, badWindow(window)
+	}
 	now := t.cfg.clock.Now()
 	return t.stats.UsageCount(ctx, recorder.Query{Since: now.Add(-window), Until: now.Add(time.Nanosecond), Status: st, KeyID: keyID})
+}
+
+// badWindow is the error for a usage window that is not positive; it
+// wraps recorder.ErrBadQuery.
+func badWindow(w time.Duration) error {
+	return fmt.Errorf("%w: the window %v is not positive", recorder.ErrBadQuery, w)
 }
 
 // unknownKey is ErrUnknownKey for id, naming it.
