@@ -45,6 +45,15 @@ func info(ctx context.Context) *reqInfo {
 // admin handler.
 func (s *Server) handlers(cfg *config.Config, dash func(string, *apipool.Transport) http.Handler) (main, admin http.Handler) {
 	mux := http.NewServeMux()
+	// The segments of each admin path: a request path that lacks one of
+	// them cannot match it, even once cleaned (cleaning removes whole
+	// segments and slashes, never joins the bytes of two segments).
+	var adminSegs [][]string
+	addAdmin := func(path string) {
+		adminSegs = append(adminSegs, strings.FieldsFunc(path, func(r rune) bool { return r == '/' }))
+	}
+	addAdmin("/healthz")
+	addAdmin("/readyz")
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Write([]byte("ok\n"))
@@ -60,6 +69,7 @@ func (s *Server) handlers(cfg *config.Config, dash func(string, *apipool.Transpo
 	})
 	if s.tel.metrics != nil {
 		mux.Handle("GET /metrics", s.tel.metrics)
+		addAdmin("/metrics")
 	}
 	if cfg.Dashboard.Enabled && dash != nil {
 		base := strings.TrimSuffix(cfg.Dashboard.Path, "/")
@@ -68,13 +78,32 @@ func (s *Server) handlers(cfg *config.Config, dash func(string, *apipool.Transpo
 			h := basicAuth(cfg.Dashboard.Users, "apipool dashboard", http.StripPrefix(p, dash(up.cfg.Name, up.pool)))
 			mux.Handle(p+"/", h)
 			mux.Handle(p, http.RedirectHandler(p+"/", http.StatusFound))
+			addAdmin(p)
 		}
 	}
 	if cfg.AdminListen != "" {
 		return http.HandlerFunc(s.serveProxy), guardRelay(mux)
 	}
 	adminPaths := mux
+	mayBeAdmin := func(path string) bool {
+	next:
+		for _, segs := range adminSegs {
+			for _, seg := range segs {
+				if !strings.Contains(path, seg) {
+					continue next
+				}
+			}
+			return true
+		}
+		return false
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// ServeMux.Handler costs allocations: ask it only about paths
+		// that may be its.
+		if !mayBeAdmin(r.URL.Path) {
+			s.serveProxy(w, r)
+			return
+		}
 		if _, pattern := adminPaths.Handler(r); pattern != "" {
 			guardRelay(adminPaths).ServeHTTP(w, r)
 			return
@@ -221,10 +250,7 @@ func (s *Server) serveProxy(w http.ResponseWriter, r *http.Request) {
 		code = http.StatusOK
 	}
 	d := time.Since(start)
-	s.tel.requests.Record(ctx, d.Seconds(), metric.WithAttributes(
-		attribute.String("apipool.upstream", up.cfg.Name),
-		attribute.String("http.request.method", methodAttr(r.Method)),
-		attribute.Int("http.response.status_code", code)))
+	s.tel.requests.Record(ctx, d.Seconds(), up.attrs.requestAttrs(up.cfg.Name, r.Method, code))
 	if s.log.Enabled(ctx, levelFor(code)) {
 		s.log.Log(ctx, levelFor(code), "request", "id", id, "token", tok.Name, "upstream", up.cfg.Name,
 			"method", r.Method, "path", r.URL.Path, "status", code, "duration", d, "bytes", sw.n)
@@ -238,13 +264,6 @@ func levelFor(code int) slog.Level {
 	return slog.LevelInfo
 }
 
-func methodAttr(m string) string {
-	switch m {
-	case http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodHead, http.MethodOptions:
-		return m
-	}
-	return "_OTHER"
-}
 
 // reject answers a request the proxy refuses, and counts it.
 func (s *Server) reject(w http.ResponseWriter, r *http.Request, code int, reason, typ, msg string) {
