@@ -29,11 +29,30 @@ import (
 // hooks.
 type ctxKey struct{}
 
+//
+// A reqInfo is the request's context too (the caller's, with the
+// upstream's deadline), which answers ctxKey with itself, and it holds
+// the request's body reader and response writer: one allocation for
+// them all.
 type reqInfo struct {
+	context.Context
 	id       string
 	upstream *upstream
 	token    string
 	tooLarge atomic.Bool // the body went past the token's limit
+
+	rc     http.ResponseController
+	body   bodyReader
+	sw     statusWriter
+	idOut  [1]string // the X-Request-Id values set on the upstream request
+	idResp [1]string // and on the answer
+}
+
+func (ri *reqInfo) Value(k any) any {
+	if _, ok := k.(ctxKey); ok {
+		return ri
+	}
+	return ri.Context.Value(k)
 }
 
 func info(ctx context.Context) *reqInfo {
@@ -179,27 +198,33 @@ func (s *Server) serveProxy(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := requestID(r.Header.Get("X-Request-Id"))
-	w.Header().Set("X-Request-Id", id)
+	// A refusal carries the request ID; an answer from the upstream
+	// brings its own, or modifyResponse adds the proxy's (proxyError
+	// too).
+	reject := func(code int, reason, typ, msg string) {
+		w.Header().Set("X-Request-Id", id)
+		s.reject(w, r, code, reason, typ, msg)
+	}
 
 	presented, had := credential(r)
 	if !had {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="apipool"`)
-		s.reject(w, r, http.StatusUnauthorized, "no_token", "unauthorized", "a proxy token is required (Authorization: Bearer <token>)")
+		reject(http.StatusUnauthorized, "no_token", "unauthorized", "a proxy token is required (Authorization: Bearer <token>)")
 		return
 	}
 	tok := s.tokens.Load().match(presented)
 	if tok == nil {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="apipool", error="invalid_token"`)
-		s.reject(w, r, http.StatusUnauthorized, "bad_token", "unauthorized", "the proxy token is not valid")
+		reject(http.StatusUnauthorized, "bad_token", "unauthorized", "the proxy token is not valid")
 		return
 	}
 	up := s.route(r)
 	if up == nil {
-		s.reject(w, r, http.StatusNotFound, "no_route", "not_found", "no upstream serves this host and path")
+		reject(http.StatusNotFound, "no_route", "not_found", "no upstream serves this host and path")
 		return
 	}
 	if tok.Upstreams != nil && !tok.Upstreams[up.cfg.Name] {
-		s.reject(w, r, http.StatusForbidden, "forbidden", "forbidden", "this token may not use upstream "+up.cfg.Name)
+		reject(http.StatusForbidden, "forbidden", "forbidden", "this token may not use upstream "+up.cfg.Name)
 		return
 	}
 	if tok.limiter != nil {
@@ -207,12 +232,12 @@ func (s *Server) serveProxy(w http.ResponseWriter, r *http.Request) {
 		if d := res.DelayFrom(start); !res.OK() || d > 0 {
 			res.CancelAt(start)
 			w.Header().Set("Retry-After", retryAfter(d))
-			s.reject(w, r, http.StatusTooManyRequests, "rate", "rate_limited", "this token's request rate is exceeded")
+			reject(http.StatusTooManyRequests, "rate", "rate_limited", "this token's request rate is exceeded")
 			return
 		}
 	}
 	if r.ContentLength > tok.MaxBody {
-		s.reject(w, r, http.StatusRequestEntityTooLarge, "body", "request_too_large", "the request body exceeds this token's limit of "+strconv.FormatInt(tok.MaxBody, 10)+" bytes")
+		reject(http.StatusRequestEntityTooLarge, "body", "request_too_large", "the request body exceeds this token's limit of "+strconv.FormatInt(tok.MaxBody, 10)+" bytes")
 		return
 	}
 	if s.closing.Load() {
@@ -220,28 +245,28 @@ func (s *Server) serveProxy(w http.ResponseWriter, r *http.Request) {
 	}
 
 	cfg := s.cfg.Load()
-	rc := http.NewResponseController(w)
+	ri := &reqInfo{id: id, upstream: up, token: tok.Name}
+	ri.rc = *http.NewResponseController(w)
 	deadline := start.Add(up.cfg.Timeout)
 	if cfg.Server.WriteTimeout == 0 {
-		rc.SetWriteDeadline(deadline.Add(5 * time.Second))
+		ri.rc.SetWriteDeadline(deadline.Add(5 * time.Second))
 	}
-	ri := &reqInfo{id: id, upstream: up, token: tok.Name}
 	if r.Body != nil && r.Body != http.NoBody {
-		rc.SetReadDeadline(start.Add(cfg.Server.ReadTimeout))
-		r.Body = &bodyReader{ReadCloser: http.MaxBytesReader(w, r.Body, tok.MaxBody), rc: rc, ri: ri}
+		ri.rc.SetReadDeadline(start.Add(cfg.Server.ReadTimeout))
+		ri.body = bodyReader{ReadCloser: http.MaxBytesReader(w, r.Body, tok.MaxBody), rc: &ri.rc, ri: ri}
+		r.Body = &ri.body
 	}
-	ctx := context.WithValue(r.Context(), ctxKey{}, ri)
+	ctx := r.Context()
 	if s.tel.tracing {
 		// The pool's spans join the caller's trace (W3C traceparent).
 		ctx = propagation.TraceContext{}.Extract(ctx, propagation.HeaderCarrier(r.Header))
 	}
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
-	// From here the upstream's answer brings its own X-Request-Id, or
-	// modifyResponse adds the proxy's (proxyError too).
-	w.Header().Del("X-Request-Id")
-	sw := &statusWriter{ResponseWriter: w, scrub: &s.scrub}
-	up.proxy.ServeHTTP(sw, r.WithContext(ctx))
+	ri.Context = ctx
+	ri.sw = statusWriter{ResponseWriter: w, scrub: &s.scrub}
+	sw := &ri.sw
+	up.proxy.ServeHTTP(sw, r.WithContext(ri))
 	// Trailers are what the header holds now.
 	s.scrub.Load().scrubHeader(w.Header())
 
@@ -300,7 +325,8 @@ func (up *upstream) rewrite(pr *httputil.ProxyRequest) {
 	stripCredentials(out)
 	limitAcceptEncoding(out.Header)
 	if ri := info(out.Context()); ri != nil {
-		out.Header.Set("X-Request-Id", ri.id)
+		ri.idOut[0] = ri.id
+		out.Header["X-Request-Id"] = ri.idOut[:]
 	}
 }
 
@@ -352,7 +378,8 @@ func (s *Server) modifyResponse(resp *http.Response) error {
 		}
 	}
 	if resp.Header.Get("X-Request-Id") == "" && ri != nil {
-		resp.Header.Set("X-Request-Id", ri.id)
+		ri.idResp[0] = ri.id
+		resp.Header["X-Request-Id"] = ri.idResp[:]
 	}
 	if ri != nil {
 		ri.upstream.routeLocation(resp.Header)
