@@ -527,18 +527,23 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	if err != nil && !b.done {
 		b.done = true
-		var mbe *http.MaxBytesError
-		switch {
-		case err == io.EOF:
+		if err == io.EOF {
 			// Read whole: the rest of the exchange is the answer.
 			b.rc.SetReadDeadline(time.Time{})
-		case errors.As(err, &mbe):
+		} else if tooLarge(err) {
 			b.ri.tooLarge.Store(true)
 		}
 		// On any other error the deadline stays, so that the server
 		// gives up on the connection rather than wait for the rest.
 	}
 	return n, err
+}
+
+// tooLarge reports whether err is http.MaxBytesReader's (apart, so that
+// a body read whole costs no allocation for errors.As's target).
+func tooLarge(err error) bool {
+	var mbe *http.MaxBytesError
+	return errors.As(err, &mbe)
 }
 
 // statusWriter notes the status code and bytes written, and scrubs the
