@@ -40,6 +40,7 @@ type reqInfo struct {
 	upstream *upstream
 	token    string
 	tooLarge atomic.Bool // the body went past the token's limit
+	resp     *http.Response // the upstream's answer, once modifyResponse has it
 
 	rc     http.ResponseController
 	body   bodyReader
@@ -155,8 +156,8 @@ func guardRelay(h http.Handler) http.Handler {
 }
 
 func hasDotSegment(p string) bool {
-	if p == "" {
-		return false
+	if p == "" || !strings.ContainsAny(p, ".%") {
+		return false // every dot segment has a '.' or a "%2e"
 	}
 	p = strings.ReplaceAll(p, "\\", "/")
 	for seg := range strings.SplitSeq(p, "/") {
@@ -267,8 +268,13 @@ func (s *Server) serveProxy(w http.ResponseWriter, r *http.Request) {
 	ri.sw = statusWriter{ResponseWriter: w, scrub: &s.scrub}
 	sw := &ri.sw
 	up.proxy.ServeHTTP(sw, r.WithContext(ri))
-	// Trailers are what the header holds now.
-	s.scrub.Load().scrubHeader(w.Header())
+	// Trailers are what the header holds now. The header itself was
+	// scrubbed as it was written; ReverseProxy sends as trailers only what
+	// the upstream's answer had (its Trailer, filled in as the body was
+	// read): without them there is nothing new to scrub.
+	if ri.resp == nil || len(ri.resp.Trailer) > 0 || !sw.wrote {
+		s.scrub.Load().scrubHeader(w.Header())
+	}
 
 	code := sw.code
 	if code == 0 {
@@ -372,6 +378,9 @@ func limitAcceptEncoding(h http.Header) {
 // are scrubbed as they are written, by statusWriter).
 func (s *Server) modifyResponse(resp *http.Response) error {
 	ri := info(resp.Request.Context())
+	if ri != nil {
+		ri.resp = resp
+	}
 	for k := range resp.Header {
 		if strings.HasPrefix(k, "X-Apipool-") {
 			delete(resp.Header, k) // the proxy's own: not the upstream's to say
