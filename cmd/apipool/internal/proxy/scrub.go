@@ -549,7 +549,10 @@ func (x *scrubIndex) scrubBody(resp *http.Response) (cut bool, err error) {
 func readAtMost(r io.Reader, n, size int64) ([]byte, error) {
 	c := int64(512)
 	if size >= 0 {
-		c = min(size+1, n) // +1: the end is seen without growing
+		// +1: the end is seen without growing. A length claimed, not
+		// yet sent, reserves at most 32 KiB: past it the buffer grows
+		// as the bytes come.
+		c = min(size+1, n, 32<<10)
 	}
 	b := make([]byte, 0, max(c, 1))
 	for int64(len(b)) < n {
