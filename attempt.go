@@ -534,7 +534,7 @@ func (c *call) prepareBody() error {
 	if limit == 0 || r.ContentLength > limit || c.t.cfg.maxAttempts == 1 || c.pinned != nil {
 		return nil // sent once, as it is
 	}
-	buf, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	buf, err := readUpTo(r.Body, limit+1, r.ContentLength)
 	if err != nil {
 		r.Body.Close()
 		return errors.New("apipool: reading request body: " + err.Error())

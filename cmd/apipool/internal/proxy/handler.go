@@ -29,11 +29,31 @@ import (
 // hooks.
 type ctxKey struct{}
 
+//
+// A reqInfo is the request's context too (the caller's, with the
+// upstream's deadline), which answers ctxKey with itself, and it holds
+// the request's body reader and response writer: one allocation for
+// them all.
 type reqInfo struct {
+	context.Context
 	id       string
 	upstream *upstream
 	token    string
 	tooLarge atomic.Bool // the body went past the token's limit
+	resp     *http.Response // the upstream's answer, once modifyResponse has it
+
+	rc     http.ResponseController
+	body   bodyReader
+	sw     statusWriter
+	idOut  [1]string // the X-Request-Id values set on the upstream request
+	idResp [1]string // and on the answer
+}
+
+func (ri *reqInfo) Value(k any) any {
+	if _, ok := k.(ctxKey); ok {
+		return ri
+	}
+	return ri.Context.Value(k)
 }
 
 func info(ctx context.Context) *reqInfo {
@@ -45,6 +65,15 @@ func info(ctx context.Context) *reqInfo {
 // admin handler.
 func (s *Server) handlers(cfg *config.Config, dash func(string, *apipool.Transport) http.Handler) (main, admin http.Handler) {
 	mux := http.NewServeMux()
+	// The segments of each admin path: a request path that lacks one of
+	// them cannot match it, even once cleaned (cleaning removes whole
+	// segments and slashes, never joins the bytes of two segments).
+	var adminSegs [][]string
+	addAdmin := func(path string) {
+		adminSegs = append(adminSegs, strings.FieldsFunc(path, func(r rune) bool { return r == '/' }))
+	}
+	addAdmin("/healthz")
+	addAdmin("/readyz")
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Write([]byte("ok\n"))
@@ -60,6 +89,7 @@ func (s *Server) handlers(cfg *config.Config, dash func(string, *apipool.Transpo
 	})
 	if s.tel.metrics != nil {
 		mux.Handle("GET /metrics", s.tel.metrics)
+		addAdmin("/metrics")
 	}
 	if cfg.Dashboard.Enabled && dash != nil {
 		base := strings.TrimSuffix(cfg.Dashboard.Path, "/")
@@ -68,13 +98,32 @@ func (s *Server) handlers(cfg *config.Config, dash func(string, *apipool.Transpo
 			h := basicAuth(cfg.Dashboard.Users, "apipool dashboard", http.StripPrefix(p, dash(up.cfg.Name, up.pool)))
 			mux.Handle(p+"/", h)
 			mux.Handle(p, http.RedirectHandler(p+"/", http.StatusFound))
+			addAdmin(p)
 		}
 	}
 	if cfg.AdminListen != "" {
 		return http.HandlerFunc(s.serveProxy), guardRelay(mux)
 	}
 	adminPaths := mux
+	mayBeAdmin := func(path string) bool {
+	next:
+		for _, segs := range adminSegs {
+			for _, seg := range segs {
+				if !strings.Contains(path, seg) {
+					continue next
+				}
+			}
+			return true
+		}
+		return false
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// ServeMux.Handler costs allocations: ask it only about paths
+		// that may be its.
+		if !mayBeAdmin(r.URL.Path) {
+			s.serveProxy(w, r)
+			return
+		}
 		if _, pattern := adminPaths.Handler(r); pattern != "" {
 			guardRelay(adminPaths).ServeHTTP(w, r)
 			return
@@ -107,8 +156,8 @@ func guardRelay(h http.Handler) http.Handler {
 }
 
 func hasDotSegment(p string) bool {
-	if p == "" {
-		return false
+	if p == "" || !strings.ContainsAny(p, ".%") {
+		return false // every dot segment has a '.' or a "%2e"
 	}
 	p = strings.ReplaceAll(p, "\\", "/")
 	for seg := range strings.SplitSeq(p, "/") {
@@ -150,27 +199,33 @@ func (s *Server) serveProxy(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := requestID(r.Header.Get("X-Request-Id"))
-	w.Header().Set("X-Request-Id", id)
+	// A refusal carries the request ID; an answer from the upstream
+	// brings its own, or modifyResponse adds the proxy's (proxyError
+	// too).
+	reject := func(code int, reason, typ, msg string) {
+		w.Header().Set("X-Request-Id", id)
+		s.reject(w, r, code, reason, typ, msg)
+	}
 
 	presented, had := credential(r)
 	if !had {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="apipool"`)
-		s.reject(w, r, http.StatusUnauthorized, "no_token", "unauthorized", "a proxy token is required (Authorization: Bearer <token>)")
+		reject(http.StatusUnauthorized, "no_token", "unauthorized", "a proxy token is required (Authorization: Bearer <token>)")
 		return
 	}
 	tok := s.tokens.Load().match(presented)
 	if tok == nil {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="apipool", error="invalid_token"`)
-		s.reject(w, r, http.StatusUnauthorized, "bad_token", "unauthorized", "the proxy token is not valid")
+		reject(http.StatusUnauthorized, "bad_token", "unauthorized", "the proxy token is not valid")
 		return
 	}
 	up := s.route(r)
 	if up == nil {
-		s.reject(w, r, http.StatusNotFound, "no_route", "not_found", "no upstream serves this host and path")
+		reject(http.StatusNotFound, "no_route", "not_found", "no upstream serves this host and path")
 		return
 	}
 	if tok.Upstreams != nil && !tok.Upstreams[up.cfg.Name] {
-		s.reject(w, r, http.StatusForbidden, "forbidden", "forbidden", "this token may not use upstream "+up.cfg.Name)
+		reject(http.StatusForbidden, "forbidden", "forbidden", "this token may not use upstream "+up.cfg.Name)
 		return
 	}
 	if tok.limiter != nil {
@@ -178,12 +233,12 @@ func (s *Server) serveProxy(w http.ResponseWriter, r *http.Request) {
 		if d := res.DelayFrom(start); !res.OK() || d > 0 {
 			res.CancelAt(start)
 			w.Header().Set("Retry-After", retryAfter(d))
-			s.reject(w, r, http.StatusTooManyRequests, "rate", "rate_limited", "this token's request rate is exceeded")
+			reject(http.StatusTooManyRequests, "rate", "rate_limited", "this token's request rate is exceeded")
 			return
 		}
 	}
 	if r.ContentLength > tok.MaxBody {
-		s.reject(w, r, http.StatusRequestEntityTooLarge, "body", "request_too_large", "the request body exceeds this token's limit of "+strconv.FormatInt(tok.MaxBody, 10)+" bytes")
+		reject(http.StatusRequestEntityTooLarge, "body", "request_too_large", "the request body exceeds this token's limit of "+strconv.FormatInt(tok.MaxBody, 10)+" bytes")
 		return
 	}
 	if s.closing.Load() {
@@ -191,40 +246,42 @@ func (s *Server) serveProxy(w http.ResponseWriter, r *http.Request) {
 	}
 
 	cfg := s.cfg.Load()
-	rc := http.NewResponseController(w)
+	ri := &reqInfo{id: id, upstream: up, token: tok.Name}
+	ri.rc = *http.NewResponseController(w)
 	deadline := start.Add(up.cfg.Timeout)
 	if cfg.Server.WriteTimeout == 0 {
-		rc.SetWriteDeadline(deadline.Add(5 * time.Second))
+		ri.rc.SetWriteDeadline(deadline.Add(5 * time.Second))
 	}
-	ri := &reqInfo{id: id, upstream: up, token: tok.Name}
 	if r.Body != nil && r.Body != http.NoBody {
-		rc.SetReadDeadline(start.Add(cfg.Server.ReadTimeout))
-		r.Body = &bodyReader{ReadCloser: http.MaxBytesReader(w, r.Body, tok.MaxBody), rc: rc, ri: ri}
+		ri.rc.SetReadDeadline(start.Add(cfg.Server.ReadTimeout))
+		ri.body = bodyReader{ReadCloser: http.MaxBytesReader(w, r.Body, tok.MaxBody), rc: &ri.rc, ri: ri}
+		r.Body = &ri.body
 	}
-	ctx := context.WithValue(r.Context(), ctxKey{}, ri)
+	ctx := r.Context()
 	if s.tel.tracing {
 		// The pool's spans join the caller's trace (W3C traceparent).
 		ctx = propagation.TraceContext{}.Extract(ctx, propagation.HeaderCarrier(r.Header))
 	}
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
-	// From here the upstream's answer brings its own X-Request-Id, or
-	// modifyResponse adds the proxy's (proxyError too).
-	w.Header().Del("X-Request-Id")
-	sw := &statusWriter{ResponseWriter: w, scrub: &s.scrub}
-	up.proxy.ServeHTTP(sw, r.WithContext(ctx))
-	// Trailers are what the header holds now.
-	s.scrub.Load().scrubHeader(w.Header())
+	ri.Context = ctx
+	ri.sw = statusWriter{ResponseWriter: w, scrub: &s.scrub}
+	sw := &ri.sw
+	up.proxy.ServeHTTP(sw, r.WithContext(ri))
+	// Trailers are what the header holds now. The header itself was
+	// scrubbed as it was written; ReverseProxy sends as trailers only what
+	// the upstream's answer had (its Trailer, filled in as the body was
+	// read): without them there is nothing new to scrub.
+	if ri.resp == nil || len(ri.resp.Trailer) > 0 || !sw.wrote {
+		s.scrub.Load().scrubHeader(w.Header())
+	}
 
 	code := sw.code
 	if code == 0 {
 		code = http.StatusOK
 	}
 	d := time.Since(start)
-	s.tel.requests.Record(ctx, d.Seconds(), metric.WithAttributes(
-		attribute.String("apipool.upstream", up.cfg.Name),
-		attribute.String("http.request.method", methodAttr(r.Method)),
-		attribute.Int("http.response.status_code", code)))
+	s.tel.requests.Record(ctx, d.Seconds(), up.attrs.requestAttrs(up.cfg.Name, r.Method, code))
 	if s.log.Enabled(ctx, levelFor(code)) {
 		s.log.Log(ctx, levelFor(code), "request", "id", id, "token", tok.Name, "upstream", up.cfg.Name,
 			"method", r.Method, "path", r.URL.Path, "status", code, "duration", d, "bytes", sw.n)
@@ -238,13 +295,6 @@ func levelFor(code int) slog.Level {
 	return slog.LevelInfo
 }
 
-func methodAttr(m string) string {
-	switch m {
-	case http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete, http.MethodHead, http.MethodOptions:
-		return m
-	}
-	return "_OTHER"
-}
 
 // reject answers a request the proxy refuses, and counts it.
 func (s *Server) reject(w http.ResponseWriter, r *http.Request, code int, reason, typ, msg string) {
@@ -281,7 +331,8 @@ func (up *upstream) rewrite(pr *httputil.ProxyRequest) {
 	stripCredentials(out)
 	limitAcceptEncoding(out.Header)
 	if ri := info(out.Context()); ri != nil {
-		out.Header.Set("X-Request-Id", ri.id)
+		ri.idOut[0] = ri.id
+		out.Header["X-Request-Id"] = ri.idOut[:]
 	}
 }
 
@@ -327,13 +378,17 @@ func limitAcceptEncoding(h http.Header) {
 // are scrubbed as they are written, by statusWriter).
 func (s *Server) modifyResponse(resp *http.Response) error {
 	ri := info(resp.Request.Context())
+	if ri != nil {
+		ri.resp = resp
+	}
 	for k := range resp.Header {
 		if strings.HasPrefix(k, "X-Apipool-") {
 			delete(resp.Header, k) // the proxy's own: not the upstream's to say
 		}
 	}
 	if resp.Header.Get("X-Request-Id") == "" && ri != nil {
-		resp.Header.Set("X-Request-Id", ri.id)
+		ri.idResp[0] = ri.id
+		resp.Header["X-Request-Id"] = ri.idResp[:]
 	}
 	if ri != nil {
 		ri.upstream.routeLocation(resp.Header)
@@ -481,18 +536,23 @@ func (b *bodyReader) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	if err != nil && !b.done {
 		b.done = true
-		var mbe *http.MaxBytesError
-		switch {
-		case err == io.EOF:
+		if err == io.EOF {
 			// Read whole: the rest of the exchange is the answer.
 			b.rc.SetReadDeadline(time.Time{})
-		case errors.As(err, &mbe):
+		} else if tooLarge(err) {
 			b.ri.tooLarge.Store(true)
 		}
 		// On any other error the deadline stays, so that the server
 		// gives up on the connection rather than wait for the rest.
 	}
 	return n, err
+}
+
+// tooLarge reports whether err is http.MaxBytesReader's (apart, so that
+// a body read whole costs no allocation for errors.As's target).
+func tooLarge(err error) bool {
+	var mbe *http.MaxBytesError
+	return errors.As(err, &mbe)
 }
 
 // statusWriter notes the status code and bytes written, and scrubs the

@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unsafe"
 )
 
 // An upstream may quote the key it was sent, whole or masked, in its
@@ -335,7 +336,8 @@ func (x *scrubIndex) scrubString(s string) (string, bool) {
 	if x.empty() || s == "" {
 		return s, false
 	}
-	b := []byte(s)
+	// find and redact only read b: a view of s spares a copy.
+	b := unsafe.Slice(unsafe.StringData(s), len(s))
 	sp := x.find(b)
 	if len(sp) == 0 {
 		return s, false
@@ -412,13 +414,25 @@ func decoder(coding string, r io.Reader) (io.Reader, error) {
 // isStreamType reports whether an answer of this Content-Type is a
 // stream of events.
 func isStreamType(ct string) bool {
-	mt, _, _ := mime.ParseMediaType(ct)
-	switch mt {
-	case "text/event-stream", "application/x-ndjson", "application/jsonl", "application/jsonlines", "application/x-jsonlines", "application/stream+json":
-		return true
+	// The media type, as mime.ParseMediaType reads it, without its
+	// allocations: what comes before ';', trimmed, in any case.
+	mt, _, _ := strings.Cut(ct, ";")
+	mt = strings.TrimSpace(mt)
+	for _, t := range streamTypes {
+		if strings.EqualFold(mt, t) {
+			// The rest as before, by ParseMediaType.
+			mt, _, _ := mime.ParseMediaType(ct)
+			switch mt {
+			case "text/event-stream", "application/x-ndjson", "application/jsonl", "application/jsonlines", "application/x-jsonlines", "application/stream+json":
+				return true
+			}
+			return false
+		}
 	}
 	return false
 }
+
+var streamTypes = [...]string{"text/event-stream", "application/x-ndjson", "application/jsonl", "application/jsonlines", "application/x-jsonlines", "application/stream+json"}
 
 // limitedReader is io.LimitedReader that notes when it stopped a reader
 // with more to give.
@@ -472,19 +486,27 @@ func (x *scrubIndex) scrubBody(resp *http.Response) (cut bool, err error) {
 	}
 
 	defer resp.Body.Close()
-	raw := &limitedReader{r: resp.Body, n: scrubBound + scrubLookahead + 1}
-	r, err := decoder(coding, raw)
-	if err != nil {
-		return false, err
+	var data []byte
+	var hit bool // the coded body went past what is read of it
+	if coding == "" {
+		// Read at most the limit; a known length sizes the buffer.
+		data, err = readAtMost(resp.Body, scrubBound+scrubLookahead+1, resp.ContentLength)
+	} else {
+		raw := &limitedReader{r: resp.Body, n: scrubBound + scrubLookahead + 1}
+		r, err := decoder(coding, raw)
+		if err != nil {
+			return false, err
+		}
+		data, err = readAtMost(r, scrubBound+scrubLookahead+1, -1)
+		hit = raw.hit
 	}
-	data, err := io.ReadAll(io.LimitReader(r, scrubBound+scrubLookahead+1))
 	keep := len(data)
 	switch {
-	case err != nil && !raw.hit:
+	case err != nil && !hit:
 		return false, err
 	case len(data) > scrubBound:
 		cut, keep = true, scrubBound
-	case raw.hit:
+	case hit:
 		// The coded body is past the bound, its decoded start is not:
 		// what was decoded last may be a secret's start; leave it out.
 		cut, keep = true, max(0, len(data)-scrubLookahead)
@@ -503,11 +525,15 @@ func (x *scrubIndex) scrubBody(resp *http.Response) (cut bool, err error) {
 	if cut {
 		resp.Header.Set("X-Apipool-Truncated", strconv.Itoa(scrubBound))
 	}
-	resp.Body = io.NopCloser(bytes.NewReader(out))
+	resp.Body = newBytesBody(out)
 	resp.ContentLength = int64(len(out))
 	resp.TransferEncoding = nil
 	if len(resp.Trailer) == 0 {
-		resp.Header.Set("Content-Length", strconv.Itoa(len(out)))
+		var nb [20]byte
+		n := strconv.AppendInt(nb[:0], int64(len(out)), 10)
+		if vs := resp.Header["Content-Length"]; len(vs) != 1 || vs[0] != string(n) {
+			resp.Header.Set("Content-Length", string(n))
+		}
 	} else {
 		// Trailers need a chunked answer.
 		resp.Header.Del("Content-Length")
@@ -515,6 +541,46 @@ func (x *scrubIndex) scrubBody(resp *http.Response) (cut bool, err error) {
 	}
 	return cut, nil
 }
+
+// readAtMost reads r to its end, or n bytes of it, which it returns with
+// the error that stopped it (nil at the end), as
+// io.ReadAll(io.LimitReader(r, n)) does; size, when not negative, is
+// the length expected, to size the buffer at once.
+func readAtMost(r io.Reader, n, size int64) ([]byte, error) {
+	c := int64(512)
+	if size >= 0 {
+		// +1: the end is seen without growing. A length claimed, not
+		// yet sent, reserves at most 32 KiB: past it the buffer grows
+		// as the bytes come.
+		c = min(size+1, n, 32<<10)
+	}
+	b := make([]byte, 0, max(c, 1))
+	for int64(len(b)) < n {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		m, err := r.Read(b[len(b):min(int64(cap(b)), n)])
+		b = b[:len(b)+m]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
+	}
+	return b, nil
+}
+
+// bytesBody is an answer's body held whole.
+type bytesBody struct{ bytes.Reader }
+
+func newBytesBody(b []byte) *bytesBody {
+	bb := &bytesBody{}
+	bb.Reset(b)
+	return bb
+}
+
+func (*bytesBody) Close() error { return nil }
 
 // streamScrub is a streamed body with rule 1 applied as it passes: each
 // redacted byte becomes '*'. It reads into the caller's buffer and scrubs

@@ -238,6 +238,22 @@ func TestScrubErrorAnswers(t *testing.T) {
 				t.Errorf("Www-Authenticate %q", shown(got))
 			}
 		}},
+		{"unannounced trailers of a success", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, `{"ok":true}`)
+			w.(http.Flusher).Flush() // chunked, of unknown length
+			w.Header().Set(http.TrailerPrefix+"X-Trailer-Key", usedKey(r))
+		}, nil},
+		{"unannounced trailers of a streamed success", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/event-stream")
+			io.WriteString(w, "data: ok\n\n")
+			w.(http.Flusher).Flush()
+			w.Header().Set(http.TrailerPrefix+"X-Trailer-Key", usedKey(r))
+		}, func(t *testing.T, resp *http.Response, body string) {
+			if got := resp.Trailer.Get("X-Trailer-Key"); got == "" {
+				t.Errorf("the trailer did not come through: the case tests nothing")
+			}
+		}},
 		{"a header of a success", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("X-Debug-Key", usedKey(r))
 			w.Header().Set("Location", "/v1/x?key="+usedKey(r))

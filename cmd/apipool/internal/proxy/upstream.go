@@ -20,6 +20,7 @@ type upstream struct {
 	cfg   config.Upstream
 	pool  *apipool.Transport
 	proxy *httputil.ReverseProxy
+	attrs attrCache // the request metrics' attribute sets
 
 	mu      sync.Mutex                // serialises key reloads
 	keys    map[string]apipool.Secret // ID -> secret of the keys in the pool
