@@ -29,7 +29,6 @@ import (
 // hooks.
 type ctxKey struct{}
 
-//
 // A reqInfo is the request's context too (the caller's, with the
 // upstream's deadline), which answers ctxKey with itself, and it holds
 // the request's body reader and response writer: one allocation for
@@ -39,7 +38,7 @@ type reqInfo struct {
 	id       string
 	upstream *upstream
 	token    string
-	tooLarge atomic.Bool // the body went past the token's limit
+	tooLarge atomic.Bool    // the body went past the token's limit
 	resp     *http.Response // the upstream's answer, once modifyResponse has it
 
 	rc     http.ResponseController
@@ -294,7 +293,6 @@ func levelFor(code int) slog.Level {
 	}
 	return slog.LevelInfo
 }
-
 
 // reject answers a request the proxy refuses, and counts it.
 func (s *Server) reject(w http.ResponseWriter, r *http.Request, code int, reason, typ, msg string) {
