@@ -489,13 +489,6 @@ func endRequest(span trace.Span, st status.Status, attempts int, waited time.Dur
 	span.End()
 }
 
-func keyID(k *keyState) string {
-	if k == nil {
-		return ""
-	}
-	return k.key.ID
-}
-
 func method(r *http.Request) string {
 	if r.Method == "" {
 		return http.MethodGet

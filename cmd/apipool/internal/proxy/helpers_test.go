@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -265,5 +264,3 @@ func rawRequest(t *testing.T, addr, raw string) string {
 	line, _, _ := strings.Cut(string(buf[:n]), "\r\n")
 	return line
 }
-
-func stringsReader(s string) io.Reader { return strings.NewReader(s) }

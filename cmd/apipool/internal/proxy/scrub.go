@@ -493,9 +493,9 @@ func (x *scrubIndex) scrubBody(resp *http.Response) (cut bool, err error) {
 		data, err = readAtMost(resp.Body, scrubBound+scrubLookahead+1, resp.ContentLength)
 	} else {
 		raw := &limitedReader{r: resp.Body, n: scrubBound + scrubLookahead + 1}
-		r, err := decoder(coding, raw)
-		if err != nil {
-			return false, err
+		r, derr := decoder(coding, raw)
+		if derr != nil {
+			return false, derr
 		}
 		data, err = readAtMost(r, scrubBound+scrubLookahead+1, -1)
 		hit = raw.hit
