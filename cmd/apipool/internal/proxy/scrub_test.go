@@ -464,3 +464,30 @@ func TestScrubAcceptEncoding(t *testing.T) {
 		}
 	}
 }
+
+// A compressed error answer cut short by the upstream (its connection
+// closed before the declared length) is not passed on half-read: the
+// read error is the proxy's, a 502, not a partial body.
+func TestScrubCutCompressedAnswer(t *testing.T) {
+	const canary = "sk-CANARYcut-9f3eA7c1Qx5Zt2Lm"
+	e := echoEnv(t, func(w http.ResponseWriter, r *http.Request) {
+		var b bytes.Buffer
+		zw := gzip.NewWriter(&b)
+		fmt.Fprintf(zw, `{"error":"key %s is revoked", "pad": "%s"}`, usedKey(r), strings.Repeat("x", 4096))
+		zw.Close()
+		w.Header().Set("Content-Encoding", "gzip")
+		w.Header().Set("Content-Length", strconv.Itoa(b.Len()+100)) // more than will come
+		w.WriteHeader(http.StatusUnauthorized)
+		w.Write(b.Bytes()[:b.Len()/2])
+		w.(http.Flusher).Flush()
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err == nil {
+			conn.Close()
+		}
+	}, canary)
+	resp, body := e.get("/openai/v1/models")
+	noLeak(t, resp, body, canary)
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Fatalf("status %d, body %q; want the proxy's 502 for an answer it could not read whole", resp.StatusCode, shown(body))
+	}
+}
