@@ -450,3 +450,18 @@ func TestNoLearning(t *testing.T) {
 		t.Fatal("learned for a key its headers steer")
 	}
 }
+
+// A Retry-After beyond a minute (a quota of hours or days) teaches no
+// rate: the key is not held back after the reset.
+func TestNoLearningFromLongRetryAfter(t *testing.T) {
+	k := newTestKeyState(t, Key{ID: "a", Secret: "s"})
+	noteBurst(t, k, 5, t0)
+	r := reservation{k: k, at: t0.Add(time.Millisecond)}
+	k.inFlight.Add(1)
+	end := t0.Add(10 * time.Millisecond)
+	r.commit(verdict{st: status.ReachLimit, at: end, coolUntil: end.Add(30 * time.Minute)})
+	k.release()
+	if ll := k.learnedLimit(); ll != nil {
+		t.Fatalf("learned %d in %v from a 30-minute Retry-After", ll.n, ll.w)
+	}
+}

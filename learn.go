@@ -85,10 +85,12 @@ func (l *learner) noteSuccess(at time.Time) {
 	}
 }
 
-// learnWindow returns the window a Retry-After of d suggests: a second, a
-// minute or an hour, the first that holds d; false beyond an hour.
+// learnWindow returns the window a Retry-After of d suggests: a second or
+// a minute, the first that holds d; false beyond a minute. A longer wait
+// is a quota of hours or days: its successes say nothing of a rate, and a
+// rate learned from them would hold the key back long after the reset.
 func learnWindow(d time.Duration) (time.Duration, bool) {
-	for _, w := range [...]time.Duration{time.Second, time.Minute, time.Hour} {
+	for _, w := range [...]time.Duration{time.Second, time.Minute} {
 		if d <= w {
 			return w, true
 		}

@@ -238,8 +238,9 @@ func WithRateLimitSteering(on bool, parser status.BudgetParser) Option {
 // WithLimitLearning turns on or off (default on) the learning of a key's
 // rate limit from its 429s, for upstreams that send no rate-limit headers:
 // a 429 after n successes within the window its Retry-After suggests (a
-// second, a minute or an hour) limits the key to n requests in any such
-// window from then on, so that it is not sent requests the upstream
+// second or a minute; a longer Retry-After, a quota of hours or days,
+// teaches nothing) limits the key to n requests in any such window from
+// then on, so that it is not sent requests the upstream
 // would refuse. Each later 429 under that limit lowers it by one; 16n
 // successes without one raise it by one, a wait that doubles each time a
 // raise is refused (up to 512n). A key whose answers carry
