@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/apipool-ng/apipool/cmd/apipool/internal/config"
@@ -261,6 +262,11 @@ func TestAdminAuthAndCSRF(t *testing.T) {
 		if code != 415 {
 			t.Errorf("content type %q: %d", ct, code)
 		}
+		// No body at all: disable would take it, were it not for its type.
+		code, _ = e.adminAs("root", adminPass, "POST", adminAPI+"/keys/k0/disable", "", "Content-Type", ct)
+		if code != 415 {
+			t.Errorf("empty body, content type %q: %d", ct, code)
+		}
 		code, _ = e.adminAs("root", adminPass, "POST", adminAPI+"/keys", "id=k7&secret="+secretNew, "Content-Type", ct)
 		if code != 415 {
 			t.Errorf("add, content type %q: %d", ct, code)
@@ -364,5 +370,63 @@ func TestAdminOnAdminListener(t *testing.T) {
 	}
 	if code := get(ln.Addr().String()); code == 200 {
 		t.Errorf("the main listener served the admin API")
+	}
+}
+
+// Without admin.users there is no admin API: its paths go to the proxy.
+func TestAdminAPIOffWithoutUsers(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	r, _ := http.NewRequest("GET", e.url+adminAPI+"/keys", nil)
+	r.SetBasicAuth("root", adminPass)
+	r.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, resp)
+	if resp.StatusCode != 404 || resp.Header.Get("X-Apipool-Error") != "not_found" {
+		t.Errorf("%d %s", resp.StatusCode, resp.Header.Get("X-Apipool-Error"))
+	}
+}
+
+// Admin calls, reloads and requests at once (for -race): every request
+// is answered, and the pool ends as the key file says.
+func TestAdminConcurrent(t *testing.T) {
+	e := adminEnv(t)
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() {
+		defer wg.Done()
+		for i := 0; i < 10; i++ {
+			e.admin("POST", adminAPI+"/keys", `{"id": "k9", "secret": "`+secretNew+`"}`)
+			e.admin("GET", adminAPI+"/keys", "")
+			e.admin("POST", adminAPI+"/keys/k1/disable", "")
+			e.admin("POST", adminAPI+"/keys/k1/enable", "")
+			e.admin("DELETE", adminAPI+"/keys/k9", "")
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for i := 0; i < 10; i++ {
+			if err := e.srv.Reload(); err != nil {
+				t.Error(err)
+			}
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for i := 0; i < 20; i++ {
+			resp := e.do("GET", "/openai/v1/models", token, "")
+			if readAll(t, resp); resp.StatusCode != 200 {
+				t.Errorf("status %d", resp.StatusCode)
+			}
+		}
+	}()
+	wg.Wait()
+	if err := e.srv.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := e.adminKeys(), "openai/k0:active,openai/k1:active"; got != want {
+		t.Fatalf("after all: %s, want %s", got, want)
 	}
 }
