@@ -60,6 +60,7 @@ type Config struct {
 	Recorder       Recorder
 	Redis          *Redis
 	Dashboard      Dashboard
+	AdminUsers     []User // the admin API's users; none: no admin API
 	Telemetry      Telemetry
 	ReloadInterval time.Duration // 0: reload on SIGHUP only
 }
@@ -182,7 +183,7 @@ type Dashboard struct {
 	Users   []User
 }
 
-// User is a dashboard login, with the SHA-256 of its password.
+// User is a dashboard or admin API login, with the SHA-256 of its password.
 type User struct {
 	Name string
 	Hash [32]byte
@@ -468,6 +469,7 @@ func (v *validator) config(f *fileT) *Config {
 		c.Redis = v.redis(f.Redis)
 	}
 	c.Dashboard = v.dashboard(&f.Dashboard)
+	c.AdminUsers = v.users(f.Admin.Users, "admin.users")
 	c.Telemetry = v.telemetry(&f.Telemetry)
 	return c
 }
@@ -809,8 +811,18 @@ func (v *validator) dashboard(d *dashboardT) Dashboard {
 	if !strings.HasPrefix(out.Path, "/") || !strings.HasSuffix(out.Path, "/") || reserved(strings.TrimSuffix(out.Path, "/")) {
 		v.fail(d.Path.Line, "dashboard.path", "want a path such as /dashboard/, got %s", shown(d.Path))
 	}
-	for i, u := range d.Users {
-		at := fmt.Sprintf("dashboard.users[%d]", i)
+	out.Users = v.users(d.Users, "dashboard.users")
+	if out.Enabled && len(out.Users) == 0 {
+		v.fail(d.Enabled.Line, "dashboard.users", "the dashboard needs at least one user: it is never open to all")
+	}
+	return out
+}
+
+// users validates the logins of field (dashboard.users, admin.users).
+func (v *validator) users(in []userT, field string) []User {
+	var out []User
+	for i, u := range in {
+		at := fmt.Sprintf("%s[%d]", field, i)
 		usr := User{Name: u.Name.V}
 		if usr.Name == "" || strings.Contains(usr.Name, ":") {
 			v.fail(u.Name.Line, at+".name", "want a user name without ':'")
@@ -820,12 +832,28 @@ func (v *validator) dashboard(d *dashboardT) Dashboard {
 			v.fail(u.SHA256.Line, at+".password_sha256", "want 64 hex digits (apipool hash-token prints them)")
 		}
 		copy(usr.Hash[:], b)
-		out.Users = append(out.Users, usr)
-	}
-	if out.Enabled && len(out.Users) == 0 {
-		v.fail(d.Enabled.Line, "dashboard.users", "the dashboard needs at least one user: it is never open to all")
+		out = append(out, usr)
 	}
 	return out
+}
+
+// CheckKey checks a key given to the admin API as the key file checks an
+// ID and a secret (id is the ID without the "upstream/" prefix). Its
+// error never shows the secret, nor an ID that looks like one.
+func CheckKey(id, secret string) error {
+	switch {
+	case !validName(id):
+		return errors.New("the key ID is not a name of letters, digits, '-', '_' or '.'")
+	case looksLikeKey(id):
+		return errors.New("the key ID looks like a secret")
+	case secret == "":
+		return errors.New("the secret is empty")
+	case len(strings.Fields(secret)) != 1 || strings.TrimSpace(secret) != secret:
+		return errors.New("the secret holds spaces")
+	case strings.ContainsFunc(secret, func(r rune) bool { return r < 0x21 || r > 0x7e }):
+		return errors.New("the secret holds characters other than printable ASCII")
+	}
+	return nil
 }
 
 func (v *validator) telemetry(t *telemetryT) Telemetry {

@@ -24,6 +24,7 @@ type fileT struct {
 type adminT struct {
 	Listen Value[string] `yaml:"listen"`
 	TLS    *tlsT         `yaml:"tls"`
+	Users  []userT       `yaml:"users"`
 }
 
 type tlsT struct {

@@ -227,6 +227,9 @@ func TestNoSecretInErrors(t *testing.T) {
 		{"dashboard user name", base + "dashboard: {users: [{name: 'u:" + C + "', password_sha256: " + goodHash + "}]}\n", "dashboard.users[0].name: want a user name without ':'"},
 		{"dashboard password", base + "dashboard: {users: [{name: u, password_sha256: " + C + "}]}\n", "dashboard.users[0].password_sha256: want 64 hex digits"},
 		{"dashboard without users", base + "dashboard: {enabled: true}\n", "dashboard.users: the dashboard needs at least one user"},
+		{"admin user name", base + "admin: {users: [{name: 'u:" + C + "', password_sha256: " + goodHash + "}]}\n", "admin.users[0].name: want a user name without ':'"},
+		{"admin password", base + "admin: {users: [{name: u, password_sha256: " + C + "}]}\n", "admin.users[0].password_sha256: want 64 hex digits"},
+		{"admin password from a variable", base + "admin: {users: [{name: u, password_sha256: '${CANARY_VALUE}'}]}\n", "admin.users[0].password_sha256: want 64 hex digits"},
 		{"otlp endpoint", base + "telemetry: {otlp: {endpoint: " + C + "}}\n", "telemetry.otlp.endpoint: want an http or https URL"},
 		{"otlp endpoint from a variable", base + "telemetry: {otlp: {endpoint: 'ftp://${CANARY_VALUE}'}}\n", "telemetry.otlp.endpoint: want an http or https URL with a host and no user, query or fragment, such as http://collector:4318: its scheme is not http or https (the value comes from ${CANARY_VALUE}"},
 		{"server: header bytes", base + "server: {max_header_bytes: 1}\n", "server.max_header_bytes: want 1KiB to 16MiB"},
@@ -246,6 +249,34 @@ func TestNoSecretInErrors(t *testing.T) {
 				t.Errorf("error:\n%s\nwant it to contain:\n%s", msg, c.want)
 			}
 		})
+	}
+}
+
+// CheckKey (the admin API's check of a key) never shows the secret, nor
+// an ID that looks like one.
+func TestCheckKeyNoSecret(t *testing.T) {
+	for _, c := range []struct{ id, secret, want string }{
+		{canary, "s3cr3t-value", "looks like a secret"},
+		{"a/" + canary, "s3cr3t-value", "not a name"},
+		{"ok", canary + " " + canary, "holds spaces"},
+		{"ok", canary + "\n", "holds spaces"},
+		{"ok", canary + "\x7f", "printable ASCII"},
+		{"ok", "", "empty"},
+	} {
+		err := CheckKey(c.id, c.secret)
+		if err == nil {
+			t.Errorf("%q: no error", c.want)
+			continue
+		}
+		if l := leaks(err.Error()); len(l) > 0 || strings.Contains(err.Error(), canary) {
+			t.Errorf("LEAK: %s", err)
+		}
+		if !strings.Contains(err.Error(), c.want) {
+			t.Errorf("error %q, want %q", err, c.want)
+		}
+	}
+	if err := CheckKey("prod-1", canary); err != nil {
+		t.Errorf("a good key: %v", err)
 	}
 }
 

@@ -100,6 +100,10 @@ func (s *Server) handlers(cfg *config.Config, dash func(string, *apipool.Transpo
 			addAdmin(p)
 		}
 	}
+	if len(cfg.AdminUsers) > 0 {
+		mux.Handle(AdminAPIPath, s.adminAPI(cfg.AdminUsers)) // admin.go
+		addAdmin(AdminAPIPath)
+	}
 	if cfg.AdminListen != "" {
 		return http.HandlerFunc(s.serveProxy), guardRelay(mux)
 	}

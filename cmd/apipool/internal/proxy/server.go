@@ -151,9 +151,10 @@ func (s *Server) newUpstream(uc config.Upstream, cfg *config.Config, base http.R
 	if err != nil {
 		return nil, fmt.Errorf("upstream %s: %w", uc.Name, err)
 	}
-	up := &upstream{cfg: uc, pool: pool, keys: map[string]apipool.Secret{}}
+	up := &upstream{cfg: uc, pool: pool, keys: map[string]apipool.Secret{}, fileKeys: map[string]bool{}}
 	for _, k := range uc.Keys {
 		up.keys[k.ID] = k.Secret
+		up.fileKeys[k.ID] = true
 	}
 	up.proxy = &httputil.ReverseProxy{
 		Rewrite:        up.rewrite,
@@ -176,8 +177,8 @@ func (s *Server) Handler() http.Handler { return s.main }
 func (s *Server) AdminHandler() http.Handler { return s.admin }
 
 // Pool returns the pool of the named upstream, or nil. Change its keys
-// through the key file and Reload, not with its AddKey: answers are
-// scrubbed of the keys the server knows of (see scrub.go).
+// through the key file and Reload, or the admin API, not with its AddKey:
+// answers are scrubbed of the keys the server knows of (see scrub.go).
 func (s *Server) Pool(name string) *apipool.Transport {
 	if up := s.byName[name]; up != nil {
 		return up.pool

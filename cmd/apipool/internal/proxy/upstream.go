@@ -22,9 +22,10 @@ type upstream struct {
 	proxy *httputil.ReverseProxy
 	attrs attrCache // the request metrics' attribute sets
 
-	mu      sync.Mutex                // serialises key reloads
-	keys    map[string]apipool.Secret // ID -> secret of the keys in the pool
-	retired []retiredSecret           // removed keys, still scrubbed from answers
+	mu       sync.Mutex                // serialises key reloads
+	keys     map[string]apipool.Secret // ID -> secret of the keys in the pool (the key file's, and the admin API's)
+	fileKeys map[string]bool           // the IDs of the key file's keys, as last loaded (the admin API shows it)
+	retired  []retiredSecret           // removed keys, still scrubbed from answers
 }
 
 // retiredSecret is a key's secret taken out of the pool, which a request
@@ -104,8 +105,10 @@ func (up *upstream) reloadKeys(keys []apipool.Key, log *slog.Logger) (added, rem
 	up.mu.Lock()
 	defer up.mu.Unlock()
 	want := make(map[string]apipool.Key, len(keys))
+	up.fileKeys = make(map[string]bool, len(keys))
 	for _, k := range keys {
 		want[k.ID] = k
+		up.fileKeys[k.ID] = true
 	}
 	// Add first, so the pool is never empty while a key file is
 	// rewritten.
