@@ -2,12 +2,14 @@ package proxy_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/apipool-ng/apipool/cmd/apipool/internal/proxy"
+	"github.com/apipool-ng/apipool/internal/chtest"
 	"github.com/apipool-ng/apipool/internal/mysqltest"
 	"github.com/apipool-ng/apipool/internal/pgtest"
 	"github.com/apipool-ng/apipool/internal/testsrv"
@@ -146,5 +148,58 @@ func TestServeWithoutSQLServer(t *testing.T) {
 	}
 	if e.srv.Ready() {
 		t.Fatal("ready after Shutdown")
+	}
+}
+
+// TestServeWhileClickHouseDown: the ClickHouse store already starts while
+// its server is down (AllowUnavailable; events queue and spill). /readyz
+// names it degraded until it writes, and every event arrives.
+func TestServeWhileClickHouseDown(t *testing.T) {
+	ch := chtest.StartPrivate(t)
+	if err := ch.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	spill := t.TempDir()
+	e := newEnv(t, envOpts{ownRec: true, yaml: func(up, kf string) string {
+		return fmt.Sprintf(`tokens: [{name: a, sha256: %s}]
+recorder:
+  type: clickhouse
+  clickhouse: {addrs: ['%s'], table: proxy_events, spill_dir: '%s'}
+upstreams:
+  - {name: openai, prefix: /openai, target: '%s', keys: {file: %s}}
+`, sha(token), ch.Addr, spill, up, kf)
+	}})
+	const n = 10
+	for i := 0; i < n; i++ {
+		resp := e.do("GET", "/openai/v1/models", token, "")
+		if readAll(t, resp); resp.StatusCode != 200 {
+			t.Fatalf("request %d: status %d", i, resp.StatusCode)
+		}
+	}
+	if code, body := readyz(e); code != 200 || !strings.HasPrefix(body, "ready, degraded: stats store clickhouse failing, ") {
+		t.Fatalf("/readyz while ClickHouse is down: %d %q", code, body)
+	}
+	if err := ch.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "/readyz to say ready", func() bool {
+		code, body := readyz(e)
+		return code == 200 && body == "ready\n"
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := e.srv.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := runMain("", "report", "-config", e.cfgPath, "-since", "1h", "-format", "json")
+	if code != 0 {
+		t.Fatalf("report: %d\n%s", code, errOut)
+	}
+	var rep proxy.Report
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if rep.UsageCount["all"] != n {
+		t.Fatalf("usage counts %v, want all %d", rep.UsageCount, n)
 	}
 }
