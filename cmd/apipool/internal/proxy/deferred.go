@@ -262,3 +262,57 @@ func (s *Server) storeDegraded() string {
 	}
 	return name + " " + state + held + dropped + " (see the log)"
 }
+
+// ErrStatsUnavailable is wrapped by the stats queries of a store that has
+// not opened yet.
+var ErrStatsUnavailable = errors.New("the stats store is not reachable yet")
+
+// stats returns the open store's Stats, or an error saying why there is
+// none.
+func (d *deferredStore) stats() (recorder.Stats, error) {
+	r := d.rec.Load()
+	if r == nil {
+		return nil, fmt.Errorf("recorder %s: %w: %v", d.name, ErrStatsUnavailable, d.Err())
+	}
+	st, ok := (*r).(recorder.Stats)
+	if !ok {
+		return nil, fmt.Errorf("recorder %s: %w: it answers no queries", d.name, ErrStatsUnavailable)
+	}
+	return st, nil
+}
+
+// The deferred store answers Stats through the store once open (the SQL
+// store answers Stats, not MultiStats), so that pools and the dashboard
+// keep their usage queries; before, the queries fail.
+
+func (d *deferredStore) UsageByKey(ctx context.Context, q recorder.Query) (map[string]int64, error) {
+	st, err := d.stats()
+	if err != nil {
+		return nil, err
+	}
+	return st.UsageByKey(ctx, q)
+}
+
+func (d *deferredStore) UsageCount(ctx context.Context, q recorder.Query) (int64, error) {
+	st, err := d.stats()
+	if err != nil {
+		return 0, err
+	}
+	return st.UsageCount(ctx, q)
+}
+
+func (d *deferredStore) LatencyByKey(ctx context.Context, q recorder.Query) (map[string]recorder.Latency, error) {
+	st, err := d.stats()
+	if err != nil {
+		return nil, err
+	}
+	return st.LatencyByKey(ctx, q)
+}
+
+func (d *deferredStore) Series(ctx context.Context, q recorder.Query, step time.Duration) (map[string][]recorder.Bucket, error) {
+	st, err := d.stats()
+	if err != nil {
+		return nil, err
+	}
+	return st.Series(ctx, q, step)
+}

@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -79,6 +80,18 @@ func serveWhileSQLDown(t *testing.T, driver string, db dbServer) {
 		t.Fatalf("/readyz while the database is down: %d %q, want 200 %q", code, body, want)
 	}
 
+	// The pool keeps its usage queries (through the deferred store): they
+	// fail until the store opens.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	st := e.srv.Pool("openai").Stats()
+	if st == nil {
+		t.Fatal("the pool has no Stats")
+	}
+	if _, err := st.UsageCount(ctx, recorder.Query{}); !errors.Is(err, proxy.ErrStatsUnavailable) {
+		t.Fatalf("UsageCount while the database is down: %v", err)
+	}
+
 	if err := db.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -86,8 +99,6 @@ func serveWhileSQLDown(t *testing.T, driver string, db dbServer) {
 		code, body := readyz(e)
 		return code == 200 && body == "ready\n"
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
 	check, err := sqlrec.Open(ctx, driver, dsn)
 	if err != nil {
 		t.Fatal(err)
@@ -103,6 +114,9 @@ func serveWhileSQLDown(t *testing.T, driver string, db dbServer) {
 	})
 	if got != n {
 		t.Fatalf("%d events in the database, want %d", got, n)
+	}
+	if got, err := st.UsageCount(ctx, recorder.Query{}); err != nil || got != n {
+		t.Fatalf("the pool's UsageCount: %d, %v; want %d", got, err, n)
 	}
 	// Events after the store opened go straight through.
 	resp := e.do("GET", "/openai/v1/models", token, "")
