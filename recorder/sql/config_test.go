@@ -1,6 +1,12 @@
 package sql
 
-import "testing"
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/apipool-ng/apipool/errdefs"
+)
 
 // The batch size Config documents: 5,000 events by default, 10,000 for
 // PostgreSQL, and a size given kept as it is.
@@ -15,6 +21,17 @@ func TestDefaultBatchSize(t *testing.T) {
 		}
 		if c, _, _ := (Config{Driver: driver, DSN: "x", BatchSize: 7}).withDefaults(); c.BatchSize != 7 {
 			t.Errorf("%s: BatchSize 7 became %d", driver, c.BatchSize)
+		}
+	}
+}
+
+// A malformed PostgreSQL DSN is a configuration error, not a database that
+// does not answer (which callers may retry: apipool serve does).
+func TestNewMalformedPostgresDSN(t *testing.T) {
+	for _, dsn := range []string{"postgres://u@127.0.0.1:notaport/x", "not a dsn %zz"} {
+		_, err := New(context.Background(), Config{Driver: "postgres", DSN: dsn})
+		if !errors.Is(err, errdefs.ErrInvalidConfig) || errors.Is(err, ErrUnavailable) {
+			t.Errorf("%q: %v, want a configuration error", dsn, err)
 		}
 	}
 }

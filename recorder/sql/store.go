@@ -117,6 +117,13 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	if d == sqliteDialect {
 		dsn = sqliteDSN(dsn)
 	}
+	if d == postgresDialect {
+		// pgx parses the DSN only when it connects: a malformed one would
+		// otherwise look like a database that does not answer.
+		if _, err := pgx.ParseConfig(dsn); err != nil {
+			return nil, &errdefs.ConfigError{Field: "sql.Config.DSN", Reason: err.Error(), Err: err}
+		}
+	}
 	db, err := dbsql.Open(d.driver, dsn)
 	if err != nil {
 		return nil, &errdefs.ConfigError{Field: "sql.Config.Driver", Reason: err.Error(), Err: err}

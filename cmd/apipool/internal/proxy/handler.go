@@ -84,6 +84,12 @@ func (s *Server) handlers(cfg *config.Config, dash func(string, *apipool.Transpo
 			w.Write([]byte("shutting down\n"))
 			return
 		}
+		// A stats store that is down does not take the proxy out of
+		// service: still 200, the body says what is degraded.
+		if d := s.storeDegraded(); d != "" {
+			w.Write([]byte("ready, degraded: " + d + "\n"))
+			return
+		}
 		w.Write([]byte("ready\n"))
 	})
 	if s.tel.metrics != nil {

@@ -52,6 +52,9 @@ func openRecorder(ctx context.Context, c config.Recorder, log *slog.Logger, forS
 		}
 		return s, nil
 	case "sql":
+		if forServe && c.SQL.Driver != "sqlite" {
+			return openSQLDeferred(ctx, c.SQL, log)
+		}
 		return openSQL(ctx, c.SQL, log)
 	}
 	return nil, fmt.Errorf("unknown recorder type %q", c.Type)
@@ -67,6 +70,24 @@ func openSQL(ctx context.Context, c config.SQL, log *slog.Logger) (recorder.Reco
 		return nil, fmt.Errorf("recorder sql: %w", err)
 	}
 	return s, nil
+}
+
+// openSQLDeferred opens a PostgreSQL or MySQL store for serve. When the
+// database does not answer (sqlrec.ErrUnavailable) within
+// deferredAttemptTimeout, serve starts anyway with a deferredStore that
+// keeps trying; other errors (a schema the store cannot use, a bad DSN)
+// fail as before, since retrying would not cure them. SQLite is a local
+// file: it is not deferred.
+func openSQLDeferred(ctx context.Context, c config.SQL, log *slog.Logger) (recorder.Recorder, error) {
+	actx, cancel := context.WithTimeout(ctx, deferredAttemptTimeout)
+	r, err := openSQL(actx, c, log)
+	cancel()
+	if err == nil || !errors.Is(err, sqlrec.ErrUnavailable) || ctx.Err() != nil {
+		return r, err
+	}
+	return newDeferredStore("sql/"+c.Driver, err, func(ctx context.Context) (recorder.Recorder, error) {
+		return openSQL(ctx, c, log)
+	}, log), nil
 }
 
 // redisClient returns a client set up as package redisstate advises:
