@@ -437,7 +437,17 @@ func (c *call) deliver(resp *http.Response, k *keyState) *http.Response {
 		c.endAttempt()
 		return resp
 	}
-	if resp.Body == nil || resp.Body == http.NoBody || resp.StatusCode == http.StatusSwitchingProtocols {
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		if rwc, ok := resp.Body.(io.ReadWriteCloser); ok {
+			// An upgraded connection (a WebSocket): the key stays taken
+			// while it is open, and the body stays writable, as
+			// httputil.ReverseProxy needs. Never pooled (upgradeBody).
+			c.held = true
+			resp.Body = &upgradeBody{ReadWriteCloser: rwc, c: c}
+			return resp
+		}
+	}
+	if resp.Body == nil || resp.Body == http.NoBody {
 		k.release()
 		c.endAttempt()
 		endSpan(c.attSpan)
