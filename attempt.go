@@ -196,8 +196,9 @@ func (c *call) loop(ctx context.Context) (*http.Response, error) {
 		t.tel.attemptDone(actx, aspan, c.req, k, st, resp, err, end.Sub(res.at))
 		t.record(c.req, k, st, end, end.Sub(res.at), attempt, resp, errorType(st, err), sc)
 
-		// 6. Deliver the answer, or resend on another key.
-		if !c.resend(k, st) {
+		// 6. Deliver the answer, or resend on another key. A 101 is
+		// final whatever it was classified as: the protocol has switched.
+		if resp != nil && resp.StatusCode == http.StatusSwitchingProtocols || !c.resend(k, st) {
 			if err != nil {
 				endSpan(aspan)
 				c.endAttempt()

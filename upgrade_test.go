@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/apipool-ng/apipool"
+	"github.com/apipool-ng/apipool/status"
 )
 
 // upgradeServer answers an upgrade request with 101 and then echoes what
@@ -179,5 +180,36 @@ func TestUpgradeUnwritableBodyHoldsKey(t *testing.T) {
 	}
 	if got := snapshotByID(p)["k0"].InFlight; got != 0 {
 		t.Fatalf("InFlight %d after Close, want 0", got)
+	}
+}
+
+// A 101 is never resent, even when a classifier hook calls it a rate
+// limit: the connection has switched protocols and is the caller's.
+func TestUpgradeIsNeverResent(t *testing.T) {
+	srv, auths := upgradeServer(t, false)
+	hook := func(resp *http.Response) (status.Status, bool) {
+		return status.ReachLimit, resp.StatusCode == http.StatusSwitchingProtocols
+	}
+	p := mustNew(t, keys(2), apipool.WithBase(srv.Client().Transport), apipool.WithClassifier(status.Config{Hook: hook}), noBackoff)
+	resp, err := p.RoundTrip(newUpgradeRequest(t, srv.URL+"/ws"))
+	if err != nil {
+		t.Fatalf("RoundTrip: %v", err)
+	}
+	if n := len(auths.Load().([]string)); n != 1 {
+		t.Fatalf("the upstream got %d upgrade requests, want 1", n)
+	}
+	rwc, ok := resp.Body.(io.ReadWriteCloser)
+	if !ok {
+		t.Fatalf("101 body %T is not an io.ReadWriteCloser", resp.Body)
+	}
+	io.WriteString(rwc, "x\n")
+	if line, err := bufio.NewReader(rwc).ReadString('\n'); err != nil || line != "echo x\n" {
+		t.Fatalf("read %q, %v", line, err)
+	}
+	rwc.Close()
+	for _, s := range p.Snapshot() {
+		if s.InFlight != 0 {
+			t.Fatalf("key %s InFlight %d after Close, want 0", s.ID, s.InFlight)
+		}
 	}
 }
