@@ -196,8 +196,9 @@ func (c *call) loop(ctx context.Context) (*http.Response, error) {
 		t.tel.attemptDone(actx, aspan, c.req, k, st, resp, err, end.Sub(res.at))
 		t.record(c.req, k, st, end, end.Sub(res.at), attempt, resp, errorType(st, err), sc)
 
-		// 6. Deliver the answer, or resend on another key.
-		if !c.resend(k, st) {
+		// 6. Deliver the answer, or resend on another key. A 101 is
+		// final whatever it was classified as: the protocol has switched.
+		if resp != nil && resp.StatusCode == http.StatusSwitchingProtocols || !c.resend(k, st) {
 			if err != nil {
 				endSpan(aspan)
 				c.endAttempt()
@@ -437,7 +438,17 @@ func (c *call) deliver(resp *http.Response, k *keyState) *http.Response {
 		c.endAttempt()
 		return resp
 	}
-	if resp.Body == nil || resp.Body == http.NoBody || resp.StatusCode == http.StatusSwitchingProtocols {
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		if rwc, ok := resp.Body.(io.ReadWriteCloser); ok {
+			// An upgraded connection (a WebSocket): the key stays taken
+			// while it is open, and the body stays writable, as
+			// httputil.ReverseProxy needs. Never pooled (upgradeBody).
+			c.held = true
+			resp.Body = &upgradeBody{ReadWriteCloser: rwc, c: c}
+			return resp
+		}
+	}
+	if resp.Body == nil || resp.Body == http.NoBody {
 		k.release()
 		c.endAttempt()
 		endSpan(c.attSpan)

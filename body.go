@@ -76,6 +76,28 @@ func (b *respBody) end() {
 	}
 }
 
+// upgradeBody is the body of a 101 Switching Protocols answer: the
+// connection itself, read and written both ways (net/http's transport
+// returns an io.ReadWriteCloser), holding the key's in-flight slot until it
+// is closed. Reaching the end of what the upstream sends does not free
+// the slot: the caller may still write. The call is never reused (it is
+// not handed to putCall): the connection may outlive any rule about when
+// the base transport is done with the request.
+type upgradeBody struct {
+	io.ReadWriteCloser
+	c      *call
+	closed atomic.Bool
+}
+
+// Close closes the connection and, the first time, frees the key's slot.
+func (b *upgradeBody) Close() error {
+	err := b.ReadWriteCloser.Close()
+	if b.closed.CompareAndSwap(false, true) {
+		b.c.release()
+	}
+	return err
+}
+
 // callPool holds calls whose responses were read and closed, for later
 // requests, each with its first attempt's header map, cleared, for the
 // next first attempt (the request copy in the call is cleared with it).

@@ -40,6 +40,9 @@ type reqInfo struct {
 	token    string
 	tooLarge atomic.Bool    // the body went past the token's limit
 	resp     *http.Response // the upstream's answer, once modifyResponse has it
+	// handshake, for an upgrade request, cancels the context when the
+	// upstream's timeout passes before the 101 answer (switchProtocols).
+	handshake *time.Timer
 
 	rc     http.ResponseController
 	body   bodyReader
@@ -271,7 +274,18 @@ func (s *Server) serveProxy(w http.ResponseWriter, r *http.Request) {
 		// The pool's spans join the caller's trace (W3C traceparent).
 		ctx = propagation.TraceContext{}.Extract(ctx, propagation.HeaderCarrier(r.Header))
 	}
-	ctx, cancel := context.WithDeadline(ctx, deadline)
+	var cancel context.CancelFunc
+	if isUpgrade(r.Header) {
+		// An upgrade (a WebSocket): the upstream's timeout bounds the
+		// handshake only; once switched, the connection lives until
+		// either end closes it (switchProtocols).
+		ctx, cancel = context.WithCancel(ctx)
+		ri.handshake = time.AfterFunc(up.cfg.Timeout, cancel)
+		defer ri.handshake.Stop()
+		defer context.AfterFunc(s.sockets, cancel)() // Shutdown closes it
+	} else {
+		ctx, cancel = context.WithDeadline(ctx, deadline)
+	}
 	defer cancel()
 	ri.Context = ctx
 	ri.sw = statusWriter{ResponseWriter: w, scrub: &s.scrub}
@@ -401,12 +415,53 @@ func (s *Server) modifyResponse(resp *http.Response) error {
 	if ri != nil {
 		ri.upstream.routeLocation(resp.Header)
 	}
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		s.switchProtocols(ri, resp)
+	}
 	cut, err := s.scrub.Load().scrubBody(resp)
 	if cut && ri != nil {
 		s.log.Warn("an upstream answer was cut at the scrub bound", "id", ri.id, "upstream", ri.upstream.cfg.Name,
 			"status", resp.StatusCode, "bound", scrubBound)
 	}
 	return err
+}
+
+// isUpgrade reports whether h asks to switch protocols (Connection:
+// Upgrade and an Upgrade protocol), as httputil.ReverseProxy reads it.
+func isUpgrade(h http.Header) bool {
+	if h.Get("Upgrade") == "" {
+		return false
+	}
+	for _, v := range h["Connection"] {
+		for tok := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(tok), "upgrade") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// switchProtocols readies a 101 answer, which httputil.ReverseProxy then
+// turns into a two-way copy between the caller's hijacked connection and
+// the upstream's (its body, which holds the pool key until it is closed).
+// Its header is scrubbed here: ReverseProxy writes it on the hijacked
+// connection, past statusWriter. The handshake's timer stops and the
+// connection's read and write deadlines (the server's, and the one set
+// from the upstream's timeout) are cleared: a socket may stay open for
+// long. Its body is not scrubbed (scrubBody leaves a 101 alone): frames
+// pass as they come.
+func (s *Server) switchProtocols(ri *reqInfo, resp *http.Response) {
+	s.scrub.Load().scrubHeader(resp.Header)
+	if ri == nil {
+		return
+	}
+	if ri.handshake != nil {
+		ri.handshake.Stop()
+	}
+	ri.rc.SetReadDeadline(time.Time{})
+	ri.rc.SetWriteDeadline(time.Time{})
+	ri.sw.code = http.StatusSwitchingProtocols
 }
 
 // routeLocation turns a Location that points into the upstream (a path,

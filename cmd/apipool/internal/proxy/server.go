@@ -60,6 +60,12 @@ type Server struct {
 	stampMu   sync.Mutex
 	stamps    map[string]stamp // the watched files as last loaded
 
+	// sockets ends when the server shuts down: upgraded connections
+	// (WebSockets), which http.Server.Shutdown neither waits for nor
+	// closes, close then.
+	sockets      context.Context
+	closeSockets context.CancelFunc
+
 	srvMu    sync.Mutex
 	servers  []*http.Server
 	shutOnce sync.Once
@@ -70,6 +76,7 @@ type Server struct {
 // the telemetry exporters, and creates one pool per upstream.
 func New(ctx context.Context, cfg *config.Config, o Options) (_ *Server, err error) {
 	s := &Server{log: o.Logger, byName: map[string]*upstream{}}
+	s.sockets, s.closeSockets = context.WithCancel(context.Background())
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -281,6 +288,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			}()
 		}
 		wg.Wait()
+		s.closeSockets()
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.Load().Server.ShutdownTimeout)
 		defer cancel()
 		if err := s.closeAll(fctx); err != nil {
