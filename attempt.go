@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/apipool-ng/apipool/internal/creds"
 	"github.com/apipool-ng/apipool/recorder"
 	"github.com/apipool-ng/apipool/status"
 	"go.opentelemetry.io/otel/trace"
@@ -323,6 +324,16 @@ func (c *call) attemptRequest(ctx context.Context, k *keyState, attempt int) (*h
 	for name, v := range orig.Header {
 		if !t.isStripHeader(name) {
 			h[name] = v
+		}
+	}
+	if v, ok := h[creds.ProtocolHeader]; ok {
+		// A key a browser-style client put in the WebSocket subprotocol.
+		if v, changed := creds.FilterProtocols(v); changed {
+			if len(v) == 0 {
+				delete(h, creds.ProtocolHeader)
+			} else {
+				h[creds.ProtocolHeader] = v
+			}
 		}
 	}
 	r.Header = h

@@ -213,3 +213,24 @@ func TestUpgradeIsNeverResent(t *testing.T) {
 		}
 	}
 }
+
+// A key a browser-style client puts in the WebSocket subprotocol (OpenAI's
+// "openai-insecure-api-key.<key>") is stripped like any other credential:
+// the pool's key is the only one on the wire.
+func TestSubprotocolCredentialStripped(t *testing.T) {
+	up := newUpstream(func(seen) reply { return reply{Status: 200} })
+	p := mustNew(t, keys(1), apipool.WithBase(up))
+	req := newGet(t, "http://api.test/v1/realtime")
+	req.Header.Set("Sec-WebSocket-Protocol", "realtime, openai-insecure-api-key.sk-callers-own")
+	resp, err := p.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got := up.Calls()[0].Header.Values("Sec-WebSocket-Protocol"); len(got) != 1 || got[0] != "realtime" {
+		t.Fatalf("Sec-WebSocket-Protocol went out as %q, want only \"realtime\"", got)
+	}
+	if got := req.Header.Get("Sec-WebSocket-Protocol"); got != "realtime, openai-insecure-api-key.sk-callers-own" {
+		t.Fatalf("the caller's request was changed: %q", got)
+	}
+}

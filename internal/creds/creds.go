@@ -17,6 +17,53 @@ import (
 // program may set it for a forward proxy of its own.
 var ProxyHeaders = []string{"Proxy-Authorization"}
 
+// ProtocolHeader is the WebSocket subprotocol header, where browser
+// clients, which cannot set Authorization, put a key: OpenAI's Realtime
+// API takes "openai-insecure-api-key.<key>" there.
+const ProtocolHeader = "Sec-Websocket-Protocol"
+
+// protocolCredentialPrefixes are the subprotocols that carry a key.
+var protocolCredentialPrefixes = []string{"openai-insecure-api-key."}
+
+// FilterProtocols returns the values of a Sec-WebSocket-Protocol header
+// without the subprotocols that carry a key, and whether it removed any.
+// The values are the caller's: a changed list is a new slice.
+func FilterProtocols(values []string) ([]string, bool) {
+	holds := false
+	for _, v := range values {
+		if hasProtocolCredential(v) {
+			holds = true
+			break
+		}
+	}
+	if !holds {
+		return values, false
+	}
+	var out []string
+	for _, v := range values {
+		var keep []string
+		for p := range strings.SplitSeq(v, ",") {
+			if p = strings.TrimSpace(p); p != "" && !hasProtocolCredential(p) {
+				keep = append(keep, p)
+			}
+		}
+		if len(keep) > 0 {
+			out = append(out, strings.Join(keep, ", "))
+		}
+	}
+	return out, true
+}
+
+func hasProtocolCredential(v string) bool {
+	lv := strings.ToLower(v)
+	for _, p := range protocolCredentialPrefixes {
+		if strings.Contains(lv, p) {
+			return true
+		}
+	}
+	return false
+}
+
 // FilterQuery removes from a raw query the parameters drop selects, given
 // each parameter's name and value unescaped, keeping the others as they
 // were (not re-encoded), in order. It allocates only when something goes.

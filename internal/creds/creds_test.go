@@ -78,3 +78,21 @@ func TestMayHoldParam(t *testing.T) {
 		}
 	}
 }
+
+func TestFilterProtocols(t *testing.T) {
+	for _, c := range []struct {
+		in      []string
+		want    []string
+		changed bool
+	}{
+		{[]string{"realtime"}, []string{"realtime"}, false},
+		{[]string{"realtime, openai-insecure-api-key.sk-abc"}, []string{"realtime"}, true},
+		{[]string{"openai-insecure-api-key.sk-abc"}, nil, true},
+		{[]string{"realtime", "OpenAI-Insecure-API-Key.sk-abc, openai-beta.realtime-v1"}, []string{"realtime", "openai-beta.realtime-v1"}, true},
+	} {
+		got, changed := FilterProtocols(c.in)
+		if changed != c.changed || !slices.Equal(got, c.want) {
+			t.Errorf("FilterProtocols(%q) = %q, %v; want %q, %v", c.in, got, changed, c.want, c.changed)
+		}
+	}
+}

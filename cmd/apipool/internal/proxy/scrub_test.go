@@ -491,3 +491,20 @@ func TestScrubCutCompressedAnswer(t *testing.T) {
 		t.Fatalf("status %d, body %q; want the proxy's 502 for an answer it could not read whole", resp.StatusCode, shown(body))
 	}
 }
+
+// A key a browser-style client puts in the WebSocket subprotocol is the
+// caller's credential: the proxy does not pass it upstream.
+func TestSubprotocolCredentialNotRelayed(t *testing.T) {
+	got := make(chan []string, 1)
+	e := echoEnv(t, func(w http.ResponseWriter, r *http.Request) {
+		got <- r.Header.Values("Sec-WebSocket-Protocol")
+		w.WriteHeader(http.StatusOK)
+	})
+	resp, _ := e.get("/openai/v1/models", "Sec-WebSocket-Protocol", "realtime, openai-insecure-api-key.sk-callers-own")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	if v := <-got; len(v) != 1 || v[0] != "realtime" {
+		t.Fatalf("the upstream got Sec-WebSocket-Protocol %q, want only \"realtime\"", v)
+	}
+}
