@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/apipool-ng/apipool/internal/creds"
+	"github.com/apipool-ng/apipool/internal/readall"
 	"github.com/apipool-ng/apipool/recorder"
 	"github.com/apipool-ng/apipool/status"
 	"go.opentelemetry.io/otel/trace"
@@ -326,16 +327,7 @@ func (c *call) attemptRequest(ctx context.Context, k *keyState, attempt int) (*h
 			h[name] = v
 		}
 	}
-	if v, ok := h[creds.ProtocolHeader]; ok {
-		// A key a browser-style client put in the WebSocket subprotocol.
-		if v, changed := creds.FilterProtocols(v); changed {
-			if len(v) == 0 {
-				delete(h, creds.ProtocolHeader)
-			} else {
-				h[creds.ProtocolHeader] = v
-			}
-		}
-	}
+	creds.StripProtocols(h) // a key a browser-style client put in the WebSocket subprotocol
 	r.Header = h
 	if strip := t.hasCredentialParam(orig.URL); strip || t.cfg.inject == injectQuery || t.cfg.inject == injectFunc {
 		u := *orig.URL
@@ -556,7 +548,7 @@ func (c *call) prepareBody() error {
 	if limit == 0 || r.ContentLength > limit || c.t.cfg.maxAttempts == 1 || c.pinned != nil {
 		return nil // sent once, as it is
 	}
-	buf, err := readUpTo(r.Body, limit+1, r.ContentLength)
+	buf, err := readall.AtMost(r.Body, limit+1, r.ContentLength)
 	if err != nil {
 		r.Body.Close()
 		return errors.New("apipool: reading request body: " + err.Error())

@@ -134,31 +134,3 @@ func reusableCopy(r *http.Request) bool {
 	//lint:ignore SA1019 read, not set: a caller's http.Client sets it
 	return r.Cancel == nil && (r.Body == nil || r.Body == http.NoBody)
 }
-
-// readUpTo is io.ReadAll(io.LimitReader(r, n)) without the LimitReader,
-// and with a buffer sized at once when size, the length expected, is
-// known (not negative).
-func readUpTo(r io.Reader, n, size int64) ([]byte, error) {
-	c := int64(512)
-	if size >= 0 {
-		// +1: the end is seen without growing. A length claimed, not
-		// yet sent, reserves at most 32 KiB: past it the buffer grows
-		// as the bytes come.
-		c = min(size+1, n, 32<<10)
-	}
-	b := make([]byte, 0, max(c, 1))
-	for int64(len(b)) < n {
-		if len(b) == cap(b) {
-			b = append(b, 0)[:len(b)]
-		}
-		m, err := r.Read(b[len(b):min(int64(cap(b)), n)])
-		b = b[:len(b)+m]
-		if err == io.EOF {
-			return b, nil
-		}
-		if err != nil {
-			return b, err
-		}
-	}
-	return b, nil
-}

@@ -54,6 +54,23 @@ func FilterProtocols(values []string) ([]string, bool) {
 	return out, true
 }
 
+// StripProtocols removes from h's Sec-WebSocket-Protocol header the
+// subprotocols that carry a key (FilterProtocols), and the header when
+// none is left. It writes h: a copy's, never the caller's.
+func StripProtocols(h map[string][]string) {
+	v, ok := h[ProtocolHeader]
+	if !ok {
+		return
+	}
+	if v, changed := FilterProtocols(v); changed {
+		if len(v) == 0 {
+			delete(h, ProtocolHeader)
+		} else {
+			h[ProtocolHeader] = v
+		}
+	}
+}
+
 func hasProtocolCredential(v string) bool {
 	lv := strings.ToLower(v)
 	for _, p := range protocolCredentialPrefixes {

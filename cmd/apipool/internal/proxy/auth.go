@@ -118,15 +118,7 @@ func stripCredentials(out *http.Request) {
 	for _, h := range creds.ProxyHeaders {
 		out.Header.Del(h)
 	}
-	if v, ok := out.Header[creds.ProtocolHeader]; ok {
-		if v, changed := creds.FilterProtocols(v); changed {
-			if len(v) == 0 {
-				out.Header.Del(creds.ProtocolHeader)
-			} else {
-				out.Header[creds.ProtocolHeader] = v
-			}
-		}
-	}
+	creds.StripProtocols(out.Header)
 	if q, changed := creds.FilterQuery(out.URL.RawQuery, isCredentialParam); changed {
 		out.URL.RawQuery = q
 	}

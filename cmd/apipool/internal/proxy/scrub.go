@@ -18,6 +18,8 @@ import (
 	"strconv"
 	"strings"
 	"unsafe"
+
+	"github.com/apipool-ng/apipool/internal/readall"
 )
 
 // An upstream may quote the key it was sent, whole or masked, in its
@@ -490,14 +492,14 @@ func (x *scrubIndex) scrubBody(resp *http.Response) (cut bool, err error) {
 	var hit bool // the coded body went past what is read of it
 	if coding == "" {
 		// Read at most the limit; a known length sizes the buffer.
-		data, err = readAtMost(resp.Body, scrubBound+scrubLookahead+1, resp.ContentLength)
+		data, err = readall.AtMost(resp.Body, scrubBound+scrubLookahead+1, resp.ContentLength)
 	} else {
 		raw := &limitedReader{r: resp.Body, n: scrubBound + scrubLookahead + 1}
 		r, derr := decoder(coding, raw)
 		if derr != nil {
 			return false, derr
 		}
-		data, err = readAtMost(r, scrubBound+scrubLookahead+1, -1)
+		data, err = readall.AtMost(r, scrubBound+scrubLookahead+1, -1)
 		hit = raw.hit
 	}
 	keep := len(data)
@@ -540,35 +542,6 @@ func (x *scrubIndex) scrubBody(resp *http.Response) (cut bool, err error) {
 		resp.ContentLength = -1
 	}
 	return cut, nil
-}
-
-// readAtMost reads r to its end, or n bytes of it, which it returns with
-// the error that stopped it (nil at the end), as
-// io.ReadAll(io.LimitReader(r, n)) does; size, when not negative, is
-// the length expected, to size the buffer at once.
-func readAtMost(r io.Reader, n, size int64) ([]byte, error) {
-	c := int64(512)
-	if size >= 0 {
-		// +1: the end is seen without growing. A length claimed, not
-		// yet sent, reserves at most 32 KiB: past it the buffer grows
-		// as the bytes come.
-		c = min(size+1, n, 32<<10)
-	}
-	b := make([]byte, 0, max(c, 1))
-	for int64(len(b)) < n {
-		if len(b) == cap(b) {
-			b = append(b, 0)[:len(b)]
-		}
-		m, err := r.Read(b[len(b):min(int64(cap(b)), n)])
-		b = b[:len(b)+m]
-		if err == io.EOF {
-			return b, nil
-		}
-		if err != nil {
-			return b, err
-		}
-	}
-	return b, nil
 }
 
 // bytesBody is an answer's body held whole.
