@@ -152,6 +152,7 @@ type sharedSync struct {
 	takeTime  atomic.Int64  // how long rate-limited Takes take, ns (noteTake)
 	errors    atomic.Uint64 // failed calls to the store
 	dropped   atomic.Uint64 // changes not published: the queue was full
+	synced    atomic.Bool   // a Watch delivered the whole state (ChangeSynced)
 	lastErrMu sync.Mutex
 	lastErr   error
 }
@@ -290,6 +291,10 @@ func (t *Transport) publish(c StateChange) {
 // applyShared applies a change another replica made (or this one, echoed
 // back), without publishing it again.
 func (t *Transport) applyShared(c StateChange) {
+	if c.Kind == ChangeSynced {
+		t.shared.synced.Store(true)
+		return
+	}
 	k, ok := t.keys.Load().byID[c.KeyID]
 	if !ok {
 		return
@@ -527,6 +532,10 @@ type SharedStateHealth struct {
 	Errors, Dropped uint64
 	// LastError is the last failure, or nil.
 	LastError error
+	// Synced is true once a Watch of the store has delivered its whole
+	// state (ChangeSynced): from then on the pool hears the other
+	// replicas' changes as they are made.
+	Synced bool
 }
 
 // SharedStateHealth reports how the sharing of key state fares; the zero
@@ -538,5 +547,5 @@ func (t *Transport) SharedStateHealth() SharedStateHealth {
 	}
 	sh.lastErrMu.Lock()
 	defer sh.lastErrMu.Unlock()
-	return SharedStateHealth{Available: !sh.faulty.Load(), Errors: sh.errors.Load(), Dropped: sh.dropped.Load(), LastError: sh.lastErr}
+	return SharedStateHealth{Available: !sh.faulty.Load(), Errors: sh.errors.Load(), Dropped: sh.dropped.Load(), LastError: sh.lastErr, Synced: sh.synced.Load()}
 }

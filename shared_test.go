@@ -175,6 +175,12 @@ func TestSharedStateCooldownAndDisableReachEveryReplica(t *testing.T) {
 		t.Cleanup(func() { p.Close(context.Background()) })
 		pools = append(pools, p)
 	}
+	// Every pool watches the store before any change is made: a pool
+	// that starts watching later gets the state as it is then, and a key
+	// enabled meanwhile is simply not disabled in it.
+	for i, p := range pools {
+		eventually(t, "pool "+itoa(i)+" to have synced", func() bool { return p.SharedStateHealth().Synced })
+	}
 	// Through pool 0 alone: k0 ok, k1 429 -> k2 401 -> k3 ok.
 	for i := 0; i < 2; i++ {
 		resp, err := (&http.Client{Transport: pools[0]}).Get("http://api.test/")
