@@ -609,12 +609,6 @@ func (t *Transport) publishDisable(k *keyState, info *disableInfo) {
 	t.publish(StateChange{KeyID: k.key.ID, Kind: ChangeDisable, Reason: info.reason, At: info.at, Until: info.retryAt})
 }
 
-// disableUntil applies a disable another replica made, with its retry
-// time (zero: for good), without publishing it again.
-func (t *Transport) disableUntil(k *keyState, reason string, at, retryAt time.Time) {
-	k.disableUntil(reason, at, retryAt)
-}
-
 // enable puts k back in use and ends its cooldown; publish tells the
 // other replicas. It reports whether k was disabled.
 func (t *Transport) enable(k *keyState, publish bool) bool {

@@ -103,11 +103,10 @@ func learnWindow(d time.Duration) (time.Duration, bool) {
 // before it are the key's limit. A request sent under a learned limit and
 // refused lowers the limit by one; one sent before the limit was
 // learned (the same burst) can only raise it, as its successes come in.
-// It reports the limit now in force (nil when none was learned).
-func (l *learner) rateLimited(sent, now time.Time, d time.Duration) *learnedLimit {
+func (l *learner) rateLimited(sent, now time.Time, d time.Duration) {
 	w, ok := learnWindow(d)
 	if !ok {
-		return l.limit.Load()
+		return
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -124,12 +123,12 @@ func (l *learner) rateLimited(sent, now time.Time, d time.Duration) *learnedLimi
 	case n == 0:
 		// No success in the window: the 429 tells nothing of the rate (a
 		// quota used up elsewhere, a daily limit): the cooldown alone.
-		return old
+		return
 	case n >= okLogSize:
-		return old // more than it can count: not learned
+		return // more than it can count: not learned
 	case old != nil && old.w == w && to < old.setAt:
 		if n <= old.n {
-			return old // the burst that taught it: nothing new
+			return // the burst that taught it: nothing new
 		}
 	case old != nil && old.w == w:
 		// Refused under the learned limit: it is one too high. (The count
@@ -139,7 +138,5 @@ func (l *learner) rateLimited(sent, now time.Time, d time.Duration) *learnedLimi
 			l.shift.Add(1) // the raise found the limit: probe it more rarely
 		}
 	}
-	ll := newLearnedLimit(n, w, now.UnixNano(), total, old)
-	l.limit.Store(ll)
-	return ll
+	l.limit.Store(newLearnedLimit(n, w, now.UnixNano(), total, old))
 }

@@ -314,7 +314,7 @@ func (t *Transport) applyShared(c StateChange) {
 		// The disable keeps the other replica's retry time; zero means for
 		// good (pool.Disable, WithDisabledRetry(0, 0), or a store that
 		// does not say).
-		t.disableUntil(k, reason, at, c.Until)
+		k.disableUntil(reason, at, c.Until)
 	case ChangeEnable:
 		t.enable(k, false)
 	}
