@@ -51,6 +51,34 @@ type Event struct {
 	SpanID  trace.SpanID
 	// ErrorType is a short, secret-free name of the error kind, or empty.
 	ErrorType string
+
+	// Model is the model the request asked for (see apipool.WithModel),
+	// or empty when not known or not set.
+	Model string
+	// Client names who sent the request: the proxy's client token name,
+	// or what apipool.ContextWithClient gave; empty when not known.
+	Client string
+	// InputTokens, OutputTokens and CachedTokens are the tokens the
+	// answer says it consumed (CachedTokens is the part of InputTokens
+	// read from the provider's prompt cache); -1 when not known (no usage
+	// reader, an error, a stream that ended without usage). Unknown is
+	// never counted as zero.
+	InputTokens, OutputTokens, CachedTokens int64
+	// Units is the amount the API bills in its own unit (credits,
+	// characters), as a usage reader found it; -1 when not known.
+	Units float64
+	// Cost is the attempt's cost from the pool's price table, in the
+	// table's currency; -1 when not known (no table, a model missing
+	// from it, tokens not known). Unknown is never counted as free.
+	Cost float64
+}
+
+// Unknown returns an Event whose measured fields (request and response
+// sizes, tokens, units, cost) are set to -1, "not known": the base for
+// an Event built by hand, since the zero value of those fields means a
+// known zero.
+func Unknown() Event {
+	return Event{RequestBytes: -1, ResponseBytes: -1, InputTokens: -1, OutputTokens: -1, CachedTokens: -1, Units: -1, Cost: -1}
 }
 
 // Recorder stores usage events. Implementations must be safe for concurrent
@@ -86,6 +114,39 @@ type Query struct {
 	// status.Status.Matches does: apipool-ng's ids 1, 5 and 9 match by
 	// class (Failed matches every kind of failure), the others exactly.
 	Status status.Status
+	// Model and Client, when not empty, select the events of one model
+	// and of one client.
+	Model, Client string
+}
+
+// Totals is what a set of events consumed. Sums cover the events whose
+// value is known; the Unknown counts say how many events had none, so
+// that unknown is never read as zero.
+type Totals struct {
+	Events                                  int64
+	InputTokens, OutputTokens, CachedTokens int64
+	TokensUnknown                           int64 // events whose tokens are not known
+	Units                                   float64
+	UnitsUnknown                            int64
+	Cost                                    float64
+	CostUnknown                             int64
+}
+
+// GroupBy names what TotalsBy groups events by.
+type GroupBy uint8
+
+const (
+	ByKey    GroupBy = iota // Event.KeyID
+	ByModel                 // Event.Model
+	ByClient                // Event.Client
+)
+
+// TotalsStats is implemented by stores that sum the units and cost of
+// events. Every store of this module implements it.
+type TotalsStats interface {
+	// TotalsBy returns the totals of the events matching q, grouped by
+	// the field by names (events with an empty value under "").
+	TotalsBy(ctx context.Context, q Query, by GroupBy) (map[string]Totals, error)
 }
 
 // Latency summarises the latencies of a set of events.
