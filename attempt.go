@@ -480,6 +480,7 @@ func (t *Transport) record(r *http.Request, k *keyState, st status.Status, at ti
 		Method:        method(r),
 		Host:          r.URL.Host,
 		Operation:     OperationFrom(r.Context()),
+		Client:        ClientFrom(r.Context()),
 		RequestBytes:  -1,
 		ResponseBytes: -1,
 		InputTokens:   -1,

@@ -17,3 +17,19 @@ func OperationFrom(ctx context.Context) string {
 	s, _ := ctx.Value(operationKey{}).(string)
 	return s
 }
+
+type clientKey struct{}
+
+// ContextWithClient returns a context that names who sends the requests
+// made with it (a tenant, a team, a job). The name reaches the usage
+// events (recorder.Event.Client), where stats can sum by it. The proxy
+// sets it to the client token's name.
+func ContextWithClient(ctx context.Context, name string) context.Context {
+	return context.WithValue(ctx, clientKey{}, name)
+}
+
+// ClientFrom returns the client name set by ContextWithClient, or "".
+func ClientFrom(ctx context.Context) string {
+	s, _ := ctx.Value(clientKey{}).(string)
+	return s
+}

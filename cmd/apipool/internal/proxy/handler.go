@@ -287,7 +287,7 @@ func (s *Server) serveProxy(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel = context.WithDeadline(ctx, deadline)
 	}
 	defer cancel()
-	ri.Context = ctx
+	ri.Context = apipool.ContextWithClient(ctx, tok.Name) // the events' Client
 	ri.sw = statusWriter{ResponseWriter: w, scrub: &s.scrub}
 	sw := &ri.sw
 	up.proxy.ServeHTTP(sw, r.WithContext(ri))
