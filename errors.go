@@ -32,11 +32,12 @@ type NoKeyError struct {
 	// next trial); zero when no key will free up at a known time (all
 	// disabled for good, or held by requests in flight).
 	RetryAt time.Time
-	// Keys counts the keys in the pool; Disabled, CoolingDown,
-	// BreakerOpen and Limited count why they were not eligible.
-	Keys, Disabled, CoolingDown, BreakerOpen, Limited int
+	// Keys counts the keys in the pool; Disabled, Cooling, BreakerOpen
+	// and Limited count the keys in each of those states (KeyState).
+	Keys, Disabled, Cooling, BreakerOpen, Limited int
 	// Held says, per key in the pool's order, why it was not eligible and
-	// until when.
+	// until when. A key in state KeyActive there was free but taken by
+	// other requests first.
 	Held []KeyHold
 
 	eventBound bool  // some key is held until a request in flight ends
@@ -46,10 +47,13 @@ type NoKeyError struct {
 // KeyHold is why one key could not be used, and until when.
 type KeyHold struct {
 	KeyID string
-	// Reason is one of "disabled", "cooling down", "trial in flight",
-	// "breaker open", "in-flight cap", "provider quota used up",
-	// "rate limit", "daily quota", or "lost a race" (the key was free but
-	// taken by other requests first).
+	// State is the key's state (see KeyState).
+	State KeyState
+	// Reason says more, in a few words: "disabled" (KeyDisabled);
+	// "cooling down" or "provider quota used up" (KeyCooling); "breaker
+	// open" (KeyBreakerOpen); "in-flight cap", "rate limit", "daily
+	// quota" or "trial in flight" (KeyLimited); "lost a race" (KeyActive:
+	// the key was free but taken by other requests first).
 	Reason string
 	// Until is when the key is expected to free up; zero when not known
 	// (it frees when a request in flight ends, or never by itself).
@@ -64,7 +68,7 @@ func (e *NoKeyError) Error() string {
 	for _, c := range [...]struct {
 		n    int
 		what string
-	}{{e.Disabled, "disabled"}, {e.CoolingDown, "cooling down"}, {e.BreakerOpen, "breaker open"}, {e.Limited, "at a limit"}} {
+	}{{e.Disabled, "disabled"}, {e.Cooling, "cooling"}, {e.BreakerOpen, "breaker open"}, {e.Limited, "at a limit"}} {
 		if c.n > 0 {
 			b.WriteString(", ")
 			b.WriteString(strconv.Itoa(c.n))

@@ -124,6 +124,21 @@ var holdNames = [...]string{"free", "removed", "disabled", "cooling down", "tria
 
 func (h hold) String() string { return holdNames[h] }
 
+// state is the KeyState a hold puts the key in.
+func (h hold) state() KeyState {
+	switch h {
+	case holdDisabled:
+		return KeyDisabled
+	case holdCooling, holdBudget:
+		return KeyCooling
+	case holdBreaker:
+		return KeyBreakerOpen
+	case holdTrial, holdInFlight, holdRate, holdDay:
+		return KeyLimited
+	}
+	return KeyActive
+}
+
 // available is the one answer to "is the key free at now, and if not, why
 // and until when": picking, waiting, NoKeyError and snapshots all come
 // from it. A zero time means the key frees on an event (a request in
@@ -735,13 +750,34 @@ func (k *keyState) quotaLeft(now time.Time) int64 {
 	return k.limits.quotaLeft(now)
 }
 
+// KeyState is a key's state in one word. It is the one vocabulary of key
+// states: KeyStatus.State, KeyHold.State and the counters of NoKeyError
+// (Disabled, Cooling, BreakerOpen, Limited) all use it.
+type KeyState string
+
+const (
+	// KeyActive: the key may take a request.
+	KeyActive KeyState = "active"
+	// KeyCooling: the key rests until a known time, after a rate limit
+	// or because its provider's quota for the window is used up.
+	KeyCooling KeyState = "cooling"
+	// KeyDisabled: the key was refused (an invalid key) or disabled by
+	// Disable; a trial request, a passing probe or Enable puts it back.
+	KeyDisabled KeyState = "disabled"
+	// KeyBreakerOpen: the key's circuit breaker is open after failures.
+	KeyBreakerOpen KeyState = "breaker-open"
+	// KeyLimited: the key is at one of its own limits (Key.MaxInFlight,
+	// PerSecond, PerMinute, PerDay, a learned limit) or its one trial
+	// request is in flight.
+	KeyLimited KeyState = "limited"
+)
+
 // KeyStatus is a key's state at one moment, for dashboards and tests.
 type KeyStatus struct {
 	ID          string
 	Fingerprint string
-	// State sums up the rest: "active", "cooling", "disabled",
-	// "breaker-open" or "limited" (at a rate, in-flight or daily limit).
-	State string
+	// State sums up the rest (see KeyState).
+	State KeyState
 	// Hold says why the key cannot take a request now ("" when it can):
 	// one of the reasons of KeyHold.Reason; HoldUntil is until when, or
 	// zero when not known.
@@ -779,7 +815,7 @@ type KeyStatus struct {
 // snapshotKey reads the key's state at now (pool clock).
 func (t *Transport) snapshotKey(k *keyState, now time.Time) KeyStatus {
 	s := KeyStatus{
-		ID: k.key.ID, Fingerprint: k.fp, State: "active",
+		ID: k.key.ID, Fingerprint: k.fp, State: KeyActive,
 		Breaker: BreakerClosed, InFlight: k.inFlight.Load(), QuotaLeft: k.quotaLeft(now), Weight: k.weight(),
 	}
 	if k.breaker != nil {
@@ -804,16 +840,16 @@ func (t *Transport) snapshotKey(k *keyState, now time.Time) KeyStatus {
 	}
 	switch {
 	case s.Disabled:
-		s.State = "disabled"
+		s.State = KeyDisabled
 	case !s.CoolingUntil.IsZero():
-		s.State = "cooling"
+		s.State = KeyCooling
 	case h == holdBudget:
-		s.State = "cooling"
+		s.State = KeyCooling
 		s.CoolingUntil, s.CoolingReason = until, "provider quota used up"
 	case s.Breaker == BreakerOpen:
-		s.State = "breaker-open"
-	case h == holdInFlight || h == holdRate || h == holdDay:
-		s.State = "limited"
+		s.State = KeyBreakerOpen
+	default:
+		s.State = h.state()
 	}
 	return s
 }

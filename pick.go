@@ -188,13 +188,15 @@ func (c *call) noKeyError() *NoKeyError {
 			if c.lost.has(i) || !c.tried.has(i) {
 				at = c.now
 			}
-		case holdDisabled:
+		}
+		switch h.state() {
+		case KeyDisabled:
 			e.Disabled++
-		case holdCooling, holdBudget:
-			e.CoolingDown++
-		case holdBreaker:
+		case KeyCooling:
+			e.Cooling++
+		case KeyBreakerOpen:
 			e.BreakerOpen++
-		case holdInFlight, holdRate, holdDay:
+		case KeyLimited:
 			e.Limited++
 		}
 		if h == holdInFlight || h == holdTrial || h == holdLost && at.IsZero() {
@@ -203,7 +205,7 @@ func (c *call) noKeyError() *NoKeyError {
 		if !at.IsZero() && (e.RetryAt.IsZero() || at.Before(e.RetryAt)) {
 			e.RetryAt = at
 		}
-		e.Held = append(e.Held, KeyHold{KeyID: k.key.ID, Reason: h.String(), Until: at})
+		e.Held = append(e.Held, KeyHold{KeyID: k.key.ID, State: h.state(), Reason: h.String(), Until: at})
 	}
 	return e
 }

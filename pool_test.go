@@ -244,7 +244,7 @@ func TestSnapshotStates(t *testing.T) {
 		}
 	}
 	m := snapshotByID(p)
-	check := func(id, state string, ok bool) {
+	check := func(id string, state apipool.KeyState, ok bool) {
 		t.Helper()
 		if m[id].State != state || !ok {
 			t.Errorf("%s: %+v, want state %q", id, m[id], state)
@@ -260,6 +260,29 @@ func TestSnapshotStates(t *testing.T) {
 	check("brk", "breaker-open", b.Breaker == apipool.BreakerOpen && b.InFlight == 0)
 	l := m["lim"]
 	check("lim", "limited", l.QuotaLeft == 0)
+
+	// One vocabulary: with "active" disabled too, no key is free, and the
+	// NoKeyError's counters and per-key states are the snapshot's states.
+	if err := p.Disable("active", "for a moment"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := p.RoundTrip(newGet(t, "http://api.test/"))
+	var nk *apipool.NoKeyError
+	if !errors.As(err, &nk) || resp != nil {
+		t.Fatalf("all keys held: %v %v, want a *NoKeyError", resp, err)
+	}
+	if nk.Keys != 5 || nk.Disabled != 2 || nk.Cooling != 1 || nk.BreakerOpen != 1 || nk.Limited != 1 {
+		t.Errorf("counters %+v, want 5 keys: 2 disabled, 1 cooling, 1 breaker-open, 1 limited", nk)
+	}
+	m = snapshotByID(p)
+	for _, h := range nk.Held {
+		if h.State != m[h.KeyID].State {
+			t.Errorf("key %s: held as %q (%s), the snapshot says %q", h.KeyID, h.State, h.Reason, m[h.KeyID].State)
+		}
+	}
+	if err := p.Enable("active"); err != nil {
+		t.Fatal(err)
+	}
 
 	// Time moves on: the cooldown ends, the quota day turns.
 	clk.Advance(24 * time.Hour)

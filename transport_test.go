@@ -62,7 +62,7 @@ func TestCooldownHonouredToTheSecond(t *testing.T) {
 			clk.Advance(tc.want - time.Millisecond)
 			_, _, err := do(t, p)
 			nk := noKey(t, err)
-			if !nk.RetryAt.Equal(until) || nk.CoolingDown != 1 || nk.Keys != 1 {
+			if !nk.RetryAt.Equal(until) || nk.Cooling != 1 || nk.Keys != 1 {
 				t.Fatalf("at -1ms: %+v, want RetryAt %v and 1 key cooling", nk, until)
 			}
 			if got := len(up.Calls()); got != 1 {
@@ -782,7 +782,7 @@ func TestNoKeyErrorImmediateBeyondMaxWait(t *testing.T) {
 	}
 	_, _, err := do(t, p)
 	nk := noKey(t, err)
-	if !nk.RetryAt.Equal(t0.Add(40*time.Second)) || nk.Keys != 2 || nk.CoolingDown != 2 {
+	if !nk.RetryAt.Equal(t0.Add(40*time.Second)) || nk.Keys != 2 || nk.Cooling != 2 {
 		t.Fatalf("%+v, want RetryAt %v with 2 keys cooling", nk, t0.Add(40*time.Second))
 	}
 	if len(up.Calls()) != 2 {

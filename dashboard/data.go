@@ -232,7 +232,7 @@ func with(q recorder.Query, st status.Status) recorder.Query {
 
 func (h *handler) row(s apipool.KeyStatus) KeyRow {
 	k := KeyRow{
-		ID: s.ID, Fingerprint: s.Fingerprint, State: s.State, CoolingReason: s.CoolingReason,
+		ID: s.ID, Fingerprint: s.Fingerprint, State: string(s.State), CoolingReason: s.CoolingReason,
 		Disabled: s.Disabled, DisabledReason: s.DisabledReason, Breaker: s.Breaker.String(),
 		InFlight: s.InFlight, Weight: s.Weight, Hold: s.Hold,
 		CoolingUntil: timePtr(s.CoolingUntil), DisabledAt: timePtr(s.DisabledAt),
@@ -264,7 +264,7 @@ func (h *handler) totals(ctx context.Context, win windowSpec) totalsResponse {
 	snap := h.pool.Snapshot()
 	out := totalsResponse{Time: now.UTC(), Window: win.name, Stats: h.stats != nil, Keys: len(snap), States: map[string]int{}}
 	for _, s := range snap {
-		out.States[s.State]++
+		out.States[string(s.State)]++
 		out.InFlight += s.InFlight
 	}
 	if h.cfg.waits != nil {

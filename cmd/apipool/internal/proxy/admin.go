@@ -239,7 +239,7 @@ func (up *upstream) keyList(id string) []keyJSON {
 		if id != "" && k.ID != id {
 			continue
 		}
-		j := keyJSON{ID: k.ID, Fingerprint: k.Fingerprint, State: k.State, Hold: k.Hold, HoldUntil: timeOrNil(k.HoldUntil),
+		j := keyJSON{ID: k.ID, Fingerprint: k.Fingerprint, State: string(k.State), Hold: k.Hold, HoldUntil: timeOrNil(k.HoldUntil),
 			CoolingUntil: timeOrNil(k.CoolingUntil), CoolingReason: k.CoolingReason,
 			Disabled: k.Disabled, DisabledReason: k.DisabledReason, DisabledAt: timeOrNil(k.DisabledAt), DisabledRetryAt: timeOrNil(k.DisabledRetryAt),
 			InFlight: k.InFlight, QuotaLeft: k.QuotaLeft, LearnedLimit: k.LearnedLimit, InKeyFile: inFile[k.ID]}
