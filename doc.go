@@ -24,7 +24,7 @@
 // goes on with another key; a rejected key (401) is disabled and tested
 // again later; server and network errors count towards the key's circuit
 // breaker. Every attempt is recorded as a usage event, in memory by default
-// (Stats, UsageCountByKey), or in SQL or ClickHouse (package recorder). A
+// (Stats, RecentAttemptsByKey), or in SQL or ClickHouse (package recorder). A
 // Secret never appears in errors, logs, spans, events or fmt output.
 //
 // Where to go next: ExampleNew and the other examples; New's options

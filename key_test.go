@@ -208,10 +208,10 @@ func TestUsageWindowMustBePositive(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p.Close(context.Background())
-	if _, err := p.UsageCountByKey(context.Background(), -time.Minute); !errors.Is(err, recorder.ErrBadQuery) {
-		t.Errorf("UsageCountByKey(-1m) = %v, want recorder.ErrBadQuery", err)
+	if _, err := p.RecentAttemptsByKey(context.Background(), -time.Minute); !errors.Is(err, recorder.ErrBadQuery) {
+		t.Errorf("RecentAttemptsByKey(-1m) = %v, want recorder.ErrBadQuery", err)
 	}
-	if _, err := p.UsageCount(context.Background(), 0, 0, ""); !errors.Is(err, recorder.ErrBadQuery) {
+	if _, err := p.RecentAttempts(context.Background(), 0, 0, ""); !errors.Is(err, recorder.ErrBadQuery) {
 		t.Errorf("UsageCount(0) = %v, want recorder.ErrBadQuery", err)
 	}
 }

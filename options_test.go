@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/apipool-ng/apipool"
+	"github.com/apipool-ng/apipool/recorder"
 	"github.com/apipool-ng/apipool/status"
 	"github.com/hashicorp/go-retryablehttp"
 )
@@ -116,9 +117,16 @@ func TestOptionDefaultsAndOrder(t *testing.T) {
 	if c := up.Calls()[0]; c.Header.Get("X-Api-Key") != "s0" || c.Query["key"] != nil {
 		t.Fatalf("sent %v %v", c.Header, c.URL)
 	}
-	// WithRecorder(nil) discards events; the pool still works.
+	// WithRecorder(nil) discards events; the pool still works, and a
+	// stats query fails with an error that says why (not a nil Stats).
 	p = mustNew(t, keys(1), apipool.WithBase(newUpstream(nil)), apipool.WithRecorder(nil))
 	mustDo(t, p)
+	if _, err := p.Stats().UsageByKey(context.Background(), recorder.Query{}); !errors.Is(err, recorder.ErrNoStats) {
+		t.Errorf("Stats().UsageByKey without a recorder: %v, want recorder.ErrNoStats", err)
+	}
+	if _, err := p.RecentAttempts(context.Background(), time.Minute, 0, ""); !errors.Is(err, recorder.ErrNoStats) {
+		t.Errorf("RecentAttempts without a recorder: %v, want recorder.ErrNoStats", err)
+	}
 }
 
 // WithMaxAttempts(1) turns resends off, even for a rate-limited answer.

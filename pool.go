@@ -417,13 +417,14 @@ func (t *Transport) Snapshot() []KeyStatus {
 	return out
 }
 
-// UsageCountByKey returns the number of attempts per key ID over the last
-// window, as apipool-ng's usage_count_stats_in_recent_n_seconds. It needs a
-// recorder that answers stats (the default one does).
-func (t *Transport) UsageCountByKey(ctx context.Context, window time.Duration) (map[string]int64, error) {
-	if t.stats == nil {
-		return nil, errNoStats
-	}
+// RecentAttemptsByKey returns the number of attempts per key ID over the
+// last window, as apipool-ng's usage_count_stats_in_recent_n_seconds. It
+// counts attempts, not requests: a request resent on another key counts
+// once on each key it tried (the apipool.requests metric counts
+// requests; in SQL, the events with attempt = 1). It needs a recorder
+// that answers stats (the default one does), else it returns an error
+// wrapping recorder.ErrNoStats.
+func (t *Transport) RecentAttemptsByKey(ctx context.Context, window time.Duration) (map[string]int64, error) {
 	if window <= 0 {
 		return nil, badWindow(window)
 	}
@@ -431,13 +432,11 @@ func (t *Transport) UsageCountByKey(ctx context.Context, window time.Duration) (
 	return t.stats.UsageByKey(ctx, recorder.Query{Since: now.Add(-window), Until: now.Add(time.Nanosecond)})
 }
 
-// UsageCount returns the number of attempts over the last window with the
-// given status (status.Unknown for any) and key ID ("" for any), as
-// apipool-ng's usage_count_in_recent_n_seconds.
-func (t *Transport) UsageCount(ctx context.Context, window time.Duration, st status.Status, keyID string) (int64, error) {
-	if t.stats == nil {
-		return 0, errNoStats
-	}
+// RecentAttempts returns the number of attempts over the last window with
+// the given status (status.Unknown for any) and key ID ("" for any), as
+// apipool-ng's usage_count_in_recent_n_seconds. Like RecentAttemptsByKey,
+// it counts attempts, not requests.
+func (t *Transport) RecentAttempts(ctx context.Context, window time.Duration, st status.Status, keyID string) (int64, error) {
 	if window <= 0 {
 		return 0, badWindow(window)
 	}
@@ -453,5 +452,3 @@ func badWindow(w time.Duration) error {
 
 // unknownKey is ErrUnknownKey for id, naming it.
 func unknownKey(id string) error { return fmt.Errorf("%w %s", ErrUnknownKey, quote(id)) }
-
-var errNoStats = errors.New("apipool: the recorder answers no stats queries")

@@ -82,7 +82,7 @@ func TestOneRequestDisablesNoFleet(t *testing.T) {
 		}
 	}
 	// The status of the second attempt says the request was at fault.
-	n, err := p.UsageCount(context.Background(), time.Hour, 0, "")
+	n, err := p.RecentAttempts(context.Background(), time.Hour, 0, "")
 	if err != nil || n != 4 {
 		t.Fatalf("usage %d %v", n, err)
 	}

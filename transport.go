@@ -111,10 +111,13 @@ func New(keys []Key, opts ...Option) (*Transport, error) {
 		}
 		t.rec, t.stats, t.ownsRec = m, m, true
 	case cfg.recorder == nil:
-		t.rec = recorder.Nop{}
+		t.rec, t.stats = recorder.Nop{}, recorder.NoStats{}
 	default:
 		t.rec, t.ownsRec = cfg.recorder, true
-		t.stats, _ = cfg.recorder.(recorder.Stats)
+		var ok bool
+		if t.stats, ok = cfg.recorder.(recorder.Stats); !ok {
+			t.stats = recorder.NoStats{}
+		}
 	}
 	if cfg.probe != nil && cfg.probeInterval > 0 {
 		t.stopProbe, t.probeDone = make(chan struct{}), make(chan struct{})
@@ -127,8 +130,11 @@ func New(keys []Key, opts ...Option) (*Transport, error) {
 	return t, nil
 }
 
-// Stats returns the recorder's query interface, or nil when the recorder
-// answers no queries.
+// Stats returns the recorder's query interface. When the recorder answers
+// no queries (WithRecorder(nil), or a recorder without Stats methods) it
+// is recorder.NoStats, whose every query fails with recorder.ErrNoStats.
+// The stores of this module also implement recorder.MultiStats and
+// recorder.TotalsStats: reach them with a type assertion.
 func (t *Transport) Stats() recorder.Stats { return t.stats }
 
 // Waits returns how many requests have waited for a key to free up since

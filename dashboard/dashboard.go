@@ -86,6 +86,9 @@ func New(pool Pool, opts ...Option) (http.Handler, error) {
 	st := cfg.stats
 	if !cfg.statsSet {
 		st = pool.Stats()
+		if _, none := st.(recorder.NoStats); none {
+			st = nil
+		}
 	}
 	h.stats = multiOf(st)
 	var tok [32]byte

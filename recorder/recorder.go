@@ -190,6 +190,29 @@ var ErrClosed = errdefs.ErrClosed
 // ErrBadQuery is wrapped by errors about an invalid query.
 var ErrBadQuery = errors.New("apipool/recorder: bad query")
 
+// ErrNoStats is wrapped by the errors of NoStats: the recorder answers no
+// queries.
+var ErrNoStats = errors.New("apipool/recorder: the recorder answers no stats queries (it keeps no events, or has no Stats methods)")
+
+// NoStats is the Stats of a recorder that answers no queries (such as
+// Nop): every method returns an error wrapping ErrNoStats. A pool's Stats
+// method returns it rather than nil, so that a query fails with an error
+// that says why; check for it with a type assertion when a missing store
+// changes what you do.
+type NoStats struct{}
+
+func (NoStats) UsageByKey(context.Context, Query) (map[string]int64, error) { return nil, ErrNoStats }
+func (NoStats) UsageCount(context.Context, Query) (int64, error)            { return 0, ErrNoStats }
+func (NoStats) LatencyByKey(context.Context, Query) (map[string]Latency, error) {
+	return nil, ErrNoStats
+}
+func (NoStats) Series(context.Context, Query, time.Duration) (map[string][]Bucket, error) {
+	return nil, ErrNoStats
+}
+func (NoStats) TotalsBy(context.Context, Query, GroupBy) (map[string]Totals, error) {
+	return nil, ErrNoStats
+}
+
 // Nop is a Recorder that discards every event.
 type Nop struct{}
 

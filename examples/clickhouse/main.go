@@ -120,7 +120,7 @@ func run(out io.Writer, c config) error {
 	defer srv.Close()
 	keys := demoapi.Keys()
 	// Every attempt goes to both stores; the pool's stats (and
-	// UsageCountByKey) come from the first that answers queries: ClickHouse.
+	// RecentAttemptsByKey) come from the first that answers queries: ClickHouse.
 	pool, err := apipool.New(keys,
 		apipool.WithRecorder(recorder.Fanout(store, mem)),
 		apipool.WithMaxWait(10*time.Second),

@@ -83,11 +83,11 @@ func run(out io.Writer, requests, workers int) error {
 	demoapi.PrintTable(out, pool.Snapshot(), byKey, lat, count)
 
 	// apipool-ng's two queries.
-	perKey, err := pool.UsageCountByKey(ctx, time.Hour)
+	perKey, err := pool.RecentAttemptsByKey(ctx, time.Hour)
 	if err != nil {
 		return err
 	}
-	limited, err := pool.UsageCount(ctx, time.Hour, status.ReachLimit, "")
+	limited, err := pool.RecentAttempts(ctx, time.Hour, status.ReachLimit, "")
 	if err != nil {
 		return err
 	}

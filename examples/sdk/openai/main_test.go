@@ -178,7 +178,7 @@ func TestSDKRetriesOff(t *testing.T) {
 	if apiErr.StatusCode != http.StatusTooManyRequests || apiErr.Code != "rate_limit_exceeded" || apiErr.Type != "requests" {
 		t.Errorf("error = %d %q %q", apiErr.StatusCode, apiErr.Code, apiErr.Type)
 	}
-	if got, _ := pool.UsageCount(context.Background(), time.Hour, status.Unknown, ""); got != 1 {
+	if got, _ := pool.RecentAttempts(context.Background(), time.Hour, status.Unknown, ""); got != 1 {
 		t.Errorf("%d attempts, want 1", got)
 	}
 	if s := pool.Snapshot()[0]; s.State != "cooling" {
