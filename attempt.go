@@ -621,13 +621,13 @@ func (c *call) keep(resp *http.Response, k *keyState) *http.Response {
 		resp.Body = http.NoBody
 		return resp
 	}
-	buf, err := io.ReadAll(io.LimitReader(resp.Body, DefaultDrainLimit))
+	buf, err := io.ReadAll(io.LimitReader(resp.Body, drainLimit))
 	if err != nil {
 		resp.Body.Close()
 		resp.Body = io.NopCloser(bytes.NewReader(buf))
 		return resp
 	}
-	if len(buf) < DefaultDrainLimit {
+	if len(buf) < drainLimit {
 		resp.Body.Close()
 		resp.Body = io.NopCloser(bytes.NewReader(buf))
 		return resp

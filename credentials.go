@@ -4,21 +4,26 @@ import (
 	"net/http"
 	"net/url"
 	"reflect"
+	"slices"
 	"strings"
 
 	"github.com/apipool-ng/apipool/internal/creds"
 )
 
-// DefaultStripHeaders and DefaultStripParams are the credentials an SDK
-// may put on a request, which the pool removes before it applies its own
-// key (see WithStripCredentials): a request the pool sends never carries a
-// credential the pool did not put there. They are the module's one list:
-// the apipool proxy strips the same from its callers' requests (and
-// Proxy-Authorization).
-var (
-	DefaultStripHeaders = []string{"Authorization", "X-Api-Key", "Api-Key", "X-Goog-Api-Key"}
-	DefaultStripParams  = []string{"api_key", "key", "apikey"}
-)
+// DefaultStripHeaders returns the credential headers an SDK may put on a
+// request, which the pool removes before it applies its own key unless
+// WithStripCredentials says otherwise: Authorization, X-Api-Key, Api-Key
+// and X-Goog-Api-Key. A request the pool sends never carries a credential
+// the pool did not put there. It is the module's one list: the apipool
+// proxy strips the same from its callers' requests (and
+// Proxy-Authorization). The slice is a copy, the caller's to change (to
+// extend the defaults in WithStripCredentials, say).
+func DefaultStripHeaders() []string { return slices.Clone(creds.Headers) }
+
+// DefaultStripParams returns the credential query parameters the pool
+// removes by default, as DefaultStripHeaders does the headers: api_key,
+// key and apikey. The slice is a copy.
+func DefaultStripParams() []string { return slices.Clone(creds.Params) }
 
 // keyAllowed reports whether a key may be sent to req's host.
 func (t *Transport) keyAllowed(req *http.Request) bool {

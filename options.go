@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/apipool-ng/apipool/clock"
+	"github.com/apipool-ng/apipool/internal/creds"
 	"github.com/apipool-ng/apipool/recorder"
 	"github.com/apipool-ng/apipool/status"
 	"github.com/hashicorp/go-retryablehttp"
@@ -49,8 +50,11 @@ const (
 	DefaultMaxBufferedBody = 1 << 20
 	DefaultBackoffMin      = 100 * time.Millisecond
 	DefaultBackoffMax      = 2 * time.Second
-	DefaultDrainLimit      = 64 << 10
 )
+
+// drainLimit bounds how much of an answer the pool reads to reuse its
+// connection before it resends the request on another key.
+const drainLimit = 64 << 10
 
 type config struct {
 	stripHeaders     []string
@@ -113,8 +117,8 @@ func defaultConfig() config {
 		clock:       clock.System{},
 		quotaLoc:    time.UTC,
 
-		stripHeaders:     DefaultStripHeaders,
-		stripParams:      DefaultStripParams,
+		stripHeaders:     creds.Headers,
+		stripParams:      creds.Params,
 		disabledRetryMin: DefaultDisabledRetry,
 		disabledRetryMax: DefaultDisabledRetryMax,
 		steer:            true,
@@ -123,8 +127,9 @@ func defaultConfig() config {
 
 // finish settles what depends on several options.
 func (c *config) finish() {
-	// Names put in DefaultStripHeaders by hand are compared with canonical
-	// header keys: canonicalise them (a copy: the variable stays as set).
+	// Names given to WithStripCredentials are compared with canonical
+	// header keys: canonicalise them (a copy: the caller's slice and the
+	// defaults stay as they are).
 	hs := make([]string, len(c.stripHeaders))
 	for i, h := range c.stripHeaders {
 		hs[i] = http.CanonicalHeaderKey(h)

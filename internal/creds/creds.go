@@ -1,14 +1,22 @@
 // Package creds is the module's one credential scrubber: the functions
 // through which the pool (package apipool) and the proxy (cmd/apipool)
-// remove callers' credentials from a request's query, and the extra names
-// the proxy strips. The names both strip are the library's list,
-// apipool.DefaultStripHeaders and apipool.DefaultStripParams: a name added
-// there is stripped by both.
+// remove callers' credentials from a request's query, and the names they
+// strip: Headers and Params, which both strip (the library's defaults,
+// apipool.DefaultStripHeaders and DefaultStripParams, are copies of them),
+// and ProxyHeaders, which the proxy strips besides.
 package creds
 
 import (
 	"net/url"
 	"strings"
+)
+
+// Headers and Params are the credential headers and query parameters an
+// SDK may put on a request: the pool strips them by default, the proxy
+// always. Read only: nothing may change them.
+var (
+	Headers = []string{"Authorization", "X-Api-Key", "Api-Key", "X-Goog-Api-Key"}
+	Params  = []string{"api_key", "key", "apikey"}
 )
 
 // ProxyHeaders are the credential headers the proxy strips besides the

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/apipool-ng/apipool"
 	"github.com/apipool-ng/apipool/cmd/apipool/internal/config"
 	"github.com/apipool-ng/apipool/internal/creds"
 	"golang.org/x/time/rate"
@@ -70,10 +69,10 @@ func (ts *tokenSet) match(presented string) *token {
 }
 
 // The credentials a caller may present are the library's list,
-// apipool.DefaultStripHeaders and apipool.DefaultStripParams, read on each
-// request: the proxy takes its token from them, and strips them, with
-// creds.ProxyHeaders, through the library's own scrubber, so that what is
-// stripped is changed in one place.
+// creds.Headers and creds.Params (creds.Headers and
+// DefaultStripParams are copies of them): the proxy takes its token from
+// them, and strips them, with creds.ProxyHeaders, through the library's
+// own scrubber, so that what is stripped is changed in one place.
 
 // credential returns the credential the caller presented, and whether
 // there was one: Authorization (a bearer token), then the other headers
@@ -85,14 +84,14 @@ func credential(r *http.Request) (string, bool) {
 		}
 		return "", true // a scheme the proxy does not take
 	}
-	for _, name := range apipool.DefaultStripHeaders {
+	for _, name := range creds.Headers {
 		if v := r.Header.Get(name); v != "" {
 			return v, true
 		}
 	}
 	if r.URL.RawQuery != "" && creds.MayHoldParam(r.URL.RawQuery, isCredentialName) {
 		q := r.URL.Query()
-		for _, p := range apipool.DefaultStripParams {
+		for _, p := range creds.Params {
 			if v := q.Get(p); v != "" {
 				return v, true
 			}
@@ -103,7 +102,7 @@ func credential(r *http.Request) (string, bool) {
 
 // isCredentialName reports whether a query parameter carries a caller's
 // credential.
-func isCredentialName(name string) bool { return slices.Contains(apipool.DefaultStripParams, name) }
+func isCredentialName(name string) bool { return slices.Contains(creds.Params, name) }
 
 func isCredentialParam(name, _ string) bool { return isCredentialName(name) }
 
@@ -112,7 +111,7 @@ func isCredentialParam(name, _ string) bool { return isCredentialName(name) }
 // they were, in order (ReverseProxy has already dropped those that do not
 // parse).
 func stripCredentials(out *http.Request) {
-	for _, h := range apipool.DefaultStripHeaders {
+	for _, h := range creds.Headers {
 		out.Header.Del(h)
 	}
 	for _, h := range creds.ProxyHeaders {

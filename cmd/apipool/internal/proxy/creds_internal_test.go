@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/apipool-ng/apipool"
+	"github.com/apipool-ng/apipool/internal/creds"
 )
 
 // captureBase is a base transport that keeps the requests it is sent.
@@ -28,10 +29,10 @@ func (c *captureBase) RoundTrip(r *http.Request) (*http.Response, error) {
 // library's list for the test's length. Not parallel: the list is global.
 func withExtraCredential(t *testing.T, header, param string) {
 	t.Helper()
-	h, p := apipool.DefaultStripHeaders, apipool.DefaultStripParams
-	apipool.DefaultStripHeaders = append(slices.Clip(h), header)
-	apipool.DefaultStripParams = append(slices.Clip(p), param)
-	t.Cleanup(func() { apipool.DefaultStripHeaders, apipool.DefaultStripParams = h, p })
+	h, p := creds.Headers, creds.Params
+	creds.Headers = append(slices.Clip(h), header)
+	creds.Params = append(slices.Clip(p), param)
+	t.Cleanup(func() { creds.Headers, creds.Params = h, p })
 }
 
 // Issue 24 (6): one list of credentials. A header and a parameter added to
@@ -50,7 +51,7 @@ func TestOneCredentialList(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, h := range apipool.DefaultStripHeaders {
+		for _, h := range apipool.DefaultStripHeaders() {
 			r.Header.Set(h, secret)
 		}
 		r.Header.Set("Proxy-Authorization", "Basic "+secret)
