@@ -227,13 +227,14 @@ func WithRateLimitHeaders(m RateLimitHeaderMode) Option {
 	})
 }
 
-// WithRateLimitSteering turns on or off (default on) the reading of the
-// providers' rate-limit headers (status.ParseBudget: OpenAI, Anthropic,
-// GitHub, IETF RateLimit): with it, a key whose answers say its quota is
-// used up rests until the reset, before any 429, and no more requests go
-// to a key at once than it has left. parser, when not nil, reads an API's
-// own headers instead.
-func WithRateLimitSteering(on bool, parser status.BudgetParser) Option {
+// WithProviderBudget turns on or off (default on) the reading of each
+// key's budget from the providers' rate-limit headers (status.ParseBudget:
+// OpenAI, Anthropic, GitHub, IETF RateLimit): with it, a key whose answers
+// say its quota is used up rests until the reset, before any 429, and no
+// more requests go to a key at once than it has left. parser, when not
+// nil, reads an API's own headers instead. (WithRateLimitHeaders is
+// another matter: what the headers of the answers the caller gets say.)
+func WithProviderBudget(on bool, parser status.BudgetParser) Option {
 	return optionFunc(func(c *config) error {
 		c.steer, c.budgetParser = on, parser
 		return nil
@@ -249,7 +250,7 @@ func WithRateLimitSteering(on bool, parser status.BudgetParser) Option {
 // would refuse. Each later 429 under that limit lowers it by one; 16n
 // successes without one raise it by one, a wait that doubles each time a
 // raise is refused (up to 512n). A key whose answers carry
-// rate-limit headers (WithRateLimitSteering) is steered by them instead.
+// rate-limit headers (WithProviderBudget) is steered by them instead.
 // Snapshot shows what was learned (KeyStatus.LearnedLimit). What a pool
 // learns stays in its process: replicas learn each on their own.
 func WithLimitLearning(on bool) Option {

@@ -151,7 +151,7 @@ func (b *budget) view(now time.Time) (int64, int64, time.Time) {
 }
 
 // learnBudget reads an answer's rate-limit headers into k's budget (see
-// status.ParseBudget), unless WithRateLimitSteering turned it off; after
+// status.ParseBudget), unless WithProviderBudget turned it off; after
 // is how many requests went out with k after the one answered.
 func (t *Transport) learnBudget(k *keyState, h http.Header, now time.Time, after int64) {
 	if !t.cfg.steer || len(h) == 0 {

@@ -97,7 +97,7 @@ func runSteering(b *testing.B, family string, demand float64, steer bool) {
 		quota, window = 100, time.Second
 	}
 	api := &windowedAPI{window: window, quota: quota, family: family, start: time.Now(), used: map[string]map[int64]int64{}}
-	p := newPool(b, testKeys(keys), api, apipool.WithMaxWait(time.Minute), apipool.WithRateLimitSteering(steer, nil))
+	p := newPool(b, testKeys(keys), api, apipool.WithMaxWait(time.Minute), apipool.WithProviderBudget(steer, nil))
 	capacity := float64(keys*quota) / window.Seconds()
 	interval := time.Duration(float64(time.Second) / (capacity * demand))
 	var wg sync.WaitGroup
