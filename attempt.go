@@ -9,11 +9,13 @@ import (
 	"strconv"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/apipool-ng/apipool/internal/creds"
 	"github.com/apipool-ng/apipool/internal/readall"
 	"github.com/apipool-ng/apipool/recorder"
+	"github.com/apipool-ng/apipool/sharedstate"
 	"github.com/apipool-ng/apipool/status"
-	"go.opentelemetry.io/otel/trace"
 )
 
 // call is one request's journey through the pool: the attempt loop below,
@@ -279,7 +281,7 @@ func (c *call) forgive(at time.Time) {
 		return
 	}
 	if enabled {
-		t.publish(StateChange{KeyID: r.k.key.ID, Kind: ChangeEnable, At: at})
+		t.publish(sharedstate.Change{KeyID: r.k.key.ID, Kind: sharedstate.Enable, At: at})
 	}
 	if t.cfg.logger != nil {
 		t.cfg.logger.Info("apipool: two keys rejected one request; the request is at fault, the key is back in use", "key", r.k.key.ID)

@@ -7,8 +7,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/apipool-ng/apipool/status"
 	"github.com/sony/gobreaker/v2"
+
+	"github.com/apipool-ng/apipool/status"
 )
 
 // BreakerState is a key's circuit-breaker state: closed (requests flow),

@@ -10,8 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/apipool-ng/apipool"
 	"github.com/sony/gobreaker/v2"
+
+	"github.com/apipool-ng/apipool"
 )
 
 type transition struct {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/apipool-ng/apipool"
 	"github.com/apipool-ng/apipool/recorder"
+	"github.com/apipool-ng/apipool/sharedstate"
 )
 
 // durableRecorder stands for a recorder that writes to a store: Record
@@ -225,16 +226,16 @@ func TestCloseStuckSharedStateLosesNoEvents(t *testing.T) {
 	}
 }
 
-// stuckWatch is a SharedState whose Watch ignores its context until
+// stuckWatch is a sharedstate.Store whose Watch ignores its context until
 // released.
 type stuckWatch struct {
 	entered chan struct{}
 	release chan struct{}
 }
 
-func (s *stuckWatch) Publish(context.Context, apipool.StateChange) error { return nil }
+func (s *stuckWatch) Publish(context.Context, sharedstate.Change) error { return nil }
 
-func (s *stuckWatch) Watch(ctx context.Context, apply func(apipool.StateChange)) error {
+func (s *stuckWatch) Watch(ctx context.Context, apply func(sharedstate.Change)) error {
 	select {
 	case s.entered <- struct{}{}:
 	default:
@@ -243,7 +244,7 @@ func (s *stuckWatch) Watch(ctx context.Context, apply func(apipool.StateChange))
 	return ctx.Err()
 }
 
-func (s *stuckWatch) Take(_ context.Context, _ string, _ apipool.Limits, _ time.Time, n int) (int, time.Time, error) {
+func (s *stuckWatch) Take(_ context.Context, _ string, _ sharedstate.Limits, _ time.Time, n int) (int, time.Time, error) {
 	return n, time.Time{}, nil
 }
 

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/apipool-ng/apipool"
+	"github.com/apipool-ng/apipool/clock"
 	"github.com/apipool-ng/apipool/internal/fakeclock"
 	"github.com/apipool-ng/apipool/recorder"
 )
@@ -23,10 +24,10 @@ import (
 // (second precision) land exactly.
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
-// clockAdapter makes a *fakeclock.Clock an apipool.Clock.
+// clockAdapter makes a *fakeclock.Clock a clock.Clock.
 type clockAdapter struct{ *fakeclock.Clock }
 
-func (a clockAdapter) NewTimer(d time.Duration) apipool.Timer { return a.Clock.NewTimer(d) }
+func (a clockAdapter) NewTimer(d time.Duration) clock.Timer { return a.Clock.NewTimer(d) }
 
 func newClock() clockAdapter { return clockAdapter{fakeclock.New(t0)} }
 

@@ -11,6 +11,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/apipool-ng/apipool/sharedstate"
 	"github.com/apipool-ng/apipool/status"
 )
 
@@ -565,7 +566,7 @@ func (t *Transport) reportChange(k *keyState, ch change, v verdict) {
 		if t.cfg.logger != nil {
 			t.cfg.logger.Info("apipool: key rate limited, cooling down", "key", k.key.ID, "for", v.coolUntil.Sub(v.at).String())
 		}
-		t.publish(StateChange{KeyID: k.key.ID, Kind: ChangeCooldown, Until: v.coolUntil, At: v.at})
+		t.publish(sharedstate.Change{KeyID: k.key.ID, Kind: sharedstate.Cooldown, Until: v.coolUntil, At: v.at})
 	}
 	if ch.disabled != nil {
 		t.logDisable(k, ch.disabled)
@@ -576,7 +577,7 @@ func (t *Transport) reportChange(k *keyState, ch change, v verdict) {
 		if t.cfg.logger != nil {
 			t.cfg.logger.Info("apipool: disabled key accepted again; back in use", "key", k.key.ID)
 		}
-		t.publish(StateChange{KeyID: k.key.ID, Kind: ChangeEnable, At: v.at})
+		t.publish(sharedstate.Change{KeyID: k.key.ID, Kind: sharedstate.Enable, At: v.at})
 	}
 }
 
@@ -621,7 +622,7 @@ func (t *Transport) logDisable(k *keyState, info *disableInfo) {
 }
 
 func (t *Transport) publishDisable(k *keyState, info *disableInfo) {
-	t.publish(StateChange{KeyID: k.key.ID, Kind: ChangeDisable, Reason: info.reason, At: info.at, Until: info.retryAt})
+	t.publish(sharedstate.Change{KeyID: k.key.ID, Kind: sharedstate.Disable, Reason: info.reason, At: info.at, Until: info.retryAt})
 }
 
 // enable puts k back in use and ends its cooldown; publish tells the
@@ -629,7 +630,7 @@ func (t *Transport) publishDisable(k *keyState, info *disableInfo) {
 func (t *Transport) enable(k *keyState, publish bool) bool {
 	was := k.enable()
 	if publish {
-		t.publish(StateChange{KeyID: k.key.ID, Kind: ChangeEnable, At: t.cfg.clock.Now()})
+		t.publish(sharedstate.Change{KeyID: k.key.ID, Kind: sharedstate.Enable, At: t.cfg.clock.Now()})
 	}
 	return was
 }

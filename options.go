@@ -8,14 +8,16 @@ import (
 	"strings"
 	"time"
 
-	"github.com/apipool-ng/apipool/clock"
-	"github.com/apipool-ng/apipool/internal/creds"
-	"github.com/apipool-ng/apipool/recorder"
-	"github.com/apipool-ng/apipool/status"
 	"github.com/hashicorp/go-retryablehttp"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/apipool-ng/apipool/clock"
+	"github.com/apipool-ng/apipool/internal/creds"
+	"github.com/apipool-ng/apipool/recorder"
+	"github.com/apipool-ng/apipool/sharedstate"
+	"github.com/apipool-ng/apipool/status"
 )
 
 // Option configures a Transport. Options are applied in order by New; an
@@ -90,14 +92,14 @@ type config struct {
 	recorderSet    bool
 	probe          Probe
 	probeInterval  time.Duration
-	clock          Clock
+	clock          clock.Clock
 	logger         *slog.Logger
 	fingerprintKey []byte
 	quotaLoc       *time.Location
 	tracerProvider trace.TracerProvider
 	meterProvider  metric.MeterProvider
 	propagator     propagation.TextMapPropagator
-	shared         SharedState
+	shared         sharedstate.Store
 }
 
 func defaultConfig() config {
@@ -482,9 +484,11 @@ func WithRecorder(r recorder.Recorder) Option {
 	})
 }
 
-// WithClock sets the pool's clock (clock.System by default); tests use a
-// fake one. The pool's default recorder reads it too.
-func WithClock(clk Clock) Option {
+// WithClock sets the pool's clock (clock.System by default): cooldowns,
+// quotas, waits and latency all read it, and so does the pool's default
+// recorder. It is for tests, which give a fake one (see package clock) so
+// that nothing sleeps.
+func WithClock(clk clock.Clock) Option {
 	return optionFunc(func(c *config) error {
 		if clk == nil {
 			return &ConfigError{Field: "WithClock", Reason: "nil clock"}

@@ -10,10 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-retryablehttp"
+
 	"github.com/apipool-ng/apipool"
 	"github.com/apipool-ng/apipool/recorder"
 	"github.com/apipool-ng/apipool/status"
-	"github.com/hashicorp/go-retryablehttp"
 )
 
 // Bad configuration is a *ConfigError naming the field, never a panic.

@@ -15,6 +15,7 @@ import (
 	"github.com/apipool-ng/apipool"
 	"github.com/apipool-ng/apipool/recorder"
 	"github.com/apipool-ng/apipool/recorder/memory"
+	"github.com/apipool-ng/apipool/sharedstate"
 )
 
 // A plain 403 (a permission the endpoint refuses to every key) goes back
@@ -528,15 +529,15 @@ func TestSharedStoreOutageProbedOnce(t *testing.T) {
 
 type hangingShared struct{ takes atomic.Int32 }
 
-func (h *hangingShared) Publish(ctx context.Context, c apipool.StateChange) error {
+func (h *hangingShared) Publish(ctx context.Context, c sharedstate.Change) error {
 	<-ctx.Done()
 	return ctx.Err()
 }
-func (h *hangingShared) Watch(ctx context.Context, apply func(apipool.StateChange)) error {
+func (h *hangingShared) Watch(ctx context.Context, apply func(sharedstate.Change)) error {
 	<-ctx.Done()
 	return ctx.Err()
 }
-func (h *hangingShared) Take(ctx context.Context, id string, l apipool.Limits, now time.Time, n int) (int, time.Time, error) {
+func (h *hangingShared) Take(ctx context.Context, id string, l sharedstate.Limits, now time.Time, n int) (int, time.Time, error) {
 	h.takes.Add(1)
 	<-ctx.Done()
 	return 0, time.Time{}, ctx.Err()
@@ -549,10 +550,10 @@ func TestSharedDisableKeepsItsRetry(t *testing.T) {
 	t.Parallel()
 	clk := newClock()
 	up := newUpstream(nil)
-	st := &echoShared{ch: make(chan apipool.StateChange, 16)}
+	st := &echoShared{ch: make(chan sharedstate.Change, 16)}
 	p := mustNew(t, keys(3), apipool.WithBase(up), apipool.WithClock(clk), apipool.WithSharedState(st))
-	st.ch <- apipool.StateChange{KeyID: "k0", Kind: apipool.ChangeDisable, Reason: "by hand elsewhere", At: t0}
-	st.ch <- apipool.StateChange{KeyID: "k1", Kind: apipool.ChangeDisable, Reason: "401 elsewhere", At: t0, Until: t0.Add(time.Minute)}
+	st.ch <- sharedstate.Change{KeyID: "k0", Kind: sharedstate.Disable, Reason: "by hand elsewhere", At: t0}
+	st.ch <- sharedstate.Change{KeyID: "k1", Kind: sharedstate.Disable, Reason: "401 elsewhere", At: t0, Until: t0.Add(time.Minute)}
 	eventually(t, "both disables applied", func() bool { m := snapshotByID(p); return m["k0"].Disabled && m["k1"].Disabled })
 	clk.Advance(2 * time.Hour)
 	for i := 0; i < 6; i++ {
@@ -567,11 +568,11 @@ func TestSharedDisableKeepsItsRetry(t *testing.T) {
 }
 
 // echoShared delivers the changes sent on ch to Watch.
-type echoShared struct{ ch chan apipool.StateChange }
+type echoShared struct{ ch chan sharedstate.Change }
 
-func (e *echoShared) Publish(ctx context.Context, c apipool.StateChange) error { return nil }
-func (e *echoShared) Watch(ctx context.Context, apply func(apipool.StateChange)) error {
-	apply(apipool.StateChange{Kind: apipool.ChangeSynced})
+func (e *echoShared) Publish(ctx context.Context, c sharedstate.Change) error { return nil }
+func (e *echoShared) Watch(ctx context.Context, apply func(sharedstate.Change)) error {
+	apply(sharedstate.Change{Kind: sharedstate.Synced})
 	for {
 		select {
 		case c := <-e.ch:
@@ -581,6 +582,6 @@ func (e *echoShared) Watch(ctx context.Context, apply func(apipool.StateChange))
 		}
 	}
 }
-func (e *echoShared) Take(ctx context.Context, id string, l apipool.Limits, now time.Time, n int) (int, time.Time, error) {
+func (e *echoShared) Take(ctx context.Context, id string, l sharedstate.Limits, now time.Time, n int) (int, time.Time, error) {
 	return n, time.Time{}, nil
 }

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/apipool-ng/apipool/sharedstate"
 	"github.com/apipool-ng/apipool/status"
 )
 
@@ -183,7 +184,7 @@ func (t *Transport) learnBudget(k *keyState, h http.Header, now time.Time, after
 			k.gate.CompareAndSwap(gateOpen, gateTrial) // after the reset, one request first
 		}
 		// The other replicas learn it as a cooldown until the reset.
-		t.publish(StateChange{KeyID: k.key.ID, Kind: ChangeCooldown, Until: reset, At: now})
+		t.publish(sharedstate.Change{KeyID: k.key.ID, Kind: sharedstate.Cooldown, Until: reset, At: now})
 	}
 }
 

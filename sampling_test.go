@@ -3,10 +3,11 @@ package apipool_test
 import (
 	"testing"
 
-	"github.com/apipool-ng/apipool"
 	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
+	"github.com/apipool-ng/apipool"
 )
 
 // A request whose span is sampled out carries no trace header upstream

@@ -7,115 +7,14 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/apipool-ng/apipool/sharedstate"
 )
-
-// SharedState shares key state among the replicas of a service that use
-// the same keys, so that a cooldown seen by one holds for all, a key
-// revoked through one is skipped by all, and a key's limits hold across
-// all of them. Package redisstate implements it on Redis.
-//
-// The pool keeps every key's state in memory and reads only memory to pick
-// a key; a SharedState carries changes between replicas (Publish, Watch)
-// and enforces the limits that must hold across them (Take). When it fails,
-// the pool goes on with its local state and limits, reports the fault, and
-// resumes sharing when it works again.
-//
-// Implementations must be safe for concurrent use.
-type SharedState interface {
-	// Publish records a change of one key's state where every replica
-	// sees it: a cooldown (the later deadline wins, atomically), a key
-	// disabled with its reason, or a key enabled. The pool calls it off
-	// the request path, and again after an error, except an error that
-	// matches ErrRejectedChange: that change is dropped and counted.
-	Publish(ctx context.Context, c StateChange) error
-	// Watch calls apply with the current state of every key the store
-	// knows, then once with a change of kind ChangeSynced (no key) to say
-	// that the state is complete, then with each change that any replica
-	// publishes, until ctx ends or the store fails; it returns the error
-	// (ctx's error when ctx ended). The pool calls it again after a
-	// failure, with a backoff. apply must not be called concurrently.
-	Watch(ctx context.Context, apply func(StateChange)) error
-	// Take reserves up to n requests of key id's shared limits at now,
-	// atomically across replicas, and returns how many it granted (0 to
-	// n). When it grants none, retryAt is when the limits next allow a
-	// request. It is called on the request path, at most once per request.
-	//
-	// The limits mean what they mean in one pool (see Key): no window of
-	// a second holds more than PerSecond requests (below 1, none of
-	// 1/PerSecond seconds more than one), none of a minute more than
-	// PerMinute, and quota day Day no more than PerDay. The pool sends
-	// every request granted before now+l.Lease, and a store counts them
-	// against the rate limits as sent then, so that no window holds more
-	// than the limit whenever in that time they go out.
-	Take(ctx context.Context, id string, l Limits, now time.Time, n int) (granted int, retryAt time.Time, err error)
-}
-
-// ChangeKind says what a StateChange changes.
-type ChangeKind uint8
-
-const (
-	// ChangeCooldown: the key rests until StateChange.Until.
-	ChangeCooldown ChangeKind = iota + 1
-	// ChangeDisable: the key is disabled, for StateChange.Reason.
-	ChangeDisable
-	// ChangeEnable: the key is enabled again, and its cooldown ends.
-	ChangeEnable
-	// ChangeSynced: Watch delivered the whole current state; no key.
-	ChangeSynced
-)
-
-// String names the kind: "cooldown", "disable", "enable" or "synced"
-// (and "unknown" for any other value).
-func (k ChangeKind) String() string {
-	switch k {
-	case ChangeCooldown:
-		return "cooldown"
-	case ChangeDisable:
-		return "disable"
-	case ChangeEnable:
-		return "enable"
-	case ChangeSynced:
-		return "synced"
-	}
-	return "unknown"
-}
-
-// StateChange is one change of a key's shared state.
-type StateChange struct {
-	KeyID string
-	Kind  ChangeKind
-	// Until is, for ChangeCooldown, when the cooldown ends; for
-	// ChangeDisable, when a trial request may test the key again (zero:
-	// disabled for good, until enabled).
-	Until  time.Time
-	Reason string    // ChangeDisable: why (never a secret)
-	At     time.Time // when the change was made
-}
-
-// Limits are a key's limits that must hold across replicas, as Key gives
-// them. Day is the quota day, in days since the Unix epoch in the pool's
-// quota location; a PerDay count resets when it changes, at DayEnd.
-type Limits struct {
-	PerSecond float64
-	PerMinute int
-	PerDay    int
-	Day       uint64
-	DayEnd    time.Time // when quota day Day ends (the next midnight in the quota location)
-	// Lease is how long after Take's now the pool may send the requests
-	// granted (0: at now). A store counts them against PerSecond and
-	// PerMinute as sent at now+Lease, the latest they may go out.
-	Lease time.Duration
-}
-
-// ErrRejectedChange is matched by a SharedState's Publish error for a
-// change it will never accept (an invalid key ID, say): the pool drops the
-// change instead of retrying it.
-var ErrRejectedChange = errors.New("apipool: shared state rejected the change")
 
 // WithSharedState shares key state with the other replicas of a service
-// through s (see SharedState): cooldowns, disabled keys, and limits that
+// through s (see package sharedstate): cooldowns, disabled keys, and limits that
 // hold across replicas. Close stops the sharing.
-func WithSharedState(s SharedState) Option {
+func WithSharedState(s sharedstate.Store) Option {
 	return optionFunc(func(c *config) error {
 		if s == nil {
 			return &ConfigError{Field: "WithSharedState", Reason: "nil shared state"}
@@ -134,12 +33,12 @@ const sharedTakeTimeout = 250 * time.Millisecond
 // still applied locally).
 const sharedQueueSize = 4096
 
-// sharedSync runs a pool's side of a SharedState: it applies the other
+// sharedSync runs a pool's side of a sharedstate.Store: it applies the other
 // replicas' changes, publishes this one's, and takes shared limits.
 type sharedSync struct {
 	t      *Transport
-	s      SharedState
-	queue  chan StateChange
+	s      sharedstate.Store
+	queue  chan sharedstate.Change
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -152,14 +51,14 @@ type sharedSync struct {
 	takeTime  atomic.Int64  // how long rate-limited Takes take, ns (noteTake)
 	errors    atomic.Uint64 // failed calls to the store
 	dropped   atomic.Uint64 // changes not published: the queue was full
-	synced    atomic.Bool   // a Watch delivered the whole state (ChangeSynced)
+	synced    atomic.Bool   // a Watch delivered the whole state (sharedstate.Synced)
 	lastErrMu sync.Mutex
 	lastErr   error
 }
 
-func (t *Transport) startShared(s SharedState) {
+func (t *Transport) startShared(s sharedstate.Store) {
 	ctx, cancel := context.WithCancel(context.Background())
-	sh := &sharedSync{t: t, s: s, queue: make(chan StateChange, sharedQueueSize), ctx: ctx, cancel: cancel}
+	sh := &sharedSync{t: t, s: s, queue: make(chan sharedstate.Change, sharedQueueSize), ctx: ctx, cancel: cancel}
 	t.shared = sh
 	sh.wg.Add(2)
 	go sh.watchLoop()
@@ -222,7 +121,7 @@ func (sh *sharedSync) watchLoop() {
 	defer sh.wg.Done()
 	for n := 0; ; {
 		applied := false
-		err := sh.s.Watch(sh.ctx, func(c StateChange) {
+		err := sh.s.Watch(sh.ctx, func(c sharedstate.Change) {
 			if !applied {
 				applied = true
 				sh.ok()
@@ -249,7 +148,7 @@ func (sh *sharedSync) watchLoop() {
 func (sh *sharedSync) publishLoop() {
 	defer sh.wg.Done()
 	for {
-		var c StateChange
+		var c sharedstate.Change
 		select {
 		case c = <-sh.queue:
 		case <-sh.ctx.Done():
@@ -263,7 +162,7 @@ func (sh *sharedSync) publishLoop() {
 				sh.ok()
 				break
 			}
-			if errors.Is(err, ErrRejectedChange) {
+			if errors.Is(err, sharedstate.ErrRejected) {
 				sh.dropped.Add(1)
 				break
 			}
@@ -276,7 +175,7 @@ func (sh *sharedSync) publishLoop() {
 }
 
 // publish queues a local change for the other replicas.
-func (t *Transport) publish(c StateChange) {
+func (t *Transport) publish(c sharedstate.Change) {
 	sh := t.shared
 	if sh == nil {
 		return
@@ -290,8 +189,8 @@ func (t *Transport) publish(c StateChange) {
 
 // applyShared applies a change another replica made (or this one, echoed
 // back), without publishing it again.
-func (t *Transport) applyShared(c StateChange) {
-	if c.Kind == ChangeSynced {
+func (t *Transport) applyShared(c sharedstate.Change) {
+	if c.Kind == sharedstate.Synced {
 		t.shared.synced.Store(true)
 		return
 	}
@@ -300,9 +199,9 @@ func (t *Transport) applyShared(c StateChange) {
 		return
 	}
 	switch c.Kind {
-	case ChangeCooldown:
+	case sharedstate.Cooldown:
 		k.cool(c.Until, reasonReplica)
-	case ChangeDisable:
+	case sharedstate.Disable:
 		reason := c.Reason
 		if reason == "" {
 			reason = "disabled by another replica"
@@ -315,7 +214,7 @@ func (t *Transport) applyShared(c StateChange) {
 		// good (pool.Disable, WithDisabledRetry(0, 0), or a store that
 		// does not say).
 		k.disableUntil(reason, at, c.Until)
-	case ChangeEnable:
+	case sharedstate.Enable:
 		t.enable(k, false)
 	}
 }
@@ -325,7 +224,7 @@ func (t *Transport) applyShared(c StateChange) {
 // fails, the local limits (already taken) decide.
 //
 // With rate limits, every request the store grants must be sent before the
-// deadline the pool gives it (Limits.Lease after the Take's now), and the
+// deadline the pool gives it (sharedstate.Limits.Lease after the Take's now), and the
 // store counts it as sent then: so no window of PerSecond or PerMinute
 // holds more than the limit across replicas, measured when requests are
 // sent, however long the Take took. The deadline is a little more than
@@ -343,7 +242,7 @@ func (t *Transport) takeShared(ctx context.Context, k *keyState, now time.Time) 
 			return true
 		}
 	}
-	l := Limits{PerSecond: k.key.PerSecond, PerMinute: k.key.PerMinute, PerDay: k.key.PerDay}
+	l := sharedstate.Limits{PerSecond: k.key.PerSecond, PerMinute: k.key.PerMinute, PerDay: k.key.PerDay}
 	if l.PerDay > 0 {
 		l.Day = dayIndex(now, k.loc)
 		l.DayEnd = dayStart(l.Day+1, k.loc)
@@ -506,7 +405,7 @@ const leaseRate = 100 * time.Millisecond
 
 // leaseSize returns how many requests of a key's shared limits to take
 // from the store at once, and how long they stay valid.
-func leaseSize(l Limits) (int, time.Duration) {
+func leaseSize(l sharedstate.Limits) (int, time.Duration) {
 	rate := 0.0 // requests a second the tightest rate limit allows, 0 without
 	for _, w := range rateWindows(l.PerSecond, l.PerMinute) {
 		if r := float64(w.n) / w.w.Seconds(); rate == 0 || r < rate {
@@ -533,7 +432,7 @@ type SharedStateHealth struct {
 	// LastError is the last failure, or nil.
 	LastError error
 	// Synced is true once a Watch of the store has delivered its whole
-	// state (ChangeSynced): from then on the pool hears the other
+	// state (sharedstate.Synced): from then on the pool hears the other
 	// replicas' changes as they are made.
 	Synced bool
 }

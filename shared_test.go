@@ -14,16 +14,17 @@ import (
 	"time"
 
 	"github.com/apipool-ng/apipool"
+	"github.com/apipool-ng/apipool/sharedstate"
 )
 
-// memShared is an in-process SharedState: what three pools in one test
+// memShared is an in-process sharedstate.Store: what three pools in one test
 // share instead of Redis. fail makes every call fail, as a store down.
 type memShared struct {
 	mu       sync.Mutex
 	cool     map[string]time.Time
 	disabled map[string]string
 	used     map[string]int // id/day -> requests granted
-	subs     map[chan apipool.StateChange]bool
+	subs     map[chan sharedstate.Change]bool
 	fail     atomic.Bool
 	reject   string // a key ID whose changes Publish rejects for good
 	takes    atomic.Int64
@@ -32,27 +33,27 @@ type memShared struct {
 var errDown = errors.New("store down")
 
 func newMemShared() *memShared {
-	return &memShared{cool: map[string]time.Time{}, disabled: map[string]string{}, used: map[string]int{}, subs: map[chan apipool.StateChange]bool{}}
+	return &memShared{cool: map[string]time.Time{}, disabled: map[string]string{}, used: map[string]int{}, subs: map[chan sharedstate.Change]bool{}}
 }
 
-func (m *memShared) Publish(_ context.Context, c apipool.StateChange) error {
+func (m *memShared) Publish(_ context.Context, c sharedstate.Change) error {
 	if m.fail.Load() {
 		return errDown
 	}
 	if c.KeyID == m.reject {
-		return fmt.Errorf("bad key %q: %w", c.KeyID, apipool.ErrRejectedChange)
+		return fmt.Errorf("bad key %q: %w", c.KeyID, sharedstate.ErrRejected)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	switch c.Kind {
-	case apipool.ChangeCooldown:
+	case sharedstate.Cooldown:
 		if !c.Until.After(m.cool[c.KeyID]) {
 			return nil
 		}
 		m.cool[c.KeyID] = c.Until
-	case apipool.ChangeDisable:
+	case sharedstate.Disable:
 		m.disabled[c.KeyID] = c.Reason
-	case apipool.ChangeEnable:
+	case sharedstate.Enable:
 		delete(m.disabled, c.KeyID)
 		delete(m.cool, c.KeyID)
 	}
@@ -65,19 +66,19 @@ func (m *memShared) Publish(_ context.Context, c apipool.StateChange) error {
 	return nil
 }
 
-func (m *memShared) Watch(ctx context.Context, apply func(apipool.StateChange)) error {
+func (m *memShared) Watch(ctx context.Context, apply func(sharedstate.Change)) error {
 	if m.fail.Load() {
 		return errDown
 	}
-	ch := make(chan apipool.StateChange, 1024)
+	ch := make(chan sharedstate.Change, 1024)
 	m.mu.Lock()
 	m.subs[ch] = true
-	var state []apipool.StateChange
+	var state []sharedstate.Change
 	for id, u := range m.cool {
-		state = append(state, apipool.StateChange{KeyID: id, Kind: apipool.ChangeCooldown, Until: u})
+		state = append(state, sharedstate.Change{KeyID: id, Kind: sharedstate.Cooldown, Until: u})
 	}
 	for id, r := range m.disabled {
-		state = append(state, apipool.StateChange{KeyID: id, Kind: apipool.ChangeDisable, Reason: r})
+		state = append(state, sharedstate.Change{KeyID: id, Kind: sharedstate.Disable, Reason: r})
 	}
 	m.mu.Unlock()
 	defer func() {
@@ -88,7 +89,7 @@ func (m *memShared) Watch(ctx context.Context, apply func(apipool.StateChange)) 
 	for _, c := range state {
 		apply(c)
 	}
-	apply(apipool.StateChange{Kind: apipool.ChangeSynced})
+	apply(sharedstate.Change{Kind: sharedstate.Synced})
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -105,7 +106,7 @@ func (m *memShared) Watch(ctx context.Context, apply func(apipool.StateChange)) 
 	}
 }
 
-func (m *memShared) Take(_ context.Context, id string, l apipool.Limits, now time.Time, n int) (int, time.Time, error) {
+func (m *memShared) Take(_ context.Context, id string, l sharedstate.Limits, now time.Time, n int) (int, time.Time, error) {
 	m.takes.Add(1)
 	if m.fail.Load() {
 		return 0, time.Time{}, errDown
@@ -322,7 +323,7 @@ func TestSharedStateRejectedChangeIsDropped(t *testing.T) {
 	}
 }
 
-// windowShared is an in-process SharedState that enforces PerSecond and
+// windowShared is an in-process sharedstate.Store that enforces PerSecond and
 // PerMinute as the sliding windows Key documents, counting the requests
 // granted as sent at now+Lease, as redisstate does. during, when set, runs
 // inside each Take (to move a fake clock while the store "works").
@@ -336,14 +337,14 @@ type windowShared struct {
 
 func newWindowShared() *windowShared { return &windowShared{at: map[string][]time.Time{}} }
 
-func (w *windowShared) Publish(context.Context, apipool.StateChange) error { return nil }
+func (w *windowShared) Publish(context.Context, sharedstate.Change) error { return nil }
 
-func (w *windowShared) Watch(ctx context.Context, _ func(apipool.StateChange)) error {
+func (w *windowShared) Watch(ctx context.Context, _ func(sharedstate.Change)) error {
 	<-ctx.Done()
 	return ctx.Err()
 }
 
-func (w *windowShared) Take(_ context.Context, id string, l apipool.Limits, now time.Time, n int) (int, time.Time, error) {
+func (w *windowShared) Take(_ context.Context, id string, l sharedstate.Limits, now time.Time, n int) (int, time.Time, error) {
 	w.takes.Add(1)
 	if w.during != nil {
 		w.during()
@@ -399,7 +400,7 @@ func (w *windowShared) Take(_ context.Context, id string, l apipool.Limits, now 
 
 // TestSharedRateWindowsThreePools: three pools share a key's rate limits
 // through a store that counts what it grants as sent at the deadline the
-// pool gives (Limits.Lease); each sends as fast as the limits allow, on a
+// pool gives (sharedstate.Limits.Lease); each sends as fast as the limits allow, on a
 // fake clock. No window holds more than the limit across the three, with
 // single requests (PerSecond 5) and with leased blocks (PerSecond 200:
 // blocks of 16; PerMinute 1200: blocks of 2), and leased blocks need fewer
@@ -450,7 +451,7 @@ func TestSharedRateWindowsThreePools(t *testing.T) {
 	}
 }
 
-// The deadline a pool gives a Take (Limits.Lease) is a little more than
+// The deadline a pool gives a Take (sharedstate.Limits.Lease) is a little more than
 // Takes take, on the pool's clock: 2 ms when they take no time, a block's
 // 100 ms for a block. A grant that comes back after its deadline is not
 // used: the pool takes once more, with a deadline fitted to the slow Take;

@@ -6,11 +6,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/apipool-ng/apipool/status"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/apipool-ng/apipool/status"
 )
 
 // telBenchRT answers 200 with no body at once.

@@ -18,8 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/apipool-ng/apipool"
-	"github.com/apipool-ng/apipool/status"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -31,6 +29,9 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/apipool-ng/apipool"
+	"github.com/apipool-ng/apipool/status"
 )
 
 // Helpers here are prefixed "tel" so they do not collide with the other

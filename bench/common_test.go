@@ -9,13 +9,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/apipool-ng/apipool"
-	"github.com/apipool-ng/apipool/recorder/memory"
 	"github.com/failsafe-go/failsafe-go/circuitbreaker"
 	"github.com/failsafe-go/failsafe-go/failsafehttp"
 	"github.com/hashicorp/go-retryablehttp"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	tracenoop "go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/apipool-ng/apipool"
+	"github.com/apipool-ng/apipool/recorder/memory"
 )
 
 // target is the URL every benchmark requests: one GET to a JSON API.

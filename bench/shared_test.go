@@ -3,10 +3,11 @@ package bench
 import (
 	"testing"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/apipool-ng/apipool"
 	"github.com/apipool-ng/apipool/internal/redistest"
 	"github.com/apipool-ng/apipool/redisstate"
-	"github.com/redis/go-redis/v9"
 )
 
 // BenchmarkSharedState measures the GET of BenchmarkRoundTrip through a

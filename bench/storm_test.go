@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/apipool-ng/apipool"
+	"github.com/apipool-ng/apipool/clock"
 )
 
 // stormBase answers 429 with "Retry-After: 1" to 30% of requests, at
@@ -60,7 +61,7 @@ func newJumpClock() *jumpClock {
 
 func (c *jumpClock) Now() time.Time { return time.Now().Add(time.Duration(c.offset.Load())) }
 
-func (c *jumpClock) NewTimer(d time.Duration) apipool.Timer {
+func (c *jumpClock) NewTimer(d time.Duration) clock.Timer {
 	target := c.Now().Add(d)
 	jt := &jumpTimer{ch: make(chan time.Time, 1)}
 	jt.t = time.AfterFunc(jumpDelay, func() {

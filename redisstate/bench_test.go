@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/apipool-ng/apipool"
 	"github.com/apipool-ng/apipool/internal/redistest"
+	"github.com/apipool-ng/apipool/sharedstate"
 )
 
 // BenchmarkTake measures one Take: one round trip to a redis-server on
@@ -31,12 +31,12 @@ func BenchmarkTake(b *testing.B) {
 	now := time.Now()
 	for _, c := range []struct {
 		name string
-		l    apipool.Limits
+		l    sharedstate.Limits
 		n    int
 	}{
-		{"Rate", apipool.Limits{PerSecond: 1e9, PerMinute: 1 << 40}, 1},
-		{"Day", apipool.Limits{PerDay: 1 << 40, Day: day(now)}, 16},
-		{"All", apipool.Limits{PerSecond: 1e9, PerMinute: 1 << 40, PerDay: 1 << 40, Day: day(now)}, 1},
+		{"Rate", sharedstate.Limits{PerSecond: 1e9, PerMinute: 1 << 40}, 1},
+		{"Day", sharedstate.Limits{PerDay: 1 << 40, Day: day(now)}, 16},
+		{"All", sharedstate.Limits{PerSecond: 1e9, PerMinute: 1 << 40, PerDay: 1 << 40, Day: day(now)}, 1},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			b.ReportAllocs()
@@ -51,7 +51,7 @@ func BenchmarkTake(b *testing.B) {
 	}
 	b.Run("Parallel", func(b *testing.B) {
 		b.ReportAllocs()
-		l := apipool.Limits{PerSecond: 1e9, PerMinute: 1 << 40}
+		l := sharedstate.Limits{PerSecond: 1e9, PerMinute: 1 << 40}
 		var tick atomic.Int64
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
@@ -75,7 +75,7 @@ func BenchmarkPublish(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		until = until.Add(time.Millisecond)
-		if err := r.Publish(ctx, apipool.StateChange{KeyID: "k", Kind: apipool.ChangeCooldown, Until: until}); err != nil {
+		if err := r.Publish(ctx, sharedstate.Change{KeyID: "k", Kind: sharedstate.Cooldown, Until: until}); err != nil {
 			b.Fatal(err)
 		}
 	}

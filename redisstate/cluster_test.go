@@ -6,10 +6,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/apipool-ng/apipool"
+	"github.com/redis/go-redis/v9"
+
 	"github.com/apipool-ng/apipool/internal/redistest"
 	"github.com/apipool-ng/apipool/redisstate"
-	"github.com/redis/go-redis/v9"
+	"github.com/apipool-ng/apipool/sharedstate"
 )
 
 // TestClusterClient runs the store on a Cluster client against a Redis in
@@ -31,11 +32,11 @@ func TestClusterClient(t *testing.T) {
 	a, b := newStore(), newStore()
 	ctx := ctxT(t)
 	until := time.Now().Add(time.Hour).Truncate(time.Millisecond)
-	for _, c := range []apipool.StateChange{
-		{KeyID: "k1", Kind: apipool.ChangeCooldown, Until: until},
-		{KeyID: "k2", Kind: apipool.ChangeDisable, Reason: "revoked"},
-		{KeyID: "k3", Kind: apipool.ChangeDisable, Reason: "revoked"},
-		{KeyID: "k3", Kind: apipool.ChangeEnable},
+	for _, c := range []sharedstate.Change{
+		{KeyID: "k1", Kind: sharedstate.Cooldown, Until: until},
+		{KeyID: "k2", Kind: sharedstate.Disable, Reason: "revoked"},
+		{KeyID: "k3", Kind: sharedstate.Disable, Reason: "revoked"},
+		{KeyID: "k3", Kind: sharedstate.Enable},
 	} {
 		if err := a.Publish(ctx, c); err != nil {
 			t.Fatalf("publish %v: %v", c.Kind, err)
@@ -48,13 +49,13 @@ func TestClusterClient(t *testing.T) {
 	if got, want := changesString(st), fmt.Sprintf(`k1 cooldown %d; k2 disable "revoked" `, until.UnixMilli()); len(st) != 2 || !strings.HasPrefix(got, want) {
 		t.Errorf("state: %s", got)
 	}
-	if err := a.Publish(ctx, apipool.StateChange{KeyID: "k2", Kind: apipool.ChangeEnable}); err != nil {
+	if err := a.Publish(ctx, sharedstate.Change{KeyID: "k2", Kind: sharedstate.Enable}); err != nil {
 		t.Fatal(err)
 	}
 	if got := changesString(w.sync(t, a)); got != "k2 enable" {
 		t.Errorf("changes: %s", got)
 	}
-	l := apipool.Limits{PerSecond: 2, PerMinute: 10, PerDay: 3, Day: day(t0)}
+	l := sharedstate.Limits{PerSecond: 2, PerMinute: 10, PerDay: 3, Day: day(t0)}
 	var granted []int
 	for range 3 {
 		g, _, err := b.Take(ctx, "k1", l, t0, 2)

@@ -6,9 +6,10 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/apipool-ng/apipool"
 	"github.com/apipool-ng/apipool/redisstate"
-	"github.com/redis/go-redis/v9"
 )
 
 // Every replica of a service builds its pool the same way, with the same

@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/apipool-ng/apipool"
 	"github.com/apipool-ng/apipool/internal/redistest"
 	"github.com/apipool-ng/apipool/redisstate"
+	"github.com/apipool-ng/apipool/sharedstate"
 )
 
 // faultBound is how long a call may take to fail with Redis down: the
@@ -24,7 +24,7 @@ func TestRedisDown(t *testing.T) {
 	prefix := testPrefix(t)
 	a, b := newReplica(t, srv, prefix), newReplica(t, srv, prefix)
 	ctx := ctxT(t)
-	if err := a.Publish(ctx, apipool.StateChange{KeyID: "k1", Kind: apipool.ChangeDisable, Reason: "revoked"}); err != nil {
+	if err := a.Publish(ctx, sharedstate.Change{KeyID: "k1", Kind: sharedstate.Disable, Reason: "revoked"}); err != nil {
 		t.Fatal(err)
 	}
 	w := startWatch(t, b)
@@ -44,14 +44,14 @@ func TestRedisDown(t *testing.T) {
 	case <-time.After(faultBound):
 		t.Fatalf("Watch still running %v after Redis stopped", faultBound)
 	}
-	l := apipool.Limits{PerDay: 10, Day: day(t0)}
+	l := sharedstate.Limits{PerDay: 10, Day: day(t0)}
 	for name, call := range map[string]func() error{
 		"publish": func() error {
-			return a.Publish(ctx, apipool.StateChange{KeyID: "k2", Kind: apipool.ChangeCooldown, Until: time.Now().Add(time.Minute)})
+			return a.Publish(ctx, sharedstate.Change{KeyID: "k2", Kind: sharedstate.Cooldown, Until: time.Now().Add(time.Minute)})
 		},
 		"take": func() error { _, _, err := a.Take(ctx, "k1", l, t0, 1); return err },
 		"watch": func() error {
-			return a.Watch(ctx, func(c apipool.StateChange) { t.Errorf("applied %+v with Redis down", c) })
+			return a.Watch(ctx, func(c sharedstate.Change) { t.Errorf("applied %+v with Redis down", c) })
 		},
 	} {
 		start := time.Now()
@@ -96,7 +96,7 @@ func TestRedisDown(t *testing.T) {
 	if g, _, err := a.Take(ctx, "k1", l, t0, 4); err != nil || g != 4 {
 		t.Errorf("take after restart: %d, %v", g, err)
 	}
-	if err := a.Publish(ctx, apipool.StateChange{KeyID: "k1", Kind: apipool.ChangeDisable, Reason: "again"}); err != nil {
+	if err := a.Publish(ctx, sharedstate.Change{KeyID: "k1", Kind: sharedstate.Disable, Reason: "again"}); err != nil {
 		t.Fatal(err)
 	}
 	if got := changesString(w.sync(t, a.Store)); got == "" || got[:12] != `k1 disable "` {
@@ -119,11 +119,11 @@ func TestWatchFindsHungConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	applied := make(chan apipool.StateChange, 10)
+	applied := make(chan sharedstate.Change, 10)
 	go func() {
-		done <- s.Watch(context.Background(), func(c apipool.StateChange) { applied <- c })
+		done <- s.Watch(context.Background(), func(c sharedstate.Change) { applied <- c })
 	}()
-	next := func() apipool.StateChange {
+	next := func() sharedstate.Change {
 		select {
 		case c := <-applied:
 			return c
@@ -132,9 +132,9 @@ func TestWatchFindsHungConnection(t *testing.T) {
 		case <-time.After(5 * time.Second):
 			t.Fatal("nothing applied within 5s")
 		}
-		return apipool.StateChange{}
+		return sharedstate.Change{}
 	}
-	if c := next(); c.Kind != apipool.ChangeSynced {
+	if c := next(); c.Kind != sharedstate.Synced {
 		t.Fatalf("applied %+v", c)
 	}
 	// While the connection works, its PINGs are answered: Watch goes on
@@ -142,7 +142,7 @@ func TestWatchFindsHungConnection(t *testing.T) {
 	// not what the test asserts) and applies what comes next.
 	time.Sleep(350 * time.Millisecond)
 	other := newReplica(t, srv, s.Prefix())
-	if err := other.Publish(context.Background(), apipool.StateChange{KeyID: "k", Kind: apipool.ChangeEnable}); err != nil {
+	if err := other.Publish(context.Background(), sharedstate.Change{KeyID: "k", Kind: sharedstate.Enable}); err != nil {
 		t.Fatal(err)
 	}
 	if c := next(); c.KeyID != "k" {

@@ -10,10 +10,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/apipool-ng/apipool"
+	"github.com/redis/go-redis/v9"
+
 	"github.com/apipool-ng/apipool/internal/redistest"
 	"github.com/apipool-ng/apipool/redisstate"
-	"github.com/redis/go-redis/v9"
+	"github.com/apipool-ng/apipool/sharedstate"
 )
 
 func TestMain(m *testing.M) { redistest.Main(m) }
@@ -50,7 +51,7 @@ func newReplica(t testing.TB, srv *redistest.Server, prefix string, opts ...redi
 type watcher struct {
 	numSub func() (int64, error)
 	before int64 // subscribers to the channel before this Watch
-	ch     chan apipool.StateChange
+	ch     chan sharedstate.Change
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -73,10 +74,10 @@ func startWatch(t testing.TB, r replica) *watcher {
 	}
 	before := subs()
 	ctx, cancel := context.WithCancel(context.Background())
-	w := &watcher{numSub: numSub, before: before, ch: make(chan apipool.StateChange, 1000), cancel: cancel, done: make(chan error, 1)}
+	w := &watcher{numSub: numSub, before: before, ch: make(chan sharedstate.Change, 1000), cancel: cancel, done: make(chan error, 1)}
 	var calls sync.Mutex // apply must not be called concurrently
 	go func() {
-		w.done <- s.Watch(ctx, func(c apipool.StateChange) {
+		w.done <- s.Watch(ctx, func(c sharedstate.Change) {
 			if !calls.TryLock() {
 				panic("apply called concurrently")
 			}
@@ -100,7 +101,7 @@ func startWatch(t testing.TB, r replica) *watcher {
 }
 
 // next returns the next change applied, failing t after a few seconds.
-func (w *watcher) next(t testing.TB) apipool.StateChange {
+func (w *watcher) next(t testing.TB) sharedstate.Change {
 	t.Helper()
 	select {
 	case c := <-w.ch:
@@ -111,17 +112,17 @@ func (w *watcher) next(t testing.TB) apipool.StateChange {
 	case <-time.After(5 * time.Second):
 		t.Fatal("no change applied within 5s")
 	}
-	return apipool.StateChange{}
+	return sharedstate.Change{}
 }
 
-// state returns the state that Watch applies first, up to ChangeSynced.
-func (w *watcher) state(t testing.TB) []apipool.StateChange {
+// state returns the state that Watch applies first, up to sharedstate.Synced.
+func (w *watcher) state(t testing.TB) []sharedstate.Change {
 	t.Helper()
-	var out []apipool.StateChange
+	var out []sharedstate.Change
 	for {
 		c := w.next(t)
-		if c.Kind == apipool.ChangeSynced {
-			if c.KeyID != "" || c != (apipool.StateChange{Kind: apipool.ChangeSynced}) {
+		if c.Kind == sharedstate.Synced {
+			if c.KeyID != "" || c != (sharedstate.Change{Kind: sharedstate.Synced}) {
 				t.Errorf("synced with fields: %+v", c)
 			}
 			return out
@@ -150,15 +151,15 @@ func (w *watcher) stop() error {
 // sync publishes a marker change through s and waits until w applies it,
 // returning what w applied before it: everything published before the
 // marker.
-func (w *watcher) sync(t testing.TB, s *redisstate.Store) []apipool.StateChange {
+func (w *watcher) sync(t testing.TB, s *redisstate.Store) []sharedstate.Change {
 	t.Helper()
 	var b [4]byte
 	rand.Read(b[:])
 	marker := "marker-" + hex.EncodeToString(b[:])
-	if err := s.Publish(context.Background(), apipool.StateChange{KeyID: marker, Kind: apipool.ChangeEnable}); err != nil {
+	if err := s.Publish(context.Background(), sharedstate.Change{KeyID: marker, Kind: sharedstate.Enable}); err != nil {
 		t.Fatal(err)
 	}
-	var got []apipool.StateChange
+	var got []sharedstate.Change
 	for {
 		c := w.next(t)
 		if c.KeyID == marker {

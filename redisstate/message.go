@@ -7,10 +7,10 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/apipool-ng/apipool"
+	"github.com/apipool-ng/apipool/sharedstate"
 )
 
-// message is a StateChange as published on the channel:
+// message is a sharedstate.Change as published on the channel:
 //
 //	{"kind":"cooldown","key":"k1","until":1767225600000,"at":1767225570000}
 //	{"kind":"disable","key":"k1","reason":"401 from upstream","at":1767225570000}
@@ -45,7 +45,7 @@ const maxMs = 253402300799999
 const maxKeyID = 1024
 
 // validChange checks a change before it is published.
-func validChange(c apipool.StateChange) error {
+func validChange(c sharedstate.Change) error {
 	switch {
 	case c.KeyID == "":
 		return fmt.Errorf("%w: empty key ID", ErrInvalid)
@@ -55,14 +55,14 @@ func validChange(c apipool.StateChange) error {
 		return fmt.Errorf("%w: key ID is not valid UTF-8", ErrInvalid)
 	}
 	switch c.Kind {
-	case apipool.ChangeCooldown:
+	case sharedstate.Cooldown:
 		if c.Until.IsZero() {
 			return fmt.Errorf("%w: cooldown of %q without a deadline", ErrInvalid, c.KeyID)
 		}
 		if ms := ceilMs(c.Until); ms <= 0 || ms > maxMs {
 			return fmt.Errorf("%w: cooldown of %q until %v, out of range", ErrInvalid, c.KeyID, c.Until)
 		}
-	case apipool.ChangeDisable, apipool.ChangeEnable:
+	case sharedstate.Disable, sharedstate.Enable:
 	default:
 		return fmt.Errorf("%w: unknown change kind %d", ErrInvalid, c.Kind)
 	}
@@ -71,12 +71,12 @@ func validChange(c apipool.StateChange) error {
 
 // encodeChange returns the message for c, which validChange accepted, with
 // its time at (c.At, or now when zero) in ms.
-func encodeChange(c apipool.StateChange, at int64) []byte {
+func encodeChange(c sharedstate.Change, at int64) []byte {
 	m := message{Kind: c.Kind.String(), Key: c.KeyID, At: at}
 	switch c.Kind {
-	case apipool.ChangeCooldown:
+	case sharedstate.Cooldown:
 		m.Until = ceilMs(c.Until)
-	case apipool.ChangeDisable:
+	case sharedstate.Disable:
 		m.Reason = c.Reason
 		if !c.Until.IsZero() {
 			m.Until = max(ceilMs(c.Until), 0)
@@ -90,7 +90,7 @@ func encodeChange(c apipool.StateChange, at int64) []byte {
 }
 
 // decodeChange decodes a message; ok is false when it is malformed.
-func decodeChange(payload string) (c apipool.StateChange, ok bool) {
+func decodeChange(payload string) (c sharedstate.Change, ok bool) {
 	if len(payload) > maxMessage {
 		return c, false
 	}
@@ -110,16 +110,16 @@ func decodeChange(payload string) (c apipool.StateChange, ok bool) {
 		if m.Until <= 0 || m.Until > maxMs {
 			return c, false
 		}
-		c.Kind, c.Until = apipool.ChangeCooldown, time.UnixMilli(m.Until)
+		c.Kind, c.Until = sharedstate.Cooldown, time.UnixMilli(m.Until)
 	case "disable":
-		c.Kind, c.Reason = apipool.ChangeDisable, m.Reason
+		c.Kind, c.Reason = sharedstate.Disable, m.Reason
 		if m.Until > 0 && m.Until <= maxMs {
 			c.Until = time.UnixMilli(m.Until)
 		}
 	case "enable":
-		c.Kind = apipool.ChangeEnable
+		c.Kind = sharedstate.Enable
 	default:
-		return apipool.StateChange{}, false
+		return sharedstate.Change{}, false
 	}
 	return c, true
 }

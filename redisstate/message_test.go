@@ -4,17 +4,17 @@ import (
 	"testing"
 	"time"
 
-	"github.com/apipool-ng/apipool"
+	"github.com/apipool-ng/apipool/sharedstate"
 )
 
 func TestMessageRoundTrip(t *testing.T) {
 	at := time.UnixMilli(1_767_225_600_123)
-	for _, c := range []apipool.StateChange{
-		{KeyID: "k1", Kind: apipool.ChangeCooldown, Until: at.Add(30 * time.Second), At: at},
-		{KeyID: "ключ \"1\"", Kind: apipool.ChangeDisable, Reason: "401: <bad key> & more", At: at},
+	for _, c := range []sharedstate.Change{
+		{KeyID: "k1", Kind: sharedstate.Cooldown, Until: at.Add(30 * time.Second), At: at},
+		{KeyID: "ключ \"1\"", Kind: sharedstate.Disable, Reason: "401: <bad key> & more", At: at},
 		// A disable with the time of its next trial; without one it is for good.
-		{KeyID: "k2", Kind: apipool.ChangeDisable, Reason: "401", At: at, Until: at.Add(time.Minute)},
-		{KeyID: "k1", Kind: apipool.ChangeEnable, At: at},
+		{KeyID: "k2", Kind: sharedstate.Disable, Reason: "401", At: at, Until: at.Add(time.Minute)},
+		{KeyID: "k1", Kind: sharedstate.Enable, At: at},
 	} {
 		m := encodeChange(c, c.At.UnixMilli())
 		got, ok := decodeChange(string(m))
@@ -23,7 +23,7 @@ func TestMessageRoundTrip(t *testing.T) {
 		}
 	}
 	// A cooldown's deadline is rounded up to the millisecond.
-	c := apipool.StateChange{KeyID: "k", Kind: apipool.ChangeCooldown, Until: at.Add(1)}
+	c := sharedstate.Change{KeyID: "k", Kind: sharedstate.Cooldown, Until: at.Add(1)}
 	got, _ := decodeChange(string(encodeChange(c, 0)))
 	if !got.Until.Equal(at.Add(time.Millisecond)) || !got.At.IsZero() {
 		t.Errorf("rounded %v to %v, at %v", c.Until, got.Until, got.At)
@@ -65,10 +65,10 @@ func FuzzDecodeChange(f *testing.F) {
 		if !ok {
 			return
 		}
-		if c.KeyID == "" || c.Kind < apipool.ChangeCooldown || c.Kind > apipool.ChangeEnable {
+		if c.KeyID == "" || c.Kind < sharedstate.Cooldown || c.Kind > sharedstate.Enable {
 			t.Fatalf("accepted %q as %+v", payload, c)
 		}
-		if c.Kind == apipool.ChangeCooldown && c.Until.IsZero() {
+		if c.Kind == sharedstate.Cooldown && c.Until.IsZero() {
 			t.Fatalf("cooldown without a deadline from %q", payload)
 		}
 		var at int64

@@ -16,6 +16,7 @@ import (
 	"github.com/apipool-ng/apipool/internal/fakeclock"
 	"github.com/apipool-ng/apipool/internal/redistest"
 	"github.com/apipool-ng/apipool/redisstate"
+	"github.com/apipool-ng/apipool/sharedstate"
 )
 
 // fakeAPI is the upstream the pools share: an API with a global daily quota
@@ -312,7 +313,7 @@ func TestThreePoolsShareOneRedis(t *testing.T) {
 	})
 }
 
-var _ apipool.SharedState = (*redisstate.Store)(nil)
+var _ sharedstate.Store = (*redisstate.Store)(nil)
 
 // countingStore counts Take calls.
 type countingStore struct {
@@ -320,7 +321,7 @@ type countingStore struct {
 	takes *atomic.Int64
 }
 
-func (c countingStore) Take(ctx context.Context, id string, l apipool.Limits, now time.Time, n int) (int, time.Time, error) {
+func (c countingStore) Take(ctx context.Context, id string, l sharedstate.Limits, now time.Time, n int) (int, time.Time, error) {
 	c.takes.Add(1)
 	return c.Store.Take(ctx, id, l, now, n)
 }

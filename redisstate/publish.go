@@ -5,8 +5,9 @@ import (
 	"encoding/json"
 	"strconv"
 
-	"github.com/apipool-ng/apipool"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/apipool-ng/apipool/sharedstate"
 )
 
 // cooldownScript sets a key's cooldown deadline only if it is later than
@@ -53,19 +54,19 @@ return 1
 // Publish records a change where every replica sees it, and publishes it
 // on the store's channel when it changes the shared state:
 //
-//   - ChangeCooldown keeps the later of the held and the new deadline
+//   - Cooldown keeps the later of the held and the new deadline
 //     (rounded up to the millisecond), atomically, and publishes only when
 //     the deadline moved;
-//   - ChangeDisable disables the key with c.Reason unless it is disabled
+//   - Disable disables the key with c.Reason unless it is disabled
 //     already, in which case the first reason stays and nothing is
 //     published;
-//   - ChangeEnable enables the key, ends its cooldown, and always
+//   - Enable enables the key, ends its cooldown, and always
 //     publishes.
 //
 // c.At zero means now. An invalid change (empty or non-UTF-8 key ID,
 // unknown kind, cooldown without a deadline) is refused with an error
 // matching ErrInvalid, without a round trip.
-func (s *Store) Publish(ctx context.Context, c apipool.StateChange) error {
+func (s *Store) Publish(ctx context.Context, c sharedstate.Change) error {
 	if err := validChange(c); err != nil {
 		return err
 	}
@@ -82,10 +83,10 @@ func (s *Store) Publish(ctx context.Context, c apipool.StateChange) error {
 	defer cancel()
 	var err error
 	switch c.Kind {
-	case apipool.ChangeCooldown:
+	case sharedstate.Cooldown:
 		err = cooldownScript.Run(cctx, s.c, []string{s.cooldownKey},
 			c.KeyID, strconv.FormatInt(ceilMs(c.Until), 10), s.channel, msg).Err()
-	case apipool.ChangeDisable:
+	case sharedstate.Disable:
 		e := disabledEntry{Reason: c.Reason, At: atMs}
 		if !c.Until.IsZero() {
 			e.Until = max(ceilMs(c.Until), 0)
@@ -93,7 +94,7 @@ func (s *Store) Publish(ctx context.Context, c apipool.StateChange) error {
 		entry, _ := json.Marshal(e)
 		err = disableScript.Run(cctx, s.c, []string{s.disabledKey},
 			c.KeyID, entry, s.channel, msg).Err()
-	case apipool.ChangeEnable:
+	case sharedstate.Enable:
 		err = enableScript.Run(cctx, s.c, []string{s.disabledKey, s.cooldownKey},
 			c.KeyID, s.channel, msg).Err()
 	}

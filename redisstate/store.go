@@ -1,5 +1,5 @@
 // Package redisstate shares the key state of apipool pools across the
-// replicas of a service, on Redis: it implements [apipool.SharedState].
+// replicas of a service, on Redis: it implements [sharedstate.Store].
 //
 //	rdb := redis.NewClient(&redis.Options{
 //		Addr:                  "redis:6379",
@@ -63,7 +63,7 @@
 //     pool's quota location, as the pool names it (Limits.Day).
 //
 // The pool sends the requests a Take grants before a deadline it gives
-// ([apipool.Limits].Lease: a few milliseconds more than Takes take, 100 ms
+// ([sharedstate.Limits].Lease: a few milliseconds more than Takes take, 100 ms
 // for a leased block), and the script counts them as sent then. So no
 // window of any replica's requests, taken together, holds more than the
 // limit: the bound across replicas is the limit itself, with no
@@ -106,9 +106,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/apipool-ng/apipool"
 	"github.com/apipool-ng/apipool/clock"
-	"github.com/redis/go-redis/v9"
+	"github.com/apipool-ng/apipool/sharedstate"
 )
 
 // Defaults, as documented on the options that change them.
@@ -120,7 +122,7 @@ const (
 
 // ErrInvalid is matched (errors.Is) by the errors of calls given arguments
 // that no retry can make work: an empty key ID, an unknown change kind, a
-// negative limit. It also matches apipool.ErrRejectedChange, so the pool
+// negative limit. It also matches sharedstate.ErrRejected, so the pool
 // drops such a change rather than publish it again. (New's errors for a
 // bad option or a nil client are configuration errors instead: an
 // *apipool.ConfigError, matching apipool.ErrInvalidConfig.)
@@ -129,9 +131,9 @@ var ErrInvalid error = invalidError{}
 type invalidError struct{}
 
 func (invalidError) Error() string        { return "redisstate: invalid argument" }
-func (invalidError) Is(target error) bool { return target == apipool.ErrRejectedChange }
+func (invalidError) Is(target error) bool { return target == sharedstate.ErrRejected }
 
-// Store is an [apipool.SharedState] on Redis. Create it with [New]; the
+// Store is an [sharedstate.Store] on Redis. Create it with [New]; the
 // zero Store is not usable. It is safe for concurrent use. It does not own
 // the client: close the client when done with the store.
 type Store struct {
@@ -162,7 +164,7 @@ type errRecord struct {
 	at  time.Time
 }
 
-var _ apipool.SharedState = (*Store)(nil)
+var _ sharedstate.Store = (*Store)(nil)
 
 // Option configures a Store. Options are sealed: they are made by the With
 // functions of this package only. They are applied in order by New; an
@@ -240,7 +242,7 @@ func WithCheckInterval(d time.Duration) Option {
 }
 
 // WithClock sets the clock (clock.System by default) that stamps a
-// published change without a time of its own (StateChange.At) and that
+// published change without a time of its own (sharedstate.Change.At) and that
 // Watch measures cooldown deadlines against: give it the pool's clock
 // (apipool.WithClock). The store reads its Now only. The timeouts of calls
 // to Redis, and the times of Stats, follow the system clock.

@@ -11,10 +11,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/apipool-ng/apipool"
 	"github.com/apipool-ng/apipool/internal/redistest"
 	"github.com/apipool-ng/apipool/redisstate"
-	"github.com/redis/go-redis/v9"
+	"github.com/apipool-ng/apipool/sharedstate"
 )
 
 func TestNewOptions(t *testing.T) {
@@ -66,15 +68,15 @@ func TestPublishInvalid(t *testing.T) {
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
 	defer rdb.Close()
 	s, _ := redisstate.New(rdb)
-	for name, c := range map[string]apipool.StateChange{
-		"empty id":        {Kind: apipool.ChangeEnable},
-		"bad utf-8 id":    {KeyID: "k\xff", Kind: apipool.ChangeEnable},
-		"long id":         {KeyID: strings.Repeat("k", 2000), Kind: apipool.ChangeEnable},
+	for name, c := range map[string]sharedstate.Change{
+		"empty id":        {Kind: sharedstate.Enable},
+		"bad utf-8 id":    {KeyID: "k\xff", Kind: sharedstate.Enable},
+		"long id":         {KeyID: strings.Repeat("k", 2000), Kind: sharedstate.Enable},
 		"no kind":         {KeyID: "k"},
 		"unknown kind":    {KeyID: "k", Kind: 99},
-		"no deadline":     {KeyID: "k", Kind: apipool.ChangeCooldown},
-		"before epoch":    {KeyID: "k", Kind: apipool.ChangeCooldown, Until: time.Unix(-10, 0)},
-		"after year 9999": {KeyID: "k", Kind: apipool.ChangeCooldown, Until: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)},
+		"no deadline":     {KeyID: "k", Kind: sharedstate.Cooldown},
+		"before epoch":    {KeyID: "k", Kind: sharedstate.Cooldown, Until: time.Unix(-10, 0)},
+		"after year 9999": {KeyID: "k", Kind: sharedstate.Cooldown, Until: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)},
 	} {
 		if err := s.Publish(context.Background(), c); !errors.Is(err, redisstate.ErrInvalid) {
 			t.Errorf("%s: got %v, want ErrInvalid", name, err)
@@ -97,7 +99,7 @@ func TestCooldownLaterWins(t *testing.T) {
 		base.Add(2 * time.Second),   // the same: ignored
 		base.Add(3*time.Second + 1), // later, rounded up to the next ms
 	} {
-		if err := a.Publish(ctx, apipool.StateChange{KeyID: "k1", Kind: apipool.ChangeCooldown, Until: until}); err != nil {
+		if err := a.Publish(ctx, sharedstate.Change{KeyID: "k1", Kind: sharedstate.Cooldown, Until: until}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -150,7 +152,7 @@ func TestCooldownLaterWinsConcurrent(t *testing.T) {
 				maxMu.Lock()
 				maxUntil = max(maxUntil, u)
 				maxMu.Unlock()
-				c := apipool.StateChange{KeyID: "k", Kind: apipool.ChangeCooldown, Until: time.UnixMilli(u)}
+				c := sharedstate.Change{KeyID: "k", Kind: sharedstate.Cooldown, Until: time.UnixMilli(u)}
 				if err := stores[i%replicas].Publish(context.Background(), c); err != nil {
 					errs <- err
 					return
@@ -195,21 +197,21 @@ func TestDisableEnable(t *testing.T) {
 	disabled := "{" + a.Prefix() + "}:disabled"
 	cooldown := "{" + a.Prefix() + "}:cooldown"
 
-	if err := a.Publish(ctx, apipool.StateChange{KeyID: "k1", Kind: apipool.ChangeDisable, Reason: "401 Unauthorized", At: at}); err != nil {
+	if err := a.Publish(ctx, sharedstate.Change{KeyID: "k1", Kind: sharedstate.Disable, Reason: "401 Unauthorized", At: at}); err != nil {
 		t.Fatal(err)
 	}
 	// Already disabled: the first reason stays, nothing is published.
-	if err := b.Publish(ctx, apipool.StateChange{KeyID: "k1", Kind: apipool.ChangeDisable, Reason: "403 Forbidden"}); err != nil {
+	if err := b.Publish(ctx, sharedstate.Change{KeyID: "k1", Kind: sharedstate.Disable, Reason: "403 Forbidden"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Publish(ctx, apipool.StateChange{KeyID: "k1", Kind: apipool.ChangeCooldown, Until: time.Now().Add(time.Hour)}); err != nil {
+	if err := b.Publish(ctx, sharedstate.Change{KeyID: "k1", Kind: sharedstate.Cooldown, Until: time.Now().Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
 	v, err := a.rdb.HGet(ctx, disabled, "k1").Result()
 	if err != nil || v != `{"reason":"401 Unauthorized","at":1767225600000}` {
 		t.Errorf("disabled entry %q (%v)", v, err)
 	}
-	if err := b.Publish(ctx, apipool.StateChange{KeyID: "k1", Kind: apipool.ChangeEnable}); err != nil {
+	if err := b.Publish(ctx, sharedstate.Change{KeyID: "k1", Kind: sharedstate.Enable}); err != nil {
 		t.Fatal(err)
 	}
 	if n, _ := a.rdb.HExists(ctx, disabled, "k1").Result(); n {
@@ -219,7 +221,7 @@ func TestDisableEnable(t *testing.T) {
 		t.Error("still cooling after enable")
 	}
 	// Enabling an enabled key publishes all the same.
-	if err := a.Publish(ctx, apipool.StateChange{KeyID: "k1", Kind: apipool.ChangeEnable}); err != nil {
+	if err := a.Publish(ctx, sharedstate.Change{KeyID: "k1", Kind: sharedstate.Enable}); err != nil {
 		t.Fatal(err)
 	}
 	var kinds []string

@@ -7,8 +7,9 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/apipool-ng/apipool"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/apipool-ng/apipool/sharedstate"
 )
 
 // dayTTL is how long a day's counter lives after its last increment: long
@@ -196,7 +197,7 @@ return {grant, 0, 0}
 //
 // n < 1, an empty key ID, negative or non-finite limits and a negative
 // lease are refused with an error matching ErrInvalid.
-func (s *Store) Take(ctx context.Context, id string, l apipool.Limits, now time.Time, n int) (granted int, retryAt time.Time, err error) {
+func (s *Store) Take(ctx context.Context, id string, l sharedstate.Limits, now time.Time, n int) (granted int, retryAt time.Time, err error) {
 	switch {
 	case n < 1:
 		return 0, time.Time{}, fmt.Errorf("%w: take %d requests", ErrInvalid, n)

@@ -12,10 +12,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/apipool-ng/apipool"
+	"github.com/redis/go-redis/v9"
+
 	"github.com/apipool-ng/apipool/internal/redistest"
 	"github.com/apipool-ng/apipool/redisstate"
-	"github.com/redis/go-redis/v9"
+	"github.com/apipool-ng/apipool/sharedstate"
 )
 
 // t0 is a fixed instant for tests that pass now: day 20454 in UTC.
@@ -33,23 +34,23 @@ func TestTakeInvalidAndUnlimited(t *testing.T) {
 	ctx := context.Background()
 	for name, c := range map[string]struct {
 		id string
-		l  apipool.Limits
+		l  sharedstate.Limits
 		n  int
 	}{
-		"n 0":           {"k", apipool.Limits{PerDay: 5}, 0},
-		"n negative":    {"k", apipool.Limits{PerDay: 5}, -1},
-		"empty id":      {"", apipool.Limits{PerDay: 5}, 1},
-		"negative rate": {"k", apipool.Limits{PerSecond: -1}, 1},
-		"NaN rate":      {"k", apipool.Limits{PerSecond: math.NaN()}, 1},
-		"infinite rate": {"k", apipool.Limits{PerSecond: math.Inf(1)}, 1},
-		"negative min":  {"k", apipool.Limits{PerMinute: -1}, 1},
-		"negative day":  {"k", apipool.Limits{PerDay: -1}, 1},
+		"n 0":           {"k", sharedstate.Limits{PerDay: 5}, 0},
+		"n negative":    {"k", sharedstate.Limits{PerDay: 5}, -1},
+		"empty id":      {"", sharedstate.Limits{PerDay: 5}, 1},
+		"negative rate": {"k", sharedstate.Limits{PerSecond: -1}, 1},
+		"NaN rate":      {"k", sharedstate.Limits{PerSecond: math.NaN()}, 1},
+		"infinite rate": {"k", sharedstate.Limits{PerSecond: math.Inf(1)}, 1},
+		"negative min":  {"k", sharedstate.Limits{PerMinute: -1}, 1},
+		"negative day":  {"k", sharedstate.Limits{PerDay: -1}, 1},
 	} {
 		if g, _, err := s.Take(ctx, c.id, c.l, t0, c.n); !errors.Is(err, redisstate.ErrInvalid) || g != 0 {
 			t.Errorf("%s: granted %d, %v; want ErrInvalid", name, g, err)
 		}
 	}
-	if g, at, err := s.Take(ctx, "k", apipool.Limits{Day: 7}, t0, 25); g != 25 || !at.IsZero() || err != nil {
+	if g, at, err := s.Take(ctx, "k", sharedstate.Limits{Day: 7}, t0, 25); g != 25 || !at.IsZero() || err != nil {
 		t.Errorf("no limits: %d, %v, %v", g, at, err)
 	}
 	if st := s.Stats(); st.Errors != 0 {
@@ -61,7 +62,7 @@ func TestTakeDailyQuota(t *testing.T) {
 	srv := redistest.Shared(t)
 	a := newReplica(t, srv, testPrefix(t))
 	ctx := ctxT(t)
-	l := apipool.Limits{PerDay: 10, Day: day(t0)}
+	l := sharedstate.Limits{PerDay: 10, Day: day(t0)}
 	var got []int
 	for range 5 {
 		g, at, err := a.Take(ctx, "k", l, t0, 3)
@@ -105,7 +106,7 @@ func TestTakeQuotaAcrossReplicas(t *testing.T) {
 	srv := redistest.Shared(t)
 	prefix := testPrefix(t)
 	const quota = 1000
-	l := apipool.Limits{PerDay: quota, Day: day(t0)}
+	l := sharedstate.Limits{PerDay: quota, Day: day(t0)}
 	var granted, calls atomic.Int64
 	var wg sync.WaitGroup
 	for r := range 3 {
@@ -147,7 +148,7 @@ func TestTakePerSecond(t *testing.T) {
 	srv := redistest.Shared(t)
 	a := newReplica(t, srv, testPrefix(t))
 	ctx := ctxT(t)
-	l := apipool.Limits{PerSecond: 5}
+	l := sharedstate.Limits{PerSecond: 5}
 	take := func(now time.Time, n int) (int, time.Time) {
 		t.Helper()
 		g, at, err := a.Take(ctx, "k", l, now, n)
@@ -210,7 +211,7 @@ func TestTakeFractionalPerSecond(t *testing.T) {
 		{0.25, 1, 4 * time.Second},
 	} {
 		id := fmt.Sprint(c.p)
-		l := apipool.Limits{PerSecond: c.p}
+		l := sharedstate.Limits{PerSecond: c.p}
 		g, _, err := a.Take(ctx, id, l, t0, 10)
 		if err != nil || g != c.burst {
 			t.Errorf("PerSecond %v: granted %d, %v; want %d", c.p, g, err, c.burst)
@@ -227,7 +228,7 @@ func TestTakeFractionalPerSecond(t *testing.T) {
 func TestTakeLease(t *testing.T) {
 	a := newReplica(t, redistest.Shared(t), testPrefix(t))
 	ctx := ctxT(t)
-	l := apipool.Limits{PerSecond: 4, Lease: 100 * time.Millisecond}
+	l := sharedstate.Limits{PerSecond: 4, Lease: 100 * time.Millisecond}
 	if g, _, err := a.Take(ctx, "k", l, t0, 3); err != nil || g != 3 {
 		t.Fatalf("granted %d, %v", g, err)
 	}
@@ -254,7 +255,7 @@ func TestTakeLease(t *testing.T) {
 	}
 	// A deadline between microseconds counts at the next one, never
 	// before it.
-	sub := apipool.Limits{PerSecond: 1, Lease: 1500 * time.Nanosecond}
+	sub := sharedstate.Limits{PerSecond: 1, Lease: 1500 * time.Nanosecond}
 	if g, _, err := a.Take(ctx, "sub", sub, t0, 1); err != nil || g != 1 {
 		t.Fatalf("granted %d, %v", g, err)
 	}
@@ -262,7 +263,7 @@ func TestTakeLease(t *testing.T) {
 		t.Errorf("granted %d, retry at +%v; want 0, +1.000002s", g, at.Sub(t0))
 	}
 	// Invalid: a negative lease.
-	if _, _, err := a.Take(ctx, "k", apipool.Limits{PerSecond: 1, Lease: -1}, t0, 1); !errors.Is(err, redisstate.ErrInvalid) {
+	if _, _, err := a.Take(ctx, "k", sharedstate.Limits{PerSecond: 1, Lease: -1}, t0, 1); !errors.Is(err, redisstate.ErrInvalid) {
 		t.Errorf("negative lease: %v", err)
 	}
 }
@@ -273,15 +274,15 @@ func TestTakeLimitLowered(t *testing.T) {
 	a := newReplica(t, redistest.Shared(t), testPrefix(t))
 	ctx := ctxT(t)
 	for i, g := range []int{4, 3, 3} {
-		if got, _, err := a.Take(ctx, "k", apipool.Limits{PerSecond: 10}, t0.Add(time.Duration(i)*100*time.Millisecond), g); err != nil || got != g {
+		if got, _, err := a.Take(ctx, "k", sharedstate.Limits{PerSecond: 10}, t0.Add(time.Duration(i)*100*time.Millisecond), g); err != nil || got != g {
 			t.Fatalf("take %d: %d, %v", i, got, err)
 		}
 	}
-	g, at, err := a.Take(ctx, "k", apipool.Limits{PerSecond: 3}, t0.Add(300*time.Millisecond), 1)
+	g, at, err := a.Take(ctx, "k", sharedstate.Limits{PerSecond: 3}, t0.Add(300*time.Millisecond), 1)
 	if err != nil || g != 0 || !at.Equal(t0.Add(1200*time.Millisecond)) {
 		t.Fatalf("lowered: %d, retry at +%v, %v; want 0, +1.2s", g, at.Sub(t0), err)
 	}
-	if g, _, _ := a.Take(ctx, "k", apipool.Limits{PerSecond: 3}, t0.Add(1200*time.Millisecond), 5); g != 3 {
+	if g, _, _ := a.Take(ctx, "k", sharedstate.Limits{PerSecond: 3}, t0.Add(1200*time.Millisecond), 5); g != 3 {
 		t.Fatalf("at +1.2s: %d, want 3", g)
 	}
 }
@@ -290,7 +291,7 @@ func TestTakePerMinuteAndDay(t *testing.T) {
 	srv := redistest.Shared(t)
 	a := newReplica(t, srv, testPrefix(t))
 	ctx := ctxT(t)
-	l := apipool.Limits{PerMinute: 3, PerDay: 4, Day: day(t0)}
+	l := sharedstate.Limits{PerMinute: 3, PerDay: 4, Day: day(t0)}
 	var got []int
 	var at time.Time
 	for i := range 4 {
@@ -370,7 +371,7 @@ func TestTakeMatchesLocalWindows(t *testing.T) {
 	leases := []time.Duration{0, 0, 100 * time.Millisecond, 3 * time.Second, 4469 * time.Microsecond}
 	for i := range 40 {
 		id := "k" + string(rune('a'+i%26)) + string(rune('a'+i/26))
-		l := apipool.Limits{PerSecond: rates[rnd.IntN(len(rates))], PerMinute: minutes[rnd.IntN(len(minutes))], Day: day(t0), Lease: leases[rnd.IntN(len(leases))]}
+		l := sharedstate.Limits{PerSecond: rates[rnd.IntN(len(rates))], PerMinute: minutes[rnd.IntN(len(minutes))], Day: day(t0), Lease: leases[rnd.IntN(len(leases))]}
 		if rnd.IntN(3) == 0 {
 			l.PerDay = 1 + rnd.IntN(40)
 		}
@@ -453,15 +454,15 @@ func TestTakeExtremeLimits(t *testing.T) {
 	a := newReplica(t, srv, testPrefix(t))
 	ctx := ctxT(t)
 	for _, c := range []struct {
-		l    apipool.Limits
+		l    sharedstate.Limits
 		n    int
 		want int
 	}{
-		{apipool.Limits{PerSecond: 1e-300}, 3, 1},
-		{apipool.Limits{PerSecond: 1e-9, PerMinute: 1}, 3, 1},
-		{apipool.Limits{PerSecond: 1e12}, 1 << 40, 1e12},
-		{apipool.Limits{PerMinute: math.MaxInt32}, 5, 5},
-		{apipool.Limits{PerDay: math.MaxInt32}, math.MaxInt32 + 10, math.MaxInt32},
+		{sharedstate.Limits{PerSecond: 1e-300}, 3, 1},
+		{sharedstate.Limits{PerSecond: 1e-9, PerMinute: 1}, 3, 1},
+		{sharedstate.Limits{PerSecond: 1e12}, 1 << 40, 1e12},
+		{sharedstate.Limits{PerMinute: math.MaxInt32}, 5, 5},
+		{sharedstate.Limits{PerDay: math.MaxInt32}, math.MaxInt32 + 10, math.MaxInt32},
 	} {
 		id := fmt.Sprintf("%+v", c.l)
 		g, _, err := a.Take(ctx, id, c.l, t0, c.n)
@@ -481,7 +482,7 @@ func TestTakeDailyQuotaRetryAtDayEnd(t *testing.T) {
 	s := newReplica(t, redistest.Shared(t), testPrefix(t))
 	now := time.Date(2026, 3, 1, 22, 7, 0, 0, time.UTC)
 	end := time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC)
-	l := apipool.Limits{PerDay: 1, Day: day(now), DayEnd: end}
+	l := sharedstate.Limits{PerDay: 1, Day: day(now), DayEnd: end}
 	if g, _, err := s.Take(context.Background(), "k", l, now, 1); err != nil || g != 1 {
 		t.Fatalf("first take: %d, %v", g, err)
 	}
@@ -491,11 +492,11 @@ func TestTakeDailyQuotaRetryAtDayEnd(t *testing.T) {
 	}
 }
 
-// Invalid changes match apipool.ErrRejectedChange, so the pool drops them.
+// Invalid changes match sharedstate.ErrRejected, so the pool drops them.
 func TestInvalidMatchesRejectedChange(t *testing.T) {
 	s := newReplica(t, redistest.Shared(t), testPrefix(t))
-	err := s.Publish(context.Background(), apipool.StateChange{KeyID: "", Kind: apipool.ChangeDisable})
-	if !errors.Is(err, redisstate.ErrInvalid) || !errors.Is(err, apipool.ErrRejectedChange) {
+	err := s.Publish(context.Background(), sharedstate.Change{KeyID: "", Kind: sharedstate.Disable})
+	if !errors.Is(err, redisstate.ErrInvalid) || !errors.Is(err, sharedstate.ErrRejected) {
 		t.Fatalf("err = %v", err)
 	}
 }

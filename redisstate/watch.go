@@ -10,8 +10,9 @@ import (
 	"slices"
 	"time"
 
-	"github.com/apipool-ng/apipool"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/apipool-ng/apipool/sharedstate"
 )
 
 // stateScript reads the epoch (setting it to ARGV[1] when missing, as after
@@ -28,7 +29,7 @@ return {e, redis.call('HGETALL', KEYS[2]), redis.call('HGETALL', KEYS[3])}
 `)
 
 // Watch subscribes to the store's channel, then reads the shared state and
-// calls apply with it, then once with a change of kind ChangeSynced, then
+// calls apply with it, then once with a change of kind sharedstate.Synced, then
 // with each change published by any replica (this one included), until ctx
 // ends or the connection fails. It
 // returns ctx's error when ctx ended, and otherwise the failure, which it
@@ -47,7 +48,7 @@ return {e, redis.call('HGETALL', KEYS[2]), redis.call('HGETALL', KEYS[3])}
 // Messages that cannot be decoded are ignored and counted in Stats, as are
 // undecodable entries of the hashes. The pool runs one Watch at a time;
 // apply is never called concurrently by one Watch.
-func (s *Store) Watch(ctx context.Context, apply func(apipool.StateChange)) error {
+func (s *Store) Watch(ctx context.Context, apply func(sharedstate.Change)) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -68,7 +69,7 @@ func (s *Store) Watch(ctx context.Context, apply func(apipool.StateChange)) erro
 	for _, c := range changes {
 		apply(c)
 	}
-	apply(apipool.StateChange{Kind: apipool.ChangeSynced})
+	apply(sharedstate.Change{Kind: sharedstate.Synced})
 
 	// From here ctx ends the Watch by closing ps (above): reads and pings
 	// get deadlines of their own, so that a read timing out at ctx's
@@ -137,7 +138,7 @@ func (s *Store) subscribed(ctx context.Context, ps *redis.PubSub) error {
 
 // readState reads the shared state and returns it as changes to apply,
 // updating what the store remembers of it.
-func (s *Store) readState(ctx context.Context) ([]apipool.StateChange, error) {
+func (s *Store) readState(ctx context.Context) ([]sharedstate.Change, error) {
 	var nonce [16]byte
 	rand.Read(nonce[:])
 	cctx, cancel := s.callCtx(ctx)
@@ -191,7 +192,7 @@ func (s *Store) readState(ctx context.Context) ([]apipool.StateChange, error) {
 
 	s.watchMu.Lock()
 	defer s.watchMu.Unlock()
-	var out []apipool.StateChange
+	var out []sharedstate.Change
 	ids := make([]string, 0, len(keys)+len(s.reported))
 	for id := range keys {
 		ids = append(ids, id)
@@ -212,15 +213,15 @@ func (s *Store) readState(ctx context.Context) ([]apipool.StateChange, error) {
 		}
 		k := keys[id]
 		if k == nil {
-			out = append(out, apipool.StateChange{KeyID: id, Kind: apipool.ChangeEnable, At: now})
+			out = append(out, sharedstate.Change{KeyID: id, Kind: sharedstate.Enable, At: now})
 			continue
 		}
 		if !k.until.IsZero() {
-			out = append(out, apipool.StateChange{KeyID: id, Kind: apipool.ChangeCooldown, Until: k.until})
+			out = append(out, sharedstate.Change{KeyID: id, Kind: sharedstate.Cooldown, Until: k.until})
 			reported[id] = struct{}{}
 		}
 		if k.disabled != nil {
-			c := apipool.StateChange{KeyID: id, Kind: apipool.ChangeDisable, Reason: k.disabled.Reason}
+			c := sharedstate.Change{KeyID: id, Kind: sharedstate.Disable, Reason: k.disabled.Reason}
 			if k.disabled.At > 0 {
 				c.At = time.UnixMilli(k.disabled.At)
 			}
@@ -244,10 +245,10 @@ func (s *Store) readState(ctx context.Context) ([]apipool.StateChange, error) {
 
 // note updates what the store remembers of the state with a change that
 // Watch applies.
-func (s *Store) note(c apipool.StateChange) {
+func (s *Store) note(c sharedstate.Change) {
 	s.watchMu.Lock()
 	defer s.watchMu.Unlock()
-	if c.Kind == apipool.ChangeEnable {
+	if c.Kind == sharedstate.Enable {
 		delete(s.reported, c.KeyID)
 		return
 	}

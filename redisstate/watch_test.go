@@ -8,17 +8,17 @@ import (
 	"testing"
 	"time"
 
-	"github.com/apipool-ng/apipool"
 	"github.com/apipool-ng/apipool/internal/fakeclock"
 	"github.com/apipool-ng/apipool/internal/redistest"
 	"github.com/apipool-ng/apipool/redisstate"
+	"github.com/apipool-ng/apipool/sharedstate"
 )
 
-func changeString(c apipool.StateChange) string {
+func changeString(c sharedstate.Change) string {
 	switch c.Kind {
-	case apipool.ChangeCooldown:
+	case sharedstate.Cooldown:
 		return fmt.Sprintf("%s cooldown %d", c.KeyID, c.Until.UnixMilli())
-	case apipool.ChangeDisable:
+	case sharedstate.Disable:
 		var at int64
 		if !c.At.IsZero() {
 			at = c.At.UnixMilli()
@@ -28,7 +28,7 @@ func changeString(c apipool.StateChange) string {
 	return c.KeyID + " " + c.Kind.String()
 }
 
-func changesString(cs []apipool.StateChange) string {
+func changesString(cs []sharedstate.Change) string {
 	s := make([]string, len(cs))
 	for i, c := range cs {
 		s[i] = changeString(c)
@@ -45,11 +45,11 @@ func TestWatchStateThenChanges(t *testing.T) {
 	ctx := ctxT(t)
 	soon := time.Now().Add(time.Hour).Truncate(time.Millisecond)
 	at := time.UnixMilli(1_767_225_600_000)
-	for _, ch := range []apipool.StateChange{
-		{KeyID: "k2", Kind: apipool.ChangeCooldown, Until: soon},
-		{KeyID: "k1", Kind: apipool.ChangeDisable, Reason: "revoked", At: at},
-		{KeyID: "k1", Kind: apipool.ChangeCooldown, Until: soon.Add(time.Second)},
-		{KeyID: "k3", Kind: apipool.ChangeCooldown, Until: time.Now().Add(-time.Minute)}, // ended: not applied
+	for _, ch := range []sharedstate.Change{
+		{KeyID: "k2", Kind: sharedstate.Cooldown, Until: soon},
+		{KeyID: "k1", Kind: sharedstate.Disable, Reason: "revoked", At: at},
+		{KeyID: "k1", Kind: sharedstate.Cooldown, Until: soon.Add(time.Second)},
+		{KeyID: "k3", Kind: sharedstate.Cooldown, Until: time.Now().Add(-time.Minute)}, // ended: not applied
 	} {
 		if err := a.Publish(ctx, ch); err != nil {
 			t.Fatal(err)
@@ -68,12 +68,12 @@ func TestWatchStateThenChanges(t *testing.T) {
 	// changes nothing (an earlier cooldown), which is not published.
 	for _, p := range []struct {
 		r  replica
-		ch apipool.StateChange
+		ch sharedstate.Change
 	}{
-		{c, apipool.StateChange{KeyID: "k2", Kind: apipool.ChangeCooldown, Until: soon.Add(time.Minute), At: at}},
-		{b, apipool.StateChange{KeyID: "k4", Kind: apipool.ChangeDisable, Reason: "quota gone", At: at}},
-		{c, apipool.StateChange{KeyID: "k2", Kind: apipool.ChangeCooldown, Until: soon}},
-		{a, apipool.StateChange{KeyID: "k1", Kind: apipool.ChangeEnable, At: at}},
+		{c, sharedstate.Change{KeyID: "k2", Kind: sharedstate.Cooldown, Until: soon.Add(time.Minute), At: at}},
+		{b, sharedstate.Change{KeyID: "k4", Kind: sharedstate.Disable, Reason: "quota gone", At: at}},
+		{c, sharedstate.Change{KeyID: "k2", Kind: sharedstate.Cooldown, Until: soon}},
+		{a, sharedstate.Change{KeyID: "k1", Kind: sharedstate.Enable, At: at}},
 	} {
 		if err := p.r.Publish(ctx, p.ch); err != nil {
 			t.Fatal(err)
@@ -102,10 +102,10 @@ func TestWatchReportsMissedEnable(t *testing.T) {
 	prefix := testPrefix(t)
 	a, b := newReplica(t, srv, prefix), newReplica(t, srv, prefix)
 	ctx := ctxT(t)
-	for _, ch := range []apipool.StateChange{
-		{KeyID: "k1", Kind: apipool.ChangeDisable, Reason: "revoked"},
-		{KeyID: "k2", Kind: apipool.ChangeCooldown, Until: time.Now().Add(time.Hour)},
-		{KeyID: "k3", Kind: apipool.ChangeDisable, Reason: "revoked"},
+	for _, ch := range []sharedstate.Change{
+		{KeyID: "k1", Kind: sharedstate.Disable, Reason: "revoked"},
+		{KeyID: "k2", Kind: sharedstate.Cooldown, Until: time.Now().Add(time.Hour)},
+		{KeyID: "k3", Kind: sharedstate.Disable, Reason: "revoked"},
 	} {
 		if err := a.Publish(ctx, ch); err != nil {
 			t.Fatal(err)
@@ -116,14 +116,14 @@ func TestWatchReportsMissedEnable(t *testing.T) {
 		t.Fatalf("state: %s", changesString(st))
 	}
 	// k5 is reported by a message rather than in the state.
-	if err := a.Publish(ctx, apipool.StateChange{KeyID: "k5", Kind: apipool.ChangeDisable}); err != nil {
+	if err := a.Publish(ctx, sharedstate.Change{KeyID: "k5", Kind: sharedstate.Disable}); err != nil {
 		t.Fatal(err)
 	}
 	w.sync(t, a.Store)
 	w.stop()
 
 	for _, id := range []string{"k1", "k2", "k5"} {
-		if err := a.Publish(ctx, apipool.StateChange{KeyID: id, Kind: apipool.ChangeEnable}); err != nil {
+		if err := a.Publish(ctx, sharedstate.Change{KeyID: id, Kind: sharedstate.Enable}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -145,7 +145,7 @@ func TestWatchNoEnableAfterDataLoss(t *testing.T) {
 	prefix := testPrefix(t)
 	a, b := newReplica(t, srv, prefix), newReplica(t, srv, prefix)
 	ctx := ctxT(t)
-	if err := a.Publish(ctx, apipool.StateChange{KeyID: "k1", Kind: apipool.ChangeDisable, Reason: "revoked"}); err != nil {
+	if err := a.Publish(ctx, sharedstate.Change{KeyID: "k1", Kind: sharedstate.Disable, Reason: "revoked"}); err != nil {
 		t.Fatal(err)
 	}
 	w := startWatch(t, b)
@@ -213,13 +213,13 @@ func TestWatchEndsWithContext(t *testing.T) {
 	a := newReplica(t, srv, testPrefix(t))
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if err := a.Watch(ctx, func(apipool.StateChange) {}); !errors.Is(err, context.Canceled) {
+	if err := a.Watch(ctx, func(sharedstate.Change) {}); !errors.Is(err, context.Canceled) {
 		t.Errorf("done ctx: %v", err)
 	}
 	ctx, cancel = context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	if err := a.Watch(ctx, func(apipool.StateChange) {}); !errors.Is(err, context.DeadlineExceeded) {
+	if err := a.Watch(ctx, func(sharedstate.Change) {}); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("deadline: %v", err)
 	}
 	if d := time.Since(start); d > 2*time.Second {
@@ -242,9 +242,9 @@ func TestWatchReadsTheClock(t *testing.T) {
 	b := newReplica(t, srv, prefix, redisstate.WithClock(clk))
 	c := newReplica(t, srv, prefix) // the system clock
 	ctx := ctxT(t)
-	for _, ch := range []apipool.StateChange{
-		{KeyID: "k1", Kind: apipool.ChangeDisable, Reason: "revoked"},
-		{KeyID: "k2", Kind: apipool.ChangeCooldown, Until: at.Add(time.Hour)},
+	for _, ch := range []sharedstate.Change{
+		{KeyID: "k1", Kind: sharedstate.Disable, Reason: "revoked"},
+		{KeyID: "k2", Kind: sharedstate.Cooldown, Until: at.Add(time.Hour)},
 	} {
 		if err := a.Publish(ctx, ch); err != nil {
 			t.Fatal(err)

@@ -1,6 +1,6 @@
 // Package fakeclock is a manual clock for tests: time moves only when the
 // test calls Advance, and timers fire then. It implements clock.Clock (and
-// so apipool.Clock).
+// so a clock.Clock).
 package fakeclock
 
 import (

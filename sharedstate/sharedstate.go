@@ -1,0 +1,115 @@
+// Package sharedstate defines what a store that shares key state among
+// the replicas of a service implements: the Store interface, the changes
+// it carries and the limits it enforces. A program uses a Store through
+// apipool.WithSharedState (package redisstate is the Store on Redis); this
+// package is for those who write one.
+package sharedstate
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Store shares key state among the replicas of a service that use
+// the same keys, so that a cooldown seen by one holds for all, a key
+// revoked through one is skipped by all, and a key's limits hold across
+// all of them. Package redisstate implements it on Redis.
+//
+// The pool keeps every key's state in memory and reads only memory to pick
+// a key; a Store carries changes between replicas (Publish, Watch)
+// and enforces the limits that must hold across them (Take). When it fails,
+// the pool goes on with its local state and limits, reports the fault, and
+// resumes sharing when it works again.
+//
+// Implementations must be safe for concurrent use.
+type Store interface {
+	// Publish records a change of one key's state where every replica
+	// sees it: a cooldown (the later deadline wins, atomically), a key
+	// disabled with its reason, or a key enabled. The pool calls it off
+	// the request path, and again after an error, except an error that
+	// matches ErrRejected: that change is dropped and counted.
+	Publish(ctx context.Context, c Change) error
+	// Watch calls apply with the current state of every key the store
+	// knows, then once with a change of kind Synced (no key) to say
+	// that the state is complete, then with each change that any replica
+	// publishes, until ctx ends or the store fails; it returns the error
+	// (ctx's error when ctx ended). The pool calls it again after a
+	// failure, with a backoff. apply must not be called concurrently.
+	Watch(ctx context.Context, apply func(Change)) error
+	// Take reserves up to n requests of key id's shared limits at now,
+	// atomically across replicas, and returns how many it granted (0 to
+	// n). When it grants none, retryAt is when the limits next allow a
+	// request. It is called on the request path, at most once per request.
+	//
+	// The limits mean what they mean in one pool (see apipool.Key): no window of
+	// a second holds more than PerSecond requests (below 1, none of
+	// 1/PerSecond seconds more than one), none of a minute more than
+	// PerMinute, and quota day Day no more than PerDay. The pool sends
+	// every request granted before now+l.Lease, and a store counts them
+	// against the rate limits as sent then, so that no window holds more
+	// than the limit whenever in that time they go out.
+	Take(ctx context.Context, id string, l Limits, now time.Time, n int) (granted int, retryAt time.Time, err error)
+}
+
+// Kind says what a Change changes.
+type Kind uint8
+
+const (
+	// Cooldown: the key rests until Change.Until.
+	Cooldown Kind = iota + 1
+	// Disable: the key is disabled, for Change.Reason.
+	Disable
+	// Enable: the key is enabled again, and its cooldown ends.
+	Enable
+	// Synced: Watch delivered the whole current state; no key.
+	Synced
+)
+
+// String names the kind: "cooldown", "disable", "enable" or "synced"
+// (and "unknown" for any other value).
+func (k Kind) String() string {
+	switch k {
+	case Cooldown:
+		return "cooldown"
+	case Disable:
+		return "disable"
+	case Enable:
+		return "enable"
+	case Synced:
+		return "synced"
+	}
+	return "unknown"
+}
+
+// Change is one change of a key's shared state.
+type Change struct {
+	KeyID string
+	Kind  Kind
+	// Until is, for Cooldown, when the cooldown ends; for
+	// Disable, when a trial request may test the key again (zero:
+	// disabled for good, until enabled).
+	Until  time.Time
+	Reason string    // Disable: why (never a secret)
+	At     time.Time // when the change was made
+}
+
+// Limits are a key's limits that must hold across replicas, as apipool.Key gives
+// them. Day is the quota day, in days since the Unix epoch in the pool's
+// quota location; a PerDay count resets when it changes, at DayEnd.
+type Limits struct {
+	PerSecond float64
+	PerMinute int
+	PerDay    int
+	Day       uint64
+	DayEnd    time.Time // when quota day Day ends (the next midnight in the quota location)
+	// Lease is how long after Take's now the pool may send the requests
+	// granted (0: at now). A store counts them against PerSecond and
+	// PerMinute as sent at now+Lease, the latest they may go out.
+	Lease time.Duration
+}
+
+// ErrRejected is matched by a Store's Publish error for a
+// change it will never accept (an invalid key ID, say): the pool drops the
+// change instead of retrying it.
+var ErrRejected = errors.New("apipool/sharedstate: the store rejected the change")
