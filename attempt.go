@@ -283,9 +283,18 @@ func (c *call) forgive(at time.Time) {
 	if enabled {
 		t.publish(sharedstate.Change{KeyID: r.k.key.ID, Kind: sharedstate.Enable, At: at})
 	}
-	if t.cfg.logger != nil {
-		t.cfg.logger.Info("apipool: two keys rejected one request; the request is at fault, the key is back in use", "key", r.k.key.ID)
+	n := t.forgiven.Add(1)
+	if t.cfg.logger == nil {
+		return
 	}
+	// Once a minute at most: when every key is revoked, every request
+	// lands here.
+	last := t.forgivenLogged.Load()
+	if last != 0 && at.UnixNano()-last < int64(time.Minute) || !t.forgivenLogged.CompareAndSwap(last, at.UnixNano()) {
+		return
+	}
+	t.cfg.logger.Warn("apipool: two keys rejected one request as invalid, so the request is taken to be at fault and no key is disabled; if every request is rejected so, every key may be revoked",
+		"key", r.k.key.ID, "requests_so_far", n)
 }
 
 // attemptRequest returns the copy of the caller's request sent for one

@@ -36,6 +36,10 @@ type Transport struct {
 	waiters waitQueue    // requests waiting for a key, in arrival order
 	waits   atomic.Int64 // requests that waited for a key
 
+	// Requests that two keys rejected (forgive), and when that was last
+	// logged (Unix ns on the pool's clock): at most once a minute.
+	forgiven, forgivenLogged atomic.Int64
+
 	keys   atomic.Pointer[keySet]
 	keysMu sync.Mutex // serialises AddKey and RemoveKey
 

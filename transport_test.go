@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"reflect"
 	"strings"
@@ -1023,3 +1024,44 @@ func TestResponseBodyReleasesKey(t *testing.T) {
 // drainLimit is how much of a discarded answer the pool may read (64 KiB,
 // the bound in options.go), to reuse the connection.
 const drainLimit = 64 << 10
+
+// Every key revoked at once: no key is disabled (the request is at fault
+// when two keys reject it), each request gets the 401, and the logger
+// says so once a minute at most, without a secret.
+func TestEveryKeyRevokedIsLogged(t *testing.T) {
+	t.Parallel()
+	up := newUpstream(func(seen) reply { return reply{Status: 401, Body: "invalid key"} })
+	clk := newClock()
+	var logs syncBuffer
+	ks := []apipool.Key{{ID: "a", Secret: "canary-secret-a"}, {ID: "b", Secret: "canary-secret-b"}, {ID: "c", Secret: "canary-secret-c"}}
+	p := mustNew(t, ks, apipool.WithBase(up), apipool.WithClock(clk),
+		apipool.WithLogger(slog.New(slog.NewJSONHandler(&logs, nil))))
+	warnings := func() int { return strings.Count(logs.String(), "every key may be revoked") }
+	for i := 0; i < 5; i++ {
+		if resp, _ := mustDo(t, p); resp.StatusCode != 401 {
+			t.Fatalf("request %d: %d, want the upstream's 401", i, resp.StatusCode)
+		}
+	}
+	for _, s := range p.Snapshot() {
+		if s.Disabled {
+			t.Fatalf("key %s disabled; with every key rejecting, the requests are at fault", s.ID)
+		}
+	}
+	if n := warnings(); n != 1 {
+		t.Fatalf("%d warnings after 5 requests rejected by two keys each, want 1 (once a minute):\n%s", n, logs.String())
+	}
+	if !strings.Contains(logs.String(), "revoked") || !strings.Contains(logs.String(), `"requests_so_far":1`) {
+		t.Errorf("the warning does not say what it may mean: %s", logs.String())
+	}
+	clk.Advance(time.Minute)
+	mustDo(t, p)
+	if n := warnings(); n != 2 {
+		t.Fatalf("%d warnings a minute later, want 2:\n%s", n, logs.String())
+	}
+	if !strings.Contains(logs.String(), `"requests_so_far":6`) {
+		t.Errorf("the second warning does not count the requests so far: %s", logs.String())
+	}
+	if strings.Contains(logs.String(), "canary") {
+		t.Fatalf("a secret in the log: %s", logs.String())
+	}
+}
