@@ -355,14 +355,19 @@ func (t *Transport) AddKey(k Key) error {
 	if _, dup := old.byID[k.ID]; dup {
 		return &ConfigError{Field: "AddKey", Reason: "duplicate ID " + quote(k.ID)}
 	}
+	if err := old.sameSecret("AddKey", k, nil); err != nil {
+		return err
+	}
 	keys := append(old.keys[:len(old.keys):len(old.keys)], t.newKeyState(k))
 	t.keys.Store(newKeySet(keys))
 	return nil
 }
 
 // RemoveKey removes a key from the pool. Requests already using it
-// finish; no new attempt picks it. It returns ErrUnknownKey for an ID the
-// pool does not hold.
+// finish; no new attempt picks it. It returns an error matching
+// ErrUnknownKey for an ID the pool does not hold, and a *ConfigError for
+// the pool's last key: a pool holds one key at least (to swap the last
+// key for another, use ReplaceKey).
 func (t *Transport) RemoveKey(id string) error {
 	t.keysMu.Lock()
 	defer t.keysMu.Unlock()
@@ -370,6 +375,9 @@ func (t *Transport) RemoveKey(id string) error {
 	k, ok := old.byID[id]
 	if !ok {
 		return unknownKey(id)
+	}
+	if len(old.keys) == 1 {
+		return &ConfigError{Field: "RemoveKey", Reason: "key " + quote(id) + " is the pool's last key; a pool holds one key at least (ReplaceKey swaps a key for another)"}
 	}
 	k.removed.Store(true)
 	keys := make([]*keyState, 0, len(old.keys)-1)
@@ -379,6 +387,84 @@ func (t *Transport) RemoveKey(id string) error {
 		}
 	}
 	t.keys.Store(newKeySet(keys))
+	return nil
+}
+
+// ReplaceKey puts k in the place of the pool's key with the same ID, in
+// one step: a new secret, new limits or weight. The new key starts afresh
+// (no cooldown, not disabled, its own breaker and counts); requests
+// already using the old one finish with it. It returns an error matching
+// ErrUnknownKey when the pool holds no key with k's ID, and a
+// *ConfigError for a bad key.
+func (t *Transport) ReplaceKey(k Key) error {
+	if err := validateKey(k, -1); err != nil {
+		return err
+	}
+	t.keysMu.Lock()
+	defer t.keysMu.Unlock()
+	old := t.keys.Load()
+	prev, ok := old.byID[k.ID]
+	if !ok {
+		return unknownKey(k.ID)
+	}
+	if err := old.sameSecret("ReplaceKey", k, prev); err != nil {
+		return err
+	}
+	keys := make([]*keyState, len(old.keys))
+	for i, o := range old.keys {
+		keys[i] = o
+		if o == prev {
+			keys[i] = t.newKeyState(k)
+		}
+	}
+	prev.removed.Store(true)
+	t.keys.Store(newKeySet(keys))
+	return nil
+}
+
+// SetKeys makes keys the pool's keys, in one step, as the reload of a key
+// file wants: a key the pool holds with the same ID, secret and limits
+// keeps its state (cooldown, disable, breaker, counts); any other is a
+// new key; the pool's keys missing from keys are removed (requests
+// already using them finish). keys is checked as New checks it (one key
+// at least, no ID or secret twice), every bad key reported at once, and
+// on an error the pool is left as it was.
+func (t *Transport) SetKeys(keys []Key) error {
+	if err := validateKeys(keys); err != nil {
+		return err
+	}
+	t.keysMu.Lock()
+	defer t.keysMu.Unlock()
+	old := t.keys.Load()
+	states := make([]*keyState, len(keys))
+	kept := make(map[*keyState]bool, len(keys))
+	for i, k := range keys {
+		if o, ok := old.byID[k.ID]; ok && sameKey(o.key, k) {
+			states[i], kept[o] = o, true
+			continue
+		}
+		states[i] = t.newKeyState(k)
+	}
+	for _, o := range old.keys {
+		if !kept[o] {
+			o.removed.Store(true)
+		}
+	}
+	t.keys.Store(newKeySet(states))
+	return nil
+}
+
+// sameKey reports whether a and b are the same key: every field equal.
+func sameKey(a, b Key) bool { return a == b }
+
+// sameSecret returns a *ConfigError when a key of ks other than except
+// has k's secret (naming the IDs, never the secret).
+func (ks *keySet) sameSecret(field string, k Key, except *keyState) error {
+	for _, o := range ks.keys {
+		if o != except && o.key.Secret == k.Secret {
+			return &ConfigError{Field: field, Reason: "key " + quote(k.ID) + " has the same secret as key " + quote(o.key.ID)}
+		}
+	}
 	return nil
 }
 

@@ -3,7 +3,9 @@ package apipool_test
 import (
 	"context"
 	"errors"
+	"reflect"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -158,19 +160,16 @@ func TestRemoveKeyInFlight(t *testing.T) {
 	if snap := p.Snapshot(); len(snap) != 1 || snap[0].ID != "k1" {
 		t.Fatalf("snapshot %+v", snap)
 	}
-	// Removing the last key is allowed; requests then find none.
-	if err := p.RemoveKey("k1"); err != nil {
-		t.Fatal(err)
-	}
-	_, err = p.RoundTrip(newGet(t, "http://api.test/"))
-	if nk := noKey(t, err); nk.Keys != 0 {
-		t.Fatalf("%+v", nk)
-	}
-	// And adding one back makes the pool work again.
+	// A key added back under a removed key's ID is a new key.
 	if err := p.AddKey(apipool.Key{ID: "k0", Secret: "s0-new"}); err != nil {
 		t.Fatal(err)
 	}
+	up.Reset()
 	mustDo(t, p)
+	mustDo(t, p)
+	if up.Count("s0-new") != 1 || up.Count("s0") != 0 {
+		t.Fatalf("after AddKey: %v, want one request on each key, none with the removed secret", up.Secrets())
+	}
 }
 
 func TestAddRemoveKeyErrors(t *testing.T) {
@@ -199,6 +198,50 @@ func TestAddRemoveKeyErrors(t *testing.T) {
 	}
 	if len(p.Snapshot()) != 1 {
 		t.Fatal("failed calls changed the pool")
+	}
+	// The last key stays: a pool holds one at least.
+	if err := p.RemoveKey("k1"); !errors.As(err, &ce) || !strings.Contains(err.Error(), `"k1" is the pool's last key`) {
+		t.Fatalf("RemoveKey of the last key: %v, want a *ConfigError naming it", err)
+	}
+	// A secret another key holds is refused, named by ID only.
+	if err := p.AddKey(apipool.Key{ID: "k2", Secret: "s1"}); !errors.As(err, &ce) || !strings.Contains(err.Error(), `key "k2" has the same secret as key "k1"`) || strings.Contains(err.Error(), "s1") {
+		t.Fatalf("AddKey with k1's secret: %v", err)
+	}
+	if len(p.Snapshot()) != 1 {
+		t.Fatal("failed calls changed the pool")
+	}
+}
+
+// ReplaceKey swaps a key's secret in one step, even the last key's: the
+// next request uses the new secret, the new key starts afresh, and a
+// request in flight finishes with the old one.
+func TestReplaceKey(t *testing.T) {
+	t.Parallel()
+	clk := newClock()
+	up := newUpstream(bySecret(map[string]reply{"old": {Status: 429, Header: hdr("Retry-After", "60")}}))
+	p := mustNew(t, []apipool.Key{{ID: "only", Secret: "old"}}, apipool.WithBase(up), apipool.WithClock(clk), apipool.WithMaxWait(0))
+	if resp, _ := mustDo(t, p); resp.StatusCode != 429 {
+		t.Fatalf("%d, want the old secret's 429", resp.StatusCode)
+	}
+	if s := p.Snapshot()[0]; s.State != apipool.KeyCooling {
+		t.Fatalf("%+v, want the old key cooling", s)
+	}
+	if err := p.ReplaceKey(apipool.Key{ID: "only", Secret: "new", Weight: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if s := p.Snapshot(); len(s) != 1 || s[0].State != apipool.KeyActive || s[0].Weight != 2 || s[0].Fingerprint != apipool.Fingerprint(nil, "new") {
+		t.Fatalf("after ReplaceKey: %+v, want one fresh key with the new secret", s)
+	}
+	up.Reset()
+	if resp, _ := mustDo(t, p); resp.StatusCode != 200 || !reflect.DeepEqual(up.Secrets(), []string{"new"}) {
+		t.Fatalf("%d with %v, want 200 with the new secret", resp.StatusCode, up.Secrets())
+	}
+	var ce *apipool.ConfigError
+	if err := p.ReplaceKey(apipool.Key{ID: "nope", Secret: "x"}); !errors.Is(err, apipool.ErrUnknownKey) || !strings.Contains(err.Error(), "nope") {
+		t.Fatalf("ReplaceKey of an unknown ID: %v", err)
+	}
+	if err := p.ReplaceKey(apipool.Key{ID: "only", Secret: ""}); !errors.As(err, &ce) {
+		t.Fatalf("ReplaceKey with an empty secret: %v", err)
 	}
 }
 
@@ -376,5 +419,53 @@ func TestWaitingRequestSeesKeyChanges(t *testing.T) {
 	r := await(t, ch, "the waiting request")
 	if r.err != nil || r.resp.StatusCode != 200 || r.body != "ok s-new" {
 		t.Fatalf("%+v, want 200 from the key added during the wait", r)
+	}
+}
+
+// SetKeys makes a list the pool's keys in one step: an unchanged key keeps
+// its state, a changed one starts afresh, a missing one goes, a secret may
+// move to another ID (the last key renamed too), and a bad list changes
+// nothing.
+func TestSetKeys(t *testing.T) {
+	t.Parallel()
+	clk := newClock()
+	up := newUpstream(bySecret(map[string]reply{"s-a": {Status: 429, Header: hdr("Retry-After", "60")}}))
+	sel := &orderSelector{}
+	p := mustNew(t, []apipool.Key{{ID: "a", Secret: "s-a"}, {ID: "b", Secret: "s-b"}, {ID: "c", Secret: "s-c"}},
+		apipool.WithBase(up), apipool.WithClock(clk), apipool.WithSelector(sel), apipool.WithMaxAttempts(1))
+	sel.Set("a")
+	mustDo(t, p) // a cools down
+	if err := p.SetKeys([]apipool.Key{{ID: "a", Secret: "s-a"}, {ID: "b", Secret: "s-b2"}, {ID: "d", Secret: "s-c"}}); err != nil {
+		t.Fatal(err)
+	}
+	m := snapshotByID(p)
+	if len(m) != 3 || m["a"].State != apipool.KeyCooling || m["b"].Fingerprint != apipool.Fingerprint(nil, "s-b2") || m["d"].Fingerprint != apipool.Fingerprint(nil, "s-c") {
+		t.Fatalf("after SetKeys: %+v; want a still cooling, b with its new secret, c's secret under d", m)
+	}
+	if _, ok := m["c"]; ok {
+		t.Fatal("c was not removed")
+	}
+	// A bad list: every problem named, the pool unchanged.
+	err := p.SetKeys([]apipool.Key{{ID: "x", Secret: "s-x"}, {ID: "y", Secret: "s-x"}, {ID: "z", Secret: ""}})
+	if !errors.Is(err, apipool.ErrInvalidConfig) || !strings.Contains(err.Error(), `"y" has the same secret`) || !strings.Contains(err.Error(), `empty secret (key "z")`) || strings.Contains(err.Error(), "s-x") {
+		t.Fatalf("bad list: %v", err)
+	}
+	if err := p.SetKeys(nil); !errors.Is(err, apipool.ErrInvalidConfig) {
+		t.Fatalf("empty list: %v", err)
+	}
+	if m := snapshotByID(p); len(m) != 3 || m["a"].State != apipool.KeyCooling {
+		t.Fatalf("a refused list changed the pool: %+v", m)
+	}
+	// Down to one key, then that key renamed: never an empty pool.
+	if err := p.SetKeys([]apipool.Key{{ID: "only", Secret: "s-b2"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.SetKeys([]apipool.Key{{ID: "renamed", Secret: "s-b2"}}); err != nil {
+		t.Fatal(err)
+	}
+	sel.Set("renamed")
+	up.Reset()
+	if resp, _ := mustDo(t, p); resp.StatusCode != 200 || !reflect.DeepEqual(up.Secrets(), []string{"s-b2"}) {
+		t.Fatalf("%d with %v after the rename", resp.StatusCode, up.Secrets())
 	}
 }

@@ -67,9 +67,6 @@ func New(keys []Key, opts ...Option) (*Transport, error) {
 			return nil, err
 		}
 	}
-	if len(keys) == 0 {
-		return nil, &ConfigError{Field: "keys", Reason: "no keys"}
-	}
 	cfg.finish()
 	t := &Transport{cfg: cfg, base: cfg.base}
 	t.tel.t = t
@@ -80,31 +77,12 @@ func New(keys []Key, opts ...Option) (*Transport, error) {
 	if t.selector == nil {
 		t.selector, t.ownSelector = newSelector(cfg.strategy), true
 	}
-	states := make([]*keyState, 0, len(keys))
-	seen := make(map[string]int, len(keys))
-	secrets := make(map[Secret]int, len(keys))
-	var errs []error
+	if err := validateKeys(keys); err != nil {
+		return nil, err
+	}
+	states := make([]*keyState, len(keys))
 	for i, k := range keys {
-		if err := validateKey(k, i); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		if j, dup := seen[k.ID]; dup {
-			errs = append(errs, &ConfigError{Field: "keys[" + itoa(i) + "].ID", Reason: "duplicate ID " + quote(k.ID) + " (also keys[" + itoa(j) + "])"})
-			continue
-		}
-		if j, dup := secrets[k.Secret]; dup {
-			errs = append(errs, &ConfigError{Field: "keys[" + itoa(i) + "].Secret", Reason: "key " + quote(k.ID) + " has the same secret as keys[" + itoa(j) + "] (" + quote(keys[j].ID) + ")"})
-			continue
-		}
-		seen[k.ID], secrets[k.Secret] = i, i
-		states = append(states, t.newKeyState(k))
-	}
-	if len(errs) == 1 {
-		return nil, errs[0]
-	}
-	if len(errs) > 1 {
-		return nil, errors.Join(errs...) // every bad key at once; errors.As finds the first *ConfigError
+		states[i] = t.newKeyState(k)
 	}
 	t.keys.Store(newKeySet(states))
 	switch {
@@ -176,4 +154,36 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	c.t, c.req, c.ks, c.bufLen = t, req, t.keys.Load(), -1
 	c.cand = Candidates{ks: c.ks, call: c}
 	return c.run()
+}
+
+// validateKeys checks a pool's whole key list, as New and SetKeys take
+// it: one key at least, every key valid, no ID or secret twice. It
+// reports every bad key at once (errors.As finds the first
+// *ConfigError).
+func validateKeys(keys []Key) error {
+	if len(keys) == 0 {
+		return &ConfigError{Field: "keys", Reason: "no keys"}
+	}
+	seen := make(map[string]int, len(keys))
+	secrets := make(map[Secret]int, len(keys))
+	var errs []error
+	for i, k := range keys {
+		if err := validateKey(k, i); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if j, dup := seen[k.ID]; dup {
+			errs = append(errs, &ConfigError{Field: "keys[" + itoa(i) + "].ID", Reason: "duplicate ID " + quote(k.ID) + " (also keys[" + itoa(j) + "])"})
+			continue
+		}
+		if j, dup := secrets[k.Secret]; dup {
+			errs = append(errs, &ConfigError{Field: "keys[" + itoa(i) + "].Secret", Reason: "key " + quote(k.ID) + " has the same secret as keys[" + itoa(j) + "] (" + quote(keys[j].ID) + ")"})
+			continue
+		}
+		seen[k.ID], secrets[k.Secret] = i, i
+	}
+	if len(errs) == 1 {
+		return errs[0]
+	}
+	return errors.Join(errs...)
 }

@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
-	"strings"
 	"sync"
 	"time"
 
@@ -98,60 +97,36 @@ func probe(u config.Upstream) apipool.Probe {
 	return apipool.ProbeRequest(u.Probe.Method, u.Target.String()+u.Probe.Path)
 }
 
-// reloadKeys brings the pool's keys to keys: new IDs are added, missing
-// ones removed, and an ID whose secret changed is replaced. Requests in
-// flight finish with the key they have.
+// reloadKeys makes keys the pool's keys, in one step (SetKeys): the key
+// file wins, so keys the admin API added and the file does not name go.
+// New IDs are added, missing ones removed, and an ID whose secret changed
+// is a new key; the pool is never empty meanwhile, and a secret may move
+// from one ID to another. Requests in flight finish with the key they
+// have.
 func (up *upstream) reloadKeys(keys []apipool.Key, log *slog.Logger) (added, removed int, err error) {
 	up.mu.Lock()
 	defer up.mu.Unlock()
-	want := make(map[string]apipool.Key, len(keys))
+	if err := up.pool.SetKeys(keys); err != nil {
+		return 0, 0, fmt.Errorf("upstream %s: %w", up.cfg.Name, err)
+	}
+	want := make(map[string]apipool.Secret, len(keys))
 	up.fileKeys = make(map[string]bool, len(keys))
 	for _, k := range keys {
-		want[k.ID] = k
+		want[k.ID] = k.Secret
 		up.fileKeys[k.ID] = true
 	}
-	// Add first, so the pool is never empty while a key file is
-	// rewritten.
-	var errs []string
-	retire := func(sec apipool.Secret) {
-		up.retired = append(up.retired, retiredSecret{sec, time.Now().Add(up.cfg.Timeout + time.Minute)})
-	}
-	for _, k := range keys {
-		old, ok := up.keys[k.ID]
-		if ok && old == k.Secret {
-			continue
-		}
-		if ok {
-			if err := up.pool.RemoveKey(k.ID); err != nil {
-				errs = append(errs, fmt.Sprintf("remove %s: %v", k.ID, err))
-				continue
-			}
-			retire(old)
+	for id, sec := range up.keys {
+		if w, ok := want[id]; !ok || w != sec {
+			up.retired = append(up.retired, retiredSecret{sec, time.Now().Add(up.cfg.Timeout + time.Minute)})
 			removed++
 		}
-		if err := up.pool.AddKey(k); err != nil {
-			errs = append(errs, fmt.Sprintf("add %s: %v", k.ID, err))
-			delete(up.keys, k.ID)
-			continue
-		}
-		up.keys[k.ID] = k.Secret
-		added++
 	}
-	for id := range up.keys {
-		if _, ok := want[id]; ok {
-			continue
+	for id, sec := range want {
+		if old, ok := up.keys[id]; !ok || old != sec {
+			added++
 		}
-		if err := up.pool.RemoveKey(id); err != nil {
-			errs = append(errs, fmt.Sprintf("remove %s: %v", id, err))
-			continue
-		}
-		retire(up.keys[id])
-		delete(up.keys, id)
-		removed++
 	}
-	if len(errs) > 0 {
-		err = fmt.Errorf("upstream %s: %s", up.cfg.Name, strings.Join(errs, "; "))
-	}
+	up.keys = want
 	if added+removed > 0 {
 		log.Info("keys reloaded", "upstream", up.cfg.Name, "added", added, "removed", removed, "keys", len(up.keys))
 	}
