@@ -2,6 +2,7 @@ package usage
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"io"
 )
@@ -147,6 +148,7 @@ type stripper struct {
 	pass    bool // pass everything from here on, unchanged
 	passEv  bool // pass the rest of this event unchanged (it was too long)
 	skipLF  bool // an event ended with '\r': a '\n' next belongs to it
+	dropped bool // the last event was dropped
 }
 
 func (s *stripper) Close() error { return s.rc.Close() }
@@ -187,7 +189,10 @@ func (s *stripper) fill() {
 		s.in = make([]byte, 0, 4096)
 	}
 	if len(s.in) == cap(s.in) {
-		s.in = append(s.in, make([]byte, len(s.in))...)[:len(s.in)]
+		// process passed on what exceeds MaxHeldEvent: in never needs more
+		grown := make([]byte, len(s.in), min(2*cap(s.in), MaxHeldEvent+4096))
+		copy(grown, s.in)
+		s.in = grown
 	}
 	n, err := s.rc.Read(s.in[len(s.in):cap(s.in)])
 	s.in = s.in[:len(s.in)+n]
@@ -218,7 +223,9 @@ func (s *stripper) process() {
 	if s.skipLF {
 		s.skipLF = false
 		if s.in[0] == '\n' {
-			s.out = append(s.out[:0], '\n')
+			if !s.dropped {
+				s.out = append(s.out, '\n')
+			}
 			start, s.scan = 1, max(s.scan, 1)
 		}
 	}
@@ -230,7 +237,10 @@ func (s *stripper) process() {
 		}
 		s.lastCR = c == '\r'
 		if c != '\n' && c != '\r' {
-			s.lineLen++
+			// in a line: on to its end
+			j := indexLineEnd(s.in, i+1)
+			s.lineLen += j - i
+			i = j - 1
 			continue
 		}
 		if s.lineLen > 0 {
@@ -248,11 +258,11 @@ func (s *stripper) process() {
 			}
 			s.lastCR = false
 		}
-		if s.passEv {
+		if s.passEv || end-start > MaxHeldEvent {
 			s.out = append(s.out, s.in[start:end]...)
-			s.passEv = false
+			s.passEv, s.dropped = false, false
 		} else {
-			s.out = appendEvent(s.out, s.in[start:end])
+			s.out, s.dropped = appendEvent(s.out, s.in[start:end])
 		}
 		start = end
 	}
@@ -266,11 +276,28 @@ func (s *stripper) process() {
 	s.scan = n
 }
 
+// indexLineEnd returns the index of the first '\n' or '\r' of p from i
+// on, or len(p). It looks at 8 bytes at a time while none of them is one.
+func indexLineEnd(p []byte, i int) int {
+	const lo, hi = 0x0101010101010101, 0x8080808080808080
+	for ; i+8 <= len(p); i += 8 {
+		x := binary.LittleEndian.Uint64(p[i:])
+		lf, cr := x^(lo*'\n'), x^(lo*'\r')
+		if ((lf-lo)&^lf|(cr-lo)&^cr)&hi != 0 {
+			break
+		}
+	}
+	for i < len(p) && p[i] != '\n' && p[i] != '\r' {
+		i++
+	}
+	return i
+}
+
 // appendEvent appends the event ev to out, rewritten as StripUsageChunk
-// says.
-func appendEvent(out, ev []byte) []byte {
-	if !bytes.Contains(ev, []byte(`"usage"`)) {
-		return append(out, ev...)
+// says; dropped is true when that is nothing.
+func appendEvent(out, ev []byte) (_ []byte, dropped bool) {
+	if !bytes.Contains(ev, []byte(`usage"`)) {
+		return append(out, ev...), false
 	}
 	// Find the data line; an event of more than one passes unchanged.
 	from, to, lines := 0, 0, 0
@@ -296,28 +323,30 @@ func appendEvent(out, ev []byte) []byte {
 		i = j + 1
 	}
 	if lines != 1 {
-		return append(out, ev...)
+		return append(out, ev...), false
 	}
 	data := ev[from:to]
 	cutFrom, cutTo, drop := usageCut(data)
 	switch {
 	case drop:
-		return out
+		return out, true
 	case cutFrom < cutTo:
 		out = append(out, ev[:from+cutFrom]...)
-		return append(out, ev[from+cutTo:]...)
+		return append(out, ev[from+cutTo:]...), false
 	}
-	return append(out, ev...)
+	return append(out, ev...), false
 }
 
 // usageCut tells what to remove from a chunk: the whole event (drop), or
 // data[from:to], its usage member with one comma next to it.
+//
+// It checks the top-level object's members (quotes, colons, commas) and
+// skips their values by their quotes and brackets, without checking them
+// further: a chunk with a broken value may lose its usage member, and stays
+// as broken as it came.
 func usageCut(data []byte) (from, to int, drop bool) {
-	if !json.Valid(data) {
-		return 0, 0, false
-	}
 	open := skipSpace(data, 0)
-	if data[open] != '{' {
+	if open >= len(data) || data[open] != '{' {
 		return 0, 0, false
 	}
 	var usage member

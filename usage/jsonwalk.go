@@ -16,7 +16,10 @@ func skipSpace(b []byte, i int) int {
 
 // skipString returns the end of the string starting at b[i] ('"').
 func skipString(b []byte, i int) int {
-	for i++; i < len(b); i++ {
+	for i++; ; i++ {
+		if i = skipStr(b, i); i >= len(b) {
+			return -1
+		}
 		switch b[i] {
 		case '\\':
 			i++
@@ -24,7 +27,6 @@ func skipString(b []byte, i int) int {
 			return i + 1
 		}
 	}
-	return -1
 }
 
 // skipValue returns the end of the value starting at b[i].
@@ -55,13 +57,20 @@ func skipValue(b []byte, i int) int {
 			i++
 		}
 		return -1
-	default:
-		j := i
-		for j < len(b) && (b[j] >= 'a' && b[j] <= 'z' || b[j] >= '0' && b[j] <= '9' || b[j] == '-' || b[j] == '+' || b[j] == '.' || b[j] == 'E') {
-			j++
+	case 't', 'f', 'n':
+		for _, lit := range [...]string{"true", "false", "null"} {
+			if len(b)-i >= len(lit) && string(b[i:i+len(lit)]) == lit {
+				return i + len(lit)
+			}
 		}
-		if j == i {
+		return -1
+	default:
+		if c != '-' && (c < '0' || c > '9') {
 			return -1
+		}
+		j := i + 1
+		for j < len(b) && (b[j] >= '0' && b[j] <= '9' || b[j] == '-' || b[j] == '+' || b[j] == '.' || b[j] == 'e' || b[j] == 'E') {
+			j++
 		}
 		return j
 	}

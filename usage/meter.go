@@ -1,6 +1,7 @@
 package usage
 
 import (
+	"encoding/binary"
 	"math"
 	"net/http"
 	"strings"
@@ -171,9 +172,9 @@ type tokenMeter struct {
 	st      uint8
 	depth   int
 	stack   [maxFrames]frame
-	next    int16  // node of the value about to start, or -1
-	keyMask uint32 // kids of the open object the key read so far may still be
-	keyLen  int
+	next    int16 // node of the value about to start, or -1
+	key     [maxKey]byte
+	keyLen  int // bytes of the key read so far; more than maxKey: not a path key
 	skim    int // open objects and arrays in the skimmed value
 	num     int64
 	numSlot int8
@@ -317,6 +318,24 @@ func init() {
 	}
 }
 
+// skipStr returns the index of the first byte of p from i on that ends a
+// run of string bytes (a quote, a backslash, a line end), or len(p). It
+// looks at 8 bytes at a time while none of them is one.
+func skipStr(p []byte, i int) int {
+	const lo, hi = 0x0101010101010101, 0x8080808080808080
+	for ; i+8 <= len(p); i += 8 {
+		x := binary.LittleEndian.Uint64(p[i:])
+		q, bs, lf, cr := x^(lo*'"'), x^(lo*'\\'), x^(lo*'\n'), x^(lo*'\r')
+		if ((q-lo)&^q|(bs-lo)&^bs|(lf-lo)&^lf|(cr-lo)&^cr)&hi != 0 {
+			break
+		}
+	}
+	for i < len(p) && !stopStr[p[i]] {
+		i++
+	}
+	return i
+}
+
 // scan reads JSON bytes and returns how many it read: all of p, but in an
 // SSE stream it stops before a line end, which ends the data line.
 func (m *tokenMeter) scan(p []byte) int {
@@ -349,18 +368,17 @@ func (m *tokenMeter) scan(p []byte) int {
 			}
 			i++
 		case stSkimStr, stStr, stKeyStr:
-			if m.st == stKeyStr && m.keyMask != 0 {
-				if m.keyByte(c) {
-					i++
-					continue
+			start := i
+			i = skipStr(p, i)
+			if m.st == stKeyStr && m.keyLen <= maxKey {
+				if m.keyLen+i-start > maxKey {
+					m.keyLen = maxKey + 1
+				} else {
+					m.keyLen += copy(m.key[m.keyLen:], p[start:i])
 				}
-			} else {
-				for i < len(p) && !stopStr[p[i]] {
-					i++
-				}
-				if i == len(p) {
-					return i
-				}
+			}
+			if i == len(p) {
+				return i
 			}
 			switch p[i] {
 			case '"':
@@ -379,7 +397,7 @@ func (m *tokenMeter) scan(p []byte) int {
 				case stStr:
 					m.st = stStrEsc
 				default:
-					m.keyMask = 0
+					m.keyLen = maxKey + 1 // a key with an escape is no path key
 					m.st = stKeyEsc
 				}
 			default: // a line end: not JSON, but the end of an SSE line
@@ -461,7 +479,6 @@ func (m *tokenMeter) scan(p []byte) int {
 				switch c {
 				case '"':
 					m.st = stKeyStr
-					m.keyMask = 1<<len(m.sch.nodes[m.stack[m.depth-1].node].kids) - 1
 					m.keyLen = 0
 				case '}':
 					m.close(c)
@@ -480,47 +497,21 @@ func (m *tokenMeter) scan(p []byte) int {
 	return i
 }
 
-// keyByte reads byte c of a key that may still be one of the open object's
-// path keys; it returns false, reading nothing, for a quote, a backslash
-// or a line end, which the caller reads.
-func (m *tokenMeter) keyByte(c byte) bool {
-	if stopStr[c] {
-		return false
-	}
-	kids := m.sch.nodes[m.stack[m.depth-1].node].kids
-	for mask := m.keyMask; mask != 0; mask &= mask - 1 {
-		b := trailingZeros(mask)
-		name := m.sch.nodes[kids[b]].name
-		if m.keyLen >= len(name) || name[m.keyLen] != c {
-			m.keyMask &^= 1 << b
-		}
-	}
-	m.keyLen++
-	return true
-}
-
-func trailingZeros(x uint32) int {
-	n := 0
-	for x&1 == 0 {
-		x >>= 1
-		n++
-	}
-	return n
-}
-
-// endKey ends a key: the value after it is on a path if the key was one of
-// the path keys, whole.
+// endKey ends a key: the value after it is on a path if the key is one of
+// the open object's path keys.
 func (m *tokenMeter) endKey() {
 	m.next = -1
-	kids := m.sch.nodes[m.stack[m.depth-1].node].kids
-	for mask := m.keyMask; mask != 0; mask &= mask - 1 {
-		k := kids[trailingZeros(mask)]
-		if len(m.sch.nodes[k].name) == m.keyLen {
+	m.st = stColon
+	if m.keyLen > maxKey {
+		return
+	}
+	key := m.key[:m.keyLen]
+	for _, k := range m.sch.nodes[m.stack[m.depth-1].node].kids {
+		if m.sch.nodes[k].name == string(key) {
 			m.next = k
-			break
+			return
 		}
 	}
-	m.st = stColon
 }
 
 // begin starts the value whose first byte is c, at node m.next.

@@ -152,6 +152,10 @@ var (
 	schemaAuto      = newSchema(dialectAuto)
 )
 
+// maxKey is the length of the longest key on a path
+// (cache_creation_input_tokens), rounded up.
+const maxKey = 32
+
 // maxFrames bounds the objects and arrays open along a path at once. The
 // deepest path (root, response, usage, input_tokens_details) opens 4;
 // everything off the paths is skimmed with a counter.
