@@ -126,8 +126,8 @@ const MaxHeldEvent = 256 << 10
 // It holds each event back until the blank line that ends it (an SSE client
 // dispatches an event only then), never across events; an event longer than
 // MaxHeldEvent, or with more than one data line, passes unchanged. A body
-// that does not start as an SSE stream (by a field name or a comment) passes
-// unchanged and is not held. A usage Meter must see the body before this
+// that does not start as an SSE stream (by a field name or a comment), an
+// encoded (gzip) body among them, passes unchanged and is not held. A usage Meter must see the body before this
 // wrapper, which removes the usage it reads. Close closes rc. The result is
 // not safe for concurrent use, as no body is.
 func StripUsageChunk(rc io.ReadCloser) io.ReadCloser {

@@ -18,7 +18,9 @@ import (
 // response.failed) event's response.usage.
 //
 // An answer whose usage states input tokens and no output tokens (an
-// embedding) has 0 output tokens.
+// embedding) has 0 output tokens. When a stream states usage more than once
+// (servers that copy the API and count on every chunk), the last counts
+// are kept: counts are read as final when they come.
 func OpenAI() Reader { return readerOpenAI }
 
 // Anthropic returns the Reader of Anthropic's messages API. Its usage
@@ -369,7 +371,12 @@ func (m *tokenMeter) scan(p []byte) int {
 			i++
 		case stSkimStr, stStr, stKeyStr:
 			start := i
-			i = skipStr(p, i)
+			// most strings are short: their first bytes one at a time
+			for end := min(i+8, len(p)); i < end && !stopStr[p[i]]; i++ {
+			}
+			if i == start+8 && i < len(p) && !stopStr[p[i]] {
+				i = skipStr(p, i)
+			}
 			if m.st == stKeyStr && m.keyLen <= maxKey {
 				if m.keyLen+i-start > maxKey {
 					m.keyLen = maxKey + 1
@@ -505,8 +512,12 @@ func (m *tokenMeter) endKey() {
 	if m.keyLen > maxKey {
 		return
 	}
+	obj := &m.sch.nodes[m.stack[m.depth-1].node]
+	if obj.kidLens&(1<<m.keyLen) == 0 {
+		return // no path key has its length
+	}
 	key := m.key[:m.keyLen]
-	for _, k := range m.sch.nodes[m.stack[m.depth-1].node].kids {
+	for _, k := range obj.kids {
 		if m.sch.nodes[k].name == string(key) {
 			m.next = k
 			return

@@ -12,7 +12,8 @@ import (
 )
 
 // Price is what a model's tokens cost, per million tokens, in the
-// currency of the table it is in.
+// currency of the table it is in. The zero Price makes every token free:
+// a model that costs nothing is listed with it.
 type Price struct {
 	Input, Output float64
 	// CachedInput is the price of the input tokens read from the prompt

@@ -50,6 +50,7 @@ const (
 type node struct {
 	name    string
 	kids    []int16 // nodes of the keys this object's paths go through
+	kidLens uint64  // bit n set: a kid's name has n bytes
 	elem    int16   // node of this array's elements, or -1
 	slot    int8    // the count a number here is, or -1
 	group   groupKind
@@ -76,6 +77,7 @@ func (s *schema) key(parent int16, name string) int16 {
 	}
 	k := s.newNode(name)
 	s.nodes[parent].kids = append(s.nodes[parent].kids, k)
+	s.nodes[parent].kidLens |= 1 << len(name)
 	return k
 }
 
