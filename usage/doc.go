@@ -42,8 +42,8 @@
 //     chunks), a stream cut before the end gives the input tokens and
 //     OutputTokens -1.
 //
-// Start returns nil, and the units are Unknown, for an answer that is not
-// a 2xx, has no body, or is not JSON or SSE.
+// The token readers' Start returns nil, and the units are Unknown, for an
+// answer that is not a 2xx, has no body, or is not JSON or SSE.
 //
 // # Bounds
 //
@@ -52,7 +52,10 @@
 // (\u0075sage) is not recognised. The JSON of an SSE event may span several
 // data lines. JSON arrays of answers (Gemini without alt=sse) and NDJSON
 // (one answer per line) are read; in NDJSON the counts of the last answer
-// that had some are kept.
+// that had some are kept. JSON that breaks is not read past the break: in
+// an SSE stream, up to the end of its event; in a JSON body, to its end.
+// Func keeps at most MaxTail bytes of a body, StripUsageChunk holds at most
+// MaxHeldEvent bytes of one event.
 //
 // # Compressed bodies
 //

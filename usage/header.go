@@ -70,30 +70,29 @@ func unitsFrom(v string) Units {
 
 type fixedMeter struct{ u Units }
 
-func (m *fixedMeter) Write([]byte)        {}
-func (m *fixedMeter) Done(bool) Units     { return m.u }
-func (m *trailerMeter) Write([]byte)      {}
-func (m *trailerMeter) Done(c bool) Units { return m.done(c) }
+func (m *fixedMeter) Write([]byte)    {}
+func (m *fixedMeter) Done(bool) Units { return m.u }
 
 type trailerMeter struct {
 	resp   *http.Response
 	key    string
-	result *Units
+	done   bool
+	result Units
 }
 
-// done reads the trailer, which net/http fills in once the body was read
+func (m *trailerMeter) Write([]byte) {}
+
+// Done reads the trailer, which net/http fills in once the body was read
 // to its end.
-func (m *trailerMeter) done(complete bool) Units {
-	if m.result == nil {
-		u := Unknown()
-		if complete {
-			if vs := m.resp.Trailer[m.key]; len(vs) > 0 {
-				u = unitsFrom(vs[0])
-			}
+func (m *trailerMeter) Done(complete bool) Units {
+	if !m.done {
+		m.done = true
+		m.result = Unknown()
+		if vs := m.resp.Trailer[m.key]; complete && len(vs) > 0 {
+			m.result = unitsFrom(vs[0])
 		}
-		m.result = &u
 	}
-	return *m.result
+	return m.result
 }
 
 // MaxTail bounds the tail of the body a Func reader keeps.

@@ -77,31 +77,24 @@ func (r *tokenReader) Start(req *http.Request, resp *http.Response) Meter {
 		return nil
 	}
 	mode := modeSniff
-	switch mt := mediaType(resp.Header.Get("Content-Type")); mt {
-	case "text/event-stream":
+	switch mt := mediaType(resp.Header.Get("Content-Type")); {
+	case strings.EqualFold(mt, "text/event-stream"):
 		mode = modeSSE
-	case "", "application/json", "application/x-ndjson", "application/jsonl", "text/plain":
+	case mt == "", strings.EqualFold(mt, "application/json"), strings.EqualFold(mt, "application/x-ndjson"),
+		strings.EqualFold(mt, "application/jsonl"), strings.EqualFold(mt, "text/plain"):
+	case len(mt) > 5 && strings.EqualFold(mt[len(mt)-5:], "+json"):
 	default:
-		if !strings.HasSuffix(mt, "+json") {
-			return nil
-		}
+		return nil
 	}
 	return newTokenMeter(r.sch, mode)
 }
 
-// mediaType returns ct's media type in lower case, without parameters;
-// it allocates only for a type not already in lower case.
+// mediaType returns ct's media type, without parameters.
 func mediaType(ct string) string {
 	if i := strings.IndexByte(ct, ';'); i >= 0 {
 		ct = ct[:i]
 	}
-	ct = strings.TrimSpace(ct)
-	for i := 0; i < len(ct); i++ {
-		if c := ct[i]; c >= 'A' && c <= 'Z' {
-			return strings.ToLower(ct)
-		}
-	}
-	return ct
+	return strings.TrimSpace(ct)
 }
 
 func newTokenMeter(sch *schema, mode uint8) *tokenMeter {

@@ -294,6 +294,11 @@ func TestStartNil(t *testing.T) {
 			t.Errorf("nil response %s: Start returned a meter", rn)
 		}
 	}
+	for _, ct := range []string{"Application/JSON", "TEXT/EVENT-STREAM; charset=UTF-8", "application/x-ndjson", "text/plain"} {
+		if m := OpenAI().Start(nil, answer(200, ct, body)); m == nil {
+			t.Errorf("%s: Start returned nil", ct)
+		}
+	}
 	id := answer(200, "application/vnd.api+json", body)
 	id.Header.Set("Content-Encoding", "identity")
 	if m := OpenAI().Start(nil, id); m == nil {
