@@ -126,6 +126,9 @@ func (c *call) loop(ctx context.Context) (*http.Response, error) {
 		if err != nil {
 			return c.giveUp(ctx, attempt, prev, prevErr, err)
 		}
+		if t.alerts != nil && c.pinned == nil {
+			t.alertKeysBack(c.now)
+		}
 		k := res.k
 		if res.stale() {
 			// Cooled down or disabled since it was reserved (another
@@ -280,6 +283,7 @@ func (c *call) forgive(at time.Time) {
 	}
 	if enabled {
 		t.publish(StateChange{KeyID: r.k.key.ID, Kind: ChangeEnable, At: at})
+		t.alertEnabled(r.k, at, "two keys rejected one request: the request was at fault, not this key")
 	}
 	if t.cfg.logger != nil {
 		t.cfg.logger.Info("apipool: two keys rejected one request; the request is at fault, the key is back in use", "key", r.k.key.ID)
@@ -389,6 +393,9 @@ func (c *call) giveUp(ctx context.Context, attempt int, prev *http.Response, pre
 	t := c.t
 	noKey := errors.Is(err, ErrNoKeyAvailable)
 	ended := ctx.Err() != nil // the caller's deadline or cancel ended the wait
+	if noKey && !ended {
+		t.alertNoKey(c.now, err)
+	}
 	switch {
 	case noKey && !ended && prev != nil:
 		return c.deliver(prev, nil), nil

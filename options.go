@@ -94,6 +94,9 @@ type config struct {
 	meterProvider  metric.MeterProvider
 	propagator     propagation.TextMapPropagator
 	shared         SharedState
+
+	alertFunc func(Alert) // WithAlerts (alerts.go)
+	alerts    AlertSettings
 }
 
 func defaultConfig() config {

@@ -1,0 +1,35 @@
+package apipool
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/apipool-ng/apipool/internal/fakeclock"
+)
+
+type fakeClockAdapter struct{ *fakeclock.Clock }
+
+func (a fakeClockAdapter) NewTimer(d time.Duration) Timer { return a.Clock.NewTimer(d) }
+
+// The budgets raise their alerts through Transport.alert, which names the
+// pool and dates an alert that has no time.
+func TestAlertHookForBudgets(t *testing.T) {
+	start := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	clk := fakeClockAdapter{fakeclock.New(start)}
+	got := make(chan Alert, 4)
+	p, err := New([]Key{{ID: "k0", Secret: "s0"}}, WithClock(clk), WithAlerts(func(a Alert) { got <- a }, AlertSettings{Pool: "llm"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	end := start.Add(12 * time.Hour)
+	p.alert(Alert{Kind: AlertBudgetNear, Client: "team-a", Until: end, Reason: "80% of 1000000 tokens a day"})
+	if err := p.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	a := <-got
+	want := Alert{Kind: AlertBudgetNear, Pool: "llm", Client: "team-a", Time: start, Until: end, Reason: "80% of 1000000 tokens a day"}
+	if a != want {
+		t.Fatalf("alert %+v,\nwant %+v", a, want)
+	}
+}
