@@ -111,3 +111,11 @@ func TestAlertsErrors(t *testing.T) {
 		})
 	}
 }
+
+// The example file's alerts section loads.
+func TestExampleAlerts(t *testing.T) {
+	a := exampleConfig(t).Alerts
+	if a.CoolingThreshold != 5*time.Minute || len(a.Webhooks) != 1 || len(a.Webhooks[0].Kinds) != 6 || len(a.Webhooks[0].Secret) != 24 {
+		t.Fatalf("alerts %+v", a)
+	}
+}
