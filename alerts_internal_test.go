@@ -2,6 +2,7 @@ package apipool
 
 import (
 	"context"
+	"net/http"
 	"testing"
 	"time"
 
@@ -31,5 +32,37 @@ func TestAlertHookForBudgets(t *testing.T) {
 	want := Alert{Kind: AlertBudgetNear, Pool: "llm", Client: "team-a", Time: start, Until: end, Reason: "80% of 1000000 tokens a day"}
 	if a != want {
 		t.Fatalf("alert %+v,\nwant %+v", a, want)
+	}
+}
+
+// BenchmarkAlertsRoundTrip is a whole GET through a 2-key pool over a base
+// that answers 200 at once, without alerts and with WithAlerts: what the
+// alerts cost a request that changes no key's state (a nil check and an
+// atomic load).
+func BenchmarkAlertsRoundTrip(b *testing.B) {
+	keys := []Key{{ID: "a", Secret: "secret-a"}, {ID: "b", Secret: "secret-b"}}
+	for _, c := range []struct {
+		name string
+		opts []Option
+	}{
+		{"off", nil},
+		{"on", []Option{WithAlerts(func(Alert) {}, AlertSettings{})}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			pool, err := New(keys, append([]Option{WithBase(telBenchRT{}), WithRecorder(nil)}, c.opts...)...)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer pool.Close(context.Background())
+			req, _ := http.NewRequest("GET", "http://api.test/v1/x", nil)
+			b.ReportAllocs()
+			for b.Loop() {
+				resp, err := pool.RoundTrip(req)
+				if err != nil {
+					b.Fatal(err)
+				}
+				resp.Body.Close()
+			}
+		})
 	}
 }
