@@ -36,18 +36,22 @@ const (
 	// AlertBreakerClosed: the key's breaker closed again after its trial
 	// requests succeeded.
 	AlertBreakerClosed
-	// AlertNoKey: a request found no key within its wait: every key was
-	// disabled, cooling down, at a limit or busy. No KeyID; Until is when
-	// the next key frees up, if known. At most one per
-	// AlertSettings.NoKeyInterval.
+	// AlertNoKey: a request found no key within its wait, every key being
+	// disabled, cooling down, at a limit or busy: it failed with a
+	// *NoKeyError, or got the last key's answer (a 429, say) for want of
+	// another key. Not raised when the request's own context ended the
+	// wait. No KeyID; Until is when the next key frees up, if known. At
+	// most one per AlertSettings.NoKeyInterval.
 	AlertNoKey
 	// AlertKeysBack: after an AlertNoKey, a request took a key again.
 	AlertKeysBack
 	// AlertBudgetNear: a budget (of a key, KeyID, or of a client, Client)
-	// is 80% used; Until is when its period ends.
+	// is 80% used; Until is when its period ends. Defined for the budgets
+	// to come: nothing in this version raises it.
 	AlertBudgetNear
 	// AlertBudgetSpent: a budget is used up; the key or client rests until
-	// Until, when its period ends.
+	// Until, when its period ends. Defined for the budgets to come:
+	// nothing in this version raises it.
 	AlertBudgetSpent
 )
 
