@@ -128,6 +128,9 @@ func (c *call) loop(ctx context.Context) (*http.Response, error) {
 		if err != nil {
 			return c.giveUp(ctx, attempt, prev, prevErr, err)
 		}
+		if t.alerts != nil && c.pinned == nil {
+			t.alertKeysBack(c.now)
+		}
 		k := res.k
 		if res.stale() {
 			// Cooled down or disabled since it was reserved (another
@@ -282,6 +285,7 @@ func (c *call) forgive(at time.Time) {
 	}
 	if enabled {
 		t.publish(sharedstate.Change{KeyID: r.k.key.ID, Kind: sharedstate.Enable, At: at})
+		t.alertEnabled(r.k, at, "two keys rejected one request: the request was at fault, not this key")
 	}
 	n := t.forgiven.Add(1)
 	if t.cfg.logger == nil {
@@ -400,6 +404,9 @@ func (c *call) giveUp(ctx context.Context, attempt int, prev *http.Response, pre
 	t := c.t
 	noKey := errors.Is(err, ErrNoKeyAvailable)
 	ended := ctx.Err() != nil // the caller's deadline or cancel ended the wait
+	if noKey && !ended {
+		t.alertNoKey(c.now, err)
+	}
 	switch {
 	case noKey && !ended && prev != nil:
 		return c.deliver(prev, nil), nil

@@ -230,7 +230,14 @@ func (t *Transport) flushBreaker(k *keyState) {
 	if !k.breakerPending.Load() || !k.breakerPending.CompareAndSwap(true, false) {
 		return
 	}
+	var now time.Time
 	for _, ch := range k.breaker.takePending() {
+		if t.alerts != nil {
+			if now.IsZero() {
+				now = t.cfg.clock.Now()
+			}
+			t.alertBreaker(k, ch, now)
+		}
 		if t.cfg.logger != nil {
 			t.cfg.logger.Info("apipool: breaker state changed", "key", k.key.ID, "from", ch.from.String(), "to", ch.to.String())
 		}

@@ -56,8 +56,9 @@
 //     d. classify the answer (package status) into a verdict on the key
 //     (judge), and commit it to the reservation (keystate.go): a rate
 //     limit cools the key until its Retry-After, a rejection disables it,
-//     the breaker (breaker.go) hears the outcome; the Transport logs and
-//     publishes what changed.
+//     the breaker (breaker.go) hears the outcome; the Transport logs,
+//     publishes and alerts what changed (keystate.go reportChange, one
+//     place for the three; alerts.go queues the alerts for WithAlerts).
 //     e. record the usage event (package recorder) and telemetry
 //     (telemetry.go).
 //     f. deliver the answer (its body frees the key's in-flight slot when

@@ -560,17 +560,20 @@ func (k *keyState) enable() bool {
 // The Transport's side of a key's changes: logs, the other replicas, the
 // user's callbacks.
 
-// reportChange logs and publishes what a commit at at changed in k.
+// reportChange logs, publishes and alerts what a commit at at changed in
+// k.
 func (t *Transport) reportChange(k *keyState, ch change, v verdict) {
 	if ch.cooled {
 		if t.cfg.logger != nil {
 			t.cfg.logger.Info("apipool: key rate limited, cooling down", "key", k.key.ID, "for", v.coolUntil.Sub(v.at).String())
 		}
 		t.publish(sharedstate.Change{KeyID: k.key.ID, Kind: sharedstate.Cooldown, Until: v.coolUntil, At: v.at})
+		t.alertCooling(k, v.at, v.coolUntil)
 	}
 	if ch.disabled != nil {
 		t.logDisable(k, ch.disabled)
 		t.publishDisable(k, ch.disabled)
+		t.alertDisabled(k, ch.disabled)
 	}
 	t.flushBreaker(k)
 	if ch.enabled {
@@ -578,6 +581,7 @@ func (t *Transport) reportChange(k *keyState, ch change, v verdict) {
 			t.cfg.logger.Info("apipool: disabled key accepted again; back in use", "key", k.key.ID)
 		}
 		t.publish(sharedstate.Change{KeyID: k.key.ID, Kind: sharedstate.Enable, At: v.at})
+		t.alertEnabled(k, v.at, "a trial request was accepted: the key is back in use")
 	}
 }
 
@@ -611,6 +615,7 @@ func (t *Transport) disable(k *keyState, reason string, now time.Time, publish, 
 		if publish {
 			t.publishDisable(k, info)
 		}
+		t.alertDisabled(k, info)
 	}
 	return info
 }

@@ -100,6 +100,9 @@ type config struct {
 	meterProvider  metric.MeterProvider
 	propagator     propagation.TextMapPropagator
 	shared         sharedstate.Store
+
+	alertFunc func(Alert) // WithAlerts (alerts.go)
+	alerts    AlertSettings
 }
 
 func defaultConfig() config {

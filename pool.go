@@ -103,8 +103,11 @@ func (t *Transport) probeKey(ctx context.Context, k *keyState) ProbeResult {
 		res.Err = redact(err, k.secret)
 	default:
 		res.Usable = true
-		if k.disabled.Load() != nil && t.enable(k, true) && t.cfg.logger != nil {
-			t.cfg.logger.Info("apipool: key re-enabled by probe", "key", k.key.ID)
+		if k.disabled.Load() != nil && t.enable(k, true) {
+			if t.cfg.logger != nil {
+				t.cfg.logger.Info("apipool: key re-enabled by probe", "key", k.key.ID)
+			}
+			t.alertEnabled(k, now, "a probe passed: the key is back in use")
 		}
 	}
 	return res
@@ -169,7 +172,8 @@ func (t *Transport) probeLoop() {
 // Close makes later requests fail with ErrClosed, cancels the background
 // work (the probe loop and the probes it runs, the shared-state loops),
 // closes the recorder, flushing it within ctx, waits within ctx for the
-// background work to end, and closes the base transport's idle
+// background work to end (and for WithAlerts' callback to take the alerts
+// queued before Close), and closes the base transport's idle
 // connections. Requests in flight finish.
 //
 // The recorder does not wait for the background work: it gets all the
@@ -249,6 +253,10 @@ func (t *Transport) beginClose() {
 		close(t.stopProbe) // cancels the probes in flight
 		cs.background = append(cs.background, backgroundWork{"probes", t.probeDone})
 	}
+	if a := t.alerts; a != nil {
+		a.close() // the alerts queued are delivered, then its goroutine ends
+		cs.background = append(cs.background, backgroundWork{"alerts", a.done})
+	}
 	if sh := t.shared; sh != nil {
 		sh.cancel()
 		done := make(chan struct{})
@@ -284,8 +292,9 @@ var ErrCloseIncomplete = errors.New("apipool: close incomplete")
 type CloseError struct {
 	// Running names the background work still running when ctx ended:
 	// "probes" (a probe that ignores its context's cancellation), "shared
-	// state". It was cancelled when the first Close started; a later Close
-	// waits for it again.
+	// state", "alerts" (WithAlerts' callback, still taking the alerts
+	// queued before Close). It was cancelled when the first Close started;
+	// a later Close waits for it again.
 	Running []string
 	// RecorderClosing is true when the recorder's Close, run by another
 	// call of Close, had not returned when ctx ended. A later Close waits
@@ -488,7 +497,9 @@ func (t *Transport) Enable(id string) error {
 	if !ok {
 		return unknownKey(id)
 	}
-	t.enable(k, true)
+	if t.enable(k, true) {
+		t.alertEnabled(k, t.cfg.clock.Now(), "enabled by the application")
+	}
 	return nil
 }
 

@@ -33,6 +33,7 @@ type Transport struct {
 
 	tel     telemetry
 	shared  *sharedSync  // nil without WithSharedState
+	alerts  *alerter     // nil without WithAlerts (alerts.go)
 	waiters waitQueue    // requests waiting for a key, in arrival order
 	waits   atomic.Int64 // requests that waited for a key
 
@@ -101,6 +102,7 @@ func New(keys []Key, opts ...Option) (*Transport, error) {
 			t.stats = recorder.NoStats{}
 		}
 	}
+	t.startAlerts()
 	if cfg.probe != nil && cfg.probeInterval > 0 {
 		t.stopProbe, t.probeDone = make(chan struct{}), make(chan struct{})
 		go t.probeLoop()

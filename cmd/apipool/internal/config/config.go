@@ -63,6 +63,7 @@ type Config struct {
 	AdminUsers     []User // the admin API's users; none: no admin API
 	Telemetry      Telemetry
 	ReloadInterval time.Duration // 0: reload on SIGHUP only
+	Alerts         Alerts        // alerts.go
 }
 
 // TLS is a listener's TLS settings. The certificate and key are read
@@ -471,6 +472,7 @@ func (v *validator) config(f *fileT) *Config {
 	c.Dashboard = v.dashboard(&f.Dashboard)
 	c.AdminUsers = v.users(f.Admin.Users, "admin.users")
 	c.Telemetry = v.telemetry(&f.Telemetry)
+	c.Alerts = v.alerts(&f.Alerts)
 	return c
 }
 

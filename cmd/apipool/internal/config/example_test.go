@@ -28,6 +28,7 @@ func exampleConfig(t *testing.T) *Config {
 	for k, v := range map[string]string{
 		"APIPOOL_FINGERPRINT_KEY": "fp", "APIPOOL_WEB_TOKEN": "a-web-token-long-enough",
 		"GEMINI_KEYS": "g1,g2", "CLICKHOUSE_PASSWORD": "pw", "REDIS_PASSWORD": "pw",
+		"APIPOOL_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
 	} {
 		t.Setenv(k, v)
 	}

@@ -19,6 +19,7 @@ type fileT struct {
 	Telemetry      telemetryT      `yaml:"telemetry"`
 	Reload         reloadT         `yaml:"reload"`
 	Defaults       limitsDefaultsT `yaml:"limits"`
+	Alerts         alertsT         `yaml:"alerts"` // alerts.go
 }
 
 type adminT struct {

@@ -15,3 +15,11 @@ func ShortDeferredBackoff(t testing.TB) {
 
 // DeferredQueueSize is deferredQueueSize, for the tests.
 const DeferredQueueSize = deferredQueueSize
+
+// ShortWebhookBackoff makes the webhooks retry within milliseconds for the
+// rest of t (set it before creating the server).
+func ShortWebhookBackoff(t testing.TB) {
+	minB, maxB := webhookBackoffMin, webhookBackoffMax
+	webhookBackoffMin, webhookBackoffMax = time.Millisecond, 5*time.Millisecond
+	t.Cleanup(func() { webhookBackoffMin, webhookBackoffMax = minB, maxB })
+}

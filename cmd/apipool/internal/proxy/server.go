@@ -16,6 +16,7 @@ import (
 
 	"github.com/apipool-ng/apipool"
 	"github.com/apipool-ng/apipool/cmd/apipool/internal/config"
+	"github.com/apipool-ng/apipool/cmd/apipool/internal/webhook"
 	"github.com/apipool-ng/apipool/recorder"
 	"github.com/apipool-ng/apipool/redisstate"
 	"github.com/redis/go-redis/v9"
@@ -51,6 +52,7 @@ type Server struct {
 	stats     recorder.Stats
 	redis     *redis.Client
 	tel       *telemetry
+	hooks     *webhook.Sender // the alerts' webhooks (alerts.go); nil without
 	main      http.Handler
 	admin     http.Handler // nil: the admin endpoints are on main
 	tlsMain   *tls.Config  // nil: plain HTTP
@@ -110,6 +112,9 @@ func New(ctx context.Context, cfg *config.Config, o Options) (_ *Server, err err
 	if cfg.Redis != nil {
 		s.redis = redisClient(cfg.Redis)
 	}
+	if s.hooks, err = newWebhooks(cfg.Alerts, s.log); err != nil {
+		return nil, fmt.Errorf("alerts: %w", err)
+	}
 	for _, uc := range cfg.Upstreams {
 		up, err := s.newUpstream(uc, cfg, o.Base)
 		if err != nil {
@@ -139,6 +144,7 @@ func (s *Server) newUpstream(uc config.Upstream, cfg *config.Config, base http.R
 		apipool.WithMeterProvider(s.tel.mp),
 		apipool.WithTracerProvider(s.tel.tp),
 		apipool.WithPropagators(propagation.TraceContext{}),
+		s.alertOption(uc, cfg.Alerts),
 	)
 	if p := probe(uc); p != nil {
 		opts = append(opts, apipool.WithProbe(p, uc.Probe.Interval))
@@ -310,6 +316,9 @@ func (s *Server) closeAll(ctx context.Context) error {
 		}
 		up.pool.CloseIdleConnections()
 	}
+	if err := s.closeWebhooks(ctx); err != nil { // after the pools: they hand it their last alerts
+		errs = append(errs, err)
+	}
 	if s.rec != nil {
 		if err := s.rec.Close(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("recorder: %w", err))
@@ -367,6 +376,9 @@ func (s *Server) Reload() error {
 		if _, _, err := up.reloadKeys(uc.Keys, s.log); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if !sameAlerts(c.Alerts, old.Alerts) {
+		s.log.Warn("reload: a changed alerts section needs a restart")
 	}
 	if !sameTLS(c.TLS, old.TLS) || !sameTLS(c.AdminTLS, old.AdminTLS) {
 		s.log.Warn("reload: a changed tls or admin.tls setting needs a restart (a changed certificate file is read at the next handshake)")
