@@ -51,6 +51,10 @@ type call struct {
 
 	waiter *waiter // this call's place in the wait queue, while queued
 
+	// metered, when set, is the delivered answer's body as the usage
+	// meter reads it (units.go); its event is recorded when the body ends.
+	metered *metered
+
 	// The cancel of the current attempt's pool-imposed timeout.
 	cancelAttempt context.CancelFunc
 
@@ -199,22 +203,30 @@ func (c *call) loop(ctx context.Context) (*http.Response, error) {
 			c.limited++
 		}
 
-		// 5. Record the attempt.
+		// 5. Record the attempt: now, or, for an answer delivered with a
+		// usage meter (WithUsage), when its body ends, with its units.
 		t.tel.attemptDone(actx, aspan, c.req, k, st, resp, err, end.Sub(res.at))
-		t.record(c.req, k, st, end, end.Sub(res.at), attempt, resp, errorType(st, err), sc)
+		ev := t.event(c.req, k, st, end, end.Sub(res.at), attempt, resp, errorType(st, err), sc)
 
 		// 6. Deliver the answer, or resend on another key. A 101 is
 		// final whatever it was classified as: the protocol has switched.
 		if resp != nil && resp.StatusCode == http.StatusSwitchingProtocols || !c.resend(k, st) {
 			if err != nil {
+				t.rec.Record(ev)
 				endSpan(aspan)
 				c.endAttempt()
 				k.release()
 				return nil, err
 			}
 			c.attSpan = aspan
+			if m := t.meterAnswer(c.req, resp, ev); m != nil {
+				resp.Body, c.metered = m, m
+			} else {
+				t.rec.Record(ev)
+			}
 			return c.deliver(resp, k), nil
 		}
+		t.rec.Record(ev)
 		c.tried.set(c.ks.index(k))
 		endSpan(aspan)
 		if resp != nil {
@@ -490,6 +502,12 @@ func (c *call) deliver(resp *http.Response, k *keyState) *http.Response {
 // record hands one attempt's usage event to the recorder: r's attempt
 // with key k (nil when no key was found), ended at at.
 func (t *Transport) record(r *http.Request, k *keyState, st status.Status, at time.Time, latency time.Duration, attempt int, resp *http.Response, errType string, sc trace.SpanContext) {
+	t.rec.Record(t.event(r, k, st, at, latency, attempt, resp, errType, sc))
+}
+
+// event is the usage event of r's attempt with key k (nil when no key
+// was found), ended at at.
+func (t *Transport) event(r *http.Request, k *keyState, st status.Status, at time.Time, latency time.Duration, attempt int, resp *http.Response, errType string, sc trace.SpanContext) recorder.Event {
 	e := recorder.Event{
 		Time:          at,
 		Status:        st,
@@ -522,7 +540,7 @@ func (t *Transport) record(r *http.Request, k *keyState, st status.Status, at ti
 		e.HTTPStatus = resp.StatusCode
 		e.ResponseBytes = resp.ContentLength
 	}
-	t.rec.Record(e)
+	return e
 }
 
 // errorType names an attempt's failure in a few secret-free words.

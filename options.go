@@ -18,6 +18,7 @@ import (
 	"github.com/apipool-ng/apipool/recorder"
 	"github.com/apipool-ng/apipool/sharedstate"
 	"github.com/apipool-ng/apipool/status"
+	"github.com/apipool-ng/apipool/usage"
 )
 
 // Option configures a Transport. Options are applied in order by New; an
@@ -100,6 +101,8 @@ type config struct {
 	meterProvider  metric.MeterProvider
 	propagator     propagation.TextMapPropagator
 	shared         sharedstate.Store
+	usage          usage.Reader // WithUsage, or nil
+	prices         usage.Prices
 
 	alertFunc func(Alert) // WithAlerts (alerts.go)
 	alerts    AlertSettings
