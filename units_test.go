@@ -81,7 +81,9 @@ func TestUsageUnitsAndCost(t *testing.T) {
 // recorded when the answer's headers come.
 func TestUsageUnknownWithoutReader(t *testing.T) {
 	t.Parallel()
-	up := newUpstream(func(seen) reply { return reply{Status: 200, Header: hdr("Content-Type", "application/json"), Body: chatJSON} })
+	up := newUpstream(func(seen) reply {
+		return reply{Status: 200, Header: hdr("Content-Type", "application/json"), Body: chatJSON}
+	})
 	rec := &captureRecorder{}
 	p := mustNew(t, keys(1), apipool.WithBase(up), apipool.WithRecorder(rec))
 	resp, err := p.RoundTrip(newGet(t, "http://api.test/"))
@@ -101,7 +103,9 @@ func TestUsageUnknownWithoutReader(t *testing.T) {
 // bad table is refused by name.
 func TestUsagePrices(t *testing.T) {
 	t.Parallel()
-	up := newUpstream(func(seen) reply { return reply{Status: 200, Header: hdr("Content-Type", "application/json"), Body: chatJSON} })
+	up := newUpstream(func(seen) reply {
+		return reply{Status: 200, Header: hdr("Content-Type", "application/json"), Body: chatJSON}
+	})
 	rec := &captureRecorder{}
 	p := mustNew(t, keys(1), apipool.WithBase(up), apipool.WithRecorder(rec), apipool.WithUsage(usage.OpenAI(), usage.Prices{"claude-*": {Input: 3, Output: 15}}))
 	resp, _ := mustDo(t, p)
