@@ -124,6 +124,8 @@ var Imports = map[string]string{
 	"sqlrec":      "github.com/apipool-ng/apipool/recorder/sql",
 	"redisstate":  "github.com/apipool-ng/apipool/redisstate",
 	"status":      "github.com/apipool-ng/apipool/status",
+	"usage":       "github.com/apipool-ng/apipool/usage",
+	"sharedstate": "github.com/apipool-ng/apipool/sharedstate",
 	"redis":       "github.com/redis/go-redis/v9",
 	"otel":        "go.opentelemetry.io/otel",
 	"propagation": "go.opentelemetry.io/otel/propagation",
@@ -411,17 +413,19 @@ func checkDroppedErr(fset *token.FileSet, b Block, stmts []ast.Stmt) error {
 // inline code such as `redisstate.WithPrefix`, to their directories in the
 // module; "pool" stands for a *apipool.Transport.
 var Packages = map[string]string{
-	"apipool":    ".",
-	"clock":      "clock",
-	"dashboard":  "dashboard",
-	"errdefs":    "errdefs",
-	"recorder":   "recorder",
-	"memory":     "recorder/memory",
-	"clickhouse": "recorder/clickhouse",
-	"sql":        "recorder/sql",
-	"sqlrec":     "recorder/sql",
-	"redisstate": "redisstate",
-	"status":     "status",
+	"apipool":     ".",
+	"clock":       "clock",
+	"dashboard":   "dashboard",
+	"errdefs":     "errdefs",
+	"recorder":    "recorder",
+	"memory":      "recorder/memory",
+	"clickhouse":  "recorder/clickhouse",
+	"sql":         "recorder/sql",
+	"sqlrec":      "recorder/sql",
+	"redisstate":  "redisstate",
+	"status":      "status",
+	"usage":       "usage",
+	"sharedstate": "sharedstate",
 }
 
 // Ref is a reference to a package's name in a Markdown file's inline code:
