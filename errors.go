@@ -32,11 +32,13 @@ type NoKeyError struct {
 	// next trial); zero when no key will free up at a known time (all
 	// disabled for good, or held by requests in flight).
 	RetryAt time.Time
-	// Keys counts the keys in the pool; Disabled, CoolingDown,
-	// BreakerOpen and Limited count why they were not eligible.
+	// Keys counts the keys in the pool that serve the request's model
+	// (every key, without Key.Models); Disabled, CoolingDown, BreakerOpen
+	// and Limited count why they were not eligible.
 	Keys, Disabled, CoolingDown, BreakerOpen, Limited int
-	// Held says, per key in the pool's order, why it was not eligible and
-	// until when.
+	// Held says, per key in the pool's order (by tier, then as given),
+	// why it was not eligible and until when. The keys that do not serve
+	// the request's model are not listed: they were never candidates.
 	Held []KeyHold
 
 	eventBound bool  // some key is held until a request in flight ends
@@ -48,8 +50,9 @@ type KeyHold struct {
 	KeyID string
 	// Reason is one of "disabled", "cooling down", "trial in flight",
 	// "breaker open", "in-flight cap", "provider quota used up",
-	// "rate limit", "daily quota", or "lost a race" (the key was free but
-	// taken by other requests first).
+	// "rate limit", "daily quota", "cooling down for the model" (the key
+	// rests for the request's model: WithCooldownScope), or "lost a race"
+	// (the key was free but taken by other requests first).
 	Reason string
 	// Until is when the key is expected to free up; zero when not known
 	// (it frees when a request in flight ends, or never by itself).

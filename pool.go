@@ -346,7 +346,7 @@ func (e *CloseError) Unwrap() []error {
 // AddKey adds a key to the pool while requests flow. It returns a
 // *ConfigError for a bad key or an ID already in the pool.
 func (t *Transport) AddKey(k Key) error {
-	if err := validateKey(k, -1); err != nil {
+	if err := t.checkKey(k, -1); err != nil {
 		return err
 	}
 	t.keysMu.Lock()
@@ -406,7 +406,8 @@ func (t *Transport) Enable(id string) error {
 	return nil
 }
 
-// Snapshot returns every key's state now, in the pool's order.
+// Snapshot returns every key's state now, in the pool's order: by tier
+// (Key.Tier), and in the order the keys were given within a tier.
 func (t *Transport) Snapshot() []KeyStatus {
 	now := t.cfg.clock.Now()
 	keys := t.keys.Load().keys

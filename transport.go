@@ -39,6 +39,8 @@ type Transport struct {
 	keys   atomic.Pointer[keySet]
 	keysMu sync.Mutex // serialises AddKey and RemoveKey
 
+	sessions *sessionTable // nil without WithSessions (sessions.go)
+
 	closed    atomic.Bool
 	closing   closeState // Close's progress across calls (pool.go)
 	stopProbe chan struct{}
@@ -66,6 +68,9 @@ func New(keys []Key, opts ...Option) (*Transport, error) {
 	if len(keys) == 0 {
 		return nil, &ConfigError{Field: "keys", Reason: "no keys"}
 	}
+	if cfg.scope == ScopeModel && cfg.modelOf == nil {
+		return nil, &ConfigError{Field: "WithCooldownScope", Reason: "ScopeModel needs WithModel: without it no request has a model to rest"}
+	}
 	cfg.finish()
 	t := &Transport{cfg: cfg, base: cfg.base}
 	t.tel.t = t
@@ -81,7 +86,7 @@ func New(keys []Key, opts ...Option) (*Transport, error) {
 	secrets := make(map[Secret]int, len(keys))
 	var errs []error
 	for i, k := range keys {
-		if err := validateKey(k, i); err != nil {
+		if err := t.checkKey(k, i); err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -103,6 +108,9 @@ func New(keys []Key, opts ...Option) (*Transport, error) {
 		return nil, errors.Join(errs...) // every bad key at once; errors.As finds the first *ConfigError
 	}
 	t.keys.Store(newKeySet(states))
+	if cfg.sessionOf != nil {
+		t.sessions = newSessionTable(cfg.maxSessions)
+	}
 	switch {
 	case !cfg.recorderSet:
 		m, err := memory.New(memory.WithClock(cfg.clock))
