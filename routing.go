@@ -1,6 +1,7 @@
 package apipool
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -123,8 +124,8 @@ const (
 //
 // The pool remembers the last max sessions used (0 means
 // DefaultMaxSessions, 10,000; at most MaxSessionsLimit), each as a 64-bit
-// hash of its name with a seed of the pool's (about 60 bytes of memory a
-// session: bench/README.md), and forgets the least recently used beyond
+// hash of its name with a seed of the pool's (51 to 56 bytes of memory a
+// session, as bench/README.md measures it), and forgets the least recently used beyond
 // them: its next request goes by the strategy and pins it again. Two
 // sessions whose hashes collide share a key. Sessions are not shared
 // across replicas, with or without WithSharedState: a session that
@@ -625,6 +626,11 @@ func (s *jscan) scalar() (jval, bool) {
 		if !ok {
 			return jval{}, false
 		}
+		for _, c := range s.b[start+1 : s.i-1] {
+			if c < ' ' {
+				return jval{}, false // not JSON
+			}
+		}
 		return jval{raw: s.b[start:s.i], str: true, escape: esc, found: true}, true
 	case '{', '[':
 		return jval{}, s.skip()
@@ -635,24 +641,31 @@ func (s *jscan) scalar() (jval, bool) {
 	return jval{raw: s.b[start:s.i], found: true}, true
 }
 
-// str reads the string at s.i, and reports whether it holds escapes.
+// str reads the string at s.i, and reports whether it holds escapes. It
+// looks for the closing quote with bytes.IndexByte, so that the long
+// strings of a body (a prompt) are passed at memory speed; what they hold
+// is not checked (scalar checks the strings it returns).
 func (s *jscan) str() (esc, ok bool) {
 	if s.i >= len(s.b) || s.b[s.i] != '"' {
 		return false, false
 	}
-	for s.i++; s.i < len(s.b); s.i++ {
-		switch c := s.b[s.i]; {
-		case c == '"':
-			s.i++
-			return esc, true
-		case c == '\\':
-			esc = true
-			s.i++
-		case c < ' ':
+	start := s.i + 1
+	for j := start; ; {
+		q := bytes.IndexByte(s.b[j:], '"')
+		if q < 0 {
 			return false, false
 		}
+		q += j
+		n := 0 // backslashes before the quote: an odd number escapes it
+		for p := q - 1; p >= start && s.b[p] == '\\'; p-- {
+			n++
+		}
+		if n%2 == 0 {
+			s.i = q + 1
+			return bytes.IndexByte(s.b[start:q], '\\') >= 0, true
+		}
+		j = q + 1
 	}
-	return false, false
 }
 
 // skip reads the value at s.i, whatever it is. Objects and arrays are
