@@ -3,8 +3,11 @@ package apipool_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
@@ -385,4 +388,40 @@ func TestModelConfig(t *testing.T) {
 	if !bytes.Contains(b, []byte(`"tier":1`)) || !bytes.Contains(b, []byte(`"models":["a"]`)) || bytes.Contains(b, []byte("s-m")) {
 		t.Errorf("Key JSON %s", b)
 	}
+}
+
+// Nothing the routing shows holds a secret: the log of a model's rest,
+// the NoModelError, the events, the snapshot with its model cooldowns.
+func TestCanaryAbsentFromRouting(t *testing.T) {
+	var logs syncBuffer
+	logger := slog.New(slog.NewJSONHandler(&logs, nil))
+	rec := &captureRecorder{}
+	up := newUpstream(func(s seen) reply {
+		if strings.Contains(s.Body, `"model":"limited"`) {
+			return reply{Status: 429, Header: hdr("Retry-After", "10")}
+		}
+		return reply{Status: 200}
+	})
+	ks := []apipool.Key{{ID: "k0", Secret: canary, Tier: 1, Models: []string{"limited", "ok"}}, {ID: "k1", Secret: canary + "1", Models: []string{"ok"}}}
+	p := mustNew(t, ks, apipool.WithBase(up), apipool.WithClock(newClock()), apipool.WithLogger(logger), apipool.WithRecorder(rec), apipool.WithMaxWait(0),
+		apipool.WithModel(apipool.ModelFromJSON), apipool.WithCooldownScope(apipool.ScopeModel), apipool.WithSessions(apipool.SessionFromJSON("user"), 0))
+	p.Disable("k1", "")
+	for _, m := range []string{"limited", "ok", "nobody"} {
+		_, _, err := postJSON(t, p, "http://api.test/v1/chat", `{"model":"`+m+`","user":"u"}`, false)
+		if m == "nobody" {
+			if !errors.Is(err, apipool.ErrNoKeyForModel) {
+				t.Fatalf("err = %v", err)
+			}
+			assertErrNoCanary(t, "NoModelError", err)
+		}
+	}
+	if !strings.Contains(logs.String(), "resting for it") || len(snapshotByID(p)["k0"].ModelCooldowns) != 1 {
+		t.Fatalf("no model rest logged or shown: the test checks nothing\n%s", logs.String())
+	}
+	assertNoCanary(t, "logs", logs.String())
+	assertNoCanary(t, "events", fmt.Sprintf("%+v %#v", rec.Events(), rec.Events()))
+	snap := p.Snapshot()
+	assertNoCanary(t, "snapshot", fmt.Sprintf("%v %+v %#v", snap, snap, snap))
+	b, _ := json.Marshal(snap)
+	assertNoCanary(t, "snapshot JSON", string(b))
 }
