@@ -34,6 +34,7 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzRetryAfterHeaders -fuzztime=30s ./status
 	$(GO) test -run='^$$' -fuzz=FuzzParseBudget -fuzztime=30s ./status
 	$(GO) test -run='^$$' -fuzz=FuzzNewConfig -fuzztime=30s .
+	$(GO) test -run='^$$' -fuzz=FuzzJSONField -fuzztime=30s .
 	$(GO) test -run='^$$' -fuzz=FuzzParse -fuzztime=30s ./cmd/apipool/internal/config
 
 quickstart:

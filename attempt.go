@@ -33,6 +33,10 @@ type call struct {
 	// waiting: a probe's request (see probeKey).
 	pinned *keyState
 
+	// rt is the request's model and session (routing.go); nil when the
+	// pool routes by neither.
+	rt *route
+
 	// sent is the current attempt's request copy, allocated with its
 	// response body wrapper, unless the attempt's copy is copy: the first
 	// attempt's, when reusableCopy, which serves later requests with the
@@ -68,11 +72,13 @@ type call struct {
 	replayable bool // the body can be sent again
 	bodySent   bool // the original req.Body went out (the base closes it)
 	hasWaited  bool // counted in Transport.Waits
+	// held: the returned response's body holds its key (a respBody), so
+	// that the request's span ends with the body.
+	held  bool
+	final status.Status
 
-	// The key the returned response holds, and whether its body holds it
-	// (a respBody), so that the request's span ends with the body.
-	key  *keyState
-	held bool
+	// The key the returned response holds.
+	key *keyState
 
 	// spareHeader is a cleared map left by an earlier request (putCall),
 	// for the first attempt's copy of the headers.
@@ -84,7 +90,6 @@ type call struct {
 	attSpan  trace.Span
 	waited   time.Duration
 	attempts int
-	final    status.Status
 }
 
 // rejection is the first key a request was rejected with, and the
@@ -114,14 +119,22 @@ func (c *call) run() (*http.Response, error) {
 	return resp, err
 }
 
-// loop runs attempts until one answer is final. Each attempt reads top to
-// bottom: reserve a key, build the request copy with the key applied, send
-// it, classify the answer and commit its verdict to the key, record the
-// usage event, then deliver the answer or go round again.
+// loop runs attempts until one answer is final. First the request's body
+// is made replayable and its route read (its model and session, with
+// WithModel or WithSessions). Then each attempt reads top to bottom:
+// reserve a key, build the request copy with the key applied, send it,
+// classify the answer and commit its verdict to the key, record the usage
+// event, then deliver the answer or go round again.
 func (c *call) loop(ctx context.Context) (*http.Response, error) {
 	t := c.t
-	if err := c.prepareBody(); err != nil {
+	body, err := c.prepareBody()
+	if err != nil {
 		return nil, err
+	}
+	if t.cfg.routes() && c.pinned == nil {
+		if err := c.route(body); err != nil {
+			return c.noModel(ctx, err)
+		}
 	}
 	// The last answer (or error), returned when no other key can be tried.
 	var prev *http.Response
@@ -136,7 +149,7 @@ func (c *call) loop(ctx context.Context) (*http.Response, error) {
 			t.alertKeysBack(c.now)
 		}
 		k := res.k
-		if res.stale() {
+		if res.stale() || c.modelRested(k, res.at.UnixNano()) {
 			// Cooled down or disabled since it was reserved (another
 			// request's answer came meanwhile): never send with it.
 			res.cancel()
@@ -184,11 +197,15 @@ func (c *call) loop(ctx context.Context) (*http.Response, error) {
 			err = redact(err, k.secret)
 		}
 
-		// 4. Classify the answer and commit its verdict to the key.
+		// 4. Classify the answer and commit its verdict to the key. With
+		// WithCooldownScope(ScopeModel), a rate limit and a used-up
+		// budget rest the key for scope only (the request's model or the
+		// answer's resource).
+		scope := c.restScope(resp)
 		if resp != nil {
-			t.learnBudget(k, resp.Header, end, res.sentAfter())
+			t.learnBudget(k, resp.Header, end, res.sentAfter(), scope)
 		}
-		v := c.judge(k, resp, err, end)
+		v := c.judge(k, resp, err, end, scope)
 		ch := res.commit(v)
 		t.reportChange(k, ch, v)
 		if v.disable != "" {
@@ -206,7 +223,7 @@ func (c *call) loop(ctx context.Context) (*http.Response, error) {
 		// 5. Record the attempt: now, or, for an answer delivered with a
 		// usage meter (WithUsage), when its body ends, with its units.
 		t.tel.attemptDone(actx, aspan, c.req, k, st, resp, err, end.Sub(res.at))
-		ev := t.event(c.req, k, st, end, end.Sub(res.at), attempt, resp, errorType(st, err), sc)
+		ev := t.event(c.req, k, c.model(), st, end, end.Sub(res.at), attempt, resp, errorType(st, err), sc)
 
 		// 6. Deliver the answer, or resend on another key. A 101 is
 		// final whatever it was classified as: the protocol has switched.
@@ -258,13 +275,13 @@ func (c *call) loop(ctx context.Context) (*http.Response, error) {
 
 // judge reads the answer to an attempt with key k, which came at at, into
 // its status and its verdict on the key. A rate limit cools the key until
-// the answer's Retry-After; the first rejection of a request disables its
-// key, unless the call is a probe's (probeKey decides); a second key
-// rejecting the same request puts the fault on the request: the first key
-// is put back (forgive) and the status becomes ClientError. The caller's
-// own deadline or cancel is not the upstream's fault: its breaker hears
-// nothing of it.
-func (c *call) judge(k *keyState, resp *http.Response, err error, at time.Time) verdict {
+// the answer's Retry-After (rests it for scope alone, when scope is set:
+// restScope); the first rejection of a request disables its key, unless
+// the call is a probe's (probeKey decides); a second key rejecting the
+// same request puts the fault on the request: the first key is put back
+// (forgive) and the status becomes ClientError. The caller's own deadline
+// or cancel is not the upstream's fault: its breaker hears nothing of it.
+func (c *call) judge(k *keyState, resp *http.Response, err error, at time.Time, scope string) verdict {
 	t := c.t
 	v := verdict{
 		st:       t.cfg.classifier.ClassifyAt(resp, err, at),
@@ -273,7 +290,7 @@ func (c *call) judge(k *keyState, resp *http.Response, err error, at time.Time) 
 	}
 	switch v.st {
 	case status.ReachLimit:
-		v.coolUntil = t.cooldownUntil(resp, at)
+		v.coolUntil, v.scope = t.cooldownUntil(resp, at), scope
 	case status.InvalidKey:
 		switch {
 		case c.pinned != nil:
@@ -439,11 +456,20 @@ func (c *call) giveUp(ctx context.Context, attempt int, prev *http.Response, pre
 			typ = errorType(st, ctx.Err())
 		}
 		c.final = st
-		t.record(c.req, nil, st, c.now, 0, attempt, nil, typ, trace.SpanContextFromContext(ctx))
+		t.record(c.req, nil, c.model(), st, c.now, 0, attempt, nil, typ, trace.SpanContextFromContext(ctx))
 		if !ended {
 			t.tel.noKey(ctx)
 		}
 	}
+	return nil, err
+}
+
+// noModel ends a request whose model no key serves (route): nothing was
+// sent. Its usage event says so, with the model.
+func (c *call) noModel(ctx context.Context, err error) (*http.Response, error) {
+	c.closeUnsentBody()
+	c.final = status.NoKeyAvailable
+	c.t.record(c.req, nil, c.model(), status.NoKeyAvailable, c.t.cfg.clock.Now(), 0, 1, nil, "no_key_for_model", trace.SpanContextFromContext(ctx))
 	return nil, err
 }
 
@@ -500,14 +526,15 @@ func (c *call) deliver(resp *http.Response, k *keyState) *http.Response {
 }
 
 // record hands one attempt's usage event to the recorder: r's attempt
-// with key k (nil when no key was found), ended at at.
-func (t *Transport) record(r *http.Request, k *keyState, st status.Status, at time.Time, latency time.Duration, attempt int, resp *http.Response, errType string, sc trace.SpanContext) {
-	t.rec.Record(t.event(r, k, st, at, latency, attempt, resp, errType, sc))
+// for model ("" when not known) with key k (nil when no key was found),
+// ended at at.
+func (t *Transport) record(r *http.Request, k *keyState, model string, st status.Status, at time.Time, latency time.Duration, attempt int, resp *http.Response, errType string, sc trace.SpanContext) {
+	t.rec.Record(t.event(r, k, model, st, at, latency, attempt, resp, errType, sc))
 }
 
-// event is the usage event of r's attempt with key k (nil when no key
-// was found), ended at at.
-func (t *Transport) event(r *http.Request, k *keyState, st status.Status, at time.Time, latency time.Duration, attempt int, resp *http.Response, errType string, sc trace.SpanContext) recorder.Event {
+// event is the usage event of r's attempt for model ("" when not known)
+// with key k (nil when no key was found), ended at at.
+func (t *Transport) event(r *http.Request, k *keyState, model string, st status.Status, at time.Time, latency time.Duration, attempt int, resp *http.Response, errType string, sc trace.SpanContext) recorder.Event {
 	e := recorder.Event{
 		Time:          at,
 		Status:        st,
@@ -517,6 +544,7 @@ func (t *Transport) event(r *http.Request, k *keyState, st status.Status, at tim
 		Host:          r.URL.Host,
 		Operation:     OperationFrom(r.Context()),
 		Client:        ClientFrom(r.Context()),
+		Model:         model,
 		RequestBytes:  -1,
 		ResponseBytes: -1,
 		InputTokens:   -1,
@@ -575,25 +603,27 @@ func quote(s string) string { return strconv.Quote(s) }
 // The request's body, and the answers it keeps or delivers.
 
 // prepareBody makes the request body replayable when it can be: through
-// GetBody, or by buffering it up to the configured size.
-func (c *call) prepareBody() error {
+// GetBody, or by buffering it up to the configured size. It returns the
+// body when it buffered it whole, for the route (which makes it buffer a
+// body even when it will not be resent: WithMaxAttempts(1)).
+func (c *call) prepareBody() ([]byte, error) {
 	r := c.req
 	if r.Body == nil || r.Body == http.NoBody {
 		c.replayable = true
-		return nil
+		return nil, nil
 	}
 	if r.GetBody != nil {
 		c.getBody, c.replayable = r.GetBody, true
-		return nil
+		return nil, nil
 	}
 	limit := c.t.cfg.maxBuffered
-	if limit == 0 || r.ContentLength > limit || c.t.cfg.maxAttempts == 1 || c.pinned != nil {
-		return nil // sent once, as it is
+	if limit == 0 || r.ContentLength > limit || c.t.cfg.maxAttempts == 1 && !c.t.cfg.routes() || c.pinned != nil {
+		return nil, nil // sent once, as it is
 	}
 	buf, err := readall.AtMost(r.Body, limit+1, r.ContentLength)
 	if err != nil {
 		r.Body.Close()
-		return errors.New("apipool: reading request body: " + err.Error())
+		return nil, errors.New("apipool: reading request body: " + err.Error())
 	}
 	if int64(len(buf)) > limit {
 		// Too large to keep: send what was read, then the rest, once.
@@ -601,13 +631,13 @@ func (c *call) prepareBody() error {
 			return readCloser{io.MultiReader(bytes.NewReader(buf), r.Body), r.Body}, nil
 		}
 		c.replayable = false
-		return nil
+		return nil, nil
 	}
 	r.Body.Close()
 	c.getBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf)), nil }
 	c.replayable = true
 	c.bufLen = int64(len(buf))
-	return nil
+	return buf, nil
 }
 
 // attemptBody sets the body of attempt r: the caller's own body on the

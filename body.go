@@ -117,11 +117,15 @@ func newCall() *call {
 }
 
 func putCall(c *call) {
-	h := c.firstHeader
+	h, rt := c.firstHeader, c.rt
 	*c = call{}
 	if len(h) <= maxPooledHeader {
 		clear(h)
 		c.spareHeader = h
+	}
+	if rt != nil {
+		*rt = route{}
+		c.rt = rt // the next request's route, when the pool routes
 	}
 	callPool.Put(c)
 }

@@ -28,7 +28,9 @@
 // Secret never appears in errors, logs, spans, events or fmt output.
 //
 // Where to go next: ExampleNew and the other examples; New's options
-// (With...); Key for per-key limits; Snapshot for each key's state;
+// (With...); Key for per-key limits, tiers (Key.Tier) and models
+// (Key.Models, WithModel); WithSessions for sticky sessions; Snapshot for
+// each key's state;
 // NoKeyError for what a caller gets when every key is held; the README for
 // SDK recipes, the dashboard, many replicas and the apipool proxy.
 //
@@ -40,9 +42,13 @@
 //     keyed at all (credentials.go keyAllowed; a host that is not gets
 //     the request as it is, without the pool's keys).
 //  2. attempt.go: the attempt loop, which holds every step of an attempt
-//     in order. Each step takes arguments and returns results:
-//     a. reserve a key (pick.go takeKey): the selector (selector.go) picks
-//     among the keys free now, and the pick reserves the key as one
+//     in order. Each step takes arguments and returns results. Before the
+//     first attempt the body is made replayable (prepareBody) and, with
+//     WithModel or WithSessions, the request's route read from it once
+//     (routing.go: its model, the keys that serve it, its session).
+//     a. reserve a key (pick.go takeKey): the session's key first
+//     (sessions.go), then the selector (selector.go) picks among the keys
+//     free now, tier by tier (Key.Tier), and the pick reserves the key as one
 //     value (keystate.go: keyState.reserve returns a reservation, all or
 //     nothing; with shared state, shared.go takes the shared limits too).
 //     When no key is free the request waits, in arrival order, for the

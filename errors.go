@@ -32,12 +32,15 @@ type NoKeyError struct {
 	// next trial); zero when no key will free up at a known time (all
 	// disabled for good, or held by requests in flight).
 	RetryAt time.Time
-	// Keys counts the keys in the pool; Disabled, Cooling, BreakerOpen
-	// and Limited count the keys in each of those states (KeyState).
+	// Keys counts the keys in the pool that serve the request's model
+	// (every key, without Key.Models); Disabled, Cooling, BreakerOpen and
+	// Limited count those in each of those states (KeyState).
 	Keys, Disabled, Cooling, BreakerOpen, Limited int
-	// Held says, per key in the pool's order, why it was not eligible and
-	// until when. A key in state KeyActive there was free but taken by
-	// other requests first.
+	// Held says, per key in the pool's order (by tier, then as given),
+	// why it was not eligible and until when. The keys that do not serve
+	// the request's model are not listed: they were never candidates. A
+	// key in state KeyActive there was free but taken by other requests
+	// first.
 	Held []KeyHold
 
 	eventBound bool  // some key is held until a request in flight ends
@@ -50,10 +53,12 @@ type KeyHold struct {
 	// State is the key's state (see KeyState).
 	State KeyState
 	// Reason says more, in a few words: "disabled" (KeyDisabled);
-	// "cooling down" or "provider quota used up" (KeyCooling); "breaker
-	// open" (KeyBreakerOpen); "in-flight cap", "rate limit", "daily
-	// quota" or "trial in flight" (KeyLimited); "lost a race" (KeyActive:
-	// the key was free but taken by other requests first).
+	// "cooling down", "provider quota used up" or "cooling down for the
+	// model" (the key rests for the request's model: WithCooldownScope)
+	// (KeyCooling); "breaker open" (KeyBreakerOpen); "in-flight cap",
+	// "rate limit", "daily quota" or "trial in flight" (KeyLimited);
+	// "lost a race" (KeyActive: the key was free but taken by other
+	// requests first).
 	Reason string
 	// Until is when the key is expected to free up; zero when not known
 	// (it frees when a request in flight ends, or never by itself).

@@ -78,6 +78,19 @@ type Key struct {
 	// one midnight to the next, not any 24 hours. With WithSharedState it
 	// holds for all the replicas together. 0 means no cap.
 	PerDay int
+	// Tier orders the keys: a request takes a key of the lowest tier that
+	// has one eligible (0, the default, first), by the pool's strategy
+	// among that tier's keys, and goes on to the next tier at once when
+	// none of it is eligible. Negative tiers are refused. See the
+	// README's "Routing: tiers, models, sessions".
+	Tier int
+	// Models lists the models the key serves, each an exact name
+	// ("gpt-4o") or a prefix ending in "*" ("gpt-4o*", "claude-*"); empty
+	// means every model. Only a pool with WithModel knows a request's
+	// model: New and AddKey refuse Models without it. A request whose
+	// model no key serves fails at once with a *NoModelError; a request
+	// whose model is not known ("") may take any key.
+	Models []string
 }
 
 // String describes the key without its secret.
@@ -106,15 +119,17 @@ func (k Key) LogValue() slog.Value {
 // MarshalJSON encodes the key with its secret redacted.
 func (k Key) MarshalJSON() ([]byte, error) {
 	type public struct {
-		ID          string  `json:"id"`
-		Secret      string  `json:"secret"`
-		Weight      int     `json:"weight,omitempty"`
-		MaxInFlight int     `json:"max_in_flight,omitempty"`
-		PerSecond   float64 `json:"per_second,omitempty"`
-		PerMinute   int     `json:"per_minute,omitempty"`
-		PerDay      int     `json:"per_day,omitempty"`
+		ID          string   `json:"id"`
+		Secret      string   `json:"secret"`
+		Weight      int      `json:"weight,omitempty"`
+		MaxInFlight int      `json:"max_in_flight,omitempty"`
+		PerSecond   float64  `json:"per_second,omitempty"`
+		PerMinute   int      `json:"per_minute,omitempty"`
+		PerDay      int      `json:"per_day,omitempty"`
+		Tier        int      `json:"tier,omitempty"`
+		Models      []string `json:"models,omitempty"`
 	}
-	return json.Marshal(public{k.ID, redacted, k.Weight, k.MaxInFlight, k.PerSecond, k.PerMinute, k.PerDay})
+	return json.Marshal(public{k.ID, redacted, k.Weight, k.MaxInFlight, k.PerSecond, k.PerMinute, k.PerDay, k.Tier, k.Models})
 }
 
 // defaultFingerprintKey is the HMAC key of fingerprints when the pool is

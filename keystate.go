@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -78,6 +79,14 @@ type keyState struct {
 	limits *localLimits // PerSecond, PerMinute, PerDay; nil without (limits.go)
 	learn  *learner     // the limit learned from 429s; nil when off (learn.go)
 
+	// models is what Key.Models names; nil: every model (routing.go).
+	models *modelSet
+	// rests are the key's rests for one model each, under
+	// WithCooldownScope(ScopeModel); nil when none. restMu serialises
+	// their changes (rest).
+	rests  atomic.Pointer[modelRests]
+	restMu sync.Mutex
+
 	attempts statusCounts // attempts by status, while metrics are on (telemetry.go)
 
 	// With shared state: a daily-quota block leased from the store.
@@ -119,9 +128,10 @@ const (
 	holdRate
 	holdDay
 	holdLost
+	holdModel // resting for the request's model (ScopeModel)
 )
 
-var holdNames = [...]string{"free", "removed", "disabled", "cooling down", "trial in flight", "breaker open", "in-flight cap", "provider quota used up", "rate limit", "daily quota", "lost a race"}
+var holdNames = [...]string{"free", "removed", "disabled", "cooling down", "trial in flight", "breaker open", "in-flight cap", "provider quota used up", "rate limit", "daily quota", "lost a race", "cooling down for the model"}
 
 func (h hold) String() string { return holdNames[h] }
 
@@ -130,7 +140,7 @@ func (h hold) state() KeyState {
 	switch h {
 	case holdDisabled:
 		return KeyDisabled
-	case holdCooling, holdBudget:
+	case holdCooling, holdBudget, holdModel:
 		return KeyCooling
 	case holdBreaker:
 		return KeyBreakerOpen
@@ -341,6 +351,9 @@ type verdict struct {
 	excluded bool      // the caller's own deadline or cancel ended it: the breaker hears nothing
 	// coolUntil is the cooldown's end, for a rate limit.
 	coolUntil time.Time
+	// scope, when set, is the model or resource a rate limit rests the
+	// key for, instead of the whole key (ScopeModel).
+	scope string
 	// disable, when set, disables the key with this reason (a rejection).
 	disable string
 }
@@ -349,6 +362,7 @@ type verdict struct {
 // publish to the other replicas and tell the user.
 type change struct {
 	cooled   bool         // the cooldown moved to the verdict's coolUntil
+	rested   bool         // the key's rest for the verdict's scope moved to its coolUntil
 	disabled *disableInfo // the verdict's disable, when it disabled the key
 	enabled  bool         // the trial's answer put a disabled key back in use
 }
@@ -366,6 +380,12 @@ func (r *reservation) commit(v verdict) change {
 			k.learn.noteSuccess(r.at)
 		}
 	case v.st == status.ReachLimit:
+		if v.scope != "" {
+			if moved, ok := k.rest(v.scope, v.coolUntil, v.at); ok {
+				ch.rested = moved // one model rests: the key learns no limit from it
+				break
+			}
+		}
 		ch.cooled = k.cool(v.coolUntil, reasonRateLimited)
 		if k.learn != nil && !r.pinned && !k.budget.renewable() {
 			k.learn.rateLimited(r.at, v.at, v.coolUntil.Sub(v.at))
@@ -485,6 +505,80 @@ func (k *keyState) cool(until time.Time, why *string) bool {
 	}
 }
 
+// modelRests are a key's rests for one model or resource each
+// (WithCooldownScope(ScopeModel)), at most maxModelRests. A value is never
+// changed once stored: rest stores a new one.
+type modelRests struct {
+	end  int64 // the latest until of list, pool-clock ns
+	list []modelRest
+}
+
+type modelRest struct {
+	scope string
+	until int64 // pool-clock ns
+}
+
+// restedFor reports whether k rests for model at at (pool-clock ns), and
+// until when. Once every rest is over, it drops them.
+func (k *keyState) restedFor(model string, at int64) (int64, bool) {
+	rs := k.rests.Load()
+	if rs == nil {
+		return 0, false
+	}
+	if rs.end <= at {
+		k.rests.CompareAndSwap(rs, nil)
+		return 0, false
+	}
+	for i := range rs.list {
+		if r := &rs.list[i]; r.until > at && r.scope == model {
+			return r.until, true
+		}
+	}
+	return 0, false
+}
+
+// rest makes k rest for scope (a model or a resource) until until, unless
+// it already rests for it longer, dropping the rests over at now. It
+// reports whether the rest moved; ok is false, and nothing changes, when
+// k already rests for maxModelRests other scopes: the caller then cools
+// the whole key.
+func (k *keyState) rest(scope string, until, now time.Time) (moved, ok bool) {
+	u, n := until.UnixNano(), now.UnixNano()
+	if u <= n {
+		return false, true
+	}
+	k.restMu.Lock()
+	defer k.restMu.Unlock()
+	next := &modelRests{}
+	found := false
+	if old := k.rests.Load(); old != nil {
+		next.list = make([]modelRest, 0, len(old.list)+1)
+		for _, r := range old.list {
+			if r.until <= n {
+				continue // over
+			}
+			if r.scope == scope {
+				if r.until >= u {
+					return false, true
+				}
+				found, r.until = true, u
+			}
+			next.list = append(next.list, r)
+		}
+	}
+	if !found {
+		if len(next.list) >= maxModelRests {
+			return false, false
+		}
+		next.list = append(next.list, modelRest{scope: strings.Clone(scope), until: u})
+	}
+	for _, r := range next.list {
+		next.end = max(next.end, r.until)
+	}
+	k.rests.Store(next)
+	return true, true
+}
+
 // disable takes k out of use at now. Unless permanent, a trial request
 // tests it again after a backoff that doubles with each disable in a row
 // (WithDisabledRetry). It returns the disable now in force, and whether
@@ -570,6 +664,9 @@ func (t *Transport) reportChange(k *keyState, ch change, v verdict) {
 		t.publish(sharedstate.Change{KeyID: k.key.ID, Kind: sharedstate.Cooldown, Until: v.coolUntil, At: v.at})
 		t.alertCooling(k, v.at, v.coolUntil)
 	}
+	if ch.rested && t.cfg.logger != nil {
+		t.cfg.logger.Info("apipool: key rate limited for one model, resting for it", "key", k.key.ID, "model", v.scope, "for", v.coolUntil.Sub(v.at).String())
+	}
 	if ch.disabled != nil {
 		t.logDisable(k, ch.disabled)
 		t.publishDisable(k, ch.disabled)
@@ -642,6 +739,8 @@ func (t *Transport) enable(k *keyState, publish bool) bool {
 
 // keySet is an immutable snapshot of the pool's keys; adding or removing
 // a key publishes a new one.
+// The keys are in the pool's order: by tier (Key.Tier), and in the order
+// they were given within a tier.
 type keySet struct {
 	keys        []*keyState
 	byID        map[string]*keyState
@@ -649,17 +748,53 @@ type keySet struct {
 	secrets     map[string]struct{}
 	cumWeight   []int64
 	totalWeight int64
+	// tiers are the keys' tiers, lowest first; one for a pool without
+	// tiers, whose look at the keys is today's (tryPick).
+	tiers []keyTier
+	// models maps models to the keys that serve them; nil when no key
+	// lists Models (routing.go).
+	models *modelIndex
+}
+
+// keyTier is one tier of a keySet: keys[lo:hi].
+type keyTier struct {
+	tier, lo, hi int
+	_            [40]byte
+	next         atomic.Uint64 // the built-in selectors' turns in the tier
+	_            [56]byte
 }
 
 func newKeySet(keys []*keyState) *keySet {
+	byTier := func(a, b *keyState) int { return a.key.Tier - b.key.Tier }
+	if !slices.IsSortedFunc(keys, byTier) {
+		keys = slices.Clone(keys)
+		slices.SortStableFunc(keys, byTier)
+	}
 	ks := &keySet{keys: keys, byID: make(map[string]*keyState, len(keys)), pos: make(map[*keyState]int, len(keys)),
 		secrets: make(map[string]struct{}, len(keys)), cumWeight: make([]int64, len(keys))}
+	n := 0
 	for i, k := range keys {
 		ks.byID[k.key.ID] = k
 		ks.pos[k] = i
 		ks.secrets[k.secret] = struct{}{}
 		ks.totalWeight += int64(k.weight())
 		ks.cumWeight[i] = ks.totalWeight
+		if i == 0 || k.key.Tier != keys[i-1].key.Tier {
+			n++
+		}
+		if k.models != nil && ks.models == nil {
+			ks.models = new(modelIndex)
+		}
+	}
+	ks.tiers = make([]keyTier, 0, max(n, 1))
+	for i, k := range keys {
+		if i == 0 || k.key.Tier != keys[i-1].key.Tier {
+			ks.tiers = append(ks.tiers, keyTier{tier: k.key.Tier, lo: i})
+		}
+		ks.tiers[len(ks.tiers)-1].hi = i + 1
+	}
+	if len(ks.tiers) == 0 {
+		ks.tiers = append(ks.tiers, keyTier{})
 	}
 	return ks
 }
@@ -679,14 +814,29 @@ func (k *keyState) weight() int {
 	return k.key.Weight
 }
 
+// checkKey checks one key for this pool (validateKey, and Models only
+// with WithModel); i is its index for error messages, or -1.
+func (t *Transport) checkKey(k Key, i int) error {
+	if err := validateKey(k, i); err != nil {
+		return err
+	}
+	if len(k.Models) > 0 && t.cfg.modelOf == nil {
+		return &ConfigError{Field: keyField(k, i, "Models"), Reason: "the pool has no WithModel: no request has a model to match"}
+	}
+	return nil
+}
+
+// keyField names field f of key k, the i-th given (-1: given alone).
+func keyField(k Key, i int, f string) string {
+	if i < 0 {
+		return "Key(" + strconv.Quote(k.ID) + ")." + f
+	}
+	return fmt.Sprintf("keys[%d].%s", i, f)
+}
+
 // validateKey checks one key; i is its index for error messages, or -1.
 func validateKey(k Key, i int) error {
-	field := func(f string) string {
-		if i < 0 {
-			return "Key(" + strconv.Quote(k.ID) + ")." + f
-		}
-		return fmt.Sprintf("keys[%d].%s", i, f)
-	}
+	field := func(f string) string { return keyField(k, i, f) }
 	switch {
 	case k.ID == "":
 		return &ConfigError{Field: field("ID"), Reason: "empty ID"}
@@ -718,6 +868,11 @@ func validateKey(k Key, i int) error {
 		return &ConfigError{Field: field("PerMinute"), Reason: fmt.Sprintf("want 0 to 10000000, got %d", k.PerMinute)}
 	case k.PerDay < 0 || k.PerDay > math.MaxInt32:
 		return &ConfigError{Field: field("PerDay"), Reason: fmt.Sprintf("want 0 to %d, got %d", math.MaxInt32, k.PerDay)}
+	case k.Tier < 0:
+		return &ConfigError{Field: field("Tier"), Reason: fmt.Sprintf("negative tier %d", k.Tier)}
+	}
+	if err := validateModels(k.Models, field("Models")); err != nil {
+		return err
 	}
 	for j := 0; j < len(k.Secret); j++ {
 		if c := k.Secret[j]; c < ' ' || c == 0x7f {
@@ -742,6 +897,8 @@ func (t *Transport) newKeyState(k Key) *keyState {
 	ks.ramp.Store(-1)
 	ks.breaker = newKeyBreaker(t.cfg.breaker, ks)
 	ks.limited = k.PerSecond > 0 || k.PerMinute > 0 || k.PerDay > 0
+	ks.key.Models = slices.Clone(k.Models) // the caller's slice may change
+	ks.models = newModelSet(k.Models)
 	if !t.cfg.noLearn {
 		ks.learn = new(learner)
 	}
@@ -816,6 +973,20 @@ type KeyStatus struct {
 	// LearnedWindow; 0 when none was learned.
 	LearnedLimit  int
 	LearnedWindow time.Duration
+	// Tier is the key's tier (Key.Tier); Models the models it serves
+	// (Key.Models), nil for all.
+	Tier   int
+	Models []string
+	// ModelCooldowns are the models (or resources) the key rests for
+	// under WithCooldownScope(ScopeModel), while it serves the others;
+	// nil when none.
+	ModelCooldowns []ModelCooldown
+}
+
+// ModelCooldown is a key's rest for one model or resource.
+type ModelCooldown struct {
+	Model string
+	Until time.Time
 }
 
 // snapshotKey reads the key's state at now (pool clock).
@@ -839,6 +1010,14 @@ func (t *Transport) snapshotKey(k *keyState, now time.Time) KeyStatus {
 	s.ProviderRemaining, s.ProviderLimit, s.ProviderReset = k.budget.view(now)
 	if ll := k.learnedLimit(); ll != nil {
 		s.LearnedLimit, s.LearnedWindow = ll.n, ll.w
+	}
+	s.Tier, s.Models = k.key.Tier, slices.Clone(k.key.Models)
+	if rs := k.rests.Load(); rs != nil {
+		for _, r := range rs.list {
+			if r.until > now.UnixNano() {
+				s.ModelCooldowns = append(s.ModelCooldowns, ModelCooldown{Model: r.scope, Until: time.Unix(0, r.until).In(now.Location())})
+			}
+		}
 	}
 	h, until := k.available(now)
 	if h != holdNone {

@@ -70,6 +70,12 @@ type config struct {
 	noLearn          bool // WithLimitLearning(false)
 	budgetParser     status.BudgetParser
 
+	// Routing (routing.go): nil and zero without its options.
+	modelOf     func(*http.Request, []byte) string
+	scope       CooldownScope
+	sessionOf   func(*http.Request, []byte) string
+	maxSessions int
+
 	base           http.RoundTripper
 	strategy       Strategy
 	selector       Selector

@@ -112,30 +112,53 @@ func (c *call) yieldForWake() bool {
 // looking again.
 const headPoll = 250 * time.Millisecond
 
-// tryPick asks the selector for a free key and reserves it. A key that
-// loses the race for its reservation is set aside for this look, and the
-// selector asked again; keys this request already tried are taken only
-// when no other key is free.
+// tryPick asks the selector for a free key and reserves it. It looks
+// tier by tier (Key.Tier), lowest first: the selector sees the keys of one
+// tier eligible at a time, and the next tier is asked when none of the
+// tier's keys is free. A key that loses the race for its reservation is
+// set aside for this look, and the selector asked again; keys this
+// request already tried are taken only when no other key of any tier is
+// free. A request of a session (WithSessions) takes its session's key
+// first, when that key is eligible, whatever its tier.
 func (c *call) tryPick(ctx context.Context) (reservation, bool) {
 	t := c.t
 	c.refreshKeys()
 	c.lost.clear()
+	var pinned *keyState // the session's key
+	if c.rt != nil && c.rt.hasSess {
+		pinned = t.sessions.get(c.rt.sess)
+	}
 	for pass := 0; pass < 2; pass++ {
 		c.skipTried = pass == 0
 		if pass == 1 && c.tried.empty() {
 			break
 		}
-		for tries := 0; tries <= len(c.ks.keys); tries++ {
-			i := t.selector.Pick(&c.cand)
-			// The built-in selectors return only keys that Candidates
-			// found eligible; a Selector of the caller's is checked.
-			if i < 0 || i >= len(c.ks.keys) || !t.ownSelector && !c.eligible(i) {
-				break
+		if pinned != nil {
+			c.cand.look(c.ks, -1)
+			if i := c.ks.index(pinned); i >= 0 && c.eligible(i) {
+				if r, ok := t.reserve(ctx, pinned, c.now); ok {
+					return r, true
+				}
+				c.lost.set(i)
 			}
-			if r, ok := t.reserve(ctx, c.ks.keys[i], c.now); ok {
-				return r, true
+		}
+		for tier := range c.ks.tiers {
+			c.cand.look(c.ks, tier)
+			for tries := c.cand.lo; tries <= c.cand.hi; tries++ {
+				i := t.selector.Pick(&c.cand)
+				// The built-in selectors return only keys that Candidates
+				// found eligible; a Selector of the caller's is checked.
+				if i < 0 || i >= len(c.ks.keys) || !t.ownSelector && !c.eligible(i) {
+					break
+				}
+				if r, ok := t.reserve(ctx, c.ks.keys[i], c.now); ok {
+					if pinned != r.k && c.rt != nil && c.rt.hasSess {
+						t.sessions.set(c.rt.sess, r.k) // the session moves to its new key
+					}
+					return r, true
+				}
+				c.lost.set(i)
 			}
-			c.lost.set(i)
 		}
 	}
 	return reservation{}, false
@@ -156,13 +179,19 @@ func (t *Transport) reserve(ctx context.Context, k *keyState, now time.Time) (re
 	return r, true
 }
 
-// eligible reports whether key i may be picked in the current look.
+// eligible reports whether key i may be picked in the current look: of
+// the tier looked at, serving the request's model, not tried (in the
+// first pass) nor lost in this look, and free.
 func (c *call) eligible(i int) bool {
-	if c.skipTried && c.tried.has(i) || c.lost.has(i) {
+	if i < c.cand.lo || i >= c.cand.hi || c.skipTried && c.tried.has(i) || c.lost.has(i) {
 		return false
 	}
-	h, _ := c.ks.keys[i].available(c.now)
-	return h == holdNone
+	if c.rt != nil && c.rt.serves != nil && !c.rt.serves.has(i) {
+		return false
+	}
+	k := c.ks.keys[i]
+	h, _ := k.available(c.now)
+	return h == holdNone && !c.modelRested(k, c.now.UnixNano())
 }
 
 // anyFree reports whether some key is free now, tried or not.
@@ -176,10 +205,20 @@ func (c *call) anyFree() bool {
 }
 
 // noKeyError says, per key, why none is free now and when one may be.
+// The keys that do not serve the request's model are left out.
 func (c *call) noKeyError() *NoKeyError {
 	e := &NoKeyError{Keys: len(c.ks.keys), Held: make([]KeyHold, 0, len(c.ks.keys))}
 	for i, k := range c.ks.keys {
+		if c.rt != nil && c.rt.serves != nil && !c.rt.serves.has(i) {
+			e.Keys--
+			continue
+		}
 		h, at := k.available(c.now)
+		if h == holdNone && c.rt != nil && c.rt.model != "" {
+			if u, ok := k.restedFor(c.rt.model, c.now.UnixNano()); ok {
+				h, at = holdModel, time.Unix(0, u).In(c.now.Location())
+			}
+		}
 		switch h {
 		case holdRemoved:
 			continue
@@ -259,6 +298,9 @@ func (c *call) refreshKeys() {
 	}
 	old, tried := c.ks, c.tried
 	c.ks, c.cand.ks = ks, ks
+	if c.rt != nil {
+		c.rt.serves = ks.servedBy(c.rt.model)
+	}
 	c.tried = keyBits{}
 	for i, k := range old.keys {
 		if tried.has(i) {

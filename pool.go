@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -355,7 +356,7 @@ func (e *CloseError) Unwrap() []error {
 // AddKey adds a key to the pool while requests flow. It returns a
 // *ConfigError for a bad key or an ID already in the pool.
 func (t *Transport) AddKey(k Key) error {
-	if err := validateKey(k, -1); err != nil {
+	if err := t.checkKey(k, -1); err != nil {
 		return err
 	}
 	t.keysMu.Lock()
@@ -406,7 +407,7 @@ func (t *Transport) RemoveKey(id string) error {
 // ErrUnknownKey when the pool holds no key with k's ID, and a
 // *ConfigError for a bad key.
 func (t *Transport) ReplaceKey(k Key) error {
-	if err := validateKey(k, -1); err != nil {
+	if err := t.checkKey(k, -1); err != nil {
 		return err
 	}
 	t.keysMu.Lock()
@@ -439,7 +440,7 @@ func (t *Transport) ReplaceKey(k Key) error {
 // at least, no ID or secret twice), every bad key reported at once, and
 // on an error the pool is left as it was.
 func (t *Transport) SetKeys(keys []Key) error {
-	if err := validateKeys(keys); err != nil {
+	if err := t.validateKeys(keys); err != nil {
 		return err
 	}
 	t.keysMu.Lock()
@@ -464,7 +465,11 @@ func (t *Transport) SetKeys(keys []Key) error {
 }
 
 // sameKey reports whether a and b are the same key: every field equal.
-func sameKey(a, b Key) bool { return a == b }
+func sameKey(a, b Key) bool {
+	return a.ID == b.ID && a.Secret == b.Secret && a.Weight == b.Weight && a.Tier == b.Tier &&
+		slices.Equal(a.Models, b.Models) && a.MaxInFlight == b.MaxInFlight &&
+		a.PerSecond == b.PerSecond && a.PerMinute == b.PerMinute && a.PerDay == b.PerDay
+}
 
 // sameSecret returns a *ConfigError when a key of ks other than except
 // has k's secret (naming the IDs, never the secret).
@@ -503,7 +508,8 @@ func (t *Transport) Enable(id string) error {
 	return nil
 }
 
-// Snapshot returns every key's state now, in the pool's order.
+// Snapshot returns every key's state now, in the pool's order: by tier
+// (Key.Tier), and in the order the keys were given within a tier.
 func (t *Transport) Snapshot() []KeyStatus {
 	now := t.cfg.clock.Now()
 	keys := t.keys.Load().keys

@@ -153,8 +153,11 @@ func (b *budget) view(now time.Time) (int64, int64, time.Time) {
 
 // learnBudget reads an answer's rate-limit headers into k's budget (see
 // status.ParseBudget), unless WithProviderBudget turned it off; after
-// is how many requests went out with k after the one answered.
-func (t *Transport) learnBudget(k *keyState, h http.Header, now time.Time, after int64) {
+// is how many requests went out with k after the one answered. With a
+// scope (WithCooldownScope(ScopeModel)) the headers are the scope's: a
+// budget used up rests k for scope until the reset, and k's own budget is
+// left as it was.
+func (t *Transport) learnBudget(k *keyState, h http.Header, now time.Time, after int64, scope string) {
 	if !t.cfg.steer || len(h) == 0 {
 		return
 	}
@@ -177,6 +180,15 @@ func (t *Transport) learnBudget(k *keyState, h http.Header, now time.Time, after
 	reset := w.Reset
 	if !reset.After(now) {
 		return // an answer of a window that has reset already
+	}
+	if scope != "" {
+		if w.Remaining > 0 {
+			return
+		}
+		if _, ok := k.rest(scope, reset, now); ok {
+			return
+		}
+		// The key rests for too many scopes already: the whole key rests.
 	}
 	k.budget.set(w.Remaining, w.Limit, reset, after, now)
 	if w.Remaining == 0 {

@@ -204,6 +204,8 @@ func TestCanaryAbsentFromConfigErrors(t *testing.T) {
 		"duplicate ID":            {{ID: "k0", Secret: canary}, {ID: "k0", Secret: canary}},
 		"negative weight":         {{ID: "k0", Secret: canary, Weight: -1}},
 		"bad limit, secret first": {{ID: "k0", Secret: canary, PerDay: -1}},
+		"negative tier":           {{ID: "k0", Secret: canary, Tier: -1}},
+		"bad model pattern":       {{ID: "k0", Secret: canary, Models: []string{"a*b"}}},
 	}
 	for name, ks := range cases {
 		_, err := apipool.New(ks)

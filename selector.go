@@ -60,6 +60,14 @@ func ParseStrategy(name string) (Strategy, error) {
 // The pool checks the pick again when it takes the key (limits may be
 // reached in between) and calls Pick again if needed. Pick is called
 // concurrently from many goroutines; it must not block.
+//
+// In a pool with tiers (Key.Tier), Pick is asked once per tier, lowest
+// first, until it returns a key: Len and the indexes cover every key of
+// the pool, in the pool's order (by tier, then as given), but Eligible is
+// true only for keys of the tier looked at (Candidates.Tier,
+// KeyInfo.Tier); -1 passes the request on to the next tier. A request of
+// a session (WithSessions) takes its session's key, when eligible,
+// before Pick is asked.
 type Selector interface {
 	Pick(c *Candidates) int
 }
@@ -70,6 +78,7 @@ type KeyInfo struct {
 	Weight    int
 	InFlight  int64
 	QuotaLeft int64 // today's quota left, or -1 when the key has no daily quota
+	Tier      int   // Key.Tier
 }
 
 // Candidates is the pool as one attempt sees it. Its methods are cheap and
@@ -77,14 +86,45 @@ type KeyInfo struct {
 type Candidates struct {
 	ks   *keySet
 	call *call
+	// lo and hi bound the keys of the tier looked at (keys[lo:hi]); tier
+	// is that tier, nil when the pool has one tier only (or the look is
+	// at every tier): the built-in selectors then use their own turns.
+	lo, hi int
+	tier   *keyTier
+}
+
+// look sets the keys a look considers: those of ks's tier i, or every
+// key for -1.
+func (c *Candidates) look(ks *keySet, i int) {
+	c.tier = nil
+	if i < 0 {
+		c.lo, c.hi = 0, len(ks.keys)
+		return
+	}
+	t := &ks.tiers[i]
+	c.lo, c.hi = t.lo, t.hi
+	if len(ks.tiers) > 1 {
+		c.tier = t
+	}
 }
 
 // Len returns the number of keys, eligible or not.
 func (c *Candidates) Len() int { return len(c.ks.keys) }
 
-// Eligible reports whether key i may be used for this attempt: not
-// disabled, removed, cooling down, with its breaker open, at a limit, nor
-// (while another key is eligible) already tried by this request.
+// Tier returns the tier Pick is asked for (Key.Tier): only its keys can
+// be eligible.
+func (c *Candidates) Tier() int {
+	if c.lo < c.hi {
+		return c.ks.keys[c.lo].key.Tier
+	}
+	return 0
+}
+
+// Eligible reports whether key i may be used for this attempt: of the
+// tier looked at, serving the request's model (Key.Models), not
+// disabled, removed, cooling down (for the request's model too, under
+// ScopeModel), with its breaker open, at a limit, nor (while another key
+// of any tier is eligible) already tried by this request.
 func (c *Candidates) Eligible(i int) bool {
 	if i < 0 || i >= len(c.ks.keys) {
 		return false
@@ -95,7 +135,16 @@ func (c *Candidates) Eligible(i int) bool {
 // Info returns what a Selector may know of key i.
 func (c *Candidates) Info(i int) KeyInfo {
 	k := c.ks.keys[i]
-	return KeyInfo{ID: k.key.ID, Weight: k.weight(), InFlight: k.inFlight.Load(), QuotaLeft: k.quotaLeft(c.call.now)}
+	return KeyInfo{ID: k.key.ID, Weight: k.weight(), InFlight: k.inFlight.Load(), QuotaLeft: k.quotaLeft(c.call.now), Tier: k.key.Tier}
+}
+
+// turns returns the counter of the built-in selectors' turns: own, or the
+// tier's in a pool with tiers.
+func (c *Candidates) turns(own *atomic.Uint64) *atomic.Uint64 {
+	if c.tier != nil {
+		return &c.tier.next
+	}
+	return own
 }
 
 func newSelector(s Strategy) Selector {
@@ -123,13 +172,14 @@ func newSelector(s Strategy) Selector {
 	}
 }
 
-// probeFrom returns the first eligible index at or after start, wrapping.
+// probeFrom returns the first eligible index at or after start, wrapping
+// within the keys looked at.
 func probeFrom(c *Candidates, start int) int {
-	n := c.Len()
-	for j := 0; j < n; j++ {
+	lo, hi := c.lo, c.hi
+	for j := 0; j < hi-lo; j++ {
 		i := start + j
-		if i >= n {
-			i -= n
+		if i >= hi {
+			i -= hi - lo
 		}
 		if c.Eligible(i) {
 			return i
@@ -150,13 +200,14 @@ type roundRobin struct {
 // (taking the neighbour would give it twice the others' share). After n
 // draws without an eligible key it scans from the last.
 func (r *roundRobin) Pick(c *Candidates) int {
-	n := c.Len()
-	if n == 0 {
+	lo, n := c.lo, c.hi-c.lo
+	if n <= 0 {
 		return -1
 	}
+	next := c.turns(&r.next)
 	var i int
 	for range n {
-		i = int((r.next.Add(1) - 1) % uint64(n))
+		i = lo + int((next.Add(1)-1)%uint64(n))
 		if c.Eligible(i) {
 			return i
 		}
@@ -170,13 +221,13 @@ type randomSelector struct{}
 // a scan): taking the neighbour of an ineligible key would double the
 // neighbour's share.
 func (randomSelector) Pick(c *Candidates) int {
-	n := c.Len()
-	if n == 0 {
+	lo, n := c.lo, c.hi-c.lo
+	if n <= 0 {
 		return -1
 	}
 	i := 0
 	for range n {
-		i = rand.IntN(n)
+		i = lo + rand.IntN(n)
 		if c.Eligible(i) {
 			return i
 		}
@@ -186,23 +237,33 @@ func (randomSelector) Pick(c *Candidates) int {
 
 type weightedSelector struct{}
 
+// Pick draws a key in proportion to the weights of the keys looked at
+// (the tier's: weights apply within a tier).
 func (weightedSelector) Pick(c *Candidates) int {
-	n := c.Len()
-	if n == 0 || c.ks.totalWeight == 0 {
+	lo, hi := c.lo, c.hi
+	if hi <= lo {
+		return -1
+	}
+	base := int64(0) // the weight of the keys before the tier
+	if lo > 0 {
+		base = c.ks.cumWeight[lo-1]
+	}
+	tw := c.ks.cumWeight[hi-1] - base
+	if tw == 0 {
 		return -1
 	}
 	// A few weighted draws first; then a weighted pass over the
 	// eligible keys alone, so that ineligible heavy keys do not skew the
 	// rest towards their neighbours.
 	for try := 0; try < 3; try++ {
-		r := rand.Int64N(c.ks.totalWeight)
-		i := sort.Search(n, func(i int) bool { return c.ks.cumWeight[i] > r })
+		r := base + rand.Int64N(tw)
+		i := lo + sort.Search(hi-lo, func(j int) bool { return c.ks.cumWeight[lo+j] > r })
 		if c.Eligible(i) {
 			return i
 		}
 	}
 	var total int64
-	for i := 0; i < n; i++ {
+	for i := lo; i < hi; i++ {
 		if c.Eligible(i) {
 			total += int64(c.ks.keys[i].weight())
 		}
@@ -211,7 +272,7 @@ func (weightedSelector) Pick(c *Candidates) int {
 		return -1
 	}
 	r := rand.Int64N(total)
-	for i := 0; i < n; i++ {
+	for i := lo; i < hi; i++ {
 		if c.Eligible(i) {
 			r -= int64(c.ks.keys[i].weight())
 			if r < 0 {
@@ -237,14 +298,15 @@ type scanSelector struct {
 const scanAll = 32
 
 func (s *scanSelector) Pick(c *Candidates) int {
-	n := c.Len()
-	if n == 0 {
+	lo, hi := c.lo, c.hi
+	n := hi - lo
+	if n <= 0 {
 		return -1
 	}
 	if n > scanAll {
 		best, bestScore := -1, int64(0)
 		for d := 0; d < 3; d++ {
-			i := probeFrom(c, rand.IntN(n))
+			i := probeFrom(c, lo+rand.IntN(n))
 			if i < 0 {
 				return -1
 			}
@@ -256,9 +318,10 @@ func (s *scanSelector) Pick(c *Candidates) int {
 	}
 	// Ties go to the first key from a rotating start; the start is drawn
 	// again when it is not eligible, so that ties spread evenly.
-	start := 0
+	next := c.turns(&s.next)
+	start := lo
 	for range n {
-		start = int((s.next.Add(1) - 1) % uint64(n))
+		start = lo + int((next.Add(1)-1)%uint64(n))
 		if c.Eligible(start) {
 			break
 		}
@@ -266,7 +329,7 @@ func (s *scanSelector) Pick(c *Candidates) int {
 	best, bestScore := -1, int64(0)
 	for j := 0; j < n; j++ {
 		i := start + j
-		if i >= n {
+		if i >= hi {
 			i -= n
 		}
 		if !c.Eligible(i) {

@@ -44,6 +44,8 @@ type Transport struct {
 	keys   atomic.Pointer[keySet]
 	keysMu sync.Mutex // serialises AddKey and RemoveKey
 
+	sessions *sessionTable // nil without WithSessions (sessions.go)
+
 	closed    atomic.Bool
 	closing   closeState // Close's progress across calls (pool.go)
 	stopProbe chan struct{}
@@ -68,6 +70,9 @@ func New(keys []Key, opts ...Option) (*Transport, error) {
 			return nil, err
 		}
 	}
+	if cfg.scope == ScopeModel && cfg.modelOf == nil {
+		return nil, &ConfigError{Field: "WithCooldownScope", Reason: "ScopeModel needs WithModel: without it no request has a model to rest"}
+	}
 	cfg.finish()
 	t := &Transport{cfg: cfg, base: cfg.base}
 	t.tel.t = t
@@ -78,7 +83,7 @@ func New(keys []Key, opts ...Option) (*Transport, error) {
 	if t.selector == nil {
 		t.selector, t.ownSelector = newSelector(cfg.strategy), true
 	}
-	if err := validateKeys(keys); err != nil {
+	if err := t.validateKeys(keys); err != nil {
 		return nil, err
 	}
 	states := make([]*keyState, len(keys))
@@ -86,6 +91,9 @@ func New(keys []Key, opts ...Option) (*Transport, error) {
 		states[i] = t.newKeyState(k)
 	}
 	t.keys.Store(newKeySet(states))
+	if cfg.sessionOf != nil {
+		t.sessions = newSessionTable(cfg.maxSessions)
+	}
 	switch {
 	case !cfg.recorderSet:
 		m, err := memory.New(memory.WithClock(cfg.clock))
@@ -162,7 +170,7 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 // it: one key at least, every key valid, no ID or secret twice. It
 // reports every bad key at once (errors.As finds the first
 // *ConfigError).
-func validateKeys(keys []Key) error {
+func (t *Transport) validateKeys(keys []Key) error {
 	if len(keys) == 0 {
 		return &ConfigError{Field: "keys", Reason: "no keys"}
 	}
@@ -170,7 +178,7 @@ func validateKeys(keys []Key) error {
 	secrets := make(map[Secret]int, len(keys))
 	var errs []error
 	for i, k := range keys {
-		if err := validateKey(k, i); err != nil {
+		if err := t.checkKey(k, i); err != nil {
 			errs = append(errs, err)
 			continue
 		}
