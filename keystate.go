@@ -350,9 +350,10 @@ func (r *reservation) commit(v verdict) change {
 			k.learn.noteSuccess(r.at)
 		}
 	case v.st == status.ReachLimit:
-		ch.cooled = k.cool(v.coolUntil, reasonRateLimited)
-		if k.learn != nil && !r.pinned && !k.budget.renewable() {
-			k.learn.rateLimited(r.at, v.at, v.coolUntil.Sub(v.at))
+		// A refused raise of a learned limit needs no cooldown: the limit
+		// it goes back to holds the key (learner.rateLimited).
+		if k.learn == nil || r.pinned || k.budget.renewable() || !k.learn.rateLimited(r.at, v.at, v.coolUntil.Sub(v.at), r.lrn) {
+			ch.cooled = k.cool(v.coolUntil, reasonRateLimited)
 		}
 	case v.disable != "":
 		if info, ok := k.disable(v.disable, v.at, false); ok {
