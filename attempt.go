@@ -177,7 +177,7 @@ func (c *call) loop(ctx context.Context) (*http.Response, error) {
 
 		// 4. Classify the answer and commit its verdict to the key.
 		if resp != nil {
-			t.learnBudget(k, resp.Header, end, res.sentAfter())
+			t.learnBudget(&res, resp.Header, end)
 		}
 		v := c.judge(k, resp, err, end)
 		ch := res.commit(v)
