@@ -203,7 +203,7 @@ func (c *call) loop(ctx context.Context) (*http.Response, error) {
 		// answer's resource).
 		scope := c.restScope(resp)
 		if resp != nil {
-			t.learnBudget(k, resp.Header, end, res.sentAfter(), scope)
+			t.learnBudget(&res, resp.Header, end, scope)
 		}
 		v := c.judge(k, resp, err, end, scope)
 		ch := res.commit(v)

@@ -72,8 +72,7 @@ type keyState struct {
 	// invalidated on the other CPUs by each write.
 	_        [64]byte
 	inFlight atomic.Int64
-	sent     atomic.Int64 // reservations taken, in order: each one's seq
-	_        [48]byte
+	_        [56]byte
 
 	budget budget       // what the provider's rate-limit headers said (ratelimit.go)
 	limits *localLimits // PerSecond, PerMinute, PerDay; nil without (limits.go)
@@ -230,8 +229,10 @@ type reservation struct {
 	full   bool          // it took the budget and the limits
 	lrn    *learnedLimit // the learned limit it took, if any
 	pinned bool          // a probe's: its key whatever its state (pin)
-	seq    int64         // its place among the key's reservations (keyState.sent)
-	ticket breakerTicket
+	// counted: the answer's rate-limit headers took its request into the
+	// budget's count (Transport.learnBudget); else commit settles it.
+	counted bool
+	ticket  breakerTicket
 }
 
 // reserve takes k for one attempt at now: an in-flight slot, the trial
@@ -290,19 +291,14 @@ func (k *keyState) reserve(now time.Time) (reservation, hold) {
 		return reservation{}, holdBreaker
 	}
 	r.ticket = tk
-	r.seq = k.sent.Add(1)
 	return r, holdNone
 }
-
-// sentAfter returns how many reservations of r's key were taken after r:
-// requests an answer to r's attempt cannot have counted.
-func (r *reservation) sentAfter() int64 { return r.k.sent.Load() - r.seq }
 
 // pin takes k for a probe's one attempt at now, whatever its state: an
 // in-flight slot alone, no trial, limit or breaker.
 func (k *keyState) pin(now time.Time) reservation {
 	k.inFlight.Add(1)
-	return reservation{k: k, at: now, pinned: true, seq: k.sent.Add(1)}
+	return reservation{k: k, at: now, pinned: true}
 }
 
 // cancel gives back everything r took, for an attempt never sent. The
@@ -374,6 +370,9 @@ type change struct {
 func (r *reservation) commit(v verdict) change {
 	k := r.k
 	var ch change
+	if r.full && !r.counted {
+		k.budget.answered()
+	}
 	switch {
 	case v.st == status.Success:
 		if k.learn != nil && !r.pinned {
@@ -386,9 +385,10 @@ func (r *reservation) commit(v verdict) change {
 				break
 			}
 		}
-		ch.cooled = k.cool(v.coolUntil, reasonRateLimited)
-		if k.learn != nil && !r.pinned && !k.budget.renewable() {
-			k.learn.rateLimited(r.at, v.at, v.coolUntil.Sub(v.at))
+		// A refused raise of a learned limit needs no cooldown: the limit
+		// it goes back to holds the key (learner.rateLimited).
+		if k.learn == nil || r.pinned || k.budget.renewable() || !k.learn.rateLimited(r.at, v.at, v.coolUntil.Sub(v.at), r.lrn) {
+			ch.cooled = k.cool(v.coolUntil, reasonRateLimited)
 		}
 	case v.disable != "":
 		if info, ok := k.disable(v.disable, v.at, false); ok {

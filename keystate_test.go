@@ -257,7 +257,7 @@ func TestCommitBreaker(t *testing.T) {
 // reservation past it is refused without taking anything.
 func TestReserveProviderBudget(t *testing.T) {
 	k := newTestKeyState(t, Key{ID: "a", Secret: "s"})
-	k.budget.set(1, 10, t0.Add(time.Second), 0, t0)
+	k.budget.set(1, 10, t0.Add(time.Second), false, t0)
 	r := mustReserve(t, k, t0)
 	until := wantHold(t, k, t0, holdBudget)
 	if !until.Equal(t0.Add(time.Second)) {
@@ -272,7 +272,7 @@ func TestReserveProviderBudget(t *testing.T) {
 func TestBudgetRenewsAtReset(t *testing.T) {
 	k := newTestKeyState(t, Key{ID: "a", Secret: "s"})
 	// The first answer of a window: 10 a window, 9 left, reset in 1s.
-	k.budget.set(9, 10, t0.Add(time.Second), 0, t0)
+	k.budget.set(9, 10, t0.Add(time.Second), false, t0)
 	for i := range 9 {
 		r := mustReserve(t, k, t0)
 		if r.trial {
@@ -443,7 +443,7 @@ func TestNoLearning(t *testing.T) {
 		t.Fatal("learned from a 429 with no success before it")
 	}
 	steered := newTestKeyState(t, Key{ID: "c", Secret: "s"})
-	steered.budget.set(0, 10, t0.Add(time.Second), 0, t0)
+	steered.budget.set(0, 10, t0.Add(time.Second), false, t0)
 	noteBurst(t, steered, 1, t0.Add(time.Second))
 	rateLimit(steered, t0.Add(time.Second))
 	if steered.learnedLimit() != nil {

@@ -13,7 +13,9 @@ import (
 // sent the requests the upstream would refuse; the limit tightens on each
 // further 429 and relaxes by one after 16n successes without one, a wait
 // that doubles each time a raise is refused (up to 512n), so that a limit
-// found exactly is probed ever more rarely.
+// found exactly is probed ever more rarely. A raise refused at its own
+// request costs that request alone: the old limit comes back without a
+// cooldown (refusedRaise).
 // WithLimitLearning turns it off.
 
 // okLogSize is how many of a key's latest successes it remembers, and the
@@ -99,14 +101,18 @@ func learnWindow(d time.Duration) (time.Duration, bool) {
 }
 
 // rateLimited learns from a 429, which came at now, to a request sent at
-// sent, whose Retry-After was d: the successes sent within the window
-// before it are the key's limit. A request sent under a learned limit and
-// refused lowers the limit by one; one sent before the limit was
-// learned (the same burst) can only raise it, as its successes come in.
-func (l *learner) rateLimited(sent, now time.Time, d time.Duration) {
+// sent under the learned limit lrn (nil: none), whose Retry-After was d:
+// the successes sent within the window before it are the key's limit. A
+// request sent under a learned limit and refused lowers the limit by one;
+// one sent before the limit was learned (the same burst) can only raise
+// it, as its successes come in.
+//
+// It reports whether the 429 refused a raise (refusedRaise): the key then
+// needs no cooldown, the limit it goes back to holds it.
+func (l *learner) rateLimited(sent, now time.Time, d time.Duration, lrn *learnedLimit) (raise bool) {
 	w, ok := learnWindow(d)
 	if !ok {
-		return
+		return false
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -119,16 +125,24 @@ func (l *learner) rateLimited(sent, now time.Time, d time.Duration) {
 		}
 	}
 	old := l.limit.Load()
+	if old != nil && old.w == w && old.relaxed && to >= old.setAt && refusedRaise(old, lrn, n, from, to) {
+		raise = true
+	}
 	switch {
+	case raise:
+		n = old.n - 1 // the limit before the raise
+		if l.shift.Load() < maxRelaxShift {
+			l.shift.Add(1) // the raise found the limit: probe it more rarely
+		}
 	case n == 0:
 		// No success in the window: the 429 tells nothing of the rate (a
 		// quota used up elsewhere, a daily limit): the cooldown alone.
-		return
+		return false
 	case n >= okLogSize:
-		return // more than it can count: not learned
+		return false // more than it can count: not learned
 	case old != nil && old.w == w && to < old.setAt:
 		if n <= old.n {
-			return // the burst that taught it: nothing new
+			return false // the burst that taught it: nothing new
 		}
 	case old != nil && old.w == w:
 		// Refused under the learned limit: it is one too high. (The count
@@ -139,4 +153,37 @@ func (l *learner) rateLimited(sent, now time.Time, d time.Duration) {
 		}
 	}
 	l.limit.Store(newLearnedLimit(n, w, now.UnixNano(), total, old))
+	return raise
+}
+
+// refusedRaise reports whether a 429 under the raised limit ll, to a
+// request sent at to under lrn after ok successes sent in (from, to], was
+// the raise's own request: the key had sent the whole limit before the
+// raise (ll.n-1) in the window before it, by its successes or by the
+// requests its limit let through. The limit before the raise is then
+// known to hold: it goes back to it, and that limit, which counts the
+// refused request too, holds the key until the oldest of its requests in
+// the window is a window old. That is no earlier than the upstream's own
+// reset, for a fixed window of at most w (its window started at or before
+// that request) as for a sliding one; a cooldown for the Retry-After on
+// top would only cost the key the requests of its next window (a
+// Retry-After rounded up to a whole second runs into it).
+func refusedRaise(ll, lrn *learnedLimit, ok int, from, to int64) bool {
+	if ok >= ll.n-1 {
+		return true
+	}
+	if lrn != ll {
+		return false
+	}
+	// The requests ll let through, this one among them.
+	sw := ll.sw.windows[0]
+	ll.sw.mu.Lock()
+	defer ll.sw.mu.Unlock()
+	sent := 0
+	for i := range sw.size {
+		if at := sw.ring[(sw.head+i)%len(sw.ring)]; at > from && at <= to {
+			sent++
+		}
+	}
+	return sent >= ll.n
 }

@@ -260,11 +260,15 @@ func WithProviderBudget(on bool, parser status.BudgetParser) Option {
 // a 429 after n successes within the window its Retry-After suggests (a
 // second or a minute; a longer Retry-After, a quota of hours or days,
 // teaches nothing) limits the key to n requests in any such window from
-// then on, so that it is not sent requests the upstream
-// would refuse. Each later 429 under that limit lowers it by one; 16n
-// successes without one raise it by one, a wait that doubles each time a
-// raise is refused (up to 512n). A key whose answers carry
-// rate-limit headers (WithProviderBudget) is steered by them instead.
+// then on, so that it is not sent requests the upstream would refuse.
+// Each later 429 under that limit lowers it by one; 16n successes without
+// one raise it by one, a wait that doubles each time a raise is refused
+// (up to 512n). A raise refused at its own request (a 429 after the old
+// limit's n in the window) puts the old limit back without a cooldown for
+// the Retry-After: that limit holds the key until its oldest request in
+// the window is a window old, by when an upstream window of that length,
+// fixed or sliding, has reset. A key whose answers carry rate-limit
+// headers (WithProviderBudget) is steered by them instead.
 // Snapshot shows what was learned (KeyStatus.LearnedLimit). What a pool
 // learns stays in its process: replicas learn each on their own.
 func WithLimitLearning(on bool) Option {

@@ -16,8 +16,22 @@ import (
 // reset is ahead, the pool lets no more requests go to the key than it has
 // left (counting those in flight), and a key with none left waits for the
 // reset as if cooling down, before any 429.
+//
+// What is left is the fewest requests left that an answer of the window
+// said (floor), less the requests sent since whose answers have not come
+// (out): each answer's count takes in every request the upstream had
+// counted when it answered, whichever order the requests reached it in,
+// and those that had not reached it yet are still out. (Taken less the
+// requests sent after it, an answer that reached the upstream after a
+// later request was counted short by that request: a wave of requests
+// sent together, answered out of order, could leave the key held with
+// requests left.) An answer without a count of its own (no headers, an
+// error) lowers the floor by its request instead.
 type budget struct {
-	left  atomic.Int64 // requests left, less those sent since; -1: not known
+	// fo packs floor and out, so that a request is taken against both at
+	// once: the high 32 bits hold floor+1 (0: not known, before the first
+	// answer of a window), the low 32 bits out.
+	fo    atomic.Int64
 	limit atomic.Int64 // the window's limit; -1: not known
 	reset atomic.Int64 // pool-clock ns of the window's reset; 0: not known
 	// window is the window's length as the answers tell it: the longest
@@ -25,15 +39,33 @@ type budget struct {
 	window atomic.Int64
 }
 
+// maxFloor bounds a floor, so that it fits its 32 bits.
+const maxFloor = 1<<31 - 2
+
+func packBudget(floor, out int64) int64 { return (min(floor, maxFloor)+1)<<32 | out }
+
+func unpackBudget(v int64) (floor, out int64) { return v>>32 - 1, v & (1<<32 - 1) }
+
 func (b *budget) init() {
-	b.left.Store(-1)
+	b.fo.Store(packBudget(-1, 0))
 	b.limit.Store(-1)
+}
+
+// setFloor sets the floor to f (-1: not known), keeping out.
+func (b *budget) setFloor(f int64) {
+	for {
+		v := b.fo.Load()
+		_, o := unpackBudget(v)
+		if b.fo.CompareAndSwap(v, packBudget(f, o)) {
+			return
+		}
+	}
 }
 
 // heldUntil reports whether the budget holds the key at now (none left
 // before the reset), and until when.
 func (b *budget) heldUntil(now time.Time) (time.Time, bool) {
-	if b.left.Load() != 0 {
+	if f, o := unpackBudget(b.fo.Load()); f < 0 || f > o {
 		return time.Time{}, false // some left, or not known
 	}
 	r := b.reset.Load()
@@ -43,63 +75,79 @@ func (b *budget) heldUntil(now time.Time) (time.Time, bool) {
 	return time.Unix(0, r).In(now.Location()), true
 }
 
-// take counts one request against the budget, when one is known and its
-// window has not reset; false when none is left.
+// take counts one request out against the budget; false when a count is
+// known, its window has not reset, and none is left.
 func (b *budget) take(now time.Time) bool {
 	for {
-		left := b.left.Load()
-		if left < 0 {
-			return true
-		}
-		if b.reset.Load() <= now.UnixNano() {
+		v := b.fo.Load()
+		f, o := unpackBudget(v)
+		if f >= 0 && b.reset.Load() <= now.UnixNano() {
 			// The window reset: the count is stale.
-			if b.left.CompareAndSwap(left, -1) {
-				return true
-			}
+			b.fo.CompareAndSwap(v, packBudget(-1, o))
 			continue
 		}
-		if left == 0 {
+		if f >= 0 && f <= o {
 			return false
 		}
-		if b.left.CompareAndSwap(left, left-1) {
+		if b.fo.CompareAndSwap(v, packBudget(f, o+1)) {
 			return true
 		}
 	}
 }
 
 // giveBack returns a request taken by take that was not sent.
-func (b *budget) giveBack() {
+func (b *budget) giveBack() { b.settle(false) }
+
+// answered settles a request taken by take whose answer brought no count
+// (set did not take it in): it is no longer out, and it lowers the floor,
+// the upstream having counted it.
+func (b *budget) answered() { b.settle(true) }
+
+func (b *budget) settle(counted bool) {
 	for {
-		left := b.left.Load()
-		if left < 0 || b.left.CompareAndSwap(left, left+1) {
+		v := b.fo.Load()
+		f, o := unpackBudget(v)
+		if counted && f > 0 {
+			f--
+		}
+		if b.fo.CompareAndSwap(v, packBudget(f, max(o-1, 0))) {
 			return
 		}
 	}
 }
 
-// set records an answer's view: remaining requests until reset, less
-// the requests sent on the key after the one answered (after), which the
-// upstream had not counted yet. An answer of the same window (a reset
-// within 100ms of the known one) that left more than is known now came
-// before the others: it does not raise the count; of two resets of the
-// same window the later is kept, so that the key is never taken to reset
-// before the upstream does.
-func (b *budget) set(remaining, limit int64, reset time.Time, after int64, now time.Time) {
-	left := max(remaining-max(after, 0), 0)
+// set records an answer's count: remaining requests until reset. own
+// says that the answer's request is out (taken by take, not yet settled):
+// the count takes it in, and it is out no more. An answer of the same
+// window (a reset within 100ms of the known one) lowers the floor, never
+// raises it; of two resets of the same window the later is kept, so that
+// the key is never taken to reset before the upstream does. An answer of
+// another window starts it.
+func (b *budget) set(remaining, limit int64, reset time.Time, own bool, now time.Time) {
 	r := reset.UnixNano()
-	oldLeft, oldReset := b.left.Load(), b.reset.Load()
-	if oldLeft >= 0 && oldReset > now.UnixNano() && r <= oldReset+int64(100*time.Millisecond) && r >= oldReset-int64(100*time.Millisecond) {
-		if left >= oldLeft {
-			if r > oldReset {
-				b.reset.CompareAndSwap(oldReset, r)
-			}
-			return
+	for {
+		v := b.fo.Load()
+		f, o := unpackBudget(v)
+		oldReset := b.reset.Load()
+		same := f >= 0 && oldReset > now.UnixNano() && r <= oldReset+int64(100*time.Millisecond) && r >= oldReset-int64(100*time.Millisecond)
+		nf := max(remaining, 0)
+		if same {
+			nf = min(f, nf)
 		}
-		r = max(r, oldReset)
+		if own {
+			o = max(o-1, 0)
+		}
+		if !b.fo.CompareAndSwap(v, packBudget(nf, o)) {
+			continue
+		}
+		if !same {
+			b.reset.Store(r)
+		} else if r > oldReset {
+			b.reset.CompareAndSwap(oldReset, r)
+		}
+		break
 	}
-	b.reset.Store(r)
 	b.limit.Store(limit)
-	b.left.Store(left)
 	if d := r - now.UnixNano(); limit > 0 && d > 0 {
 		for w := b.window.Load(); d > w && !b.window.CompareAndSwap(w, d); w = b.window.Load() {
 		}
@@ -123,7 +171,7 @@ func (b *budget) renew(now time.Time) bool {
 	}
 	next := r + ((nowNs-r)/w+1)*w
 	if b.reset.CompareAndSwap(r, next) {
-		b.left.Store(lim)
+		b.setFloor(lim)
 	}
 	return true
 }
@@ -134,30 +182,34 @@ func (b *budget) renew(now time.Time) bool {
 // the count is forgotten, and expire reports true: the key's next request
 // is then a trial, whose answer tells the new window's count.
 func (b *budget) expire(now time.Time) bool {
-	left := b.left.Load()
-	if left < 0 || b.reset.Load() > now.UnixNano() || b.renew(now) {
+	v := b.fo.Load()
+	f, o := unpackBudget(v)
+	if f < 0 || b.reset.Load() > now.UnixNano() || b.renew(now) {
 		return false
 	}
-	return b.left.CompareAndSwap(left, -1)
+	return b.fo.CompareAndSwap(v, packBudget(-1, o))
 }
 
-// view returns what a snapshot shows: remaining, limit and reset, or -1,
-// -1 and zero when not known (or the window has reset).
+// view returns what a snapshot shows: remaining (floor less out), limit
+// and reset, or -1, -1 and zero when not known (or the window has reset).
 func (b *budget) view(now time.Time) (int64, int64, time.Time) {
-	left, r := b.left.Load(), b.reset.Load()
-	if left < 0 || r <= now.UnixNano() {
+	f, o := unpackBudget(b.fo.Load())
+	r := b.reset.Load()
+	if f < 0 || r <= now.UnixNano() {
 		return -1, -1, time.Time{}
 	}
-	return left, b.limit.Load(), time.Unix(0, r).In(now.Location())
+	return max(f-o, 0), b.limit.Load(), time.Unix(0, r).In(now.Location())
 }
 
-// learnBudget reads an answer's rate-limit headers into k's budget (see
-// status.ParseBudget), unless WithProviderBudget turned it off; after
-// is how many requests went out with k after the one answered. With a
-// scope (WithCooldownScope(ScopeModel)) the headers are the scope's: a
-// budget used up rests k for scope until the reset, and k's own budget is
-// left as it was.
-func (t *Transport) learnBudget(k *keyState, h http.Header, now time.Time, after int64, scope string) {
+// learnBudget reads the rate-limit headers of the answer to r's attempt
+// into its key's budget (see status.ParseBudget), unless
+// WithProviderBudget turned it off; the count takes r's request in
+// (reservation.counted), when r took it out of the budget. With a scope
+// (WithCooldownScope(ScopeModel)) the headers are the scope's: a budget
+// used up rests the key for scope until the reset, and the key's own
+// budget is left as it was.
+func (t *Transport) learnBudget(r *reservation, h http.Header, now time.Time, scope string) {
+	k := r.k
 	if !t.cfg.steer || len(h) == 0 {
 		return
 	}
@@ -190,7 +242,9 @@ func (t *Transport) learnBudget(k *keyState, h http.Header, now time.Time, after
 		}
 		// The key rests for too many scopes already: the whole key rests.
 	}
-	k.budget.set(w.Remaining, w.Limit, reset, after, now)
+	own := r.full && !r.counted
+	k.budget.set(w.Remaining, w.Limit, reset, own, now)
+	r.counted = r.counted || own
 	if w.Remaining == 0 {
 		if !k.budget.renewable() {
 			k.gate.CompareAndSwap(gateOpen, gateTrial) // after the reset, one request first
