@@ -16,6 +16,7 @@ import (
 	"github.com/apipool-ng/apipool/recorder"
 	"github.com/apipool-ng/apipool/sharedstate"
 	"github.com/apipool-ng/apipool/status"
+	"github.com/apipool-ng/apipool/usage"
 )
 
 // call is one request's journey through the pool: the attempt loop below,
@@ -71,6 +72,8 @@ type call struct {
 	skipTried  bool // the current look passes over the keys tried
 	replayable bool // the body can be sent again
 	bodySent   bool // the original req.Body went out (the base closes it)
+	ownBody    bool // the body sent is the pool's buffer, rewritten (WithIncludeUsage)
+	stripUsage bool // the pool asked for the stream's usage: the caller must not see it
 	hasWaited  bool // counted in Transport.Waits
 	// held: the returned response's body holds its key (a respBody), so
 	// that the request's span ends with the body.
@@ -240,6 +243,9 @@ func (c *call) loop(ctx context.Context) (*http.Response, error) {
 				resp.Body, c.metered = m, m
 			} else {
 				t.rec.Record(ev)
+			}
+			if c.stripUsage && resp.StatusCode != http.StatusSwitchingProtocols {
+				resp.Body = usage.StripUsageChunk(resp.Body) // after the meter, which reads the usage
 			}
 			return c.deliver(resp, k), nil
 		}
@@ -612,11 +618,14 @@ func (c *call) prepareBody() ([]byte, error) {
 		c.replayable = true
 		return nil, nil
 	}
+	limit := c.t.cfg.maxBuffered
+	if c.t.cfg.includeUsage && c.pinned == nil && r.Method == http.MethodPost && limit > 0 && r.ContentLength <= limit {
+		return c.bufferForUsage(limit)
+	}
 	if r.GetBody != nil {
 		c.getBody, c.replayable = r.GetBody, true
 		return nil, nil
 	}
-	limit := c.t.cfg.maxBuffered
 	if limit == 0 || r.ContentLength > limit || c.t.cfg.maxAttempts == 1 && !c.t.cfg.routes() || c.pinned != nil {
 		return nil, nil // sent once, as it is
 	}
@@ -647,7 +656,7 @@ func (c *call) attemptBody(r *http.Request, attempt int) error {
 	if orig.Body == nil || orig.Body == http.NoBody {
 		return nil
 	}
-	if attempt == 1 && (orig.GetBody != nil || c.getBody == nil) {
+	if attempt == 1 && !c.ownBody && (orig.GetBody != nil || c.getBody == nil) {
 		return nil // the caller's own body goes out first
 	}
 	b, err := c.getBody()
@@ -655,7 +664,7 @@ func (c *call) attemptBody(r *http.Request, attempt int) error {
 		return errors.New("apipool: replaying request body: " + err.Error())
 	}
 	r.Body = b
-	if c.bufLen >= 0 && orig.GetBody == nil {
+	if c.bufLen >= 0 && (orig.GetBody == nil || c.ownBody) {
 		// A buffered body: its length is known now, and the base may
 		// replay it itself (a retry on a fresh connection).
 		r.ContentLength, r.GetBody = c.bufLen, c.getBody

@@ -109,6 +109,7 @@ type config struct {
 	shared         sharedstate.Store
 	usage          usage.Reader // WithUsage, or nil
 	prices         usage.Prices
+	includeUsage   bool
 
 	alertFunc func(Alert) // WithAlerts (alerts.go)
 	alerts    AlertSettings

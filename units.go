@@ -1,8 +1,12 @@
 package apipool
 
 import (
+	"bytes"
+	"errors"
 	"io"
 	"net/http"
+
+	"github.com/apipool-ng/apipool/internal/readall"
 
 	"github.com/apipool-ng/apipool/recorder"
 	"github.com/apipool-ng/apipool/usage"
@@ -38,6 +42,50 @@ func WithUsage(r usage.Reader, prices usage.Prices) Option {
 		c.usage, c.prices = r, prices
 		return nil
 	})
+}
+
+// WithIncludeUsage turns on (default off) the asking for a stream's
+// usage where the request does not ask for it: an OpenAI-style streamed
+// request (a POST whose JSON body has "stream": true, chat completions or
+// completions) without stream_options.include_usage is sent with
+// "stream_options": {"include_usage": true} added, so that the stream
+// ends with a chunk that states its usage, which WithUsage's reader counts.
+// That chunk, and the "usage": null the other chunks then carry, are
+// removed from the stream the caller reads, so that it sees what it would
+// have seen without the option (usage.StripUsageChunk: each event is held
+// until its end, never across events). A request that sets include_usage
+// itself, true or false, is sent as it is. To rewrite it, the pool buffers
+// a POST body up to WithMaxBufferedBody (a larger body is sent as it is).
+func WithIncludeUsage(on bool) Option {
+	return optionFunc(func(c *config) error { c.includeUsage = on; return nil })
+}
+
+// bufferForUsage reads the request's body into the pool's buffer (at most
+// limit bytes; a larger body goes as it is, once) and, when it is an
+// OpenAI-style streamed request that does not ask for its usage, adds
+// the ask (WithIncludeUsage). Every attempt sends the buffer.
+func (c *call) bufferForUsage(limit int64) ([]byte, error) {
+	r := c.req
+	buf, err := readall.AtMost(r.Body, limit+1, r.ContentLength)
+	if err != nil {
+		r.Body.Close()
+		return nil, errors.New("apipool: reading request body: " + err.Error())
+	}
+	if int64(len(buf)) > limit {
+		c.getBody = func() (io.ReadCloser, error) {
+			return readCloser{io.MultiReader(bytes.NewReader(buf), r.Body), r.Body}, nil
+		}
+		c.replayable, c.ownBody = false, true
+		return nil, nil
+	}
+	r.Body.Close()
+	if out, added, err := usage.AddIncludeUsage(buf); err == nil && added {
+		buf, c.stripUsage = out, true
+	}
+	c.getBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf)), nil }
+	c.replayable, c.ownBody = true, true
+	c.bufLen = int64(len(buf))
+	return buf, nil
 }
 
 // metered is the part of a delivered answer's body that reads its units:

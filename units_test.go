@@ -3,6 +3,7 @@ package apipool_test
 import (
 	"errors"
 	"io"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -120,5 +121,67 @@ func TestUsagePrices(t *testing.T) {
 	}
 	if _, err := apipool.New(keys(1), apipool.WithUsage(nil, nil)); !errors.As(err, &ce) {
 		t.Fatalf("nil reader: %v", err)
+	}
+}
+
+// WithIncludeUsage: a streamed request that does not ask for its usage is
+// sent asking for it; the stream the caller reads is what it would have
+// been without the ask, and the event counts the usage. A request that
+// sets include_usage itself goes as it is, and so does its stream.
+func TestIncludeUsage(t *testing.T) {
+	t.Parallel()
+	// What OpenAI streams with include_usage, and what it streams without.
+	const with = "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n" +
+		"data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":3,\"total_tokens\":10}}\n\n" +
+		"data: [DONE]\n\n"
+	const without = "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\n" +
+		"data: [DONE]\n\n"
+	up := newUpstream(func(s seen) reply {
+		body := without
+		if strings.Contains(s.Body, `"include_usage":true`) {
+			body = with
+		}
+		return reply{Status: 200, Header: hdr("Content-Type", "text/event-stream"), Body: body}
+	})
+	rec := &captureRecorder{}
+	p := mustNew(t, keys(1), apipool.WithBase(up), apipool.WithRecorder(rec), apipool.WithUsage(usage.OpenAI(), nil), apipool.WithIncludeUsage(true))
+	send := func(body string) (string, string) {
+		t.Helper()
+		up.Reset()
+		req, err := http.NewRequest("POST", "http://api.test/v1/chat/completions", strings.NewReader(body)) // GetBody set, as SDKs do
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := p.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return string(b), up.Calls()[0].Body
+	}
+	got, sent := send(`{"model":"gpt-4o","stream":true,"messages":[]}`)
+	if !strings.Contains(sent, `"stream_options":{"include_usage":true}`) || !strings.HasPrefix(sent, `{"model":"gpt-4o","stream":true,"messages":[]`) {
+		t.Fatalf("sent %s, want the caller's body with the ask for usage added", sent)
+	}
+	if got != without {
+		t.Fatalf("the caller read\n%q\nwant what the stream is without the ask\n%q", got, without)
+	}
+	if e := rec.Events()[0]; e.InputTokens != 7 || e.OutputTokens != 3 {
+		t.Fatalf("event %+v, want the stream's usage counted", e)
+	}
+	// The caller's own include_usage: false stays, and the stream is its.
+	got, sent = send(`{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":false}}`)
+	if sent != `{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":false}}` || got != without {
+		t.Fatalf("sent %s, read %q: want the caller's body and stream as they are", sent, got)
+	}
+	// Asked for by the caller: its usage chunk reaches it.
+	got, _ = send(`{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true}}`)
+	if got != with {
+		t.Fatalf("read %q, want the stream with its usage chunk", got)
+	}
+	// Not a stream: sent as it is.
+	if _, sent = send(`{"model":"gpt-4o","messages":[]}`); sent != `{"model":"gpt-4o","messages":[]}` {
+		t.Fatalf("sent %s", sent)
 	}
 }
