@@ -132,7 +132,7 @@ func (c *call) loop(ctx context.Context) (*http.Response, error) {
 	t := c.t
 	body, err := c.prepareBody()
 	if err != nil {
-		return nil, err
+		return nil, c.unsent(ctx, 1, err)
 	}
 	if t.cfg.routes() && c.pinned == nil {
 		if err := c.route(body); err != nil {
@@ -179,7 +179,7 @@ func (c *call) loop(ctx context.Context) (*http.Response, error) {
 			c.endAttempt()
 			endSpan(aspan)
 			c.closeUnsentBody()
-			return nil, err
+			return nil, c.unsent(ctx, attempt, err)
 		}
 		t.tel.inject(actx, sc, r)
 
@@ -468,6 +468,22 @@ func (c *call) giveUp(ctx context.Context, attempt int, prev *http.Response, pre
 		}
 	}
 	return nil, err
+}
+
+// unsent ends a request whose attempt could not be sent because its body
+// could not be read (the caller's reader failed, or its client went away
+// while uploading): it records one event, with no key, so that usage adds
+// up to what callers were answered, and returns err. A body cut by the
+// request's own cancel or deadline is counted as that.
+func (c *call) unsent(ctx context.Context, attempt int, err error) error {
+	st, typ := status.ClientError, "body_unreadable"
+	if ctx.Err() != nil {
+		st = status.ClassifyError(ctx.Err())
+		typ = errorType(st, ctx.Err())
+	}
+	c.final = st
+	c.t.record(c.req, nil, c.model(), st, c.t.cfg.clock.Now(), 0, attempt, nil, typ, trace.SpanContextFromContext(ctx))
+	return err
 }
 
 // noModel ends a request whose model no key serves (route): nothing was

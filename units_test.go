@@ -1,6 +1,7 @@
 package apipool_test
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net/http"
@@ -8,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/apipool-ng/apipool"
+	"github.com/apipool-ng/apipool/status"
 	"github.com/apipool-ng/apipool/usage"
 )
 
@@ -183,5 +185,46 @@ func TestIncludeUsage(t *testing.T) {
 	// Not a stream: sent as it is.
 	if _, sent = send(`{"model":"gpt-4o","messages":[]}`); sent != `{"model":"gpt-4o","messages":[]}` {
 		t.Fatalf("sent %s", sent)
+	}
+}
+
+// failingReader fails after its first bytes, as a client that goes away
+// while uploading.
+type failingReader struct{ n int }
+
+func (f *failingReader) Read(p []byte) (int, error) {
+	if f.n > 0 {
+		return 0, errors.New("connection reset by peer")
+	}
+	f.n++
+	return copy(p, `{"model":`), nil
+}
+
+// A request whose body cannot be read is answered with an error and still
+// leaves one usage event, with no key: as a client error, or as the
+// cancel that cut it (issue 27, item 19: usage adds up to what callers
+// were answered).
+func TestUnreadableBodyIsRecorded(t *testing.T) {
+	t.Parallel()
+	up := newUpstream(nil)
+	rec := &captureRecorder{}
+	p := mustNew(t, keys(2), apipool.WithBase(up), apipool.WithRecorder(rec))
+	req, err := http.NewRequest("POST", "http://api.test/v1/x", io.NopCloser(&failingReader{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := p.RoundTrip(req); err == nil || resp != nil {
+		t.Fatalf("%v %v, want an error", resp, err)
+	}
+	ev := rec.Events()
+	if len(ev) != 1 || ev[0].KeyID != "" || ev[0].Status != status.ClientError || ev[0].ErrorType != "body_unreadable" || len(up.Calls()) != 0 {
+		t.Fatalf("events %+v, calls %d: want one client-error event with no key, nothing sent", ev, len(up.Calls()))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	req, _ = http.NewRequestWithContext(ctx, "POST", "http://api.test/v1/x", io.NopCloser(&failingReader{}))
+	p.RoundTrip(req)
+	if ev = rec.Events(); len(ev) != 2 || ev[1].Status != status.Canceled || ev[1].KeyID != "" {
+		t.Fatalf("events %+v, want the second counted as canceled", ev)
 	}
 }
