@@ -267,7 +267,7 @@ func TestChartSchemaTakesEverySetting(t *testing.T) {
 		delete(a, "listen")
 	}
 	if _, err := render(t, map[string]any{"config": cfg}, ""); err != nil {
-		t.Errorf("the example's settings as config: %v", err)
+		t.Errorf("the example's settings as config (a new setting of apipool.yaml goes into values.schema.json's config too): %v", err)
 	}
 }
 
