@@ -2,10 +2,10 @@
 GO ?= go
 export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: test test-deps test-examples test-browser vet bench bench-smoke lint fuzz quickstart
+.PHONY: test test-deps test-examples test-browser test-deploy vet bench bench-smoke lint fuzz quickstart
 
 # The library's race tests run last, so that their results close the output.
-test: test-deps vet test-examples test-browser bench-smoke
+test: test-deps vet test-examples test-browser test-deploy bench-smoke
 	$(GO) test -race -count=1 ./...
 
 test-deps:
@@ -52,3 +52,14 @@ BROWSER_OUT ?= $(CURDIR)/.tmp/browser
 test-browser:
 	mkdir -p $(BROWSER_OUT)
 	cd dashboard/browsertest && $(GO) vet ./... && $(GO) test -race -count=1 -artifacts -outputdir=$(BROWSER_OUT) ./...
+
+# The container image's Dockerfile (its go build line, run here: no
+# container engine is needed) and the Helm chart (rendered with Helm's Go
+# SDK; its apipool.yaml validated and served by that binary), in their own
+# module so that Helm and the Kubernetes types stay out of the library's
+# dependencies. Without -race: the tests run processes and render templates,
+# with next to no concurrency of their own, and the race build of the
+# Kubernetes types is long. The first run builds the image's binary from
+# scratch (CGO_ENABLED=0): minutes on a busy machine, hence the timeout.
+test-deploy:
+	cd deploy/test && $(GO) vet ./... && $(GO) test -count=1 -timeout 30m ./...
