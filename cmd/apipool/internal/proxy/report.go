@@ -28,6 +28,32 @@ type KeyUsage struct {
 	ReachLimit int64   `json:"reach_limit"`
 	P50ms      float64 `json:"p50_ms"`
 	P99ms      float64 `json:"p99_ms"`
+	Units
+}
+
+// Units are the tokens and cost of a row's events, from the store's
+// TotalsBy: sums of the events that stated them, and how many did not
+// (unknown is never read as zero). Absent from the JSON when the store
+// does not sum.
+type Units struct {
+	InputTokens   int64   `json:"input_tokens"`
+	OutputTokens  int64   `json:"output_tokens"`
+	CachedTokens  int64   `json:"cached_tokens"`
+	TokensUnknown int64   `json:"tokens_unknown"`
+	Cost          float64 `json:"cost"`
+	CostUnknown   int64   `json:"cost_unknown"`
+}
+
+func unitsOf(t recorder.Totals) Units {
+	return Units{t.InputTokens, t.OutputTokens, t.CachedTokens, t.TokensUnknown, t.Cost, t.CostUnknown}
+}
+
+// ClientUsage is one row of the per-client table: the events of one
+// client token ("(none)" for events without a client).
+type ClientUsage struct {
+	Client   string `json:"client"`
+	Attempts int64  `json:"attempts"`
+	Units
 }
 
 // Report is what report prints: apipool-ng's two stats queries over the
@@ -41,6 +67,9 @@ type Report struct {
 	// attempts by status, "all", "success", "failed", "reach limit".
 	UsageCount map[string]int64 `json:"usage_count"`
 	Keys       []KeyUsage       `json:"keys"`
+	// Clients is the per-client table, when the store sums units
+	// (recorder.TotalsStats).
+	Clients []ClientUsage `json:"clients,omitempty"`
 }
 
 // BuildReport runs the queries over [now-window, now].
@@ -84,6 +113,30 @@ func BuildReport(ctx context.Context, st recorder.Stats, window time.Duration, n
 			P50ms: ms(l.P50), P99ms: ms(l.P99)})
 	}
 	sort.Slice(rep.Keys, func(i, j int) bool { return rep.Keys[i].Key < rep.Keys[j].Key })
+	if ts, ok := st.(recorder.TotalsStats); ok {
+		byKey, err := ts.TotalsBy(ctx, q, recorder.ByKey)
+		if err != nil {
+			return nil, err
+		}
+		for i := range rep.Keys {
+			k := rep.Keys[i].Key
+			if k == "(no key)" {
+				k = ""
+			}
+			rep.Keys[i].Units = unitsOf(byKey[k])
+		}
+		byClient, err := ts.TotalsBy(ctx, q, recorder.ByClient)
+		if err != nil {
+			return nil, err
+		}
+		for c, t := range byClient {
+			if c == "" {
+				c = "(none)"
+			}
+			rep.Clients = append(rep.Clients, ClientUsage{Client: c, Attempts: t.Events, Units: unitsOf(t)})
+		}
+		sort.Slice(rep.Clients, func(i, j int) bool { return rep.Clients[i].Client < rep.Clients[j].Client })
+	}
 	return rep, nil
 }
 
@@ -98,9 +151,11 @@ func (r *Report) Write(w io.Writer, format string) error {
 		return e.Encode(r)
 	case "csv":
 		cw := csv.NewWriter(w)
-		cw.Write([]string{"key", "attempts", "success", "failed", "reach_limit", "p50_ms", "p99_ms"})
+		cw.Write([]string{"key", "attempts", "success", "failed", "reach_limit", "p50_ms", "p99_ms", "input_tokens", "output_tokens", "cached_tokens", "tokens_unknown", "cost", "cost_unknown"})
 		for _, k := range r.Keys {
-			cw.Write([]string{k.Key, i64(k.Attempts), i64(k.Success), i64(k.Failed), i64(k.ReachLimit), f64(k.P50ms), f64(k.P99ms)})
+			u := k.Units
+			cw.Write([]string{k.Key, i64(k.Attempts), i64(k.Success), i64(k.Failed), i64(k.ReachLimit), f64(k.P50ms), f64(k.P99ms),
+				i64(u.InputTokens), i64(u.OutputTokens), i64(u.CachedTokens), i64(u.TokensUnknown), cost(u.Cost), i64(u.CostUnknown)})
 		}
 		cw.Flush()
 		return cw.Error()
@@ -108,16 +163,43 @@ func (r *Report) Write(w io.Writer, format string) error {
 		fmt.Fprintf(w, "usage from %s to %s\n", r.Since.Format(time.RFC3339), r.Until.Format(time.RFC3339))
 		fmt.Fprintf(w, "attempts: %d (success %d, failed %d, reach limit %d); a request retried on another key counts once per key tried\n\n", r.UsageCount["all"], r.UsageCount["success"], r.UsageCount["failed"], r.UsageCount["reach limit"])
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "KEY\tATTEMPTS\tSUCCESS\tFAILED\tREACH LIMIT\tP50 MS\tP99 MS\t")
+		fmt.Fprintln(tw, "KEY\tATTEMPTS\tSUCCESS\tFAILED\tREACH LIMIT\tP50 MS\tP99 MS\tTOKENS IN\tTOKENS OUT\tCOST\t")
 		for _, k := range r.Keys {
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\t%s\t\n", k.Key, k.Attempts, k.Success, k.Failed, k.ReachLimit, f64(k.P50ms), f64(k.P99ms))
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t\n", k.Key, k.Attempts, k.Success, k.Failed, k.ReachLimit, f64(k.P50ms), f64(k.P99ms),
+				tokens(k.InputTokens, k.TokensUnknown), tokens(k.OutputTokens, k.TokensUnknown), costCell(k.Cost, k.CostUnknown))
+		}
+		if err := tw.Flush(); err != nil || len(r.Clients) == 0 {
+			return err
+		}
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "CLIENT\tATTEMPTS\tTOKENS IN\tTOKENS OUT\tCOST\t")
+		for _, c := range r.Clients {
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t\n", c.Client, c.Attempts, tokens(c.InputTokens, c.TokensUnknown), tokens(c.OutputTokens, c.TokensUnknown), costCell(c.Cost, c.CostUnknown))
 		}
 		return tw.Flush()
 	}
 	return fmt.Errorf("unknown format %q: want table, csv or json", format)
 }
 
-func i64(n int64) string   { return strconv.FormatInt(n, 10) }
+func i64(n int64) string    { return strconv.FormatInt(n, 10) }
+func cost(f float64) string { return strconv.FormatFloat(f, 'f', 6, 64) }
+
+// tokens prints a token sum, with how many events did not state theirs.
+func tokens(n, unknown int64) string {
+	if unknown > 0 {
+		return i64(n) + " (+" + i64(unknown) + " unknown)"
+	}
+	return i64(n)
+}
+
+// costCell prints a cost sum, with how many events had no known cost.
+func costCell(c float64, unknown int64) string {
+	if unknown > 0 {
+		return cost(c) + " (+" + i64(unknown) + " unknown)"
+	}
+	return cost(c)
+}
 func f64(f float64) string { return strconv.FormatFloat(f, 'f', 3, 64) }
 
 // OpenStats opens the configured store for queries (report). The memory

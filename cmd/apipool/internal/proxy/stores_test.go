@@ -55,7 +55,7 @@ upstreams:
 		t.Fatalf("usage by key %v", rep.UsageByKey)
 	}
 	code, out, _ = runMain("", "report", "-config", e.cfgPath, "-since", "1h", "-format", "csv")
-	if code != 0 || !bytes.HasPrefix([]byte(out), []byte("key,attempts,success,failed,reach_limit,p50_ms,p99_ms\n")) {
+	if code != 0 || !bytes.HasPrefix([]byte(out), []byte("key,attempts,success,failed,reach_limit,p50_ms,p99_ms,input_tokens,output_tokens,cached_tokens,tokens_unknown,cost,cost_unknown\n")) {
 		t.Fatalf("csv: %d\n%s", code, out)
 	}
 }
