@@ -73,3 +73,11 @@ func TestBudgetsErrors(t *testing.T) {
 		})
 	}
 }
+
+// The example file's token budget loads.
+func TestExampleBudgets(t *testing.T) {
+	c := exampleConfig(t)
+	if b := c.Tokens[0].Budgets; c.Tokens[0].Name != "batch-jobs" || b != (apipool.Budget{TokensPerDay: 5000000}) {
+		t.Fatalf("token %s: budgets %+v", c.Tokens[0].Name, b)
+	}
+}
