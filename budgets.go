@@ -357,21 +357,22 @@ func (s *spendState) remark(now time.Time, loc *time.Location) {
 	}
 }
 
-// inherit takes the counts of old, the state of the key with the same ID
-// that s replaces (SetKeys, ReplaceKey): what a key spent belongs to its
-// ID, as it does in a shared store.
-func (s *spendState) inherit(old *spendState, now time.Time, loc *time.Location) {
-	if s == nil || old == nil {
+// adoptSpend makes k count its spend in old's state, the key with the
+// same ID that k replaces (SetKeys, ReplaceKey), under k's budget: what a
+// key spent belongs to its ID, as it does in a shared store, and the
+// answers old still has in flight count with k's. Without a budget, k
+// counts nothing.
+func (k *keyState) adoptSpend(old *keyState, now time.Time) {
+	s := old.spend
+	if k.spend == nil || s == nil {
 		return
 	}
-	old.mu.Lock()
-	c, ob := old.c, old.b
-	old.mu.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.c = c
+	ob := s.b
+	s.b, k.spend = k.key.Budget, s
 	s.changed(ob)
-	s.remark(now, loc)
+	s.remark(now, k.loc)
 }
 
 // uses reads the budgets' use at now, in their current periods.
@@ -632,7 +633,7 @@ func (t *Transport) countOne(s *spendState, to sharedstate.Spender, e *recorder.
 	crossed, moved, spends := s.add(a, now, t.cfg.quotaLoc, to == nil || t.spends == nil, buf[:0])
 	t.budgetChanged(s, crossed, moved, now)
 	if to != nil && t.spends != nil {
-		t.spends.queue(s, to, spends)
+		t.spends.queue(s, s.scope == sharedstate.SpendClient, spends)
 	}
 }
 
@@ -679,12 +680,13 @@ type spendSync struct {
 	done   chan struct{}
 }
 
-// pendingSpend is one spend waiting to be shared: to the store, for the
-// state it counts in.
+// pendingSpend is one spend waiting to be shared, for the state it counts
+// in: to the clients' store (ClientBudgets) when client, else to the
+// pool's (keySpender).
 type pendingSpend struct {
-	to sharedstate.Spender
-	s  *spendState
-	sp sharedstate.Spend
+	client bool
+	s      *spendState
+	sp     sharedstate.Spend
 }
 
 // spendBatch bounds the spends sent in one call.
@@ -702,10 +704,10 @@ func (t *Transport) startSpends() {
 // queue hands spends of s to the loop, without blocking: when the queue is
 // full they are dropped (counted in SharedStateHealth.Dropped) and count in
 // this replica only.
-func (ss *spendSync) queue(s *spendState, to sharedstate.Spender, spends []sharedstate.Spend) {
+func (ss *spendSync) queue(s *spendState, client bool, spends []sharedstate.Spend) {
 	for _, sp := range spends {
 		select {
-		case ss.ch <- pendingSpend{to: to, s: s, sp: sp}:
+		case ss.ch <- pendingSpend{client: client, s: s, sp: sp}:
 		default:
 			if sh := ss.t.shared; sh != nil {
 				sh.dropped.Add(1)
@@ -742,38 +744,34 @@ func (ss *spendSync) loop() {
 // spends in one call.
 func (ss *spendSync) send(batch []pendingSpend) {
 	type id struct {
-		to     sharedstate.Spender
 		s      *spendState
 		budget string
 		period uint64
 	}
-	merged := make([]pendingSpend, 0, len(batch))
+	var groups [2][]pendingSpend // the keys', the clients'
 	at := make(map[id]int, len(batch))
 	for _, p := range batch {
-		k := id{p.to, p.s, p.sp.Budget, p.sp.Period}
+		g := &groups[0]
+		if p.client {
+			g = &groups[1]
+		}
+		k := id{p.s, p.sp.Budget, p.sp.Period}
 		if j, ok := at[k]; ok {
-			merged[j].sp.Amount += p.sp.Amount
+			(*g)[j].sp.Amount += p.sp.Amount
 			continue
 		}
-		at[k] = len(merged)
-		merged = append(merged, p)
+		at[k] = len(*g)
+		*g = append(*g, p)
 	}
-	for len(merged) > 0 {
-		to := merged[0].to
-		var group, rest []pendingSpend
-		for _, p := range merged {
-			if p.to == to {
-				group = append(group, p)
-			} else {
-				rest = append(rest, p)
-			}
-		}
-		ss.sendTo(to, group)
-		merged = rest
+	if len(groups[0]) > 0 {
+		ss.sendTo(ss.t.keySpender, false, groups[0])
+	}
+	if len(groups[1]) > 0 {
+		ss.sendTo(ss.t.cfg.clients.shared, true, groups[1])
 	}
 }
 
-func (ss *spendSync) sendTo(to sharedstate.Spender, group []pendingSpend) {
+func (ss *spendSync) sendTo(to sharedstate.Spender, client bool, group []pendingSpend) {
 	t := ss.t
 	spends := make([]sharedstate.Spend, len(group))
 	for i, p := range group {
@@ -790,7 +788,7 @@ func (ss *spendSync) sendTo(to sharedstate.Spender, group []pendingSpend) {
 		if ss.ctx.Err() != nil {
 			return
 		}
-		if sh := t.shared; sh != nil && to == t.keySpender {
+		if sh := t.shared; sh != nil && !client {
 			sh.fault("spend", err)
 		} else if t.cfg.logger != nil {
 			t.cfg.logger.Warn("apipool: a shared store failed to count spend; this replica counts its own", "error", err.Error())
@@ -804,7 +802,7 @@ func (ss *spendSync) sendTo(to sharedstate.Spender, group []pendingSpend) {
 		}
 		return
 	}
-	if sh := t.shared; sh != nil && to == t.keySpender {
+	if sh := t.shared; sh != nil && !client {
 		sh.ok()
 	}
 	for i, p := range group {

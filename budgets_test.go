@@ -432,7 +432,8 @@ func zero() float64 { return 0 }
 
 // SetKeys and ReplaceKey keep what a key spent (it belongs to the ID): a
 // raised budget lets a key that used up the old one go on at once, a
-// lowered one holds it at once.
+// lowered one holds it at once, and an answer the old key had in flight
+// counts with the new one.
 func TestBudgetKeptAcrossSetKeys(t *testing.T) {
 	t.Parallel()
 	clk := newClock()
@@ -452,7 +453,28 @@ func TestBudgetKeptAcrossSetKeys(t *testing.T) {
 	if s := snapshotByID(p)["k0"]; s.Hold != "" || s.Budgets[0].Used != 1000 {
 		t.Fatalf("after a raise: hold %q, used %v; want free with 1000 spent", s.Hold, s.Budgets[0].Used)
 	}
-	ks[0].Budget.TokensPerDay = 800
+	req := newGet(t, "http://api.test/v1/chat/completions")
+	req.Header.Set("X-Tokens", "500,0")
+	var resp *http.Response
+	for resp == nil || resp.Header.Get("X-Used") != "s0" { // k0's answer, held
+		if resp != nil {
+			resp.Body.Close()
+		}
+		var err error
+		if resp, err = p.RoundTrip(req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ks[0].Budget.TokensPerDay = 6000
+	if err := p.SetKeys(ks); err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if s := snapshotByID(p)["k0"]; s.Budgets[0].Used != 1500 || s.Budgets[0].Limit != 6000 {
+		t.Fatalf("the answer in flight across SetKeys: %+v, want 1500 of 6000", s.Budgets[0])
+	}
+	ks[0].Budget.TokensPerDay = 1200
 	ks[0].Secret = "s0-new"
 	if err := p.ReplaceKey(ks[0]); err != nil {
 		t.Fatal(err)

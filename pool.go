@@ -429,7 +429,7 @@ func (t *Transport) ReplaceKey(k Key) error {
 		keys[i] = o
 		if o == prev {
 			keys[i] = t.newKeyState(k)
-			keys[i].spend.inherit(prev.spend, t.cfg.clock.Now(), t.cfg.quotaLoc) // the spend is the ID's
+			keys[i].adoptSpend(prev, t.cfg.clock.Now()) // the spend is the ID's
 		}
 	}
 	prev.removed.Store(true)
@@ -460,7 +460,7 @@ func (t *Transport) SetKeys(keys []Key) error {
 		}
 		states[i] = t.newKeyState(k)
 		if o, ok := old.byID[k.ID]; ok {
-			states[i].spend.inherit(o.spend, t.cfg.clock.Now(), t.cfg.quotaLoc) // the spend is the ID's
+			states[i].adoptSpend(o, t.cfg.clock.Now()) // the spend is the ID's
 		}
 	}
 	for _, o := range old.keys {
