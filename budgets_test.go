@@ -516,3 +516,45 @@ func TestBudgetNoSecret(t *testing.T) {
 		t.Fatalf("the secret appears in: %s", all)
 	}
 }
+
+// Units not known count nothing: a body closed before its usage, and an
+// answer without any.
+func TestBudgetUnknownCountsNothing(t *testing.T) {
+	t.Parallel()
+	up := newUpstream(func(s seen) reply {
+		if s.Header.Get("X-None") != "" {
+			return reply{Status: 200, Header: hdr("Content-Type", "application/json"), Body: `{"choices":[]}`}
+		}
+		return reply{Status: 200, Header: hdr("Content-Type", "application/json"), Body: `{"choices":[],"usage":{"prompt_tokens":400,"completion_tokens":100}}`}
+	})
+	ks := keys(1)
+	ks[0].Budget = apipool.Budget{TokensPerDay: 1000}
+	p := mustNew(t, ks, apipool.WithBase(up), apipool.WithClock(newClock()), apipool.WithUsage(usage.OpenAI(), nil), apipool.WithRecorder(nil))
+	for range 3 {
+		resp, err := p.RoundTrip(newGet(t, "http://api.test/v1/chat/completions"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Read(make([]byte, 5)) // closed before the usage
+		resp.Body.Close()
+		req := newGet(t, "http://api.test/v1/chat/completions")
+		req.Header.Set("X-None", "1")
+		if resp, err = p.RoundTrip(req); err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	if u := budgetUse(t, p, "k0", apipool.BudgetTokensPerDay); u.Used != 0 {
+		t.Fatalf("spent %v, want nothing counted of units not known", u.Used)
+	}
+	resp, err := p.RoundTrip(newGet(t, "http://api.test/v1/chat/completions"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if u := budgetUse(t, p, "k0", apipool.BudgetTokensPerDay); u.Used != 500 {
+		t.Fatalf("spent %v, want 500 once the usage is read", u.Used)
+	}
+}
