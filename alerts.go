@@ -47,13 +47,16 @@ const (
 	AlertNoKey
 	// AlertKeysBack: after an AlertNoKey, a request took a key again.
 	AlertKeysBack
-	// AlertBudgetNear: a budget (of a key, KeyID, or of a client, Client)
-	// is 80% used; Until is when its period ends. Defined for the budgets
-	// to come: nothing in this version raises it.
+	// AlertBudgetNear: a budget (Key.Budget: KeyID says which key; or a
+	// client's, WithClientBudgets: Client says which) is 80% used; Until
+	// is when its period ends. Once per budget and period.
 	AlertBudgetNear
-	// AlertBudgetSpent: a budget is used up; the key or client rests until
-	// Until, when its period ends. Defined for the budgets to come:
-	// nothing in this version raises it.
+	// AlertBudgetSpent: a budget is used up: the key rests, or the
+	// client's requests are refused, until Until, when its period ends.
+	// Once per budget and period. With a shared store that counts spend
+	// (sharedstate.Spender), the replica whose spend crossed the threshold
+	// in the store raises it, so the replicas raise one between them
+	// (each its own, while the store fails).
 	AlertBudgetSpent
 )
 

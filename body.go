@@ -64,7 +64,7 @@ func (b *respBody) Close() error {
 func (b *respBody) release() {
 	if b.released.CompareAndSwap(false, true) {
 		if m := b.c.metered; m != nil {
-			b.c.t.finishMetered(m) // before the call may serve another request
+			b.c.t.finishMetered(m, b.c.key) // before the call may serve another request
 		}
 		b.c.release()
 		b.end()

@@ -68,7 +68,12 @@
 //     e. record the usage event (package recorder) and telemetry
 //     (telemetry.go).
 //     f. deliver the answer (its body frees the key's in-flight slot when
-//     read or closed, body.go), or resend it on another key.
+//     read or closed, body.go), or resend it on another key. With
+//     WithUsage, the delivered answer's event is recorded when its body
+//     ends, with its units (units.go), which then count against the
+//     key's and the client's budgets (budgets.go: a key past a budget
+//     holds until the period ends; a client past one is refused in
+//     RoundTrip, before any of this).
 //
 // A key's state (keystate.go) is a state machine that takes the time as
 // an argument and reads no clock but its breaker's (gobreaker's own); its

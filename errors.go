@@ -28,8 +28,8 @@ var ErrClosed = errdefs.ErrClosed
 type NoKeyError struct {
 	// RetryAt is the earliest time a key is expected to free up (a
 	// cooldown ending, a breaker half-opening, a rate-limit window moving
-	// on, a provider's quota resetting, a new quota day, a disabled key's
-	// next trial); zero when no key will free up at a known time (all
+	// on, a provider's quota resetting, a new quota day, a budget's
+	// period ending, a disabled key's next trial); zero when no key will free up at a known time (all
 	// disabled for good, or held by requests in flight).
 	RetryAt time.Time
 	// Keys counts the keys in the pool that serve the request's model
@@ -56,7 +56,10 @@ type KeyHold struct {
 	// "cooling down", "provider quota used up" or "cooling down for the
 	// model" (the key rests for the request's model: WithCooldownScope)
 	// (KeyCooling); "breaker open" (KeyBreakerOpen); "in-flight cap",
-	// "rate limit", "daily quota" or "trial in flight" (KeyLimited);
+	// "rate limit", "daily quota", "trial in flight", or a budget of
+	// Key.Budget used up until its period's end ("token budget per
+	// minute used up", "token budget per day used up", "cost budget per
+	// day used up", "cost budget per month used up") (KeyLimited);
 	// "lost a race" (KeyActive: the key was free but taken by other
 	// requests first).
 	Reason string

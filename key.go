@@ -91,6 +91,18 @@ type Key struct {
 	// model no key serves fails at once with a *NoModelError; a request
 	// whose model is not known ("") may take any key.
 	Models []string
+	// Budget caps the tokens and the cost the key may spend per minute,
+	// day or month, counted from its answers (WithUsage; a cost budget
+	// needs its price table: New refuses a budget the pool cannot count).
+	// A key that used up a budget rests until the budget's period ends,
+	// and the pool takes the next key, or the next tier; a request that
+	// finds none fails with a *NoKeyError whose RetryAt is the earliest
+	// end. The count grows when an answer's body ends, so requests in
+	// flight may overshoot the budget: by at most their units (see the
+	// README's "Budgets"). With WithSharedState on a store that is a
+	// sharedstate.Spender (redisstate), the replicas count together. The
+	// zero value sets none.
+	Budget Budget
 }
 
 // String describes the key without its secret.
@@ -128,8 +140,13 @@ func (k Key) MarshalJSON() ([]byte, error) {
 		PerDay      int      `json:"per_day,omitempty"`
 		Tier        int      `json:"tier,omitempty"`
 		Models      []string `json:"models,omitempty"`
+		Budget      *Budget  `json:"budget,omitempty"`
 	}
-	return json.Marshal(public{k.ID, redacted, k.Weight, k.MaxInFlight, k.PerSecond, k.PerMinute, k.PerDay, k.Tier, k.Models})
+	var b *Budget
+	if !k.Budget.IsZero() {
+		b = &k.Budget
+	}
+	return json.Marshal(public{k.ID, redacted, k.Weight, k.MaxInFlight, k.PerSecond, k.PerMinute, k.PerDay, k.Tier, k.Models, b})
 }
 
 // defaultFingerprintKey is the HMAC key of fingerprints when the pool is

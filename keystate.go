@@ -76,6 +76,7 @@ type keyState struct {
 
 	budget budget       // what the provider's rate-limit headers said (ratelimit.go)
 	limits *localLimits // PerSecond, PerMinute, PerDay; nil without (limits.go)
+	spend  *spendState  // Key.Budget's counts; nil without (budgets.go)
 	learn  *learner     // the limit learned from 429s; nil when off (learn.go)
 
 	// models is what Key.Models names; nil: every model (routing.go).
@@ -128,9 +129,15 @@ const (
 	holdDay
 	holdLost
 	holdModel // resting for the request's model (ScopeModel)
+	// A budget of Key.Budget used up, in the order of budgetKinds.
+	holdTokensPerMinute
+	holdTokensPerDay
+	holdCostPerDay
+	holdCostPerMonth
 )
 
-var holdNames = [...]string{"free", "removed", "disabled", "cooling down", "trial in flight", "breaker open", "in-flight cap", "provider quota used up", "rate limit", "daily quota", "lost a race", "cooling down for the model"}
+var holdNames = [...]string{"free", "removed", "disabled", "cooling down", "trial in flight", "breaker open", "in-flight cap", "provider quota used up", "rate limit", "daily quota", "lost a race", "cooling down for the model",
+	"token budget per minute used up", "token budget per day used up", "cost budget per day used up", "cost budget per month used up"}
 
 func (h hold) String() string { return holdNames[h] }
 
@@ -143,7 +150,7 @@ func (h hold) state() KeyState {
 		return KeyCooling
 	case holdBreaker:
 		return KeyBreakerOpen
-	case holdTrial, holdInFlight, holdRate, holdDay:
+	case holdTrial, holdInFlight, holdRate, holdDay, holdTokensPerMinute, holdTokensPerDay, holdCostPerDay, holdCostPerMonth:
 		return KeyLimited
 	}
 	return KeyActive
@@ -156,6 +163,11 @@ func (h hold) state() KeyState {
 func (k *keyState) available(now time.Time) (hold, time.Time) {
 	if h, until := k.heldAt(now); h != holdNone {
 		return h, until
+	}
+	if k.spend != nil {
+		if i, until, ok := k.spend.held(now); ok {
+			return holdTokensPerMinute + hold(i), until
+		}
 	}
 	if k.gate.Load() == gateTrialOut {
 		return holdTrial, time.Time{}
@@ -257,6 +269,12 @@ func (k *keyState) reserve(now time.Time) (reservation, hold) {
 	if h, _ := k.heldAt(now); h != holdNone {
 		r.cancel()
 		return reservation{}, h
+	}
+	if k.spend != nil {
+		if i, _, ok := k.spend.held(now); ok {
+			r.cancel()
+			return reservation{}, holdTokensPerMinute + hold(i)
+		}
 	}
 	if k.budget.expire(now) {
 		k.gate.CompareAndSwap(gateOpen, gateTrial) // a new window: one request learns its count first
@@ -823,6 +841,12 @@ func (t *Transport) checkKey(k Key, i int) error {
 	if len(k.Models) > 0 && t.cfg.modelOf == nil {
 		return &ConfigError{Field: keyField(k, i, "Models"), Reason: "the pool has no WithModel: no request has a model to match"}
 	}
+	if k.Budget.tokens() && t.cfg.usage == nil {
+		return &ConfigError{Field: keyField(k, i, "Budget"), Reason: "a token budget needs WithUsage: the pool reads no answer's tokens without it"}
+	}
+	if k.Budget.cost() && t.cfg.prices == nil {
+		return &ConfigError{Field: keyField(k, i, "Budget"), Reason: "a cost budget needs WithUsage with a price table: the pool knows no answer's cost without one"}
+	}
 	return nil
 }
 
@@ -874,6 +898,9 @@ func validateKey(k Key, i int) error {
 	if err := validateModels(k.Models, field("Models")); err != nil {
 		return err
 	}
+	if err := k.Budget.validate(field("Budget")); err != nil {
+		return err
+	}
 	for j := 0; j < len(k.Secret); j++ {
 		if c := k.Secret[j]; c < ' ' || c == 0x7f {
 			return &ConfigError{Field: field("Secret"), Reason: "contains a control character"}
@@ -893,6 +920,7 @@ func (t *Transport) newKeyState(k Key) *keyState {
 	}
 	ks.headerValue = ks.headerValue[:len(ks.headerValue):len(ks.headerValue)]
 	ks.limits = newLocalLimits(k, t.cfg.quotaLoc)
+	ks.spend = newSpendState(sharedstate.SpendKey, k.ID, k.Budget)
 	ks.budget.init()
 	ks.ramp.Store(-1)
 	ks.breaker = newKeyBreaker(t.cfg.breaker, ks)
@@ -930,8 +958,9 @@ const (
 	// KeyBreakerOpen: the key's circuit breaker is open after failures.
 	KeyBreakerOpen KeyState = "breaker-open"
 	// KeyLimited: the key is at one of its own limits (Key.MaxInFlight,
-	// PerSecond, PerMinute, PerDay, a learned limit) or its one trial
-	// request is in flight.
+	// PerSecond, PerMinute, PerDay, a learned limit), has used up one of
+	// its budgets (Key.Budget: it rests until the budget's period ends),
+	// or its one trial request is in flight.
 	KeyLimited KeyState = "limited"
 )
 
@@ -981,6 +1010,10 @@ type KeyStatus struct {
 	// under WithCooldownScope(ScopeModel), while it serves the others;
 	// nil when none.
 	ModelCooldowns []ModelCooldown
+	// Budgets are the key's budgets (Key.Budget), each with what was
+	// spent in its current period; nil when it has none. A budget used
+	// up holds the key (Hold names it, HoldUntil is the period's end).
+	Budgets []BudgetUse
 }
 
 // ModelCooldown is a key's rest for one model or resource.
@@ -1018,6 +1051,9 @@ func (t *Transport) snapshotKey(k *keyState, now time.Time) KeyStatus {
 				s.ModelCooldowns = append(s.ModelCooldowns, ModelCooldown{Model: r.scope, Until: time.Unix(0, r.until).In(now.Location())})
 			}
 		}
+	}
+	if k.spend != nil {
+		s.Budgets = k.spend.uses(now, k.loc)
 	}
 	h, until := k.available(now)
 	if h != holdNone {

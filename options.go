@@ -113,6 +113,8 @@ type config struct {
 
 	alertFunc func(Alert) // WithAlerts (alerts.go)
 	alerts    AlertSettings
+
+	clients *ClientBudgets // WithClientBudgets (budgets.go), or nil
 }
 
 func defaultConfig() config {

@@ -254,6 +254,10 @@ func (t *Transport) beginClose() {
 		close(t.stopProbe) // cancels the probes in flight
 		cs.background = append(cs.background, backgroundWork{"probes", t.probeDone})
 	}
+	if ss := t.spends; ss != nil {
+		ss.stop() // spends not yet sent count in this replica only
+		cs.background = append(cs.background, backgroundWork{"spends", ss.done})
+	}
 	if a := t.alerts; a != nil {
 		a.close() // the alerts queued are delivered, then its goroutine ends
 		cs.background = append(cs.background, backgroundWork{"alerts", a.done})
@@ -425,6 +429,7 @@ func (t *Transport) ReplaceKey(k Key) error {
 		keys[i] = o
 		if o == prev {
 			keys[i] = t.newKeyState(k)
+			keys[i].adoptSpend(prev, t.cfg.clock.Now()) // the spend is the ID's
 		}
 	}
 	prev.removed.Store(true)
@@ -454,6 +459,9 @@ func (t *Transport) SetKeys(keys []Key) error {
 			continue
 		}
 		states[i] = t.newKeyState(k)
+		if o, ok := old.byID[k.ID]; ok {
+			states[i].adoptSpend(o, t.cfg.clock.Now()) // the spend is the ID's
+		}
 	}
 	for _, o := range old.keys {
 		if !kept[o] {
@@ -468,7 +476,7 @@ func (t *Transport) SetKeys(keys []Key) error {
 func sameKey(a, b Key) bool {
 	return a.ID == b.ID && a.Secret == b.Secret && a.Weight == b.Weight && a.Tier == b.Tier &&
 		slices.Equal(a.Models, b.Models) && a.MaxInFlight == b.MaxInFlight &&
-		a.PerSecond == b.PerSecond && a.PerMinute == b.PerMinute && a.PerDay == b.PerDay
+		a.PerSecond == b.PerSecond && a.PerMinute == b.PerMinute && a.PerDay == b.PerDay && a.Budget == b.Budget
 }
 
 // sameSecret returns a *ConfigError when a key of ks other than except

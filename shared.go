@@ -13,7 +13,9 @@ import (
 
 // WithSharedState shares key state with the other replicas of a service
 // through s (see package sharedstate): cooldowns, disabled keys, and limits that
-// hold across replicas. Close stops the sharing.
+// hold across replicas; and, when s is a sharedstate.Spender (redisstate
+// is), what the keys spent against their budgets (Key.Budget). Close stops
+// the sharing.
 func WithSharedState(s sharedstate.Store) Option {
 	return optionFunc(func(c *config) error {
 		if s == nil {
@@ -426,8 +428,10 @@ func leaseSize(l sharedstate.Limits) (int, time.Duration) {
 type SharedStateHealth struct {
 	// Available is false while calls to the store fail.
 	Available bool
-	// Errors counts the calls to the store that failed; Dropped, the
-	// local changes not published because the queue was full.
+	// Errors counts the calls to the store that failed (a spend of the
+	// budgets among them, when the store is a sharedstate.Spender);
+	// Dropped, the local changes and spends not sent because their queue
+	// was full (a spend not sent counts in this replica only).
 	Errors, Dropped uint64
 	// LastError is the last failure, or nil.
 	LastError error

@@ -8,6 +8,7 @@ import (
 
 	"github.com/apipool-ng/apipool/recorder"
 	"github.com/apipool-ng/apipool/recorder/memory"
+	"github.com/apipool-ng/apipool/sharedstate"
 )
 
 // Transport is an http.RoundTripper that sends each request with a key
@@ -31,11 +32,16 @@ type Transport struct {
 	ownsRec     bool // the pool made rec, or was given it to close
 	stats       recorder.Stats
 
-	tel     telemetry
-	shared  *sharedSync  // nil without WithSharedState
-	alerts  *alerter     // nil without WithAlerts (alerts.go)
-	waiters waitQueue    // requests waiting for a key, in arrival order
-	waits   atomic.Int64 // requests that waited for a key
+	tel    telemetry
+	shared *sharedSync // nil without WithSharedState
+	// keySpender is the shared store when it counts spend
+	// (sharedstate.Spender); spends sends the spends to it and to the
+	// client budgets' store: nil when neither is (budgets.go).
+	keySpender sharedstate.Spender
+	spends     *spendSync
+	alerts     *alerter     // nil without WithAlerts (alerts.go)
+	waiters    waitQueue    // requests waiting for a key, in arrival order
+	waits      atomic.Int64 // requests that waited for a key
 
 	// Requests that two keys rejected (forgive), and when that was last
 	// logged (Unix ns on the pool's clock): at most once a minute.
@@ -117,7 +123,9 @@ func New(keys []Key, opts ...Option) (*Transport, error) {
 	}
 	if cfg.shared != nil {
 		t.startShared(cfg.shared)
+		t.keySpender, _ = cfg.shared.(sharedstate.Spender)
 	}
+	t.startSpends()
 	t.tel.meter() // the key gauges report from now, not from the first request
 	return t, nil
 }
@@ -159,6 +167,11 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	if !t.keyAllowed(req) {
 		return t.passThrough(req)
+	}
+	if t.cfg.clients != nil {
+		if err := t.checkClient(req); err != nil {
+			return t.refuseClient(req, err)
+		}
 	}
 	c := newCall()
 	c.t, c.req, c.ks, c.bufLen = t, req, t.keys.Load(), -1

@@ -113,8 +113,9 @@ func (m *metered) Read(p []byte) (int, error) {
 func (m *metered) Close() error { return m.body.Close() }
 
 // finish records the attempt's event with the units the meter found, and
-// their cost. It runs once, when the body ends.
-func (t *Transport) finishMetered(m *metered) {
+// their cost, and counts them against the budgets of key k and of the
+// client (budgets.go). It runs once, when the body ends.
+func (t *Transport) finishMetered(m *metered, k *keyState) {
 	u := m.meter.Done(m.complete)
 	e := m.ev
 	e.InputTokens, e.OutputTokens, e.CachedTokens, e.Units = u.InputTokens, u.OutputTokens, u.CachedTokens, u.Units
@@ -124,6 +125,7 @@ func (t *Transport) finishMetered(m *metered) {
 		}
 	}
 	t.rec.Record(e)
+	t.countSpend(k, &e)
 }
 
 // meterAnswer starts metering the answer resp of request r, whose event is

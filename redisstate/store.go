@@ -31,6 +31,9 @@
 //	{apipool}:second-n:<id>    hash: how many requests count at each of those times, and in all
 //	{apipool}:minute:<id>      sorted set: the same for the per-minute window
 //	{apipool}:minute-n:<id>    hash: the same for the per-minute window
+//	{apipool}:spend:<scope>:<budget>:<period>:<id>
+//	                           float: what key (scope "key") or client ("client") <id> spent
+//	                           against a budget in a period; expires a minute after the period
 //	{apipool}:changes          the pub/sub channel of changes
 //
 // A cooldown is set by a Lua script that keeps the later deadline and
@@ -72,6 +75,20 @@
 // busy that share of its requests (at PerSecond, 1% for 10 ms of slack;
 // 10% for leased blocks; nothing to speak of at PerMinute). Requests never
 // sent are not given back.
+//
+// # Budgets
+//
+// [Store.Spend] (sharedstate.Spender) counts what keys and clients spend
+// against their budgets (apipool.Budget): one float per budget, period and
+// key or client, added to with INCRBYFLOAT and expiring a minute after the
+// period ends. A pool sends its spends off the request path, merged, and
+// takes in the totals Redis answers: a replica knows the others' spend as
+// of its own last spend on the key. So a key may overshoot its budget by
+// the units of the requests in flight on it across the replicas when the
+// count reaches the budget, and of those each replica starts before its
+// next answer on the key tells it the total (at most its own requests in
+// flight again): at most twice the requests in flight on the key across
+// the replicas at once, times the largest answer's units.
 //
 // # Clocks
 //
@@ -146,6 +163,7 @@ type Store struct {
 	// Redis keys and the channel, all beginning with "{prefix}".
 	cooldownKey, disabledKey, epochKey, channel string
 	dayPrefix, secondPrefix, minutePrefix       string
+	spendPrefix                                 string
 
 	errs      atomic.Uint64
 	malformed atomic.Uint64
@@ -282,6 +300,7 @@ func New(client redis.UniversalClient, opts ...Option) (*Store, error) {
 	s.dayPrefix = tag + "day:"
 	s.secondPrefix = tag + "second"
 	s.minutePrefix = tag + "minute"
+	s.spendPrefix = tag + "spend:"
 	return s, nil
 }
 

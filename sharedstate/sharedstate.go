@@ -113,3 +113,54 @@ type Limits struct {
 // change it will never accept (an invalid key ID, say): the pool drops the
 // change instead of retrying it.
 var ErrRejected = errors.New("apipool/sharedstate: the store rejected the change")
+
+// Spender is what a Store implements, beside Store, to share what keys
+// and clients spend against their budgets (apipool.Budget) among the
+// replicas: a pool whose Store is a Spender counts its keys' spend there,
+// and apipool.NewClientBudgets takes one for the clients'. Package
+// redisstate's Store is one. A Store that is not a Spender leaves every
+// replica to count its own spend.
+//
+// Implementations must be safe for concurrent use.
+type Spender interface {
+	// Spend adds each amount to its budget's count for its period,
+	// atomically across replicas, and returns the counts after the
+	// additions, in the order of spends (an amount given twice in one
+	// call is added twice). A count lives until its period ends (End);
+	// the store may keep it a little longer for clocks that disagree,
+	// and must not keep it for good. The pool calls it off the request
+	// path, with spends merged per budget and period, and does not call
+	// it again for spends that failed: they count in the replica that
+	// made them only.
+	Spend(ctx context.Context, spends []Spend) (totals []float64, err error)
+}
+
+// SpendScope says whose budget a Spend counts against.
+type SpendScope string
+
+// The scopes of budgets.
+const (
+	// SpendKey: a key's budget (apipool.Key.Budget); Spend.ID is the key's
+	// ID.
+	SpendKey SpendScope = "key"
+	// SpendClient: a client's budget (apipool.ClientBudgets); Spend.ID is
+	// the client's name (apipool.ContextWithClient).
+	SpendClient SpendScope = "client"
+)
+
+// Spend is one amount spent against one budget in one period.
+type Spend struct {
+	Scope SpendScope
+	ID    string
+	// Budget names the budget: "tokens_per_minute", "tokens_per_day",
+	// "cost_per_day" or "cost_per_month" (apipool.BudgetKind).
+	Budget string
+	// Period is which of the budget's periods the amount falls in: the
+	// minute since the Unix epoch for a budget per minute, the quota day
+	// (as Limits.Day) for one per day, year×12 + month−1 in the quota
+	// location for one per month. End is when that period ends.
+	Period uint64
+	End    time.Time
+	// Amount is the tokens or the cost spent: finite and not negative.
+	Amount float64
+}

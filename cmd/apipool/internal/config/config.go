@@ -93,6 +93,7 @@ type Token struct {
 	Burst     int
 	MaxBody   int64
 	Upstreams map[string]bool // nil: every upstream
+	Budgets   apipool.Budget  // the client's (budgets.go); zero: none
 }
 
 // Inject says how a key goes on the upstream request.
@@ -134,6 +135,7 @@ type Upstream struct {
 	Timeout               time.Duration
 	ResponseHeaderTimeout time.Duration
 	KeyLimits             KeyLimits
+	KeyBudgets            apipool.Budget // every key's (budgets.go); zero: none
 	Classifier            status.Config
 	Probe                 *Probe
 }
@@ -559,6 +561,7 @@ func (v *validator) token(t *tokenT, at string, def limitsDefaultsT, maxBody int
 	if out.Rate > 0 && out.Burst == 0 {
 		out.Burst = max(1, int(out.Rate))
 	}
+	out.Budgets = v.budget(t.Budgets, at+".budgets")
 	if len(t.Upstreams) > 0 {
 		out.Upstreams = map[string]bool{}
 		for j, u := range t.Upstreams {
@@ -652,6 +655,7 @@ func (v *validator) upstream(u *upstreamT, at string, srv Server) *Upstream {
 	v.nonNeg(kl.PerDay, at+".key_limits.per_day")
 	v.nonNeg(kl.MaxInFlight, at+".key_limits.max_in_flight")
 	out.KeyLimits = KeyLimits{kl.PerSecond.V, kl.PerMinute.V, kl.PerDay.V, kl.MaxInFlight.V}
+	out.KeyBudgets = v.budget(u.KeyBudgets, at+".key_budgets")
 	for j, c := range u.Classifier.RateLimitCodes {
 		out.Classifier.RateLimitCodes = append(out.Classifier.RateLimitCodes, v.code(c, fmt.Sprintf("%s.classifier.rate_limit_codes[%d]", at, j)))
 	}
@@ -693,6 +697,7 @@ func (v *validator) upstream(u *upstreamT, at string, srv Server) *Upstream {
 		}
 		v.fail(line, field, "%s", e.msg)
 	}
+	withBudget(keys, out.KeyBudgets)
 	out.Keys = keys
 	return out
 }

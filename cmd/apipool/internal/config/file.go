@@ -64,6 +64,7 @@ type tokenT struct {
 	Burst     Value[int]      `yaml:"burst"`
 	MaxBody   Value[Size]     `yaml:"max_body"`
 	Upstreams []Value[string] `yaml:"upstreams"`
+	Budgets   *budgetsT       `yaml:"budgets"` // budgets.go
 }
 
 type upstreamT struct {
@@ -83,6 +84,7 @@ type upstreamT struct {
 	Timeout               Value[Duration] `yaml:"timeout"`
 	ResponseHeaderTimeout Value[Duration] `yaml:"response_header_timeout"`
 	KeyLimits             keyLimitsT      `yaml:"key_limits"`
+	KeyBudgets            *budgetsT       `yaml:"key_budgets"` // budgets.go
 	Classifier            classifierT     `yaml:"classifier"`
 	Probe                 *probeT         `yaml:"probe"`
 }

@@ -291,7 +291,7 @@ func (s *Server) adminAdd(w http.ResponseWriter, r *http.Request) {
 	}
 	lim := up.cfg.KeyLimits
 	k := apipool.Key{ID: up.cfg.Name + "/" + body.ID, Secret: apipool.Secret(body.Secret),
-		PerSecond: lim.PerSecond, PerMinute: lim.PerMinute, PerDay: lim.PerDay, MaxInFlight: lim.MaxInFlight}
+		PerSecond: lim.PerSecond, PerMinute: lim.PerMinute, PerDay: lim.PerDay, MaxInFlight: lim.MaxInFlight, Budget: up.cfg.KeyBudgets}
 	// Serialised with Reload, whose scrub index would forget the key.
 	s.cfgMu.Lock()
 	defer s.cfgMu.Unlock()

@@ -36,7 +36,7 @@ func Check(ctx context.Context, cfg *config.Config, base http.RoundTripper) ([]C
 			b = baseTransport(uc)
 		}
 		opts := append(poolOptions(uc, cfg.FingerprintKey), apipool.WithBase(b), apipool.WithRecorder(nil), apipool.WithProbe(p, 0))
-		pool, err := apipool.New(uc.Keys, opts...)
+		pool, err := apipool.New(withoutBudgets(uc.Keys), opts...)
 		if err != nil {
 			return nil, fmt.Errorf("upstream %s: %w", uc.Name, err)
 		}

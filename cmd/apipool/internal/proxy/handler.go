@@ -534,6 +534,15 @@ func (s *Server) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	var nke *apipool.NoKeyError
 	code, typ, msg := http.StatusBadGateway, "upstream_error", "the upstream could not be reached"
 	ri := info(r.Context())
+	var be *apipool.BudgetError
+	if errors.As(err, &be) { // the token's budget: nothing was sent (budgets.go)
+		if ri != nil {
+			w.Header().Set("X-Request-Id", ri.id)
+		}
+		s.log.Info("refused", "reason", "budget", "token", be.Client, "budget", string(be.Budget), "until", be.Until, "method", r.Method, "path", r.URL.Path)
+		s.budgetError(w, r, be)
+		return
+	}
 	switch {
 	case ri != nil && ri.tooLarge.Load():
 		code, typ, msg = http.StatusRequestEntityTooLarge, "request_too_large", "the request body exceeds this token's limit"

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apipool-ng/apipool"
 	"github.com/apipool-ng/apipool/cmd/apipool/internal/config"
 	"github.com/apipool-ng/apipool/cmd/apipool/internal/fakeapi"
 	"github.com/apipool-ng/apipool/cmd/apipool/internal/proxy"
@@ -102,6 +103,7 @@ type envOpts struct {
 	noServe bool
 	ownRec  bool // use the configured recorder, not a testRecorder
 	yaml    func(upstreamURL, keyFile string) string
+	pool    func(upstream string) []apipool.Option // proxy.Options.PoolOptions
 }
 
 const baseYAML = `listen: 127.0.0.1:0
@@ -160,7 +162,7 @@ func newEnv(t *testing.T, o envOpts) *env {
 		t.Fatalf("config: %v", err)
 	}
 	log := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	po := proxy.Options{Logger: log}
+	po := proxy.Options{Logger: log, PoolOptions: o.pool}
 	if !o.ownRec {
 		store, err := memory.New()
 		if err != nil {

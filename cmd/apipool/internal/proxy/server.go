@@ -37,6 +37,10 @@ type Options struct {
 	// uses DashboardHandler); the server mounts it under the configured
 	// path, behind the configured users' basic auth. Nil mounts none.
 	Dashboard func(upstream string, pool *apipool.Transport) http.Handler
+	// PoolOptions, when set, gives more options for an upstream's pool,
+	// applied after those of the file (tests; a program that embeds the
+	// proxy).
+	PoolOptions func(upstream string) []apipool.Option
 }
 
 // Server is the proxy. Create it with New; it is safe for concurrent use.
@@ -52,7 +56,9 @@ type Server struct {
 	stats     recorder.Stats
 	redis     *redis.Client
 	tel       *telemetry
-	hooks     *webhook.Sender // the alerts' webhooks (alerts.go); nil without
+	hooks     *webhook.Sender               // the alerts' webhooks (alerts.go); nil without
+	clients   *apipool.ClientBudgets        // the tokens' budgets, every pool's (budgets.go)
+	poolOpts  func(string) []apipool.Option // Options.PoolOptions
 	main      http.Handler
 	admin     http.Handler // nil: the admin endpoints are on main
 	tlsMain   *tls.Config  // nil: plain HTTP
@@ -115,6 +121,10 @@ func New(ctx context.Context, cfg *config.Config, o Options) (_ *Server, err err
 	if s.hooks, err = newWebhooks(cfg.Alerts, s.log); err != nil {
 		return nil, fmt.Errorf("alerts: %w", err)
 	}
+	if s.clients, err = newClientBudgets(cfg, s.redis); err != nil {
+		return nil, fmt.Errorf("tokens' budgets: %w", err)
+	}
+	s.poolOpts = o.PoolOptions
 	for _, uc := range cfg.Upstreams {
 		up, err := s.newUpstream(uc, cfg, o.Base)
 		if err != nil {
@@ -145,10 +155,12 @@ func (s *Server) newUpstream(uc config.Upstream, cfg *config.Config, base http.R
 		apipool.WithTracerProvider(s.tel.tp),
 		apipool.WithPropagators(propagation.TraceContext{}),
 		s.alertOption(uc, cfg.Alerts),
+		apipool.WithClientBudgets(s.clients),
 	)
 	if p := probe(uc); p != nil {
 		opts = append(opts, apipool.WithProbe(p, uc.Probe.Interval))
 	}
+
 	if s.redis != nil {
 		prefix := cfg.Redis.Prefix
 		if prefix == "" {
@@ -159,6 +171,9 @@ func (s *Server) newUpstream(uc config.Upstream, cfg *config.Config, base http.R
 			return nil, fmt.Errorf("upstream %s: redis: %w", uc.Name, err)
 		}
 		opts = append(opts, apipool.WithSharedState(st))
+	}
+	if s.poolOpts != nil {
+		opts = append(opts, s.poolOpts(uc.Name)...)
 	}
 	pool, err := apipool.New(uc.Keys, opts...)
 	if err != nil {
@@ -384,6 +399,9 @@ func (s *Server) Reload() error {
 		s.log.Warn("reload: a changed tls or admin.tls setting needs a restart (a changed certificate file is read at the next handshake)")
 	}
 	s.tokens.Store(newTokenSet(c.Tokens, s.tokens.Load()))
+	if err := s.clients.SetBudgets(config.ClientBudgets(c.Tokens)); err != nil {
+		errs = append(errs, fmt.Errorf("tokens' budgets: %w", err)) // config.Load checked them: not expected
+	}
 	// Keep the running settings but the tokens and keys.
 	nc := *old
 	nc.Tokens = c.Tokens
