@@ -81,6 +81,16 @@ type KeyRow struct {
 	ProviderLimit     *int64     `json:"provider_limit"`
 	ProviderReset     *time.Time `json:"provider_reset"`
 	Weight            int        `json:"weight"`
+	// Tier is the key's tier (0 first: see apipool.Key.Tier).
+	Tier int `json:"tier"`
+	// Tokens and Cost are what the key's answers in the window stated
+	// (input and output tokens) and cost, summed over the attempts that
+	// stated them; null when none did, or the store does not sum
+	// (recorder.TotalsStats). TokensUnknown counts the attempts whose
+	// tokens are not known.
+	Tokens        *int64   `json:"tokens"`
+	TokensUnknown *int64   `json:"tokens_unknown"`
+	Cost          *float64 `json:"cost"`
 	// Attempts through the key in the window, and how many succeeded
 	// or were rate limited.
 	Requests         *int64   `json:"requests"`
@@ -213,6 +223,13 @@ func (h *handler) keys(ctx context.Context, win windowSpec) keysResponse {
 		return out
 	}
 	all, succ, limited := counts[0], counts[1], counts[2]
+	var totals map[string]recorder.Totals
+	if ts, ok := h.stats.(recorder.TotalsStats); ok {
+		if totals, err = ts.TotalsBy(ctx, q, recorder.ByKey); err != nil {
+			out.StatsError = "apipool/dashboard: stats: " + err.Error()
+			totals = nil
+		}
+	}
 	for i := range out.Keys {
 		k := &out.Keys[i]
 		n := all[k.ID]
@@ -220,6 +237,16 @@ func (h *handler) keys(ctx context.Context, win windowSpec) keysResponse {
 		k.SuccessShare, k.RateLimitedShare = share(succ[k.ID], n), share(limited[k.ID], n)
 		if l, ok := lat[k.ID]; ok && l.Count > 0 {
 			k.P50MS, k.P99MS = ms(l.P50), ms(l.P99)
+		}
+		if totals != nil {
+			t := totals[k.ID]
+			k.TokensUnknown = ptr(t.TokensUnknown)
+			if t.Events > t.TokensUnknown {
+				k.Tokens = ptr(t.InputTokens + t.OutputTokens)
+			}
+			if t.Events > t.CostUnknown {
+				k.Cost = ptr(t.Cost)
+			}
 		}
 	}
 	return out
@@ -234,7 +261,7 @@ func (h *handler) row(s apipool.KeyStatus) KeyRow {
 	k := KeyRow{
 		ID: s.ID, Fingerprint: s.Fingerprint, State: string(s.State), CoolingReason: s.CoolingReason,
 		Disabled: s.Disabled, DisabledReason: s.DisabledReason, Breaker: s.Breaker.String(),
-		InFlight: s.InFlight, Weight: s.Weight, Hold: s.Hold,
+		InFlight: s.InFlight, Weight: s.Weight, Tier: s.Tier, Hold: s.Hold,
 		CoolingUntil: timePtr(s.CoolingUntil), DisabledAt: timePtr(s.DisabledAt),
 		DisabledRetryAt: timePtr(s.DisabledRetryAt), HoldUntil: timePtr(s.HoldUntil),
 		QuotaLeft: countPtr(s.QuotaLeft), ProviderRemaining: countPtr(s.ProviderRemaining),

@@ -133,6 +133,7 @@
     id: function (k) { return k.id; },
     fingerprint: function (k) { return k.fingerprint; },
     state: function (k) { return k.state; },
+    tier: function (k) { return k.tier; },
     breaker: function (k) { return k.breaker; },
     in_flight: function (k) { return k.in_flight; },
     quota_left: function (k) { return k.quota_left; },
@@ -141,7 +142,9 @@
     success_share: function (k) { return k.success_share; },
     rate_limited_share: function (k) { return k.rate_limited_share; },
     p50_ms: function (k) { return k.p50_ms; },
-    p99_ms: function (k) { return k.p99_ms; }
+    p99_ms: function (k) { return k.p99_ms; },
+    tokens: function (k) { return k.tokens; },
+    cost: function (k) { return k.cost; }
   };
 
   function matches(k, q) {
@@ -149,8 +152,8 @@
       (k.cooling_reason || '') + '\n' + (k.disabled_reason || '') + '\n' + (k.hold || '')).toLowerCase().indexOf(q) >= 0;
   }
 
-  var labels = ['ID', 'fingerprint', 'state', 'breaker', 'in flight', 'quota left today', 'provider remaining',
-    'requests', 'success', 'rate limited', 'p50', 'p99', 'actions'];
+  var labels = ['ID', 'fingerprint', 'state', 'tier', 'breaker', 'in flight', 'quota left today', 'provider remaining',
+    'requests', 'success', 'rate limited', 'p50', 'p99', 'tokens', 'cost', 'actions'];
 
   function keyRow(k) {
     var tr = el('tr');
@@ -159,6 +162,7 @@
     tr.appendChild(el('td', 'id', k.id));
     tr.appendChild(el('td', 'fp', k.fingerprint));
     tr.appendChild(stateCell(k));
+    tr.appendChild(el('td', 'n tier', k.tier));
     tr.appendChild(el('td', 'breaker', k.breaker));
     tr.appendChild(el('td', 'n inflight', k.in_flight));
     tr.appendChild(el('td', 'n quota', num(k.quota_left)));
@@ -171,6 +175,10 @@
     tr.appendChild(el('td', 'n limited', pct(k.rate_limited_share)));
     tr.appendChild(el('td', 'n p50', msText(k.p50_ms)));
     tr.appendChild(el('td', 'n p99', msText(k.p99_ms)));
+    var tok = num(k.tokens);
+    if (k.tokens_unknown) tok += ' (+' + k.tokens_unknown + ' unknown)';
+    tr.appendChild(el('td', 'n tokens', tok));
+    tr.appendChild(el('td', 'n cost', k.cost === null || k.cost === undefined ? '-' : k.cost.toFixed(4)));
     if (cfg.actions) {
       var td = el('td', 'actions');
       var b = el('button', 'action', k.disabled ? 'enable' : 'disable');
