@@ -149,6 +149,11 @@ func (s *Server) newUpstream(uc config.Upstream, cfg *config.Config, base http.R
 	if p := probe(uc); p != nil {
 		opts = append(opts, apipool.WithProbe(p, uc.Probe.Interval))
 	}
+	ro, err := routingOptions(uc) // routing.go
+	if err != nil {
+		return nil, fmt.Errorf("upstream %s: %w", uc.Name, err)
+	}
+	opts = append(opts, ro...)
 	if s.redis != nil {
 		prefix := cfg.Redis.Prefix
 		if prefix == "" {
@@ -373,6 +378,12 @@ func (s *Server) Reload() error {
 		if uc.Target.String() != up.cfg.Target.String() || uc.Prefix != up.cfg.Prefix || uc.Host != up.cfg.Host {
 			s.log.Warn("reload: a changed target or route needs a restart", "upstream", uc.Name)
 		}
+		if !sameRouting(uc, up.cfg) {
+			s.log.Warn("reload: a changed routing section needs a restart (the keys' tiers and models are applied with the keys)", "upstream", uc.Name)
+		}
+		if !sameUsage(uc, up.cfg) {
+			s.log.Warn("reload: a changed usage section or prices file needs a restart", "upstream", uc.Name)
+		}
 		if _, _, err := up.reloadKeys(uc.Keys, s.log); err != nil {
 			errs = append(errs, err)
 		}
@@ -433,6 +444,9 @@ func (s *Server) watchedFiles() []string {
 	for _, u := range c.Upstreams {
 		if u.KeyFile != "" {
 			files = append(files, u.KeyFile)
+		}
+		if u.Usage.PricesFile != "" {
+			files = append(files, u.Usage.PricesFile) // its change is logged as needing a restart
 		}
 	}
 	return files
