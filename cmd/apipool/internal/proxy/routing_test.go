@@ -419,6 +419,29 @@ func TestProxyRoutingReload(t *testing.T) {
 			t.Errorf("the log does not say %q", w)
 		}
 	}
+
+	// Models on the keys of a pool started without routing.model: the
+	// pool refuses them; the reload fails, says so, and the keys stay.
+	e = routingEnv(t, "", secretA, secretB)
+	y, err = os.ReadFile(e.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(e.cfgPath, append(y, "    routing: {model: json}\n"...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.writeKeys("k0 " + secretA + " models=fake-1\nk1 " + secretB)
+	if err := e.srv.Reload(); err == nil {
+		t.Error("a reload giving models to the keys of a pool without a model source: no error")
+	}
+	if !strings.Contains(e.logs.String(), "reload: the pool refused the new keys") {
+		t.Error("the refused keys are not logged")
+	}
+	for _, k := range e.srv.Pool("openai").Snapshot() {
+		if k.Models != nil {
+			t.Errorf("%s has models %q after a refused reload", k.ID, k.Models)
+		}
+	}
 }
 
 // TestAdminKeysRouting: the admin API's key listing shows each key's

@@ -385,6 +385,9 @@ func (s *Server) Reload() error {
 			s.log.Warn("reload: a changed usage section or prices file needs a restart", "upstream", uc.Name)
 		}
 		if _, _, err := up.reloadKeys(uc.Keys, s.log); err != nil {
+			// Such as models on the keys of a pool started without
+			// routing.model. The error names keys by ID, never a secret.
+			s.log.Error("reload: the pool refused the new keys; it keeps its keys", "upstream", uc.Name, "error", err)
 			errs = append(errs, err)
 		}
 	}
