@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"bytes"
 	"compress/gzip"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -14,7 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apipool-ng/apipool/cmd/apipool/internal/config"
 	"github.com/apipool-ng/apipool/cmd/apipool/internal/fakeapi"
+	"github.com/apipool-ng/apipool/cmd/apipool/internal/proxy"
 	"github.com/apipool-ng/apipool/recorder"
 	"github.com/apipool-ng/apipool/status"
 )
@@ -515,5 +518,22 @@ upstreams:
 		if code, body := e.admin("POST", adminAPI+"/keys", c.body); code != 400 || !strings.Contains(body, c.want) {
 			t.Errorf("%s: %d %s, want 400 %q", c.body, code, body, c.want)
 		}
+	}
+}
+
+// TestCheckRouting: check probes the keys of an upstream whose keys have
+// tiers and models (the pool it builds has the upstream's model source).
+func TestCheckRouting(t *testing.T) {
+	e := routingEnv(t, "    probe: {path: /v1/models}\n    routing: {model: json}\n    key_models: {k0: [fake-1]}\n    key_tiers: {k1: 1}\n", secretA, secretB)
+	cfg, err := config.Load(e.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := proxy.Check(context.Background(), cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != 2 || !res[0].Usable || !res[1].Usable {
+		t.Errorf("check: %+v", res)
 	}
 }
