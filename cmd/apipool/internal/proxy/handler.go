@@ -564,9 +564,15 @@ func (s *Server) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 		w.Header().Set("X-Request-Id", ri.id)
 		args = append(args, "id", ri.id, "upstream", ri.upstream.cfg.Name)
 	}
-	if code == 499 {
+	switch {
+	case code == 499:
 		s.log.Info("request canceled by the caller", args...)
-	} else {
+	case typ == "unknown_model":
+		// The caller's mistake, refused before any upstream: counted
+		// with the proxy's other refusals.
+		s.tel.rejected.Add(r.Context(), 1, metric.WithAttributes(attribute.String("reason", typ)))
+		s.log.Info("refused: no key serves the request's model", args...)
+	default:
 		s.log.Warn("upstream request failed", args...)
 	}
 	writeError(w, code, typ, msg)

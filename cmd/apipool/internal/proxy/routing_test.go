@@ -171,6 +171,9 @@ func TestProxyModelRouting(t *testing.T) {
 	if n := len(e.api.Requests()); n != seen {
 		t.Errorf("a request for an unknown model reached the upstream")
 	}
+	if !strings.Contains(e.logs.String(), `"msg":"refused: no key serves the request's model"`) {
+		t.Errorf("the refusal is not logged as one")
+	}
 	// A long model name is cut.
 	_, body = e.chat(strings.Repeat("m", 300), false, "")
 	if !strings.Contains(body, `serves model \"`+strings.Repeat("m", 128)+`...\"`) {
