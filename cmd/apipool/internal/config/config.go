@@ -138,6 +138,8 @@ type Upstream struct {
 	KeyBudgets            apipool.Budget // every key's (budgets.go); zero: none
 	Classifier            status.Config
 	Probe                 *Probe
+	Routing               Routing // routing.go; each key's Tier and Models are in Keys
+	Usage                 Usage   // usage.go
 }
 
 // Recorder says where usage events go.
@@ -682,7 +684,7 @@ func (v *validator) upstream(u *upstreamT, at string, srv Server) *Upstream {
 		envOK = out.KeyEnv != ""
 	}
 	out.KeyFile = v.resolve(out.KeyFile)
-	keys, errs := loadKeys(out.Name, out.KeyEnv, u.Keys.File, out.KeyFile, v.lookup, out.KeyLimits)
+	keys, errs, opts := loadKeys(out.Name, out.KeyEnv, u.Keys.File, out.KeyFile, v.lookup, out.KeyLimits)
 	for _, e := range errs {
 		if !envOK && !e.file {
 			continue // "no keys": keys.env's error says why
@@ -699,6 +701,8 @@ func (v *validator) upstream(u *upstreamT, at string, srv Server) *Upstream {
 	}
 	withBudget(keys, out.KeyBudgets)
 	out.Keys = keys
+	v.routing(u, at, out, opts)               // routing.go
+	out.Usage = v.usage(u.Usage, at+".usage") // usage.go
 	return out
 }
 

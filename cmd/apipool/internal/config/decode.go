@@ -250,12 +250,14 @@ func suggest(s string, options []string) string {
 	return ""
 }
 
-// editDistance is the Levenshtein distance of a and b (in bytes), at
-// most 100 steps of either.
+// editDistance is the edit distance of a and b (in bytes): insertions,
+// deletions, substitutions and swaps of two adjacent bytes ("modle" is
+// one step from "model"), for at most 100 bytes of either.
 func editDistance(a, b string) int {
 	if len(a) > 100 || len(b) > 100 {
 		return 1 << 30
 	}
+	prev2 := make([]int, len(b)+1) // row i-2
 	prev := make([]int, len(b)+1)
 	cur := make([]int, len(b)+1)
 	for j := range prev {
@@ -269,8 +271,11 @@ func editDistance(a, b string) int {
 				c++
 			}
 			cur[j] = min(c, prev[j]+1, cur[j-1]+1)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				cur[j] = min(cur[j], prev2[j-2]+1)
+			}
 		}
-		prev, cur = cur, prev
+		prev2, prev, cur = prev, cur, prev2
 	}
 	return prev[len(b)]
 }

@@ -87,6 +87,11 @@ type upstreamT struct {
 	KeyBudgets            *budgetsT       `yaml:"key_budgets"` // budgets.go
 	Classifier            classifierT     `yaml:"classifier"`
 	Probe                 *probeT         `yaml:"probe"`
+
+	Routing   *routingT            `yaml:"routing"`    // routing.go
+	KeyTiers  namedMap[Value[int]] `yaml:"key_tiers"`  // routing.go
+	KeyModels namedMap[modelList]  `yaml:"key_models"` // routing.go
+	Usage     *usageT              `yaml:"usage"`      // usage.go
 }
 
 type keysT struct {

@@ -22,22 +22,32 @@ type keyErr struct {
 // loadKeys reads an upstream's keys from the environment variable env (a
 // valid name, or "") and the file (unset, or a path). Each line (or, in
 // the variable, each comma-separated item) is a secret alone, or an ID and
-// a secret separated by spaces; blank lines and lines starting with # are
-// skipped. A key's ID is "upstream/ID", or "upstream/" and the first 8 hex
+// a secret separated by spaces; a key file's line may end with routing
+// options (tier=N models=a,b*, see keyOptions), which it returns by ID;
+// blank lines and lines starting with # are skipped. A key's ID is "upstream/ID", or "upstream/" and the first 8 hex
 // digits of the secret's fingerprint when the line gives none. Errors name
 // lines, never secrets, nor a file name that came from a variable or
 // could be a key written in the wrong place.
 //
 // file is fileV's path resolved against the config file's directory: the
 // errors show it.
-func loadKeys(upstream, env string, fileV Value[string], file string, lookup func(string) (string, bool), lim KeyLimits) ([]apipool.Key, []keyErr) {
+func loadKeys(upstream, env string, fileV Value[string], file string, lookup func(string) (string, bool), lim KeyLimits) ([]apipool.Key, []keyErr, map[string]keyOpts) {
 	label := keyFileLabel(fileV, file, true)
 	var keys []apipool.Key
 	var errs []keyErr
 	ids := map[string]string{}
 	secrets := map[string]string{}
+	opts := map[string]keyOpts{} // by ID without the upstream's prefix
 	add := func(fromFile bool, where, line string) {
-		fields := strings.Fields(line)
+		fields, o, problem := keyOptions(strings.Fields(line)) // routing.go
+		switch {
+		case problem != "":
+			errs = append(errs, keyErr{fromFile, where + ": " + problem})
+			return
+		case !fromFile && (o.tier || o.models):
+			errs = append(errs, keyErr{fromFile, where + ": tier= and models= are key file options: give a variable's keys their tier and models in key_tiers and key_models"})
+			return
+		}
 		var id, secret string
 		switch len(fields) {
 		case 1:
@@ -55,9 +65,10 @@ func loadKeys(upstream, env string, fileV Value[string], file string, lookup fun
 				return
 			}
 		default:
-			errs = append(errs, keyErr{fromFile, where + ": want a secret, or an ID and a secret, separated by spaces"})
+			errs = append(errs, keyErr{fromFile, where + ": want a secret, or an ID and a secret, separated by spaces (then, in a key file, options: tier=N models=a,b*)"})
 			return
 		}
+		opts[id] = o
 		id = upstream + "/" + id
 		if other, dup := secrets[secret]; dup {
 			errs = append(errs, keyErr{fromFile, where + ": the same secret as " + other})
@@ -68,7 +79,8 @@ func loadKeys(upstream, env string, fileV Value[string], file string, lookup fun
 			return
 		}
 		ids[id], secrets[secret] = where, where
-		keys = append(keys, apipool.Key{ID: id, Secret: apipool.Secret(secret), PerSecond: lim.PerSecond, PerMinute: lim.PerMinute, PerDay: lim.PerDay, MaxInFlight: lim.MaxInFlight})
+		keys = append(keys, apipool.Key{ID: id, Secret: apipool.Secret(secret), PerSecond: lim.PerSecond, PerMinute: lim.PerMinute, PerDay: lim.PerDay, MaxInFlight: lim.MaxInFlight,
+			Tier: o.Tier, Models: o.Models})
 	}
 	if env != "" {
 		val, ok := lookup(env)
@@ -107,7 +119,7 @@ func loadKeys(upstream, env string, fileV Value[string], file string, lookup fun
 	} else if len(keys) == 0 && len(errs) == 0 {
 		errs = append(errs, keyErr{file != "", "no keys found"})
 	}
-	return keys, errs
+	return keys, errs, opts
 }
 
 // keyFileLabel names a key file in errors: "key file PATH", PATH being

@@ -150,15 +150,18 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"object": "list", "data": []any{map[string]any{"id": "fake-1", "object": "model", "created": 1700000000, "owned_by": "fake"}}})
 	case r.URL.Path == "/v1/chat/completions" && r.Method == http.MethodPost:
 		var req struct {
-			Model  string `json:"model"`
-			Stream bool   `json:"stream"`
+			Model         string `json:"model"`
+			Stream        bool   `json:"stream"`
+			StreamOptions struct {
+				IncludeUsage bool `json:"include_usage"`
+			} `json:"stream_options"`
 		}
 		if err := json.Unmarshal(body, &req); err != nil {
 			writeJSON(w, http.StatusBadRequest, map[string]any{"error": map[string]string{"message": "bad JSON", "type": "invalid_request_error"}})
 			return
 		}
 		if req.Stream {
-			a.stream(w, r, req.Model)
+			a.stream(w, r, req.Model, req.StreamOptions.IncludeUsage)
 			return
 		}
 		writeJSON(w, http.StatusOK, completion(req.Model, "Hello from the fake API."))
@@ -185,14 +188,24 @@ func completion(model, text string) map[string]any {
 		"id": "chatcmpl-fake", "object": "chat.completion", "created": 1700000000, "model": model,
 		"choices": []any{map[string]any{"index": 0, "finish_reason": "stop",
 			"message": map[string]any{"role": "assistant", "content": text}}},
-		"usage": map[string]any{"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8},
+		"usage": map[string]any{"prompt_tokens": PromptTokens, "completion_tokens": CompletionTokens, "total_tokens": PromptTokens + CompletionTokens},
 	}
 }
 
 // Words is the streamed answer, one event per word.
 var Words = []string{"Hello", " from", " the", " fake", " stream."}
 
-func (a *API) stream(w http.ResponseWriter, r *http.Request, model string) {
+// The usage the answers state: a completion's, and a stream's (asked for
+// with stream_options.include_usage, as OpenAI's API does).
+const (
+	PromptTokens     = 3
+	CompletionTokens = 5
+)
+
+// stream answers a streamed chat completion, one event per word. With
+// includeUsage, every chunk has "usage": null and a last chunk, with no
+// choices, states the usage, as OpenAI's API does.
+func (a *API) stream(w http.ResponseWriter, r *http.Request, model string, includeUsage bool) {
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")
 	rc := http.NewResponseController(w)
@@ -202,8 +215,14 @@ func (a *API) stream(w http.ResponseWriter, r *http.Request, model string) {
 			"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1700000000, "model": model,
 			"choices": []any{map[string]any{"index": 0, "delta": map[string]any{"content": word}, "finish_reason": nil}},
 		}
+		if i == 0 {
+			chunk["choices"].([]any)[0].(map[string]any)["delta"].(map[string]any)["role"] = "assistant"
+		}
 		if i == len(Words)-1 {
 			chunk["choices"].([]any)[0].(map[string]any)["finish_reason"] = "stop"
+		}
+		if includeUsage {
+			chunk["usage"] = nil
 		}
 		b, _ := json.Marshal(chunk)
 		fmt.Fprintf(w, "data: %s\n\n", b)
@@ -216,6 +235,13 @@ func (a *API) stream(w http.ResponseWriter, r *http.Request, model string) {
 				return
 			}
 		}
+	}
+	if includeUsage {
+		b, _ := json.Marshal(map[string]any{
+			"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1700000000, "model": model, "choices": []any{},
+			"usage": map[string]any{"prompt_tokens": PromptTokens, "completion_tokens": CompletionTokens, "total_tokens": PromptTokens + CompletionTokens},
+		})
+		fmt.Fprintf(w, "data: %s\n\n", b)
 	}
 	fmt.Fprint(w, "data: [DONE]\n\n")
 	rc.Flush()

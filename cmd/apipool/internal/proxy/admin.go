@@ -5,7 +5,7 @@ package proxy
 // paths when admin.listen is not set), behind the admin users' basic auth.
 //
 //	GET    /admin/api/v1/upstreams/{name}/keys               the keys and their state
-//	POST   /admin/api/v1/upstreams/{name}/keys               add {"id": "...", "secret": "..."}
+//	POST   /admin/api/v1/upstreams/{name}/keys               add {"id": "...", "secret": "...", "tier": 0, "models": [...]} (tier and models optional)
 //	DELETE /admin/api/v1/upstreams/{name}/keys/{id}          remove
 //	POST   /admin/api/v1/upstreams/{name}/keys/{id}/disable  disable {"reason": "..."} (optional)
 //	POST   /admin/api/v1/upstreams/{name}/keys/{id}/enable   enable
@@ -19,7 +19,7 @@ package proxy
 // A reload makes the pool's membership match the key file again (keys
 // added here and not in the file go, keys removed here and in the file
 // come back), while the disabled or enabled state of a key the reload
-// keeps (same ID, same secret) stays.
+// keeps (same ID, same secret, same limits, tier and models) stays.
 
 import (
 	"context"
@@ -30,6 +30,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -212,6 +213,17 @@ type keyJSON struct {
 	LearnedLimit    int        `json:"learned_limit"`
 	LearnedWindow   string     `json:"learned_window,omitempty"`
 	InKeyFile       bool       `json:"in_key_file"`
+
+	// Routing (issue 25): the key's tier; the models it serves (absent:
+	// every model); the models it rests for (routing.cooldown_scope: model).
+	Tier           int                 `json:"tier"`
+	Models         []string            `json:"models,omitempty"`
+	ModelCooldowns []modelCooldownJSON `json:"model_cooldowns,omitempty"`
+}
+
+type modelCooldownJSON struct {
+	Model string    `json:"model"`
+	Until time.Time `json:"until"`
 }
 
 func timeOrNil(t time.Time) *time.Time {
@@ -246,6 +258,10 @@ func (up *upstream) keyList(id string) []keyJSON {
 		if k.LearnedWindow > 0 {
 			j.LearnedWindow = k.LearnedWindow.String()
 		}
+		j.Tier, j.Models = k.Tier, k.Models
+		for _, mc := range k.ModelCooldowns {
+			j.ModelCooldowns = append(j.ModelCooldowns, modelCooldownJSON{mc.Model, mc.Until})
+		}
 		out = append(out, j)
 	}
 	return out
@@ -279,8 +295,10 @@ func (s *Server) adminAdd(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var body struct {
-		ID     string `json:"id"`
-		Secret string `json:"secret"`
+		ID     string   `json:"id"`
+		Secret string   `json:"secret"`
+		Tier   int      `json:"tier"`
+		Models []string `json:"models"`
 	}
 	if !readJSON(w, r, &body, false) {
 		return
@@ -289,9 +307,22 @@ func (s *Server) adminAdd(w http.ResponseWriter, r *http.Request) {
 		adminError(w, r, http.StatusBadRequest, "invalid_request", err.Error())
 		return
 	}
+	if body.Tier < 0 || body.Tier > config.MaxTier {
+		adminError(w, r, http.StatusBadRequest, "invalid_request", "want a tier from 0 (the first) to "+strconv.Itoa(config.MaxTier))
+		return
+	}
+	if err := config.CheckModels(body.Models); err != nil {
+		adminError(w, r, http.StatusBadRequest, "invalid_request", err.Error())
+		return
+	}
+	if len(body.Models) > 0 && up.cfg.Routing.Model == "" {
+		adminError(w, r, http.StatusBadRequest, "invalid_request", "this upstream has no routing.model: a key's models would match no request")
+		return
+	}
 	lim := up.cfg.KeyLimits
 	k := apipool.Key{ID: up.cfg.Name + "/" + body.ID, Secret: apipool.Secret(body.Secret),
-		PerSecond: lim.PerSecond, PerMinute: lim.PerMinute, PerDay: lim.PerDay, MaxInFlight: lim.MaxInFlight, Budget: up.cfg.KeyBudgets}
+		PerSecond: lim.PerSecond, PerMinute: lim.PerMinute, PerDay: lim.PerDay, MaxInFlight: lim.MaxInFlight, Budget: up.cfg.KeyBudgets,
+		Tier: body.Tier, Models: body.Models}
 	// Serialised with Reload, whose scrub index would forget the key.
 	s.cfgMu.Lock()
 	defer s.cfgMu.Unlock()

@@ -36,7 +36,11 @@ func Check(ctx context.Context, cfg *config.Config, base http.RoundTripper) ([]C
 			b = baseTransport(uc)
 		}
 		opts := append(poolOptions(uc, cfg.FingerprintKey), apipool.WithBase(b), apipool.WithRecorder(nil), apipool.WithProbe(p, 0))
-		pool, err := apipool.New(withoutBudgets(uc.Keys), opts...)
+		ro, err := routingOptions(uc) // keys that list models need the model source
+		if err != nil {
+			return nil, fmt.Errorf("upstream %s: %w", uc.Name, err)
+		}
+		pool, err := apipool.New(withoutBudgets(uc.Keys), append(opts, ro...)...)
 		if err != nil {
 			return nil, fmt.Errorf("upstream %s: %w", uc.Name, err)
 		}

@@ -352,6 +352,9 @@ func (up *upstream) rewrite(pr *httputil.ProxyRequest) {
 	pr.SetURL(up.cfg.Target)
 	stripCredentials(out)
 	limitAcceptEncoding(out.Header)
+	if readsTokens(up.cfg) {
+		acceptIdentity(out.Header) // routing.go
+	}
 	if ri := info(out.Context()); ri != nil {
 		ri.idOut[0] = ri.id
 		out.Header["X-Request-Id"] = ri.idOut[:]
@@ -532,6 +535,7 @@ func hostPort(scheme, host string) string {
 func (s *Server) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 	var mbe *http.MaxBytesError
 	var nke *apipool.NoKeyError
+	var nme *apipool.NoModelError
 	code, typ, msg := http.StatusBadGateway, "upstream_error", "the upstream could not be reached"
 	ri := info(r.Context())
 	var be *apipool.BudgetError
@@ -555,6 +559,8 @@ func (s *Server) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 		if !nke.RetryAt.IsZero() {
 			w.Header().Set("Retry-After", retryAfter(time.Until(nke.RetryAt)))
 		}
+	case errors.As(err, &nme) && ri != nil:
+		code, typ, msg = http.StatusBadRequest, "unknown_model", noModelMessage(ri.upstream.cfg.Name, nme.Model) // routing.go
 	case errors.Is(err, apipool.ErrClosed):
 		code, typ, msg = http.StatusServiceUnavailable, "shutting_down", "the proxy is shutting down"
 	case errors.Is(err, context.DeadlineExceeded):
@@ -567,9 +573,15 @@ func (s *Server) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 		w.Header().Set("X-Request-Id", ri.id)
 		args = append(args, "id", ri.id, "upstream", ri.upstream.cfg.Name)
 	}
-	if code == 499 {
+	switch {
+	case code == 499:
 		s.log.Info("request canceled by the caller", args...)
-	} else {
+	case typ == "unknown_model":
+		// The caller's mistake, refused before any upstream: counted
+		// with the proxy's other refusals.
+		s.tel.rejected.Add(r.Context(), 1, metric.WithAttributes(attribute.String("reason", typ)))
+		s.log.Info("refused: no key serves the request's model", args...)
+	default:
 		s.log.Warn("upstream request failed", args...)
 	}
 	writeError(w, code, typ, msg)

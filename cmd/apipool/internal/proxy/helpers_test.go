@@ -60,12 +60,14 @@ func (s *syncBuffer) String() string {
 }
 
 // testRecorder is a memory store that notes its Close and any event
-// recorded after it.
+// recorded after it, and keeps the events (Kept, routing_test.go).
 type testRecorder struct {
 	*memory.Store
 	events atomic.Int64
 	closed atomic.Bool
 	late   atomic.Int64
+	mu     sync.Mutex
+	kept   []recorder.Event
 }
 
 func (r *testRecorder) Record(e recorder.Event) {
@@ -73,6 +75,9 @@ func (r *testRecorder) Record(e recorder.Event) {
 		r.late.Add(1)
 	}
 	r.events.Add(1)
+	r.mu.Lock()
+	r.kept = append(r.kept, e)
+	r.mu.Unlock()
 	r.Store.Record(e)
 }
 

@@ -160,7 +160,11 @@ func (s *Server) newUpstream(uc config.Upstream, cfg *config.Config, base http.R
 	if p := probe(uc); p != nil {
 		opts = append(opts, apipool.WithProbe(p, uc.Probe.Interval))
 	}
-
+	ro, err := routingOptions(uc) // routing.go
+	if err != nil {
+		return nil, fmt.Errorf("upstream %s: %w", uc.Name, err)
+	}
+	opts = append(opts, ro...)
 	if s.redis != nil {
 		prefix := cfg.Redis.Prefix
 		if prefix == "" {
@@ -388,7 +392,16 @@ func (s *Server) Reload() error {
 		if uc.Target.String() != up.cfg.Target.String() || uc.Prefix != up.cfg.Prefix || uc.Host != up.cfg.Host {
 			s.log.Warn("reload: a changed target or route needs a restart", "upstream", uc.Name)
 		}
+		if !sameRouting(uc, up.cfg) {
+			s.log.Warn("reload: a changed routing section needs a restart (the keys' tiers and models are applied with the keys)", "upstream", uc.Name)
+		}
+		if !sameUsage(uc, up.cfg) {
+			s.log.Warn("reload: a changed usage section or prices file needs a restart", "upstream", uc.Name)
+		}
 		if _, _, err := up.reloadKeys(uc.Keys, s.log); err != nil {
+			// Such as models on the keys of a pool started without
+			// routing.model. The error names keys by ID, never a secret.
+			s.log.Error("reload: the pool refused the new keys; it keeps its keys", "upstream", uc.Name, "error", err)
 			errs = append(errs, err)
 		}
 	}
@@ -451,6 +464,9 @@ func (s *Server) watchedFiles() []string {
 	for _, u := range c.Upstreams {
 		if u.KeyFile != "" {
 			files = append(files, u.KeyFile)
+		}
+		if u.Usage.PricesFile != "" {
+			files = append(files, u.Usage.PricesFile) // its change is logged as needing a restart
 		}
 	}
 	return files

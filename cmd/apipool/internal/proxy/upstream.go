@@ -50,8 +50,11 @@ func baseTransport(u config.Upstream) *http.Transport {
 		ExpectContinueTimeout: time.Second,
 		ResponseHeaderTimeout: u.ResponseHeaderTimeout,
 		// Pass the body as the upstream sent it: the caller asked for
-		// (or did not ask for) compression itself.
-		DisableCompression: true,
+		// (or did not ask for) compression itself. But for a token
+		// reader, which reads JSON: the caller's Accept-Encoding is
+		// not passed on, the transport asks for gzip and decodes it
+		// (routing.go).
+		DisableCompression: !readsTokens(u),
 	}
 }
 
