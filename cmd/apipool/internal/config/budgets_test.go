@@ -12,7 +12,8 @@ import (
 func TestBudgetsSection(t *testing.T) {
 	kf := writeKeys(t, "a sk-one\nb sk-two\n", 0o600)
 	y := strings.Replace(minimal(kf), "    sha256: "+goodHash+"\n", "    sha256: "+goodHash+"\n    budgets: {tokens_per_day: 2000000, cost_per_month: 12.5}\n", 1) +
-		"    key_budgets:\n      tokens_per_minute: 30000\n      tokens_per_day: 1000000\n      cost_per_day: 20\n      cost_per_month: 400.5\n"
+		"    key_budgets:\n      tokens_per_minute: 30000\n      tokens_per_day: 1000000\n      cost_per_day: 20\n      cost_per_month: 400.5\n" +
+		"    usage: {reader: openai, prices: {'gpt-4o*': {input: 2.5, output: 10}}}\n"
 	c, err := Parse("f.yaml", []byte(y))
 	if err != nil {
 		t.Fatal(err)
@@ -57,6 +58,8 @@ func TestBudgetsErrors(t *testing.T) {
 		{"token negative", tok("    budgets: {tokens_per_minute: -1}\n"), "f.yaml:4: tokens[0].budgets.tokens_per_minute: want 0 (none) to"},
 		{"token cost", tok("    budgets:\n      cost_per_month: -3\n"), "f.yaml:5: tokens[0].budgets.cost_per_month: want a cost of 0 (none) or more"},
 		{"token typo", tok("    budget: {tokens_per_day: 5}\n"), "f.yaml:4: tokens[0].budget: unknown setting; did you mean budgets?"},
+		{"tokens without a reader", base + "    key_budgets: {tokens_per_day: 5000}\n", "f.yaml:9: upstreams[0].key_budgets: a token budget counts the tokens the answers state: it needs usage.reader"},
+		{"cost without prices", base + "    key_budgets: {cost_per_day: 5}\n    usage: {reader: openai}\n", "f.yaml:9: upstreams[0].key_budgets: a cost budget counts the cost of the answers: it needs usage.prices"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := Parse("f.yaml", []byte(c.yaml))

@@ -703,6 +703,12 @@ func (v *validator) upstream(u *upstreamT, at string, srv Server) *Upstream {
 	out.Keys = keys
 	v.routing(u, at, out, opts)               // routing.go
 	out.Usage = v.usage(u.Usage, at+".usage") // usage.go
+	if b := out.KeyBudgets; (b.TokensPerMinute > 0 || b.TokensPerDay > 0) && (out.Usage.Reader == "" || out.Usage.Reader == "header") {
+		v.fail(u.KeyBudgets.Line, at+".key_budgets", "a token budget counts the tokens the answers state: it needs usage.reader (openai, anthropic, gemini or auto)")
+	}
+	if b := out.KeyBudgets; (b.CostPerDay > 0 || b.CostPerMonth > 0) && out.Usage.Prices == nil {
+		v.fail(u.KeyBudgets.Line, at+".key_budgets", "a cost budget counts the cost of the answers: it needs usage.prices or usage.prices_file")
+	}
 	return out
 }
 

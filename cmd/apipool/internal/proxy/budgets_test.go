@@ -97,9 +97,9 @@ func TestClientBudget429(t *testing.T) {
 // moves on to the next key, and once every key is used up the caller gets
 // the proxy's 503 with Retry-After until the period's end.
 func TestKeyBudgetsThroughProxy(t *testing.T) {
-	e := newEnv(t, envOpts{pool: readUsage, yaml: func(url, keyFile string) string {
+	e := newEnv(t, envOpts{yaml: func(url, keyFile string) string {
 		y := fmt.Sprintf(baseYAML, sha(token), "", sha(token2), url, keyFile, url)
-		return strings.Replace(y, "    max_wait: 0s\n", "    max_wait: 0s\n    key_budgets: {tokens_per_day: 16}\n", 1)
+		return strings.Replace(y, "    max_wait: 0s\n", "    max_wait: 0s\n    key_budgets: {tokens_per_day: 16}\n    usage: {reader: openai}\n", 1)
 	}})
 	for i := range 4 { // 2 keys × 2 requests of 8 tokens
 		resp := e.do("POST", "/openai/v1/chat/completions", token, chat)
