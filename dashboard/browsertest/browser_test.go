@@ -367,9 +367,14 @@ func TestDashboardInBrowser(t *testing.T) {
 			continue
 		}
 		// columns: ID, fingerprint, state, breaker, in flight, quota,
-		// provider remaining, requests, success, rate limited, p50, p99.
+		// provider remaining, requests, success, rate limited, p50, p99,
+		// tier, tokens, cost.
 		want := map[int]string{0: k.ID, 1: k.Fingerprint, 3: k.Breaker, 4: strconv.FormatInt(k.InFlight, 10),
-			5: num(k.QuotaLeft), 7: num(k.Requests), 8: pct(k.SuccessShare), 9: pct(k.RateLimitedShare)}
+			5: num(k.QuotaLeft), 7: num(k.Requests), 8: pct(k.SuccessShare), 9: pct(k.RateLimitedShare),
+			12: strconv.Itoa(k.Tier), 13: num(k.Tokens)}
+		if k.Tokens != nil && k.TokensUnknown != nil && *k.TokensUnknown > 0 {
+			want[13] += " (+" + num(k.TokensUnknown) + " unknown)"
+		}
 		for i, w := range want {
 			if row.Cells[i] != w {
 				t.Errorf("%s column %d: page %q, API %q", k.ID, i, row.Cells[i], w)

@@ -152,8 +152,8 @@
       (k.cooling_reason || '') + '\n' + (k.disabled_reason || '') + '\n' + (k.hold || '')).toLowerCase().indexOf(q) >= 0;
   }
 
-  var labels = ['ID', 'fingerprint', 'state', 'tier', 'breaker', 'in flight', 'quota left today', 'provider remaining',
-    'requests', 'success', 'rate limited', 'p50', 'p99', 'tokens', 'cost', 'actions'];
+  var labels = ['ID', 'fingerprint', 'state', 'breaker', 'in flight', 'quota left today', 'provider remaining',
+    'requests', 'success', 'rate limited', 'p50', 'p99', 'tier', 'tokens', 'cost', 'actions'];
 
   function keyRow(k) {
     var tr = el('tr');
@@ -162,7 +162,6 @@
     tr.appendChild(el('td', 'id', k.id));
     tr.appendChild(el('td', 'fp', k.fingerprint));
     tr.appendChild(stateCell(k));
-    tr.appendChild(el('td', 'n tier', k.tier));
     tr.appendChild(el('td', 'breaker', k.breaker));
     tr.appendChild(el('td', 'n inflight', k.in_flight));
     tr.appendChild(el('td', 'n quota', num(k.quota_left)));
@@ -175,8 +174,9 @@
     tr.appendChild(el('td', 'n limited', pct(k.rate_limited_share)));
     tr.appendChild(el('td', 'n p50', msText(k.p50_ms)));
     tr.appendChild(el('td', 'n p99', msText(k.p99_ms)));
+    tr.appendChild(el('td', 'n tier', k.tier));
     var tok = num(k.tokens);
-    if (k.tokens_unknown) tok += ' (+' + k.tokens_unknown + ' unknown)';
+    if (k.tokens !== null && k.tokens !== undefined && k.tokens_unknown) tok += ' (+' + k.tokens_unknown + ' unknown)';
     tr.appendChild(el('td', 'n tokens', tok));
     tr.appendChild(el('td', 'n cost', k.cost === null || k.cost === undefined ? '-' : k.cost.toFixed(4)));
     if (cfg.actions) {
