@@ -17,8 +17,9 @@ import (
 // goroutine: the cost a request pays per attempt to record its usage
 // event (for ClickHouse, with the queue blocking when full, the sustained
 // rate into the table, reported as events/s). The events spread over 10 keys, with the mix of statuses and
-// latencies of a busy pool, and times that move on by a microsecond an
-// event.
+// latencies of a busy pool, 2 models and 3 clients, tokens and cost on
+// the successes (unknown, -1, on the failures), and times that move on by
+// a microsecond an event.
 func BenchmarkRecorder(b *testing.B) {
 	b.Run("memory", func(b *testing.B) {
 		s, err := memory.New()
@@ -55,6 +56,12 @@ func BenchmarkRecorder(b *testing.B) {
 	})
 }
 
+// The models and clients of benchRecord's events.
+var (
+	benchModels  = []string{"gpt-4o-mini", "claude-sonnet-4-5"}
+	benchClients = []string{"web", "batch", "ci"}
+)
+
 func benchRecord(b *testing.B, r recorder.Recorder) {
 	keys := testKeys(10)
 	statuses := [...]status.Status{status.Success, status.Success, status.Success, status.Success, status.Success,
@@ -70,11 +77,18 @@ func benchRecord(b *testing.B, r recorder.Recorder) {
 		case status.ServerError:
 			code = http.StatusBadGateway
 		}
-		events[i] = recorder.Event{
-			KeyID: k.ID, KeyFingerprint: "0123456789abcdef", Status: st, HTTPStatus: code,
-			Latency: time.Duration(50+i*37) * time.Millisecond, Attempt: 1,
-			Method: http.MethodGet, Host: "api.example.test", RequestBytes: 0, ResponseBytes: 512,
+		e := recorder.Unknown()
+		e.KeyID, e.KeyFingerprint, e.Status, e.HTTPStatus = k.ID, "0123456789abcdef", st, code
+		e.Latency, e.Attempt = time.Duration(50+i*37)*time.Millisecond, 1
+		e.Method, e.Host, e.RequestBytes, e.ResponseBytes = http.MethodGet, "api.example.test", 0, 512
+		// An LLM API's usage: the model and client of every request, and
+		// tokens and cost where the answer says them (successes).
+		e.Model, e.Client = benchModels[i%len(benchModels)], benchClients[i%len(benchClients)]
+		if st == status.Success {
+			e.InputTokens, e.OutputTokens, e.CachedTokens = int64(1200+i*13), int64(300+i*7), int64(i%4*256)
+			e.Cost = float64(e.InputTokens)*2.5e-6 + float64(e.OutputTokens)*1e-5
 		}
+		events[i] = e
 	}
 	start := time.Now().Add(-time.Minute)
 	for _, e := range events[:len(keys)] { // each key's state is made on its first event

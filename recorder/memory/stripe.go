@@ -40,11 +40,12 @@ type stripe struct {
 }
 
 // pendingEvent is what a stripe holds of one event: what Record computed
-// from it, to count it in its key's buckets.
+// from it, to count it in its series' buckets.
 type pendingEvent struct {
-	id               string
+	id               seriesID
 	sec              int64
 	slot, class, bin uint8
+	u                consumed
 }
 
 // stripes is a Store's set of stripes.
@@ -131,8 +132,8 @@ func (s *Store) flush() {
 // sendLocked counts the events st holds in their keys' buckets. st.mu is
 // held.
 func (s *Store) sendLocked(st *stripe) {
-	var ks *keyState // locked while consecutive events are its key's
-	var id string
+	var ks *keyState // locked while consecutive events are its series'
+	var id seriesID
 	for i := range st.ev[:st.n] {
 		p := &st.ev[i]
 		if ks != nil && p.id != id {
@@ -145,7 +146,7 @@ func (s *Store) sendLocked(st *stripe) {
 			}
 			id = p.id
 		}
-		if !ks.add(p.sec, int(p.slot), int(p.class), int(p.bin), &s.cfg) {
+		if !ks.add(p.sec, int(p.slot), int(p.class), int(p.bin), &p.u, &s.cfg) {
 			s.tooOld.Add(1)
 			continue
 		}
@@ -161,10 +162,10 @@ func (s *Store) sendLocked(st *stripe) {
 	st.held.Store(false)
 }
 
-// lockKey returns the state of key id, locked, adding it when it is new.
-// It returns nil, and counts a drop, when the store is closed or full.
-func (s *Store) lockKey(id string) *keyState {
-	ks := (*s.keys.Load())[id]
+// lockKey returns the state of series id, locked, adding it when it is
+// new. It returns nil, and counts a drop, when the store is closed or full.
+func (s *Store) lockKey(id seriesID) *keyState {
+	ks := s.find(id)
 	for {
 		if ks == nil {
 			if ks = s.addKey(id); ks == nil {
