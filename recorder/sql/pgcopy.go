@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"math"
 	"sync"
 
 	"github.com/apipool-ng/apipool/recorder"
@@ -36,6 +37,12 @@ func appendCopyInt16(b []byte, v int16) []byte {
 	return binary.BigEndian.AppendUint16(b, uint16(v))
 }
 
+// appendCopyFloat64 appends a double precision value: its IEEE 754 bits.
+func appendCopyFloat64(b []byte, v float64) []byte {
+	b = binary.BigEndian.AppendUint32(b, 8)
+	return binary.BigEndian.AppendUint64(b, math.Float64bits(v))
+}
+
 // appendCopyText appends a text value: its UTF-8 bytes, which sanitize
 // made valid and free of NUL.
 func appendCopyText(b []byte, s string) []byte {
@@ -44,8 +51,9 @@ func appendCopyText(b []byte, s string) []byte {
 }
 
 // appendCopyRow appends r as one tuple of the binary COPY format, its
-// fields in the order of eventColumns (bigint, text, smallint, integer as
-// migrateEvents and migrateLean make them).
+// fields in the order of eventColumns (bigint, text, smallint, integer,
+// double precision as migrateEvents, migrateLean and migrateUsage make
+// them).
 func appendCopyRow(b []byte, r *row) []byte {
 	b = binary.BigEndian.AppendUint16(b, uint16(len(eventColumns)))
 	b = appendCopyInt64(b, r.ms)
@@ -66,6 +74,13 @@ func appendCopyRow(b []byte, r *row) []byte {
 	b = appendCopyText(b, r.traceID)
 	b = appendCopyText(b, r.spanID)
 	b = appendCopyText(b, r.errorType)
+	b = appendCopyText(b, r.model)
+	b = appendCopyText(b, r.client)
+	b = appendCopyInt64(b, r.inTok)
+	b = appendCopyInt64(b, r.outTok)
+	b = appendCopyInt64(b, r.cachedTok)
+	b = appendCopyFloat64(b, r.units)
+	b = appendCopyFloat64(b, r.cost)
 	return b
 }
 
