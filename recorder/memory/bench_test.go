@@ -108,6 +108,7 @@ func BenchmarkQuery(b *testing.B) {
 		{"LatencyByKeyLastHour", func() error { _, err := s.LatencyByKey(ctx, lastHour); return err }},
 		{"SeriesHourly", func() error { _, err := s.Series(ctx, day, time.Hour); return err }},
 		{"SeriesMinutes", func() error { _, err := s.Series(ctx, day, time.Minute); return err }},
+		{"TotalsByKey", func() error { _, err := s.TotalsBy(ctx, day, recorder.ByKey); return err }},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			b.ReportAllocs()

@@ -346,7 +346,7 @@ func (s *Store) Record(e recorder.Event) {
 		return
 	}
 	s.hold(pendingEvent{id: seriesID{e.KeyID, e.Model, e.Client}, sec: sec, slot: slotOf[e.Status], class: classOf[e.Status],
-		bin: uint8(binOf(e.Latency)), u: consumed{e.InputTokens, e.OutputTokens, e.CachedTokens, e.Units, e.Cost}})
+		bin: uint8(binOf(e.Latency)), u: consumed{e.InputTokens, e.OutputTokens, e.CachedTokens, amount(e.Units), amount(e.Cost)}})
 }
 
 // find returns the series id, or nil.

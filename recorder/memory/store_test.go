@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"math/rand/v2"
 	"runtime"
 	"sync"
@@ -312,22 +313,25 @@ func TestTotalsByMinute(t *testing.T) {
 	add(10*time.Second, "m1", 100, 20, 0, -1, 0.5)
 	add(20*time.Second, "m1", 0, 0, -1, -1, 0) // known zeros
 	add(70*time.Second, "m2", -1, -1, -1, 2, -1)
-	add(80*time.Second, "m2", 50, -1, 10, -1, -1) // output unknown: tokens unknown, input summed
+	add(80*time.Second, "m2", 50, -1, 10, -1, -1)                  // output unknown: tokens unknown, input summed
+	add(90*time.Second, "m3", -7, -1, -1, math.NaN(), math.Inf(1)) // not known, whatever the negative or odd value
 	for _, c := range []struct {
 		from, to time.Duration
 		by       recorder.GroupBy
 		want     map[string]recorder.Totals
 	}{
-		{0, 2 * time.Minute, recorder.ByKey, map[string]recorder.Totals{"k": {Events: 4, InputTokens: 150, OutputTokens: 20, CachedTokens: 10,
-			TokensUnknown: 2, Units: 2, UnitsUnknown: 3, Cost: 0.5, CostUnknown: 2}}},
+		{0, 2 * time.Minute, recorder.ByKey, map[string]recorder.Totals{"k": {Events: 5, InputTokens: 150, OutputTokens: 20, CachedTokens: 10,
+			TokensUnknown: 3, Units: 2, UnitsUnknown: 4, Cost: 0.5, CostUnknown: 3}}},
 		{0, 2 * time.Minute, recorder.ByModel, map[string]recorder.Totals{
 			"m1": {Events: 2, InputTokens: 100, OutputTokens: 20, UnitsUnknown: 2, Cost: 0.5},
-			"m2": {Events: 2, InputTokens: 50, CachedTokens: 10, TokensUnknown: 2, Units: 2, UnitsUnknown: 1, CostUnknown: 2}}},
-		{0, 2 * time.Minute, recorder.ByClient, map[string]recorder.Totals{"": {Events: 4, InputTokens: 150, OutputTokens: 20, CachedTokens: 10,
-			TokensUnknown: 2, Units: 2, UnitsUnknown: 3, Cost: 0.5, CostUnknown: 2}}},
+			"m2": {Events: 2, InputTokens: 50, CachedTokens: 10, TokensUnknown: 2, Units: 2, UnitsUnknown: 1, CostUnknown: 2},
+			"m3": {Events: 1, TokensUnknown: 1, UnitsUnknown: 1, CostUnknown: 1}}},
+		{0, 2 * time.Minute, recorder.ByClient, map[string]recorder.Totals{"": {Events: 5, InputTokens: 150, OutputTokens: 20, CachedTokens: 10,
+			TokensUnknown: 3, Units: 2, UnitsUnknown: 4, Cost: 0.5, CostUnknown: 3}}},
 		// Bounds inside minutes: the events count at their minute's start.
 		{15 * time.Second, 75 * time.Second, recorder.ByModel, map[string]recorder.Totals{
-			"m2": {Events: 2, InputTokens: 50, CachedTokens: 10, TokensUnknown: 2, Units: 2, UnitsUnknown: 1, CostUnknown: 2}}},
+			"m2": {Events: 2, InputTokens: 50, CachedTokens: 10, TokensUnknown: 2, Units: 2, UnitsUnknown: 1, CostUnknown: 2},
+			"m3": {Events: 1, TokensUnknown: 1, UnitsUnknown: 1, CostUnknown: 1}}},
 		{0, 30 * time.Second, recorder.ByModel, map[string]recorder.Totals{
 			"m1": {Events: 2, InputTokens: 100, OutputTokens: 20, UnitsUnknown: 2, Cost: 0.5}}},
 		{2 * time.Minute, time.Hour, recorder.ByModel, map[string]recorder.Totals{}},

@@ -1,12 +1,25 @@
 package memory
 
-import "github.com/apipool-ng/apipool/recorder"
+import (
+	"math"
+
+	"github.com/apipool-ng/apipool/recorder"
+)
 
 // consumed is what an event says it consumed, as recorder.Event has it: each
 // value negative when not known.
 type consumed struct {
 	in, out, cached int64
 	units, cost     float64
+}
+
+// amount returns v, or -1 ("not known") when v is NaN or infinite, as
+// the other stores keep such values: a sum holds finite values only.
+func amount(v float64) float64 {
+	if v >= 0 && v <= math.MaxFloat64 {
+		return v
+	}
+	return -1
 }
 
 // tokensKnown reports whether the event's tokens are known: its input and

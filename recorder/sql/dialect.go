@@ -88,12 +88,38 @@ func columnNames(cols []column) []string {
 	return out
 }
 
+// plainColumns is the number of the event table's columns before the
+// usage columns, which plain rows leave to their defaults.
+var plainColumns = len(eventColumns) - len(usageEventColumns)
+
 // values appends r's values to args, in the order of eventColumns.
 func (r *row) values(args []any) []any {
+	return append(r.plainValues(args), r.model, r.client, boxInt(r.inTok), boxInt(r.outTok), boxInt(r.cachedTok),
+		boxFloat(r.units), boxFloat(r.cost))
+}
+
+// plainValues appends the values of r's columns before the usage columns.
+func (r *row) plainValues(args []any) []any {
 	return append(args, r.ms, r.id, r.keyID, r.keyFP, r.statusID, r.status, r.http,
 		r.latencyUS, r.latencyBin, r.attempt, r.method, r.host, r.operation,
-		r.reqBytes, r.respBytes, r.traceID, r.spanID, r.errorType,
-		r.model, r.client, r.inTok, r.outTok, r.cachedTok, r.units, r.cost)
+		boxInt(r.reqBytes), r.respBytes, r.traceID, r.spanID, r.errorType)
+}
+
+// -1 boxed once: "not known" is common, and boxing it allocates.
+var minusOneInt, minusOneFloat any = int64(-1), float64(-1)
+
+func boxInt(v int64) any {
+	if v == -1 {
+		return minusOneInt
+	}
+	return v
+}
+
+func boxFloat(v float64) any {
+	if v == -1 {
+		return minusOneFloat
+	}
+	return v
 }
 
 // placeholders returns "(?, ?, ...), (...)" for rows rows of cols columns.
@@ -102,9 +128,14 @@ func placeholders(rows, cols int) string {
 	return strings.TrimSuffix(strings.Repeat(one+",", rows), ",")
 }
 
-// insertEventsSQL inserts n rows into the event table.
-func (d *dialect) insertEventsSQL(t tables, n int) string {
-	return d.rebind("INSERT INTO " + t.events + " (" + strings.Join(eventColumns, ", ") + ") VALUES " + placeholders(n, len(eventColumns)))
+// insertEventsSQL inserts n rows into the event table: plain ones (see
+// row.plain) or not.
+func (d *dialect) insertEventsSQL(t tables, n int, plain bool) string {
+	cols := eventColumns
+	if plain {
+		cols = cols[:plainColumns]
+	}
+	return d.rebind("INSERT INTO " + t.events + " (" + strings.Join(cols, ", ") + ") VALUES " + placeholders(n, len(cols)))
 }
 
 // upsertRollupSQL adds n rows of counts to the rollup.

@@ -56,10 +56,14 @@ type Store struct {
 	lastPrune time.Time
 
 	insertStmt *dbsql.Stmt // insertRows rows at a time, SQLite and MySQL
+	// plainStmt inserts rows without usage (see row.plain): the columns
+	// of schema version 4 only, the others taking their defaults.
+	plainStmt *dbsql.Stmt
 
-	// PostgreSQL: the COPY statement, and a buffer for copySource.
-	copySQL string
-	copyBuf []byte
+	// PostgreSQL: the COPY statements (of every column, and of rows
+	// without usage), and a buffer for copySource.
+	copySQL, copyPlainSQL string
+	copyBuf               []byte
 
 	closed atomic.Bool
 }
@@ -159,8 +163,12 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	if d == postgresDialect {
 		s.copySQL = "COPY " + s.t.events + " (" + strings.Join(eventColumns, ", ") + ") FROM STDIN (FORMAT binary)"
+		s.copyPlainSQL = "COPY " + s.t.events + " (" + strings.Join(eventColumns[:plainColumns], ", ") + ") FROM STDIN (FORMAT binary)"
 	} else {
-		if s.insertStmt, err = db.PrepareContext(ctx, d.insertEventsSQL(s.t, d.insertRows)); err != nil {
+		if s.insertStmt, err = db.PrepareContext(ctx, d.insertEventsSQL(s.t, d.insertRows, false)); err == nil {
+			s.plainStmt, err = db.PrepareContext(ctx, d.insertEventsSQL(s.t, d.insertRows, true))
+		}
+		if err != nil {
 			db.Close()
 			return nil, fmt.Errorf("apipool: sql: %w", err)
 		}
@@ -275,6 +283,9 @@ func (s *Store) Close(ctx context.Context) error {
 	lost, err := s.w.Close(ctx)
 	if s.insertStmt != nil {
 		s.insertStmt.Close()
+	}
+	if s.plainStmt != nil {
+		s.plainStmt.Close()
 	}
 	s.db.Close()
 	if lost > 0 {
@@ -486,19 +497,41 @@ func (s *Store) writeTx(ctx context.Context, attempt int) (err error) {
 		}
 	}
 	n := s.d.insertRows
-	stmt := tx.StmtContext(ctx, s.insertStmt)
+	var stmt, plainStmt *dbsql.Stmt
 	rows := s.rows
 	for len(rows) > 0 {
 		k := min(n, len(rows))
+		// Rows without usage leave its columns to their defaults: as
+		// many values as before they existed.
+		plain := true
+		for i := range rows[:k] {
+			if !rows[i].plain() {
+				plain = false
+				break
+			}
+		}
 		args := s.args[:0]
 		for i := range rows[:k] {
-			args = rows[i].values(args)
+			if plain {
+				args = rows[i].plainValues(args)
+			} else {
+				args = rows[i].values(args)
+			}
 		}
 		s.args = args
-		if k == n {
+		switch {
+		case k < n:
+			_, err = tx.ExecContext(ctx, s.d.insertEventsSQL(s.t, k, plain), args...)
+		case plain:
+			if plainStmt == nil {
+				plainStmt = tx.StmtContext(ctx, s.plainStmt)
+			}
+			_, err = plainStmt.ExecContext(ctx, args...)
+		default:
+			if stmt == nil {
+				stmt = tx.StmtContext(ctx, s.insertStmt)
+			}
 			_, err = stmt.ExecContext(ctx, args...)
-		} else {
-			_, err = tx.ExecContext(ctx, s.d.insertEventsSQL(s.t, k), args...)
 		}
 		clear(args)
 		if err != nil {
@@ -561,8 +594,13 @@ func (s *Store) writePostgres(ctx context.Context, evs []recorder.Event, attempt
 		}
 		// The events are sanitized and encoded as COPY reads them, on
 		// pgconn's goroutine, so that the server starts at once.
-		src := &copySource{evs: evs, ids: s.ids.reserve(len(evs)), rows: s.rows[:0], buf: s.copyBuf[:0], agg: s.agg, counts: s.counts}
-		if _, err := pc.PgConn().CopyFrom(ctx, src, s.copySQL); err != nil {
+		src := &copySource{evs: evs, ids: s.ids.reserve(len(evs)), rows: s.rows[:0], buf: s.copyBuf[:0], agg: s.agg, counts: s.counts,
+			plain: !slices.ContainsFunc(evs, hasUsage)}
+		copySQL := s.copySQL
+		if src.plain {
+			copySQL = s.copyPlainSQL
+		}
+		if _, err := pc.PgConn().CopyFrom(ctx, src, copySQL); err != nil {
 			// pgconn may return before its goroutine stops reading src
 			// (when the connection broke): stop src before the batch's
 			// events go back to the batch writer, and leave src's
