@@ -122,9 +122,14 @@ func cmpSeries(k *keyState, id seriesID) int {
 // find returns the series id of the key, or nil.
 func (e *keyEntry) find(id seriesID) *keyState {
 	all := *e.series.Load()
-	if len(all) == 1 { // the usual case: no model or client, or only one
-		if all[0].id == id {
-			return all[0]
+	if len(all) <= 8 {
+		// The usual case: a key of a few models and clients (one series
+		// when its events have neither). Equal strings of one event source
+		// mostly share their bytes, which == checks first.
+		for _, k := range all {
+			if k.id.model == id.model && k.id.client == id.client {
+				return k
+			}
 		}
 		return nil
 	}
