@@ -350,8 +350,13 @@ func (s *Store) Record(e recorder.Event) {
 		s.tooOld.Add(1)
 		return
 	}
-	s.hold(pendingEvent{id: seriesID{e.KeyID, e.Model, e.Client}, sec: sec, slot: slotOf[e.Status], class: classOf[e.Status],
-		bin: uint8(binOf(e.Latency)), u: consumed{e.InputTokens, e.OutputTokens, e.CachedTokens, amount(e.Units), amount(e.Cost)}})
+	p := pendingEvent{key: e.KeyID, sec: sec, slot: slotOf[e.Status], class: classOf[e.Status], bin: uint8(binOf(e.Latency))}
+	if e.Model == "" && e.Client == "" && e.InputTokens < 0 && e.OutputTokens < 0 && e.CachedTokens < 0 && !(e.Units >= 0) && !(e.Cost >= 0) {
+		s.hold(p, nil) // the common case of an API without a usage reader
+		return
+	}
+	p.ext = true
+	s.hold(p, &pendingExt{e.Model, e.Client, consumed{e.InputTokens, e.OutputTokens, e.CachedTokens, amount(e.Units), amount(e.Cost)}})
 }
 
 // find returns the series id, or nil.
@@ -462,8 +467,8 @@ func (s *Store) evictLocked() {
 	}
 }
 
-// add counts one event; it reports false when the event is older than the
-// series' minute ring. k.mu is held.
+// add counts one event, u its usage or nil for none; it reports false
+// when the event is older than the series' minute ring. k.mu is held.
 func (k *keyState) add(sec int64, slot, class, bin int, u *consumed, c *config) bool {
 	if k.newest == notStarted {
 		k.newest = sec
@@ -487,7 +492,7 @@ func (k *keyState) add(sec int64, slot, class, bin int, u *consumed, c *config) 
 	}
 	h.n[slot]++
 	h.hs.add(class, bin, &k.free)
-	if u.known() {
+	if u != nil && u.known() {
 		k.sums.add(m, uint8(slot), u)
 	}
 	return true

@@ -604,7 +604,8 @@ func TestMemoryLayout(t *testing.T) {
 		{"histogram", unsafe.Sizeof(hist{}), 32},
 		{"sparse bins", maxSparse * 4, 128},
 		{"dense bins", numBins * 4, 896},
-		{"held events of a processor", stripeEvents * unsafe.Sizeof(pendingEvent{}), 6656},
+		{"held events of a processor", stripeEvents * unsafe.Sizeof(pendingEvent{}), 2048},
+		{"their models, clients and usage", stripeEvents * unsafe.Sizeof(pendingExt{}), 4608},
 	} {
 		if c.got != c.want {
 			t.Errorf("%s: %d bytes, the documentation says %d", c.name, c.got, c.want)

@@ -37,15 +37,27 @@ type stripe struct {
 	n    int
 	held atomic.Bool // n > 0, for flush to pass over an empty stripe without its lock
 	ev   [stripeEvents]pendingEvent
+	// ext holds the model, client and usage of the events that have any
+	// (pendingEvent.ext); anyExt says one does, for sendLocked to clear.
+	ext    [stripeEvents]pendingExt
+	anyExt bool
 }
 
 // pendingEvent is what a stripe holds of one event: what Record computed
-// from it, to count it in its series' buckets.
+// from it, to count it in its series' buckets. An event without model,
+// client or usage (an API without a usage reader) takes these 32 bytes
+// alone; the others also their pendingExt.
 type pendingEvent struct {
-	id               seriesID
+	key              string
 	sec              int64
 	slot, class, bin uint8
-	u                consumed
+	ext              bool // the stripe's ext at the same index holds the rest
+}
+
+// pendingExt is the rest of an event that has a model, a client or usage.
+type pendingExt struct {
+	model, client string
+	u             consumed
 }
 
 // stripes is a Store's set of stripes.
@@ -97,7 +109,7 @@ func (s *Store) admit(sec int64) {
 
 // hold holds one event in the calling processor's stripe, and sends the
 // stripe's events to their keys when it is full.
-func (s *Store) hold(p pendingEvent) {
+func (s *Store) hold(p pendingEvent, x *pendingExt) {
 	var st *stripe
 	if s.stripes.pick != nil {
 		st = s.stripes.pick()
@@ -110,6 +122,10 @@ func (s *Store) hold(p pendingEvent) {
 		st.held.Store(true)
 	}
 	st.ev[st.n] = p
+	if p.ext {
+		st.ext[st.n] = *x
+		st.anyExt = true
+	}
 	if st.n++; st.n == stripeEvents {
 		s.sendLocked(st)
 	}
@@ -136,17 +152,27 @@ func (s *Store) sendLocked(st *stripe) {
 	var id seriesID
 	for i := range st.ev[:st.n] {
 		p := &st.ev[i]
-		if ks != nil && p.id != id {
+		var x *pendingExt
+		var u *consumed
+		if p.ext {
+			x = &st.ext[i]
+			u = &x.u
+		}
+		if ks != nil && (p.key != id.key || x == nil && (id.model != "" || id.client != "") || x != nil && (x.model != id.model || x.client != id.client)) {
 			ks.mu.Unlock()
 			ks = nil
 		}
 		if ks == nil {
-			if ks = s.lockKey(p.id); ks == nil {
+			sid := seriesID{key: p.key}
+			if x != nil {
+				sid.model, sid.client = x.model, x.client
+			}
+			if ks = s.lockKey(sid); ks == nil {
 				continue // dropped and counted
 			}
-			id = p.id
+			id = sid
 		}
-		if !ks.add(p.sec, int(p.slot), int(p.class), int(p.bin), &p.u, &s.cfg) {
+		if !ks.add(p.sec, int(p.slot), int(p.class), int(p.bin), u, &s.cfg) {
 			s.tooOld.Add(1)
 			continue
 		}
@@ -158,6 +184,10 @@ func (s *Store) sendLocked(st *stripe) {
 		ks.mu.Unlock()
 	}
 	clear(st.ev[:st.n]) // the key IDs
+	if st.anyExt {
+		clear(st.ext[:st.n]) // the models and clients
+		st.anyExt = false
+	}
 	st.n = 0
 	st.held.Store(false)
 }
@@ -186,6 +216,8 @@ func (s *Store) discard() {
 	for _, st := range *s.stripes.all.Load() {
 		st.mu.Lock()
 		clear(st.ev[:st.n])
+		clear(st.ext[:st.n])
+		st.anyExt = false
 		st.n = 0
 		st.held.Store(false)
 		st.mu.Unlock()
