@@ -60,7 +60,8 @@ var sqlDrivers = []string{"sqlite", "postgres", "mysql"}
 // BenchmarkSQLRecord measures the sustained rate from Record into each
 // database (recorder/sql with the queue blocking when full, default
 // batches of 5,000 events, 10,000 for PostgreSQL, Close's final write
-// included), as events/s. The servers run on the same machine, set up
+// included), as events/s, for the events of BenchmarkRecorder: without
+// usage, and with it ("-usage"). The servers run on the same machine, set up
 // for tests: PostgreSQL with fsync and full_page_writes off (shared_buffers
 // 128MB), MariaDB with innodb_flush_log_at_trx_commit=2 and no binary log,
 // SQLite in WAL mode with synchronous=NORMAL (the store's own setting). A
@@ -68,19 +69,25 @@ var sqlDrivers = []string{"sqlite", "postgres", "mysql"}
 // gives other figures.
 func BenchmarkSQLRecord(b *testing.B) {
 	for _, driver := range sqlDrivers {
-		b.Run(driver, func(b *testing.B) {
-			dsn := sqlTarget(b, driver)
-			s, err := sqlrec.New(b.Context(), sqlrec.Config{Driver: driver, DSN: dsn, OnFull: sqlrec.Block})
-			if err != nil {
-				b.Fatal(err)
+		for _, usage := range []bool{false, true} {
+			name := driver
+			if usage {
+				name += "-usage"
 			}
-			start := time.Now()
-			benchRecord(b, s)
-			if err := s.Close(context.Background()); err != nil {
-				b.Fatal(err)
-			}
-			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "events/s")
-		})
+			b.Run(name, func(b *testing.B) {
+				dsn := sqlTarget(b, driver)
+				s, err := sqlrec.New(b.Context(), sqlrec.Config{Driver: driver, DSN: dsn, OnFull: sqlrec.Block})
+				if err != nil {
+					b.Fatal(err)
+				}
+				start := time.Now()
+				benchRecord(b, s, usage)
+				if err := s.Close(context.Background()); err != nil {
+					b.Fatal(err)
+				}
+				b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "events/s")
+			})
+		}
 	}
 }
 
@@ -134,6 +141,7 @@ func BenchmarkSQLStats(b *testing.B) {
 				{"UsageCountKey", func() error { _, err := s.UsageCount(ctx, oneKey); return err }},
 				{"LatencyByKey", func() error { _, err := s.LatencyByKey(ctx, hour); return err }},
 				{"SeriesMinutes", func() error { _, err := s.Series(ctx, hour, time.Minute); return err }},
+				{"TotalsByKey", func() error { _, err := s.TotalsBy(ctx, hour, recorder.ByKey); return err }},
 			} {
 				b.Run(c.name, func(b *testing.B) {
 					for b.Loop() {

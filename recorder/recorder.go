@@ -121,11 +121,15 @@ type Query struct {
 
 // Totals is what a set of events consumed. Sums cover the events whose
 // value is known; the Unknown counts say how many events had none, so
-// that unknown is never read as zero.
+// that unknown is never read as zero. Each token sum covers the events
+// whose count of that kind is known; TokensUnknown counts the events
+// whose input or output tokens are not known (CachedTokens, which not
+// every API reports, does not make tokens unknown). A known zero is
+// known: summed, not counted as unknown.
 type Totals struct {
 	Events                                  int64
 	InputTokens, OutputTokens, CachedTokens int64
-	TokensUnknown                           int64 // events whose tokens are not known
+	TokensUnknown                           int64 // events whose input or output tokens are not known
 	Units                                   float64
 	UnitsUnknown                            int64
 	Cost                                    float64
@@ -142,7 +146,9 @@ const (
 )
 
 // TotalsStats is implemented by stores that sum the units and cost of
-// events. Every store of this module implements it.
+// events. Every store of this module implements it, and so do the
+// wrappers of Fanout and KeepOpen when the store that answers their
+// queries does.
 type TotalsStats interface {
 	// TotalsBy returns the totals of the events matching q, grouped by
 	// the field by names (events with an empty value under "").
@@ -222,7 +228,7 @@ func (Nop) Close(context.Context) error { return nil }
 // Fanout returns a Recorder that hands every event to each of rs in turn
 // and closes them all. Nil entries are skipped. When one of rs answers
 // queries (implements Stats), so does the fan-out, through the first such
-// (and it implements MultiStats when that one does).
+// (and it implements MultiStats and TotalsStats when that one does).
 func Fanout(rs ...Recorder) Recorder {
 	out := make(fanout, 0, len(rs))
 	var st Stats
@@ -234,13 +240,32 @@ func Fanout(rs ...Recorder) Recorder {
 			}
 		}
 	}
+	ts, totals := st.(TotalsStats)
 	if ms, ok := st.(MultiStats); ok {
+		if totals {
+			return fanoutMultiTotals{fanoutMulti{out, ms}, ts}
+		}
 		return fanoutMulti{out, ms}
 	}
 	if st != nil {
+		if totals {
+			return fanoutStatsTotals{fanoutStats{out, st}, ts}
+		}
 		return fanoutStats{out, st}
 	}
 	return out
+}
+
+// fanoutMultiTotals and fanoutStatsTotals also answer TotalsBy, through
+// the member that answers the other queries.
+type fanoutMultiTotals struct {
+	fanoutMulti
+	TotalsStats
+}
+
+type fanoutStatsTotals struct {
+	fanoutStats
+	TotalsStats
 }
 
 // fanoutMulti is a fan-out that answers queries through a MultiStats.
@@ -294,14 +319,21 @@ type Flusher interface {
 // Flusher) and leaves it open. Give it to pools that share one store: a
 // pool closes its recorder on Close, and the first pool closed would
 // otherwise close the store under the others. Close the store yourself
-// after the pools. The wrapper answers Stats, MultiStats, Dropped and
-// QueueLen when r does.
+// after the pools. The wrapper answers Stats, MultiStats, TotalsStats,
+// Dropped and QueueLen when r does.
 func KeepOpen(r Recorder) Recorder {
 	k := keepOpen{r}
+	ts, totals := r.(TotalsStats)
 	if s, ok := r.(MultiStats); ok {
+		if totals {
+			return keepOpenMultiTotals{keepOpenMulti{k, s}, ts}
+		}
 		return keepOpenMulti{k, s}
 	}
 	if s, ok := r.(Stats); ok {
+		if totals {
+			return keepOpenStatsTotals{keepOpenStats{k, s}, ts}
+		}
 		return keepOpenStats{k, s}
 	}
 	return k
@@ -338,4 +370,14 @@ type keepOpenStats struct {
 type keepOpenMulti struct {
 	keepOpen
 	MultiStats
+}
+
+type keepOpenMultiTotals struct {
+	keepOpenMulti
+	TotalsStats
+}
+
+type keepOpenStatsTotals struct {
+	keepOpenStats
+	TotalsStats
 }

@@ -2,6 +2,7 @@ package recorder_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -75,5 +76,65 @@ func TestWrappersKeepMultiStats(t *testing.T) {
 	}
 	if _, ok := recorder.KeepOpen(r).(recorder.Stats); !ok {
 		t.Error("KeepOpen lost Stats")
+	}
+}
+
+// TestWrappersKeepTotalsStats: Fanout and KeepOpen answer TotalsBy
+// through the store that answers their queries when it does (whether or
+// not it answers MultiStats), and do not claim it otherwise.
+func TestWrappersKeepTotalsStats(t *testing.T) {
+	m, err := memory.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	type statsTotals interface {
+		recorder.Stats
+		recorder.TotalsStats
+	}
+	type statsRecorder struct {
+		recorder.Recorder
+		statsTotals
+	}
+	onlyStats := statsRecorder{m, struct{ statsTotals }{m}} // Stats and TotalsStats, no MultiStats
+	e := recorder.Unknown()
+	e.KeyID, e.Model, e.Time, e.Status, e.InputTokens, e.OutputTokens, e.Cost = "k", "m1", time.Now(), status.Success, 10, 2, 0.25
+	for name, r := range map[string]recorder.Recorder{
+		"Fanout":          recorder.Fanout(&counting{}, m),
+		"KeepOpen":        recorder.KeepOpen(m),
+		"Fanout/stats":    recorder.Fanout(onlyStats),
+		"KeepOpen/stats":  recorder.KeepOpen(onlyStats),
+		"Fanout/KeepOpen": recorder.Fanout(recorder.KeepOpen(m)),
+	} {
+		ts, ok := r.(recorder.TotalsStats)
+		if !ok {
+			t.Fatalf("%s does not answer TotalsBy", name)
+		}
+		_, multi := r.(recorder.MultiStats)
+		if want := !strings.HasSuffix(name, "/stats"); multi != want {
+			t.Errorf("%s: MultiStats %v, want %v", name, multi, want)
+		}
+		before, err := ts.TotalsBy(context.Background(), recorder.Query{}, recorder.ByModel)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Record(e)
+		got, err := ts.TotalsBy(context.Background(), recorder.Query{}, recorder.ByModel)
+		if err != nil || got["m1"].Events != before["m1"].Events+1 || got["m1"].InputTokens != before["m1"].InputTokens+10 {
+			t.Errorf("%s: TotalsBy = %+v, %v; want one more event of m1, 10 more input tokens than %+v", name, got, err, before)
+		}
+	}
+	type plainStats struct {
+		recorder.Recorder
+		recorder.Stats
+	}
+	r := plainStats{&counting{}, struct{ recorder.Stats }{m}}
+	if _, ok := recorder.Fanout(r).(recorder.TotalsStats); ok {
+		t.Error("Fanout claims TotalsStats over a store without it")
+	}
+	if _, ok := recorder.KeepOpen(r).(recorder.TotalsStats); ok {
+		t.Error("KeepOpen claims TotalsStats over a store without it")
+	}
+	if _, ok := recorder.Fanout(&counting{}, m, r).(recorder.TotalsStats); !ok {
+		t.Error("Fanout lost TotalsStats of the store that answers its queries")
 	}
 }

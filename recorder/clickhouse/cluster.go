@@ -182,11 +182,28 @@ func (s *Store) setupCluster(ctx context.Context, v string, feat features) (*tab
 	if err != nil {
 		return nil, err
 	}
+	// Tables made before the usage columns get them, on every server: the
+	// local tables first, then the Distributed one (whose columns are its
+	// own copy of the local table's).
+	if missing := missingUsage(cols); len(missing) > 0 {
+		if cols, err = s.addUsageColumns(ctx, dctx, feat, sc.table(), local, sc.onCluster(), missing); err != nil {
+			return nil, err
+		}
+	}
 	if st.layout, err = checkColumns(db+"."+local, cols); err != nil {
 		return nil, err
 	}
 	if err := exec(s.cfg.Table, "Distributed", plan.Dist); err != nil {
 		return nil, err
+	}
+	dcols, err := s.columns(ctx, s.cfg.Table)
+	if err != nil {
+		return nil, err
+	}
+	if missing := missingUsage(dcols); len(missing) > 0 {
+		if err := s.addDistributedColumns(ctx, dctx, feat, st.table, sc.onCluster(), missing); err != nil {
+			return nil, err
+		}
 	}
 	target := sc.table()
 	st.insertSettings = clickhouse.Settings{"insert_deduplicate": 1}
@@ -220,6 +237,9 @@ func (s *Store) setupCluster(ctx context.Context, v string, feat features) (*tab
 		return nil, err
 	}
 	sc.KeyType, sc.RollupKeyType = cols[colKeyID], rcols[colKeyID]
+	sc.ModelType, sc.ClientType = cols[colModel], cols[colClient]
+	sc.RollupModelType, sc.RollupClientType = rcols[colModel], rcols[colClient]
+	sc.OldRollup = len(rcols) > 0 && !rollupHasUsage(rcols)
 	plan = planSchema(feat, sc)
 	if err := exec(rollup, "Replicated", plan.Rollup); err != nil {
 		return nil, err
@@ -231,6 +251,8 @@ func (s *Store) setupCluster(ctx context.Context, v string, feat features) (*tab
 		return nil, err
 	}
 	sc.RollupKeyType = rcols[colKeyID]
+	sc.RollupModelType, sc.RollupClientType = rcols[colModel], rcols[colClient]
+	sc.OldRollup = !rollupHasUsage(rcols)
 	plan = planSchema(feat, sc)
 	if err := exec(s.cfg.Table+viewSuffix, "MaterializedView", plan.View); err != nil {
 		return nil, err
@@ -239,7 +261,88 @@ func (s *Store) setupCluster(ctx context.Context, v string, feat features) (*tab
 		return nil, err
 	}
 	st.rollup = true
+	// The Distributed rollup follows the local one's layout: made with
+	// it, or before the usage columns with an old one.
+	drcols, err := s.columns(ctx, s.cfg.Table+rollupSuffix)
+	if err != nil {
+		return nil, err
+	}
+	st.rollupUsage = rollupHasUsage(rcols) && rollupHasUsage(drcols)
 	return st, nil
+}
+
+// notReplicatedCode is the server's answer to an ALTER TABLE ... ON
+// CLUSTER of a table that is not replicated on a cluster whose shards are
+// (INCORRECT_QUERY, "isn't replicated, but shard #1 is replicated"), as
+// 18.16 answers for a Distributed table.
+const notReplicatedCode = 371
+
+// addDistributedColumns adds the usage columns to the Distributed event
+// table, whose columns are its own copy of the local table's: ON
+// CLUSTER, or where the server refuses that for a table that is not
+// replicated, on each server of Config.Addrs in turn. Servers of the
+// cluster not in Addrs keep their Distributed table as it is: the
+// README says what to run there.
+func (s *Store) addDistributedColumns(ctx, dctx context.Context, f features, table, onCluster string, missing []columnSpec) error {
+	err := s.conn.Exec(dctx, addUsageColumnsDDL(f, table, onCluster, missing))
+	var ex *clickhouse.Exception
+	if err == nil || !errors.As(err, &ex) || ex.Code != notReplicatedCode {
+		if cols, cerr := s.columns(ctx, s.cfg.Table); cerr == nil && len(missingUsage(cols)) == 0 {
+			return nil // there now, whoever added them
+		}
+		if err == nil {
+			err = errors.New("columns still missing")
+		}
+		return fmt.Errorf("adding the usage columns to %s on cluster %s: %w", table, s.cfg.Cluster, err)
+	}
+	for _, addr := range s.cfg.Addrs {
+		if err := s.addColumnsOn(ctx, addr, f, table); err != nil {
+			s.log.Warn("apipool: clickhouse: could not add the usage columns to the Distributed table on a server; "+
+				"add them there by hand (see the README)", "addr", addr, "err", err)
+		}
+	}
+	if cols, err := s.columns(ctx, s.cfg.Table); err != nil {
+		return err
+	} else if len(missingUsage(cols)) > 0 {
+		return fmt.Errorf("adding the usage columns to %s: still missing on the server connected to", table)
+	}
+	s.log.Info("apipool: clickhouse: added the usage columns to the Distributed table on each server of Addrs", "table", table)
+	return nil
+}
+
+// addColumnsOn adds the usage columns that table lacks on the server at
+// addr alone, through a connection of its own.
+func (s *Store) addColumnsOn(ctx context.Context, addr string, f features, table string) error {
+	o := *s.opts
+	o.Addr = []string{addr}
+	conn, err := clickhouse.Open(&o)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	rows, err := conn.Query(ctx, "SELECT name, type FROM system.columns WHERE database = "+
+		quoteString(s.cfg.Database)+" AND table = "+quoteString(s.cfg.Table))
+	if err != nil {
+		return err
+	}
+	have := map[string]string{}
+	for rows.Next() {
+		var name, typ string
+		if err := rows.Scan(&name, &typ); err != nil {
+			rows.Close()
+			return err
+		}
+		have[name] = typ
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	missing := missingUsage(have)
+	if len(missing) == 0 {
+		return nil
+	}
+	return conn.Exec(ctx, addUsageColumnsDDL(f, table, "", missing))
 }
 
 // engineOf returns the engine of a table in the store's database, or ""

@@ -31,10 +31,14 @@
 //     them as an experiment); no codecs, no TTL.
 //
 // Beside the event table, an AggregatingMergeTree table (Table+"_1m") holds
-// per-minute counts, latency samples and byte sums per key and status,
-// filled by a materialized view (Table+"_1m_mv"); stats queries over long
-// windows read it. An existing table is used as it is, whichever layout it
-// has, provided it has the columns the store writes.
+// per-minute counts, latency samples, byte sums and usage sums per key,
+// status, model and client, filled by a materialized view (Table+"_1m_mv");
+// stats queries over long windows read it. An existing table is used as it
+// is, whichever layout it has, provided it has the columns the store
+// writes: an event table made before the usage columns (model, client,
+// tokens, units, cost) gets them (ALTER TABLE, old rows reading as not
+// known), and a rollup made before them is kept, the event table
+// answering the queries by model or client and TotalsBy (see the README).
 //
 // # Cluster
 //

@@ -13,7 +13,9 @@ import (
 // blockBytes beside the count. Blocks are large objects, which the Go
 // runtime allocates in whole pages of 8 KiB: 256 events of 192 bytes and
 // the count took 7 pages (224 bytes per event, measured by
-// BenchmarkOutageMemory), 255 take 6 (193 bytes per event).
+// BenchmarkOutageMemory), 255 take 6 (193 bytes per event). With the
+// usage fields an event is 264 bytes: 186 take the 6 pages (264 bytes
+// per event).
 const (
 	blockBytes = 48 << 10
 	blockLen   = (blockBytes - int(unsafe.Sizeof(int(0)))) / int(unsafe.Sizeof(recorder.Event{}))

@@ -35,6 +35,10 @@ type row struct {
 	traceID   string // 32 hex digits, or empty
 	spanID    string // 16 hex digits, or empty
 	errorType string
+	// The usage: -1 when not known.
+	model, client            string
+	inTok, outTok, cachedTok int64
+	units, cost              float64
 }
 
 // maxEventMS is the last millisecond a DateTime column holds (it is a
@@ -65,6 +69,13 @@ func sanitize(e *recorder.Event, id uuid.UUID) row {
 		reqBytes:  max(e.RequestBytes, -1),
 		respBytes: max(e.ResponseBytes, -1),
 		errorType: cleanString(e.ErrorType),
+		model:     cleanString(e.Model),
+		client:    cleanString(e.Client),
+		inTok:     max(e.InputTokens, -1),
+		outTok:    max(e.OutputTokens, -1),
+		cachedTok: max(e.CachedTokens, -1),
+		units:     cleanAmount(e.Units),
+		cost:      cleanAmount(e.Cost),
 	}
 	if e.TraceID.IsValid() {
 		r.traceID = hex.EncodeToString(e.TraceID[:])
@@ -100,6 +111,15 @@ func cleanString(s string) string {
 		s = s[:cut]
 	}
 	return s
+}
+
+// cleanAmount returns v, or -1 ("not known") when v is negative, NaN or
+// infinite.
+func cleanAmount(v float64) float64 {
+	if v >= 0 && v <= math.MaxFloat64 {
+		return v
+	}
+	return -1
 }
 
 func clampUint16(v int64) uint16 { return uint16(min(max(v, 0), math.MaxUint16)) }

@@ -29,8 +29,20 @@ func TestSanitize(t *testing.T) {
 		TraceID:        trace.TraceID{1, 2, 3},
 		SpanID:         trace.SpanID{0xab},
 		ErrorType:      "\x00nul",
+		Model:          "m\xff",
+		Client:         long,
+		InputTokens:    -9,
+		OutputTokens:   0,
+		CachedTokens:   math.MaxInt64,
+		Units:          math.NaN(),
+		Cost:           -0.25,
 	}
 	r := sanitize(&e, testID())
+	if r.model != "m\uFFFD" || len(r.client) != maxStringBytes || r.inTok != -1 || r.outTok != 0 || r.cachedTok != math.MaxInt64 ||
+		r.units != -1 || r.cost != -1 {
+		t.Errorf("usage: model %q, client of %d bytes, tokens %d %d %d, units %v, cost %v; want -1 for what no column holds",
+			r.model, len(r.client), r.inTok, r.outTok, r.cachedTok, r.units, r.cost)
+	}
 	if r.ms != e.Time.UnixMilli() {
 		t.Errorf("ms = %d, want %d", r.ms, e.Time.UnixMilli())
 	}

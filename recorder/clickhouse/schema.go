@@ -101,6 +101,13 @@ const (
 	colTraceID        = "trace_id"
 	colSpanID         = "span_id"
 	colErrorType      = "error_type"
+	colModel          = "model"
+	colClient         = "client"
+	colInputTokens    = "input_tokens"
+	colOutputTokens   = "output_tokens"
+	colCachedTokens   = "cached_tokens"
+	colUnits          = "units"
+	colCost           = "cost"
 )
 
 // columnKind says which Go values a column takes, and so which server
@@ -115,6 +122,7 @@ const (
 	kindUInt16
 	kindUInt32
 	kindInt64
+	kindFloat64
 )
 
 type columnSpec struct {
@@ -124,6 +132,9 @@ type columnSpec struct {
 	// codec on servers that have codecs.
 	lowCard bool
 	codec   string
+	// def is the column's DEFAULT: what rows written without it hold
+	// (the usage columns' "not known").
+	def string
 }
 
 // eventColumns lists the event table's columns, event_ms aside.
@@ -145,7 +156,20 @@ var eventColumns = []columnSpec{
 	{name: colTraceID, kind: kindString, codec: "CODEC(ZSTD(1))"},
 	{name: colSpanID, kind: kindString, codec: "CODEC(ZSTD(1))"},
 	{name: colErrorType, kind: kindString, lowCard: true},
+	// The usage columns, added to tables of earlier versions by ALTER
+	// TABLE (see usageColumns).
+	{name: colModel, kind: kindString, lowCard: true, def: "''"},
+	{name: colClient, kind: kindString, lowCard: true, def: "''"},
+	{name: colInputTokens, kind: kindInt64, codec: "CODEC(T64, ZSTD(1))", def: "-1"},
+	{name: colOutputTokens, kind: kindInt64, codec: "CODEC(T64, ZSTD(1))", def: "-1"},
+	{name: colCachedTokens, kind: kindInt64, codec: "CODEC(T64, ZSTD(1))", def: "-1"},
+	{name: colUnits, kind: kindFloat64, codec: "CODEC(ZSTD(1))", def: "-1"},
+	{name: colCost, kind: kindFloat64, codec: "CODEC(ZSTD(1))", def: "-1"},
 }
+
+// usageColumns are the event table's columns that tables made before
+// they existed lack: the store adds them (see addUsageColumns).
+var usageColumns = eventColumns[len(eventColumns)-7:]
 
 var eventMSColumn = columnSpec{name: colEventMS, kind: kindUInt16}
 
@@ -190,6 +214,16 @@ type schemaConfig struct {
 	// converts key_id (18.16 refuses to push a String into a
 	// LowCardinality(String) column, and the reverse).
 	KeyType, RollupKeyType string
+	// ModelType and ClientType are the event table's types of model and
+	// client when it exists; a rollup made before they existed has
+	// neither and is kept (see tableState.rollupUsage).
+	ModelType, ClientType string
+	// RollupModelType and RollupClientType are the rollup's, when it
+	// exists with them.
+	RollupModelType, RollupClientType string
+	// OldRollup says that the rollup exists in its layout of before the
+	// usage columns: a view made for it leaves them out.
+	OldRollup bool
 	// Cluster, ReplicaPath and ReplicaName are Config's: with Cluster,
 	// the tables above are replicated local tables, created ON CLUSTER,
 	// behind Distributed tables (see cluster.go).
@@ -264,37 +298,17 @@ func planSchema(f features, c schemaConfig) schemaPlan {
 	// created.
 	keyType := cmp.Or(c.KeyType, str(true))
 	rollupKeyType := cmp.Or(c.RollupKeyType, keyType)
+	// So are model's and client's.
+	modelType, clientType := cmp.Or(c.ModelType, str(true)), cmp.Or(c.ClientType, str(true))
+	rollupModelType, rollupClientType := cmp.Or(c.RollupModelType, modelType), cmp.Or(c.RollupClientType, clientType)
 	var b strings.Builder
 	fmt.Fprintf(&b, "CREATE TABLE IF NOT EXISTS %s%s\n(\n", c.table(), c.onCluster())
 	for i, col := range p.Layout.columns() {
-		typ := ""
-		switch col.kind {
-		case kindTime:
-			typ = "DateTime('UTC')"
-			if f.DateTime64 {
-				typ = "DateTime64(3, 'UTC')"
-			}
-		case kindString:
-			typ = str(col.lowCard)
-		case kindUUID:
-			typ = "UUID"
-		case kindUInt8:
-			typ = "UInt8"
-		case kindUInt16:
-			typ = "UInt16"
-		case kindUInt32:
-			typ = "UInt32"
-		case kindInt64:
-			typ = "Int64"
-		}
-		if f.Codecs && col.codec != "" {
-			typ += " " + col.codec
-		}
 		sep := ","
 		if i == len(p.Layout.columns())-1 {
 			sep = ""
 		}
-		fmt.Fprintf(&b, "    %-16s %s%s\n", col.name, typ, sep)
+		fmt.Fprintf(&b, "    %-16s %s%s\n", col.name, columnType(f, col), sep)
 	}
 	fmt.Fprintf(&b, ")\nENGINE = %s\nPARTITION BY toYYYYMM(event_time)\nORDER BY (key_id, event_time)\n", c.engine("MergeTree", c.Table))
 	if c.TTL > 0 {
@@ -327,8 +341,17 @@ func planSchema(f features, c schemaConfig) schemaPlan {
 	fmt.Fprintf(&b, "    events         AggregateFunction(count),\n")
 	fmt.Fprintf(&b, "    latency        %s,\n", rollupLatencyType)
 	fmt.Fprintf(&b, "    req_bytes      AggregateFunction(sum, Int64),\n")
-	fmt.Fprintf(&b, "    resp_bytes     AggregateFunction(sum, Int64)\n")
-	fmt.Fprintf(&b, ")\nENGINE = %s\nPARTITION BY toYYYYMM(minute)\nORDER BY (key_id, minute, status_id)\n", c.engine("AggregatingMergeTree", c.Table+rollupSuffix))
+	fmt.Fprintf(&b, "    resp_bytes     AggregateFunction(sum, Int64),\n")
+	fmt.Fprintf(&b, "    model          %s,\n", rollupModelType)
+	fmt.Fprintf(&b, "    client         %s,\n", rollupClientType)
+	for i, u := range rollupUsage {
+		sep := ","
+		if i == len(rollupUsage)-1 {
+			sep = ""
+		}
+		fmt.Fprintf(&b, "    %-14s %s%s\n", u.name, u.typ, sep)
+	}
+	fmt.Fprintf(&b, ")\nENGINE = %s\nPARTITION BY toYYYYMM(minute)\nORDER BY (key_id, minute, status_id, model, client)\n", c.engine("AggregatingMergeTree", c.Table+rollupSuffix))
 	if c.RollupTTL > 0 {
 		if f.TTL {
 			fmt.Fprintf(&b, "TTL minute + INTERVAL %d SECOND\n", ttlSeconds(c.RollupTTL))
@@ -343,6 +366,25 @@ func planSchema(f features, c schemaConfig) schemaPlan {
 	if keyType != rollupKeyType {
 		key = "CAST(key_id AS " + rollupKeyType + ") AS key_id"
 	}
+	// model and client as key_id: converted when the types differ.
+	names := ""
+	for _, n := range [...][3]string{{colModel, modelType, rollupModelType}, {colClient, clientType, rollupClientType}} {
+		if n[1] != n[2] {
+			names += "    CAST(" + n[0] + " AS " + n[2] + ") AS " + n[0] + ",\n"
+		} else {
+			names += "    " + n[0] + ",\n"
+		}
+	}
+	usage := ""
+	for _, u := range rollupUsage {
+		usage += ",\n    " + u.expr + " AS " + u.name
+	}
+	group := "minute, key_id, status_id, model, client"
+	if c.OldRollup {
+		names, usage, group = "", "", "minute, key_id, status_id"
+	} else {
+		names = ",\n" + strings.TrimSuffix(names, ",\n")
+	}
 	// The aliases differ from the event table's column names: newer
 	// servers read "sumState(x) AS x" as an aggregate inside an aggregate.
 	p.View = fmt.Sprintf(`CREATE MATERIALIZED VIEW IF NOT EXISTS %s%s TO %s
@@ -353,16 +395,80 @@ AS SELECT
     countState() AS events,
     %sState%s(latency_us) AS latency,
     sumState(if(request_bytes > 0, request_bytes, toInt64(0))) AS req_bytes,
-    sumState(if(response_bytes > 0, response_bytes, toInt64(0))) AS resp_bytes
+    sumState(if(response_bytes > 0, response_bytes, toInt64(0))) AS resp_bytes%s%s
 FROM %s
-GROUP BY minute, key_id, status_id`, c.view(), c.onCluster(), c.rollup(), key, rollupQuantiles, rollupQuantileLevels, c.table())
+GROUP BY %s`, c.view(), c.onCluster(), c.rollup(), key, rollupQuantiles, rollupQuantileLevels,
+		names, usage, c.table(), group)
 	p.RollupDist = c.distDDL(c.Table+rollupSuffix, false)
 	return p
+}
+
+// columnType returns a column's type in DDL, with its DEFAULT and codec.
+func columnType(f features, col columnSpec) string {
+	typ := ""
+	switch col.kind {
+	case kindTime:
+		typ = "DateTime('UTC')"
+		if f.DateTime64 {
+			typ = "DateTime64(3, 'UTC')"
+		}
+	case kindString:
+		typ = "String"
+		if col.lowCard && f.LowCardinality {
+			typ = "LowCardinality(String)"
+		}
+	case kindUUID:
+		typ = "UUID"
+	case kindUInt8:
+		typ = "UInt8"
+	case kindUInt16:
+		typ = "UInt16"
+	case kindUInt32:
+		typ = "UInt32"
+	case kindInt64:
+		typ = "Int64"
+	case kindFloat64:
+		typ = "Float64"
+	}
+	if col.def != "" {
+		typ += " DEFAULT " + col.def
+	}
+	if f.Codecs && col.codec != "" {
+		typ += " " + col.codec
+	}
+	return typ
+}
+
+// addUsageColumnsDDL returns the ALTER TABLE that adds the columns cols to
+// table (quoted, with a Cluster's clause), typed as a new table would
+// have them. 18.16 has no ADD COLUMN IF NOT EXISTS: the store adds only
+// the columns system.columns does not list.
+func addUsageColumnsDDL(f features, table, onCluster string, cols []columnSpec) string {
+	adds := make([]string, len(cols))
+	for i, col := range cols {
+		adds[i] = "ADD COLUMN " + col.name + " " + columnType(f, col)
+	}
+	return "ALTER TABLE " + table + onCluster + " " + strings.Join(adds, ", ")
 }
 
 // dedupWindow is how many recent batches the server remembers to drop
 // resent ones.
 const dedupWindow = 1000
+
+// rollupUsage are the rollup's usage columns: the sums of the tokens,
+// units and cost known and the number of events that said them (tokens:
+// input and output both), the view's expression of each, and the type of
+// its state.
+var rollupUsage = []struct{ name, expr, typ string }{
+	{"input_sum", "sumState(if(input_tokens >= 0, input_tokens, toInt64(0)))", "AggregateFunction(sum, Int64)"},
+	{"output_sum", "sumState(if(output_tokens >= 0, output_tokens, toInt64(0)))", "AggregateFunction(sum, Int64)"},
+	{"cached_sum", "sumState(if(cached_tokens >= 0, cached_tokens, toInt64(0)))", "AggregateFunction(sum, Int64)"},
+	{"tokens_known", "sumState(toUInt64(input_tokens >= 0 AND output_tokens >= 0))", "AggregateFunction(sum, UInt64)"},
+	{"units_sum", "sumState(if(units >= 0, units, toFloat64(0)))", "AggregateFunction(sum, Float64)"},
+	{"units_known", "sumState(toUInt64(units >= 0))", "AggregateFunction(sum, UInt64)"},
+	{"cost_sum", "sumState(if(cost >= 0, cost, toFloat64(0)))", "AggregateFunction(sum, Float64)"},
+	{"cost_known", "sumState(toUInt64(cost >= 0))", "AggregateFunction(sum, UInt64)"},
+}
 
 // The rollup's quantile function, its levels (those of recorder.Latency),
 // and its state's type.
@@ -452,6 +558,8 @@ func compatible(kind columnKind, typ string) (want string, ok bool) {
 		return "UInt32", typ == "UInt32"
 	case kindInt64:
 		return "Int64", typ == "Int64"
+	case kindFloat64:
+		return "Float64", typ == "Float64"
 	}
 	return "", false
 }
@@ -464,6 +572,48 @@ var rollupColumns = []struct{ name, typ string }{
 	{"status_id", "UInt8"},
 	{"events", "AggregateFunction(count)"},
 	{"latency", rollupLatencyType},
+}
+
+// rollupHasUsage reports whether an existing rollup has the usage
+// columns (model, client and the sums), of the types the queries read; a
+// rollup made before them has none.
+func rollupHasUsage(have map[string]string) bool {
+	if _, ok := compatible(kindString, have[colModel]); !ok {
+		return false
+	}
+	if _, ok := compatible(kindString, have[colClient]); !ok {
+		return false
+	}
+	for _, u := range rollupUsage {
+		if have[u.name] != u.typ {
+			return false
+		}
+	}
+	return true
+}
+
+// missingUsage returns the usage columns an event table lacks, when it
+// has every other column the store writes (else none: checkColumns then
+// says what is wrong).
+func missingUsage(have map[string]string) []columnSpec {
+	var out []columnSpec
+	for _, col := range usageColumns {
+		if _, ok := have[col.name]; !ok {
+			out = append(out, col)
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	l := layout{time64: strings.HasPrefix(have[colEventTime], "DateTime64(")}
+	for _, col := range l.columns()[:len(l.columns())-len(usageColumns)] {
+		if typ, ok := have[col.name]; !ok {
+			return nil
+		} else if _, ok := compatible(col.kind, typ); !ok {
+			return nil
+		}
+	}
+	return out
 }
 
 // checkRollupColumns checks an existing rollup table.

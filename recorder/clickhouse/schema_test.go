@@ -76,11 +76,24 @@ func TestPlanSchemaLegacy(t *testing.T) {
 		"latency_us       UInt32,",
 		"request_bytes    Int64,",
 		"trace_id         String,",
+		"model            String DEFAULT '',",
+		"input_tokens     Int64 DEFAULT -1,",
+		"cost             Float64 DEFAULT -1\n",
 		"ENGINE = MergeTree()",
 		"ORDER BY (key_id, event_time)",
 	} {
 		if !strings.Contains(p.Table, want) {
 			t.Errorf("legacy table DDL lacks %q:\n%s", want, p.Table)
+		}
+	}
+	for _, want := range []string{"model          String,", "input_sum      AggregateFunction(sum, Int64),", "ORDER BY (key_id, minute, status_id, model, client)"} {
+		if !strings.Contains(p.Rollup, want) {
+			t.Errorf("legacy rollup DDL lacks %q:\n%s", want, p.Rollup)
+		}
+	}
+	for _, want := range []string{"    model,\n    client,\n", "sumState(toUInt64(cost >= 0)) AS cost_known", "GROUP BY minute, key_id, status_id, model, client"} {
+		if !strings.Contains(p.View, want) {
+			t.Errorf("legacy view DDL lacks %q:\n%s", want, p.View)
 		}
 	}
 	for _, banned := range []string{"DateTime64", "CODEC", "TTL", "deduplication", "LowCardinality", "CAST"} {
@@ -97,7 +110,7 @@ func TestPlanSchemaLegacy(t *testing.T) {
 		t.Error("legacy layout has time64")
 	}
 	if got := p.Layout.insertSQL("`db`.`events`"); !strings.HasPrefix(got, "INSERT INTO `db`.`events` (event_time, event_ms, event_id, key_id,") ||
-		!strings.HasSuffix(got, "trace_id, span_id, error_type)") {
+		!strings.HasSuffix(got, "trace_id, span_id, error_type, model, client, input_tokens, output_tokens, cached_tokens, units, cost)") {
 		t.Errorf("insertSQL = %s", got)
 	}
 	if len(p.Statements()) != 3 {
@@ -189,6 +202,8 @@ func columnsOf(t *testing.T, f features) map[string]string {
 			out[col.name] = "UInt32"
 		case kindInt64:
 			out[col.name] = "Int64"
+		case kindFloat64:
+			out[col.name] = "Float64"
 		}
 	}
 	return out
@@ -292,5 +307,57 @@ func TestPlanSchemaKeyTypes(t *testing.T) {
 				t.Errorf("a LowCardinality rollup on %v without the setting", c.v)
 			}
 		})
+	}
+}
+
+// TestPlanSchemaUsage: the usage columns an old table lacks are added with
+// the types and defaults of a new table's (no ADD COLUMN IF NOT EXISTS,
+// which 18.16 lacks: the store adds only what is missing); a view made for
+// a rollup of before them leaves them out.
+func TestPlanSchemaUsage(t *testing.T) {
+	legacy, modern := featuresFor(version{18, 16}), featuresFor(version{23, 8})
+	if got, want := addUsageColumnsDDL(legacy, "`db`.`t`", "", usageColumns[5:]),
+		"ALTER TABLE `db`.`t` ADD COLUMN units Float64 DEFAULT -1, ADD COLUMN cost Float64 DEFAULT -1"; got != want {
+		t.Errorf("legacy ALTER:\n got %s\nwant %s", got, want)
+	}
+	if got, want := addUsageColumnsDDL(modern, "`db`.`t`", " ON CLUSTER `c`", usageColumns[:3]),
+		"ALTER TABLE `db`.`t` ON CLUSTER `c` ADD COLUMN model LowCardinality(String) DEFAULT '', "+
+			"ADD COLUMN client LowCardinality(String) DEFAULT '', ADD COLUMN input_tokens Int64 DEFAULT -1 CODEC(T64, ZSTD(1))"; got != want {
+		t.Errorf("modern ALTER:\n got %s\nwant %s", got, want)
+	}
+	old := columnsOf(t, legacy)
+	for _, c := range usageColumns {
+		delete(old, c.name)
+	}
+	if got := missingUsage(old); len(got) != len(usageColumns) {
+		t.Errorf("missingUsage(a table of before) = %v, want every usage column", got)
+	}
+	delete(old, colTraceID)
+	if got := missingUsage(old); got != nil {
+		t.Errorf("missingUsage(a table lacking trace_id too) = %v, want none: not the store's table", got)
+	}
+	if got := missingUsage(columnsOf(t, legacy)); got != nil {
+		t.Errorf("missingUsage(a table of now) = %v", got)
+	}
+	cfg := testSchema
+	cfg.OldRollup = true
+	p := planSchema(legacy, cfg)
+	if strings.Contains(p.View, "model") || strings.Contains(p.View, "cost") || !strings.Contains(p.View, "GROUP BY minute, key_id, status_id") {
+		t.Errorf("the view for an old rollup:\n%s", p.View)
+	}
+	// A rollup with the usage columns, and one without.
+	have := map[string]string{"model": "String", "client": "LowCardinality(String)"}
+	for _, u := range rollupUsage {
+		have[u.name] = u.typ
+	}
+	if !rollupHasUsage(have) {
+		t.Error("rollupHasUsage(a rollup of now) = false")
+	}
+	have["cost_sum"] = "AggregateFunction(sum, Int64)"
+	if rollupHasUsage(have) {
+		t.Error("rollupHasUsage(a rollup whose cost_sum is of another type) = true")
+	}
+	if rollupHasUsage(map[string]string{"key_id": "String"}) {
+		t.Error("rollupHasUsage(a rollup of before) = true")
 	}
 }

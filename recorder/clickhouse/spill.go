@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"unicode/utf8"
@@ -41,7 +42,7 @@ const (
 	// maxPayload bounds a record: an event's strings are capped at
 	// maxStringBytes each, so real records are far smaller.
 	maxPayload     = 1 << 16
-	payloadVersion = 1
+	payloadVersion = 2
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -66,7 +67,10 @@ func appendRecord(dst []byte, r *row) []byte {
 // appendPayload appends r's encoding: a version byte, the 16 bytes of the
 // event id, the time (varint ms), the status id byte, http status, latency
 // and attempt (uvarints), the byte counts (varints), then nine strings,
-// each a uvarint length and its bytes.
+// each a uvarint length and its bytes; and from version 2 the usage: the
+// model and client (strings as above), the three token counts (varints)
+// and the units and cost (8 bytes each, little endian IEEE 754). Records
+// of version 1, written before the usage, read with it not known.
 func appendPayload(dst []byte, r *row) []byte {
 	dst = append(dst, payloadVersion)
 	dst = append(dst, r.id[:]...)
@@ -77,11 +81,15 @@ func appendPayload(dst []byte, r *row) []byte {
 	dst = binary.AppendUvarint(dst, uint64(r.attempt))
 	dst = binary.AppendVarint(dst, r.reqBytes)
 	dst = binary.AppendVarint(dst, r.respBytes)
-	for _, s := range [...]string{r.keyID, r.keyFP, r.status, r.method, r.host, r.operation, r.traceID, r.spanID, r.errorType} {
+	for _, s := range [...]string{r.keyID, r.keyFP, r.status, r.method, r.host, r.operation, r.traceID, r.spanID, r.errorType, r.model, r.client} {
 		dst = binary.AppendUvarint(dst, uint64(len(s)))
 		dst = append(dst, s...)
 	}
-	return dst
+	dst = binary.AppendVarint(dst, r.inTok)
+	dst = binary.AppendVarint(dst, r.outTok)
+	dst = binary.AppendVarint(dst, r.cachedTok)
+	dst = binary.LittleEndian.AppendUint64(dst, math.Float64bits(r.units))
+	return binary.LittleEndian.AppendUint64(dst, math.Float64bits(r.cost))
 }
 
 // decodeRecord decodes the framed record at the start of b. It returns the
@@ -115,9 +123,10 @@ func decodeRecord(b []byte) (row, int, error) {
 func decodePayload(p []byte) (row, error) {
 	var r row
 	bad := func(what string) (row, error) { return row{}, fmt.Errorf("%w: %s", errCorrupt, what) }
-	if len(p) < 1+16 || p[0] != payloadVersion {
+	if len(p) < 1+16 || p[0] != payloadVersion && p[0] != 1 {
 		return bad("version")
 	}
+	version := p[0]
 	copy(r.id[:], p[1:17])
 	p = p[17:]
 	varint := func() (int64, bool) {
@@ -163,7 +172,11 @@ func decodePayload(p []byte) (row, error) {
 	if r.respBytes, ok = varint(); !ok || r.respBytes < -1 {
 		return bad("response bytes")
 	}
-	for _, s := range [...]*string{&r.keyID, &r.keyFP, &r.status, &r.method, &r.host, &r.operation, &r.traceID, &r.spanID, &r.errorType} {
+	strs := []*string{&r.keyID, &r.keyFP, &r.status, &r.method, &r.host, &r.operation, &r.traceID, &r.spanID, &r.errorType, &r.model, &r.client}
+	if version == 1 {
+		strs = strs[:9]
+	}
+	for _, s := range strs {
 		n, ok := uvarint(maxStringBytes)
 		if !ok || n > uint64(len(p)) {
 			return bad("string length")
@@ -172,6 +185,23 @@ func decodePayload(p []byte) (row, error) {
 			return bad("string encoding")
 		}
 		*s, p = string(p[:n]), p[n:]
+	}
+	r.inTok, r.outTok, r.cachedTok, r.units, r.cost = -1, -1, -1, -1, -1
+	if version >= 2 {
+		for _, v := range [...]*int64{&r.inTok, &r.outTok, &r.cachedTok} {
+			if *v, ok = varint(); !ok || *v < -1 {
+				return bad("tokens")
+			}
+		}
+		for _, v := range [...]*float64{&r.units, &r.cost} {
+			if len(p) < 8 {
+				return bad("amount")
+			}
+			*v, p = math.Float64frombits(binary.LittleEndian.Uint64(p)), p[8:]
+			if *v != cleanAmount(*v) {
+				return bad("amount")
+			}
+		}
 	}
 	if len(p) != 0 {
 		return bad("trailing bytes")

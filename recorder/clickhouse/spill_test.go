@@ -6,6 +6,7 @@ import (
 	"errors"
 	"hash/crc32"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -39,6 +40,12 @@ func testRows(n int) []row {
 		if i%2 == 0 {
 			e.TraceID = trace.TraceID{byte(i), 1}
 			e.SpanID = trace.SpanID{byte(i), 2}
+		}
+		// Usage known on every third event, unknown (-1) on the others.
+		e.InputTokens, e.OutputTokens, e.CachedTokens, e.Units, e.Cost = -1, -1, -1, -1, -1
+		if i%3 == 0 {
+			e.Model, e.Client = "model-"+string(rune('a'+i%5)), "client"
+			e.InputTokens, e.OutputTokens, e.CachedTokens, e.Units, e.Cost = int64(i)<<33, int64(i), 0, float64(i)/3, float64(i)*1e-7
 		}
 		rows[i] = sanitize(&e, g.next())
 	}
@@ -98,10 +105,50 @@ func TestDecodePayloadRejectsOutOfRange(t *testing.T) {
 		"bytes below -1":  {reqBytes: -2, respBytes: -1},
 		"invalid UTF-8":   {host: "\xff", reqBytes: -1, respBytes: -1},
 		"string too long": {operation: strings.Repeat("x", maxStringBytes+1), reqBytes: -1, respBytes: -1},
+		"model too long":  {model: strings.Repeat("x", maxStringBytes+1), reqBytes: -1, respBytes: -1},
+		"tokens below -1": {inTok: -2, reqBytes: -1, respBytes: -1},
+		"cost NaN":        {cost: math.NaN(), reqBytes: -1, respBytes: -1},
+		"units -0.5":      {units: -0.5, reqBytes: -1, respBytes: -1},
+		"cost infinite":   {cost: math.Inf(1), reqBytes: -1, respBytes: -1},
 	} {
 		if _, err := decodePayload(appendPayload(nil, &r)); !errors.Is(err, errCorrupt) {
 			t.Errorf("%s: %v, want errCorrupt", name, err)
 		}
+	}
+}
+
+// TestDecodePayloadVersion1: a record written before the usage (payload
+// version 1, in a spill file left by an earlier store) reads with its
+// usage not known.
+func TestDecodePayloadVersion1(t *testing.T) {
+	r := testRows(1)[0]
+	// Version 1: the layout of version 2 without the model, client, tokens,
+	// units and cost at the end.
+	p := []byte{1}
+	p = append(p, r.id[:]...)
+	p = binary.AppendVarint(p, r.ms)
+	p = append(p, r.statusID)
+	p = binary.AppendUvarint(p, uint64(r.http))
+	p = binary.AppendUvarint(p, uint64(r.latencyUS))
+	p = binary.AppendUvarint(p, uint64(r.attempt))
+	p = binary.AppendVarint(p, r.reqBytes)
+	p = binary.AppendVarint(p, r.respBytes)
+	for _, s := range [...]string{r.keyID, r.keyFP, r.status, r.method, r.host, r.operation, r.traceID, r.spanID, r.errorType} {
+		p = binary.AppendUvarint(p, uint64(len(s)))
+		p = append(p, s...)
+	}
+	got, err := decodePayload(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := r
+	want.model, want.client = "", ""
+	want.inTok, want.outTok, want.cachedTok, want.units, want.cost = -1, -1, -1, -1, -1
+	if got != want {
+		t.Errorf("got %+v\nwant %+v", got, want)
+	}
+	if _, err := decodePayload(append(p, 0)); !errors.Is(err, errCorrupt) {
+		t.Errorf("a version 1 payload with a trailing byte: %v, want errCorrupt", err)
 	}
 }
 

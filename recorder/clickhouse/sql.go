@@ -172,11 +172,17 @@ func statusCond(f status.Status) string {
 	}
 }
 
-// filterCond returns the key and status conditions of q.
+// filterCond returns the key, status, model and client conditions of q.
 func filterCond(q recorder.Query) []string {
 	var conds []string
 	if q.KeyID != "" {
 		conds = append(conds, "key_id = "+quoteString(cleanString(q.KeyID)))
+	}
+	if q.Model != "" {
+		conds = append(conds, "model = "+quoteString(cleanString(q.Model)))
+	}
+	if q.Client != "" {
+		conds = append(conds, "client = "+quoteString(cleanString(q.Client)))
 	}
 	if c := statusCond(q.Status); c != "" {
 		conds = append(conds, c)
@@ -208,11 +214,20 @@ type plan struct {
 // planQuery decides how to answer q: from the event table alone, or from
 // the rollup for whole minutes and the event table for the ends. stepSec,
 // when positive, is a series step that the rollup must divide; extra are
-// more conditions on columns both tables have.
+// more conditions on columns both tables have. usage says the query reads
+// the usage sums, which only a rollup with the usage columns has (as have
+// a query's model and client).
 func planQuery(st *tableState, q recorder.Query, w window, rollupAfter time.Duration, stepSec int64, extra ...string) plan {
+	return planQueryUsage(st, q, w, rollupAfter, stepSec, false, extra...)
+}
+
+func planQueryUsage(st *tableState, q recorder.Query, w window, rollupAfter time.Duration, stepSec int64, usage bool, extra ...string) plan {
 	filters := append(filterCond(q), extra...)
 	rawAll := plan{raw: where(append([]string{st.layout.timeCond(w)}, filters...)...)}
 	if !st.rollup || rollupAfter < 0 || (stepSec > 0 && stepSec%60 != 0) {
+		return rawAll
+	}
+	if !st.rollupUsage && (usage || q.Model != "" || q.Client != "") {
 		return rawAll
 	}
 	if n := w.length(); n >= 0 && n < rollupAfter {

@@ -33,6 +33,7 @@ import (
 // cases that can still lose or duplicate events, per configuration.
 type Store struct {
 	cfg  Config
+	opts *clickhouse.Options // conn's, for connections to one server (cluster.go)
 	conn driver.Conn
 	log  *slog.Logger
 	q    *queue
@@ -56,13 +57,17 @@ type Store struct {
 
 // tableState is what the store learned from the server about its tables.
 type tableState struct {
-	version   string
-	layout    layout
-	rollup    bool // the rollup table and its view exist and fit
-	table     string
-	rollupTbl string
-	insertSQL string
-	dedup     dedupInfo
+	version string
+	layout  layout
+	rollup  bool // the rollup table and its view exist and fit
+	// rollupUsage says the rollup has model, client and the usage sums
+	// (a rollup made before them has not: queries by model or client and
+	// TotalsBy then read the event table).
+	rollupUsage bool
+	table       string
+	rollupTbl   string
+	insertSQL   string
+	dedup       dedupInfo
 	// insertSettings go with every insert (cluster mode).
 	insertSettings map[string]any
 }
@@ -138,7 +143,7 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("table", cfg.Database+"."+cfg.Table)
-	s := &Store{cfg: cfg, conn: conn, log: log}
+	s := &Store{cfg: cfg, opts: opts, conn: conn, log: log}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.q = newQueue(cfg.QueueSize, cfg.BatchSize, cfg.OnFull == Block)
 
@@ -245,6 +250,11 @@ func (s *Store) setupLocked(ctx context.Context) (*tableState, error) {
 			return nil, err
 		}
 	}
+	if missing := missingUsage(cols); existed && len(missing) > 0 {
+		if cols, err = s.addUsageColumns(ctx, dctx, feat, st.table, s.cfg.Table, "", missing); err != nil {
+			return nil, err
+		}
+	}
 	if st.layout, err = checkColumns(name, cols); err != nil {
 		return nil, err
 	}
@@ -264,6 +274,9 @@ func (s *Store) setupLocked(ctx context.Context) (*tableState, error) {
 		}
 		// The rollup and the view follow the key_id types the tables have.
 		sc.KeyType, sc.RollupKeyType = cols[colKeyID], rcols[colKeyID]
+		sc.ModelType, sc.ClientType = cols[colModel], cols[colClient]
+		sc.RollupModelType, sc.RollupClientType = rcols[colModel], rcols[colClient]
+		sc.OldRollup = len(rcols) > 0 && !rollupHasUsage(rcols)
 		plan = planSchema(feat, sc)
 		if len(rcols) == 0 {
 			if err := s.conn.Exec(dctx, plan.Rollup); err != nil {
@@ -282,6 +295,8 @@ func (s *Store) setupLocked(ctx context.Context) (*tableState, error) {
 		}
 		if n == 0 {
 			sc.RollupKeyType = rcols[colKeyID]
+			sc.RollupModelType, sc.RollupClientType = rcols[colModel], rcols[colClient]
+			sc.OldRollup = !rollupHasUsage(rcols)
 			plan = planSchema(feat, sc)
 			if err := s.conn.Exec(dctx, plan.View); err != nil {
 				return nil, fmt.Errorf("creating view %s%s: %w", name, viewSuffix, err)
@@ -292,8 +307,37 @@ func (s *Store) setupLocked(ctx context.Context) (*tableState, error) {
 			}
 		}
 		st.rollup = true
+		st.rollupUsage = rollupHasUsage(rcols)
+		if !st.rollupUsage {
+			s.log.Info("apipool: clickhouse: the rollup was made before the usage columns: " +
+				"queries by model or client, and usage totals, read the event table")
+		}
 	}
 	return st, nil
+}
+
+// addUsageColumns adds the usage columns missing from an event table made
+// before they existed (its rows then read as of no model nor client,
+// their usage not known), and returns its columns. table is the quoted
+// name, onCluster the cluster clause; name names it in system.columns.
+// Another store may add them at the same time: the columns being there
+// afterwards is what counts.
+func (s *Store) addUsageColumns(ctx, dctx context.Context, f features, table, name, onCluster string, missing []columnSpec) (map[string]string, error) {
+	ddlErr := s.conn.Exec(dctx, addUsageColumnsDDL(f, table, onCluster, missing))
+	cols, err := s.columns(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	if still := missingUsage(cols); len(still) > 0 {
+		if ddlErr == nil {
+			ddlErr = fmt.Errorf("%d column(s) still missing", len(still))
+		}
+		return nil, fmt.Errorf("adding the usage columns to %s: %w", table, ddlErr)
+	}
+	if ddlErr == nil {
+		s.log.Info("apipool: clickhouse: added the usage columns to an existing table", "table", table, "columns", len(missing))
+	}
+	return cols, nil
 }
 
 // columns returns the columns of a table in the store's database, name →

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -117,8 +118,19 @@ func TestEventRoundTrip(t *testing.T) {
 		TraceID:        trace.TraceID{0xde, 0xad, 0xbe, 0xef, 15: 1},
 		SpanID:         trace.SpanID{0xca, 0xfe, 7: 2},
 		ErrorType:      "rate_limited",
+		Model:          "gpt-4o'\\",
+		Client:         "web ü",
+		InputTokens:    1 << 40,
+		OutputTokens:   0,
+		CachedTokens:   -1,
+		Units:          -1,
+		Cost:           0.000123,
 	}
 	s.Record(e)
+	// Values no column holds read as not known.
+	odd := e
+	odd.KeyID, odd.InputTokens, odd.OutputTokens, odd.CachedTokens, odd.Units, odd.Cost = "odd", -7, -1, 5, math.NaN(), math.Inf(1)
+	s.Record(odd)
 	if err := s.Flush(ctxT(t, 30*time.Second)); err != nil {
 		t.Fatal(err)
 	}
@@ -129,19 +141,30 @@ func TestEventRoundTrip(t *testing.T) {
 		statusID                                            uint8
 		latency                                             uint32
 		reqB, respB                                         int64
+		model, client                                       string
+		in, out, cached                                     int64
+		units, cost                                         float64
 	)
 	err := srv.Conn(t).QueryRow(context.Background(), `SELECT event_time, event_ms, key_id, key_fingerprint, status_id, status,
-		http_status, latency_us, attempt, method, host, operation, request_bytes, response_bytes, trace_id, span_id, error_type
-		FROM default.`+cfg.Table).Scan(&sec, &ms, &keyID, &fp, &statusID, &statusName, &httpStatus, &latency, &attempt,
-		&method, &host, &op, &reqB, &respB, &tr, &sp, &et)
+		http_status, latency_us, attempt, method, host, operation, request_bytes, response_bytes, trace_id, span_id, error_type,
+		model, client, input_tokens, output_tokens, cached_tokens, units, cost
+		FROM default.`+cfg.Table+` WHERE key_id != 'odd'`).Scan(&sec, &ms, &keyID, &fp, &statusID, &statusName, &httpStatus, &latency, &attempt,
+		&method, &host, &op, &reqB, &respB, &tr, &sp, &et, &model, &client, &in, &out, &cached, &units, &cost)
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := fmt.Sprint(sec.Unix(), ms, keyID, fp, statusID, statusName, httpStatus, latency, attempt, method, host, op, reqB, respB, tr, sp, et)
+	got := fmt.Sprint(sec.Unix(), ms, keyID, fp, statusID, statusName, httpStatus, latency, attempt, method, host, op, reqB, respB, tr, sp, et,
+		model, client, in, out, cached, units, cost)
 	want := fmt.Sprint(e.Time.Unix(), 123, e.KeyID, e.KeyFingerprint, 9, "reach limit", 429, 1234567, 2, "POST",
-		"api.example.com:8443", "CreateThing", -1, 512, "deadbeef000000000000000000000001", "cafe000000000002", "rate_limited")
+		"api.example.com:8443", "CreateThing", -1, 512, "deadbeef000000000000000000000001", "cafe000000000002", "rate_limited",
+		e.Model, e.Client, int64(1<<40), 0, -1, -1, 0.000123)
 	if got != want {
 		t.Errorf("row:\n got %s\nwant %s", got, want)
+	}
+	err = srv.Conn(t).QueryRow(context.Background(), `SELECT input_tokens, output_tokens, cached_tokens, units, cost FROM default.`+cfg.Table+
+		` WHERE key_id = 'odd'`).Scan(&in, &out, &cached, &units, &cost)
+	if err != nil || in != -1 || out != -1 || cached != 5 || units != -1 || cost != -1 {
+		t.Errorf("odd values read %d %d %d %v %v, %v; want -1 -1 5 -1 -1", in, out, cached, units, cost, err)
 	}
 }
 
@@ -173,7 +196,12 @@ func TestLegacySchema(t *testing.T) {
 			t.Errorf("column %s: %q, want %q", col, types[col], want)
 		}
 	}
-	if len(types) != 18 {
+	for col, want := range map[string]string{"model": "String", "client": "String", "input_tokens": "Int64", "units": "Float64", "cost": "Float64"} {
+		if types[col] != want {
+			t.Errorf("column %s: %q, want %q", col, types[col], want)
+		}
+	}
+	if len(types) != 25 {
 		t.Errorf("%d columns: %v", len(types), types)
 	}
 	var n uint64
@@ -336,7 +364,7 @@ func TestIncompatibleTable(t *testing.T) {
 			t.Errorf("error %q does not name %q", msg, want)
 		}
 	}
-	if se.Table != "default."+cfg.Table || len(se.Missing) != 14 {
+	if se.Table != "default."+cfg.Table || len(se.Missing) != 21 {
 		t.Errorf("SchemaError: table %q, missing %q", se.Table, se.Missing)
 	}
 }

@@ -863,6 +863,9 @@ type columnBufs struct {
 	keyID, keyFP, status   []string
 	method, host, op       []string
 	traceID, spanID, errTy []string
+	model, client          []string
+	inTok, outTok, cached  []int64
+	units, cost            []float64
 	cols                   []any
 }
 
@@ -876,6 +879,8 @@ func (c *columnBufs) append(b driver.Batch, rows []row, l layout) error {
 	c.keyID, c.keyFP, c.status = c.keyID[:0], c.keyFP[:0], c.status[:0]
 	c.method, c.host, c.op = c.method[:0], c.host[:0], c.op[:0]
 	c.traceID, c.spanID, c.errTy = c.traceID[:0], c.spanID[:0], c.errTy[:0]
+	c.model, c.client = c.model[:0], c.client[:0]
+	c.inTok, c.outTok, c.cached, c.units, c.cost = c.inTok[:0], c.outTok[:0], c.cached[:0], c.units[:0], c.cost[:0]
 	for i := range rows {
 		r := &rows[i]
 		if l.time64 {
@@ -900,13 +905,21 @@ func (c *columnBufs) append(b driver.Batch, rows []row, l layout) error {
 		c.traceID = append(c.traceID, r.traceID)
 		c.spanID = append(c.spanID, r.spanID)
 		c.errTy = append(c.errTy, r.errorType)
+		c.model = append(c.model, r.model)
+		c.client = append(c.client, r.client)
+		c.inTok = append(c.inTok, r.inTok)
+		c.outTok = append(c.outTok, r.outTok)
+		c.cached = append(c.cached, r.cachedTok)
+		c.units = append(c.units, r.units)
+		c.cost = append(c.cost, r.cost)
 	}
 	c.cols = append(c.cols[:0], c.times)
 	if !l.time64 {
 		c.cols = append(c.cols, c.ms)
 	}
 	c.cols = append(c.cols, c.ids, c.keyID, c.keyFP, c.statusID, c.status, c.http, c.latency, c.attempt,
-		c.method, c.host, c.op, c.reqBytes, c.respBytes, c.traceID, c.spanID, c.errTy)
+		c.method, c.host, c.op, c.reqBytes, c.respBytes, c.traceID, c.spanID, c.errTy,
+		c.model, c.client, c.inTok, c.outTok, c.cached, c.units, c.cost)
 	if len(c.cols) != len(l.columns()) {
 		return errors.New("column count mismatch") // a bug: the lists above and in schema.go differ
 	}
@@ -916,7 +929,7 @@ func (c *columnBufs) append(b driver.Batch, rows []row, l layout) error {
 		}
 	}
 	// Drop the strings' references until the next batch.
-	for _, s := range [][]string{c.keyID, c.keyFP, c.status, c.method, c.host, c.op, c.traceID, c.spanID, c.errTy} {
+	for _, s := range [][]string{c.keyID, c.keyFP, c.status, c.method, c.host, c.op, c.traceID, c.spanID, c.errTy, c.model, c.client} {
 		clear(s)
 	}
 	clear(c.cols)

@@ -19,7 +19,8 @@ var benchClock = clockFunc(func() time.Time { return benchBase.Add(1000 * time.H
 // fill records, for each of n keys, events in every minute of the store's
 // retention and an hour more (one of each status class, so that every
 // histogram is allocated), and one every second of the last 5 minutes. It
-// returns the newest event's time.
+// returns the newest event's time. The events carry no model, client or
+// usage (see plainEvent).
 func fill(s *Store, keys int) time.Time {
 	span := s.Retention() + time.Hour
 	end := benchBase.Add(span)
@@ -28,20 +29,28 @@ func fill(s *Store, keys int) time.Time {
 		id := fmt.Sprintf("key-%03d", k)
 		for t := benchBase; t.Before(end); t = t.Add(time.Minute) {
 			for i, st := range sts {
-				s.Record(recorder.Event{Time: t.Add(time.Duration(i) * time.Second), KeyID: id, Status: st,
-					Latency: time.Duration(10+k+i*50) * time.Millisecond})
+				s.Record(plainEvent(t.Add(time.Duration(i)*time.Second), id, st, time.Duration(10+k+i*50)*time.Millisecond))
 			}
 		}
 		for t := end.Add(-5 * time.Minute); t.Before(end); t = t.Add(time.Second) {
-			s.Record(recorder.Event{Time: t, KeyID: id, Status: status.Success, Latency: 20 * time.Millisecond})
+			s.Record(plainEvent(t, id, status.Success, 20*time.Millisecond))
 		}
 	}
 	return end.Add(-time.Second)
 }
 
+// plainEvent returns an event of a key, status and latency, whose usage
+// (bytes, tokens, units, cost) is not known, as the pool records it for an
+// API without a usage reader.
+func plainEvent(t time.Time, key string, st status.Status, lat time.Duration) recorder.Event {
+	e := recorder.Unknown()
+	e.Time, e.KeyID, e.Status, e.Latency = t, key, st, lat
+	return e
+}
+
 func BenchmarkRecord(b *testing.B) {
 	s := mustNew(b, WithClock(benchClock))
-	e := recorder.Event{Time: benchBase, KeyID: "key", Status: status.Success, Latency: 150 * time.Millisecond}
+	e := plainEvent(benchBase, "key", status.Success, 150*time.Millisecond)
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
@@ -67,7 +76,7 @@ func BenchmarkRecordParallel(b *testing.B) {
 				if shared {
 					id = "key"
 				}
-				e := recorder.Event{Time: benchBase, KeyID: id, Status: status.Success, Latency: 150 * time.Millisecond}
+				e := plainEvent(benchBase, id, status.Success, 150*time.Millisecond)
 				i := 0
 				for pb.Next() {
 					e.Time = benchBase.Add(time.Duration(i) * time.Millisecond)
@@ -99,6 +108,7 @@ func BenchmarkQuery(b *testing.B) {
 		{"LatencyByKeyLastHour", func() error { _, err := s.LatencyByKey(ctx, lastHour); return err }},
 		{"SeriesHourly", func() error { _, err := s.Series(ctx, day, time.Hour); return err }},
 		{"SeriesMinutes", func() error { _, err := s.Series(ctx, day, time.Minute); return err }},
+		{"TotalsByKey", func() error { _, err := s.TotalsBy(ctx, day, recorder.ByKey); return err }},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			b.ReportAllocs()
@@ -126,7 +136,7 @@ func BenchmarkMemoryPerKey(b *testing.B) {
 		before = heapInUse()
 		s2 := mustNew(b, WithClock(benchClock))
 		for k := range keys {
-			s2.Record(recorder.Event{Time: benchBase, KeyID: fmt.Sprint("key-", k), Status: status.Success})
+			s2.Record(plainEvent(benchBase, fmt.Sprint("key-", k), status.Success, 0))
 		}
 		idle = float64(heapInUse()-before) / keys
 		runtime.KeepAlive(s2)
@@ -140,4 +150,51 @@ func heapInUse() uint64 {
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	return m.HeapAlloc
+}
+
+// BenchmarkMemoryPerEvent reports the heap the store holds after an hour
+// of traffic at 100 events a second over 10 keys, divided by the events
+// (B/event), and in all (MB): "plain" events carry a key, a status and a
+// latency; "usage" events also a model (of 2), a client (of 3), and
+// tokens and cost on the successes (unknown on the failures), as an LLM
+// pool records them.
+func BenchmarkMemoryPerEvent(b *testing.B) {
+	for _, usage := range []bool{false, true} {
+		name := "plain"
+		if usage {
+			name = "usage"
+		}
+		b.Run(name, func(b *testing.B) {
+			const rate, keys = 100, 10
+			models := []string{"gpt-4o-mini", "claude-sonnet-4-5"}
+			clients := []string{"web", "batch", "ci"}
+			var heap uint64
+			var n int
+			for b.Loop() {
+				before := heapInUse()
+				s := mustNew(b, WithClock(benchClock))
+				n = 0
+				for t := benchBase; t.Before(benchBase.Add(time.Hour)); t = t.Add(time.Second / rate) {
+					e := recorder.Unknown()
+					e.Time, e.KeyID, e.Status, e.Latency = t, fmt.Sprint("key-", n%keys), status.Success, time.Duration(20+n%300)*time.Millisecond
+					if n%10 == 7 {
+						e.Status = status.ReachLimit
+					}
+					if usage {
+						e.Model, e.Client = models[n/keys%len(models)], clients[n/keys/len(models)%len(clients)]
+						if e.Status == status.Success {
+							e.InputTokens, e.OutputTokens, e.CachedTokens = int64(1000+n%500), int64(200+n%100), int64(n%4*128)
+							e.Cost = float64(e.InputTokens)*2.5e-6 + float64(e.OutputTokens)*1e-5
+						}
+					}
+					s.Record(e)
+					n++
+				}
+				heap = heapInUse() - before
+				runtime.KeepAlive(s)
+			}
+			b.ReportMetric(float64(heap)/float64(n), "B/event")
+			b.ReportMetric(float64(heap)/1e6, "MB")
+		})
+	}
 }

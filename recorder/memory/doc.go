@@ -5,17 +5,24 @@
 //
 // # Storage
 //
-// For each key (events without a key are kept under the key ""), the store
-// keeps time buckets in tiers:
+// For each series, the events of one key with one model and one client
+// (Event.Model and Event.Client; events without a key are kept under the
+// key "", and a key whose events carry neither model nor client has one
+// series), the store keeps time buckets in tiers:
 //
 //   - seconds: a count per status for each of the last 5 minutes' seconds;
 //   - minutes: a count per status for each minute of the retention, and a
 //     latency histogram per status class for each of the last 60 minutes;
 //   - hours: a count per status and latency histograms for each hour of the
-//     retention.
+//     retention;
+//   - usage: per status, for each minute of the retention, the sums of the
+//     tokens (input, output, cached), units and cost the events said, and
+//     how many events said them (see [Store.TotalsBy]).
 //
 // Only the buckets, statuses and histogram bins that hold events take
-// memory: each tier is a ring of the buckets in use, sorted by time.
+// memory: each tier is a ring of the buckets in use, sorted by time. A
+// query's Model and Client select series; its answers per key add up the
+// key's series.
 //
 // An event goes into the buckets of its own time, Event.Time, not of the
 // clock: the rings of a key end at its newest event, and the store's
@@ -28,14 +35,15 @@
 //
 // # Precision of counts
 //
-// An event within the 5 minutes up to its key's newest event counts at its
-// second; an older one counts at the start of its minute. A query counts the
+// An event within the 5 minutes up to its series' newest event counts at
+// its second; an older one counts at the start of its minute. A query counts the
 // events whose counting time is in [Since, Until). So UsageByKey,
 // UsageCount, Series and the Count of LatencyByKey are exact for bounds that
 // are whole minutes, and for bounds that are whole seconds within those 5
 // minutes; a bound inside a second counts the events of that second as if
 // they happened at its start. Series buckets always add up to the count of
-// their range.
+// their range. [Store.TotalsBy] counts every event at the start of its
+// minute: its totals are exact for bounds that are whole minutes.
 //
 // # Precision of latencies
 //
@@ -46,7 +54,7 @@
 // value (1µs below 16µs).
 //
 // The histograms cover whole minutes for the last 60 minutes before the
-// key's newest event, and whole hours before: the quantiles of a window are
+// series' newest event, and whole hours before: the quantiles of a window are
 // those of the minutes it touches, and of the whole hours it touches before
 // the last 60 minutes; a window aligned to whole hours, or to whole minutes
 // in the last hour, has exact quantiles up to the bin error. There are three
@@ -63,28 +71,36 @@
 //
 // # Memory
 //
-// A key's memory grows with its events in the retention, not with the
-// retention or the number of keys: a key with one event takes under 1.5 KB.
+// A series' memory grows with its events in the retention, not with the
+// retention or the number of series: a key with one event takes under
+// 1.6 KB.
 // Each tier's ring takes 16 bytes per (second, status) with events in the
 // last 5 minutes and per (minute, status) with events in the retention, and
 // 40 bytes per minute with events in the last hour and per hour with events
-// in the retention (plus 96 bytes of counts per hour); rings double when
+// in the retention (plus 96 bytes of counts per hour), and 64 bytes per
+// (minute, status) whose events said any of their tokens, units or cost
+// (none for events whose usage is not known, -1); rings double when
 // full and halve when an eighth is in use. A histogram (per bucket and
 // status class with events) takes 32 bytes and 4 bytes per latency bin in
 // use, up to 32 bins, then 896 bytes. So a key's memory is at most about
 // 16·(300·S + R·S) + 40·(60 + H) + 96·H + 928·C·(60 + H) bytes, doubled for
 // the rings' slack, for S statuses and C classes in use, R minutes of
-// retention and H hour buckets (R = 1,440 and H = 25 by default): 330 to
-// 420 KB for a key with events of three statuses in every second and
-// latencies over more than 32 bins in every minute, and far less for a key
-// with fewer events. An hour of traffic at 100 events a
-// second spread over 1,000 keys takes about 13 KB a key; over 10 keys,
-// about 125 KB a key (see bench/README.md). [WithMaxKeys] bounds the number
-// of keys (1024 by default): when it is reached, a new key replaces keys
-// without any event in the retention, and if there are none its events are
-// dropped and counted in [Store.Dropped]. Beside the keys, the buffers of
-// events on their way to their keys take about 2 KB per processor that
-// records (at most 2·GOMAXPROCS of them, 4 at least).
+// retention and H hour buckets (R = 1,440 and H = 25 by default), plus
+// 64·R·S for usage: 330 to 420 KB for a key with events of three statuses
+// in every second and latencies over more than 32 bins in every minute,
+// and far less for a key with fewer events. An hour of traffic at 100
+// events a second spread over 1,000 keys takes about 13 KB a key; over 10
+// keys, about 125 KB a key (see bench/README.md); about 0.65 bytes an
+// event (BenchmarkMemoryPerEvent). The same traffic with 2 models and 3
+// clients, tokens and cost on its successes, makes 60 series of 10 keys
+// and takes about 3.4 bytes an event: each series has its own buckets.
+// [WithMaxKeys] bounds the number of keys (1024 by default) and
+// [WithMaxSeries] the number of series (8192): when one is reached, a new
+// key or series replaces those without any event in the retention, and if
+// there are none its events are dropped and counted in [Store.Dropped].
+// Beside the series, the buffers of events on their way to their series
+// take about 6.5 KB per processor that records (at most 2·GOMAXPROCS of
+// them, 4 at least).
 //
 // # Speed
 //
@@ -95,10 +111,11 @@
 // which a batch loads once, rather than once an event from another CPU or
 // from behind the caller's own work. The call that fills a buffer, or that
 // records an event outside the two seconds held, counts what is held: 2.7
-// µs for a full buffer of ten keys' events. Keys are found in a copy-on-write map. At a steady rate
+// µs for a full buffer of ten keys' events. Keys are found in a copy-on-write map, and a key's
+// series in a sorted copy-on-write list. At a steady rate
 // it does not allocate: expired histograms are reused, and rings only grow
 // when a key's traffic does (and once an hour, for the hour's counts).
-// Queries lock one key at a time; over 100 keys and 24 hours, UsageByKey,
+// Queries lock one key's series at a time; over 100 keys and 24 hours, UsageByKey,
 // UsageCount and LatencyByKey take well under a
 // millisecond (see BenchmarkQuery).
 package memory

@@ -18,19 +18,20 @@ import (
 type model struct {
 	minutes int64
 	g       int64 // newest accepted second, -1 if none
-	newest  map[string]int64
+	newest  map[seriesID]int64
 	events  []modelEvent
 	tooOld  int
 }
 
 type modelEvent struct {
-	key string
+	id  seriesID
 	sec int64
 	st  status.Status
+	u   consumed
 }
 
 func newModel(retention time.Duration) *model {
-	return &model{minutes: int64(retention / time.Minute), g: -1, newest: map[string]int64{}}
+	return &model{minutes: int64(retention / time.Minute), g: -1, newest: map[seriesID]int64{}}
 }
 
 func (m *model) record(e recorder.Event) {
@@ -39,16 +40,17 @@ func (m *model) record(e recorder.Event) {
 		m.tooOld++
 		return
 	}
-	m.events = append(m.events, modelEvent{e.KeyID, sec, e.Status})
-	if n, ok := m.newest[e.KeyID]; !ok || sec > n {
-		m.newest[e.KeyID] = sec
+	id := seriesID{e.KeyID, e.Model, e.Client}
+	m.events = append(m.events, modelEvent{id, sec, e.Status, consumed{e.InputTokens, e.OutputTokens, e.CachedTokens, e.Units, e.Cost}})
+	if n, ok := m.newest[id]; !ok || sec > n {
+		m.newest[id] = sec
 	}
 	m.g = max(m.g, sec)
 }
 
 // at returns the time an event counts at, and whether it is still held.
 func (m *model) at(ev modelEvent) (int64, bool) {
-	kn := m.newest[ev.key]
+	kn := m.newest[ev.id]
 	mn := ev.sec / 60
 	if mn < m.g/60-m.minutes+1 || mn < kn/60-m.minutes+1 {
 		return 0, false
@@ -59,17 +61,62 @@ func (m *model) at(ev modelEvent) (int64, bool) {
 	return mn * 60, true
 }
 
+// selected reports whether q's key, status, model and client select ev.
+func selected(ev modelEvent, q recorder.Query) bool {
+	return (q.KeyID == "" || ev.id.key == q.KeyID) && ev.st.Matches(q.Status) &&
+		(q.Model == "" || ev.id.model == q.Model) && (q.Client == "" || ev.id.client == q.Client)
+}
+
+func inWindow(t int64, q recorder.Query) bool {
+	return (q.Since.IsZero() || !time.Unix(t, 0).Before(q.Since)) && (q.Until.IsZero() || time.Unix(t, 0).Before(q.Until))
+}
+
 func (m *model) usage(q recorder.Query) map[string]int64 {
 	out := map[string]int64{}
 	for _, ev := range m.events {
 		t, ok := m.at(ev)
-		if !ok || (q.KeyID != "" && ev.key != q.KeyID) || !ev.st.Matches(q.Status) {
+		if !ok || !selected(ev, q) || !inWindow(t, q) {
 			continue
 		}
-		if (!q.Since.IsZero() && time.Unix(t, 0).Before(q.Since)) || (!q.Until.IsZero() && !time.Unix(t, 0).Before(q.Until)) {
+		out[ev.id.key]++
+	}
+	return out
+}
+
+// totals answers TotalsBy: every event held counts at its minute's start.
+func (m *model) totals(q recorder.Query, by recorder.GroupBy) map[string]recorder.Totals {
+	out := map[string]recorder.Totals{}
+	for _, ev := range m.events {
+		if _, ok := m.at(ev); !ok || !selected(ev, q) || !inWindow(ev.sec/60*60, q) {
 			continue
 		}
-		out[ev.key]++
+		name := [...]string{ev.id.key, ev.id.model, ev.id.client}[by]
+		t := out[name]
+		t.Events++
+		u := ev.u
+		if u.in >= 0 {
+			t.InputTokens += u.in
+		}
+		if u.out >= 0 {
+			t.OutputTokens += u.out
+		}
+		if u.cached >= 0 {
+			t.CachedTokens += u.cached
+		}
+		if !u.tokensKnown() {
+			t.TokensUnknown++
+		}
+		if u.units >= 0 {
+			t.Units += u.units
+		} else {
+			t.UnitsUnknown++
+		}
+		if u.cost >= 0 {
+			t.Cost += u.cost
+		} else {
+			t.CostUnknown++
+		}
+		out[name] = t
 	}
 	return out
 }
@@ -82,16 +129,13 @@ func (m *model) series(q recorder.Query, step time.Duration) map[string][]int64 
 	out := map[string][]int64{}
 	for _, ev := range m.events {
 		t, ok := m.at(ev)
-		if !ok || (q.KeyID != "" && ev.key != q.KeyID) || !ev.st.Matches(q.Status) {
+		if !ok || !selected(ev, q) || !inWindow(t, q) {
 			continue
 		}
-		if time.Unix(t, 0).Before(q.Since) || !time.Unix(t, 0).Before(q.Until) {
-			continue
+		if out[ev.id.key] == nil {
+			out[ev.id.key] = make([]int64, nb)
 		}
-		if out[ev.key] == nil {
-			out[ev.key] = make([]int64, nb)
-		}
-		out[ev.key][floorDiv(t, st)-first]++
+		out[ev.id.key][floorDiv(t, st)-first]++
 	}
 	return out
 }
@@ -120,6 +164,8 @@ func TestModelRandom(t *testing.T) {
 			defer s.Close(context.Background())
 			m := newModel(retention)
 			keys := []string{"", "a", "b", "c", "d"}
+			models := []string{"", "m1", "m2"}
+			clients := []string{"", "web", "cli"}
 			// On odd seeds, the events go to three stripes in turn, as if
 			// the walk moved from processor to processor: the store must
 			// count them as if held in one.
@@ -149,8 +195,15 @@ func TestModelRandom(t *testing.T) {
 				if r.IntN(10) == 0 {
 					at = at.Add(-time.Duration(r.IntN(1200)) * time.Second) // a straggler
 				}
-				e := recorder.Event{Time: at, KeyID: keys[r.IntN(len(keys))], Status: randomStatus(r),
-					Latency: time.Duration(r.IntN(1e6)) * time.Microsecond}
+				e := recorder.Unknown()
+				e.Time, e.KeyID, e.Status, e.Latency = at, keys[r.IntN(len(keys))], randomStatus(r), time.Duration(r.IntN(1e6))*time.Microsecond
+				if seed%3 != 0 { // every third seed without models and clients
+					e.Model, e.Client = models[r.IntN(len(models))], clients[r.IntN(len(clients))]
+				}
+				if r.IntN(3) != 0 { // usage known, in part or whole
+					e.InputTokens, e.OutputTokens, e.CachedTokens = int64(r.IntN(3))-1, int64(r.IntN(1000)), int64(r.IntN(5))-1
+					e.Units, e.Cost = float64(r.IntN(4)-1)/2, float64(r.IntN(3)-1)/4 // multiples of 1/4: sums exact
+				}
 				s.Record(e)
 				m.record(e)
 			}
@@ -167,6 +220,12 @@ func TestModelRandom(t *testing.T) {
 				q := recorder.Query{Status: filters[r.IntN(len(filters))]}
 				if r.IntN(3) == 0 {
 					q.KeyID = keys[1+r.IntN(len(keys)-1)]
+				}
+				if r.IntN(3) == 0 {
+					q.Model = models[r.IntN(len(models))]
+				}
+				if r.IntN(4) == 0 {
+					q.Client = clients[r.IntN(len(clients))]
 				}
 				// Windows: whole minutes, whole seconds, or with nanoseconds,
 				// mostly near the newest event.
@@ -214,6 +273,14 @@ func TestModelRandom(t *testing.T) {
 					if l.Count != want[k] || l.P50 > l.P90 || l.P90 > l.P99 || l.P99 > time.Second+time.Second/16 {
 						t.Fatalf("query %d %+v: LatencyByKey[%q] = %+v, model count %d", i, q, k, l, want[k])
 					}
+				}
+				by := recorder.GroupBy(r.IntN(3))
+				tot, err := s.TotalsBy(ctx, q, by)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if wantTot := m.totals(q, by); !maps.Equal(tot, wantTot) {
+					t.Fatalf("query %d %+v: TotalsBy(%d) = %+v, model %+v", i, q, by, tot, wantTot)
 				}
 				if q.Since.IsZero() || q.Until.IsZero() || !q.Until.After(q.Since) {
 					continue

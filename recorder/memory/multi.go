@@ -3,6 +3,7 @@ package memory
 import (
 	"context"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/apipool-ng/apipool/recorder"
@@ -40,9 +41,9 @@ func (s *Store) UsageByKeyMulti(ctx context.Context, q recorder.Query, filters [
 	for i := range outs {
 		outs[i] = map[string]int64{}
 	}
-	err = s.each(ctx, q, func(id string, k *keyState, sp *span) {
+	err = s.each(ctx, q, func(id string, g group) {
 		for i := range fs {
-			if n := k.count(sp, w, &fs[i]); n > 0 {
+			if n := g.count(w, &fs[i]); n > 0 {
 				outs[i][id] = n
 			}
 		}
@@ -96,19 +97,22 @@ func (s *Store) LatencySeries(ctx context.Context, q recorder.Query, step time.D
 	out := map[string][]recorder.LatencyBucket{}
 	mg := new(merged)
 	var total int64
-	err = s.each(ctx, q, func(id string, k *keyState, sp *span) {
+	err = s.each(ctx, q, func(id string, g group) {
 		if total > MaxSeriesTotal || only != nil && !only[id] {
 			return
 		}
 		var bs []recorder.LatencyBucket
 		// Only the buckets that may hold the key's events.
-		lo, hi := max(w.a, sp.mLo*60), min(w.b, sp.sHi+1)
+		lo, hi := int64(math.MaxInt64), int64(math.MinInt64)
+		for _, p := range g {
+			lo, hi = min(lo, max(w.a, p.sp.mLo*60)), max(hi, min(w.b, p.sp.sHi+1))
+		}
 		for t := lo; t < hi; {
 			i := (t - first) / st
 			end := min(first+(i+1)*st, hi)
 			bw := window{t, end}
 			t = end
-			n := k.count(sp, bw, &f)
+			n := g.count(bw, &f)
 			if n <= 0 {
 				continue
 			}
@@ -123,7 +127,7 @@ func (s *Store) LatencySeries(ctx context.Context, q recorder.Query, step time.D
 				}
 			}
 			mg.reset()
-			k.latency(sp, bw, &f, mg)
+			g.latency(bw, &f, mg)
 			bs[i].Latency = recorder.Latency{Count: n, P50: mg.quantile(0.5), P90: mg.quantile(0.9), P99: mg.quantile(0.99)}
 		}
 		if bs != nil {

@@ -221,8 +221,37 @@ func (k *keyState) latency(sp *span, w window, f *filter, mg *merged) {
 	}
 }
 
+// part is a series selected by a query, and what it holds.
+type part struct {
+	k  *keyState
+	sp span
+}
+
+// group is the series of one key that a query selects, locked: the
+// answers for the key add up theirs.
+type group []part
+
+func (g group) count(w window, f *filter) int64 {
+	var n int64
+	for i := range g {
+		n += g[i].k.count(&g[i].sp, w, f)
+	}
+	return n
+}
+
+func (g group) latency(w window, f *filter, mg *merged) {
+	for i := range g {
+		g[i].k.latency(&g[i].sp, w, f, mg)
+	}
+}
+
+// selects reports whether a query selects the series id.
+func selects(q *recorder.Query, id seriesID) bool {
+	return (q.Model == "" || q.Model == id.model) && (q.Client == "" || q.Client == id.client)
+}
+
 // keysOf returns the keys a query selects, or an error.
-func (s *Store) keysOf(ctx context.Context, q recorder.Query) (map[string]*keyState, error) {
+func (s *Store) keysOf(ctx context.Context, q recorder.Query) (map[string]*keyEntry, error) {
 	if s.closed.Load() {
 		return nil, recorder.ErrClosed
 	}
@@ -232,37 +261,52 @@ func (s *Store) keysOf(ctx context.Context, q recorder.Query) (map[string]*keySt
 	s.flush()
 	m := *s.keys.Load()
 	if q.KeyID != "" {
-		ks := m[q.KeyID]
-		if ks == nil {
+		e := m[q.KeyID]
+		if e == nil {
 			return nil, nil
 		}
-		return map[string]*keyState{q.KeyID: ks}, nil
+		return map[string]*keyEntry{q.KeyID: e}, nil
 	}
 	return m, nil
 }
 
-// each calls fn for every selected key under its lock, checking ctx every
-// 64 keys.
-func (s *Store) each(ctx context.Context, q recorder.Query, fn func(id string, k *keyState, sp *span)) error {
+// each calls fn for every selected key with its selected series, locked
+// (in the order of keyEntry.series, so that two queries never wait on
+// each other), checking ctx every 64 series.
+func (s *Store) each(ctx context.Context, q recorder.Query, fn func(id string, g group)) error {
 	keys, err := s.keysOf(ctx, q)
 	if err != nil {
 		return err
 	}
-	g := s.newest.Load()
+	newest := s.newest.Load()
 	i := 0
-	var sp span
-	for id, k := range keys {
-		if i++; i%64 == 0 {
-			if err := ctx.Err(); err != nil {
-				return err
+	var g group
+	for id, e := range keys {
+		g = g[:0]
+		for _, k := range *e.series.Load() {
+			if i++; i%64 == 0 {
+				if err := ctx.Err(); err != nil {
+					unlock(g)
+					return err
+				}
+			}
+			if selects(&q, k.id) {
+				k.mu.Lock()
+				g = append(g, part{k, s.spanOf(k, newest)})
 			}
 		}
-		k.mu.Lock()
-		sp = s.spanOf(k, g)
-		fn(id, k, &sp)
-		k.mu.Unlock()
+		if len(g) > 0 {
+			fn(id, g)
+			unlock(g)
+		}
 	}
 	return nil
+}
+
+func unlock(g group) {
+	for _, p := range g {
+		p.k.mu.Unlock()
+	}
 }
 
 // UsageByKey returns the number of matching events per key. See the package
@@ -274,8 +318,8 @@ func (s *Store) UsageByKey(ctx context.Context, q recorder.Query) (map[string]in
 	}
 	w := windowOf(q)
 	out := map[string]int64{}
-	err = s.each(ctx, q, func(id string, k *keyState, sp *span) {
-		if n := k.count(sp, w, &f); n > 0 {
+	err = s.each(ctx, q, func(id string, g group) {
+		if n := g.count(w, &f); n > 0 {
 			out[id] = n
 		}
 	})
@@ -293,8 +337,8 @@ func (s *Store) UsageCount(ctx context.Context, q recorder.Query) (int64, error)
 	}
 	w := windowOf(q)
 	var n int64
-	err = s.each(ctx, q, func(_ string, k *keyState, sp *span) {
-		n += k.count(sp, w, &f)
+	err = s.each(ctx, q, func(_ string, g group) {
+		n += g.count(w, &f)
 	})
 	if err != nil {
 		return 0, err
@@ -312,13 +356,13 @@ func (s *Store) LatencyByKey(ctx context.Context, q recorder.Query) (map[string]
 	w := windowOf(q)
 	out := map[string]recorder.Latency{}
 	mg := new(merged)
-	err = s.each(ctx, q, func(id string, k *keyState, sp *span) {
-		n := k.count(sp, w, &f)
+	err = s.each(ctx, q, func(id string, g group) {
+		n := g.count(w, &f)
 		if n <= 0 {
 			return
 		}
 		mg.reset()
-		k.latency(sp, w, &f, mg)
+		g.latency(w, &f, mg)
 		out[id] = recorder.Latency{Count: n, P50: mg.quantile(0.5), P90: mg.quantile(0.9), P99: mg.quantile(0.99)}
 	})
 	if err != nil {
@@ -396,7 +440,7 @@ func (s *Store) series(ctx context.Context, q recorder.Query, step time.Duration
 	w := windowOf(q)
 	var total int64
 	var buf []int64
-	err = s.each(ctx, q, func(id string, k *keyState, sp *span) {
+	err = s.each(ctx, q, func(id string, g group) {
 		for fi := range fs {
 			f := &fs[fi]
 			if total > MaxSeriesTotal {
@@ -406,25 +450,28 @@ func (s *Store) series(ctx context.Context, q recorder.Query, step time.Duration
 				buf = make([]int64, nb)
 			}
 			hit := false
-			if st >= 3600 {
-				// Few buckets: count each, using the hour ring where it can.
-				lo, hi := max(w.a, sp.mLo*60), min(w.b, sp.sHi+1)
-				for t := lo; t < hi; {
-					i := (t - first) / st
-					end := min(first+(i+1)*st, hi)
-					if n := k.count(sp, window{t, end}, f); n != 0 {
-						buf[i] = n
-						hit = true
+			for _, p := range g {
+				k, sp := p.k, &p.sp
+				if st >= 3600 {
+					// Few buckets: count each, using the hour ring where it can.
+					lo, hi := max(w.a, sp.mLo*60), min(w.b, sp.sHi+1)
+					for t := lo; t < hi; {
+						i := (t - first) / st
+						end := min(first+(i+1)*st, hi)
+						if n := k.count(sp, window{t, end}, f); n != 0 {
+							buf[i] += n
+							hit = true
+						}
+						t = end
 					}
-					t = end
+				} else {
+					k.points(sp, w, f, func(sec, n int64) {
+						if i := (sec - first) / st; i >= 0 && i < nb {
+							buf[i] += n
+							hit = true
+						}
+					})
 				}
-			} else {
-				k.points(sp, w, f, func(sec, n int64) {
-					if i := (sec - first) / st; i >= 0 && i < nb {
-						buf[i] += n
-						hit = true
-					}
-				})
 			}
 			if !hit {
 				continue

@@ -1,9 +1,12 @@
 package memory
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"math"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,6 +31,9 @@ const (
 	MaxRetention = 31 * 24 * time.Hour
 	// DefaultMaxKeys is the key limit of a store made without [WithMaxKeys].
 	DefaultMaxKeys = 1024
+	// DefaultMaxSeries is the series limit of a store made without
+	// [WithMaxSeries].
+	DefaultMaxSeries = 8192
 	// DefaultMaxFuture is how far ahead of the clock an event's time may be
 	// for a store made without [WithMaxFuture].
 	DefaultMaxFuture = time.Minute
@@ -78,28 +84,66 @@ const (
 	evicted    = -2 // removed from the store: look the key up again
 )
 
-// keyState is everything the store holds about one key. Its mutex guards
-// every field. Each tier is a ring of the time buckets that hold events,
-// sorted by time: the last secondSlots seconds, the minutes of the
-// retention, the last minuteHistSlots minutes' histograms and the hours'
-// histograms up to newest. When newest advances, the buckets it leaves
-// behind are dropped, so a key's memory follows its events, not the
-// retention.
+// seriesID names a series: the events of one key, model and client.
+type seriesID struct{ key, model, client string }
+
+// keyState is everything the store holds about one series: the events of
+// one key with one model and one client (a key whose events carry no
+// model or client has one series). Its mutex guards every field but id.
+// Each tier is a ring of the time buckets that hold events, sorted by
+// time: the last secondSlots seconds, the minutes of the retention, the
+// last minuteHistSlots minutes' histograms and the hours' histograms up to
+// newest, and the minutes of the retention whose events said what they
+// consumed. When newest advances, the buckets it leaves behind are
+// dropped, so a series' memory follows its events, not the retention.
 type keyState struct {
 	mu     sync.Mutex
 	newest int64 // the newest event's Unix second, or notStarted or evicted
+	id     seriesID
 
 	secs      countRing // (second, slot) counts
 	mins      countRing // (minute, slot) counts
 	minHists  histRing  // histograms by minute
 	hourHists histRing  // histograms and counts by hour
+	sums      sumRing   // (minute, slot) sums of tokens, units and cost
 	free      hists     // cleared histograms to reuse
+}
+
+// keyEntry is a key's series, sorted by model, then client (the order in
+// which queries lock them), copied on write under Store.mu.
+type keyEntry struct {
+	series atomic.Pointer[[]*keyState]
+}
+
+func cmpSeries(k *keyState, id seriesID) int {
+	return cmp.Or(strings.Compare(k.id.model, id.model), strings.Compare(k.id.client, id.client))
+}
+
+// find returns the series id of the key, or nil.
+func (e *keyEntry) find(id seriesID) *keyState {
+	all := *e.series.Load()
+	if len(all) <= 8 {
+		// The usual case: a key of a few models and clients (one series
+		// when its events have neither). Equal strings of one event source
+		// mostly share their bytes, which == checks first.
+		for _, k := range all {
+			if k.id.model == id.model && k.id.client == id.client {
+				return k
+			}
+		}
+		return nil
+	}
+	if i, ok := slices.BinarySearchFunc(all, id, cmpSeries); ok {
+		return all[i]
+	}
+	return nil
 }
 
 type config struct {
 	minutes   int64 // retention in minutes: the minute ring's size
 	hours     int64 // the hour ring's size
 	maxKeys   int
+	maxSeries int
 	maxFuture int64 // seconds
 	clock     clock.Clock
 }
@@ -133,13 +177,33 @@ func WithRetention(d time.Duration) Option {
 // keyless events included. When it is full, a new key takes the place of keys
 // whose events all fell out of the retention; if there are none, the new
 // key's events are dropped and counted in [Store.Dropped]. n must be at
-// least 1. The default is [DefaultMaxKeys].
+// least 1. The default is [DefaultMaxKeys]. [WithMaxSeries] bounds the
+// keys' combinations with models and clients.
 func WithMaxKeys(n int) Option {
 	return optionFunc(func(c *config) error {
 		if n < 1 {
 			return &errdefs.ConfigError{Field: "memory.WithMaxKeys", Reason: fmt.Sprintf("want at least 1, got %d", n)}
 		}
 		c.maxKeys = n
+		return nil
+	})
+}
+
+// WithMaxSeries bounds the number of series the store tracks: one for
+// each key, model and client that events came with (Event.Model,
+// Event.Client), so one per key when events carry neither. When it is
+// full, a new series takes the place of series whose events all fell out
+// of the retention; if there are none, the new series' events are dropped
+// and counted in [Store.Dropped]. n must be at least 1. The default is
+// [DefaultMaxSeries]. Each series takes its own memory (see the package
+// documentation): models and clients are the caller's (a model comes from
+// the request), and this bounds what they can make the store hold.
+func WithMaxSeries(n int) Option {
+	return optionFunc(func(c *config) error {
+		if n < 1 {
+			return &errdefs.ConfigError{Field: "memory.WithMaxSeries", Reason: fmt.Sprintf("want at least 1, got %d", n)}
+		}
+		c.maxSeries = n
 		return nil
 	})
 }
@@ -176,8 +240,9 @@ func WithClock(clk clock.Clock) Option {
 // Store is the in-memory usage store. Make one with [New]; the zero value is
 // not usable. It is safe for concurrent use.
 type Store struct {
-	cfg  config
-	keys atomic.Pointer[map[string]*keyState] // copy on write
+	cfg     config
+	keys    atomic.Pointer[map[string]*keyEntry] // copy on write
+	nSeries atomic.Int64                         // the number of series, changed under mu
 
 	mu     sync.Mutex // serialises adding and evicting keys, and Close
 	closed atomic.Bool
@@ -195,15 +260,17 @@ var (
 	_ recorder.Recorder    = (*Store)(nil)
 	_ recorder.Stats       = (*Store)(nil)
 	_ recorder.DropCounter = (*Store)(nil)
+	_ recorder.TotalsStats = (*Store)(nil)
 )
 
 // New returns an empty store. Without options it keeps 24 hours
-// ([DefaultRetention]) of up to 1024 keys ([DefaultMaxKeys]) and rejects
-// events more than a minute ahead of the system clock ([DefaultMaxFuture]).
+// ([DefaultRetention]) of up to 1024 keys ([DefaultMaxKeys]) in up to
+// 8192 series ([DefaultMaxSeries]) and rejects events more than a minute
+// ahead of the system clock ([DefaultMaxFuture]).
 // It returns a *errdefs.ConfigError, matching apipool.ErrInvalidConfig,
 // for a nil option or an option given a value out of its range.
 func New(opts ...Option) (*Store, error) {
-	c := config{maxKeys: DefaultMaxKeys, clock: clock.System{}, maxFuture: int64(DefaultMaxFuture / time.Second),
+	c := config{maxKeys: DefaultMaxKeys, maxSeries: DefaultMaxSeries, clock: clock.System{}, maxFuture: int64(DefaultMaxFuture / time.Second),
 		minutes: int64(DefaultRetention / time.Minute)}
 	for i, o := range opts {
 		if o == nil {
@@ -216,8 +283,7 @@ func New(opts ...Option) (*Store, error) {
 	// The hour ring covers every hour the minute ring touches.
 	c.hours = (c.minutes+59)/60 + 1
 	s := &Store{cfg: c}
-	m := map[string]*keyState{}
-	s.keys.Store(&m)
+	s.keys.Store(&map[string]*keyEntry{})
 	s.newest.Store(-1)
 	s.notTooNew.Store(-1)
 	s.lastEvict.Store(math.MinInt64)
@@ -229,7 +295,8 @@ func New(opts ...Option) (*Store, error) {
 func (s *Store) Retention() time.Duration { return time.Duration(s.cfg.minutes) * time.Minute }
 
 // Dropped returns how many events were dropped: recorded after Close, or
-// for a new key when the store already held WithMaxKeys keys. It does not
+// for a new key or series when the store already held WithMaxKeys keys or
+// WithMaxSeries series. It does not
 // count the events of [Store.TooOld] and [Store.TooNew].
 func (s *Store) Dropped() uint64 {
 	s.flush()
@@ -283,18 +350,37 @@ func (s *Store) Record(e recorder.Event) {
 		s.tooOld.Add(1)
 		return
 	}
-	s.hold(pendingEvent{id: e.KeyID, sec: sec, slot: slotOf[e.Status], class: classOf[e.Status], bin: uint8(binOf(e.Latency))})
+	p := pendingEvent{key: e.KeyID, sec: sec, slot: slotOf[e.Status], class: classOf[e.Status], bin: uint8(binOf(e.Latency))}
+	if e.Model == "" && e.Client == "" && e.InputTokens < 0 && e.OutputTokens < 0 && e.CachedTokens < 0 && !(e.Units >= 0) && !(e.Cost >= 0) {
+		s.hold(p, nil) // the common case of an API without a usage reader
+		return
+	}
+	p.ext = true
+	s.hold(p, &pendingExt{e.Model, e.Client, consumed{e.InputTokens, e.OutputTokens, e.CachedTokens, amount(e.Units), amount(e.Cost)}})
 }
 
-// addKey returns the state of key id, adding it. It returns nil, and counts
-// a drop, when the store is closed or full.
-func (s *Store) addKey(id string) *keyState {
-	if m := *s.keys.Load(); len(m) >= s.cfg.maxKeys && s.lastEvict.Load() == s.newest.Load()/60 {
-		// Full, and scanned for stale keys in this minute already.
-		if m[id] == nil {
-			s.dropped.Add(1)
-			return nil
-		}
+// find returns the series id, or nil.
+func (s *Store) find(id seriesID) *keyState {
+	if e := (*s.keys.Load())[id.key]; e != nil {
+		return e.find(id)
+	}
+	return nil
+}
+
+// full reports whether adding the series id would pass a limit (an
+// answer out of date unless s.mu is held).
+func (s *Store) full(id seriesID) bool {
+	m := *s.keys.Load()
+	return s.nSeries.Load() >= int64(s.cfg.maxSeries) || len(m) >= s.cfg.maxKeys && m[id.key] == nil
+}
+
+// addKey returns the state of series id, adding it. It returns nil, and
+// counts a drop, when the store is closed or full.
+func (s *Store) addKey(id seriesID) *keyState {
+	if s.full(id) && s.lastEvict.Load() == s.newest.Load()/60 && s.find(id) == nil {
+		// Full, and scanned for stale series in this minute already.
+		s.dropped.Add(1)
+		return nil
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -302,60 +388,88 @@ func (s *Store) addKey(id string) *keyState {
 		s.dropped.Add(1)
 		return nil
 	}
-	m := *s.keys.Load()
-	if ks := m[id]; ks != nil {
+	if ks := s.find(id); ks != nil {
 		return ks
 	}
-	if len(m) >= s.cfg.maxKeys {
-		m = s.evictLocked(m)
-		if len(m) >= s.cfg.maxKeys {
+	if s.full(id) {
+		s.evictLocked()
+		if s.full(id) {
 			s.dropped.Add(1)
 			return nil
 		}
 	}
-	nm := make(map[string]*keyState, len(m)+1)
+	ks := &keyState{newest: notStarted, id: id}
+	s.nSeries.Add(1)
+	m := *s.keys.Load()
+	if e := m[id.key]; e != nil {
+		all := *e.series.Load()
+		i, _ := slices.BinarySearchFunc(all, id, cmpSeries)
+		na := slices.Insert(slices.Clip(all), i, ks)
+		e.series.Store(&na)
+		return ks
+	}
+	e := &keyEntry{}
+	e.series.Store(&[]*keyState{ks})
+	nm := make(map[string]*keyEntry, len(m)+1)
 	for k, v := range m {
 		nm[k] = v
 	}
-	ks := &keyState{newest: notStarted}
-	nm[id] = ks
+	nm[id.key] = e
 	s.keys.Store(&nm)
 	return ks
 }
 
-// evictLocked removes the keys that hold no event within the retention,
-// at most once per minute of event time. s.mu is held.
-func (s *Store) evictLocked(m map[string]*keyState) map[string]*keyState {
+// evictLocked removes the series that hold no event within the retention,
+// and the keys left without series, at most once per minute of event
+// time. s.mu is held.
+func (s *Store) evictLocked() {
 	g := s.newest.Load()
 	if s.lastEvict.Load() == g/60 {
-		return m
+		return
 	}
 	s.lastEvict.Store(g / 60)
-	var nm map[string]*keyState
-	for id, ks := range m {
-		ks.mu.Lock()
-		if g >= 0 && ks.newest/60 <= g/60-s.cfg.minutes {
-			ks.newest = evicted
+	m := *s.keys.Load()
+	var nm map[string]*keyEntry // a copy, once a key goes
+	for key, e := range m {
+		all := *e.series.Load()
+		var kept []*keyState // a copy, once a series goes
+		for i, ks := range all {
+			ks.mu.Lock()
+			if g >= 0 && ks.newest/60 <= g/60-s.cfg.minutes {
+				// A lockKey that finds it so looks its id up again,
+				// and adds a new series under s.mu.
+				ks.newest = evicted
+				s.nSeries.Add(-1)
+				if kept == nil {
+					kept = append(make([]*keyState, 0, len(all)), all[:i]...)
+				}
+			} else if kept != nil {
+				kept = append(kept, ks)
+			}
+			ks.mu.Unlock()
+		}
+		switch {
+		case kept == nil:
+		case len(kept) > 0:
+			e.series.Store(&kept)
+		default:
 			if nm == nil {
-				nm = make(map[string]*keyState, len(m))
+				nm = make(map[string]*keyEntry, len(m))
 				for k, v := range m {
 					nm[k] = v
 				}
 			}
-			delete(nm, id)
+			delete(nm, key)
 		}
-		ks.mu.Unlock()
 	}
-	if nm == nil {
-		return m
+	if nm != nil {
+		s.keys.Store(&nm)
 	}
-	s.keys.Store(&nm)
-	return nm
 }
 
-// add counts one event; it reports false when the event is older than the
-// key's minute ring. k.mu is held.
-func (k *keyState) add(sec int64, slot, class, bin int, c *config) bool {
+// add counts one event, u its usage or nil for none; it reports false
+// when the event is older than the series' minute ring. k.mu is held.
+func (k *keyState) add(sec int64, slot, class, bin int, u *consumed, c *config) bool {
 	if k.newest == notStarted {
 		k.newest = sec
 	} else if sec > k.newest {
@@ -378,6 +492,9 @@ func (k *keyState) add(sec int64, slot, class, bin int, c *config) bool {
 	}
 	h.n[slot]++
 	h.hs.add(class, bin, &k.free)
+	if u != nil && u.known() {
+		k.sums.add(m, uint8(slot), u)
+	}
 	return true
 }
 
@@ -387,6 +504,7 @@ func (k *keyState) advance(sec int64, c *config) {
 	m := sec / 60
 	if m > k.newest/60 {
 		k.mins.expire(m - c.minutes + 1)
+		k.sums.expire(m - c.minutes + 1)
 		k.minHists.expire(m-minuteHistSlots+1, &k.free)
 		k.hourHists.expire(sec/3600-c.hours+1, &k.free)
 	}
@@ -400,8 +518,8 @@ func (k *keyState) advance(sec int64, c *config) {
 func (s *Store) Close(ctx context.Context) error {
 	s.mu.Lock()
 	s.closed.Store(true)
-	empty := map[string]*keyState{}
-	s.keys.Store(&empty)
+	s.keys.Store(&map[string]*keyEntry{})
+	s.nSeries.Store(0)
 	s.mu.Unlock()
 	s.discard()
 	return nil

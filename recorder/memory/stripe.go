@@ -37,14 +37,27 @@ type stripe struct {
 	n    int
 	held atomic.Bool // n > 0, for flush to pass over an empty stripe without its lock
 	ev   [stripeEvents]pendingEvent
+	// ext holds the model, client and usage of the events that have any
+	// (pendingEvent.ext); anyExt says one does, for sendLocked to clear.
+	ext    [stripeEvents]pendingExt
+	anyExt bool
 }
 
 // pendingEvent is what a stripe holds of one event: what Record computed
-// from it, to count it in its key's buckets.
+// from it, to count it in its series' buckets. An event without model,
+// client or usage (an API without a usage reader) takes these 32 bytes
+// alone; the others also their pendingExt.
 type pendingEvent struct {
-	id               string
+	key              string
 	sec              int64
 	slot, class, bin uint8
+	ext              bool // the stripe's ext at the same index holds the rest
+}
+
+// pendingExt is the rest of an event that has a model, a client or usage.
+type pendingExt struct {
+	model, client string
+	u             consumed
 }
 
 // stripes is a Store's set of stripes.
@@ -96,7 +109,7 @@ func (s *Store) admit(sec int64) {
 
 // hold holds one event in the calling processor's stripe, and sends the
 // stripe's events to their keys when it is full.
-func (s *Store) hold(p pendingEvent) {
+func (s *Store) hold(p pendingEvent, x *pendingExt) {
 	var st *stripe
 	if s.stripes.pick != nil {
 		st = s.stripes.pick()
@@ -109,6 +122,10 @@ func (s *Store) hold(p pendingEvent) {
 		st.held.Store(true)
 	}
 	st.ev[st.n] = p
+	if p.ext {
+		st.ext[st.n] = *x
+		st.anyExt = true
+	}
 	if st.n++; st.n == stripeEvents {
 		s.sendLocked(st)
 	}
@@ -131,21 +148,31 @@ func (s *Store) flush() {
 // sendLocked counts the events st holds in their keys' buckets. st.mu is
 // held.
 func (s *Store) sendLocked(st *stripe) {
-	var ks *keyState // locked while consecutive events are its key's
-	var id string
+	var ks *keyState // locked while consecutive events are its series'
+	var id seriesID
 	for i := range st.ev[:st.n] {
 		p := &st.ev[i]
-		if ks != nil && p.id != id {
+		var x *pendingExt
+		var u *consumed
+		if p.ext {
+			x = &st.ext[i]
+			u = &x.u
+		}
+		if ks != nil && (p.key != id.key || x == nil && (id.model != "" || id.client != "") || x != nil && (x.model != id.model || x.client != id.client)) {
 			ks.mu.Unlock()
 			ks = nil
 		}
 		if ks == nil {
-			if ks = s.lockKey(p.id); ks == nil {
+			sid := seriesID{key: p.key}
+			if x != nil {
+				sid.model, sid.client = x.model, x.client
+			}
+			if ks = s.lockKey(sid); ks == nil {
 				continue // dropped and counted
 			}
-			id = p.id
+			id = sid
 		}
-		if !ks.add(p.sec, int(p.slot), int(p.class), int(p.bin), &s.cfg) {
+		if !ks.add(p.sec, int(p.slot), int(p.class), int(p.bin), u, &s.cfg) {
 			s.tooOld.Add(1)
 			continue
 		}
@@ -157,14 +184,18 @@ func (s *Store) sendLocked(st *stripe) {
 		ks.mu.Unlock()
 	}
 	clear(st.ev[:st.n]) // the key IDs
+	if st.anyExt {
+		clear(st.ext[:st.n]) // the models and clients
+		st.anyExt = false
+	}
 	st.n = 0
 	st.held.Store(false)
 }
 
-// lockKey returns the state of key id, locked, adding it when it is new.
-// It returns nil, and counts a drop, when the store is closed or full.
-func (s *Store) lockKey(id string) *keyState {
-	ks := (*s.keys.Load())[id]
+// lockKey returns the state of series id, locked, adding it when it is
+// new. It returns nil, and counts a drop, when the store is closed or full.
+func (s *Store) lockKey(id seriesID) *keyState {
+	ks := s.find(id)
 	for {
 		if ks == nil {
 			if ks = s.addKey(id); ks == nil {
@@ -185,6 +216,8 @@ func (s *Store) discard() {
 	for _, st := range *s.stripes.all.Load() {
 		st.mu.Lock()
 		clear(st.ev[:st.n])
+		clear(st.ext[:st.n])
+		st.anyExt = false
 		st.n = 0
 		st.held.Store(false)
 		st.mu.Unlock()

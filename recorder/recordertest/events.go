@@ -19,6 +19,14 @@ const (
 	KeyNone  = ""
 )
 
+// The suite's models and clients (Event.Model, Event.Client).
+const (
+	ModelA      = "model-a"
+	ModelB      = "model-b"
+	ClientWeb   = "web"
+	ClientBatch = "batch"
+)
+
 // Events returns the suite's events, in the order the suite records them
 // (shuffled, with a fixed seed), for a base time that must be a whole hour:
 //
@@ -43,28 +51,35 @@ const (
 //
 // That is 340 events of alpha, 215 of beta, 9 of gamma and 21 without a
 // key: 585 in all.
+//
+// Models, clients and usage, by the event's number n in the order above
+// (before shuffling; see [Usage]): alpha's events are of ModelA for even
+// n, ModelB for odd, and of the client "" (none), ClientWeb and
+// ClientBatch for n%3 = 0, 1 and 2; beta's of ModelB and ClientBatch;
+// the empty key's of ModelA for even n, of no model for odd, without a
+// client; gamma's of neither. Successes of alpha and beta say their
+// tokens, ModelA's also their cost; gamma's successes say their units.
+// Every other value is not known (-1).
 func Events(base time.Time) []recorder.Event {
 	var evs []recorder.Event
 	add := func(key string, at time.Duration, st status.Status, lat time.Duration) {
-		e := recorder.Event{
-			Time:          base.Add(at),
-			KeyID:         key,
-			Status:        st,
-			HTTPStatus:    httpStatus[st],
-			Latency:       lat,
-			Attempt:       1,
-			Method:        "POST",
-			Host:          "api.example.com",
-			Operation:     "test",
-			RequestBytes:  -1,
-			ResponseBytes: -1,
-		}
+		e := recorder.Unknown()
+		e.Time = base.Add(at)
+		e.KeyID = key
+		e.Status = st
+		e.HTTPStatus = httpStatus[st]
+		e.Latency = lat
+		e.Attempt = 1
+		e.Method = "POST"
+		e.Host = "api.example.com"
+		e.Operation = "test"
 		if key != "" {
 			e.KeyFingerprint = "fp-" + key
 		}
 		if st != status.Success {
 			e.ErrorType = st.String()
 		}
+		Usage(&e, len(evs))
 		evs = append(evs, e)
 	}
 	successLatency := func(i int) time.Duration {
@@ -129,6 +144,50 @@ func Events(base time.Time) []recorder.Event {
 	r := rand.New(rand.NewPCG(1, 2))
 	r.Shuffle(len(evs), func(i, j int) { evs[i], evs[j] = evs[j], evs[i] })
 	return evs
+}
+
+// Usage sets the model, client and usage of the suite's event number n
+// (see [Events]), from its key and status:
+//
+//   - the tokens of alpha's and beta's successes: 100+n%50 input, 10+n%7
+//     output (unknown when n%10 = 9: a stream that ended without its
+//     output), and cached 0 (a known zero) for n%4 = 1, 40 for n%4 = 2
+//     or 3, unknown for n%4 = 0;
+//   - their cost when of ModelA and their tokens known: input/1000 +
+//     output/100 (ModelB has no price: its cost is unknown);
+//   - the units of gamma's successes: 2.5, and 0 (a known zero) for every
+//     third n.
+func Usage(e *recorder.Event, n int) {
+	switch e.KeyID {
+	case KeyAlpha:
+		e.Model = [...]string{ModelA, ModelB}[n%2]
+		e.Client = [...]string{"", ClientWeb, ClientBatch}[n%3]
+	case KeyBeta:
+		e.Model, e.Client = ModelB, ClientBatch
+	case KeyNone:
+		if n%2 == 0 {
+			e.Model = ModelA
+		}
+	}
+	if e.Status != status.Success {
+		return
+	}
+	switch e.KeyID {
+	case KeyAlpha, KeyBeta:
+		e.InputTokens, e.OutputTokens = int64(100+n%50), int64(10+n%7)
+		if n%10 == 9 {
+			e.OutputTokens = -1
+		}
+		e.CachedTokens = [...]int64{-1, 0, 40, 40}[n%4]
+		if e.Model == ModelA && e.OutputTokens >= 0 {
+			e.Cost = float64(e.InputTokens)/1000 + float64(e.OutputTokens)/100
+		}
+	case KeyGamma:
+		e.Units = 2.5
+		if n%3 == 0 {
+			e.Units = 0
+		}
+	}
 }
 
 const (

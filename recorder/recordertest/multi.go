@@ -27,8 +27,15 @@ func testMulti(t *testing.T, s recorder.MultiStats, base time.Time) {
 func testUsageMulti(t *testing.T, s recorder.MultiStats, base time.Time) {
 	ctx := context.Background()
 	for _, w := range windows(base) {
+		var qs []recorder.Query
 		for _, k := range allKeys {
-			q := recorder.Query{Since: w.since, Until: w.until, KeyID: k}
+			qs = append(qs, recorder.Query{Since: w.since, Until: w.until, KeyID: k})
+		}
+		for _, q := range modelQueries() {
+			q.Since, q.Until, q.Status = w.since, w.until, status.Unknown
+			qs = append(qs, q)
+		}
+		for _, q := range qs {
 			got, err := s.UsageByKeyMulti(ctx, q, allFilters)
 			if err != nil {
 				t.Errorf("UsageByKeyMulti(%s): %v", describe(q), err)

@@ -29,8 +29,21 @@
 // before; a store that keeps every event passes too. The status filters are
 // those of status.Status.Matches: the class filters Success, Failed and
 // ReachLimit, and the finer statuses exactly. A query's KeyID selects a
-// key; the events recorded without a key are reported under the key "".
-// Keys without a matching event are absent from every map.
+// key, its Model and Client a model and a client; the events recorded
+// without a key are reported under the key "". Keys without a matching
+// event are absent from every map.
+//
+// A store that implements recorder.TotalsStats has its TotalsBy answers
+// checked, grouped by key, model and client, for windows whose bounds are
+// whole minutes (or unbounded), with key, status, model and client
+// filters: Events exact, token sums and unknown counts exact, units and
+// cost within a billionth (they are float sums). The suite's events say
+// their model, client, tokens, units and cost, or say they are not known
+// (-1; see [Usage]): a store passes when it sums the values known only and
+// counts the events without them, a known zero being known. A few more
+// events, in a store of their own, carry values at the edges (a trillion
+// tokens, a cost of a billionth, models and clients with quotes,
+// backslashes and non-ASCII letters), which must come back as recorded.
 //
 // Latency quantiles are checked only for windows aligned to whole hours (or
 // unbounded), without a key filter or with one, and with the status filters
@@ -108,6 +121,9 @@ func RunBase(t *testing.T, base time.Time, newStore func(t *testing.T) Store) {
 		}
 		flush(t, s)
 		t.Run("Totals", func(t *testing.T) { testTotals(t, s) })
+		if ts, ok := s.(recorder.TotalsStats); ok {
+			t.Run("TotalsBy", func(t *testing.T) { testTotalsBy(t, ts, base, evs) })
+		}
 		t.Run("Usage", func(t *testing.T) { testUsage(t, s, base, evs) })
 		t.Run("Latency", func(t *testing.T) { testLatency(t, s, base, evs) })
 		t.Run("Series", func(t *testing.T) { testSeries(t, s, base, evs) })
@@ -117,6 +133,7 @@ func RunBase(t *testing.T, base time.Time, newStore func(t *testing.T) Store) {
 			t.Run("Multi", func(t *testing.T) { testMulti(t, m, base) })
 		}
 	})
+	t.Run("UsageValues", func(t *testing.T) { testUsageValues(t, open(t, newStore), base) })
 	t.Run("Concurrent", func(t *testing.T) { testConcurrent(t, open(t, newStore), base) })
 	t.Run("Close", func(t *testing.T) { testClose(t, newStore(t), base) })
 }
@@ -223,14 +240,21 @@ func describe(q recorder.Query) string {
 	if q.Status != status.Unknown {
 		s += fmt.Sprintf(" status %q", q.Status)
 	}
+	if q.Model != "" {
+		s += fmt.Sprintf(" model %q", q.Model)
+	}
+	if q.Client != "" {
+		s += fmt.Sprintf(" client %q", q.Client)
+	}
 	if s == "" {
 		return "everything"
 	}
 	return s[1:]
 }
 
-// queries returns every window with every status filter, and every window
-// with every key filter.
+// queries returns every window with every status filter, every window
+// with every key filter, and every window with model and client filters
+// (alone, together, with a key, with a status).
 func queries(base time.Time) []recorder.Query {
 	var qs []recorder.Query
 	for _, w := range windows(base) {
@@ -241,12 +265,29 @@ func queries(base time.Time) []recorder.Query {
 			qs = append(qs, recorder.Query{Since: w.since, Until: w.until, KeyID: k})
 			qs = append(qs, recorder.Query{Since: w.since, Until: w.until, KeyID: k, Status: status.Failed})
 		}
+		for _, q := range modelQueries() {
+			q.Since, q.Until = w.since, w.until
+			qs = append(qs, q)
+		}
 	}
 	return qs
 }
 
+// modelQueries are the model and client filters the suite combines with
+// its windows.
+func modelQueries() []recorder.Query {
+	return []recorder.Query{
+		{Model: ModelA}, {Model: ModelB}, {Model: "no such model"},
+		{Client: ClientWeb}, {Client: ClientBatch},
+		{Model: ModelA, Client: ClientWeb}, {Model: ModelB, Client: ClientBatch, KeyID: KeyBeta},
+		{Model: ModelA, KeyID: KeyAlpha, Status: status.Success}, {Model: ModelA, Status: status.Failed},
+		{Client: ClientBatch, Status: status.ReachLimit},
+	}
+}
+
 func matches(e recorder.Event, q recorder.Query) bool {
 	return (q.KeyID == "" || e.KeyID == q.KeyID) && e.Status.Matches(q.Status) &&
+		(q.Model == "" || e.Model == q.Model) && (q.Client == "" || e.Client == q.Client) &&
 		(q.Since.IsZero() || !e.Time.Before(q.Since)) && (q.Until.IsZero() || e.Time.Before(q.Until))
 }
 
@@ -447,6 +488,9 @@ func seriesCases(base time.Time) []seriesCase {
 		{"10 seconds in the burst", recorder.Query{Since: burst, Until: burst.Add(61 * time.Second)}, 10 * time.Second, 7},
 		{"seconds in the burst", recorder.Query{Since: burst, Until: burst.Add(60 * time.Second)}, time.Second, 60},
 		{"no event", recorder.Query{Since: at(-3 * time.Hour), Until: at(-time.Hour)}, time.Minute, 120},
+		{"hours, model A", recorder.Query{Since: at(0), Until: at(4 * time.Hour), Model: ModelA}, time.Hour, 4},
+		{"minutes around 3:00, client batch", recorder.Query{Since: at(178 * time.Minute), Until: at(183 * time.Minute), Client: ClientBatch}, time.Minute, 5},
+		{"10 seconds in the burst, beta's model B", recorder.Query{Since: burst, Until: burst.Add(61 * time.Second), KeyID: KeyBeta, Model: ModelB}, 10 * time.Second, 7},
 	}
 }
 

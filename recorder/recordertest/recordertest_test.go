@@ -85,7 +85,55 @@ func (s *exactStore) match(e recorder.Event, q recorder.Query) bool {
 	if s.broken == "exactStatus" && q.Status != status.Unknown && e.Status != q.Status {
 		return false
 	}
+	if s.broken == "modelIgnored" {
+		q.Model = ""
+	}
+	if s.broken == "clientIgnored" {
+		q.Client = ""
+	}
 	return matches(e, q)
+}
+
+func (s *exactStore) TotalsBy(ctx context.Context, q recorder.Query, by recorder.GroupBy) (map[string]recorder.Totals, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.check(ctx); err != nil {
+		return nil, err
+	}
+	if s.broken == "groupByKeyOnly" {
+		by = recorder.ByKey
+	}
+	var evs []recorder.Event
+	for _, e := range s.evs {
+		if !s.match(e, q) {
+			continue
+		}
+		switch s.broken {
+		case "unknownAsZero": // -1 read as a known 0
+			e.InputTokens, e.OutputTokens, e.CachedTokens = max(e.InputTokens, 0), max(e.OutputTokens, 0), max(e.CachedTokens, 0)
+			e.Units, e.Cost = max(e.Units, 0), max(e.Cost, 0)
+		case "zeroAsUnknown": // a known 0 counted as unknown
+			if e.Units == 0 {
+				e.Units = -1
+			}
+		case "cachedMakesUnknown":
+			if e.CachedTokens < 0 {
+				e.InputTokens = -1
+			}
+		}
+		evs = append(evs, e)
+	}
+	out := wantTotals(evs, recorder.Query{}, by)
+	if s.broken == "unknownSummed" { // -1 added to the cost's sum
+		for _, e := range evs {
+			if e.Cost < 0 {
+				t := out[groupName(e, by)]
+				t.Cost += e.Cost
+				out[groupName(e, by)] = t
+			}
+		}
+	}
+	return out, nil
 }
 
 func (s *exactStore) UsageByKey(ctx context.Context, q recorder.Query) (map[string]int64, error) {
@@ -292,6 +340,7 @@ var brokenStores = []string{
 	"p99IsP90", "latencyIgnoresStatus", "zeroTimeAlignment", "noClipping",
 	"noEmptyBuckets", "lenientStep", "ignoresContext", "openAfterClose",
 	"closeNotCounted", "flushIgnored",
+	"modelIgnored", "clientIgnored", "unknownAsZero", "unknownSummed", "zeroAsUnknown", "cachedMakesUnknown", "groupByKeyOnly",
 }
 
 // TestBrokenStores runs the suite on each broken store in a child process

@@ -43,7 +43,7 @@ type Config struct {
 	// FlushInterval: see BatchSize. Default: 1s.
 	FlushInterval time.Duration
 	// QueueSize bounds the events held in memory waiting for the writer,
-	// besides the batch being written. Default: 100,000 (about 200 bytes
+	// besides the batch being written. Default: 100,000 (about 270 bytes
 	// each, plus their strings).
 	QueueSize int
 	// OnFull says what Record does when the queue is full. Default: Drop.

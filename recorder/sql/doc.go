@@ -31,20 +31,26 @@
 //   - apipool_events: one row per event, with the columns of the ClickHouse
 //     store (times as event_time_ms, Unix milliseconds), and latency_bin,
 //     the event's latency histogram bin; indexed by time (with key,
-//     status and latency bin);
-//   - apipool_events_1m: per minute (minute_ms), key, status and latency
-//     bin, the number of events and the sum of their latencies, kept by
-//     the writer in the batch's transaction;
-//   - apipool_counts_1m: per minute, key and status, the number of events
-//     (apipool_events_1m without the latency bins, about 1/70 of its rows
-//     for the counting queries), kept in the same transaction;
+//     status and latency bin). Its usage columns: model and client (”
+//     when not set, at most 255 bytes), input_tokens, output_tokens and
+//     cached_tokens, units and cost, each -1 when not known (rows written
+//     before schema version 5 read so);
+//   - apipool_events_1m: per minute (minute_ms), key, model, client,
+//     status and latency bin, the number of events and the sum of their
+//     latencies, kept by the writer in the batch's transaction;
+//   - apipool_counts_1m: per minute, key, model, client and status, the
+//     number of events (apipool_events_1m without the latency bins, about
+//     1/70 of its rows for the counting queries), and the sums of the
+//     tokens, units and cost known with the number of events that said
+//     them (tokens_known: input and output tokens both; units_known,
+//     cost_known), kept in the same transaction;
 //   - apipool_batches: the ids of batches written in the last hour;
 //   - apipool_schema: the schema version.
 //
 // Stats queries read a window's whole minutes from a rollup
-// (apipool_counts_1m for UsageByKey, UsageCount and Series,
+// (apipool_counts_1m for UsageByKey, UsageCount, Series and TotalsBy,
 // apipool_events_1m for LatencyByKey) and its partial minutes from
-// apipool_events. With Config.Retention or DeleteOlderThan, old raw events
+// apipool_events; a query's Model and Client filter both. With Config.Retention or DeleteOlderThan, old raw events
 // are deleted and the rollups kept.
 //
 // The package name is sql, as database/sql's: import it under another

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"math"
 	"sync"
 
 	"github.com/apipool-ng/apipool/recorder"
@@ -36,6 +37,12 @@ func appendCopyInt16(b []byte, v int16) []byte {
 	return binary.BigEndian.AppendUint16(b, uint16(v))
 }
 
+// appendCopyFloat64 appends a double precision value: its IEEE 754 bits.
+func appendCopyFloat64(b []byte, v float64) []byte {
+	b = binary.BigEndian.AppendUint32(b, 8)
+	return binary.BigEndian.AppendUint64(b, math.Float64bits(v))
+}
+
 // appendCopyText appends a text value: its UTF-8 bytes, which sanitize
 // made valid and free of NUL.
 func appendCopyText(b []byte, s string) []byte {
@@ -43,11 +50,17 @@ func appendCopyText(b []byte, s string) []byte {
 	return append(b, s...)
 }
 
-// appendCopyRow appends r as one tuple of the binary COPY format, its
-// fields in the order of eventColumns (bigint, text, smallint, integer as
-// migrateEvents and migrateLean make them).
-func appendCopyRow(b []byte, r *row) []byte {
-	b = binary.BigEndian.AppendUint16(b, uint16(len(eventColumns)))
+// appendCopyRow appends r as one tuple of the binary COPY format (of the
+// columns before the usage columns when plain), its fields in the order
+// of eventColumns (bigint, text, smallint, integer,
+// double precision as migrateEvents, migrateLean and migrateUsage make
+// them).
+func appendCopyRow(b []byte, r *row, plain bool) []byte {
+	if plain {
+		b = binary.BigEndian.AppendUint16(b, uint16(plainColumns))
+	} else {
+		b = binary.BigEndian.AppendUint16(b, uint16(len(eventColumns)))
+	}
 	b = appendCopyInt64(b, r.ms)
 	b = appendCopyText(b, r.id)
 	b = appendCopyText(b, r.keyID)
@@ -66,6 +79,16 @@ func appendCopyRow(b []byte, r *row) []byte {
 	b = appendCopyText(b, r.traceID)
 	b = appendCopyText(b, r.spanID)
 	b = appendCopyText(b, r.errorType)
+	if plain {
+		return b
+	}
+	b = appendCopyText(b, r.model)
+	b = appendCopyText(b, r.client)
+	b = appendCopyInt64(b, r.inTok)
+	b = appendCopyInt64(b, r.outTok)
+	b = appendCopyInt64(b, r.cachedTok)
+	b = appendCopyFloat64(b, r.units)
+	b = appendCopyFloat64(b, r.cost)
 	return b
 }
 
@@ -85,6 +108,7 @@ type copySource struct {
 	abandoned bool
 
 	evs    []recorder.Event
+	plain  bool  // no event has usage: the COPY leaves its columns out
 	ids    idGen // the ids of the events
 	rows   []row
 	buf    []byte
@@ -121,7 +145,7 @@ func (c *copySource) Read(p []byte) (int, error) {
 		for len(c.rows) < len(c.evs) && len(c.buf) < copyChunk {
 			i := len(c.rows)
 			c.rows = append(c.rows, sanitize(&c.evs[i], c.ids.next()))
-			c.buf = appendCopyRow(c.buf, &c.rows[i])
+			c.buf = appendCopyRow(c.buf, &c.rows[i], c.plain)
 		}
 		if len(c.rows) == len(c.evs) {
 			c.buf = append(c.buf, copyTrailer...)

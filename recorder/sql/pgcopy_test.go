@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"math"
 	"testing"
 	"time"
 
@@ -14,17 +15,37 @@ import (
 
 // TestCopySource: the COPY stream of a batch larger than a chunk, read a
 // few bytes at a time, is the header, one tuple per event in order, and
-// the trailer; the rows and rollup rows it leaves are the batch's.
+// the trailer; the rows and rollup rows it leaves are the batch's. A
+// batch of events without usage has the columns before the usage columns
+// only.
 func TestCopySource(t *testing.T) {
+	for _, plain := range []bool{false, true} {
+		t.Run(fmt.Sprint("plain=", plain), func(t *testing.T) { testCopySource(t, plain) })
+	}
+}
+
+func testCopySource(t *testing.T, plain bool) {
 	const n = 2000 // about 4 chunks
 	evs := make([]recorder.Event, n)
 	base := time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC)
+	fields := len(eventColumns)
+	if plain {
+		fields = plainColumns
+	}
 	for i := range evs {
-		evs[i] = recorder.Event{Time: base.Add(time.Duration(i) * 100 * time.Millisecond), KeyID: fmt.Sprint("key-", i%3),
-			Status: status.Success, Latency: time.Duration(i) * time.Millisecond, Host: "api.example.test", Method: "GET"}
+		e := recorder.Unknown()
+		e.Time, e.KeyID, e.Status, e.Latency, e.Host, e.Method = base.Add(time.Duration(i)*100*time.Millisecond), fmt.Sprint("key-", i%3),
+			status.Success, time.Duration(i)*time.Millisecond, "api.example.test", "GET"
+		if !plain {
+			e.Model, e.InputTokens, e.Cost = "m", int64(i), float64(i)/8
+		}
+		evs[i] = e
+		if hasUsage(e) == plain {
+			t.Fatalf("hasUsage(%+v) = %v", e, !plain)
+		}
 	}
 	g := newIDGen()
-	src := &copySource{evs: evs, ids: g.reserve(n)}
+	src := &copySource{evs: evs, ids: g.reserve(n), plain: plain}
 	var out bytes.Buffer
 	p := make([]byte, 7)
 	for {
@@ -43,11 +64,11 @@ func TestCopySource(t *testing.T) {
 	}
 	b = b[len(copyHeader) : len(b)-len(copyTrailer)]
 	for i := range n {
-		if len(b) < 2 || binary.BigEndian.Uint16(b) != uint16(len(eventColumns)) {
+		if len(b) < 2 || binary.BigEndian.Uint16(b) != uint16(fields) {
 			t.Fatalf("tuple %d: no field count", i)
 		}
 		b = b[2:]
-		for f := range eventColumns {
+		for f := range fields {
 			l := int(int32(binary.BigEndian.Uint32(b)))
 			if l < 0 || len(b) < 4+l {
 				t.Fatalf("tuple %d, field %d: length %d, %d bytes left", i, f, l, len(b))
@@ -55,6 +76,11 @@ func TestCopySource(t *testing.T) {
 			if f == 0 {
 				if ms := int64(binary.BigEndian.Uint64(b[4:])); ms != evs[i].Time.UnixMilli() {
 					t.Fatalf("tuple %d: time %d, want %d", i, ms, evs[i].Time.UnixMilli())
+				}
+			}
+			if f == fields-1 && !plain { // cost
+				if c := math.Float64frombits(binary.BigEndian.Uint64(b[4:])); c != evs[i].Cost {
+					t.Fatalf("tuple %d: cost %v, want %v", i, c, evs[i].Cost)
 				}
 			}
 			b = b[4+l:]

@@ -34,6 +34,10 @@ type row struct {
 	traceID    string // 32 hex digits, or empty
 	spanID     string // 16 hex digits, or empty
 	errorType  string
+	// Of version 5: -1 when not known.
+	model, client            string
+	inTok, outTok, cachedTok int64
+	units, cost              float64
 }
 
 // maxEventMS is the last millisecond stored: 9999-12-31T23:59:59.999Z.
@@ -43,6 +47,7 @@ const maxEventMS = 253402300799999
 // Caps on strings, in bytes; longer ones are cut at a character boundary.
 const (
 	maxKeyBytes    = 255 // key_id is indexed: VARCHAR(255) in every dialect
+	maxNameBytes   = 255 // model and client are in the rollups' keys
 	maxStringBytes = 1024
 )
 
@@ -66,6 +71,13 @@ func sanitize(e *recorder.Event, id string) row {
 		reqBytes:   max(e.RequestBytes, -1),
 		respBytes:  max(e.ResponseBytes, -1),
 		errorType:  cleanString(e.ErrorType, maxStringBytes),
+		model:      cleanString(e.Model, maxNameBytes),
+		client:     cleanString(e.Client, maxNameBytes),
+		inTok:      max(e.InputTokens, -1),
+		outTok:     max(e.OutputTokens, -1),
+		cachedTok:  max(e.CachedTokens, -1),
+		units:      cleanAmount(e.Units),
+		cost:       cleanAmount(e.Cost),
 	}
 	if e.TraceID.IsValid() {
 		r.traceID = hex.EncodeToString(e.TraceID[:])
@@ -74,6 +86,28 @@ func sanitize(e *recorder.Event, id string) row {
 		r.spanID = hex.EncodeToString(e.SpanID[:])
 	}
 	return r
+}
+
+// plain reports whether r says no usage: no model nor client, nothing
+// known (-1). Such rows are written without the usage columns, which
+// their defaults fill alike, at the cost of rows of before them.
+func (r *row) plain() bool {
+	return r.model == "" && r.client == "" && r.inTok == -1 && r.outTok == -1 && r.cachedTok == -1 && r.units == -1 && r.cost == -1
+}
+
+// hasUsage reports whether e's row would not be plain.
+func hasUsage(e recorder.Event) bool {
+	return e.Model != "" || e.Client != "" || e.InputTokens >= 0 || e.OutputTokens >= 0 || e.CachedTokens >= 0 ||
+		cleanAmount(e.Units) >= 0 || cleanAmount(e.Cost) >= 0
+}
+
+// cleanAmount returns v, or -1 ("not known") when v is negative, NaN or
+// infinite, which no column of every dialect holds.
+func cleanAmount(v float64) float64 {
+	if v >= 0 && v <= math.MaxFloat64 {
+		return v
+	}
+	return -1
 }
 
 // clampMS returns t in Unix milliseconds (rounded down), clamped to what

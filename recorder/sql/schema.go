@@ -26,8 +26,15 @@ import (
 //     minutes from the rollups and partial minutes through the index by
 //     time, which holds key, status and latency bin too), and on
 //     PostgreSQL its string columns become TEXT (the store cuts strings to
-//     their sizes itself; VARCHAR(n)'s check cost a fifth of COPY's time).
-const SchemaVersion = 4
+//     their sizes itself; VARCHAR(n)'s check cost a fifth of COPY's time);
+//   - 5: usage: the event table gets the columns model, client,
+//     input_tokens, output_tokens, cached_tokens, units and cost (old
+//     rows: ” and -1, "not known"); both rollups get model and client in
+//     their primary keys (old rows: ”), and the counts rollup the sums of
+//     the tokens, units and cost known and the number of events that said
+//     them (tokens_known, units_known, cost_known; old rows: 0, so their
+//     events count as unknown).
+const SchemaVersion = 5
 
 // SchemaError is Open's error when the database holds tables the store
 // cannot use: an event or rollup table of another layout (a column
@@ -47,7 +54,7 @@ func (e *SchemaError) Unwrap() error { return e.Err }
 // migration is one step of the schema: its statements, run in order.
 type migration func(d *dialect, t tables, collation string) []string
 
-var migrations = []migration{1: migrateEvents, 2: migrateRollup, 3: migrateCounts, 4: migrateLean}
+var migrations = []migration{1: migrateEvents, 2: migrateRollup, 3: migrateCounts, 4: migrateLean, 5: migrateUsage}
 
 // stringCol is the DDL type of a string column of n bytes.
 func stringCol(n int) string { return fmt.Sprintf("VARCHAR(%d) NOT NULL", n) }
@@ -119,7 +126,7 @@ func migrateRollup(d *dialect, t tables, collation string) []string {
 	}
 	out = append(out,
 		// Fill the rollup from the events already stored.
-		"INSERT INTO "+t.rollup+" ("+strings.Join(rollupColumns, ", ")+")\n"+
+		"INSERT INTO "+t.rollup+" (minute_ms, key_id, status_id, latency_bin, events, latency_us_sum)\n"+
 			"SELECT (event_time_ms "+d.div+" 60000) * 60000, key_id, status_id, latency_bin, COUNT(*), SUM(latency_us)\n"+
 			"FROM "+t.events+" GROUP BY (event_time_ms "+d.div+" 60000) * 60000, key_id, status_id, latency_bin",
 		"CREATE TABLE IF NOT EXISTS "+t.batches+" (\n  batch_id "+stringCol(36)+" PRIMARY KEY,\n  written_ms BIGINT NOT NULL,\n  events INTEGER NOT NULL\n)"+batchOpts,
@@ -146,7 +153,7 @@ func migrateCounts(d *dialect, t tables, collation string) []string {
 	}
 	return []string{
 		"CREATE TABLE IF NOT EXISTS " + t.counts + " (\n  " + strings.Join(cols, ",\n  ") + "\n)" + opts,
-		"INSERT INTO " + t.counts + " (" + strings.Join(countsColumns, ", ") + ")\n" +
+		"INSERT INTO " + t.counts + " (minute_ms, key_id, status_id, events)\n" +
 			"SELECT minute_ms, key_id, status_id, SUM(events)\n" +
 			"FROM " + t.rollup + " GROUP BY minute_ms, key_id, status_id",
 	}
@@ -186,6 +193,127 @@ func migrateLean(d *dialect, t tables, collation string) []string {
 	return out
 }
 
+// The columns of version 5, and their types per dialect.
+var (
+	usageEventColumns = []column{
+		{"model", textCol}, {"client", textCol}, {"input_tokens", int64Col}, {"output_tokens", int64Col},
+		{"cached_tokens", int64Col}, {"units", float64Col}, {"cost", float64Col},
+	}
+	usageSumColumns = []column{
+		{"input_tokens", int64Col}, {"output_tokens", int64Col}, {"cached_tokens", int64Col}, {"tokens_known", int64Col},
+		{"units", float64Col}, {"units_known", int64Col}, {"cost", float64Col}, {"cost_known", int64Col},
+	}
+)
+
+// nameCol is the DDL type of the model and client columns, which the
+// rollups' primary keys hold: at most maxNameBytes bytes. (MySQL's
+// InnoDB keys hold 3,072 bytes: the rollup's key, of key_id, model and
+// client of 255 characters of up to 4 bytes each, minute, status and bin,
+// takes exactly that.)
+func (d *dialect) nameCol() string {
+	if d == postgresDialect {
+		return "TEXT NOT NULL DEFAULT ''"
+	}
+	return fmt.Sprintf("VARCHAR(%d) NOT NULL DEFAULT ''", maxNameBytes)
+}
+
+// floatCol is the DDL type of a float column.
+func (d *dialect) floatCol() string {
+	switch d {
+	case postgresDialect:
+		return "DOUBLE PRECISION"
+	case mysqlDialect:
+		return "DOUBLE"
+	}
+	return "REAL"
+}
+
+// colDDL is the DDL of a column of version 5 with its default.
+func (d *dialect) colDDL(c column, def string) string {
+	switch c.kind {
+	case textCol:
+		return c.name + " " + d.nameCol()
+	case float64Col:
+		return c.name + " " + d.floatCol() + " NOT NULL DEFAULT " + def
+	}
+	return c.name + " BIGINT NOT NULL DEFAULT " + def
+}
+
+// addColumns adds columns to table: one ALTER TABLE on PostgreSQL and
+// MySQL, one per column on SQLite (which adds one at a time).
+func (d *dialect) addColumns(table string, cols []string) []string {
+	if d == sqliteDialect {
+		out := make([]string, len(cols))
+		for i, c := range cols {
+			out[i] = "ALTER TABLE " + table + " ADD COLUMN " + c
+		}
+		return out
+	}
+	return []string{"ALTER TABLE " + table + " ADD COLUMN " + strings.Join(cols, ", ADD COLUMN ")}
+}
+
+// The rollups' primary keys from version 5.
+const (
+	rollupKey = "minute_ms, key_id, model, client, status_id, latency_bin"
+	countsKey = "minute_ms, key_id, model, client, status_id"
+)
+
+// migrateUsage adds the usage columns (version 5). The event table gets
+// them with defaults that read as "not known". The rollups get model and
+// client, which join their primary keys: PostgreSQL and MySQL change the
+// key in place (one ALTER TABLE each, so that MySQL, which commits each
+// statement by itself, never leaves a table half changed); SQLite, which
+// cannot change a key, copies each rollup into a new table of the new
+// layout and puts it in the old one's place, in the migration's
+// transaction.
+func migrateUsage(d *dialect, t tables, collation string) []string {
+	var evCols, nameCols, sumCols []string
+	for _, c := range usageEventColumns {
+		evCols = append(evCols, d.colDDL(c, "-1"))
+	}
+	for _, c := range usageEventColumns[:2] {
+		nameCols = append(nameCols, d.colDDL(c, "''"))
+	}
+	for _, c := range usageSumColumns {
+		sumCols = append(sumCols, d.colDDL(c, "0"))
+	}
+	out := d.addColumns(t.events, evCols)
+	if d != sqliteDialect {
+		dropKey := func(table string) string {
+			if d == mysqlDialect {
+				return "DROP PRIMARY KEY"
+			}
+			return "DROP CONSTRAINT " + table + "_pkey"
+		}
+		alter := func(table string, cols []string, key string) string {
+			return "ALTER TABLE " + table + " ADD COLUMN " + strings.Join(cols, ", ADD COLUMN ") + ", " + dropKey(table) + ", ADD PRIMARY KEY (" + key + ")"
+		}
+		return append(out,
+			alter(t.rollup, nameCols, rollupKey),
+			alter(t.counts, append(nameCols, sumCols...), countsKey))
+	}
+	rebuild := func(table string, cols []string, key string, copyCols string, index string) []string {
+		tmp := table + "_v5"
+		stmts := []string{
+			"CREATE TABLE " + tmp + " (\n  " + strings.Join(append(cols, "PRIMARY KEY ("+key+")"), ",\n  ") + "\n)",
+			"INSERT INTO " + tmp + " (" + copyCols + ") SELECT " + copyCols + " FROM " + table,
+			"DROP TABLE " + table,
+			"ALTER TABLE " + tmp + " RENAME TO " + table,
+		}
+		if index != "" {
+			stmts = append(stmts, index)
+		}
+		return stmts
+	}
+	rollupCols := []string{"minute_ms BIGINT NOT NULL", "key_id " + stringCol(maxKeyBytes), nameCols[0], nameCols[1],
+		"status_id SMALLINT NOT NULL", "latency_bin SMALLINT NOT NULL", "events BIGINT NOT NULL", "latency_us_sum BIGINT NOT NULL"}
+	countsCols := append([]string{"minute_ms BIGINT NOT NULL", "key_id " + stringCol(maxKeyBytes), nameCols[0], nameCols[1],
+		"status_id SMALLINT NOT NULL", "events BIGINT NOT NULL"}, sumCols...)
+	out = append(out, rebuild(t.rollup, rollupCols, rollupKey, "minute_ms, key_id, status_id, latency_bin, events, latency_us_sum",
+		"CREATE INDEX IF NOT EXISTS "+t.rollup+"_key ON "+t.rollup+" (key_id, minute_ms)")...)
+	return append(out, rebuild(t.counts, countsCols, countsKey, "minute_ms, key_id, status_id, events", "")...)
+}
+
 // SchemaSQL returns the statements that create the store's tables at
 // SchemaVersion for a driver (as Config.Driver names it) and table prefix,
 // for a person to read or run by hand. The MySQL statements use MariaDB's
@@ -199,12 +327,16 @@ func SchemaSQL(driver, prefix string) ([]string, error) {
 	if prefix == "" {
 		prefix = DefaultTablePrefix
 	}
-	t := newTables(prefix)
+	return schemaSQLTo(d, newTables(prefix), SchemaVersion), nil
+}
+
+// schemaSQLTo returns the statements of versions 1 to to.
+func schemaSQLTo(d *dialect, t tables, to int) []string {
 	var out []string
-	for v := 1; v <= SchemaVersion; v++ {
+	for v := 1; v <= to; v++ {
 		out = append(out, migrations[v](d, t, "utf8mb4_nopad_bin")...)
 	}
-	return out, nil
+	return out
 }
 
 // migrate brings the database's schema to SchemaVersion, holding a lock
@@ -244,7 +376,7 @@ func (s *Store) migrateTo(ctx context.Context, target int) error {
 	// is: say so before the migrations trip over it.
 	if rows, err := conn.QueryContext(ctx, "SELECT 1 FROM "+t.events+" WHERE 1 = 0"); err == nil {
 		rows.Close()
-		if err := checkTable(ctx, d, conn, t.events, eventTable, "before"); err != nil {
+		if err := checkTable(ctx, d, conn, t.events, eventTable[:len(eventTable)-len(usageEventColumns)], "before"); err != nil {
 			return err
 		}
 	}
@@ -293,7 +425,7 @@ func (s *Store) migrateTo(ctx context.Context, target int) error {
 	}
 	for v := version + 1; v <= target; v++ {
 		for _, stmt := range migrations[v](d, t, collation) {
-			if _, err := tx.ExecContext(ctx, stmt); err != nil && !indexGone(d, stmt, err) {
+			if _, err := tx.ExecContext(ctx, stmt); err != nil && !indexGone(d, stmt, err) && !columnThere(d, stmt, err) {
 				return &SchemaError{Table: tableOf(stmt), Err: fmt.Errorf("migrating to schema version %d: %w", v, err)}
 			}
 		}
@@ -321,6 +453,16 @@ func indexGone(d *dialect, stmt string, err error) bool {
 	return d == mysqlDialect && strings.HasPrefix(stmt, "DROP INDEX ") && errors.As(err, &me) && me.Number == 1091
 }
 
+// columnThere reports whether err is MySQL's answer to an ALTER TABLE
+// that adds a column already there (error 1060): the statement ran
+// before, whole (MySQL applies one ALTER TABLE at once), in a migration
+// cut off before its end.
+func columnThere(d *dialect, stmt string, err error) bool {
+	var me *mysql.MySQLError
+	return d == mysqlDialect && strings.HasPrefix(stmt, "ALTER TABLE ") && strings.Contains(stmt, " ADD COLUMN ") &&
+		errors.As(err, &me) && me.Number == 1060
+}
+
 // tableOf returns the table a DDL statement names, for errors.
 func tableOf(stmt string) string {
 	f := strings.Fields(stmt)
@@ -336,11 +478,18 @@ func tableOf(stmt string) string {
 // selecting them.
 func (s *Store) checkTables(ctx context.Context, conn *dbsql.Conn, version int) error {
 	check := func(table string, cols []column) error { return checkTable(ctx, s.d, conn, table, cols, "after") }
-	if err := check(s.t.events, eventTable); err != nil {
+	// The columns of each table at version: those of version 5 are last.
+	upTo := func(cols []column, v5 int) []column {
+		if version < 5 {
+			return cols[:len(cols)-v5]
+		}
+		return cols
+	}
+	if err := check(s.t.events, upTo(eventTable, len(usageEventColumns))); err != nil {
 		return err
 	}
 	if version >= 2 {
-		if err := check(s.t.rollup, rollupTable); err != nil {
+		if err := check(s.t.rollup, upTo(rollupTable, 2)); err != nil {
 			return err
 		}
 		if err := check(s.t.batches, batchesTable); err != nil {
@@ -348,7 +497,7 @@ func (s *Store) checkTables(ctx context.Context, conn *dbsql.Conn, version int) 
 		}
 	}
 	if version >= 3 {
-		if err := check(s.t.counts, countsTable); err != nil {
+		if err := check(s.t.counts, upTo(countsTable, 2+len(usageSumColumns))); err != nil {
 			return err
 		}
 	}
@@ -363,6 +512,7 @@ const (
 	int32Col
 	int16Col
 	textCol
+	float64Col
 )
 
 // column is a column the store reads and writes, and its kind.
@@ -372,19 +522,23 @@ type column struct {
 }
 
 var (
-	// eventTable's columns are in the order of row's fields.
-	eventTable = []column{
+	// eventTable's columns are in the order of row's fields, those of
+	// version 5 last.
+	eventTable = append([]column{
 		{"event_time_ms", int64Col}, {"event_id", textCol}, {"key_id", textCol}, {"key_fingerprint", textCol},
 		{"status_id", int16Col}, {"status", textCol}, {"http_status", int32Col}, {"latency_us", int64Col},
 		{"latency_bin", int16Col}, {"attempt", int32Col}, {"method", textCol}, {"host", textCol},
 		{"operation", textCol}, {"request_bytes", int64Col}, {"response_bytes", int64Col},
 		{"trace_id", textCol}, {"span_id", textCol}, {"error_type", textCol},
-	}
+	}, usageEventColumns...)
+	// rollupTable's and countsTable's are in the order of rollupRow's
+	// and countRow's values, those of version 5 last.
 	rollupTable = []column{
 		{"minute_ms", int64Col}, {"key_id", textCol}, {"status_id", int16Col}, {"latency_bin", int16Col},
-		{"events", int64Col}, {"latency_us_sum", int64Col},
+		{"events", int64Col}, {"latency_us_sum", int64Col}, {"model", textCol}, {"client", textCol},
 	}
-	countsTable  = []column{{"minute_ms", int64Col}, {"key_id", textCol}, {"status_id", int16Col}, {"events", int64Col}}
+	countsTable = append([]column{{"minute_ms", int64Col}, {"key_id", textCol}, {"status_id", int16Col}, {"events", int64Col},
+		{"model", textCol}, {"client", textCol}}, usageSumColumns...)
 	batchesTable = []column{{"batch_id", textCol}, {"written_ms", int64Col}, {"events", int32Col}}
 )
 
@@ -399,6 +553,8 @@ func (d *dialect) typeFits(typ string, k kind) bool {
 	switch d {
 	case postgresDialect:
 		switch k {
+		case float64Col:
+			return typ == "FLOAT8"
 		case int64Col:
 			return typ == "INT8"
 		case int32Col:
@@ -409,6 +565,8 @@ func (d *dialect) typeFits(typ string, k kind) bool {
 		return typ == "TEXT" || typ == "VARCHAR"
 	case mysqlDialect:
 		switch k {
+		case float64Col:
+			return typ == "DOUBLE"
 		case int64Col:
 			return typ == "BIGINT"
 		case int32Col:
@@ -420,9 +578,12 @@ func (d *dialect) typeFits(typ string, k kind) bool {
 	}
 	// SQLite's affinity rules, in their order.
 	if strings.Contains(typ, "INT") {
-		return k != textCol
+		return k != textCol && k != float64Col
 	}
-	return k == textCol && (strings.Contains(typ, "CHAR") || strings.Contains(typ, "CLOB") || strings.Contains(typ, "TEXT"))
+	if strings.Contains(typ, "CHAR") || strings.Contains(typ, "CLOB") || strings.Contains(typ, "TEXT") {
+		return k == textCol
+	}
+	return k == float64Col && (strings.Contains(typ, "REAL") || strings.Contains(typ, "FLOA") || strings.Contains(typ, "DOUB"))
 }
 
 type queryer interface {
@@ -449,7 +610,8 @@ func checkTable(ctx context.Context, d *dialect, q queryer, table string, cols [
 	}
 	for i, ct := range types {
 		if typ := strings.ToUpper(ct.DatabaseTypeName()); !d.typeFits(typ, cols[i].kind) {
-			want := [...]string{int64Col: "a 64-bit integer", int32Col: "a 32-bit integer", int16Col: "a 16-bit integer", textCol: "text"}[cols[i].kind]
+			want := [...]string{int64Col: "a 64-bit integer", int32Col: "a 32-bit integer", int16Col: "a 16-bit integer", textCol: "text",
+				float64Col: "a 64-bit float"}[cols[i].kind]
 			return &SchemaError{Table: table, Err: fmt.Errorf("its column %s is of type %s; the store writes %s there", cols[i].name, typ, want)}
 		}
 	}

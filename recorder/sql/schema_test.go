@@ -5,6 +5,8 @@ import (
 	dbsql "database/sql"
 	"errors"
 	"maps"
+	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -46,6 +48,38 @@ func TestUpgradeFromVersion2(t *testing.T) { testUpgrade(t, 2) }
 // event table, and every answer still counts the events.
 func TestUpgradeFromVersion3(t *testing.T) { testUpgrade(t, 3) }
 
+// TestUpgradeFromVersion4: a database of schema version 4 (without the
+// usage columns) is upgraded on open: its events read as of no model nor
+// client, their usage not known, and new events count with theirs.
+func TestUpgradeFromVersion4(t *testing.T) { testUpgrade(t, 4) }
+
+// TestUpgradeFromVersion4DDL: the same from tables made by the statements
+// that version 4's SchemaSQL gave (testdata/schema_v4_*.sql, saved from
+// it), which are also what the migrations up to version 4 still make.
+func TestUpgradeFromVersion4DDL(t *testing.T) { testUpgrade(t, -4) }
+
+// TestSchemaUpToVersion4Unchanged: the migrations up to version 4 make the
+// statements they made when version 4 was the newest, so that databases
+// made then and now by them are alike.
+func TestSchemaUpToVersion4Unchanged(t *testing.T) {
+	for _, driver := range drivers {
+		if got, want := sqlrec.SchemaSQLTo(driver, 4), v4DDL(t, driver); !slices.Equal(got, want) {
+			t.Errorf("%s: the statements of versions 1 to 4 changed:\n%s\nwant\n%s", driver, strings.Join(got, ";\n"), strings.Join(want, ";\n"))
+		}
+	}
+}
+
+// v4DDL returns the statements version 4's SchemaSQL gave for driver.
+func v4DDL(t *testing.T, driver string) []string {
+	b, err := os.ReadFile("testdata/schema_v4_" + driver + ".sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Split(strings.TrimSuffix(string(b), ";\n"), ";\n\n")
+}
+
+// testUpgrade makes a database of schema version from (-4: from
+// version 4's DDL) holding the suite's events, and opens a store on it.
 func testUpgrade(t *testing.T, from int) {
 	for _, driver := range drivers {
 		t.Run(driver, func(t *testing.T) {
@@ -53,7 +87,14 @@ func testUpgrade(t *testing.T, from int) {
 			dsn := dsnFor(t, driver)
 			cfg := sqlrec.Config{Driver: driver, DSN: dsn}
 			base := recordertest.Base
-			if err := sqlrec.CreateAtVersion(ctx, cfg, from, recordertest.Events(base)); err != nil {
+			var err error
+			if from < 0 {
+				from = -from
+				err = sqlrec.CreateFromDDL(ctx, cfg, v4DDL(t, driver), recordertest.Events(base))
+			} else {
+				err = sqlrec.CreateAtVersion(ctx, cfg, from, recordertest.Events(base))
+			}
+			if err != nil {
 				t.Fatal(err)
 			}
 			db := rawDB(t, driver, dsn)
@@ -83,13 +124,40 @@ func testUpgrade(t *testing.T, from int) {
 			if n, err := s.UsageCount(ctx, recorder.Query{Since: base, Until: base.Add(4 * time.Hour), Status: status.Failed}); err != nil || n != 58 {
 				t.Errorf("UsageCount(failed) = %d, %v; want 58", n, err)
 			}
-			// New events count beside the old ones.
-			s.Record(recorder.Event{Time: base.Add(time.Hour + 30*time.Second), KeyID: "alpha", Status: status.Success})
+			// The old events: no model nor client, usage not known.
+			var model, client string
+			var in, out, cached int64
+			var units, cost float64
+			if err := db.QueryRow("SELECT model, client, input_tokens, output_tokens, cached_tokens, units, cost FROM apipool_events WHERE key_id = 'alpha' LIMIT 1").
+				Scan(&model, &client, &in, &out, &cached, &units, &cost); err != nil || model != "" || client != "" || in != -1 || out != -1 || cached != -1 || units != -1 || cost != -1 {
+				t.Errorf("an old event reads as %q %q %d %d %d %v %v, %v; want no model nor client, and -1s", model, client, in, out, cached, units, cost, err)
+			}
+			unknown := recorder.Totals{Events: 340, TokensUnknown: 340, UnitsUnknown: 340, CostUnknown: 340}
+			for _, q := range []recorder.Query{{KeyID: "alpha"}, {KeyID: "alpha", Since: base, Until: base.Add(4 * time.Hour)}} {
+				if got, err := s.TotalsBy(ctx, q, recorder.ByKey); err != nil || len(got) != 1 || got["alpha"] != unknown {
+					t.Errorf("TotalsBy(%+v) = %+v, %v; want %+v", q, got, err, unknown)
+				}
+			}
+			if n, err := s.UsageCount(ctx, recorder.Query{Model: recordertest.ModelA, Since: base, Until: base.Add(4 * time.Hour)}); err != nil || n != 0 {
+				t.Errorf("UsageCount(model A) = %d, %v; want 0: the old events have no model", n, err)
+			}
+			// New events count beside the old ones, with their model and usage.
+			e := recorder.Unknown()
+			e.Time, e.KeyID, e.Status, e.Model, e.Client = base.Add(time.Hour+30*time.Second), "alpha", status.Success, recordertest.ModelA, "web"
+			e.InputTokens, e.OutputTokens, e.CachedTokens, e.Cost = 1000, 100, 0, 0.75
+			s.Record(e)
 			if err := s.Flush(ctx); err != nil {
 				t.Fatal(err)
 			}
 			if n, err := s.UsageCount(ctx, recorder.Query{Since: base, Until: base.Add(4 * time.Hour), KeyID: "alpha"}); err != nil || n != 341 {
 				t.Errorf("UsageCount(alpha) = %d, %v; want 341", n, err)
+			}
+			if n, err := s.UsageCount(ctx, recorder.Query{Since: base, Until: base.Add(4 * time.Hour), Model: recordertest.ModelA, Client: "web"}); err != nil || n != 1 {
+				t.Errorf("UsageCount(model A, web) = %d, %v; want 1", n, err)
+			}
+			want1 := recorder.Totals{Events: 341, InputTokens: 1000, OutputTokens: 100, TokensUnknown: 340, UnitsUnknown: 341, Cost: 0.75, CostUnknown: 340}
+			if got, err := s.TotalsBy(ctx, recorder.Query{KeyID: "alpha", Since: base, Until: base.Add(4 * time.Hour)}, recorder.ByKey); err != nil || got["alpha"] != want1 {
+				t.Errorf("TotalsBy(alpha) = %+v, %v; want %+v", got, err, want1)
 			}
 			// Opening again changes nothing.
 			s.Close(ctx)
@@ -260,5 +328,30 @@ func TestConcurrentOpen(t *testing.T) {
 				t.Errorf("%d events, %v; want %d, one from each store", events, err, n)
 			}
 		})
+	}
+}
+
+// TestUpgradeResumedMySQL: MySQL commits each statement of a migration by
+// itself; a migration to version 5 cut off after it changed the event
+// table (a crash, a lost connection) is taken up again by the next
+// store, which passes over the columns already there.
+func TestUpgradeResumedMySQL(t *testing.T) {
+	ctx := context.Background()
+	cfg := sqlrec.Config{Driver: "mysql", DSN: dsnFor(t, "mysql")}
+	if err := sqlrec.CreateAtVersion(ctx, cfg, 4, recordertest.Events(recordertest.Base)); err != nil {
+		t.Fatal(err)
+	}
+	v5 := sqlrec.SchemaSQLTo("mysql", 5)
+	first := v5[len(sqlrec.SchemaSQLTo("mysql", 4))]
+	if !strings.HasPrefix(first, "ALTER TABLE apipool_events ADD COLUMN model") {
+		t.Fatalf("version 5 starts with %s", first)
+	}
+	db := rawDB(t, "mysql", cfg.DSN)
+	if _, err := db.Exec(first); err != nil {
+		t.Fatal(err)
+	}
+	s := open(t, "mysql", cfg)
+	if got, err := s.TotalsBy(ctx, recorder.Query{}, recorder.ByModel); err != nil || got[""].Events != 585 || got[""].CostUnknown != 585 {
+		t.Errorf("TotalsBy = %+v, %v; want the 585 events, of no model, their cost unknown", got, err)
 	}
 }

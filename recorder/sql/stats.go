@@ -97,8 +97,8 @@ func statusFilter(f status.Status) (string, error) {
 
 // selectParts builds a UNION ALL of one SELECT per part, each selecting
 // cols (from the event table) or rcols (from rollup, the per-minute
-// rollup or the counts rollup), with the query's filters, grouped by
-// group; and the arguments.
+// rollup or the counts rollup), with the query's filters (key, status,
+// model, client), grouped by group; and the arguments.
 func (s *Store) selectParts(q recorder.Query, ps []part, rollup, cols, rcols, group string) (string, []any, error) {
 	sf, err := statusFilter(q.Status)
 	if err != nil {
@@ -123,6 +123,15 @@ func (s *Store) selectParts(q recorder.Query, ps []part, rollup, cols, rcols, gr
 		if q.KeyID != "" {
 			b.WriteString(" AND key_id = ?")
 			args = append(args, q.KeyID)
+		}
+		// Model and client as the store keeps them (cut to their size).
+		if q.Model != "" {
+			b.WriteString(" AND model = ?")
+			args = append(args, cleanString(q.Model, maxNameBytes))
+		}
+		if q.Client != "" {
+			b.WriteString(" AND client = ?")
+			args = append(args, cleanString(q.Client, maxNameBytes))
 		}
 		if sf != "" {
 			b.WriteString(" AND " + sf)
@@ -350,4 +359,72 @@ func floorDiv(a, b int64) int64 {
 		q--
 	}
 	return q
+}
+
+// TotalsBy returns the totals of the events matching q (the tokens, units
+// and cost they said summed, the events that did not say them counted as
+// unknown), grouped by key, model or client (events without one under
+// ""). Whole minutes are read from the counts rollup, partial minutes
+// from the event table, as for UsageCount: the totals are exact for any
+// window. A by other than recorder.ByKey, ByModel and ByClient gives an
+// error wrapping recorder.ErrBadQuery. See recorder.TotalsStats.
+func (s *Store) TotalsBy(ctx context.Context, q recorder.Query, by recorder.GroupBy) (map[string]recorder.Totals, error) {
+	col := ""
+	switch by {
+	case recorder.ByKey:
+		col = "key_id"
+	case recorder.ByModel:
+		col = "model"
+	case recorder.ByClient:
+		col = "client"
+	default:
+		return nil, fmt.Errorf("%w: unknown GroupBy %d", recorder.ErrBadQuery, by)
+	}
+	if err := s.begin(ctx); err != nil {
+		return nil, err
+	}
+	out := map[string]recorder.Totals{}
+	ps := plan(q, 0)
+	if len(ps) == 0 {
+		_, err := statusFilter(q.Status)
+		return out, err
+	}
+	known := func(cond, v string) string { return "SUM(CASE WHEN " + cond + " THEN " + v + " ELSE 0 END)" }
+	raw := col + " AS g, COUNT(*) AS n, " +
+		known("input_tokens >= 0", "input_tokens") + " AS i, " +
+		known("output_tokens >= 0", "output_tokens") + " AS o, " +
+		known("cached_tokens >= 0", "cached_tokens") + " AS c, " +
+		known("input_tokens >= 0 AND output_tokens >= 0", "1") + " AS tk, " +
+		known("units >= 0", "units") + " AS u, " +
+		known("units >= 0", "1") + " AS uk, " +
+		known("cost >= 0", "cost") + " AS co, " +
+		known("cost >= 0", "1") + " AS ck"
+	rolled := col + " AS g, SUM(events) AS n, SUM(input_tokens) AS i, SUM(output_tokens) AS o, SUM(cached_tokens) AS c, " +
+		"SUM(tokens_known) AS tk, SUM(units) AS u, SUM(units_known) AS uk, SUM(cost) AS co, SUM(cost_known) AS ck"
+	inner, args, err := s.selectParts(q, ps, s.t.counts, raw, rolled, col)
+	if err != nil {
+		return nil, err
+	}
+	ci := s.d.castInt
+	sql := "SELECT g, " + ci("SUM(n)") + ", " + ci("SUM(i)") + ", " + ci("SUM(o)") + ", " + ci("SUM(c)") + ", " + ci("SUM(tk)") + ", " +
+		s.d.castFloat("SUM(u)") + ", " + ci("SUM(uk)") + ", " + s.d.castFloat("SUM(co)") + ", " + ci("SUM(ck)") +
+		" FROM (" + inner + ") u GROUP BY g"
+	err = s.query(ctx, sql, args, func(scan func(...any) error) error {
+		var g string
+		var n, in, outT, cached, tk, uk, ck int64
+		var units, cost float64
+		if err := scan(&g, &n, &in, &outT, &cached, &tk, &units, &uk, &cost, &ck); err != nil {
+			return err
+		}
+		if n <= 0 {
+			return nil
+		}
+		out[g] = recorder.Totals{Events: n, InputTokens: in, OutputTokens: outT, CachedTokens: cached, TokensUnknown: n - tk,
+			Units: units, UnitsUnknown: n - uk, Cost: cost, CostUnknown: n - ck}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
 }

@@ -56,10 +56,14 @@ type Store struct {
 	lastPrune time.Time
 
 	insertStmt *dbsql.Stmt // insertRows rows at a time, SQLite and MySQL
+	// plainStmt inserts rows without usage (see row.plain): the columns
+	// of schema version 4 only, the others taking their defaults.
+	plainStmt *dbsql.Stmt
 
-	// PostgreSQL: the COPY statement, and a buffer for copySource.
-	copySQL string
-	copyBuf []byte
+	// PostgreSQL: the COPY statements (of every column, and of rows
+	// without usage), and a buffer for copySource.
+	copySQL, copyPlainSQL string
+	copyBuf               []byte
 
 	closed atomic.Bool
 }
@@ -69,6 +73,7 @@ var (
 	_ recorder.Stats       = (*Store)(nil)
 	_ recorder.DropCounter = (*Store)(nil)
 	_ recorder.QueueLener  = (*Store)(nil)
+	_ recorder.TotalsStats = (*Store)(nil)
 )
 
 // ErrUnavailable is wrapped by Open's error when the database does not
@@ -158,8 +163,12 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	if d == postgresDialect {
 		s.copySQL = "COPY " + s.t.events + " (" + strings.Join(eventColumns, ", ") + ") FROM STDIN (FORMAT binary)"
+		s.copyPlainSQL = "COPY " + s.t.events + " (" + strings.Join(eventColumns[:plainColumns], ", ") + ") FROM STDIN (FORMAT binary)"
 	} else {
-		if s.insertStmt, err = db.PrepareContext(ctx, d.insertEventsSQL(s.t, d.insertRows)); err != nil {
+		if s.insertStmt, err = db.PrepareContext(ctx, d.insertEventsSQL(s.t, d.insertRows, false)); err == nil {
+			s.plainStmt, err = db.PrepareContext(ctx, d.insertEventsSQL(s.t, d.insertRows, true))
+		}
+		if err != nil {
 			db.Close()
 			return nil, fmt.Errorf("apipool: sql: %w", err)
 		}
@@ -275,6 +284,9 @@ func (s *Store) Close(ctx context.Context) error {
 	if s.insertStmt != nil {
 		s.insertStmt.Close()
 	}
+	if s.plainStmt != nil {
+		s.plainStmt.Close()
+	}
 	s.db.Close()
 	if lost > 0 {
 		return &CloseError{Lost: lost, Err: err}
@@ -282,18 +294,63 @@ func (s *Store) Close(ctx context.Context) error {
 	return nil
 }
 
-// rollupRow is one row of counts for the rollup.
+// rollupRow is one row of counts for the rollup, with the sums of the
+// usage of its events for the counts rollup.
 type rollupRow struct {
-	minute   int64
-	keyID    string
-	statusID int16
-	bin      int16
-	events   int64
-	latSum   int64
+	minute        int64
+	keyID         string
+	model, client string
+	statusID      int16
+	bin           int16
+	events        int64
+	latSum        int64
+	use           usageSums
+}
+
+// usageSums are the sums of the usage values known, and the number of
+// events that said them.
+type usageSums struct {
+	in, out, cached        int64
+	tokensN, unitsN, costN int64
+	units, cost            float64
+}
+
+func (u *usageSums) add(r *row) {
+	if r.inTok >= 0 {
+		u.in += r.inTok
+	}
+	if r.outTok >= 0 {
+		u.out += r.outTok
+	}
+	if r.cachedTok >= 0 {
+		u.cached += r.cachedTok
+	}
+	if r.inTok >= 0 && r.outTok >= 0 {
+		u.tokensN++
+	}
+	if r.units >= 0 {
+		u.units += r.units
+		u.unitsN++
+	}
+	if r.cost >= 0 {
+		u.cost += r.cost
+		u.costN++
+	}
+}
+
+func (u *usageSums) merge(v *usageSums) {
+	u.in += v.in
+	u.out += v.out
+	u.cached += v.cached
+	u.tokensN += v.tokensN
+	u.units += v.units
+	u.unitsN += v.unitsN
+	u.cost += v.cost
+	u.costN += v.costN
 }
 
 func (a rollupRow) values(args []any) []any {
-	return append(args, a.minute, a.keyID, a.statusID, a.bin, a.events, a.latSum)
+	return append(args, a.minute, a.keyID, a.statusID, a.bin, a.events, a.latSum, a.model, a.client)
 }
 
 // aggregate sums rows into the rollup's rows, sorted by the rollup's
@@ -301,26 +358,29 @@ func (a rollupRow) values(args []any) []any {
 func aggregate(rows []row, dst []rollupRow) []rollupRow {
 	dst = dst[:0]
 	type k struct {
-		minute   int64
-		keyID    string
-		statusID int16
-		bin      int16
+		minute        int64
+		keyID         string
+		model, client string
+		statusID      int16
+		bin           int16
 	}
 	idx := make(map[k]int, 64)
 	for i := range rows {
 		r := &rows[i]
-		key := k{r.ms / 60000 * 60000, r.keyID, r.statusID, r.latencyBin}
+		key := k{r.ms / 60000 * 60000, r.keyID, r.model, r.client, r.statusID, r.latencyBin}
 		j, ok := idx[key]
 		if !ok {
 			j = len(dst)
 			idx[key] = j
-			dst = append(dst, rollupRow{minute: key.minute, keyID: key.keyID, statusID: key.statusID, bin: key.bin})
+			dst = append(dst, rollupRow{minute: key.minute, keyID: key.keyID, model: key.model, client: key.client, statusID: key.statusID, bin: key.bin})
 		}
 		dst[j].events++
 		dst[j].latSum += r.latencyUS
+		dst[j].use.add(r)
 	}
 	slices.SortFunc(dst, func(a, b rollupRow) int {
 		return cmp.Or(cmp.Compare(a.minute, b.minute), strings.Compare(a.keyID, b.keyID),
+			strings.Compare(a.model, b.model), strings.Compare(a.client, b.client),
 			cmp.Compare(a.statusID, b.statusID), cmp.Compare(a.bin, b.bin))
 	})
 	return dst
@@ -328,14 +388,18 @@ func aggregate(rows []row, dst []rollupRow) []rollupRow {
 
 // countRow is one row of the counts rollup.
 type countRow struct {
-	minute   int64
-	keyID    string
-	statusID int16
-	events   int64
+	minute        int64
+	keyID         string
+	model, client string
+	statusID      int16
+	events        int64
+	use           usageSums
 }
 
 func (c countRow) values(args []any) []any {
-	return append(args, c.minute, c.keyID, c.statusID, c.events)
+	u := &c.use
+	return append(args, c.minute, c.keyID, c.statusID, c.events, c.model, c.client,
+		u.in, u.out, u.cached, u.tokensN, u.units, u.unitsN, u.cost, u.costN)
 }
 
 // countsOf sums the rollup's rows, sorted by its primary key, over their
@@ -343,11 +407,13 @@ func (c countRow) values(args []any) []any {
 func countsOf(agg []rollupRow, dst []countRow) []countRow {
 	dst = dst[:0]
 	for _, a := range agg {
-		if n := len(dst); n > 0 && dst[n-1].minute == a.minute && dst[n-1].keyID == a.keyID && dst[n-1].statusID == a.statusID {
+		if n := len(dst); n > 0 && dst[n-1].minute == a.minute && dst[n-1].keyID == a.keyID && dst[n-1].model == a.model &&
+			dst[n-1].client == a.client && dst[n-1].statusID == a.statusID {
 			dst[n-1].events += a.events
+			dst[n-1].use.merge(&a.use)
 			continue
 		}
-		dst = append(dst, countRow{minute: a.minute, keyID: a.keyID, statusID: a.statusID, events: a.events})
+		dst = append(dst, countRow{minute: a.minute, keyID: a.keyID, model: a.model, client: a.client, statusID: a.statusID, events: a.events, use: a.use})
 	}
 	return dst
 }
@@ -431,19 +497,41 @@ func (s *Store) writeTx(ctx context.Context, attempt int) (err error) {
 		}
 	}
 	n := s.d.insertRows
-	stmt := tx.StmtContext(ctx, s.insertStmt)
+	var stmt, plainStmt *dbsql.Stmt
 	rows := s.rows
 	for len(rows) > 0 {
 		k := min(n, len(rows))
+		// Rows without usage leave its columns to their defaults: as
+		// many values as before they existed.
+		plain := true
+		for i := range rows[:k] {
+			if !rows[i].plain() {
+				plain = false
+				break
+			}
+		}
 		args := s.args[:0]
 		for i := range rows[:k] {
-			args = rows[i].values(args)
+			if plain {
+				args = rows[i].plainValues(args)
+			} else {
+				args = rows[i].values(args)
+			}
 		}
 		s.args = args
-		if k == n {
+		switch {
+		case k < n:
+			_, err = tx.ExecContext(ctx, s.d.insertEventsSQL(s.t, k, plain), args...)
+		case plain:
+			if plainStmt == nil {
+				plainStmt = tx.StmtContext(ctx, s.plainStmt)
+			}
+			_, err = plainStmt.ExecContext(ctx, args...)
+		default:
+			if stmt == nil {
+				stmt = tx.StmtContext(ctx, s.insertStmt)
+			}
 			_, err = stmt.ExecContext(ctx, args...)
-		} else {
-			_, err = tx.ExecContext(ctx, s.d.insertEventsSQL(s.t, k), args...)
 		}
 		clear(args)
 		if err != nil {
@@ -506,8 +594,13 @@ func (s *Store) writePostgres(ctx context.Context, evs []recorder.Event, attempt
 		}
 		// The events are sanitized and encoded as COPY reads them, on
 		// pgconn's goroutine, so that the server starts at once.
-		src := &copySource{evs: evs, ids: s.ids.reserve(len(evs)), rows: s.rows[:0], buf: s.copyBuf[:0], agg: s.agg, counts: s.counts}
-		if _, err := pc.PgConn().CopyFrom(ctx, src, s.copySQL); err != nil {
+		src := &copySource{evs: evs, ids: s.ids.reserve(len(evs)), rows: s.rows[:0], buf: s.copyBuf[:0], agg: s.agg, counts: s.counts,
+			plain: !slices.ContainsFunc(evs, hasUsage)}
+		copySQL := s.copySQL
+		if src.plain {
+			copySQL = s.copyPlainSQL
+		}
+		if _, err := pc.PgConn().CopyFrom(ctx, src, copySQL); err != nil {
 			// pgconn may return before its goroutine stops reading src
 			// (when the connection broke): stop src before the batch's
 			// events go back to the batch writer, and leave src's

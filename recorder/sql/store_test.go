@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -249,6 +250,58 @@ func TestTableBrokenWhileRunning(t *testing.T) {
 			}
 			if got := uint64(ce.Lost); s.Dropped() < got {
 				t.Errorf("Dropped %d < lost %d", s.Dropped(), got)
+			}
+		})
+	}
+}
+
+// TestPlainRows: a batch of events without usage is written without the
+// usage columns, which their defaults fill (” and -1), and reads as not
+// known; a batch that mixes them writes every column.
+func TestPlainRows(t *testing.T) {
+	for _, driver := range drivers {
+		t.Run(driver, func(t *testing.T) {
+			ctx := context.Background()
+			cfg := sqlrec.Config{Driver: driver, DSN: dsnFor(t, driver), BatchSize: 3000}
+			s := open(t, driver, cfg)
+			base := time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC)
+			event := func(i int, usage bool) recorder.Event {
+				e := recorder.Unknown()
+				e.Time, e.KeyID, e.Status = base.Add(time.Duration(i)*time.Millisecond), "k", status.Success
+				if usage {
+					e.Model, e.InputTokens, e.OutputTokens, e.Cost = "m", 10, 0, 0.5
+				}
+				return e
+			}
+			for i := range 2500 { // more than a multi-row INSERT
+				s.Record(event(i, false))
+			}
+			if err := s.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			for i := range 1200 {
+				s.Record(event(2500+i, i%600 == 599))
+			}
+			if err := s.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			db := rawDB(t, driver, cfg.DSN)
+			var plain, known int
+			if err := db.QueryRow("SELECT COUNT(*) FROM apipool_events WHERE model = '' AND client = '' AND input_tokens = -1 AND output_tokens = -1 " +
+				"AND cached_tokens = -1 AND units = -1 AND cost = -1").Scan(&plain); err != nil || plain != 3698 {
+				t.Errorf("%d rows of no usage, %v; want 3698", plain, err)
+			}
+			if err := db.QueryRow("SELECT COUNT(*) FROM apipool_events WHERE model = 'm' AND input_tokens = 10 AND output_tokens = 0 AND cost = 0.5").
+				Scan(&known); err != nil || known != 2 {
+				t.Errorf("%d rows of model m, %v; want 2", known, err)
+			}
+			got, err := s.TotalsBy(ctx, recorder.Query{}, recorder.ByModel)
+			want := map[string]recorder.Totals{
+				"":  {Events: 3698, TokensUnknown: 3698, UnitsUnknown: 3698, CostUnknown: 3698},
+				"m": {Events: 2, InputTokens: 20, UnitsUnknown: 2, Cost: 1},
+			}
+			if err != nil || !maps.Equal(got, want) {
+				t.Errorf("TotalsBy = %+v, %v; want %+v", got, err, want)
 			}
 		})
 	}
