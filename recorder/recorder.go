@@ -11,6 +11,7 @@ package recorder
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/apipool-ng/apipool/errdefs"
@@ -117,6 +118,17 @@ type Query struct {
 	// Model and Client, when not empty, select the events of one model
 	// and of one client.
 	Model, Client string
+}
+
+// Check returns an error wrapping ErrBadQuery when both bounds are set and
+// Until is before Since: a mistake rather than a question (equal bounds
+// are an empty window, and select nothing). Every store's query methods
+// call it.
+func (q Query) Check() error {
+	if !q.Since.IsZero() && !q.Until.IsZero() && q.Until.Before(q.Since) {
+		return fmt.Errorf("%w: Until %v is before Since %v", ErrBadQuery, q.Until, q.Since)
+	}
+	return nil
 }
 
 // Totals is what a set of events consumed. Sums cover the events whose

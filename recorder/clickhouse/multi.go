@@ -49,6 +49,9 @@ func matching(filters []status.Status) [256][]int {
 // Status filters[i], from one query (see recorder.MultiStats). q.Status
 // must be Unknown.
 func (s *Store) UsageByKeyMulti(ctx context.Context, q recorder.Query, filters []status.Status) ([]map[string]int64, error) {
+	if err := q.Check(); err != nil {
+		return nil, err
+	}
 	if err := multiQuery(q); err != nil {
 		return nil, err
 	}

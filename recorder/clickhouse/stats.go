@@ -67,6 +67,9 @@ func (s *Store) query(ctx context.Context, sql string, scan func(driver.Rows) er
 
 // UsageByKey returns the number of matching events per key ID.
 func (s *Store) UsageByKey(ctx context.Context, q recorder.Query) (map[string]int64, error) {
+	if err := q.Check(); err != nil {
+		return nil, err
+	}
 	st, err := s.begin(ctx)
 	if err != nil {
 		return nil, err
@@ -96,6 +99,9 @@ func (s *Store) UsageByKey(ctx context.Context, q recorder.Query) (map[string]in
 
 // UsageCount returns the number of matching events.
 func (s *Store) UsageCount(ctx context.Context, q recorder.Query) (int64, error) {
+	if err := q.Check(); err != nil {
+		return 0, err
+	}
 	st, err := s.begin(ctx)
 	if err != nil {
 		return 0, err
@@ -113,6 +119,9 @@ func (s *Store) UsageCount(ctx context.Context, q recorder.Query) (int64, error)
 // LatencyByKey returns latency quantiles per key over matching events.
 // Latencies are kept in whole microseconds.
 func (s *Store) LatencyByKey(ctx context.Context, q recorder.Query) (map[string]recorder.Latency, error) {
+	if err := q.Check(); err != nil {
+		return nil, err
+	}
 	st, err := s.begin(ctx)
 	if err != nil {
 		return nil, err

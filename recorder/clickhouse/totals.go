@@ -20,6 +20,9 @@ var _ recorder.TotalsStats = (*Store)(nil)
 // answers). A by other than recorder.ByKey, ByModel and ByClient gives an
 // error wrapping recorder.ErrBadQuery. See recorder.TotalsStats.
 func (s *Store) TotalsBy(ctx context.Context, q recorder.Query, by recorder.GroupBy) (map[string]recorder.Totals, error) {
+	if err := q.Check(); err != nil {
+		return nil, err
+	}
 	col := ""
 	switch by {
 	case recorder.ByKey:

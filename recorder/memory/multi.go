@@ -32,6 +32,9 @@ func multiFilters(q recorder.Query, statuses []status.Status) ([]filter, error) 
 // Status filters[i], counting each key's events under its lock once (see
 // recorder.MultiStats). q.Status must be Unknown.
 func (s *Store) UsageByKeyMulti(ctx context.Context, q recorder.Query, filters []status.Status) ([]map[string]int64, error) {
+	if err := q.Check(); err != nil {
+		return nil, err
+	}
 	fs, err := multiFilters(q, filters)
 	if err != nil {
 		return nil, err

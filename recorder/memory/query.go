@@ -312,6 +312,9 @@ func unlock(g group) {
 // UsageByKey returns the number of matching events per key. See the package
 // documentation for the precision of windows.
 func (s *Store) UsageByKey(ctx context.Context, q recorder.Query) (map[string]int64, error) {
+	if err := q.Check(); err != nil {
+		return nil, err
+	}
 	f, err := newFilter(q.Status)
 	if err != nil {
 		return nil, err
@@ -331,6 +334,9 @@ func (s *Store) UsageByKey(ctx context.Context, q recorder.Query) (map[string]in
 
 // UsageCount returns the number of matching events.
 func (s *Store) UsageCount(ctx context.Context, q recorder.Query) (int64, error) {
+	if err := q.Check(); err != nil {
+		return 0, err
+	}
 	f, err := newFilter(q.Status)
 	if err != nil {
 		return 0, err
@@ -349,6 +355,9 @@ func (s *Store) UsageCount(ctx context.Context, q recorder.Query) (int64, error)
 // LatencyByKey returns latency quantiles per key. Count is exact, as in
 // UsageByKey; the quantiles are approximate, see the package documentation.
 func (s *Store) LatencyByKey(ctx context.Context, q recorder.Query) (map[string]recorder.Latency, error) {
+	if err := q.Check(); err != nil {
+		return nil, err
+	}
 	f, err := newFilter(q.Status)
 	if err != nil {
 		return nil, err

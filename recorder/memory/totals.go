@@ -20,6 +20,9 @@ import (
 // recorder.ByKey, ByModel and ByClient gives an error wrapping
 // recorder.ErrBadQuery.
 func (s *Store) TotalsBy(ctx context.Context, q recorder.Query, by recorder.GroupBy) (map[string]recorder.Totals, error) {
+	if err := q.Check(); err != nil {
+		return nil, err
+	}
 	if by > recorder.ByClient {
 		return nil, fmt.Errorf("%w: unknown GroupBy %d", recorder.ErrBadQuery, by)
 	}

@@ -24,6 +24,9 @@ type multiStore struct {
 }
 
 func (s *multiStore) UsageByKeyMulti(ctx context.Context, q recorder.Query, filters []status.Status) ([]map[string]int64, error) {
+	if err := q.Check(); err != nil {
+		return nil, err
+	}
 	if q.Status != status.Unknown && s.broken != "multiKeepsStatus" {
 		return nil, fmt.Errorf("%w: status set", recorder.ErrBadQuery)
 	}

@@ -573,6 +573,30 @@ func testBadQueries(t *testing.T, s Store, base time.Time) {
 			t.Errorf("%s: Series = %d keys, %v; want an error wrapping recorder.ErrBadQuery", c.name, len(got), err)
 		}
 	}
+	// A window whose Until is before its Since is a mistake for every
+	// query, not an empty answer.
+	for _, q := range []recorder.Query{{Since: base.Add(time.Hour), Until: base}, {Since: base.Add(time.Nanosecond), Until: base}} {
+		check := func(method string, err error) {
+			t.Helper()
+			if !errors.Is(err, recorder.ErrBadQuery) {
+				t.Errorf("%s with Until %v and Since %v: %v, want an error wrapping recorder.ErrBadQuery", method, q.Until.Sub(base), q.Since.Sub(base), err)
+			}
+		}
+		_, err := s.UsageByKey(ctx, q)
+		check("UsageByKey", err)
+		_, err = s.UsageCount(ctx, q)
+		check("UsageCount", err)
+		_, err = s.LatencyByKey(ctx, q)
+		check("LatencyByKey", err)
+		if ts, ok := s.(recorder.TotalsStats); ok {
+			_, err = ts.TotalsBy(ctx, q, recorder.ByKey)
+			check("TotalsBy", err)
+		}
+		if ms, ok := s.(recorder.MultiStats); ok {
+			_, err = ms.UsageByKeyMulti(ctx, q, []status.Status{status.Success})
+			check("UsageByKeyMulti", err)
+		}
+	}
 }
 
 func testCanceled(t *testing.T, s Store, base time.Time) {

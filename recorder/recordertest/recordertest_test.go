@@ -95,6 +95,9 @@ func (s *exactStore) match(e recorder.Event, q recorder.Query) bool {
 }
 
 func (s *exactStore) TotalsBy(ctx context.Context, q recorder.Query, by recorder.GroupBy) (map[string]recorder.Totals, error) {
+	if err := q.Check(); err != nil {
+		return nil, err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.check(ctx); err != nil {
@@ -137,6 +140,9 @@ func (s *exactStore) TotalsBy(ctx context.Context, q recorder.Query, by recorder
 }
 
 func (s *exactStore) UsageByKey(ctx context.Context, q recorder.Query) (map[string]int64, error) {
+	if err := q.Check(); err != nil {
+		return nil, err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.check(ctx); err != nil {
@@ -157,6 +163,9 @@ func (s *exactStore) UsageByKey(ctx context.Context, q recorder.Query) (map[stri
 }
 
 func (s *exactStore) UsageCount(ctx context.Context, q recorder.Query) (int64, error) {
+	if err := q.Check(); err != nil {
+		return 0, err
+	}
 	m, err := s.UsageByKey(ctx, q)
 	var n int64
 	for _, v := range m {
@@ -169,6 +178,9 @@ func (s *exactStore) UsageCount(ctx context.Context, q recorder.Query) (int64, e
 }
 
 func (s *exactStore) LatencyByKey(ctx context.Context, q recorder.Query) (map[string]recorder.Latency, error) {
+	if err := q.Check(); err != nil {
+		return nil, err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.check(ctx); err != nil {

@@ -184,6 +184,9 @@ func (s *Store) query(ctx context.Context, q string, args []any, scan func(func(
 // UsageByKey returns the number of matching events per key ID
 // (apipool-ng's usage_count_stats_in_recent_n_seconds).
 func (s *Store) UsageByKey(ctx context.Context, q recorder.Query) (map[string]int64, error) {
+	if err := q.Check(); err != nil {
+		return nil, err
+	}
 	if err := s.begin(ctx); err != nil {
 		return nil, err
 	}
@@ -218,6 +221,9 @@ func (s *Store) UsageByKey(ctx context.Context, q recorder.Query) (map[string]in
 // UsageCount returns the number of matching events (apipool-ng's
 // usage_count_in_recent_n_seconds).
 func (s *Store) UsageCount(ctx context.Context, q recorder.Query) (int64, error) {
+	if err := q.Check(); err != nil {
+		return 0, err
+	}
 	if err := s.begin(ctx); err != nil {
 		return 0, err
 	}
@@ -240,6 +246,9 @@ func (s *Store) UsageCount(ctx context.Context, q recorder.Query) (int64, error)
 // computed from the latency bins: each within 6.25% of the exact
 // nearest-rank quantile.
 func (s *Store) LatencyByKey(ctx context.Context, q recorder.Query) (map[string]recorder.Latency, error) {
+	if err := q.Check(); err != nil {
+		return nil, err
+	}
 	if err := s.begin(ctx); err != nil {
 		return nil, err
 	}
@@ -369,6 +378,9 @@ func floorDiv(a, b int64) int64 {
 // window. A by other than recorder.ByKey, ByModel and ByClient gives an
 // error wrapping recorder.ErrBadQuery. See recorder.TotalsStats.
 func (s *Store) TotalsBy(ctx context.Context, q recorder.Query, by recorder.GroupBy) (map[string]recorder.Totals, error) {
+	if err := q.Check(); err != nil {
+		return nil, err
+	}
 	col := ""
 	switch by {
 	case recorder.ByKey:
