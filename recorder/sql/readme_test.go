@@ -2,7 +2,9 @@ package sql_test
 
 import (
 	"context"
+	"fmt"
 	"os"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -33,8 +35,8 @@ func TestReadmeSQL(t *testing.T) {
 			queries = append(queries, q)
 		}
 	}
-	if len(queries) != 3 {
-		t.Fatalf("%d queries in the README's SQL block, want 3", len(queries))
+	if len(queries) != 4 {
+		t.Fatalf("%d queries in the README's SQL block, want 4", len(queries))
 	}
 	s := open(t, "sqlite", sqlrec.Config{})
 	now := time.Now()
@@ -47,14 +49,25 @@ func TestReadmeSQL(t *testing.T) {
 		if i%2 == 1 {
 			key = "beta"
 		}
-		s.Record(recorder.Event{Time: now.Add(-time.Duration(i) * time.Minute), KeyID: key, Status: st})
+		e := recorder.Unknown()
+		e.Time, e.KeyID, e.Status = now.Add(-time.Duration(i)*time.Minute), key, st
+		if st == status.Success {
+			e.InputTokens, e.OutputTokens, e.CachedTokens, e.Cost = 100, 10, 0, 0.25
+		}
+		s.Record(e)
 	}
-	s.Record(recorder.Event{Time: now.Add(-2 * time.Hour), KeyID: "alpha", Status: status.ReachLimit})
+	old := recorder.Unknown()
+	old.Time, old.KeyID, old.Status = now.Add(-2*time.Hour), "alpha", status.ReachLimit
+	s.Record(old)
 	if err := s.Flush(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	want := []map[string]int64{{"alpha": 15, "beta": 15}, {"": 5}, nil}
 	for qi, q := range queries {
+		if qi == 3 {
+			checkTokensQuery(t, s, q)
+			continue
+		}
 		rows, err := s.DB().Query(q)
 		if err != nil {
 			t.Fatalf("query %d: %v\n%s", qi+1, err, q)
@@ -92,5 +105,31 @@ func TestReadmeSQL(t *testing.T) {
 				t.Errorf("query 3 counts %d events, want 31", total)
 			}
 		}
+	}
+}
+
+// checkTokensQuery runs the README's tokens and cost query: per key, 10
+// successes of 100 in, 10 out and 0.25 each; the rate-limited attempts'
+// tokens are not known (alpha has one more, two hours old).
+func checkTokensQuery(t *testing.T, s *sqlrec.Store, q string) {
+	t.Helper()
+	rows, err := s.DB().Query(q)
+	if err != nil {
+		t.Fatalf("query 4: %v\n%s", err, q)
+	}
+	defer rows.Close()
+	got := map[string]string{}
+	for rows.Next() {
+		var key string
+		var in, out, unknown int64
+		var cost float64
+		if err := rows.Scan(&key, &in, &out, &cost, &unknown); err != nil {
+			t.Fatal(err)
+		}
+		got[key] = fmt.Sprintf("%d %d %.2f %d", in, out, cost, unknown)
+	}
+	want := map[string]string{"alpha": "1000 100 2.50 6", "beta": "1000 100 2.50 5"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("query 4 = %v, want %v", got, want)
 	}
 }
