@@ -49,7 +49,7 @@ type Config struct {
 	// QueueSize bounds the events held in memory waiting for the writer,
 	// besides the batch being sent and the one built behind it. Default:
 	// 100,000, 1.3 seconds at 75,000 events/s (memory for the queue is
-	// taken as it fills, in blocks of 48 KiB, about 193 bytes per event,
+	// taken as it fills, in blocks of 48 KiB, about 265 bytes per event,
 	// plus the bytes of strings the events alone refer to; as the queue
 	// drains, it keeps 20 MiB of emptied blocks and gives the others back
 	// to the garbage collector, and those it keeps beyond two batches'

@@ -38,8 +38,9 @@ type stripe struct {
 	held atomic.Bool // n > 0, for flush to pass over an empty stripe without its lock
 	ev   [stripeEvents]pendingEvent
 	// ext holds the model, client and usage of the events that have any
-	// (pendingEvent.ext); anyExt says one does, for sendLocked to clear.
-	ext    [stripeEvents]pendingExt
+	// (pendingEvent.ext), made for the first of them; anyExt says one is
+	// held, for sendLocked to clear.
+	ext    *[stripeEvents]pendingExt
 	anyExt bool
 }
 
@@ -123,6 +124,9 @@ func (s *Store) hold(p pendingEvent, x *pendingExt) {
 	}
 	st.ev[st.n] = p
 	if p.ext {
+		if st.ext == nil {
+			st.ext = new([stripeEvents]pendingExt)
+		}
 		st.ext[st.n] = *x
 		st.anyExt = true
 	}
@@ -216,7 +220,9 @@ func (s *Store) discard() {
 	for _, st := range *s.stripes.all.Load() {
 		st.mu.Lock()
 		clear(st.ev[:st.n])
-		clear(st.ext[:st.n])
+		if st.ext != nil {
+			clear(st.ext[:st.n])
+		}
 		st.anyExt = false
 		st.n = 0
 		st.held.Store(false)
