@@ -645,13 +645,20 @@ func (c *call) prepareBody() ([]byte, error) {
 	if limit == 0 || r.ContentLength > limit || c.t.cfg.maxAttempts == 1 && !c.t.cfg.routes() || c.pinned != nil {
 		return nil, nil // sent once, as it is
 	}
+	return c.bufferBody(limit)
+}
+
+// bufferBody reads the caller's body into the pool's buffer, which every
+// attempt then replays, and returns it. A body larger than limit is not
+// kept: what was read goes out first, then the rest, once (nil buffer).
+func (c *call) bufferBody(limit int64) ([]byte, error) {
+	r := c.req
 	buf, err := readall.AtMost(r.Body, limit+1, r.ContentLength)
 	if err != nil {
 		r.Body.Close()
 		return nil, errors.New("apipool: reading request body: " + err.Error())
 	}
 	if int64(len(buf)) > limit {
-		// Too large to keep: send what was read, then the rest, once.
 		c.getBody = func() (io.ReadCloser, error) {
 			return readCloser{io.MultiReader(bytes.NewReader(buf), r.Body), r.Body}, nil
 		}
@@ -659,10 +666,15 @@ func (c *call) prepareBody() ([]byte, error) {
 		return nil, nil
 	}
 	r.Body.Close()
+	c.replayBuffer(buf)
+	return buf, nil
+}
+
+// replayBuffer makes buf the body every attempt sends.
+func (c *call) replayBuffer(buf []byte) {
 	c.getBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf)), nil }
 	c.replayable = true
 	c.bufLen = int64(len(buf))
-	return buf, nil
 }
 
 // attemptBody sets the body of attempt r: the caller's own body on the

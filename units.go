@@ -1,12 +1,8 @@
 package apipool
 
 import (
-	"bytes"
-	"errors"
 	"io"
 	"net/http"
-
-	"github.com/apipool-ng/apipool/internal/readall"
 
 	"github.com/apipool-ng/apipool/recorder"
 	"github.com/apipool-ng/apipool/usage"
@@ -60,31 +56,23 @@ func WithIncludeUsage(on bool) Option {
 	return optionFunc(func(c *config) error { c.includeUsage = on; return nil })
 }
 
-// bufferForUsage reads the request's body into the pool's buffer (at most
-// limit bytes; a larger body goes as it is, once) and, when it is an
-// OpenAI-style streamed request that does not ask for its usage, adds
-// the ask (WithIncludeUsage). Every attempt sends the buffer.
+// bufferForUsage reads the request's body into the pool's buffer
+// (bufferBody) and, when it is an OpenAI-style streamed request that does
+// not ask for its usage, adds the ask (WithIncludeUsage). Every attempt
+// sends what the pool read, the caller's GetBody aside.
 func (c *call) bufferForUsage(limit int64) ([]byte, error) {
-	r := c.req
-	buf, err := readall.AtMost(r.Body, limit+1, r.ContentLength)
+	buf, err := c.bufferBody(limit)
 	if err != nil {
-		r.Body.Close()
-		return nil, errors.New("apipool: reading request body: " + err.Error())
+		return nil, err
 	}
-	if int64(len(buf)) > limit {
-		c.getBody = func() (io.ReadCloser, error) {
-			return readCloser{io.MultiReader(bytes.NewReader(buf), r.Body), r.Body}, nil
-		}
-		c.replayable, c.ownBody = false, true
-		return nil, nil
+	c.ownBody = true
+	if buf == nil {
+		return nil, nil // too large to keep: it goes as it is
 	}
-	r.Body.Close()
 	if out, added, err := usage.AddIncludeUsage(buf); err == nil && added {
 		buf, c.stripUsage = out, true
+		c.replayBuffer(buf)
 	}
-	c.getBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf)), nil }
-	c.replayable, c.ownBody = true, true
-	c.bufLen = int64(len(buf))
 	return buf, nil
 }
 
