@@ -227,7 +227,9 @@ func TestRetriedUntilDeliveredOnce(t *testing.T) {
 		}
 		return 200
 	})
-	s := newSender(t, nil, webhook.Receiver{URL: rc.url(t), Secret: mustSecret(t), Timeout: time.Second})
+	// The timeout ends the hanging attempt; it is long enough that no
+	// other attempt reaches it on a busy machine.
+	s := newSender(t, nil, webhook.Receiver{URL: rc.url(t), Secret: mustSecret(t), Timeout: 5 * time.Second})
 	kinds := []apipool.AlertKind{apipool.AlertKeyDisabled, apipool.AlertKeyCooling, apipool.AlertNoKey}
 	for _, k := range kinds {
 		s.Send(alert(k, "k1"))
