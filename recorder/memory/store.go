@@ -374,10 +374,13 @@ func (s *Store) full(id seriesID) bool {
 	return s.nSeries.Load() >= int64(s.cfg.maxSeries) || len(m) >= s.cfg.maxKeys && m[id.key] == nil
 }
 
-// addKey returns the state of series id, adding it. It returns nil, and
-// counts a drop, when the store is closed or full.
-func (s *Store) addKey(id seriesID) *keyState {
-	if s.full(id) && s.lastEvict.Load() == s.newest.Load()/60 && s.find(id) == nil {
+// addKey returns the state of series id, adding it for an event of second
+// sec. It returns nil, and counts a drop, when the store is closed or full.
+func (s *Store) addKey(id seriesID, sec int64) *keyState {
+	// The retention is the newest accepted event's: this one's, when the
+	// events newer than it are still held in other stripes.
+	now := max(s.newest.Load(), sec)
+	if s.full(id) && s.lastEvict.Load() == now/60 && s.find(id) == nil {
 		// Full, and scanned for stale series in this minute already.
 		s.dropped.Add(1)
 		return nil
@@ -392,7 +395,7 @@ func (s *Store) addKey(id seriesID) *keyState {
 		return ks
 	}
 	if s.full(id) {
-		s.evictLocked()
+		s.evictLocked(max(s.newest.Load(), sec))
 		if s.full(id) {
 			s.dropped.Add(1)
 			return nil
@@ -419,11 +422,10 @@ func (s *Store) addKey(id seriesID) *keyState {
 	return ks
 }
 
-// evictLocked removes the series that hold no event within the retention,
-// and the keys left without series, at most once per minute of event
-// time. s.mu is held.
-func (s *Store) evictLocked() {
-	g := s.newest.Load()
+// evictLocked removes the series that hold no event within the retention
+// ending at second g, and the keys left without series, at most once per
+// minute of event time. s.mu is held.
+func (s *Store) evictLocked(g int64) {
 	if s.lastEvict.Load() == g/60 {
 		return
 	}

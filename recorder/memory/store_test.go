@@ -275,9 +275,16 @@ func TestMaxSeries(t *testing.T) {
 		t.Errorf("usage of m2 = %v, want %v", got, want)
 	}
 	// a's series of m1 and b's fall out of the retention: their places
-	// go to new series, b's key to c.
+	// go to new series, b's key to c. c's event is held in a stripe
+	// counted before a's (as when recorded on another processor): its
+	// retention is its own, not that of the older events counted.
+	first, second := s.stripes.add(), s.stripes.add()
+	var next *stripe
+	s.stripes.pick = func() *stripe { return next }
+	next = second
 	s.Record(evm("a", "m2", "web", 2*time.Hour))
 	s.Record(evm("a", "m3", "web", 2*time.Hour))
+	next = first
 	s.Record(evm("c", "m1", "cli", 2*time.Hour))
 	if d := s.Dropped(); d != 2 {
 		t.Errorf("Dropped() = %d, want 2", d)
@@ -620,11 +627,17 @@ func TestMemoryLayout(t *testing.T) {
 	}
 	s.Record(ev("k1", 0, status.Success))
 	s.flush()
-	before := totalAlloc()
-	s.Record(ev("k2", 0, status.Success))
-	s.flush()
-	if got := totalAlloc() - before; got > 1600 {
-		t.Errorf("a key with one event allocated %d bytes, the documentation says under 1,600", got)
+	// The fewest bytes of five new keys: the runtime allocates at times
+	// for itself (under -race, a sync.Pool drops what it holds at random).
+	least := uint64(math.MaxUint64)
+	for i := range 5 {
+		before := totalAlloc()
+		s.Record(ev(fmt.Sprint("k", i+2), 0, status.Success))
+		s.flush()
+		least = min(least, totalAlloc()-before)
+	}
+	if least > 1600 {
+		t.Errorf("a key with one event allocated %d bytes, the documentation says under 1,600", least)
 	}
 }
 

@@ -171,7 +171,7 @@ func (s *Store) sendLocked(st *stripe) {
 			if x != nil {
 				sid.model, sid.client = x.model, x.client
 			}
-			if ks = s.lockKey(sid); ks == nil {
+			if ks = s.lockKey(sid, p.sec); ks == nil {
 				continue // dropped and counted
 			}
 			id = sid
@@ -198,11 +198,11 @@ func (s *Store) sendLocked(st *stripe) {
 
 // lockKey returns the state of series id, locked, adding it when it is
 // new. It returns nil, and counts a drop, when the store is closed or full.
-func (s *Store) lockKey(id seriesID) *keyState {
+func (s *Store) lockKey(id seriesID, sec int64) *keyState {
 	ks := s.find(id)
 	for {
 		if ks == nil {
-			if ks = s.addKey(id); ks == nil {
+			if ks = s.addKey(id, sec); ks == nil {
 				return nil
 			}
 		}
