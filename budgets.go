@@ -15,6 +15,7 @@ import (
 
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/apipool-ng/apipool/clock"
 	"github.com/apipool-ng/apipool/recorder"
 	"github.com/apipool-ng/apipool/sharedstate"
 	"github.com/apipool-ng/apipool/status"
@@ -678,6 +679,11 @@ type spendSync struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	done   chan struct{}
+	// failed holds the spends of calls that failed, merged per budget and
+	// period: the loop sends them again with the next batch, or after a
+	// backoff when no spend comes, until their period ends. Only the
+	// loop uses it.
+	failed []pendingSpend
 }
 
 // pendingSpend is one spend waiting to be shared, for the state it counts
@@ -689,8 +695,18 @@ type pendingSpend struct {
 	sp     sharedstate.Spend
 }
 
-// spendBatch bounds the spends sent in one call.
-const spendBatch = 256
+const (
+	// spendBatch bounds the spends sent in one call.
+	spendBatch = 256
+	// maxFailedSpends bounds the failed spends kept to be sent again
+	// (each a budget and period of one key or client): past it the
+	// oldest are dropped, counted in SharedStateHealth.Dropped.
+	maxFailedSpends = 512
+	// spendRetryMin and spendRetryMax bound the wait before failed spends
+	// are sent again when no new spend comes; it doubles at each failure.
+	spendRetryMin = time.Second
+	spendRetryMax = 30 * time.Second
+)
 
 func (t *Transport) startSpends() {
 	if t.keySpender == nil && (t.cfg.clients == nil || t.cfg.clients.shared == nil) {
@@ -718,12 +734,22 @@ func (ss *spendSync) queue(s *spendState, client bool, spends []sharedstate.Spen
 
 func (ss *spendSync) loop() {
 	defer close(ss.done)
-	batch := make([]pendingSpend, 0, spendBatch)
+	batch := make([]pendingSpend, 0, spendBatch+maxFailedSpends)
+	var retry clock.Timer // armed while spends have failed
+	var retryC <-chan time.Time
+	backoff := spendRetryMin
+	defer func() {
+		if retry != nil {
+			retry.Stop()
+		}
+	}()
 	for {
 		batch = batch[:0]
 		select {
 		case p := <-ss.ch:
 			batch = append(batch, p)
+		case <-retryC:
+			retry, retryC = nil, nil
 		case <-ss.ctx.Done():
 			return
 		}
@@ -736,7 +762,47 @@ func (ss *spendSync) loop() {
 				break more
 			}
 		}
-		ss.send(batch)
+		batch = ss.takeFailed(batch)
+		if len(batch) > 0 {
+			ss.send(batch)
+		}
+		switch {
+		case len(ss.failed) == 0:
+			backoff = spendRetryMin
+		case retry == nil:
+			retry = ss.t.cfg.clock.NewTimer(backoff)
+			retryC = retry.C()
+			backoff = min(2*backoff, spendRetryMax)
+		}
+	}
+}
+
+// takeFailed appends to batch the failed spends whose period has not
+// ended, and forgets them: send keeps those that fail again.
+func (ss *spendSync) takeFailed(batch []pendingSpend) []pendingSpend {
+	if len(ss.failed) == 0 {
+		return batch
+	}
+	now := ss.t.cfg.clock.Now()
+	for _, p := range ss.failed {
+		if p.sp.End.After(now) {
+			batch = append(batch, p)
+		}
+	}
+	clear(ss.failed)
+	ss.failed = ss.failed[:0]
+	return batch
+}
+
+// keepFailed keeps the spends of a failed call to send them again, the
+// oldest dropped (and counted) past maxFailedSpends.
+func (ss *spendSync) keepFailed(group []pendingSpend) {
+	ss.failed = append(ss.failed, group...)
+	if over := len(ss.failed) - maxFailedSpends; over > 0 {
+		if sh := ss.t.shared; sh != nil {
+			sh.dropped.Add(uint64(over))
+		}
+		ss.failed = append(ss.failed[:0], ss.failed[over:]...)
 	}
 }
 
@@ -793,6 +859,7 @@ func (ss *spendSync) sendTo(to sharedstate.Spender, client bool, group []pending
 		} else if t.cfg.logger != nil {
 			t.cfg.logger.Warn("apipool: a shared store failed to count spend; this replica counts its own", "error", err.Error())
 		}
+		ss.keepFailed(group)
 		seen := map[*spendState]bool{}
 		for _, p := range group {
 			if !seen[p.s] {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/apipool-ng/apipool"
+	"github.com/apipool-ng/apipool/sharedstate"
 	"github.com/apipool-ng/apipool/status"
 	"github.com/apipool-ng/apipool/usage"
 )
@@ -556,5 +558,106 @@ func TestBudgetUnknownCountsNothing(t *testing.T) {
 	resp.Body.Close()
 	if u := budgetUse(t, p, "k0", apipool.BudgetTokensPerDay); u.Used != 500 {
 		t.Fatalf("spent %v, want 500 once the usage is read", u.Used)
+	}
+}
+
+// flakySpender is a sharedstate.Spender that keeps totals in memory and
+// fails the calls its fail func says; each call's spends go to calls.
+type flakySpender struct {
+	mu     sync.Mutex
+	fail   func(n int) bool
+	n      int
+	totals map[string]float64
+	calls  chan []sharedstate.Spend
+}
+
+func (f *flakySpender) Spend(_ context.Context, spends []sharedstate.Spend) ([]float64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.n++
+	f.calls <- slices.Clone(spends)
+	if f.fail(f.n) {
+		return nil, errors.New("the store is down")
+	}
+	out := make([]float64, len(spends))
+	for i, sp := range spends {
+		k := sp.ID + "/" + sp.Budget
+		f.totals[k] += sp.Amount
+		out[i] = f.totals[k]
+	}
+	return out, nil
+}
+
+func (f *flakySpender) total(k string) float64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.totals[k]
+}
+
+// A spend the shared store failed to take is not lost: it goes again with
+// the next spends, merged with them, or on its own after a backoff when no
+// spend comes, so the replicas' total catches up with what was spent.
+func TestSpendRetriedAfterFailure(t *testing.T) {
+	t.Parallel()
+	clk := newClock()
+	fs := &flakySpender{fail: func(n int) bool { return n == 1 || n == 3 }, totals: map[string]float64{}, calls: make(chan []sharedstate.Spend, 100)}
+	cb, err := apipool.NewClientBudgets(map[string]apipool.Budget{"team": {TokensPerDay: 10_000}}, fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := mustNew(t, keys(1), apipool.WithBase(tokenAPI()), apipool.WithClock(clk), apipool.WithUsage(usage.OpenAI(), nil), apipool.WithClientBudgets(cb))
+	ctx := apipool.ContextWithClient(context.Background(), "team")
+	call := func(what string) []sharedstate.Spend {
+		t.Helper()
+		select {
+		case c := <-fs.calls:
+			return c
+		case <-time.After(time.Minute): // a guard against a hang, not a timing
+			t.Fatalf("no call to the store: %s", what)
+			return nil
+		}
+	}
+	amount := func(c []sharedstate.Spend) float64 {
+		if len(c) != 1 || c[0].ID != "team" || c[0].Budget != "tokens_per_day" {
+			t.Fatalf("spends %+v, want one of team's tokens_per_day", c)
+		}
+		return c[0].Amount
+	}
+	if _, err := spendReq(t, p, ctx, 300, 0); err != nil {
+		t.Fatal(err)
+	}
+	if a := amount(call("the first spend")); a != 300 {
+		t.Fatalf("first call: %v tokens, want 300", a)
+	}
+	// The first call failed: its 300 go with the next spend.
+	if _, err := spendReq(t, p, ctx, 200, 0); err != nil {
+		t.Fatal(err)
+	}
+	if a := amount(call("the second spend")); a != 500 {
+		t.Fatalf("second call: %v tokens, want 500 (200 and the 300 that failed)", a)
+	}
+	// The third call fails and no spend follows: the backoff sends it.
+	if _, err := spendReq(t, p, ctx, 100, 0); err != nil {
+		t.Fatal(err)
+	}
+	if a := amount(call("the third spend")); a != 100 {
+		t.Fatalf("third call: %v tokens, want 100", a)
+	}
+	for again := false; !again; {
+		clk.Advance(time.Second)
+		select {
+		case c := <-fs.calls:
+			if a := amount(c); a != 100 {
+				t.Fatalf("the retry: %v tokens, want 100", a)
+			}
+			again = true
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	if got := fs.total("team/tokens_per_day"); got != 600 {
+		t.Fatalf("the store's total %v, want 600 (every token spent, once)", got)
+	}
+	if used := p.ClientBudgets()[0].Budgets[0].Used; used != 600 {
+		t.Fatalf("the pool's count %v, want 600", used)
 	}
 }

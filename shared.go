@@ -431,7 +431,8 @@ type SharedStateHealth struct {
 	// Errors counts the calls to the store that failed (a spend of the
 	// budgets among them, when the store is a sharedstate.Spender);
 	// Dropped, the local changes and spends not sent because their queue
-	// was full (a spend not sent counts in this replica only).
+	// was full (a spend not sent counts in this replica only), and the
+	// failed spends dropped past the 512 kept to be sent again.
 	Errors, Dropped uint64
 	// LastError is the last failure, or nil.
 	LastError error
