@@ -88,10 +88,11 @@ type upstreamT struct {
 	Classifier            classifierT     `yaml:"classifier"`
 	Probe                 *probeT         `yaml:"probe"`
 
-	Routing   *routingT            `yaml:"routing"`    // routing.go
-	KeyTiers  namedMap[Value[int]] `yaml:"key_tiers"`  // routing.go
-	KeyModels namedMap[modelList]  `yaml:"key_models"` // routing.go
-	Usage     *usageT              `yaml:"usage"`      // usage.go
+	Routing    *routingT            `yaml:"routing"`     // routing.go
+	KeyTiers   namedMap[Value[int]] `yaml:"key_tiers"`   // routing.go
+	KeyWeights namedMap[Value[int]] `yaml:"key_weights"` // routing.go
+	KeyModels  namedMap[modelList]  `yaml:"key_models"`  // routing.go
+	Usage      *usageT              `yaml:"usage"`       // usage.go
 }
 
 type keysT struct {

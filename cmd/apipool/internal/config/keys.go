@@ -44,8 +44,8 @@ func loadKeys(upstream, env string, fileV Value[string], file string, lookup fun
 		case problem != "":
 			errs = append(errs, keyErr{fromFile, where + ": " + problem})
 			return
-		case !fromFile && (o.tier || o.models):
-			errs = append(errs, keyErr{fromFile, where + ": tier= and models= are key file options: give a variable's keys their tier and models in key_tiers and key_models"})
+		case !fromFile && (o.tier || o.weight || o.models):
+			errs = append(errs, keyErr{fromFile, where + ": tier=, weight= and models= are key file options: give a variable's keys their tier, weight and models in key_tiers, key_weights and key_models"})
 			return
 		}
 		var id, secret string
@@ -65,7 +65,7 @@ func loadKeys(upstream, env string, fileV Value[string], file string, lookup fun
 				return
 			}
 		default:
-			errs = append(errs, keyErr{fromFile, where + ": want a secret, or an ID and a secret, separated by spaces (then, in a key file, options: tier=N models=a,b*)"})
+			errs = append(errs, keyErr{fromFile, where + ": want a secret, or an ID and a secret, separated by spaces (then, in a key file, options: tier=N weight=N models=a,b*)"})
 			return
 		}
 		opts[id] = o
@@ -80,7 +80,7 @@ func loadKeys(upstream, env string, fileV Value[string], file string, lookup fun
 		}
 		ids[id], secrets[secret] = where, where
 		keys = append(keys, apipool.Key{ID: id, Secret: apipool.Secret(secret), PerSecond: lim.PerSecond, PerMinute: lim.PerMinute, PerDay: lim.PerDay, MaxInFlight: lim.MaxInFlight,
-			Tier: o.Tier, Models: o.Models})
+			Tier: o.Tier, Weight: o.Weight, Models: o.Models})
 	}
 	if env != "" {
 		val, ok := lookup(env)

@@ -13,8 +13,9 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// Routing (issue 25): each key's tier and models, from its key file line
-// (tier=N models=a,b*) or from the upstream's key_tiers and key_models;
+// Routing (issue 25): each key's tier, weight and models, from its key
+// file line (tier=N weight=N models=a,b*) or from the upstream's
+// key_tiers, key_weights and key_models;
 // and the upstream's routing section: where a request's model and session
 // come from, and what a rate limit rests.
 
@@ -50,6 +51,9 @@ var CooldownScopes = []string{"key", "model"}
 
 // MaxTier bounds a key's tier.
 const MaxTier = 1000
+
+// MaxWeight bounds a key's weight (apipool.Key.Weight's bound).
+const MaxWeight = 1_000_000
 
 type routingT struct {
 	Line          int
@@ -135,16 +139,16 @@ func (l *modelList) decodeYAML(d *decoder, n *yaml.Node, field string) {
 // keyOpts are the routing options a key file's line gave after its
 // secret.
 type keyOpts struct {
-	tier, models bool // given
-	Tier         int
-	Models       []string
+	tier, weight, models bool // given
+	Tier, Weight         int
+	Models               []string
 }
 
 // keyOptionNames are the options a key file's line may end with.
-var keyOptionNames = []string{"tier", "models"}
+var keyOptionNames = []string{"tier", "weight", "models"}
 
 // keyOptions takes the options off the end of a key file line's fields:
-// "tier=N" and "models=a,b*", in any order, after the secret. A field is
+// "tier=N", "weight=N" and "models=a,b*", in any order, after the secret. A field is
 // an option when its name (before '=') is one of keyOptionNames; on a
 // line that would otherwise have too many fields, a trailing field shaped
 // name=value is taken as a misspelt option. Nothing else is: a secret
@@ -163,7 +167,7 @@ func keyOptions(fields []string) (rest []string, o keyOpts, problem string) {
 			if len(rest) <= 2 || !settingLike(name) {
 				break
 			}
-			hint := "the options are tier=N and models=a,b*"
+			hint := "the options are tier=N, weight=N and models=a,b*"
 			if s := suggest(name, keyOptionNames); s != "" {
 				hint = "did you mean " + s + "?"
 			}
@@ -181,6 +185,16 @@ func keyOptions(fields []string) (rest []string, o keyOpts, problem string) {
 				return fields, o, fmt.Sprintf("tier= wants a whole number from 0 (the first) to %d", MaxTier)
 			}
 			o.Tier = n
+		case "weight":
+			if o.weight {
+				return fields, o, "weight= given twice"
+			}
+			o.weight = true
+			n, err := strconv.Atoi(val)
+			if err != nil || n < 1 || n > MaxWeight {
+				return fields, o, fmt.Sprintf("weight= wants a whole number from 1 to %d", MaxWeight)
+			}
+			o.Weight = n
 		case "models":
 			if o.models {
 				return fields, o, "models= given twice"
@@ -230,8 +244,8 @@ func CheckModels(models []string) error {
 }
 
 // routing checks an upstream's routing section, and gives its keys the
-// tiers and models of key_tiers and key_models. opts are the options the
-// keys' lines gave, by ID.
+// tiers, weights and models of key_tiers, key_weights and key_models. opts
+// are the options the keys' lines gave, by ID.
 func (v *validator) routing(u *upstreamT, at string, out *Upstream, opts map[string]keyOpts) {
 	if r := u.Routing; r != nil {
 		out.Routing = v.routingSection(r, at+".routing")
@@ -263,6 +277,28 @@ func (v *validator) routing(u *upstreamT, at string, out *Upstream, opts map[str
 			v.fail(e.V.Line, e.Field, "want a tier from 0 (the first) to %d", MaxTier)
 		default:
 			out.Keys[i].Tier = e.V.V
+		}
+	}
+	for _, e := range u.KeyWeights.Entries {
+		i, ok := byID[e.Name]
+		switch {
+		case !ok:
+			unknownID(e.Line, e.Field, e.Name)
+		case opts[e.Name].weight:
+			v.fail(e.Line, e.Field, "the key file's line gives this key's weight= already: give it in one place")
+		case e.V.V < 1 || e.V.V > MaxWeight:
+			v.fail(e.V.Line, e.Field, "want a weight from 1 to %d", MaxWeight)
+		default:
+			out.Keys[i].Weight = e.V.V
+		}
+	}
+	if out.Strategy != apipool.Weighted {
+		// A weight would be read by the weighted strategy only.
+		if len(u.KeyWeights.Entries) > 0 {
+			e := u.KeyWeights.Entries[0]
+			v.fail(e.Line, at+".key_weights", "weights are read by strategy: weighted only; set it, or leave the weights out")
+		} else if i := slices.IndexFunc(out.Keys, func(k apipool.Key) bool { return k.Weight != 0 }); i >= 0 {
+			v.fail(u.Keys.File.Line, at+".keys.file", "key %s has weight= in the key file: weights are read by strategy: weighted only; set it, or leave the weights out", out.Keys[i].ID)
 		}
 	}
 	for _, e := range u.KeyModels.Entries {

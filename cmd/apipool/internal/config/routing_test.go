@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -80,6 +81,21 @@ func TestRoutingSection(t *testing.T) {
 		t.Errorf("%d keys, want 6", len(u.Keys))
 	}
 
+	// Weights, for the weighted strategy: on the line or in key_weights.
+	t.Setenv("APIPOOL_T_WKEYS", "e1 sk-env-FFFF")
+	kfw := writeKeys(t, "k0 sk-zero-AAAA weight=3 tier=1\nk1 sk-one-BBBB\n", 0o600)
+	y = strings.Replace(upstreamWith(kfw, "    strategy: weighted\n    key_weights: {e1: 7}\n"), "keys: {file: "+kfw+"}", "keys: {file: "+kfw+", env: APIPOOL_T_WKEYS}", 1)
+	if c, err = Parse("f.yaml", []byte(y)); err != nil {
+		t.Fatal(err)
+	}
+	weights := map[string]int{}
+	for _, k := range c.Upstreams[0].Keys {
+		weights[strings.TrimPrefix(k.ID, "openai/")] = k.Weight
+	}
+	if want := map[string]int{"k0": 3, "k1": 0, "e1": 7}; !maps.Equal(weights, want) {
+		t.Errorf("weights %v, want %v (0: the library's 1)", weights, want)
+	}
+
 	// A key_tiers entry names an unnamed key by its fingerprint's 8 digits.
 	id := strings.TrimPrefix(plain.ID, "openai/")
 	kf2 := writeKeys(t, "sk-plain-CCCC\n", 0o600)
@@ -136,7 +152,15 @@ func TestRoutingErrors(t *testing.T) {
 		{"line: misspelt option", file("k0 sk-zero-AAAA teir=1\n"), "line 1: unknown option teir; did you mean tier?"},
 		{"line: models without a model source", file("k0 sk-zero-AAAA models=gpt-4o\n"), "f.yaml:8: upstreams[0].keys.file: key openai/k0 lists models= in the key file: they need routing.model"},
 		{"line and map", upstreamWith(kfTier, "    key_tiers: {k0: 2}\n"), `f.yaml:8: upstreams[0].key_tiers["k0"]: the key file's line gives this key's tier= already: give it in one place`},
-		{"options in a variable", strings.Replace(minimal(kf), "{file: "+kf+"}", "{env: APIPOOL_T_OPTS}", 1), "APIPOOL_T_OPTS item 1: tier= and models= are key file options: give a variable's keys their tier and models in key_tiers and key_models"},
+		{"options in a variable", strings.Replace(minimal(kf), "{file: "+kf+"}", "{env: APIPOOL_T_OPTS}", 1), "APIPOOL_T_OPTS item 1: tier=, weight= and models= are key file options: give a variable's keys their tier, weight and models in key_tiers, key_weights and key_models"},
+		{"line: weight 0", file("k0 sk-zero-AAAA weight=0\n"), "line 1: weight= wants a whole number from 1 to 1000000"},
+		{"line: weight twice", file("k0 sk-zero-AAAA weight=1 weight=2\n"), "line 1: weight= given twice"},
+		{"line: misspelt weight", file("k0 sk-zero-AAAA wieght=3\n"), "line 1: unknown option wieght; did you mean weight?"},
+		{"line: weight without weighted", file("k0 sk-zero-AAAA weight=3\n"), "f.yaml:8: upstreams[0].keys.file: key openai/k0 has weight= in the key file: weights are read by strategy: weighted only"},
+		{"key_weights without weighted", up("    key_weights: {k0: 3}\n"), "f.yaml:8: upstreams[0].key_weights: weights are read by strategy: weighted only"},
+		{"key_weights: unknown ID", up("    strategy: weighted\n    key_weights: {k9: 3}\n"), `f.yaml:9: upstreams[0].key_weights["k9"]: no key of this upstream has this ID`},
+		{"key_weights: too big", up("    strategy: weighted\n    key_weights:\n      k1: 1000001\n"), `f.yaml:10: upstreams[0].key_weights["k1"]: want a weight from 1 to 1000000`},
+		{"weight line and map", upstreamWith(writeKeys(t, "k0 sk-zero-AAAA weight=2\n", 0o600), "    strategy: weighted\n    key_weights: {k0: 2}\n"), `upstreams[0].key_weights["k0"]: the key file's line gives this key's weight= already: give it in one place`},
 	}
 	t.Setenv("APIPOOL_T_OPTS", "k0 sk-zero-AAAA tier=1")
 	for _, c := range cases {

@@ -214,9 +214,11 @@ type keyJSON struct {
 	LearnedWindow   string     `json:"learned_window,omitempty"`
 	InKeyFile       bool       `json:"in_key_file"`
 
-	// Routing (issue 25): the key's tier; the models it serves (absent:
-	// every model); the models it rests for (routing.cooldown_scope: model).
+	// Routing (issue 25): the key's tier and weight (strategy: weighted);
+	// the models it serves (absent: every model); the models it rests for
+	// (routing.cooldown_scope: model).
 	Tier           int                 `json:"tier"`
+	Weight         int                 `json:"weight"`
 	Models         []string            `json:"models,omitempty"`
 	ModelCooldowns []modelCooldownJSON `json:"model_cooldowns,omitempty"`
 }
@@ -258,7 +260,7 @@ func (up *upstream) keyList(id string) []keyJSON {
 		if k.LearnedWindow > 0 {
 			j.LearnedWindow = k.LearnedWindow.String()
 		}
-		j.Tier, j.Models = k.Tier, k.Models
+		j.Tier, j.Weight, j.Models = k.Tier, k.Weight, k.Models
 		for _, mc := range k.ModelCooldowns {
 			j.ModelCooldowns = append(j.ModelCooldowns, modelCooldownJSON{mc.Model, mc.Until})
 		}
@@ -298,6 +300,7 @@ func (s *Server) adminAdd(w http.ResponseWriter, r *http.Request) {
 		ID     string   `json:"id"`
 		Secret string   `json:"secret"`
 		Tier   int      `json:"tier"`
+		Weight int      `json:"weight"`
 		Models []string `json:"models"`
 	}
 	if !readJSON(w, r, &body, false) {
@@ -311,6 +314,14 @@ func (s *Server) adminAdd(w http.ResponseWriter, r *http.Request) {
 		adminError(w, r, http.StatusBadRequest, "invalid_request", "want a tier from 0 (the first) to "+strconv.Itoa(config.MaxTier))
 		return
 	}
+	switch {
+	case body.Weight < 0 || body.Weight > config.MaxWeight:
+		adminError(w, r, http.StatusBadRequest, "invalid_request", "want a weight from 1 to "+strconv.Itoa(config.MaxWeight))
+		return
+	case body.Weight > 0 && up.cfg.Strategy != apipool.Weighted:
+		adminError(w, r, http.StatusBadRequest, "invalid_request", "this upstream's strategy is not weighted: a key's weight would not be read")
+		return
+	}
 	if err := config.CheckModels(body.Models); err != nil {
 		adminError(w, r, http.StatusBadRequest, "invalid_request", err.Error())
 		return
@@ -322,7 +333,7 @@ func (s *Server) adminAdd(w http.ResponseWriter, r *http.Request) {
 	lim := up.cfg.KeyLimits
 	k := apipool.Key{ID: up.cfg.Name + "/" + body.ID, Secret: apipool.Secret(body.Secret),
 		PerSecond: lim.PerSecond, PerMinute: lim.PerMinute, PerDay: lim.PerDay, MaxInFlight: lim.MaxInFlight, Budget: up.cfg.KeyBudgets,
-		Tier: body.Tier, Models: body.Models}
+		Tier: body.Tier, Weight: body.Weight, Models: body.Models}
 	// Serialised with Reload, whose scrub index would forget the key.
 	s.cfgMu.Lock()
 	defer s.cfgMu.Unlock()

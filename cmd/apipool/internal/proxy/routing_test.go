@@ -540,3 +540,23 @@ func TestCheckRouting(t *testing.T) {
 		t.Errorf("check: %+v", res)
 	}
 }
+
+// TestProxyWeights: key_weights give the weighted strategy its shares: a
+// key weighted a million to one takes (all but, at odds of a millionth a
+// request) every request.
+func TestProxyWeights(t *testing.T) {
+	e := routingEnv(t, "    strategy: weighted\n    key_weights: {k0: 1, k1: 1000000}\n", secretA, secretB)
+	for range 20 {
+		if resp, body := e.chat("fake-1", false, ""); resp.StatusCode != 200 {
+			t.Fatalf("status %d: %s", resp.StatusCode, body)
+		}
+	}
+	if s := e.api.Served(); s[secretB] < 19 {
+		t.Fatalf("the key weighted 1000000 served %d of 20 requests: %v", s[secretB], s)
+	}
+	for _, k := range e.srv.Pool("openai").Snapshot() {
+		if want := map[string]int{"openai/k0": 1, "openai/k1": 1_000_000}[k.ID]; k.Weight != want {
+			t.Errorf("%s: weight %d, want %d", k.ID, k.Weight, want)
+		}
+	}
+}
