@@ -54,10 +54,13 @@ test-browser:
 	cd dashboard/browsertest && $(GO) vet ./... && $(GO) test -race -count=1 -artifacts -outputdir=$(BROWSER_OUT) ./...
 
 # The container image's Dockerfile (its go build line, run here: no
-# container engine is needed) and the Helm chart (rendered with Helm's Go
-# SDK; its apipool.yaml validated and served by that binary), in their own
-# module so that Helm and the Kubernetes types stay out of the library's
-# dependencies. Without -race: the tests run processes and render templates,
+# container engine is needed), the image deploy/image builds (its files,
+# config and binary, and its agreement with the Dockerfile) and the Helm
+# chart (rendered with Helm's Go SDK; its manifests validated against the
+# Kubernetes OpenAPI schemas, which go mod download fetches from the
+# k8s.io/kubernetes module; its apipool.yaml validated and served by that
+# binary), in their own modules so that Helm, go-containerregistry and the
+# Kubernetes types stay out of the library's dependencies. Without -race: the tests run processes and render templates,
 # with next to no concurrency of their own, and the race build of the
 # Kubernetes types is long. The first run builds the image's binary from
 # scratch (CGO_ENABLED=0): minutes on a busy machine, hence the timeout.
