@@ -9,6 +9,9 @@
 # all interfaces for the ports to be reached: listen: ':8080',
 # admin: {listen: ':9090'}. See cmd/apipool/README.md, "Container image".
 #
+# make image builds the same image without a container engine
+# (deploy/image); deploy/test checks that the two agree.
+#
 # GO_VERSION follows go.mod's go line (deploy/test checks it); the build
 # stage's image is pinned by version, the final one is scratch: nothing in
 # it but what is copied below.

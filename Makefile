@@ -2,7 +2,7 @@
 GO ?= go
 export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: test test-deps test-examples test-browser test-deploy vet bench bench-smoke lint fuzz quickstart
+.PHONY: test test-deps test-examples test-browser test-deploy image vet bench bench-smoke lint fuzz quickstart
 
 # The library's race tests run last, so that their results close the output.
 test: test-deps vet test-examples test-browser test-deploy bench-smoke
@@ -54,12 +54,27 @@ test-browser:
 	cd dashboard/browsertest && $(GO) vet ./... && $(GO) test -race -count=1 -artifacts -outputdir=$(BROWSER_OUT) ./...
 
 # The container image's Dockerfile (its go build line, run here: no
-# container engine is needed) and the Helm chart (rendered with Helm's Go
-# SDK; its apipool.yaml validated and served by that binary), in their own
-# module so that Helm and the Kubernetes types stay out of the library's
-# dependencies. Without -race: the tests run processes and render templates,
+# container engine is needed), the image deploy/image builds (its files,
+# config and binary, and its agreement with the Dockerfile) and the Helm
+# chart (rendered with Helm's Go SDK; its manifests validated against the
+# Kubernetes OpenAPI schemas, which go mod download fetches from the
+# k8s.io/kubernetes module; its apipool.yaml validated and served by that
+# binary), in their own modules so that Helm, go-containerregistry and the
+# Kubernetes types stay out of the library's dependencies. Without -race: the tests run processes and render templates,
 # with next to no concurrency of their own, and the race build of the
 # Kubernetes types is long. The first run builds the image's binary from
 # scratch (CGO_ENABLED=0): minutes on a busy machine, hence the timeout.
 test-deploy:
+	cd deploy/image && $(GO) vet ./...
 	cd deploy/test && $(GO) vet ./... && $(GO) test -count=1 -timeout 30m ./...
+
+# The container image, built without a container engine (deploy/image, a
+# module of its own: go-containerregistry): the Dockerfile's image, as a
+# tarball for docker load, podman load or crane push. deploy/test checks
+# that the two agree. Reproducible: the creation time is the last commit's.
+IMAGE_OUT ?= apipool.tar
+IMAGE_TAG ?= apipool:devel
+IMAGE_VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+IMAGE_REVISION ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+image:
+	cd deploy/image && SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct 2>/dev/null) $(GO) run . -repo $(CURDIR) -o $(abspath $(IMAGE_OUT)) -t $(IMAGE_TAG) -version $(IMAGE_VERSION) -revision $(IMAGE_REVISION)

@@ -9,6 +9,8 @@
 #   zookeeper          recorder/clickhouse cluster tests (replicated tables)
 #   chromium           dashboard browser tests (headless)
 #   curl               cmd/apipool proxy tests (a real client)
+#   ca-certificates    deploy/image and its test (the CA bundle the image
+#                      carries: /etc/ssl/certs/ca-certificates.crt)
 #   nodejs, npm        cmd/apipool proxy tests (the openai npm package), when
 #                      the machine has no Node.js of its own
 # The proxy's npm test installs its pinned packages itself (npm ci).
@@ -25,6 +27,7 @@ have redis-server || need+=(redis-server)
 [ -f /usr/share/zookeeper/bin/zkServer.sh ] || need+=(zookeeper)
 { have chromium; } || need+=(chromium)
 have curl || need+=(curl)
+[ -f /etc/ssl/certs/ca-certificates.crt ] || need+=(ca-certificates)
 # The proxy's client test runs the openai npm package; the machine's own
 # Node.js is used when there is one, Debian's otherwise.
 { have node && have npm; } || need+=(nodejs npm)
