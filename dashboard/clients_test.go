@@ -200,3 +200,12 @@ func TestClientsAPIStores(t *testing.T) {
 		t.Errorf("without stats: %+v", c)
 	}
 }
+
+// TestNoClientLabel: the page labels the row without a client as
+// NoClientLabel says (and apipool report prints).
+func TestNoClientLabel(t *testing.T) {
+	js := do(t, newFixture(t).handler(t), "GET", "/static/app.js", nil).Body.String()
+	if !strings.Contains(js, "'"+dashboard.NoClientLabel+"'") {
+		t.Errorf("app.js does not label the row without a client %q", dashboard.NoClientLabel)
+	}
+}

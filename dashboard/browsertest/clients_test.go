@@ -72,7 +72,7 @@ func TestClientsInBrowser(t *testing.T) {
 	want := [][]string{
 		{"team-a", "3", "300", "60", "30", "0.4200"},
 		{"team-b", "2", "200", "40", "20", "unknown (2)"},
-		{"(no client)", "1", "unknown (1)", "unknown (1)", "unknown (1)", "unknown (1)"},
+		{dashboard.NoClientLabel, "1", "unknown (1)", "unknown (1)", "unknown (1)", "unknown (1)"},
 		{evil, "1", "100", "20", "10", "0.1400"},
 	}
 	wantJSON, _ := json.Marshal(want)
@@ -87,7 +87,7 @@ func TestClientsInBrowser(t *testing.T) {
 	}
 	var label string
 	b.eval(`document.querySelector('#clients tbody tr:nth-child(3) td.client .unnamed').textContent`, &label)
-	if label != "(no client)" {
+	if label != dashboard.NoClientLabel {
 		t.Errorf("the row without a client is labelled %q in its own element, want (no client)", label)
 	}
 
