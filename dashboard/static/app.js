@@ -1,7 +1,7 @@
 // The apipool dashboard: polls api/keys, api/totals, api/usage and
-// api/clients and renders them. Data goes into the page as text nodes only (never as
-// HTML), and the page runs under a Content-Security-Policy without
-// inline script.
+// api/clients and renders them. Data goes into the page as text nodes
+// only (never as HTML), and the page runs under a
+// Content-Security-Policy without inline script.
 (function () {
   'use strict';
 
