@@ -78,6 +78,7 @@ func benchCalls(b *testing.B, h http.Handler) {
 	for _, path := range []string{
 		"/", "/api/keys?window=1h", "/api/keys?window=24h", "/api/totals?window=24h",
 		"/api/usage?window=15m", "/api/usage?window=1h", "/api/usage?window=24h",
+		"/api/clients?window=1h", "/api/clients?window=24h",
 	} {
 		name := strings.NewReplacer("/api/", "", "?window=", "-", "/", "page").Replace(path)
 		b.Run(name, func(b *testing.B) {

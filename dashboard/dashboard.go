@@ -51,9 +51,13 @@ const CSRFHeader = "X-CSRF-Token"
 const DisabledReason = "disabled from the dashboard"
 
 type handler struct {
-	pool   Pool
-	cfg    config
-	stats  recorder.MultiStats // nil without stats
+	pool  Pool
+	cfg   config
+	stats recorder.MultiStats // nil without stats
+	// sums is the store's recorder.TotalsStats, or nil when it does
+	// not sum tokens and cost. It is read from the store itself: stats
+	// may be a fallback that wraps it, and answers Stats methods only.
+	sums   recorder.TotalsStats
 	csrf   string
 	cop    *http.CrossOriginProtection
 	page   *template.Template
@@ -91,6 +95,9 @@ func New(pool Pool, opts ...Option) (http.Handler, error) {
 		}
 	}
 	h.stats = multiOf(st)
+	if ts, ok := st.(recorder.TotalsStats); ok {
+		h.sums = ts
+	}
 	var tok [32]byte
 	rand.Read(tok[:])
 	h.csrf = hex.EncodeToString(tok[:])
@@ -107,6 +114,7 @@ func New(pool Pool, opts ...Option) (http.Handler, error) {
 	m.HandleFunc("GET /api/keys", windowed(always(h.keys)))
 	m.HandleFunc("GET /api/totals", windowed(always(h.totals)))
 	m.HandleFunc("GET /api/usage", windowed(h.usage))
+	m.HandleFunc("GET /api/clients", windowed(always(h.clients)))
 	m.HandleFunc("POST /api/keys/{id}/disable", h.action(h.disable))
 	m.HandleFunc("POST /api/keys/{id}/enable", h.action(h.enable))
 	m.HandleFunc("POST /api/probe", h.action(h.probe))

@@ -349,7 +349,7 @@ func TestUsageAPI(t *testing.T) {
 
 func TestBadWindow(t *testing.T) {
 	h := newFixture(t).handler(t)
-	for _, p := range []string{"/api/keys?window=2h", "/api/totals?window=x", "/api/usage?window=1H"} {
+	for _, p := range []string{"/api/keys?window=2h", "/api/totals?window=x", "/api/usage?window=1H", "/api/clients?window=7d"} {
 		w := do(t, h, "GET", p, nil)
 		if w.Code != 400 || !strings.Contains(w.Body.String(), "window must be one of 15m, 1h, 24h") {
 			t.Errorf("GET %s: %d %s", p, w.Code, w.Body)
@@ -426,6 +426,8 @@ func TestSecurityHeaders(t *testing.T) {
 		{h, "GET", "/static/vendor/uplot/uPlot.iife.min.js", 200},
 		{h, "GET", "/api/keys", 200},
 		{h, "GET", "/api/usage", 200},
+		{h, "GET", "/api/clients", 200},
+		{h, "POST", "/api/clients", 405},
 		{h, "GET", "/nope", 404},
 		{h, "GET", "/static/", 404},
 		{h, "GET", "/static/vendor/", 404},
@@ -517,7 +519,7 @@ func TestAuth(t *testing.T) {
 		{"both, none", both, nil, 401},
 	}
 	for _, c := range cases {
-		for _, path := range []string{"/", "/api/keys", "/static/app.js"} {
+		for _, path := range []string{"/", "/api/keys", "/api/clients", "/static/app.js"} {
 			w := do(t, c.h, "GET", path, c.hdr)
 			if w.Code != c.code {
 				t.Errorf("%s: GET %s: %d, want %d", c.name, path, w.Code, c.code)

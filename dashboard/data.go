@@ -86,11 +86,13 @@ type KeyRow struct {
 	// Tokens and Cost are what the key's answers in the window stated
 	// (input and output tokens) and cost, summed over the attempts that
 	// stated them; null when none did, or the store does not sum
-	// (recorder.TotalsStats). TokensUnknown counts the attempts whose
-	// tokens are not known.
+	// (recorder.TotalsStats). TokensUnknown and CostUnknown count the
+	// attempts whose tokens, or cost, are not known (null when the
+	// store does not sum): the page shows "unknown", never zero.
 	Tokens        *int64   `json:"tokens"`
 	TokensUnknown *int64   `json:"tokens_unknown"`
 	Cost          *float64 `json:"cost"`
+	CostUnknown   *int64   `json:"cost_unknown"`
 	// Attempts through the key in the window, and how many succeeded
 	// or were rate limited.
 	Requests         *int64   `json:"requests"`
@@ -224,8 +226,8 @@ func (h *handler) keys(ctx context.Context, win windowSpec) keysResponse {
 	}
 	all, succ, limited := counts[0], counts[1], counts[2]
 	var totals map[string]recorder.Totals
-	if ts, ok := h.stats.(recorder.TotalsStats); ok {
-		if totals, err = ts.TotalsBy(ctx, q, recorder.ByKey); err != nil {
+	if h.sums != nil {
+		if totals, err = h.sums.TotalsBy(ctx, q, recorder.ByKey); err != nil {
 			out.StatsError = "apipool/dashboard: stats: " + err.Error()
 			totals = nil
 		}
@@ -240,7 +242,7 @@ func (h *handler) keys(ctx context.Context, win windowSpec) keysResponse {
 		}
 		if totals != nil {
 			t := totals[k.ID]
-			k.TokensUnknown = ptr(t.TokensUnknown)
+			k.TokensUnknown, k.CostUnknown = ptr(t.TokensUnknown), ptr(t.CostUnknown)
 			if t.Events > t.TokensUnknown {
 				k.Tokens = ptr(t.InputTokens + t.OutputTokens)
 			}

@@ -141,6 +141,34 @@ const (
 	paletteJS    = `["#1565c0", "#2e7d32", "#ef6c00", "#6a1b9a", "#00838f", "#ad1457", "#4e342e", "#558b2f", "#283593", "#9e9d24"]`
 )
 
+// known is the page's text for a sum over the attempts whose value is
+// known and the count of the others: "1234 (+3 unknown)", "unknown (3)"
+// when none is known, "-" without attempts or sums. Costs show 4
+// decimals.
+func known[T int64 | float64](v *T, unknown *int64) string {
+	var n int64
+	if unknown != nil {
+		n = *unknown
+	}
+	if v == nil {
+		if n > 0 {
+			return fmt.Sprintf("unknown (%d)", n)
+		}
+		return "-"
+	}
+	var s string
+	switch x := any(*v).(type) {
+	case int64:
+		s = strconv.FormatInt(x, 10)
+	case float64:
+		s = strconv.FormatFloat(x, 'f', 4, 64)
+	}
+	if n > 0 {
+		s += fmt.Sprintf(" (+%d unknown)", n)
+	}
+	return s
+}
+
 // TestDashboardInBrowser loads the dashboard in headless Chromium, mounted
 // with the package's one line, over a pool that has sent traffic: the page
 // loads without console errors, has a row per key with the right states,
@@ -313,8 +341,21 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Errorf("bravo shows %q %q a refresh after its 429, want cooling until ...", r["bravo"].State, r["bravo"].Cells[2])
 	}
 
-	// An action from the page: disable delta with its button.
-	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`button[data-action="disable"][data-key="delta"]`))); err != nil {
+	// An action from the page: disable delta with its button, held down
+	// over two refreshes. A refresh that rebuilt the row between the
+	// press and the release took the click with it: the page then never
+	// sent the action (this wait failed under load, when a refresh came
+	// between chromedp's press and release). The button's place comes
+	// from one evaluation, so that no refresh can replace the node
+	// between finding it and measuring it.
+	var at struct{ X, Y float64 }
+	eval(`(() => { const b = document.querySelector('button[data-action="disable"][data-key="delta"]'); b.scrollIntoView({block: 'center'});
+	  const r = b.getBoundingClientRect(); return {X: r.left + r.width / 2, Y: r.top + r.height / 2}; })()`, &at)
+	if err := chromedp.Do(ctx, chromedp.MouseEvent(chromedp.MousePressed, at.X, at.Y, chromedp.ButtonLeft, chromedp.ClickCount(1))); err != nil {
+		t.Fatal(err)
+	}
+	waitRefresh()
+	if err := chromedp.Do(ctx, chromedp.MouseEvent(chromedp.MouseReleased, at.X, at.Y, chromedp.ButtonLeft, chromedp.ClickCount(1))); err != nil {
 		t.Fatal(err)
 	}
 	wait("delta disabled on the page", `document.querySelector('#keys tr[data-key="delta"]').dataset.state === 'disabled'`)
@@ -371,10 +412,7 @@ func TestDashboardInBrowser(t *testing.T) {
 		// tier, tokens, cost.
 		want := map[int]string{0: k.ID, 1: k.Fingerprint, 3: k.Breaker, 4: strconv.FormatInt(k.InFlight, 10),
 			5: num(k.QuotaLeft), 7: num(k.Requests), 8: pct(k.SuccessShare), 9: pct(k.RateLimitedShare),
-			12: strconv.Itoa(k.Tier), 13: num(k.Tokens)}
-		if k.Tokens != nil && k.TokensUnknown != nil && *k.TokensUnknown > 0 {
-			want[13] += " (+" + num(k.TokensUnknown) + " unknown)"
-		}
+			12: strconv.Itoa(k.Tier), 13: known(k.Tokens, k.TokensUnknown), 14: known(k.Cost, k.CostUnknown)}
 		for i, w := range want {
 			if row.Cells[i] != w {
 				t.Errorf("%s column %d: page %q, API %q", k.ID, i, row.Cells[i], w)

@@ -17,7 +17,8 @@ import (
 	"github.com/apipool-ng/apipool/dashboard"
 )
 
-// bigPool is a pool of n keys that has sent 3n requests, round robin.
+// bigPool is a pool of n keys that has sent 3n requests, round robin,
+// for n clients (c0000, c0001, ...: 3 requests each).
 func bigPool(t *testing.T, n int) *apipool.Transport {
 	t.Helper()
 	api := httptest.NewServer(&upstream{})
@@ -32,8 +33,10 @@ func bigPool(t *testing.T, n int) *apipool.Transport {
 	}
 	t.Cleanup(func() { pool.Close(context.Background()) })
 	client := &http.Client{Transport: pool}
-	for range 3 * n {
-		resp, err := client.Get(api.URL + "/v1/things")
+	for i := range 3 * n {
+		ctx := apipool.ContextWithClient(context.Background(), fmt.Sprintf("c%04d", i%n))
+		req, _ := http.NewRequestWithContext(ctx, "GET", api.URL+"/v1/things", nil)
+		resp, err := client.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -46,7 +49,7 @@ func bigPool(t *testing.T, n int) *apipool.Transport {
 // longTasksJS starts recording the page's long tasks (over 50 ms).
 const longTasksJS = `(() => { window.__long = []; new PerformanceObserver(l => { for (const e of l.getEntries()) window.__long.push(e.duration); }).observe({type: 'longtask', buffered: true}); return true; })()`
 
-// replay answers api/keys, api/totals and api/usage with what h
+// replay answers api/keys, api/totals, api/usage and api/clients with what h
 // answered once (for the default window), and everything else with h:
 // the page gets the same data at every refresh while the server does
 // next to no work, so that measuring the browser's main thread does not
@@ -54,7 +57,7 @@ const longTasksJS = `(() => { window.__long = []; new PerformanceObserver(l => {
 func replay(t *testing.T, h http.Handler) http.Handler {
 	t.Helper()
 	cached := map[string][]byte{}
-	for _, p := range []string{"/api/keys", "/api/totals", "/api/usage"} {
+	for _, p := range []string{"/api/keys", "/api/totals", "/api/usage", "/api/clients"} {
 		w := httptest.NewRecorder()
 		h.ServeHTTP(w, httptest.NewRequest("GET", p, nil))
 		if w.Code != 200 {
@@ -90,14 +93,15 @@ func (b *browser) mainThreadPerRefresh() (cpu, wall float64, n int) {
 	return c / float64(n), w / float64(n), n
 }
 
-// TestThousandKeys loads the dashboard over 1,000 keys and logs the main
+// TestThousandKeys loads the dashboard over 1,000 keys (and 1,000 clients) and logs the main
 // thread's busy time per refresh, with the API answers replayed (the
 // browser's work alone) and live (the test's server, race-instrumented,
 // competing for the same CPUs), the longest task, and the time the last
 // refresh spent rendering. Then it checks the page's structure at that
 // size: a page of rows rather than a thousand, the charts before the
 // table and on the first screen, a search box that filters, and
-// sortable columns. DASH_KEYS=n measures another number of keys.
+// sortable columns; the client table too shows a page of its 1,000
+// rows, and pages. DASH_KEYS=n measures another number of keys.
 func TestThousandKeys(t *testing.T) {
 	n := 1000
 	if s := os.Getenv("DASH_KEYS"); s != "" {
@@ -170,6 +174,12 @@ func TestThousandKeys(t *testing.T) {
 		if still != "k0949" {
 			t.Errorf("after two refreshes the second page starts with %s, want k0949", still)
 		}
+
+		// The clients: a page of 50 of the 1,000, the pager to the next.
+		firstClient := `document.querySelector('#clients tbody td.client').textContent`
+		b.wait("a page of the clients", `document.querySelectorAll('#clients tbody tr').length === 50 && `+firstClient+` === 'c0000' && document.getElementById('cpage-info').textContent === '1–50 of 1000 rows'`)
+		b.do(chromedp.Click(chromedp.CSS(`#cpage-next`)))
+		b.wait("the clients' second page", firstClient+` === 'c0050' && document.getElementById('cpage-info').textContent.startsWith('51–100 of 1000')`)
 	}
 	b.noErrors()
 }

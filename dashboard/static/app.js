@@ -1,7 +1,7 @@
-// The apipool dashboard: polls api/keys, api/totals and api/usage and
-// renders them. Data goes into the page as text nodes only (never as
-// HTML), and the page runs under a Content-Security-Policy without
-// inline script.
+// The apipool dashboard: polls api/keys, api/totals, api/usage and
+// api/clients and renders them. Data goes into the page as text nodes
+// only (never as HTML), and the page runs under a
+// Content-Security-Policy without inline script.
 (function () {
   'use strict';
 
@@ -37,6 +37,15 @@
 
   function pct(v) { return v === null || v === undefined ? '-' : (v * 100).toFixed(1) + '%'; }
   function num(v) { return v === null || v === undefined ? '-' : String(v); }
+  function cost4(v) { return v.toFixed(4); }
+  // known shows a sum over the attempts whose value is known, with how
+  // many are not: "1234 (+3 unknown)", or "unknown (3)" when none is
+  // known. Unknown is never shown as zero; "-" is no attempt at all (or
+  // a store that does not sum).
+  function known(v, unknown, f) {
+    if (v === null || v === undefined) return unknown ? 'unknown (' + unknown + ')' : '-';
+    return (f ? f(v) : String(v)) + (unknown ? ' (+' + unknown + ' unknown)' : '');
+  }
   function msText(v) {
     if (v === null || v === undefined) return '-';
     return v < 10 ? v.toFixed(2) + ' ms' : v < 1000 ? v.toFixed(1) + ' ms' : (v / 1000).toFixed(2) + ' s';
@@ -175,10 +184,8 @@
     tr.appendChild(el('td', 'n p50', msText(k.p50_ms)));
     tr.appendChild(el('td', 'n p99', msText(k.p99_ms)));
     tr.appendChild(el('td', 'n tier', k.tier));
-    var tok = num(k.tokens);
-    if (k.tokens !== null && k.tokens !== undefined && k.tokens_unknown) tok += ' (+' + k.tokens_unknown + ' unknown)';
-    tr.appendChild(el('td', 'n tokens', tok));
-    tr.appendChild(el('td', 'n cost', k.cost === null || k.cost === undefined ? '-' : k.cost.toFixed(4)));
+    tr.appendChild(el('td', 'n tokens', known(k.tokens, k.tokens_unknown)));
+    tr.appendChild(el('td', 'n cost', known(k.cost, k.cost_unknown, cost4)));
     if (cfg.actions) {
       var td = el('td', 'actions');
       var b = el('button', 'action', k.disabled ? 'enable' : 'disable');
@@ -192,7 +199,26 @@
     return tr;
   }
 
+  // While a button of the table is pressed, refreshes leave its rows
+  // alone: a row rebuilt between the press and the release would take
+  // the click with it. The table is brought up to date after the click.
+  var pressed = false, stale = false;
+  document.querySelector('#keys tbody').addEventListener('pointerdown', function (ev) {
+    if (ev.target.closest('button')) pressed = true;
+  });
+  function released() {
+    if (!pressed) return;
+    pressed = false;
+    setTimeout(function () { // after the click that this release makes
+      if (stale && !pressed) { stale = false; renderTable(); }
+    }, 0);
+  }
+  document.addEventListener('pointerup', released, true);
+  document.addEventListener('pointercancel', released, true);
+  window.addEventListener('blur', released);
+
   function renderTable() {
+    if (pressed) { stale = true; return; }
     var q = table.query.trim().toLowerCase();
     var list = q ? table.keys.filter(function (k) { return matches(k, q); }) : table.keys.slice();
     if (table.sort && sorters[table.sort]) {
@@ -240,6 +266,96 @@
     $('keys-note').textContent = data.stats_error ? 'Stats unavailable: ' + data.stats_error :
       (data.stats ? 'Requests, shares and latencies over the last ' + data.window + '.' : 'The pool answers no stats queries: usage columns show "-".');
     $('keys-note').className = data.stats_error ? 'note error' : 'note';
+  }
+
+  // The client table: one page of the clients that match the search, in
+  // the chosen order, as the key table. Client names come from the
+  // requests (the proxy's token names, or apipool.ContextWithClient):
+  // text nodes only.
+  var clients = { rows: [], query: '', sort: '', dir: 1, page: 0 };
+  var clientSorters = {
+    client: function (c) { return c.others ? null : c.no_client ? '' : c.client; },
+    attempts: function (c) { return c.attempts; },
+    input_tokens: function (c) { return c.input_tokens; },
+    output_tokens: function (c) { return c.output_tokens; },
+    cached_tokens: function (c) { return c.cached_tokens; },
+    cost: function (c) { return c.cost; }
+  };
+  var clientLabels = ['client', 'attempts', 'tokens in', 'tokens out', 'cached', 'cost'];
+  function clientName(c) {
+    if (c.others) return '(' + c.others + ' other clients)';
+    return c.no_client ? '(no client)' : c.client;
+  }
+
+  function clientRow(c) {
+    var tr = el('tr');
+    var td = el('td', 'client');
+    if (c.others || c.no_client) td.appendChild(el('span', 'unnamed', clientName(c)));
+    else td.textContent = c.client;
+    tr.appendChild(td);
+    tr.appendChild(el('td', 'n attempts', c.attempts));
+    tr.appendChild(el('td', 'n tokens-in', known(c.input_tokens, c.tokens_unknown)));
+    tr.appendChild(el('td', 'n tokens-out', known(c.output_tokens, c.tokens_unknown)));
+    tr.appendChild(el('td', 'n cached', known(c.cached_tokens, c.tokens_unknown)));
+    tr.appendChild(el('td', 'n cost', known(c.cost, c.cost_unknown, cost4)));
+    for (var i = 0; i < tr.cells.length; i++) tr.cells[i].dataset.label = clientLabels[i];
+    return tr;
+  }
+
+  function renderClientTable() {
+    var q = clients.query.trim().toLowerCase();
+    var list = q ? clients.rows.filter(function (c) { return clientName(c).toLowerCase().indexOf(q) >= 0; }) : clients.rows.slice();
+    if (clients.sort && clientSorters[clients.sort]) {
+      var f = clientSorters[clients.sort], dir = clients.dir;
+      var idx = list.map(function (c, i) { return { c: c, v: f(c), i: i }; });
+      idx.sort(function (a, b) {
+        var c = a.v === null || a.v === undefined || b.v === null || b.v === undefined ? nullsLast(a.v, b.v) : nullsLast(a.v, b.v) * dir;
+        return c || a.i - b.i;
+      });
+      list = idx.map(function (x) { return x.c; });
+    }
+    var pages = Math.max(1, Math.ceil(list.length / pageSize));
+    if (clients.page >= pages) clients.page = pages - 1;
+    if (clients.page < 0) clients.page = 0;
+    var from = clients.page * pageSize;
+    var shown = list.slice(from, from + pageSize);
+    var rows = document.createDocumentFragment();
+    shown.forEach(function (c) { rows.appendChild(clientRow(c)); });
+    document.querySelector('#clients tbody').replaceChildren(rows);
+    var info = list.length ? (from + 1) + '–' + (from + shown.length) + ' of ' + list.length : 'no client';
+    info += q ? ' matching (' + clients.rows.length + ' rows)' : ' rows';
+    $('cpage-info').textContent = info;
+    $('cpage-prev').disabled = clients.page === 0;
+    $('cpage-next').disabled = clients.page >= pages - 1;
+    $('clients-pager').hidden = list.length <= pageSize && clients.page === 0;
+    document.querySelectorAll('#clients thead button[data-sort]').forEach(function (b) {
+      var on = b.dataset.sort === clients.sort;
+      b.parentNode.setAttribute('aria-sort', on ? (clients.dir > 0 ? 'ascending' : 'descending') : 'none');
+      b.dataset.dir = on ? (clients.dir > 0 ? 'asc' : 'desc') : '';
+    });
+  }
+
+  function renderClients(data) {
+    var rows = (data.clients || []).slice();
+    if (data.others) {
+      var o = {};
+      Object.keys(data.others).forEach(function (k) { o[k] = data.others[k]; });
+      o.others = data.others.clients;
+      rows.push(o);
+    }
+    clients.rows = rows;
+    renderClientTable();
+    var note = $('clients-note');
+    note.className = data.stats_error ? 'note error' : 'note';
+    if (data.stats_error) note.textContent = 'Stats unavailable: ' + data.stats_error;
+    else if (!data.stats) note.textContent = 'The pool answers no stats queries: no client table.';
+    else if (!data.totals) note.textContent = 'The stats store does not sum tokens and cost (recorder.TotalsStats): no client table.';
+    else {
+      var t = 'Attempts, tokens and cost per client over the last ' + data.window +
+        ' (a request retried on another key counts once per key tried). "(+n unknown)": n attempts did not state theirs; "unknown (n)": none of n did.';
+      if (data.others) t = 'The ' + data.clients.length + ' busiest of ' + data.count + ' clients; the other ' + data.others.clients + ' are summed in one row. ' + t;
+      note.textContent = t;
+    }
   }
 
   function renderTotals(t) {
@@ -369,7 +485,7 @@
     }, ldata);
   }
 
-  // refresh fetches the three APIs and renders each that answers: a
+  // refresh fetches the four APIs and renders each that answers: a
   // failing stats store (api/usage 503) must not take the key table
   // with it.
   function refresh() {
@@ -378,7 +494,7 @@
     function settle(p) {
       return p.then(function (v) { return { ok: true, v: v }; }, function (e) { return { ok: false, e: e }; });
     }
-    Promise.all([settle(getJSON('api/keys')), settle(getJSON('api/totals')), settle(getJSON('api/usage'))]).then(function (r) {
+    Promise.all([settle(getJSON('api/keys')), settle(getJSON('api/totals')), settle(getJSON('api/usage')), settle(getJSON('api/clients'))]).then(function (r) {
       if (mine !== seq) return;
       var t0 = performance.now();
       var errs = [];
@@ -390,6 +506,12 @@
       } else {
         errs.push('charts: ' + r[2].e.message);
         $('charts-note').textContent = 'Charts unavailable: ' + r[2].e.message;
+      }
+      if (r[3].ok) renderClients(r[3].v);
+      else {
+        errs.push('clients: ' + r[3].e.message);
+        $('clients-note').textContent = 'Clients unavailable: ' + r[3].e.message;
+        $('clients-note').className = 'note error';
       }
       refreshes++;
       body.dataset.refreshes = String(refreshes);
@@ -426,6 +548,25 @@
   document.querySelector('section .scroll').addEventListener('scroll', moreRight, { passive: true });
   $('page-prev').addEventListener('click', function () { table.page--; renderTable(); });
   $('page-next').addEventListener('click', function () { table.page++; renderTable(); });
+  $('client-search').addEventListener('input', function (ev) {
+    clients.query = ev.target.value;
+    clients.page = 0;
+    renderClientTable();
+  });
+  document.querySelectorAll('#clients thead button[data-sort]').forEach(function (b) {
+    b.addEventListener('click', function () {
+      if (clients.sort === b.dataset.sort) {
+        if (clients.dir > 0) clients.dir = -1;
+        else clients.sort = ''; // third click: the busiest first again
+      } else {
+        clients.sort = b.dataset.sort;
+        clients.dir = 1;
+      }
+      renderClientTable();
+    });
+  });
+  $('cpage-prev').addEventListener('click', function () { clients.page--; renderClientTable(); });
+  $('cpage-next').addEventListener('click', function () { clients.page++; renderClientTable(); });
 
   // selectWindow shows the window named w (15m, 1h, 24h); the URL's
   // fragment keeps it across reloads (#15m).

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/apipool-ng/apipool/cmd/apipool/internal/config"
+	"github.com/apipool-ng/apipool/dashboard"
 	"github.com/apipool-ng/apipool/recorder"
 	"github.com/apipool-ng/apipool/status"
 )
@@ -49,7 +50,8 @@ func unitsOf(t recorder.Totals) Units {
 }
 
 // ClientUsage is one row of the per-client table: the events of one
-// client token ("(none)" for events without a client).
+// client token (dashboard.NoClientLabel, "(no client)", for events
+// without one, as the dashboard's client table says).
 type ClientUsage struct {
 	Client   string `json:"client"`
 	Attempts int64  `json:"attempts"`
@@ -131,7 +133,7 @@ func BuildReport(ctx context.Context, st recorder.Stats, window time.Duration, n
 		}
 		for c, t := range byClient {
 			if c == "" {
-				c = "(none)"
+				c = dashboard.NoClientLabel
 			}
 			rep.Clients = append(rep.Clients, ClientUsage{Client: c, Attempts: t.Events, Units: unitsOf(t)})
 		}
@@ -166,7 +168,7 @@ func (r *Report) Write(w io.Writer, format string) error {
 		fmt.Fprintln(tw, "KEY\tATTEMPTS\tSUCCESS\tFAILED\tREACH LIMIT\tP50 MS\tP99 MS\tTOKENS IN\tTOKENS OUT\tCOST\t")
 		for _, k := range r.Keys {
 			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t\n", k.Key, k.Attempts, k.Success, k.Failed, k.ReachLimit, f64(k.P50ms), f64(k.P99ms),
-				tokens(k.InputTokens, k.TokensUnknown), tokens(k.OutputTokens, k.TokensUnknown), costCell(k.Cost, k.CostUnknown))
+				tokens(k.InputTokens, k.TokensUnknown, k.Attempts), tokens(k.OutputTokens, k.TokensUnknown, k.Attempts), costCell(k.Cost, k.CostUnknown, k.Attempts))
 		}
 		if err := tw.Flush(); err != nil || len(r.Clients) == 0 {
 			return err
@@ -175,7 +177,7 @@ func (r *Report) Write(w io.Writer, format string) error {
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "CLIENT\tATTEMPTS\tTOKENS IN\tTOKENS OUT\tCOST\t")
 		for _, c := range r.Clients {
-			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t\n", c.Client, c.Attempts, tokens(c.InputTokens, c.TokensUnknown), tokens(c.OutputTokens, c.TokensUnknown), costCell(c.Cost, c.CostUnknown))
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t\n", c.Client, c.Attempts, tokens(c.InputTokens, c.TokensUnknown, c.Attempts), tokens(c.OutputTokens, c.TokensUnknown, c.Attempts), costCell(c.Cost, c.CostUnknown, c.Attempts))
 		}
 		return tw.Flush()
 	}
@@ -185,20 +187,26 @@ func (r *Report) Write(w io.Writer, format string) error {
 func i64(n int64) string    { return strconv.FormatInt(n, 10) }
 func cost(f float64) string { return strconv.FormatFloat(f, 'f', 6, 64) }
 
-// tokens prints a token sum, with how many events did not state theirs.
-func tokens(n, unknown int64) string {
-	if unknown > 0 {
-		return i64(n) + " (+" + i64(unknown) + " unknown)"
-	}
-	return i64(n)
+// tokens prints a token sum over the attempts that stated theirs, with
+// how many of the row's attempts did not: "1234 (+3 unknown)", or
+// "unknown (3)" when none did (never 0), as the dashboard does.
+func tokens(n, unknown, attempts int64) string {
+	return knownCell(i64(n), unknown, attempts)
 }
 
-// costCell prints a cost sum, with how many events had no known cost.
-func costCell(c float64, unknown int64) string {
-	if unknown > 0 {
-		return cost(c) + " (+" + i64(unknown) + " unknown)"
+// costCell prints a cost sum as tokens does.
+func costCell(c float64, unknown, attempts int64) string {
+	return knownCell(cost(c), unknown, attempts)
+}
+
+func knownCell(sum string, unknown, attempts int64) string {
+	switch {
+	case unknown > 0 && unknown >= attempts:
+		return "unknown (" + i64(unknown) + ")"
+	case unknown > 0:
+		return sum + " (+" + i64(unknown) + " unknown)"
 	}
-	return cost(c)
+	return sum
 }
 func f64(f float64) string { return strconv.FormatFloat(f, 'f', 3, 64) }
 

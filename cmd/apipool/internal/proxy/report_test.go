@@ -2,6 +2,7 @@ package proxy_test
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"reflect"
 	"strings"
@@ -9,6 +10,9 @@ import (
 	"time"
 
 	"github.com/apipool-ng/apipool/cmd/apipool/internal/proxy"
+	"github.com/apipool-ng/apipool/recorder"
+	"github.com/apipool-ng/apipool/recorder/memory"
+	"github.com/apipool-ng/apipool/status"
 )
 
 // report's -since took Go durations only: 1d was a raw flag error (issue
@@ -77,6 +81,59 @@ func TestReportLabelsAttempts(t *testing.T) {
 	for _, w := range []string{"apipool_events", "recorder:\n  type: sql"} {
 		if !bytes.Contains(readme, []byte(w)) {
 			t.Errorf("the README does not show %q", w)
+		}
+	}
+}
+
+// TestReportUnknownUnits: report's tables say what is not known as the
+// dashboard does: "unknown (n)" when no attempt of the row stated its
+// tokens or cost (never 0), "(+n unknown)" beside a sum that misses n,
+// and "(no client)" for the attempts without a client token.
+func TestReportUnknownUnits(t *testing.T) {
+	store, err := memory.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close(context.Background())
+	now := time.Now()
+	at := now.Add(-10 * time.Minute)
+	ev := func(key, client string, in, out int64, cost float64) {
+		e := recorder.Unknown()
+		e.Time, e.KeyID, e.Client, e.Status, e.Attempt = at, key, client, status.Success, 1
+		e.InputTokens, e.OutputTokens, e.Cost = in, out, cost
+		if in >= 0 {
+			e.CachedTokens = 0
+		}
+		store.Record(e)
+	}
+	ev("u/a", "team-a", 100, 20, 0.5)
+	ev("u/a", "team-a", -1, -1, -1)
+	for range 3 {
+		ev("u/b", "", -1, -1, -1)
+	}
+	rep, err := proxy.BuildReport(context.Background(), store, time.Hour, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	if err := rep.Write(&b, "table"); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	lines := map[string]string{}
+	for _, l := range strings.Split(out, "\n") {
+		if f := strings.Fields(l); len(f) > 0 {
+			lines[f[0]] = strings.Join(f, " ")
+		}
+	}
+	for first, want := range map[string]string{
+		"u/a":    "u/a 2 2 0 0 0.000 0.000 100 (+1 unknown) 20 (+1 unknown) 0.500000 (+1 unknown)",
+		"u/b":    "u/b 3 3 0 0 0.000 0.000 unknown (3) unknown (3) unknown (3)",
+		"team-a": "team-a 2 100 (+1 unknown) 20 (+1 unknown) 0.500000 (+1 unknown)",
+		"(no":    "(no client) 3 unknown (3) unknown (3) unknown (3)",
+	} {
+		if lines[first] != want {
+			t.Errorf("row %q, want %q; the report:\n%s", lines[first], want, out)
 		}
 	}
 }
