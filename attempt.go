@@ -69,6 +69,9 @@ type call struct {
 	failures int32 // attempts that ended in a server or network fault
 	limited  int32 // attempts that ended in a rate limit
 	stale    int32 // attempts resent after a stale connection (stale.go)
+	// ctrace notes the connection of the current attempt (stale.go); kept
+	// by putCall for the next request.
+	ctrace *connTrace
 
 	skipTried  bool // the current look passes over the keys tried
 	replayable bool // the body can be sent again

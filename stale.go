@@ -56,10 +56,29 @@ func (c *call) traceConn(ctx context.Context) (context.Context, *connTrace) {
 	if !c.replayable || c.pinned != nil || c.t.cfg.maxAttempts == 1 || netHTTPResends(c.req.Method, c.req.Header) {
 		return ctx, nil
 	}
+	ct := c.ctrace
+	if own := httptrace.ContextClientTrace(ctx) != nil; own || ct == nil {
+		// WithClientTrace composes the caller's own trace into the hooks
+		// given: those of a call, reused by later requests, stay apart.
+		ct = newConnTrace()
+		if !own {
+			c.ctrace = ct
+		}
+	}
+	ct.reused.Store(false)
+	ct.answered.Store(false)
+	return httptrace.WithClientTrace(ctx, &ct.hooks), ct
+}
+
+// newConnTrace returns a connTrace with its hooks set. The hooks are
+// never written again: the transport may read them after an attempt
+// ends (an idle connection's PutIdleConn), while a later request of the
+// call (putCall) sends with them.
+func newConnTrace() *connTrace {
 	ct := new(connTrace)
 	ct.hooks.GotConn = func(info httptrace.GotConnInfo) { ct.reused.Store(info.Reused) }
 	ct.hooks.GotFirstResponseByte = func() { ct.answered.Store(true) }
-	return httptrace.WithClientTrace(ctx, &ct.hooks), ct
+	return ct
 }
 
 // netHTTPResends reports whether net/http's Transport resends a request
