@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"strconv"
 	"strings"
 	"sync"
@@ -245,5 +247,39 @@ func TestCancelSurfacingAsConnectionErrorIsCanceled(t *testing.T) {
 	}
 	if s := p.Snapshot()[0]; s.Breaker != apipool.BreakerClosed {
 		t.Fatalf("breaker %v after the caller's cancel", s.Breaker)
+	}
+}
+
+// TestStaleConnectionCallerTraceKept: the caller's own httptrace hooks
+// still run on a request the pool traces (a POST), on each of its
+// attempts, the one resent after a stale connection included.
+func TestStaleConnectionCallerTraceKept(t *testing.T) {
+	up := newClosingUpstream(t, 1)
+	p, _ := poolOver(t)
+	var mu sync.Mutex
+	var got []bool // GotConnInfo.Reused, per connection the caller's trace saw
+	ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) {
+		mu.Lock()
+		got = append(got, info.Reused)
+		mu.Unlock()
+	}})
+	for _, b := range []string{"first", "second"} {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, up.URL(), strings.NewReader(b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := p.RoundTrip(req)
+		if err != nil {
+			t.Fatalf("%s: %v", b, err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	// first: a new connection; second: the first one reused (closed with
+	// no answer), then a new one.
+	if fmt.Sprint(got) != "[false true false]" {
+		t.Fatalf("the caller's GotConn saw reused = %v", got)
 	}
 }
