@@ -36,10 +36,13 @@ func (u *soakUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	n := u.n.Add(1)
+	if r.Header.Get("X-Soak-Burst") != "" {
+		time.Sleep(2 * time.Millisecond) // so that some cancels come while the upstream works
+	}
 	if n%5 == 0 {
 		w.Header().Set("Connection", "close")
 	}
-	if n%37 == 0 {
+	if n%97 == 0 {
 		w.Header().Set("Retry-After", "0")
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusTooManyRequests)
@@ -76,7 +79,8 @@ func soakWant(path, id string, n int) string {
 
 // TestCancelSoak drives the pattern of issue 27 item 17 hard: steady
 // callers (GET and POST, plain and streamed answers) beside bursts of
-// callers that cancel after a few milliseconds, keys rotated meanwhile,
+// callers that cancel after 1 to 10 ms (some while the upstream
+// works on their request), keys rotated meanwhile,
 // against an upstream that closes connections (Connection: close, and
 // idle keep-alive connections after a few milliseconds). It asserts what
 // callers rely on, not timing: every request not canceled by its own
@@ -150,7 +154,7 @@ upstreams:
 	// send sends one request; reqCtx is the caller's (canceled or not).
 	// It reports whether the caller got the upstream's answer; a request
 	// its own caller canceled is not judged.
-	send := func(client *http.Client, reqCtx context.Context, i int64) bool {
+	send := func(client *http.Client, reqCtx context.Context, i int64, burst bool) bool {
 		id := "r" + strconv.FormatInt(i, 10)
 		path := "/openai/v1/chat"
 		if i%2 == 0 {
@@ -171,6 +175,9 @@ upstreams:
 		}
 		r.Header.Set("Authorization", "Bearer "+token)
 		r.Header.Set("X-Soak-Id", id)
+		if burst {
+			r.Header.Set("X-Soak-Burst", "1")
+		}
 		resp, err := client.Do(r)
 		if err != nil {
 			if reqCtx.Err() == nil {
@@ -205,13 +212,13 @@ upstreams:
 	for range 6 {
 		wg.Go(func() {
 			for ctx.Err() == nil {
-				if send(steady, context.Background(), ids.Add(1)) {
+				if send(steady, context.Background(), ids.Add(1), false) {
 					steadyOK.Add(1)
 				}
 			}
 		})
 	}
-	// Bursts of 50 callers that cancel after 1 to 5 ms.
+	// Bursts of 50 callers that cancel after 1 to 10 ms.
 	wg.Go(func() {
 		bursty := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 		defer bursty.CloseIdleConnections()
@@ -219,9 +226,9 @@ upstreams:
 			var bw sync.WaitGroup
 			for j := range 50 {
 				bw.Go(func() {
-					rctx, cancel := context.WithTimeout(context.Background(), time.Duration(j%5+1)*time.Millisecond)
+					rctx, cancel := context.WithTimeout(context.Background(), time.Duration(j%10+1)*time.Millisecond)
 					defer cancel()
-					if send(bursty, rctx, ids.Add(1)) {
+					if send(bursty, rctx, ids.Add(1), true) {
 						burstOK.Add(1)
 					} else if rctx.Err() != nil {
 						canceled.Add(1)
@@ -255,7 +262,11 @@ upstreams:
 	}
 	e.rec.mu.Lock()
 	var netErrs []string
+	inFlight := 0 // attempts canceled while sent with a key
 	for _, ev := range e.rec.kept {
+		if ev.Status == status.Canceled && ev.KeyID != "" {
+			inFlight++
+		}
 		if ev.Status == status.NetworkError || ev.Status == status.ServerError {
 			netErrs = append(netErrs, fmt.Sprintf("%s on %s (%s, attempt %d)", ev.Status, ev.KeyID, ev.ErrorType, ev.Attempt))
 		}
@@ -274,7 +285,8 @@ upstreams:
 			t.Log(line)
 		}
 	}
-	t.Logf("steady answered %d, burst answered %d, canceled %d, upstream requests %d", steadyOK.Load(), burstOK.Load(), canceled.Load(), up.n.Load())
+	t.Logf("steady answered %d, burst answered %d, canceled %d (%d of them in flight with a key), upstream requests %d",
+		steadyOK.Load(), burstOK.Load(), canceled.Load(), inFlight, up.n.Load())
 	if steadyOK.Load() == 0 || canceled.Load() == 0 {
 		t.Fatal("the soak did not run both kinds of callers")
 	}
