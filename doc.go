@@ -24,7 +24,8 @@
 // goes on with another key; a rejected key (401) is disabled and tested
 // again later; server and network errors count towards the key's circuit
 // breaker. A request that met a kept-alive connection the upstream had
-// just closed, with no byte of an answer, is sent again and counts
+// just closed, with no byte of an answer within 3 s of the request
+// written, is sent again and counts
 // against no key; the caller's own cancel or deadline is never a network
 // error, whatever error the torn-down connection left. Every attempt is recorded as a usage event, in memory by default
 // (Stats, RecentAttemptsByKey), or in SQL or ClickHouse (package recorder). A

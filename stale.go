@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"sync/atomic"
+	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
@@ -27,25 +28,44 @@ import (
 // fails with the error as it is.
 //
 // The pool resends it instead, on the same or another key, when the
-// attempt went out on a reused connection and no byte of an answer came:
+// attempt went out on a reused connection, no byte of an answer came, and
+// the error came within staleWindow of the request's last byte written:
 // the server closed a connection it kept idle, the key is not at fault
-// and the request did not reach the upstream's handler. The attempt
+// and the request did not reach the upstream's handler. An error later
+// than that may be a server or a load balancer that dropped a request it
+// had been working on (an LLM call of a minute behind a 60 s idle
+// timeout): resending it could run it twice, so it is a network error as
+// before. The attempt
 // counts against no key (nothing for its breaker, its failures or its
 // rate limits), records no usage event and ends its span with the event
 // apipool.stale_connection. A request is resent so at most
 // maxStaleResends times; a fresh connection that fails is an upstream
 // fault as before.
 
-// maxStaleResends bounds the resends of one request after stale
-// connections (several idle connections may be closed at once).
-const maxStaleResends = 3
+const (
+	// maxStaleResends bounds the resends of one request after stale
+	// connections (several idle connections may be closed at once).
+	maxStaleResends = 3
+	// staleWindow bounds the time from a request's last byte written to
+	// the error of a stale connection: that of a round trip and of a
+	// busy machine's scheduling, far below any server's or load
+	// balancer's idle timeout (seconds to minutes). Measured on the
+	// monotonic clock: it is the base transport's, not the pool's, time.
+	staleWindow = 3 * time.Second
+)
+
+// monoStart is the origin of connTrace's monotonic times.
+var monoStart = time.Now()
 
 // connTrace notes, through net/http's httptrace hooks, whether an
 // attempt went out on a reused connection and whether a byte of an
 // answer came. The hooks may run on the transport's goroutines.
 type connTrace struct {
 	reused, answered atomic.Bool
-	hooks            httptrace.ClientTrace
+	// wrote is when the request's last byte was written, in nanoseconds
+	// since monoStart, or 0.
+	wrote atomic.Int64
+	hooks httptrace.ClientTrace
 }
 
 // traceConn returns an attempt's context with a connTrace, or ctx and
@@ -67,6 +87,7 @@ func (c *call) traceConn(ctx context.Context) (context.Context, *connTrace) {
 	}
 	ct.reused.Store(false)
 	ct.answered.Store(false)
+	ct.wrote.Store(0)
 	return httptrace.WithClientTrace(ctx, &ct.hooks), ct
 }
 
@@ -78,6 +99,7 @@ func newConnTrace() *connTrace {
 	ct := new(connTrace)
 	ct.hooks.GotConn = func(info httptrace.GotConnInfo) { ct.reused.Store(info.Reused) }
 	ct.hooks.GotFirstResponseByte = func() { ct.answered.Store(true) }
+	ct.hooks.WroteRequest = func(httptrace.WroteRequestInfo) { ct.wrote.Store(max(int64(time.Since(monoStart)), 1)) }
 	return ct
 }
 
@@ -98,12 +120,17 @@ func netHTTPResends(method string, h http.Header) bool {
 // staleConn reports whether an attempt that failed with err met a stale
 // connection, and may be resent without counting against its key: it
 // went out on a reused connection, no byte of an answer came, the error
+// came within staleWindow of the request written (or before it was), it
 // is neither a timeout nor a cancel, the caller is still waiting, and the
 // request has resends of this kind left.
 func (c *call) staleConn(ct *connTrace, err error) bool {
-	return ct != nil && err != nil && ct.reused.Load() && !ct.answered.Load() &&
-		c.stale < maxStaleResends && c.req.Context().Err() == nil &&
-		status.ClassifyError(err) == status.NetworkError
+	if ct == nil || err == nil || !ct.reused.Load() || ct.answered.Load() ||
+		c.stale >= maxStaleResends || c.req.Context().Err() != nil ||
+		status.ClassifyError(err) != status.NetworkError {
+		return false
+	}
+	w := ct.wrote.Load()
+	return w == 0 || time.Duration(int64(time.Since(monoStart))-w) <= staleWindow
 }
 
 // staleEvent ends an attempt's span that met a stale connection.

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/apipool-ng/apipool"
 	"github.com/apipool-ng/apipool/status"
@@ -27,9 +28,12 @@ type closingUpstream struct {
 	t             testing.TB
 	ln            net.Listener
 	firstAnswered int
-	mu            sync.Mutex
-	bodies        []string // every request's body, as read, in order
-	wg            sync.WaitGroup
+	// hold is how long the server keeps a request it will not answer
+	// before it closes the connection (0: at once).
+	hold   time.Duration
+	mu     sync.Mutex
+	bodies []string // every request's body, as read, in order
+	wg     sync.WaitGroup
 }
 
 func newClosingUpstream(t testing.TB, firstAnswered int) *closingUpstream {
@@ -71,7 +75,8 @@ func (u *closingUpstream) serve(c net.Conn) {
 		u.bodies = append(u.bodies, string(body))
 		u.mu.Unlock()
 		if n >= u.firstAnswered {
-			return // closed, no answer
+			time.Sleep(u.hold) // as if working on it
+			return             // closed, no answer
 		}
 		answer := "echo " + string(body)
 		if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: "+strconv.Itoa(len(answer))+"\r\n\r\n"+answer); err != nil {
@@ -172,6 +177,31 @@ func TestStaleConnectionResent(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestLateCloseNotResent: a reused connection closed with no answer long
+// after the request was written (a server or load balancer that dropped
+// a request it was working on, not an idle connection closed as the
+// request arrived) is not resent: the POST may have been run, so the
+// caller gets the error and the attempt is a network error of its key.
+func TestLateCloseNotResent(t *testing.T) {
+	t.Parallel()
+	up := newClosingUpstream(t, 1)
+	up.hold = 3500 * time.Millisecond // past the pool's 3 s window
+	p, rec := poolOver(t)
+	if _, _, err := send(t, p, http.MethodPost, up.URL(), "first"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := send(t, p, http.MethodPost, up.URL(), "second"); err == nil {
+		t.Fatal("no error for a POST dropped 3.5 s after it was written")
+	}
+	if got := strings.Join(up.Bodies(), ","); got != "first,second" {
+		t.Fatalf("the upstream read %q, want the second POST once", got)
+	}
+	evs := rec.Events()
+	if len(evs) != 2 || evs[1].Status != status.NetworkError {
+		t.Fatalf("events: %s", rec)
 	}
 }
 
