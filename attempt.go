@@ -68,6 +68,10 @@ type call struct {
 	rejected *rejection
 	failures int32 // attempts that ended in a server or network fault
 	limited  int32 // attempts that ended in a rate limit
+	stale    int32 // attempts resent after a stale connection (stale.go)
+	// ctrace notes the connection of the current attempt (stale.go); kept
+	// by putCall for the next request.
+	ctrace *connTrace
 
 	skipTried  bool // the current look passes over the keys tried
 	replayable bool // the body can be sent again
@@ -172,6 +176,7 @@ func (c *call) loop(ctx context.Context) (*http.Response, error) {
 		if t.cfg.attemptTimeout > 0 {
 			actx, c.cancelAttempt = context.WithTimeout(actx, t.cfg.attemptTimeout)
 		}
+		actx, ct := c.traceConn(actx)
 		r, err := c.attemptRequest(actx, k, attempt)
 		if err != nil { // the body could not be replayed: nothing was sent
 			res.cancel()
@@ -196,8 +201,22 @@ func (c *call) loop(ctx context.Context) (*http.Response, error) {
 		case err == nil && resp == nil:
 			err = errNoAnswer
 		}
+		if c.staleConn(ct, err) {
+			// The upstream closed a kept-alive connection as the attempt
+			// went out on it (stale.go): the request never reached it and
+			// the key is not at fault. Give back what the attempt took and
+			// send it again.
+			c.stale++
+			res.cancel()
+			t.flushBreaker(k)
+			staleEvent(aspan)
+			c.endAttempt()
+			attempt++
+			continue
+		}
 		if err != nil {
 			err = redact(err, k.secret)
+			err = c.callerEnded(err)
 		}
 
 		// 4. Classify the answer and commit its verdict to the key. With
@@ -400,6 +419,26 @@ func (c *call) attemptRequest(ctx context.Context, k *keyState, attempt int) (*h
 	}
 	return r, nil
 }
+
+// callerEnded returns an attempt's error err as the caller's cancel or
+// deadline when the request's context has ended: the error net/http
+// returns then may be what tearing down the connection caused (io.EOF,
+// a reset), and the caller's own cancel must read as a cancel (status
+// Canceled, errors.Is(err, context.Canceled)), not as the upstream's
+// fault. err stays in the chain.
+func (c *call) callerEnded(err error) error {
+	cerr := c.req.Context().Err()
+	if cerr == nil || errors.Is(err, cerr) {
+		return err
+	}
+	return &endedError{ctx: cerr, err: err}
+}
+
+// endedError is an attempt's error after the caller's context ended.
+type endedError struct{ ctx, err error }
+
+func (e *endedError) Error() string   { return e.ctx.Error() + " (then: " + e.err.Error() + ")" }
+func (e *endedError) Unwrap() []error { return []error{e.ctx, e.err} }
 
 // errNoAnswer stands for a base transport that returned neither a
 // response nor an error.

@@ -117,8 +117,8 @@ func newCall() *call {
 }
 
 func putCall(c *call) {
-	h, rt := c.firstHeader, c.rt
-	*c = call{}
+	h, rt, ct := c.firstHeader, c.rt, c.ctrace
+	*c = call{ctrace: ct}
 	if len(h) <= maxPooledHeader {
 		clear(h)
 		c.spareHeader = h

@@ -23,7 +23,11 @@
 // rate-limited key (429) cools down until its Retry-After and the request
 // goes on with another key; a rejected key (401) is disabled and tested
 // again later; server and network errors count towards the key's circuit
-// breaker. Every attempt is recorded as a usage event, in memory by default
+// breaker. A request that met a kept-alive connection the upstream had
+// just closed, with no byte of an answer within 3 s of the request
+// written, is sent again and counts
+// against no key; the caller's own cancel or deadline is never a network
+// error, whatever error the torn-down connection left. Every attempt is recorded as a usage event, in memory by default
 // (Stats, RecentAttemptsByKey), or in SQL or ClickHouse (package recorder). A
 // Secret never appears in errors, logs, spans, events or fmt output.
 //

@@ -426,7 +426,10 @@ func WithCooldown(fallback, max time.Duration) Option {
 // budget lasts (WithMaxWait and its context), with at most twice as many
 // rate-limited attempts as the pool has keys (at least 4). A key the upstream rejects
 // (401) is resent once on another key; a second rejection goes back to the
-// caller. 1 turns every resend off.
+// caller. 1 turns every resend off, that of a request that went out on a
+// stale keep-alive connection (closed by the upstream, no answer) too;
+// otherwise such an attempt is not counted here (see the README's
+// Statuses).
 func WithMaxAttempts(n int) Option {
 	return optionFunc(func(c *config) error {
 		if n < 1 || n > 100 {

@@ -18,11 +18,12 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/apipool-ng/apipool"
-	"github.com/apipool-ng/apipool/cmd/apipool/internal/config"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
+
+	"github.com/apipool-ng/apipool"
+	"github.com/apipool-ng/apipool/cmd/apipool/internal/config"
 )
 
 // ctxKey carries per-request data from ServeHTTP to the reverse proxy's
@@ -554,6 +555,11 @@ func (s *Server) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 		code, typ, msg = http.StatusRequestEntityTooLarge, "request_too_large", "the request body exceeds this token's limit of "+strconv.FormatInt(mbe.Limit, 10)+" bytes"
 	case errScrub(err):
 		code, typ, msg = http.StatusBadGateway, "upstream_answer_refused", err.Error()
+	case errors.Is(err, context.Canceled) || errors.Is(r.Context().Err(), context.Canceled):
+		// The caller went away: whatever error that left (a wait for a
+		// key cut short, a connection torn down), it is not the
+		// upstream's failure, and no one reads the answer.
+		code, typ, msg = 499, "canceled", "the caller canceled the request"
 	case errors.As(err, &nke):
 		code, typ, msg = http.StatusServiceUnavailable, "no_key_available", "no upstream key is available now"
 		if !nke.RetryAt.IsZero() {
@@ -565,8 +571,6 @@ func (s *Server) proxyError(w http.ResponseWriter, r *http.Request, err error) {
 		code, typ, msg = http.StatusServiceUnavailable, "shutting_down", "the proxy is shutting down"
 	case errors.Is(err, context.DeadlineExceeded):
 		code, typ, msg = http.StatusGatewayTimeout, "timeout", "the upstream did not answer in time"
-	case errors.Is(err, context.Canceled):
-		code, typ, msg = 499, "canceled", "the caller canceled the request"
 	}
 	args := []any{"error", err, "status", code}
 	if ri != nil {
