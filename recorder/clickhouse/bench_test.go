@@ -156,7 +156,7 @@ func TestRecordAllocations(t *testing.T) {
 // and in all (MB-peak, in 10^6 bytes), measured with runtime.MemStats
 // after a GC before and after; ns/op is the time to record the million.
 // Sub-benchmarks: a queue big enough for the whole outage, the default
-// queue (100,000 events, besides the 10,000 of the batch that failed: the
+// queue (100,000 events, besides the BatchSize of the batch that failed: the
 // rest is dropped and counted), and the default queue with a spill file
 // under the Block policy (the writer moves the rest to disk as fast as it
 // can, and ns/op is then the time the spill file takes a million events;
