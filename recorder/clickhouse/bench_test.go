@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"runtime"
+	"runtime/metrics"
 	"sync"
 	"testing"
 	"time"
@@ -87,13 +88,16 @@ func btoi(b bool) int {
 
 // BenchmarkThroughput measures sustained writing: b.N events recorded
 // under the Block policy (so none is dropped) and flushed into the table,
-// reported as events/s.
+// reported as events/s. MB-heap-peak is the most the heap's objects took
+// (live or not yet collected), sampled every 10 ms: the full queue, the
+// batches and the garbage between collections.
 func BenchmarkThroughput(b *testing.B) {
 	srv := chtest.Shared(b)
 	cfg := testConfig(b, srv)
 	cfg.OnFull = clickhouse.Block
 	s := newStore(b, cfg)
 	e := benchEvent()
+	peak := sampleHeapPeak()
 	b.ReportAllocs()
 	start := time.Now()
 	for i := 0; b.Loop(); i++ {
@@ -104,6 +108,30 @@ func BenchmarkThroughput(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "events/s")
+	b.ReportMetric(float64(peak())/1e6, "MB-heap-peak")
+}
+
+// sampleHeapPeak samples the bytes of the heap's objects every 10 ms
+// until the returned func is called, which returns the largest sample.
+func sampleHeapPeak() func() uint64 {
+	stop, done := make(chan struct{}), make(chan uint64)
+	go func() {
+		s := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+		var peak uint64
+		t := time.NewTicker(10 * time.Millisecond)
+		defer t.Stop()
+		for {
+			metrics.Read(s)
+			peak = max(peak, s[0].Value.Uint64())
+			select {
+			case <-stop:
+				done <- peak
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() uint64 { close(stop); return <-done }
 }
 
 func TestRecordAllocations(t *testing.T) {
@@ -128,7 +156,7 @@ func TestRecordAllocations(t *testing.T) {
 // and in all (MB-peak, in 10^6 bytes), measured with runtime.MemStats
 // after a GC before and after; ns/op is the time to record the million.
 // Sub-benchmarks: a queue big enough for the whole outage, the default
-// queue (100,000 events, besides the 10,000 of the batch that failed: the
+// queue (100,000 events, besides the BatchSize of the batch that failed: the
 // rest is dropped and counted), and the default queue with a spill file
 // under the Block policy (the writer moves the rest to disk as fast as it
 // can, and ns/op is then the time the spill file takes a million events;

@@ -382,7 +382,8 @@ func TestClusterResendAfterLostAnswerIsWrittenOnce(t *testing.T) {
 }
 
 // BenchmarkClusterThroughput measures the sustained rate from Record
-// (Block policy, 10,000-row batches) into a single server and into the
+// (Block policy, batches of the default BatchSize: 10,000 when the
+// README's figures were taken, 20,000 since) into a single server and into the
 // shared two-replica cluster, inserting into the local replicated table
 // or through the Distributed table, in the same run: the servers and
 // ZooKeeper run beside the client.
