@@ -90,7 +90,7 @@
 // in every second and latencies over more than 32 bins in every minute,
 // and far less for a key with fewer events. An hour of traffic at 100
 // events a second spread over 1,000 keys takes about 13 KB a key; over 10
-// keys, about 125 KB a key (see bench/README.md); about 0.65 bytes an
+// keys, about 125 KB a key (see bench/README.md); about 0.66 bytes an
 // event (BenchmarkMemoryPerEvent). The same traffic with 2 models and 3
 // clients, tokens and cost on its successes, makes 60 series of 10 keys
 // and takes about 3.4 bytes an event: each series has its own buckets.
