@@ -90,7 +90,7 @@
 // in every second and latencies over more than 32 bins in every minute,
 // and far less for a key with fewer events. An hour of traffic at 100
 // events a second spread over 1,000 keys takes about 13 KB a key; over 10
-// keys, about 125 KB a key (see bench/README.md); about 0.65 bytes an
+// keys, about 125 KB a key (see bench/README.md); about 0.66 bytes an
 // event (BenchmarkMemoryPerEvent). The same traffic with 2 models and 3
 // clients, tokens and cost on its successes, makes 60 series of 10 keys
 // and takes about 3.4 bytes an event: each series has its own buckets.
@@ -99,9 +99,10 @@
 // key or series replaces those without any event in the retention, and if
 // there are none its events are dropped and counted in [Store.Dropped].
 // Beside the series, the buffers of events on their way to their series
-// take about 2 KB per processor that records (at most 2·GOMAXPROCS of
-// them, 4 at least), and 4.5 KB more once it records an event with a
-// model, a client or usage.
+// take about 5.6 KB per processor that records (at most 2·GOMAXPROCS of
+// them, 4 at least: 2 KB of events and 3.5 KB for the 64 series it
+// remembers), and 4.5 KB more once it records an event with a model, a
+// client or usage.
 //
 // # Speed
 //
@@ -112,8 +113,10 @@
 // which a batch loads once, rather than once an event from another CPU or
 // from behind the caller's own work. The call that fills a buffer, or that
 // records an event outside the two seconds held, counts what is held: 2.7
-// µs for a full buffer of ten keys' events. Keys are found in a copy-on-write map, and a key's
-// series in a sorted copy-on-write list. At a steady rate
+// µs for a full buffer of ten keys' events. Each buffer remembers the
+// series of up to 64 (key, model, client)s it counted, at slots chosen by
+// a few of their bytes; the others are found in a copy-on-write map of
+// keys, and a key's series in a sorted copy-on-write list. At a steady rate
 // it does not allocate: expired histograms are reused, and rings only grow
 // when a key's traffic does (and once an hour, for the hour's counts).
 // Queries lock one key's series at a time; over 100 keys and 24 hours, UsageByKey,

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/apipool-ng/apipool/clock"
 	"github.com/apipool-ng/apipool/errdefs"
@@ -87,6 +88,17 @@ const (
 // seriesID names a series: the events of one key, model and client.
 type seriesID struct{ key, model, client string }
 
+// is reports whether id and o name the same series.
+func (id *seriesID) is(o *seriesID) bool {
+	return same(id.key, o.key) && same(id.model, o.model) && same(id.client, o.client)
+}
+
+// same reports whether a == b, without a call when they are the same
+// bytes: the usual case of the strings of one event source.
+func same(a, b string) bool {
+	return len(a) == len(b) && (unsafe.StringData(a) == unsafe.StringData(b) || a == b)
+}
+
 // keyState is everything the store holds about one series: the events of
 // one key with one model and one client (a key whose events carry no
 // model or client has one series). Its mutex guards every field but id.
@@ -127,7 +139,7 @@ func (e *keyEntry) find(id seriesID) *keyState {
 		// when its events have neither). Equal strings of one event source
 		// mostly share their bytes, which == checks first.
 		for _, k := range all {
-			if k.id.model == id.model && k.id.client == id.client {
+			if same(k.id.model, id.model) && same(k.id.client, id.client) {
 				return k
 			}
 		}
@@ -439,8 +451,11 @@ func (s *Store) evictLocked(g int64) {
 			ks.mu.Lock()
 			if g >= 0 && ks.newest/60 <= g/60-s.cfg.minutes {
 				// A lockKey that finds it so looks its id up again,
-				// and adds a new series under s.mu.
+				// and adds a new series under s.mu. Its buckets go
+				// now: the stripes may still point to it (stripe.recent).
 				ks.newest = evicted
+				ks.secs, ks.mins, ks.sums = countRing{}, countRing{}, sumRing{}
+				ks.minHists, ks.hourHists, ks.free = histRing{}, histRing{}, hists{}
 				s.nSeries.Add(-1)
 				if kept == nil {
 					kept = append(make([]*keyState, 0, len(all)), all[:i]...)

@@ -307,6 +307,49 @@ func TestMaxSeries(t *testing.T) {
 	}
 }
 
+// TestRecentSeries: a stripe's remembered series (stripe.recent) count
+// every event in its own series, however many series share their slots,
+// and one evicted since is looked up again: its buckets are released, and
+// its events go to a new series or, when the store is full, are dropped.
+func TestRecentSeries(t *testing.T) {
+	s := newTest(t, WithMaxSeries(1), WithRetention(time.Hour))
+	st := s.stripes.add()
+	s.stripes.pick = func() *stripe { return st }
+	s.Record(evm("a", "m1", "web", 0))
+	s.flush()
+	a := s.find(seriesID{"a", "m1", "web"})
+	s.Record(evm("b", "m1", "web", 2*time.Hour)) // a is out of the retention: b takes its place
+	s.flush()
+	if a.newest != evicted || a.mins.buf != nil || a.hourHists.buf != nil {
+		t.Errorf("evicted series: newest %d, room for %d minutes and %d hours; want evicted and none", a.newest, len(a.mins.buf), len(a.hourHists.buf))
+	}
+	s.Record(evm("a", "m1", "web", 2*time.Hour)) // remembered, evicted, and the store is full
+	s.Record(evm("b", "m1", "web", 2*time.Hour+time.Second))
+	if d := s.Dropped(); d != 1 {
+		t.Errorf("Dropped() = %d, want 1", d)
+	}
+	if got, want := usage(t, s, recorder.Query{}), map[string]int64{"b": 2}; !maps.Equal(got, want) {
+		t.Errorf("usage = %v, want %v", got, want)
+	}
+
+	// More series than slots, in fresh strings each time.
+	s = newTest(t)
+	st = s.stripes.add()
+	s.stripes.pick = func() *stripe { return st }
+	const n = 5 * recentLen
+	for round := range 3 {
+		for i := range n {
+			s.Record(evm(fmt.Sprint("k", i%7), fmt.Sprint("m", i%5), fmt.Sprint("c", i), time.Duration(round)*time.Second))
+		}
+	}
+	for i := range n {
+		q := recorder.Query{KeyID: fmt.Sprint("k", i%7), Model: fmt.Sprint("m", i%5), Client: fmt.Sprint("c", i)}
+		if got, want := usage(t, s, q), map[string]int64{q.KeyID: 3}; !maps.Equal(got, want) {
+			t.Fatalf("usage(%+v) = %v, want %v", q, got, want)
+		}
+	}
+}
+
 // TestTotalsByMinute: TotalsBy counts each event at its minute's start,
 // sums only the values known, and counts the others as unknown, a known
 // zero being known.
@@ -613,6 +656,7 @@ func TestMemoryLayout(t *testing.T) {
 		{"dense bins", numBins * 4, 896},
 		{"held events of a processor", stripeEvents * unsafe.Sizeof(pendingEvent{}), 2048},
 		{"their models, clients and usage", stripeEvents * unsafe.Sizeof(pendingExt{}), 4608},
+		{"the series a processor remembers", recentLen * unsafe.Sizeof(recentSeries{}), 3584},
 	} {
 		if c.got != c.want {
 			t.Errorf("%s: %d bytes, the documentation says %d", c.name, c.got, c.want)

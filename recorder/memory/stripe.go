@@ -42,6 +42,65 @@ type stripe struct {
 	// held, for sendLocked to clear.
 	ext    *[stripeEvents]pendingExt
 	anyExt bool
+	// recent holds the series of the events sent before, each at one of
+	// two slots chosen by its key, model and client (recentSlots), so
+	// that an event of one of them finds its series without the store's
+	// map of keys and the key's list of series. A series it holds may
+	// have been evicted since (lockKey looks it up again then; eviction
+	// releases its buckets).
+	recent [recentLen]recentSeries
+}
+
+// recentLen is the number of series a stripe remembers (stripe.recent).
+const recentLen = 64
+
+// recentSeries is a series a stripe sent events to.
+type recentSeries struct {
+	id seriesID
+	ks *keyState
+}
+
+// recentSlots returns the two slots of series id in a stripe's recent
+// series: from a mix of the lengths and of the first, middle and last
+// bytes of its key, model and client, cheaper than hashing them whole.
+func recentSlots(id *seriesID) (int, int) {
+	const m = 0x9e3779b97f4a7c15
+	h := sample(id.key)
+	h = (h*m ^ sample(id.model)) * m
+	h = (h ^ sample(id.client)) * m
+	return int(h >> 58), int(h >> 52 & (recentLen - 1))
+}
+
+// findRecent returns the series id if the stripe remembers it, locked and
+// not evicted; otherwise nil and the slot at which to remember it.
+func (st *stripe) findRecent(id *seriesID) (*keyState, *recentSeries) {
+	i, j := recentSlots(id)
+	r := &st.recent[i]
+	if r.ks == nil || !r.id.is(id) {
+		if o := &st.recent[j]; o.ks != nil && o.id.is(id) {
+			r = o
+		} else if r.ks != nil {
+			return nil, o // the second slot, as the first is in use
+		} else {
+			return nil, r
+		}
+	}
+	ks := r.ks
+	ks.mu.Lock()
+	if ks.newest == evicted {
+		ks.mu.Unlock()
+		return nil, r
+	}
+	return ks, nil
+}
+
+// sample returns the length and three bytes of s.
+func sample(s string) uint64 {
+	n := len(s)
+	if n == 0 {
+		return 0
+	}
+	return uint64(n) | uint64(s[0])<<16 | uint64(s[n>>1])<<24 | uint64(s[n-1])<<32
 }
 
 // pendingEvent is what a stripe holds of one event: what Record computed
@@ -162,17 +221,21 @@ func (s *Store) sendLocked(st *stripe) {
 			x = &st.ext[i]
 			u = &x.u
 		}
-		if ks != nil && (p.key != id.key || x == nil && (id.model != "" || id.client != "") || x != nil && (x.model != id.model || x.client != id.client)) {
+		sid := seriesID{key: p.key}
+		if x != nil {
+			sid.model, sid.client = x.model, x.client
+		}
+		if ks != nil && !id.is(&sid) {
 			ks.mu.Unlock()
 			ks = nil
 		}
 		if ks == nil {
-			sid := seriesID{key: p.key}
-			if x != nil {
-				sid.model, sid.client = x.model, x.client
-			}
-			if ks = s.lockKey(sid, p.sec); ks == nil {
-				continue // dropped and counted
+			var r *recentSeries
+			if ks, r = st.findRecent(&sid); ks == nil {
+				if ks = s.lockKey(sid, p.sec); ks == nil {
+					continue // dropped and counted
+				}
+				*r = recentSeries{sid, ks}
 			}
 			id = sid
 		}
@@ -226,6 +289,7 @@ func (s *Store) discard() {
 		st.anyExt = false
 		st.n = 0
 		st.held.Store(false)
+		clear(st.recent[:])
 		st.mu.Unlock()
 	}
 }
