@@ -36,12 +36,13 @@ import (
 //     events count as unknown);
 //   - 6: on PostgreSQL only, the event table's input_tokens,
 //     output_tokens, cached_tokens, units and cost take NULL, their
-//     default, for "not known": a row stores a NULL as a bit, where a -1
-//     took 8 bytes (and, for a row without usage, the evaluation of the
-//     default), and the rows without usage were a fifth wider than before
-//     version 5. Rows written before keep their -1s: "not known" is a
-//     negative value or NULL there, which "x >= 0" tells apart from the
-//     known values in both cases. SQLite and MySQL keep -1.
+//     default, for "not known": a row stores a NULL as a bit of its null
+//     bitmap, where a -1 took 8 bytes (and the evaluation of the default
+//     for a row written without it): the rows without usage are about as
+//     wide as before version 5 again. Rows written before keep their -1s,
+//     so "not known" is -1 or NULL there, which "x >= 0" tells apart from
+//     the known values in both cases. SQLite and MySQL keep -1 (dropping
+//     NOT NULL would copy the table there).
 const SchemaVersion = 6
 
 // SchemaError is Open's error when the database holds tables the store
