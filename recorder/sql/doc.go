@@ -34,7 +34,9 @@
 //     status and latency bin). Its usage columns: model and client (”
 //     when not set, at most 255 bytes), input_tokens, output_tokens and
 //     cached_tokens, units and cost, each -1 when not known (rows written
-//     before schema version 5 read so);
+//     before schema version 5 read so), on PostgreSQL NULL in the rows
+//     written from schema version 6 on (-1 in older ones): a condition
+//     "cost >= 0" picks the known values in every case;
 //   - apipool_events_1m: per minute (minute_ms), key, model, client,
 //     status and latency bin, the number of events and the sum of their
 //     latencies, kept by the writer in the batch's transaction;

@@ -94,7 +94,7 @@ func insertAtVersion(ctx context.Context, s *Store, v int, evs []recorder.Event)
 		for i := range evs[:k] {
 			r := sanitize(&evs[i], s.ids.next())
 			rows = append(rows, r)
-			args = r.values(args)[:len(args)+len(evCols)]
+			args = r.values(args, false)[:len(args)+len(evCols)]
 		}
 		if err := exec(insert(s.t.events, evCols, k, ""), args...); err != nil {
 			return err

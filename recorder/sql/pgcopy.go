@@ -50,17 +50,12 @@ func appendCopyText(b []byte, s string) []byte {
 	return append(b, s...)
 }
 
-// appendCopyRow appends r as one tuple of the binary COPY format (of the
-// columns before the usage columns when plain), its fields in the order
-// of eventColumns (bigint, text, smallint, integer,
+// appendCopyRow appends r as one tuple of the binary COPY format, its
+// fields in the order of eventColumns (bigint, text, smallint, integer,
 // double precision as migrateEvents, migrateLean and migrateUsage make
-// them).
-func appendCopyRow(b []byte, r *row, plain bool) []byte {
-	if plain {
-		b = binary.BigEndian.AppendUint16(b, uint16(plainColumns))
-	} else {
-		b = binary.BigEndian.AppendUint16(b, uint16(len(eventColumns)))
-	}
+// them), a usage amount not known as NULL (schema version 6).
+func appendCopyRow(b []byte, r *row) []byte {
+	b = binary.BigEndian.AppendUint16(b, uint16(len(eventColumns)))
 	b = appendCopyInt64(b, r.ms)
 	b = appendCopyText(b, r.id)
 	b = appendCopyText(b, r.keyID)
@@ -79,17 +74,33 @@ func appendCopyRow(b []byte, r *row, plain bool) []byte {
 	b = appendCopyText(b, r.traceID)
 	b = appendCopyText(b, r.spanID)
 	b = appendCopyText(b, r.errorType)
-	if plain {
-		return b
-	}
 	b = appendCopyText(b, r.model)
 	b = appendCopyText(b, r.client)
-	b = appendCopyInt64(b, r.inTok)
-	b = appendCopyInt64(b, r.outTok)
-	b = appendCopyInt64(b, r.cachedTok)
-	b = appendCopyFloat64(b, r.units)
-	b = appendCopyFloat64(b, r.cost)
+	b = appendCopyKnownInt64(b, r.inTok)
+	b = appendCopyKnownInt64(b, r.outTok)
+	b = appendCopyKnownInt64(b, r.cachedTok)
+	b = appendCopyKnownFloat64(b, r.units)
+	b = appendCopyKnownFloat64(b, r.cost)
 	return b
+}
+
+// copyNull is a NULL field: the length -1, no bytes.
+var copyNull = []byte{0xff, 0xff, 0xff, 0xff}
+
+// appendCopyKnownInt64 appends v, or NULL when it is -1 ("not known").
+func appendCopyKnownInt64(b []byte, v int64) []byte {
+	if v < 0 {
+		return append(b, copyNull...)
+	}
+	return appendCopyInt64(b, v)
+}
+
+// appendCopyKnownFloat64 appends v, or NULL when it is -1 ("not known").
+func appendCopyKnownFloat64(b []byte, v float64) []byte {
+	if v < 0 {
+		return append(b, copyNull...)
+	}
+	return appendCopyFloat64(b, v)
 }
 
 // copyChunk is about how many bytes copySource encodes at a time.
@@ -108,7 +119,6 @@ type copySource struct {
 	abandoned bool
 
 	evs    []recorder.Event
-	plain  bool  // no event has usage: the COPY leaves its columns out
 	ids    idGen // the ids of the events
 	rows   []row
 	buf    []byte
@@ -145,7 +155,7 @@ func (c *copySource) Read(p []byte) (int, error) {
 		for len(c.rows) < len(c.evs) && len(c.buf) < copyChunk {
 			i := len(c.rows)
 			c.rows = append(c.rows, sanitize(&c.evs[i], c.ids.next()))
-			c.buf = appendCopyRow(c.buf, &c.rows[i], c.plain)
+			c.buf = appendCopyRow(c.buf, &c.rows[i])
 		}
 		if len(c.rows) == len(c.evs) {
 			c.buf = append(c.buf, copyTrailer...)

@@ -89,16 +89,10 @@ func sanitize(e *recorder.Event, id string) row {
 }
 
 // plain reports whether r says no usage: no model nor client, nothing
-// known (-1). Such rows are written without the usage columns, which
-// their defaults fill alike, at the cost of rows of before them.
+// known (-1). SQLite and MySQL write such rows without the usage columns,
+// which their defaults fill alike, at the cost of rows of before them.
 func (r *row) plain() bool {
 	return r.model == "" && r.client == "" && r.inTok == -1 && r.outTok == -1 && r.cachedTok == -1 && r.units == -1 && r.cost == -1
-}
-
-// hasUsage reports whether e's row would not be plain.
-func hasUsage(e recorder.Event) bool {
-	return e.Model != "" || e.Client != "" || e.InputTokens >= 0 || e.OutputTokens >= 0 || e.CachedTokens >= 0 ||
-		cleanAmount(e.Units) >= 0 || cleanAmount(e.Cost) >= 0
 }
 
 // cleanAmount returns v, or -1 ("not known") when v is negative, NaN or

@@ -33,8 +33,17 @@ import (
 //     their primary keys (old rows: ”), and the counts rollup the sums of
 //     the tokens, units and cost known and the number of events that said
 //     them (tokens_known, units_known, cost_known; old rows: 0, so their
-//     events count as unknown).
-const SchemaVersion = 5
+//     events count as unknown);
+//   - 6: on PostgreSQL only, the event table's input_tokens,
+//     output_tokens, cached_tokens, units and cost take NULL, their
+//     default, for "not known": a row stores a NULL as a bit of its null
+//     bitmap, where a -1 took 8 bytes (and the evaluation of the default
+//     for a row written without it): the rows without usage are about as
+//     wide as before version 5 again. Rows written before keep their -1s,
+//     so "not known" is -1 or NULL there, which "x >= 0" tells apart from
+//     the known values in both cases. SQLite and MySQL keep -1 (dropping
+//     NOT NULL would copy the table there).
+const SchemaVersion = 6
 
 // SchemaError is Open's error when the database holds tables the store
 // cannot use: an event or rollup table of another layout (a column
@@ -54,7 +63,7 @@ func (e *SchemaError) Unwrap() error { return e.Err }
 // migration is one step of the schema: its statements, run in order.
 type migration func(d *dialect, t tables, collation string) []string
 
-var migrations = []migration{1: migrateEvents, 2: migrateRollup, 3: migrateCounts, 4: migrateLean, 5: migrateUsage}
+var migrations = []migration{1: migrateEvents, 2: migrateRollup, 3: migrateCounts, 4: migrateLean, 5: migrateUsage, 6: migrateNullUsage}
 
 // stringCol is the DDL type of a string column of n bytes.
 func stringCol(n int) string { return fmt.Sprintf("VARCHAR(%d) NOT NULL", n) }
@@ -312,6 +321,26 @@ func migrateUsage(d *dialect, t tables, collation string) []string {
 	out = append(out, rebuild(t.rollup, rollupCols, rollupKey, "minute_ms, key_id, status_id, latency_bin, events, latency_us_sum",
 		"CREATE INDEX IF NOT EXISTS "+t.rollup+"_key ON "+t.rollup+" (key_id, minute_ms)")...)
 	return append(out, rebuild(t.counts, countsCols, countsKey, "minute_ms, key_id, status_id, events", "")...)
+}
+
+// nullUsage reports whether the dialect's event table takes NULL for a
+// usage amount not known (schema version 6: PostgreSQL), rather than -1.
+func (d *dialect) nullUsage() bool { return d == postgresDialect }
+
+// migrateNullUsage makes the event table's usage amounts (tokens, units,
+// cost) nullable without a default on PostgreSQL (version 6): a change of
+// the catalog alone, which rewrites no row. The other dialects change
+// nothing: SQLite cannot drop a NOT NULL but by copying the table, MySQL
+// would rebuild it.
+func migrateNullUsage(d *dialect, t tables, collation string) []string {
+	if !d.nullUsage() {
+		return nil
+	}
+	var alters []string
+	for _, c := range usageEventColumns[2:] {
+		alters = append(alters, "ALTER COLUMN "+c.name+" DROP NOT NULL", "ALTER COLUMN "+c.name+" DROP DEFAULT")
+	}
+	return []string{"ALTER TABLE " + t.events + " " + strings.Join(alters, ", ")}
 }
 
 // SchemaSQL returns the statements that create the store's tables at

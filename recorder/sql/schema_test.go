@@ -5,6 +5,7 @@ import (
 	dbsql "database/sql"
 	"errors"
 	"maps"
+	"math"
 	"os"
 	"slices"
 	"strings"
@@ -52,6 +53,127 @@ func TestUpgradeFromVersion3(t *testing.T) { testUpgrade(t, 3) }
 // usage columns) is upgraded on open: its events read as of no model nor
 // client, their usage not known, and new events count with theirs.
 func TestUpgradeFromVersion4(t *testing.T) { testUpgrade(t, 4) }
+
+// TestUpgradeFromVersion5: a database of schema version 5 (usage not
+// known stored as -1) is upgraded on open (on PostgreSQL the usage amounts
+// become nullable, and new rows say NULL for not known): the old events
+// read as before, and old and new events not saying their usage count as
+// unknown, from the rollups and from the event table.
+func TestUpgradeFromVersion5(t *testing.T) {
+	for _, driver := range drivers {
+		t.Run(driver, func(t *testing.T) {
+			ctx := context.Background()
+			cfg := sqlrec.Config{Driver: driver, DSN: dsnFor(t, driver)}
+			base := recordertest.Base
+			evs := recordertest.Events(base)
+			if err := sqlrec.CreateAtVersion(ctx, cfg, 5, evs); err != nil {
+				t.Fatal(err)
+			}
+			db := rawDB(t, driver, cfg.DSN)
+			var unknownBefore int
+			if err := db.QueryRow("SELECT COUNT(*) FROM apipool_events WHERE cost = -1").Scan(&unknownBefore); err != nil || unknownBefore == 0 {
+				t.Fatalf("%d events of cost -1 before, %v; want some", unknownBefore, err)
+			}
+			s := open(t, driver, cfg)
+			var v int
+			if err := db.QueryRow("SELECT version FROM apipool_schema").Scan(&v); err != nil || v != sqlrec.SchemaVersion {
+				t.Fatalf("version after = %d, %v; want %d", v, err, sqlrec.SchemaVersion)
+			}
+			// New events, two of them not saying their usage, in the
+			// minute after the suite's last.
+			last := base
+			for _, e := range evs {
+				if e.Time.After(last) {
+					last = e.Time
+				}
+			}
+			at := last.Truncate(time.Minute).Add(time.Minute + 10*time.Second)
+			for i := range 3 {
+				e := recorder.Unknown()
+				e.Time, e.KeyID, e.Status, e.Model = at.Add(time.Duration(i)*time.Second), "alpha", status.Success, recordertest.ModelA
+				if i == 0 {
+					e.InputTokens, e.OutputTokens, e.CachedTokens, e.Cost = 1000, 100, 0, 0.75
+				}
+				s.Record(e)
+				evs = append(evs, e)
+			}
+			if err := s.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			// The old rows keep their -1s; the new ones not saying their
+			// cost hold -1 too, or NULL on PostgreSQL.
+			wantMinus, wantNull := unknownBefore+2, 0
+			if driver == "postgres" {
+				wantMinus, wantNull = unknownBefore, 2
+			}
+			var minus, null int
+			if err := db.QueryRow("SELECT COUNT(CASE WHEN cost = -1 THEN 1 END), COUNT(CASE WHEN cost IS NULL THEN 1 END) FROM apipool_events").
+				Scan(&minus, &null); err != nil || minus != wantMinus || null != wantNull {
+				t.Errorf("%d events of cost -1 after, %d of NULL, %v; want %d and %d", minus, null, err, wantMinus, wantNull)
+			}
+			// Whole minutes (the rollups), and windows of partial minutes
+			// (the event table: old rows of -1, new ones of -1 or NULL).
+			for _, q := range []recorder.Query{
+				{},
+				{Since: base, Until: at.Add(time.Hour)},
+				{Since: base.Add(30 * time.Second), Until: at.Add(1500 * time.Millisecond)},
+				{Since: at, Until: at.Add(2500 * time.Millisecond)},
+			} {
+				for _, by := range []recorder.GroupBy{recorder.ByKey, recorder.ByModel} {
+					got, err := s.TotalsBy(ctx, q, by)
+					if want := wantTotals(evs, q, by); err != nil || !totalsNear(got, want) {
+						t.Errorf("TotalsBy(%v, %v) = %+v, %v; want %+v", q.Since, q.Until, got, err, want)
+					}
+				}
+			}
+		})
+	}
+}
+
+// wantTotals computes TotalsBy's answer from evs (ByKey or ByModel).
+func wantTotals(evs []recorder.Event, q recorder.Query, by recorder.GroupBy) map[string]recorder.Totals {
+	out := map[string]recorder.Totals{}
+	for _, e := range evs {
+		if !q.Since.IsZero() && e.Time.Before(q.Since) || !q.Until.IsZero() && !e.Time.Before(q.Until) {
+			continue
+		}
+		name := e.KeyID
+		if by == recorder.ByModel {
+			name = e.Model
+		}
+		t := out[name]
+		t.Events++
+		t.InputTokens += max(e.InputTokens, 0)
+		t.OutputTokens += max(e.OutputTokens, 0)
+		t.CachedTokens += max(e.CachedTokens, 0)
+		if e.InputTokens < 0 || e.OutputTokens < 0 {
+			t.TokensUnknown++
+		}
+		if e.Units >= 0 {
+			t.Units += e.Units
+		} else {
+			t.UnitsUnknown++
+		}
+		if e.Cost >= 0 {
+			t.Cost += e.Cost
+		} else {
+			t.CostUnknown++
+		}
+		out[name] = t
+	}
+	return out
+}
+
+// totalsNear compares totals: counts exactly, sums of floats within a
+// billionth.
+func totalsNear(a, b map[string]recorder.Totals) bool {
+	return maps.EqualFunc(a, b, func(x, y recorder.Totals) bool {
+		near := func(u, v float64) bool { return math.Abs(u-v) <= 1e-9*max(math.Abs(u), math.Abs(v)) }
+		fx, fy := x, y
+		fx.Units, fx.Cost, fy.Units, fy.Cost = 0, 0, 0, 0
+		return fx == fy && near(x.Units, y.Units) && near(x.Cost, y.Cost)
+	})
+}
 
 // TestUpgradeFromVersion4DDL: the same from tables made by the statements
 // that version 4's SchemaSQL gave (testdata/schema_v4_*.sql, saved from
@@ -148,6 +270,13 @@ func testUpgrade(t *testing.T, from int) {
 			s.Record(e)
 			if err := s.Flush(ctx); err != nil {
 				t.Fatal(err)
+			}
+			// The new event alone, read from the event table (a partial
+			// minute): its units not known, whatever the column holds.
+			second := recorder.Query{Since: e.Time, Until: e.Time.Add(time.Second), Model: recordertest.ModelA}
+			wantNew := recorder.Totals{Events: 1, InputTokens: 1000, OutputTokens: 100, UnitsUnknown: 1, Cost: 0.75}
+			if got, err := s.TotalsBy(ctx, second, recorder.ByModel); err != nil || len(got) != 1 || got[recordertest.ModelA] != wantNew {
+				t.Errorf("TotalsBy(the new event) = %+v, %v; want %+v", got, err, wantNew)
 			}
 			if n, err := s.UsageCount(ctx, recorder.Query{Since: base, Until: base.Add(4 * time.Hour), KeyID: "alpha"}); err != nil || n != 341 {
 				t.Errorf("UsageCount(alpha) = %d, %v; want 341", n, err)

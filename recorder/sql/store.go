@@ -60,10 +60,9 @@ type Store struct {
 	// of schema version 4 only, the others taking their defaults.
 	plainStmt *dbsql.Stmt
 
-	// PostgreSQL: the COPY statements (of every column, and of rows
-	// without usage), and a buffer for copySource.
-	copySQL, copyPlainSQL string
-	copyBuf               []byte
+	// PostgreSQL: the COPY statement, and a buffer for copySource.
+	copySQL string
+	copyBuf []byte
 
 	closed atomic.Bool
 }
@@ -163,7 +162,6 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	if d == postgresDialect {
 		s.copySQL = "COPY " + s.t.events + " (" + strings.Join(eventColumns, ", ") + ") FROM STDIN (FORMAT binary)"
-		s.copyPlainSQL = "COPY " + s.t.events + " (" + strings.Join(eventColumns[:plainColumns], ", ") + ") FROM STDIN (FORMAT binary)"
 	} else {
 		if s.insertStmt, err = db.PrepareContext(ctx, d.insertEventsSQL(s.t, d.insertRows, false)); err == nil {
 			s.plainStmt, err = db.PrepareContext(ctx, d.insertEventsSQL(s.t, d.insertRows, true))
@@ -513,9 +511,9 @@ func (s *Store) writeTx(ctx context.Context, attempt int) (err error) {
 		args := s.args[:0]
 		for i := range rows[:k] {
 			if plain {
-				args = rows[i].plainValues(args)
+				args = rows[i].plainValues(args, s.d.emptyAsNull)
 			} else {
-				args = rows[i].values(args)
+				args = rows[i].values(args, s.d.emptyAsNull)
 			}
 		}
 		s.args = args
@@ -594,13 +592,8 @@ func (s *Store) writePostgres(ctx context.Context, evs []recorder.Event, attempt
 		}
 		// The events are sanitized and encoded as COPY reads them, on
 		// pgconn's goroutine, so that the server starts at once.
-		src := &copySource{evs: evs, ids: s.ids.reserve(len(evs)), rows: s.rows[:0], buf: s.copyBuf[:0], agg: s.agg, counts: s.counts,
-			plain: !slices.ContainsFunc(evs, hasUsage)}
-		copySQL := s.copySQL
-		if src.plain {
-			copySQL = s.copyPlainSQL
-		}
-		if _, err := pc.PgConn().CopyFrom(ctx, src, copySQL); err != nil {
+		src := &copySource{evs: evs, ids: s.ids.reserve(len(evs)), rows: s.rows[:0], buf: s.copyBuf[:0], agg: s.agg, counts: s.counts}
+		if _, err := pc.PgConn().CopyFrom(ctx, src, s.copySQL); err != nil {
 			// pgconn may return before its goroutine stops reading src
 			// (when the connection broke): stop src before the batch's
 			// events go back to the batch writer, and leave src's
