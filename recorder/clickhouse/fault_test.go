@@ -317,7 +317,10 @@ const crashChildEnv = "APIPOOL_CHTEST_CRASH_CHILD"
 
 // crashChild is the child's body: mode "replay" replays the spill file;
 // mode "send" records events from CRASH_FROM on, as fast as the store
-// takes them.
+// takes them. It prints "ready" once its store is open, and "working"
+// once the store has written a batch (or, replaying, found nothing left
+// to replay), so that the parent kills it in the middle of its work
+// however slowly the machine runs.
 func crashChild() {
 	cfg := clickhouse.Config{
 		Addrs:         []string{os.Getenv("CRASH_ADDR")},
@@ -336,18 +339,29 @@ func crashChild() {
 		os.Exit(2)
 	}
 	fmt.Println("ready")
-	if os.Getenv(crashChildEnv) == "send" {
+	mode := os.Getenv(crashChildEnv)
+	go func() {
+		for clickhouse.Batches(s) == 0 && (mode == "send" || s.Spilled() > 0) {
+			time.Sleep(time.Millisecond)
+		}
+		fmt.Println("working")
+	}()
+	if mode == "send" {
 		from, _ := strconv.Atoi(os.Getenv("CRASH_FROM"))
 		for i := from; ; i++ {
 			s.Record(event(i))
 		}
 	}
-	time.Sleep(time.Minute) // killed before
+	time.Sleep(time.Hour) // killed before
 	os.Exit(3)
 }
 
-// runChild starts a child in mode, waits until its store is open, lets
-// it work for d and kills it (SIGKILL).
+// childWait bounds the wait for a child's lines: a child that prints
+// nothing in that time is stuck, and the test fails rather than hang.
+const childWait = 2 * time.Minute
+
+// runChild starts a child in mode, waits until its store has written a
+// batch (see crashChild), lets it work for d more and kills it (SIGKILL).
 func runChild(t *testing.T, mode string, srv *chtest.Server, table, spill string, from int, d time.Duration) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
@@ -363,9 +377,24 @@ func runChild(t *testing.T, mode string, srv *chtest.Server, table, spill string
 	}
 	defer cmd.Wait()
 	defer cmd.Process.Kill()
-	line, _ := bufio.NewReader(out).ReadString('\n')
-	if line != "ready\n" {
-		t.Fatalf("child: %q", line)
+	lines := make(chan string, 2)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	timeout := time.After(childWait)
+	for _, want := range []string{"ready", "working"} {
+		select {
+		case line := <-lines:
+			if line != want {
+				t.Fatalf("child: %q, want %q", line, want)
+			}
+		case <-timeout:
+			t.Fatalf("child: no %q line after %v", want, childWait)
+		}
 	}
 	time.Sleep(d)
 	if err := cmd.Process.Kill(); err != nil {
@@ -406,7 +435,7 @@ func TestCrashDuringReplay(t *testing.T) {
 	const n = 40_000
 	spillWhileDown(t, table, spill, n)
 	for k := range 3 {
-		d := time.Duration(50+rand.IntN(400)) * time.Millisecond
+		d := time.Duration(rand.IntN(400)) * time.Millisecond
 		runChild(t, "replay", srv, table, spill, 0, d)
 		t.Logf("child %d killed after %v: %d rows written", k, d, countStream(t, srv, table).rows)
 	}
