@@ -316,11 +316,11 @@ func TestCloseBoundedWhileDown(t *testing.T) {
 const crashChildEnv = "APIPOOL_CHTEST_CRASH_CHILD"
 
 // crashChild is the child's body: mode "replay" replays the spill file;
-// mode "send" records events from CRASH_FROM on, as fast as the store
-// takes them. It prints "ready" once its store is open, and "working"
-// once the store has written a batch (or, replaying, found nothing left
-// to replay), so that the parent kills it in the middle of its work
-// however slowly the machine runs.
+// mode "send" records crashSendMax events from CRASH_FROM on, as fast as
+// the store takes them. It prints "ready" once its store is open, and
+// "working" once the store has written a batch (or, replaying, found
+// nothing left to replay), so that the parent kills it in the middle of
+// its work however slowly the machine runs.
 func crashChild() {
 	cfg := clickhouse.Config{
 		Addrs:         []string{os.Getenv("CRASH_ADDR")},
@@ -348,13 +348,24 @@ func crashChild() {
 	}()
 	if mode == "send" {
 		from, _ := strconv.Atoi(os.Getenv("CRASH_FROM"))
-		for i := from; ; i++ {
+		for i := from; i < from+crashSendMax; i++ {
 			s.Record(event(i))
 		}
 	}
 	time.Sleep(time.Hour) // killed before
 	os.Exit(3)
 }
+
+// crashSendMax bounds the events a "send" child records: far more than
+// its queue holds, so that it spills, and few enough that the store after
+// the children replays them in well under flushWait on a loaded machine
+// (a child recording without bound spilled 300,000 events before its
+// first batch was written, at a load of 18 on 2 cores).
+const crashSendMax = 50_000
+
+// flushWait bounds the final store's Flush in the crash tests: a failure
+// guard, not a timing target.
+const flushWait = 3 * time.Minute
 
 // childWait bounds the wait for a child's lines: a child that prints
 // nothing in that time is stuck, and the test fails rather than hang.
@@ -424,6 +435,37 @@ func spillWhileDown(t *testing.T, table, spill string, n int) {
 	}
 }
 
+// TestCloseSpillsWaitingBatch: while Close waits on a server that does not
+// answer, the batch the writer took from the queue goes to the spill file
+// with the queued events, before Close's context ends, rather than in the
+// short budget after it (which a starved process can miss, losing the
+// batch).
+func TestCloseSpillsWaitingBatch(t *testing.T) {
+	cfg := clickhouse.Config{Addrs: []string{deadAddrT(t)}, Table: tableName(t), SpillDir: t.TempDir(), AllowUnavailable: true,
+		BatchSize: 1000, QueueSize: 4000, OnFull: clickhouse.Block, DialTimeout: 100 * time.Millisecond}
+	s, err := clickhouse.New(ctxT(t, 30*time.Second), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 2500 // a batch taken, 1,500 queued
+	for i := range n {
+		s.Record(event(i))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close(ctx) }()
+	waitFor(t, "every event in the spill file while Close waits", func() bool { return s.Spilled() == n })
+	if q := s.QueueLen(); q != 0 {
+		t.Errorf("%d events still in memory with all %d in the spill file", q, n)
+	}
+	cancel()
+	var ce *clickhouse.CloseError
+	if err := <-closed; !errors.As(err, &ce) || ce.Spilled != n || ce.Lost != 0 {
+		t.Fatalf("Close: %v, want %d events spilled, none lost", err, n)
+	}
+}
+
 // TestCrashDuringReplay kills the recording process (SIGKILL) at random
 // points while it replays a spill file, three times; a fourth store
 // replays the rest. Each spilled event is in the table exactly once: the
@@ -442,7 +484,7 @@ func TestCrashDuringReplay(t *testing.T) {
 	cfg := testConfig(t, srv)
 	cfg.Table, cfg.SpillDir = table, spill
 	s := newStore(t, cfg)
-	if err := s.Flush(ctxT(t, 60*time.Second)); err != nil {
+	if err := s.Flush(ctxT(t, flushWait)); err != nil {
 		t.Fatal(err)
 	}
 	wantExactlyOnce(t, srv, table, n)
@@ -463,7 +505,7 @@ func TestCrashDuringSend(t *testing.T) {
 	cfg := testConfig(t, srv)
 	cfg.Table, cfg.SpillDir = table, spill
 	s := newStore(t, cfg)
-	if err := s.Flush(ctxT(t, 60*time.Second)); err != nil {
+	if err := s.Flush(ctxT(t, flushWait)); err != nil {
 		t.Fatal(err)
 	}
 	got := countStream(t, srv, table)
