@@ -361,7 +361,7 @@ func crashChild() {
 // the children replays them in well under flushWait on a loaded machine
 // (a child recording without bound spilled 300,000 events before its
 // first batch was written, at a load of 18 on 2 cores).
-const crashSendMax = 50_000
+const crashSendMax = 20_000
 
 // flushWait bounds the final store's Flush in the crash tests: a failure
 // guard, not a timing target.
