@@ -316,11 +316,12 @@ func TestCloseBoundedWhileDown(t *testing.T) {
 const crashChildEnv = "APIPOOL_CHTEST_CRASH_CHILD"
 
 // crashChild is the child's body: mode "replay" replays the spill file;
-// mode "send" records crashSendMax events from CRASH_FROM on, as fast as
-// the store takes them. It prints "ready" once its store is open, and
-// "working" once the store has written a batch (or, replaying, found
-// nothing left to replay), so that the parent kills it in the middle of
-// its work however slowly the machine runs.
+// mode "send" records events from CRASH_FROM on, as fast as the store
+// takes them while its spill file holds at most crashSpillMax. It prints
+// "ready" once its store is open, and "working" once the store has
+// written a batch (or, replaying, found nothing left to replay), so that
+// the parent kills it in the middle of its work however slowly the
+// machine runs.
 func crashChild() {
 	cfg := clickhouse.Config{
 		Addrs:         []string{os.Getenv("CRASH_ADDR")},
@@ -348,7 +349,10 @@ func crashChild() {
 	}()
 	if mode == "send" {
 		from, _ := strconv.Atoi(os.Getenv("CRASH_FROM"))
-		for i := from; i < from+crashSendMax; i++ {
+		for i := from; ; i++ {
+			for s.Spilled() > crashSpillMax {
+				time.Sleep(time.Millisecond)
+			}
 			s.Record(event(i))
 		}
 	}
@@ -356,12 +360,13 @@ func crashChild() {
 	os.Exit(3)
 }
 
-// crashSendMax bounds the events a "send" child records: far more than
-// its queue holds, so that it spills, and few enough that the store after
-// the children replays them in well under flushWait on a loaded machine
-// (a child recording without bound spilled 300,000 events before its
-// first batch was written, at a load of 18 on 2 cores).
-const crashSendMax = 20_000
+// crashSpillMax bounds the backlog of a "send" child, which records
+// without end: it waits while its spill file holds more, so that the
+// store after the children replays their backlogs in well under
+// flushWait on a loaded machine (a child recording as fast as its store
+// took events spilled 300,000 before its first batch was written, at a
+// load of 18 on 2 cores).
+const crashSpillMax = 20_000
 
 // flushWait bounds the final store's Flush in the crash tests: a failure
 // guard, not a timing target.
