@@ -317,7 +317,11 @@ const crashChildEnv = "APIPOOL_CHTEST_CRASH_CHILD"
 
 // crashChild is the child's body: mode "replay" replays the spill file;
 // mode "send" records events from CRASH_FROM on, as fast as the store
-// takes them.
+// takes them while its spill file holds at most crashSpillMax. It prints
+// "ready" once its store is open, and "working" once the store has
+// written a batch (or, replaying, found nothing left to replay), so that
+// the parent kills it in the middle of its work however slowly the
+// machine runs.
 func crashChild() {
 	cfg := clickhouse.Config{
 		Addrs:         []string{os.Getenv("CRASH_ADDR")},
@@ -336,18 +340,44 @@ func crashChild() {
 		os.Exit(2)
 	}
 	fmt.Println("ready")
-	if os.Getenv(crashChildEnv) == "send" {
+	mode := os.Getenv(crashChildEnv)
+	go func() {
+		for clickhouse.Batches(s) == 0 && (mode == "send" || s.Spilled() > 0) {
+			time.Sleep(time.Millisecond)
+		}
+		fmt.Println("working")
+	}()
+	if mode == "send" {
 		from, _ := strconv.Atoi(os.Getenv("CRASH_FROM"))
 		for i := from; ; i++ {
+			for s.Spilled() > crashSpillMax {
+				time.Sleep(time.Millisecond)
+			}
 			s.Record(event(i))
 		}
 	}
-	time.Sleep(time.Minute) // killed before
+	time.Sleep(time.Hour) // killed before
 	os.Exit(3)
 }
 
-// runChild starts a child in mode, waits until its store is open, lets
-// it work for d and kills it (SIGKILL).
+// crashSpillMax bounds the backlog of a "send" child, which records
+// without end: it waits while its spill file holds more, so that the
+// store after the children replays their backlogs in well under
+// flushWait on a loaded machine (a child recording as fast as its store
+// took events spilled 300,000 before its first batch was written, at a
+// load of 18 on 2 cores).
+const crashSpillMax = 20_000
+
+// flushWait bounds the final store's Flush in the crash tests: a failure
+// guard, not a timing target.
+const flushWait = 3 * time.Minute
+
+// childWait bounds the wait for a child's lines: a child that prints
+// nothing in that time is stuck, and the test fails rather than hang.
+const childWait = 2 * time.Minute
+
+// runChild starts a child in mode, waits until its store has written a
+// batch (see crashChild), lets it work for d more and kills it (SIGKILL).
 func runChild(t *testing.T, mode string, srv *chtest.Server, table, spill string, from int, d time.Duration) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
@@ -363,9 +393,24 @@ func runChild(t *testing.T, mode string, srv *chtest.Server, table, spill string
 	}
 	defer cmd.Wait()
 	defer cmd.Process.Kill()
-	line, _ := bufio.NewReader(out).ReadString('\n')
-	if line != "ready\n" {
-		t.Fatalf("child: %q", line)
+	lines := make(chan string, 2)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	timeout := time.After(childWait)
+	for _, want := range []string{"ready", "working"} {
+		select {
+		case line := <-lines:
+			if line != want {
+				t.Fatalf("child: %q, want %q", line, want)
+			}
+		case <-timeout:
+			t.Fatalf("child: no %q line after %v", want, childWait)
+		}
 	}
 	time.Sleep(d)
 	if err := cmd.Process.Kill(); err != nil {
@@ -395,6 +440,37 @@ func spillWhileDown(t *testing.T, table, spill string, n int) {
 	}
 }
 
+// TestCloseSpillsWaitingBatch: while Close waits on a server that does not
+// answer, the batch the writer took from the queue goes to the spill file
+// with the queued events, before Close's context ends, rather than in the
+// short budget after it (which a starved process can miss, losing the
+// batch).
+func TestCloseSpillsWaitingBatch(t *testing.T) {
+	cfg := clickhouse.Config{Addrs: []string{deadAddrT(t)}, Table: tableName(t), SpillDir: t.TempDir(), AllowUnavailable: true,
+		BatchSize: 1000, QueueSize: 4000, OnFull: clickhouse.Block, DialTimeout: 100 * time.Millisecond}
+	s, err := clickhouse.New(ctxT(t, 30*time.Second), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 2500 // a batch taken, 1,500 queued
+	for i := range n {
+		s.Record(event(i))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close(ctx) }()
+	waitFor(t, "every event in the spill file while Close waits", func() bool { return s.Spilled() == n })
+	if q := s.QueueLen(); q != 0 {
+		t.Errorf("%d events still in memory with all %d in the spill file", q, n)
+	}
+	cancel()
+	var ce *clickhouse.CloseError
+	if err := <-closed; !errors.As(err, &ce) || ce.Spilled != n || ce.Lost != 0 {
+		t.Fatalf("Close: %v, want %d events spilled, none lost", err, n)
+	}
+}
+
 // TestCrashDuringReplay kills the recording process (SIGKILL) at random
 // points while it replays a spill file, three times; a fourth store
 // replays the rest. Each spilled event is in the table exactly once: the
@@ -406,14 +482,14 @@ func TestCrashDuringReplay(t *testing.T) {
 	const n = 40_000
 	spillWhileDown(t, table, spill, n)
 	for k := range 3 {
-		d := time.Duration(50+rand.IntN(400)) * time.Millisecond
+		d := time.Duration(rand.IntN(400)) * time.Millisecond
 		runChild(t, "replay", srv, table, spill, 0, d)
 		t.Logf("child %d killed after %v: %d rows written", k, d, countStream(t, srv, table).rows)
 	}
 	cfg := testConfig(t, srv)
 	cfg.Table, cfg.SpillDir = table, spill
 	s := newStore(t, cfg)
-	if err := s.Flush(ctxT(t, 60*time.Second)); err != nil {
+	if err := s.Flush(ctxT(t, flushWait)); err != nil {
 		t.Fatal(err)
 	}
 	wantExactlyOnce(t, srv, table, n)
@@ -434,7 +510,7 @@ func TestCrashDuringSend(t *testing.T) {
 	cfg := testConfig(t, srv)
 	cfg.Table, cfg.SpillDir = table, spill
 	s := newStore(t, cfg)
-	if err := s.Flush(ctxT(t, 60*time.Second)); err != nil {
+	if err := s.Flush(ctxT(t, flushWait)); err != nil {
 		t.Fatal(err)
 	}
 	got := countStream(t, srv, table)

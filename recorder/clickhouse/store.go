@@ -507,7 +507,9 @@ func (s *Store) ctxErr(ctx context.Context) error {
 // Close stops accepting events, writes what the store holds, and releases
 // the connections. It keeps retrying a failing server until ctx ends;
 // from half a second before ctx's deadline (or half its time, when
-// shorter) it moves queued events to the spill file if there is one.
+// shorter) it moves queued events to the spill file if there is one, and
+// while the server fails it moves them at once, with the batch that waits
+// to be sent again (not one that may have been written).
 // When ctx ends it keeps what is left in the spill file for up to 100 ms
 // more, drops the rest (counted in Drops().CloseLost), and returns a
 // *CloseError counting the events not written, which matches ctx's error.

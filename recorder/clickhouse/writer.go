@@ -620,8 +620,10 @@ func (w *writer) answerWaiters() {
 			low = min(low, j.seq)
 		}
 	}
-	if len(w.spillSeq) > 0 {
-		low = min(low, w.spillSeq[0].start)
+	// The ranges are in the file's order, which is the order of the
+	// events except for batches moved there by spillJobs.
+	for _, r := range w.spillSeq {
+		low = min(low, r.start)
 	}
 	k := 0
 	for _, r := range w.waiters {
@@ -659,6 +661,9 @@ func (w *writer) maybeSpill() {
 	} else if w.q.len() < w.q.spillMark {
 		return
 	}
+	if w.closing && w.failing {
+		w.spillJobs()
+	}
 	for !w.spillFull {
 		held := w.q.len()
 		if held <= low || w.closing && w.closeCtx.Err() != nil {
@@ -669,6 +674,35 @@ func (w *writer) maybeSpill() {
 			chunk = spillChunk // Close's deadline is checked between chunks
 		}
 		w.spillSome(min(held-low, chunk))
+	}
+}
+
+// spillJobs moves the batches taken from the queue that wait for a
+// failing server to the spill file, as maybeSpill does the queue's events
+// while Close waits, so that they do not depend on giveUp's short budget
+// after the deadline. A batch being sent, or one an attempt may have
+// written (uncertain), stays: it must not be replayed blindly.
+func (w *writer) spillJobs() {
+	for _, jp := range []**job{&w.next, &w.cur} {
+		j := *jp
+		if j == nil || j.fromSpill || j.busy || j.uncertain || len(j.rows) == 0 || w.spillFull {
+			continue
+		}
+		if err := w.sp.append(j.rows); err != nil {
+			w.spillFull = true
+			w.q.spillFull.Store(true)
+			w.s.log.Error("apipool: clickhouse: cannot spill; the queue will fill", "err", err, "file", w.sp.path)
+			return
+		}
+		if j.batch != nil {
+			j.batch.Abort()
+			j.batch = nil
+		}
+		w.pushSpill(j.seq, int64(len(j.rows)))
+		w.s.spilledN.Store(w.sp.count)
+		*jp = nil
+		w.q.unhold(j.heldN)
+		w.release(j)
 	}
 }
 
