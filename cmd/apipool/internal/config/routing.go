@@ -266,32 +266,25 @@ func (v *validator) routing(u *upstreamT, at string, out *Upstream, opts map[str
 		}
 		v.fail(line, field, "no key of this upstream has this ID (a key's ID is its key file line's first word, or the first 8 hex digits of its fingerprint when the line gives none)%s", hint)
 	}
-	for _, e := range u.KeyTiers.Entries {
-		i, ok := byID[e.Name]
-		switch {
-		case !ok:
-			unknownID(e.Line, e.Field, e.Name)
-		case opts[e.Name].tier:
-			v.fail(e.Line, e.Field, "the key file's line gives this key's tier= already: give it in one place")
-		case e.V.V < 0 || e.V.V > MaxTier:
-			v.fail(e.V.Line, e.Field, "want a tier from 0 (the first) to %d", MaxTier)
-		default:
-			out.Keys[i].Tier = e.V.V
+	// byIDInts gives the keys a whole number by ID (key_tiers,
+	// key_weights): what names an option= that a key's line may give.
+	byIDInts := func(entries []namedEntry[Value[int]], what string, onLine func(keyOpts) bool, lo, hi int, want string, set func(*apipool.Key, int)) {
+		for _, e := range entries {
+			i, ok := byID[e.Name]
+			switch {
+			case !ok:
+				unknownID(e.Line, e.Field, e.Name)
+			case onLine(opts[e.Name]):
+				v.fail(e.Line, e.Field, "the key file's line gives this key's %s= already: give it in one place", what)
+			case e.V.V < lo || e.V.V > hi:
+				v.fail(e.V.Line, e.Field, "want %s to %d", want, hi)
+			default:
+				set(&out.Keys[i], e.V.V)
+			}
 		}
 	}
-	for _, e := range u.KeyWeights.Entries {
-		i, ok := byID[e.Name]
-		switch {
-		case !ok:
-			unknownID(e.Line, e.Field, e.Name)
-		case opts[e.Name].weight:
-			v.fail(e.Line, e.Field, "the key file's line gives this key's weight= already: give it in one place")
-		case e.V.V < 1 || e.V.V > MaxWeight:
-			v.fail(e.V.Line, e.Field, "want a weight from 1 to %d", MaxWeight)
-		default:
-			out.Keys[i].Weight = e.V.V
-		}
-	}
+	byIDInts(u.KeyTiers.Entries, "tier", func(o keyOpts) bool { return o.tier }, 0, MaxTier, "a tier from 0 (the first)", func(k *apipool.Key, n int) { k.Tier = n })
+	byIDInts(u.KeyWeights.Entries, "weight", func(o keyOpts) bool { return o.weight }, 1, MaxWeight, "a weight from 1", func(k *apipool.Key, n int) { k.Weight = n })
 	if out.Strategy != apipool.Weighted {
 		// A weight would be read by the weighted strategy only.
 		if len(u.KeyWeights.Entries) > 0 {
