@@ -919,36 +919,21 @@ func (c *columnBufs) append(b driver.Batch, rows []row, l layout) error {
 	return nil
 }
 
+// fill sets *buf, emptied, to f of each row, and returns it.
+func fill[T any](buf *[]T, rows []row, f func(*row) T) []T {
+	*buf = (*buf)[:0]
+	for i := range rows {
+		*buf = append(*buf, f(&rows[i]))
+	}
+	return *buf
+}
+
 // column returns the column name of rows, in a scratch slice of c.
 func (c *columnBufs) column(name string, rows []row, l layout) (any, error) {
-	str := func(f func(*row) string) []string {
-		c.str = c.str[:0]
-		for i := range rows {
-			c.str = append(c.str, f(&rows[i]))
-		}
-		return c.str
-	}
-	u16 := func(f func(*row) uint16) []uint16 {
-		c.u16 = c.u16[:0]
-		for i := range rows {
-			c.u16 = append(c.u16, f(&rows[i]))
-		}
-		return c.u16
-	}
-	i64 := func(f func(*row) int64) []int64 {
-		c.i64 = c.i64[:0]
-		for i := range rows {
-			c.i64 = append(c.i64, f(&rows[i]))
-		}
-		return c.i64
-	}
-	f64 := func(f func(*row) float64) []float64 {
-		c.f64 = c.f64[:0]
-		for i := range rows {
-			c.f64 = append(c.f64, f(&rows[i]))
-		}
-		return c.f64
-	}
+	str := func(f func(*row) string) []string { return fill(&c.str, rows, f) }
+	u16 := func(f func(*row) uint16) []uint16 { return fill(&c.u16, rows, f) }
+	i64 := func(f func(*row) int64) []int64 { return fill(&c.i64, rows, f) }
+	f64 := func(f func(*row) float64) []float64 { return fill(&c.f64, rows, f) }
 	switch name {
 	case colEventTime:
 		c.times = c.times[:0]
@@ -963,23 +948,11 @@ func (c *columnBufs) column(name string, rows []row, l layout) (any, error) {
 	case colEventMS:
 		return u16(func(r *row) uint16 { return uint16(r.ms % 1000) }), nil
 	case colEventID:
-		c.ids = c.ids[:0]
-		for i := range rows {
-			c.ids = append(c.ids, rows[i].id)
-		}
-		return c.ids, nil
+		return fill(&c.ids, rows, func(r *row) uuid.UUID { return r.id }), nil
 	case colStatusID:
-		c.u8 = c.u8[:0]
-		for i := range rows {
-			c.u8 = append(c.u8, rows[i].statusID)
-		}
-		return c.u8, nil
+		return fill(&c.u8, rows, func(r *row) uint8 { return r.statusID }), nil
 	case colLatencyUS:
-		c.u32 = c.u32[:0]
-		for i := range rows {
-			c.u32 = append(c.u32, rows[i].latencyUS)
-		}
-		return c.u32, nil
+		return fill(&c.u32, rows, func(r *row) uint32 { return r.latencyUS }), nil
 	case colKeyID:
 		return str(func(r *row) string { return r.keyID }), nil
 	case colKeyFingerprint:
