@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -551,16 +552,8 @@ func (t *Transport) ClientBudgets() []ClientStatus {
 	for name, s := range m {
 		out = append(out, ClientStatus{Client: name, Budgets: s.uses(now, t.cfg.quotaLoc)})
 	}
-	sortClients(out)
+	slices.SortFunc(out, func(a, b ClientStatus) int { return strings.Compare(a.Client, b.Client) })
 	return out
-}
-
-func sortClients(cs []ClientStatus) {
-	for i := 1; i < len(cs); i++ {
-		for j := i; j > 0 && cs[j].Client < cs[j-1].Client; j-- {
-			cs[j], cs[j-1] = cs[j-1], cs[j]
-		}
-	}
 }
 
 // checkClient returns a *BudgetError when r's client is past a budget.
@@ -887,5 +880,5 @@ func budgetIndex(name string) int {
 	return 0
 }
 
-// stop ends the loop, waiting for it within ctx.
+// stop tells the loop to end (Close waits for done).
 func (ss *spendSync) stop() { ss.cancel() }

@@ -242,7 +242,15 @@ func TestBudgetCostPerMonth(t *testing.T) {
 		t.Fatalf("a new month: key %s, want k0 back", secret)
 	}
 	// A model the table lacks: its cost is not known, and counts nothing.
-	p2 := mustNew(t, ks, apipool.WithBase(up), apipool.WithClock(clk), apipool.WithUsage(usage.OpenAI(), usage.Prices{"claude-*": {Input: 3}}), apipool.WithRecorder(nil))
+	gpt := apipool.WithModel(func(*http.Request, []byte) string { return "gpt-4o" })
+	p2 := mustNew(t, ks, apipool.WithBase(up), apipool.WithClock(clk), apipool.WithUsage(usage.OpenAI(), usage.Prices{"claude-*": {Input: 3}}), gpt, apipool.WithRecorder(nil))
+	// Without WithModel, and without a "*" price, no answer has a model
+	// to price: New refuses the cost budget rather than count nothing.
+	_, err := apipool.New(ks, apipool.WithUsage(usage.OpenAI(), usage.Prices{"claude-*": {Input: 3}}))
+	var ce *apipool.ConfigError
+	if !errors.As(err, &ce) || ce.Field != "keys[0].Budget" || !strings.Contains(ce.Reason, "WithModel") {
+		t.Fatalf("a cost budget without WithModel or a \"*\" price: %v", err)
+	}
 	for range 6 {
 		if _, err := spendReq(t, p2, context.Background(), 1000, 100); err != nil {
 			t.Fatal(err)

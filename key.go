@@ -93,7 +93,8 @@ type Key struct {
 	Models []string
 	// Budget caps the tokens and the cost the key may spend per minute,
 	// day or month, counted from its answers (WithUsage; a cost budget
-	// needs its price table: New refuses a budget the pool cannot count).
+	// needs its price table, and WithModel or a "*" price: New refuses a
+	// budget the pool cannot count).
 	// A key that used up a budget rests until the budget's period ends,
 	// and the pool takes the next key, or the next tier; a request that
 	// finds none fails with a *NoKeyError whose RetryAt is the earliest

@@ -847,6 +847,9 @@ func (t *Transport) checkKey(k Key, i int) error {
 	if k.Budget.cost() && t.cfg.prices == nil {
 		return &ConfigError{Field: keyField(k, i, "Budget"), Reason: "a cost budget needs WithUsage with a price table: the pool knows no answer's cost without one"}
 	}
+	if _, any := t.cfg.prices.Lookup(""); k.Budget.cost() && t.cfg.modelOf == nil && !any {
+		return &ConfigError{Field: keyField(k, i, "Budget"), Reason: `a cost budget needs WithModel, or a "*" price for every model: the price table is by model, and without WithModel no request has one`}
+	}
 	return nil
 }
 

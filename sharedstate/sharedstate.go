@@ -129,9 +129,10 @@ type Spender interface {
 	// call is added twice). A count lives until its period ends (End);
 	// the store may keep it a little longer for clocks that disagree,
 	// and must not keep it for good. The pool calls it off the request
-	// path, with spends merged per budget and period, and does not call
-	// it again for spends that failed: they count in the replica that
-	// made them only.
+	// path, with spends merged per budget and period. Spends of a call
+	// that failed count in their replica at once and are sent again,
+	// merged with later ones, until their period ends: a call that
+	// failed after the store counted it is counted twice.
 	Spend(ctx context.Context, spends []Spend) (totals []float64, err error)
 }
 

@@ -13,7 +13,7 @@ func TestBudgetsSection(t *testing.T) {
 	kf := writeKeys(t, "a sk-one\nb sk-two\n", 0o600)
 	y := strings.Replace(minimal(kf), "    sha256: "+goodHash+"\n", "    sha256: "+goodHash+"\n    budgets: {tokens_per_day: 2000000, cost_per_month: 12.5}\n", 1) +
 		"    key_budgets:\n      tokens_per_minute: 30000\n      tokens_per_day: 1000000\n      cost_per_day: 20\n      cost_per_month: 400.5\n" +
-		"    usage: {reader: openai, prices: {'gpt-4o*': {input: 2.5, output: 10}}}\n"
+		"    routing: {model: json}\n    usage: {reader: openai, prices: {'gpt-4o*': {input: 2.5, output: 10}}}\n"
 	c, err := Parse("f.yaml", []byte(y))
 	if err != nil {
 		t.Fatal(err)
@@ -60,6 +60,7 @@ func TestBudgetsErrors(t *testing.T) {
 		{"token typo", tok("    budget: {tokens_per_day: 5}\n"), "f.yaml:4: tokens[0].budget: unknown setting; did you mean budgets?"},
 		{"tokens without a reader", base + "    key_budgets: {tokens_per_day: 5000}\n", "f.yaml:9: upstreams[0].key_budgets: a token budget counts the tokens the answers state: it needs usage.reader"},
 		{"cost without prices", base + "    key_budgets: {cost_per_day: 5}\n    usage: {reader: openai}\n", "f.yaml:9: upstreams[0].key_budgets: a cost budget counts the cost of the answers: it needs usage.prices"},
+		{"cost without a model", base + "    key_budgets: {cost_per_day: 5}\n    usage: {reader: openai, prices: {gpt-4o: {input: 1, output: 2}}}\n", "f.yaml:9: upstreams[0].key_budgets: a cost budget prices each answer by its model: it needs routing.model"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := Parse("f.yaml", []byte(c.yaml))

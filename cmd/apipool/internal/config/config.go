@@ -708,6 +708,8 @@ func (v *validator) upstream(u *upstreamT, at string, srv Server) *Upstream {
 	}
 	if b := out.KeyBudgets; (b.CostPerDay > 0 || b.CostPerMonth > 0) && out.Usage.Prices == nil {
 		v.fail(u.KeyBudgets.Line, at+".key_budgets", "a cost budget counts the cost of the answers: it needs usage.prices or usage.prices_file")
+	} else if _, any := out.Usage.Prices.Lookup(""); (b.CostPerDay > 0 || b.CostPerMonth > 0) && out.Routing.Model == "" && !any {
+		v.fail(u.KeyBudgets.Line, at+".key_budgets", `a cost budget prices each answer by its model: it needs routing.model (json, path or github), or a "*" price for every model`)
 	}
 	return out
 }
