@@ -330,14 +330,14 @@ func (s *Server) adminAdd(w http.ResponseWriter, r *http.Request) {
 		adminError(w, r, http.StatusBadRequest, "invalid_request", "this upstream has no routing.model: a key's models would match no request")
 		return
 	}
-	lim := up.cfg.KeyLimits
-	k := apipool.Key{ID: up.cfg.Name + "/" + body.ID, Secret: apipool.Secret(body.Secret),
-		PerSecond: lim.PerSecond, PerMinute: lim.PerMinute, PerDay: lim.PerDay, MaxInFlight: lim.MaxInFlight, Budget: up.cfg.KeyBudgets,
-		Tier: body.Tier, Weight: body.Weight, Models: body.Models}
 	// Serialised with Reload, whose scrub index would forget the key.
 	s.cfgMu.Lock()
 	defer s.cfgMu.Unlock()
 	up.mu.Lock()
+	lim := up.keyLimits
+	k := apipool.Key{ID: up.cfg.Name + "/" + body.ID, Secret: apipool.Secret(body.Secret),
+		PerSecond: lim.PerSecond, PerMinute: lim.PerMinute, PerDay: lim.PerDay, MaxInFlight: lim.MaxInFlight, Budget: up.keyBudgets,
+		Tier: body.Tier, Weight: body.Weight, Models: body.Models}
 	_, dupID := up.keys[k.ID]
 	dupSecret := false
 	for _, sec := range up.keys {

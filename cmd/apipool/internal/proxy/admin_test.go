@@ -430,3 +430,42 @@ func TestAdminConcurrent(t *testing.T) {
 		t.Fatalf("after all: %s, want %s", got, want)
 	}
 }
+
+// TestAdminAddAfterReloadTakesNewBudgets: a key added through the admin
+// API gets the key_budgets (and key_limits) of the last reload, as the
+// key file's keys do, not those of the start.
+func TestAdminAddAfterReloadTakesNewBudgets(t *testing.T) {
+	budget := func(n int) string {
+		return fmt.Sprintf("    max_wait: 0s\n    key_budgets: {tokens_per_day: %d}\n    usage: {reader: openai}\n", n)
+	}
+	e := newEnv(t, envOpts{secrets: []string{secretA, secretB, secretNew}, yaml: func(up, kf string) string {
+		kf += ".admin"
+		if err := os.WriteFile(kf, []byte("k0 "+secretA+"\nk1 "+secretB+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		y := fmt.Sprintf(baseYAML, sha(token), "", sha(token2), up, kf, up) + fmt.Sprintf(adminYAMLs, sha(adminPass))
+		return strings.Replace(y, "    max_wait: 0s\n", budget(16), 1)
+	}})
+	y, err := os.ReadFile(e.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	y2 := strings.Replace(string(y), budget(16), budget(24), 1)
+	if y2 == string(y) {
+		t.Fatal("the test's config has no key_budgets to change")
+	}
+	if err := os.WriteFile(e.cfgPath, []byte(y2), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.srv.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := e.admin("POST", adminAPI+"/keys", `{"id": "k9", "secret": "`+secretNew+`"}`); code != http.StatusCreated {
+		t.Fatalf("add: %d %s", code, body)
+	}
+	for _, s := range e.srv.Pool("openai").Snapshot() {
+		if s.ID == "openai/k9" && (len(s.Budgets) != 1 || s.Budgets[0].Limit != 24) {
+			t.Errorf("the added key's budgets %+v, want tokens_per_day 24 (the reloaded key_budgets)", s.Budgets)
+		}
+	}
+}

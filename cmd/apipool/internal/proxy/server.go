@@ -183,7 +183,7 @@ func (s *Server) newUpstream(uc config.Upstream, cfg *config.Config, base http.R
 	if err != nil {
 		return nil, fmt.Errorf("upstream %s: %w", uc.Name, err)
 	}
-	up := &upstream{cfg: uc, pool: pool, keys: map[string]apipool.Secret{}, fileKeys: map[string]bool{}}
+	up := &upstream{cfg: uc, pool: pool, keys: map[string]apipool.Secret{}, fileKeys: map[string]bool{}, keyLimits: uc.KeyLimits, keyBudgets: uc.KeyBudgets}
 	for _, k := range uc.Keys {
 		up.keys[k.ID] = k.Secret
 		up.fileKeys[k.ID] = true
@@ -398,6 +398,9 @@ func (s *Server) Reload() error {
 		if !sameUsage(uc, up.cfg) {
 			s.log.Warn("reload: a changed usage section or prices file needs a restart", "upstream", uc.Name)
 		}
+		up.mu.Lock()
+		up.keyLimits, up.keyBudgets = uc.KeyLimits, uc.KeyBudgets
+		up.mu.Unlock()
 		if _, _, err := up.reloadKeys(uc.Keys, s.log); err != nil {
 			// Such as models on the keys of a pool started without
 			// routing.model. The error names keys by ID, never a secret.

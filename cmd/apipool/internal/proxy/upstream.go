@@ -24,7 +24,11 @@ type upstream struct {
 	mu       sync.Mutex                // serialises key reloads
 	keys     map[string]apipool.Secret // ID -> secret of the keys in the pool (the key file's, and the admin API's)
 	fileKeys map[string]bool           // the IDs of the key file's keys, as last loaded (the admin API shows it)
-	retired  []retiredSecret           // removed keys, still scrubbed from answers
+	// keyLimits and keyBudgets are key_limits and key_budgets as last
+	// loaded (cfg keeps those of the start): the admin API's keys get them.
+	keyLimits  config.KeyLimits
+	keyBudgets apipool.Budget
+	retired    []retiredSecret // removed keys, still scrubbed from answers
 }
 
 // retiredSecret is a key's secret taken out of the pool, which a request
