@@ -167,11 +167,12 @@ func keyOptions(fields []string) (rest []string, o keyOpts, problem string) {
 			if len(rest) <= 2 || !settingLike(name) {
 				break
 			}
-			hint := "the options are tier=N, weight=N and models=a,b*"
+			// The name is quoted only when it is a near miss of an
+			// option's: another word may be a secret's end, after a space.
 			if s := suggest(name, keyOptionNames); s != "" {
-				hint = "did you mean " + s + "?"
+				return fields, o, fmt.Sprintf("unknown option %s; did you mean %s?", name, s)
 			}
-			return fields, o, fmt.Sprintf("unknown option %s; %s", name, hint)
+			return fields, o, "an unknown option (not quoted: it may be part of a secret); the options are tier=N, weight=N and models=a,b*"
 		}
 		rest = rest[:len(rest)-1]
 		switch name {

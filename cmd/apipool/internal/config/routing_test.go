@@ -156,6 +156,7 @@ func TestRoutingErrors(t *testing.T) {
 		{"line: weight 0", file("k0 sk-zero-AAAA weight=0\n"), "line 1: weight= wants a whole number from 1 to 1000000"},
 		{"line: weight twice", file("k0 sk-zero-AAAA weight=1 weight=2\n"), "line 1: weight= given twice"},
 		{"line: misspelt weight", file("k0 sk-zero-AAAA wieght=3\n"), "line 1: unknown option wieght; did you mean weight?"},
+		{"line: unknown option, not quoted", file("k0 sk-zero-AAAA zqxjkv=3\n"), "line 1: an unknown option (not quoted: it may be part of a secret); the options are tier=N, weight=N and models=a,b*"},
 		{"line: weight without weighted", file("k0 sk-zero-AAAA weight=3\n"), "f.yaml:8: upstreams[0].keys.file: key openai/k0 has weight= in the key file: weights are read by strategy: weighted only"},
 		{"key_weights without weighted", up("    key_weights: {k0: 3}\n"), "f.yaml:8: upstreams[0].key_weights: weights are read by strategy: weighted only"},
 		{"key_weights: unknown ID", up("    strategy: weighted\n    key_weights: {k9: 3}\n"), `f.yaml:9: upstreams[0].key_weights["k9"]: no key of this upstream has this ID`},
