@@ -205,6 +205,7 @@ func v4DDL(t *testing.T, driver string) []string {
 func testUpgrade(t *testing.T, from int) {
 	for _, driver := range drivers {
 		t.Run(driver, func(t *testing.T) {
+			from := from // each driver's own: -4 turns into 4 below
 			ctx := context.Background()
 			dsn := dsnFor(t, driver)
 			cfg := sqlrec.Config{Driver: driver, DSN: dsn}
