@@ -121,14 +121,14 @@ func checkTokensQuery(t *testing.T, s *sqlrec.Store, q string) {
 	got := map[string]string{}
 	for rows.Next() {
 		var key string
-		var in, out, unknown int64
+		var in, out, unknown, costUnknown int64
 		var cost float64
-		if err := rows.Scan(&key, &in, &out, &cost, &unknown); err != nil {
+		if err := rows.Scan(&key, &in, &out, &cost, &unknown, &costUnknown); err != nil {
 			t.Fatal(err)
 		}
-		got[key] = fmt.Sprintf("%d %d %.2f %d", in, out, cost, unknown)
+		got[key] = fmt.Sprintf("%d %d %.2f %d %d", in, out, cost, unknown, costUnknown)
 	}
-	want := map[string]string{"alpha": "1000 100 2.50 6", "beta": "1000 100 2.50 5"}
+	want := map[string]string{"alpha": "1000 100 2.50 6 6", "beta": "1000 100 2.50 5 5"}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("query 4 = %v, want %v", got, want)
 	}
