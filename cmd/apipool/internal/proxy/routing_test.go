@@ -517,6 +517,8 @@ upstreams:
 		{`{"id": "k8", "secret": "sk-x-12345678", "tier": -1}`, "want a tier from 0"},
 		{`{"id": "k8", "secret": "sk-x-12345678", "models": ["a*b"]}`, "models[0] has a '*' before its end"},
 		{`{"id": "k8", "secret": "sk-x-12345678", "models": [""]}`, "models[0] is empty"},
+		{`{"id": "k8", "secret": "sk-x-12345678", "weight": 2}`, "strategy is not weighted"},
+		{`{"id": "k8", "secret": "sk-x-12345678", "weight": 1000001}`, "want a weight from 1 to 1000000"},
 	} {
 		if code, body := e.admin("POST", adminAPI+"/keys", c.body); code != 400 || !strings.Contains(body, c.want) {
 			t.Errorf("%s: %d %s, want 400 %q", c.body, code, body, c.want)
