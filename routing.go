@@ -26,7 +26,10 @@ import (
 // a body larger than WithMaxBufferedBody (it is streamed, and not parsed),
 // or a request with GetBody (http.NewRequest with a bytes.Reader, as SDKs
 // make), which the pool replays through GetBody instead of a buffer of its
-// own. f must not keep or modify body, and must be safe for concurrent use.
+// own (with both WithModel and WithSessions set, the pool reads such a
+// body once through GetBody, when its length is known and at most
+// DefaultMaxBufferedBody, and gives both the copy). f must not keep or
+// modify body, and must be safe for concurrent use.
 //
 // The model decides which keys may take the request (Key.Models), what a
 // rate limit rests under WithCooldownScope(ScopeModel), and it is recorded
@@ -246,18 +249,28 @@ func SessionFromJSON(path string) func(r *http.Request, body []byte) string {
 // jsonString reads the field at path of the request's JSON body: body
 // when the pool buffered it, else a copy read through GetBody.
 func jsonString(r *http.Request, body []byte, path []string) string {
-	if body == nil && r.GetBody != nil && r.ContentLength > 0 && r.ContentLength <= DefaultMaxBufferedBody {
-		rc, err := r.GetBody()
-		if err != nil {
-			return ""
-		}
-		body, err = readall.AtMost(rc, r.ContentLength, r.ContentLength)
-		rc.Close()
-		if err != nil {
-			return ""
-		}
+	if body == nil {
+		body = bodyCopy(r)
 	}
 	return jsonField(body, path)
+}
+
+// bodyCopy reads a copy of r's body through GetBody when r has GetBody
+// and a known length of at most DefaultMaxBufferedBody; nil otherwise.
+func bodyCopy(r *http.Request) []byte {
+	if r.GetBody == nil || r.ContentLength <= 0 || r.ContentLength > DefaultMaxBufferedBody {
+		return nil
+	}
+	rc, err := r.GetBody()
+	if err != nil {
+		return nil
+	}
+	body, err := readall.AtMost(rc, r.ContentLength, r.ContentLength)
+	rc.Close()
+	if err != nil {
+		return nil
+	}
+	return body
 }
 
 // ErrNoKeyForModel is matched (errors.Is) by the error RoundTrip returns
@@ -421,6 +434,11 @@ func (c *call) route(body []byte) error {
 		c.rt = new(route)
 	}
 	rt := c.rt
+	if body == nil && t.cfg.modelOf != nil && t.cfg.sessionOf != nil {
+		// Both sources may read the body: one copy through GetBody
+		// serves both (nil when there is none to read).
+		body = bodyCopy(c.req)
+	}
 	if f := t.cfg.modelOf; f != nil {
 		rt.model = f(c.req, body)
 		rt.serves = c.ks.servedBy(rt.model)

@@ -243,3 +243,45 @@ func TestSessionSources(t *testing.T) {
 		}
 	}
 }
+
+// With a model source and a session source that both read the JSON body,
+// a request with GetBody (as SDKs make it) is read through GetBody once
+// for both, and both see the body: the request goes to the key serving
+// its model, and its session stays there.
+func TestModelAndSessionReadBodyOnce(t *testing.T) {
+	up := newUpstream(nil)
+	ks := []apipool.Key{
+		{ID: "a", Secret: "s-a", Models: []string{"m-a"}},
+		{ID: "b", Secret: "s-b", Models: []string{"m-b"}},
+		{ID: "b2", Secret: "s-b2", Models: []string{"m-b"}},
+	}
+	p := mustNew(t, ks, apipool.WithBase(up), apipool.WithModel(apipool.ModelFromJSON),
+		apipool.WithSessions(apipool.SessionFromJSON("user"), 100))
+	body := `{"model":"m-b","user":"u-1","messages":[]}`
+	var first string
+	for i := range 4 {
+		req, err := http.NewRequestWithContext(context.Background(), http.MethodPost, "http://api.test/v1/chat", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		getBody := req.GetBody
+		calls := 0
+		req.GetBody = func() (io.ReadCloser, error) { calls++; return getBody() }
+		resp, err := p.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if calls != 1 {
+			t.Errorf("request %d: GetBody called %d times, want once for the model and the session", i, calls)
+		}
+		s := up.Secrets()[i]
+		if i == 0 {
+			first = s
+		}
+		if s != first || (s != "s-b" && s != "s-b2") {
+			t.Errorf("request %d went to %s, want %s every time (a key serving m-b, the session's)", i, s, first)
+		}
+	}
+}
