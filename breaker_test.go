@@ -161,7 +161,7 @@ func TestBreakerRecoversAndCallbackMayUsePool(t *testing.T) {
 	p = mustNew(t, keys(1), apipool.WithBase(up), apipool.WithClock(newClock()), apipool.WithMaxAttempts(1), apipool.WithMaxWait(0),
 		apipool.WithBreaker(apipool.BreakerSettings{Failures: 1, Timeout: 5 * time.Millisecond}),
 		apipool.WithBreakerStateChange(func(id string, from, to apipool.BreakerState) {
-			if s := p.Snapshot(); len(s) == 1 && s[0].ID == id {
+			if s := p.Snapshot(); len(s) == 1 && s[0].KeyID == id {
 				snapshots.Add(1)
 			}
 			tr.add(id, from, to)

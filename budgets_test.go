@@ -135,12 +135,12 @@ func TestBudgetKeysStopWithinOneRequest(t *testing.T) {
 				}
 			}
 			for _, s := range p.Snapshot() {
-				u := budgetUse(t, p, s.ID, tc.kind)
+				u := budgetUse(t, p, s.KeyID, tc.kind)
 				if u.Used < limit || u.Used >= limit+largest {
-					t.Errorf("key %s spent %v of %v: want it stopped within one request's units (%d)", s.ID, u.Used, limit, largest)
+					t.Errorf("key %s spent %v of %v: want it stopped within one request's units (%d)", s.KeyID, u.Used, limit, largest)
 				}
-				if s.State != apipool.KeyLimited || s.Hold != tc.reason || !s.HoldUntil.Equal(end) || !u.Until.Equal(end) {
-					t.Errorf("snapshot %s: state %s hold %q until %v (budget until %v), want limited, %q until %v", s.ID, s.State, s.Hold, s.HoldUntil, u.Until, tc.reason, end)
+				if s.State != apipool.KeyLimited || s.Reason != tc.reason || !s.Until.Equal(end) || !u.Until.Equal(end) {
+					t.Errorf("snapshot %s: state %s hold %q until %v (budget until %v), want limited, %q until %v", s.KeyID, s.State, s.Reason, s.Until, u.Until, tc.reason, end)
 				}
 			}
 			// The period ends: the keys are back, their counts new.
@@ -150,7 +150,7 @@ func TestBudgetKeysStopWithinOneRequest(t *testing.T) {
 			}
 			for _, s := range p.Snapshot() {
 				if s.State != apipool.KeyActive {
-					t.Errorf("key %s %s after the period's end, want active", s.ID, s.State)
+					t.Errorf("key %s %s after the period's end, want active", s.KeyID, s.State)
 				}
 			}
 		})
@@ -451,7 +451,7 @@ func TestBudgetKeptAcrossSetKeys(t *testing.T) {
 	ks := keys(2)
 	ks[0].Budget = apipool.Budget{TokensPerDay: 1000}
 	p := mustNew(t, ks, apipool.WithBase(up), apipool.WithClock(clk), apipool.WithUsage(usage.OpenAI(), nil), apipool.WithRecorder(nil))
-	for snapshotByID(p)["k0"].Hold == "" {
+	for snapshotByID(p)["k0"].Reason == "" {
 		if _, err := spendReq(t, p, context.Background(), 200, 0); err != nil {
 			t.Fatal(err)
 		}
@@ -460,8 +460,8 @@ func TestBudgetKeptAcrossSetKeys(t *testing.T) {
 	if err := p.SetKeys(ks); err != nil {
 		t.Fatal(err)
 	}
-	if s := snapshotByID(p)["k0"]; s.Hold != "" || s.Budgets[0].Used != 1000 {
-		t.Fatalf("after a raise: hold %q, used %v; want free with 1000 spent", s.Hold, s.Budgets[0].Used)
+	if s := snapshotByID(p)["k0"]; s.Reason != "" || s.Budgets[0].Used != 1000 {
+		t.Fatalf("after a raise: hold %q, used %v; want free with 1000 spent", s.Reason, s.Budgets[0].Used)
 	}
 	req := newGet(t, "http://api.test/v1/chat/completions")
 	req.Header.Set("X-Tokens", "500,0")
@@ -489,8 +489,8 @@ func TestBudgetKeptAcrossSetKeys(t *testing.T) {
 	if err := p.ReplaceKey(ks[0]); err != nil {
 		t.Fatal(err)
 	}
-	if s := snapshotByID(p)["k0"]; s.Hold != "token budget per day used up" {
-		t.Fatalf("after a cut: hold %q, want the budget used up", s.Hold)
+	if s := snapshotByID(p)["k0"]; s.Reason != "token budget per day used up" {
+		t.Fatalf("after a cut: hold %q, want the budget used up", s.Reason)
 	}
 }
 
@@ -518,7 +518,7 @@ func TestBudgetNoSecret(t *testing.T) {
 	p.Close(context.Background())
 	mu.Lock()
 	defer mu.Unlock()
-	all := err1.Error() + err2.Error() + logs.String() + strings.Join(alerts, "\n") + strconv.Quote(p.Snapshot()[0].Hold)
+	all := err1.Error() + err2.Error() + logs.String() + strings.Join(alerts, "\n") + strconv.Quote(p.Snapshot()[0].Reason)
 	if len(alerts) < 3 {
 		t.Fatalf("alerts %q, want the key's and the client's", alerts)
 	}

@@ -229,7 +229,7 @@ func TestThousandGoroutinesTenKeys(t *testing.T) {
 	}
 	for _, s := range p.Snapshot() {
 		if s.InFlight != 0 {
-			t.Fatalf("%s: %d still in flight", s.ID, s.InFlight)
+			t.Fatalf("%s: %d still in flight", s.KeyID, s.InFlight)
 		}
 	}
 }
@@ -317,7 +317,7 @@ func TestEndToEndUnreliableUpstream(t *testing.T) {
 			cooling++
 		}
 		if s.InFlight != 0 {
-			t.Fatalf("%s: %d in flight", s.ID, s.InFlight)
+			t.Fatalf("%s: %d in flight", s.KeyID, s.InFlight)
 		}
 	}
 	if cooling != int(limited.Load()) {

@@ -47,7 +47,10 @@ type NoKeyError struct {
 	ctxErr     error // the request's context ended the wait: its error
 }
 
-// KeyHold is why one key could not be used, and until when.
+// KeyHold is a key's state in one word and, when the key cannot take a
+// request, why and until when. NoKeyError.Held gives one per key that
+// could not be used; KeyStatus (Transport.Snapshot) embeds one, with an
+// empty Reason and a zero Until while the key can take a request.
 type KeyHold struct {
 	KeyID string
 	// State is the key's state (see KeyState).

@@ -132,7 +132,7 @@ func ExampleTransport_Snapshot() {
 	}
 
 	for _, s := range pool.Snapshot() {
-		fmt.Printf("%s: %s", s.ID, s.State)
+		fmt.Printf("%s: %s", s.KeyID, s.State)
 		if !s.CoolingUntil.IsZero() {
 			fmt.Printf(" for %v", time.Until(s.CoolingUntil).Round(time.Minute))
 		}
@@ -175,9 +175,9 @@ func ExampleTransport_CheckUsable() {
 	}
 	for _, s := range pool.Snapshot() {
 		if s.Disabled {
-			fmt.Printf("%s: %s (%s)\n", s.ID, s.State, s.DisabledReason)
+			fmt.Printf("%s: %s (%s)\n", s.KeyID, s.State, s.DisabledReason)
 		} else {
-			fmt.Printf("%s: %s\n", s.ID, s.State)
+			fmt.Printf("%s: %s\n", s.KeyID, s.State)
 		}
 	}
 	// Output:

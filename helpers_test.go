@@ -374,7 +374,7 @@ func (o *orderSelector) Pick(c *apipool.Candidates) int {
 	o.mu.Unlock()
 	for _, id := range order {
 		for i := 0; i < c.Len(); i++ {
-			if c.Info(i).ID == id && c.Eligible(i) {
+			if c.Info(i).KeyID == id && c.Eligible(i) {
 				return i
 			}
 		}
@@ -408,7 +408,7 @@ func (r *captureRecorder) String() string { return fmt.Sprintf("%+v", r.Events()
 func snapshotByID(p *apipool.Transport) map[string]apipool.KeyStatus {
 	m := map[string]apipool.KeyStatus{}
 	for _, s := range p.Snapshot() {
-		m[s.ID] = s
+		m[s.KeyID] = s
 	}
 	return m
 }

@@ -967,17 +967,16 @@ const (
 	KeyLimited KeyState = "limited"
 )
 
-// KeyStatus is a key's state at one moment, for dashboards and tests.
+// KeyStatus is a key's state at one moment, for dashboards and tests
+// (Transport.Snapshot). Its KeyHold says the key's state in one word and,
+// when it cannot take a request now, why and until when: the same words
+// NoKeyError.Held gives per key.
 type KeyStatus struct {
-	ID          string
+	// KeyHold: KeyID, State (sums up the rest), Reason ("" when the key
+	// can take a request now) and Until (when it is expected to free up;
+	// zero when not held or not known).
+	KeyHold
 	Fingerprint string
-	// State sums up the rest (see KeyState).
-	State KeyState
-	// Hold says why the key cannot take a request now ("" when it can):
-	// one of the reasons of KeyHold.Reason; HoldUntil is until when, or
-	// zero when not known.
-	Hold      string
-	HoldUntil time.Time
 	// CoolingUntil is when the key's cooldown ends, zero when not cooling
 	// down; CoolingReason says why it cools down.
 	CoolingUntil  time.Time
@@ -1015,7 +1014,7 @@ type KeyStatus struct {
 	ModelCooldowns []ModelCooldown
 	// Budgets are the key's budgets (Key.Budget), each with what was
 	// spent in its current period; nil when it has none. A budget used
-	// up holds the key (Hold names it, HoldUntil is the period's end).
+	// up holds the key (Reason names it, Until is the period's end).
 	Budgets []BudgetUse
 }
 
@@ -1028,7 +1027,7 @@ type ModelCooldown struct {
 // snapshotKey reads the key's state at now (pool clock).
 func (t *Transport) snapshotKey(k *keyState, now time.Time) KeyStatus {
 	s := KeyStatus{
-		ID: k.key.ID, Fingerprint: k.fp, State: KeyActive,
+		KeyHold: KeyHold{KeyID: k.key.ID, State: KeyActive}, Fingerprint: k.fp,
 		Breaker: BreakerClosed, InFlight: k.inFlight.Load(), QuotaLeft: k.quotaLeft(now), Weight: k.weight(),
 	}
 	if k.breaker != nil {
@@ -1060,7 +1059,7 @@ func (t *Transport) snapshotKey(k *keyState, now time.Time) KeyStatus {
 	}
 	h, until := k.available(now)
 	if h != holdNone {
-		s.Hold, s.HoldUntil = h.String(), until
+		s.Reason, s.Until = h.String(), until
 	}
 	switch {
 	case s.Disabled:

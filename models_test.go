@@ -304,7 +304,7 @@ func TestCooldownScopeGitHubResource(t *testing.T) {
 				t.Errorf("NoKeyError %+v", nk)
 			}
 			s := p.Snapshot()[0]
-			if s.Hold != "" || len(s.ModelCooldowns) != 1 || s.ModelCooldowns[0].Model != "search" || !s.ModelCooldowns[0].Until.Equal(t0.Add(time.Hour)) {
+			if s.Reason != "" || len(s.ModelCooldowns) != 1 || s.ModelCooldowns[0].Model != "search" || !s.ModelCooldowns[0].Until.Equal(t0.Add(time.Hour)) {
 				t.Errorf("snapshot %+v, want the key free and search resting", s)
 			}
 			if n := len(up.Calls()); n != 3 {

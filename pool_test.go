@@ -114,7 +114,7 @@ func TestAddRemoveKeysWhileRequestsFlow(t *testing.T) {
 		t.Fatalf("%d keys left, want 10", len(snap))
 	}
 	for i, s := range snap {
-		if s.ID != "n"+itoa(30+i) || s.InFlight != 0 {
+		if s.KeyID != "n"+itoa(30+i) || s.InFlight != 0 {
 			t.Fatalf("key %d: %+v", i, s)
 		}
 	}
@@ -157,7 +157,7 @@ func TestRemoveKeyInFlight(t *testing.T) {
 	if got := up.Count("s0"); got != 1 {
 		t.Fatalf("removed key used %d times, want 1 (before removal)", got)
 	}
-	if snap := p.Snapshot(); len(snap) != 1 || snap[0].ID != "k1" {
+	if snap := p.Snapshot(); len(snap) != 1 || snap[0].KeyID != "k1" {
 		t.Fatalf("snapshot %+v", snap)
 	}
 	// A key added back under a removed key's ID is a new key.
@@ -282,7 +282,7 @@ func TestSnapshotStates(t *testing.T) {
 		t.Fatalf("%d keys", len(snap))
 	}
 	for i, s := range snap {
-		if s.ID != ks[i].ID || s.Fingerprint != apipool.Fingerprint(nil, ks[i].Secret) {
+		if s.KeyID != ks[i].ID || s.Fingerprint != apipool.Fingerprint(nil, ks[i].Secret) {
 			t.Fatalf("key %d: %+v, want the pool's order and fingerprints", i, s)
 		}
 	}

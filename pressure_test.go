@@ -35,7 +35,7 @@ func TestPlain403ChangesNoKey(t *testing.T) {
 	}
 	for _, s := range p.Snapshot() {
 		if s.State != "active" {
-			t.Fatalf("key %s is %s after plain 403s, want active", s.ID, s.State)
+			t.Fatalf("key %s is %s after plain 403s, want active", s.KeyID, s.State)
 		}
 	}
 }
@@ -79,7 +79,7 @@ func TestOneRequestDisablesNoFleet(t *testing.T) {
 	}
 	for _, s := range p.Snapshot() {
 		if s.Disabled {
-			t.Fatalf("key %s disabled (%s): a request rejected by two keys must disable none", s.ID, s.DisabledReason)
+			t.Fatalf("key %s disabled (%s): a request rejected by two keys must disable none", s.KeyID, s.DisabledReason)
 		}
 	}
 	// The status of the second attempt says the request was at fault.
@@ -195,7 +195,7 @@ func TestCallerDeadlineDoesNotTripBreaker(t *testing.T) {
 	}
 	for _, s := range p.Snapshot() {
 		if s.Breaker != apipool.BreakerClosed || s.State != "active" {
-			t.Fatalf("key %s: breaker %v, state %s after caller timeouts; want closed and active", s.ID, s.Breaker, s.State)
+			t.Fatalf("key %s: breaker %v, state %s after caller timeouts; want closed and active", s.KeyID, s.Breaker, s.State)
 		}
 	}
 	if n := len(up.Calls()); n != 11 {

@@ -74,7 +74,7 @@ type Selector interface {
 
 // KeyInfo is what a Selector may know of a key.
 type KeyInfo struct {
-	ID        string
+	KeyID     string
 	Weight    int
 	InFlight  int64
 	QuotaLeft int64 // today's quota left, or -1 when the key has no daily quota
@@ -135,7 +135,7 @@ func (c *Candidates) Eligible(i int) bool {
 // Info returns what a Selector may know of key i.
 func (c *Candidates) Info(i int) KeyInfo {
 	k := c.ks.keys[i]
-	return KeyInfo{ID: k.key.ID, Weight: k.weight(), InFlight: k.inFlight.Load(), QuotaLeft: k.quotaLeft(c.call.now), Tier: k.key.Tier}
+	return KeyInfo{KeyID: k.key.ID, Weight: k.weight(), InFlight: k.inFlight.Load(), QuotaLeft: k.quotaLeft(c.call.now), Tier: k.key.Tier}
 }
 
 // turns returns the counter of the built-in selectors' turns: own, or the

@@ -157,11 +157,11 @@ func TestLeastInFlightPrefersIdleKeys(t *testing.T) {
 	}
 	for _, s := range p.Snapshot() {
 		want := int64(1)
-		if "s"+s.ID[1:] != a && "s"+s.ID[1:] != x {
+		if "s"+s.KeyID[1:] != a && "s"+s.KeyID[1:] != x {
 			want = 0
 		}
 		if s.InFlight != want {
-			t.Fatalf("%s: %d in flight, want %d", s.ID, s.InFlight, want)
+			t.Fatalf("%s: %d in flight, want %d", s.KeyID, s.InFlight, want)
 		}
 	}
 }
@@ -231,10 +231,10 @@ func TestCustomSelector(t *testing.T) {
 	if got := up.Secrets(); len(got) != 4 || got[0] != "s3" || got[2] != "s3" || got[3] != "s2" {
 		t.Fatalf("picks %v, want s3 s3 s3 s2", got)
 	}
-	if i := infos[1]; i.ID != "k3" || i.Weight != 7 || i.QuotaLeft != 99 || i.InFlight != 0 {
+	if i := infos[1]; i.KeyID != "k3" || i.Weight != 7 || i.QuotaLeft != 99 || i.InFlight != 0 {
 		t.Fatalf("KeyInfo %+v", i)
 	}
-	if i := infos[3]; i.ID != "k2" || i.Weight != 1 || i.QuotaLeft != -1 {
+	if i := infos[3]; i.KeyID != "k2" || i.Weight != 1 || i.QuotaLeft != -1 {
 		t.Fatalf("KeyInfo %+v", i)
 	}
 

@@ -126,7 +126,7 @@ func (m *memShared) Take(_ context.Context, id string, l sharedstate.Limits, now
 
 func stateOf(p *apipool.Transport, id string) apipool.KeyStatus {
 	for _, s := range p.Snapshot() {
-		if s.ID == id {
+		if s.KeyID == id {
 			return s
 		}
 	}

@@ -173,7 +173,7 @@ func TestStaleConnectionResent(t *testing.T) {
 			}
 			for _, s := range p.Snapshot() {
 				if s.State != apipool.KeyActive || s.Breaker != apipool.BreakerClosed {
-					t.Fatalf("key %s after a stale connection: %s, breaker %v", s.ID, s.State, s.Breaker)
+					t.Fatalf("key %s after a stale connection: %s, breaker %v", s.KeyID, s.State, s.Breaker)
 				}
 			}
 		})

@@ -241,7 +241,7 @@ func (tl *telemetry) instruments(e *meterEntry) {
 			observeCounts(o, e.requests, k.key.ID, &k.attempts)
 		}
 		for _, s := range t.Snapshot() {
-			attrs := metric.WithAttributes(attribute.String("apipool.key.id", s.ID))
+			attrs := metric.WithAttributes(attribute.String("apipool.key.id", s.KeyID))
 			o.ObserveInt64(cooling, b2i(!s.CoolingUntil.IsZero()), attrs)
 			o.ObserveInt64(disabled, b2i(s.Disabled), attrs)
 			o.ObserveInt64(open, b2i(s.Breaker == BreakerOpen), attrs)

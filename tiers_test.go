@@ -37,7 +37,7 @@ func TestTiersFillTheBestTierFirst(t *testing.T) {
 			clk.Set(t0.Add(time.Duration(w)*time.Second + time.Duration(j)*time.Second/perWindow))
 			free0 := false // a tier-0 key is free now
 			for _, s := range p.Snapshot() {
-				if s.Tier == 0 && s.Hold == "" {
+				if s.Tier == 0 && s.Reason == "" {
 					free0 = true
 				}
 			}
@@ -225,7 +225,7 @@ func TestTierCustomSelector(t *testing.T) {
 	sel := selectorFunc(func(c *apipool.Candidates) int {
 		looked = append(looked, c.Tier())
 		if c.Tier() == 0 {
-			if !c.Eligible(0) || c.Eligible(1) || c.Info(0).ID != "a" || c.Info(0).Tier != 0 || c.Info(1).Tier != 1 {
+			if !c.Eligible(0) || c.Eligible(1) || c.Info(0).KeyID != "a" || c.Info(0).Tier != 0 || c.Info(1).Tier != 1 {
 				t.Errorf("tier 0's look: eligible %v %v, infos %+v %+v", c.Eligible(0), c.Eligible(1), c.Info(0), c.Info(1))
 			}
 			return -1 // pass
@@ -252,7 +252,7 @@ func TestTierConfig(t *testing.T) {
 	var ids []string
 	var tiers []int
 	for _, s := range p.Snapshot() {
-		ids, tiers = append(ids, s.ID), append(tiers, s.Tier)
+		ids, tiers = append(ids, s.KeyID), append(tiers, s.Tier)
 	}
 	if want := []string{"t0-a", "t0-b", "t1-a", "t1-b"}; !equalStrings(ids, want) || tiers[0] != 0 || tiers[1] != 0 || tiers[2] != 1 || tiers[3] != 1 {
 		t.Errorf("snapshot order %v tiers %v, want %v with tiers 0 0 1 1", ids, tiers, want)
@@ -260,8 +260,8 @@ func TestTierConfig(t *testing.T) {
 	if err := p.AddKey(apipool.Key{ID: "new", Secret: "s-new", Tier: 0}); err != nil {
 		t.Fatal(err)
 	}
-	if s := p.Snapshot(); s[2].ID != "new" {
-		t.Errorf("an added tier-0 key is at %q's place, want after the tier-0 keys", s[2].ID)
+	if s := p.Snapshot(); s[2].KeyID != "new" {
+		t.Errorf("an added tier-0 key is at %q's place, want after the tier-0 keys", s[2].KeyID)
 	}
 	var ce *apipool.ConfigError
 	err := p.AddKey(apipool.Key{ID: "neg", Secret: "s-neg", Tier: -1})

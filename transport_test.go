@@ -722,7 +722,7 @@ func TestRetriesAfterNetworkErrors(t *testing.T) {
 		}
 		for _, s := range p.Snapshot() {
 			if s.InFlight != 0 {
-				t.Fatalf("%s: %d in flight after failed attempts", s.ID, s.InFlight)
+				t.Fatalf("%s: %d in flight after failed attempts", s.KeyID, s.InFlight)
 			}
 		}
 	})
@@ -1044,7 +1044,7 @@ func TestEveryKeyRevokedIsLogged(t *testing.T) {
 	}
 	for _, s := range p.Snapshot() {
 		if s.Disabled {
-			t.Fatalf("key %s disabled; with every key rejecting, the requests are at fault", s.ID)
+			t.Fatalf("key %s disabled; with every key rejecting, the requests are at fault", s.KeyID)
 		}
 	}
 	if n := warnings(); n != 1 {

@@ -154,7 +154,7 @@ func TestUpgradeAfterRateLimitIsResent(t *testing.T) {
 	resp.Body.Close()
 	for _, s := range p.Snapshot() {
 		if s.InFlight != 0 {
-			t.Fatalf("key %s InFlight %d after Close, want 0", s.ID, s.InFlight)
+			t.Fatalf("key %s InFlight %d after Close, want 0", s.KeyID, s.InFlight)
 		}
 	}
 }
@@ -209,7 +209,7 @@ func TestUpgradeIsNeverResent(t *testing.T) {
 	rwc.Close()
 	for _, s := range p.Snapshot() {
 		if s.InFlight != 0 {
-			t.Fatalf("key %s InFlight %d after Close, want 0", s.ID, s.InFlight)
+			t.Fatalf("key %s InFlight %d after Close, want 0", s.KeyID, s.InFlight)
 		}
 	}
 }

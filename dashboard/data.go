@@ -261,11 +261,11 @@ func with(q recorder.Query, st status.Status) recorder.Query {
 
 func (h *handler) row(s apipool.KeyStatus) KeyRow {
 	k := KeyRow{
-		ID: s.ID, Fingerprint: s.Fingerprint, State: string(s.State), CoolingReason: s.CoolingReason,
+		ID: s.KeyID, Fingerprint: s.Fingerprint, State: string(s.State), CoolingReason: s.CoolingReason,
 		Disabled: s.Disabled, DisabledReason: s.DisabledReason, Breaker: s.Breaker.String(),
-		InFlight: s.InFlight, Weight: s.Weight, Tier: s.Tier, Hold: s.Hold,
+		InFlight: s.InFlight, Weight: s.Weight, Tier: s.Tier, Hold: s.Reason,
 		CoolingUntil: timePtr(s.CoolingUntil), DisabledAt: timePtr(s.DisabledAt),
-		DisabledRetryAt: timePtr(s.DisabledRetryAt), HoldUntil: timePtr(s.HoldUntil),
+		DisabledRetryAt: timePtr(s.DisabledRetryAt), HoldUntil: timePtr(s.Until),
 		QuotaLeft: countPtr(s.QuotaLeft), ProviderRemaining: countPtr(s.ProviderRemaining),
 		ProviderLimit: countPtr(s.ProviderLimit), ProviderReset: timePtr(s.ProviderReset),
 	}

@@ -95,7 +95,7 @@ func poll(t testing.TB, what string, cond func() bool) {
 
 func keyState(p *apipool.Transport, id string) apipool.KeyStatus {
 	for _, s := range p.Snapshot() {
-		if s.ID == id {
+		if s.KeyID == id {
 			return s
 		}
 	}

@@ -129,7 +129,7 @@ func TestBudgetSharedAcrossPools(t *testing.T) {
 		v, _ := rdb.Get(context.Background(), "{"+prefix+"}:spend:"+scope+":tokens_per_day:"+strconv.FormatUint(day(clk.Now()), 10)+":"+id).Float64()
 		return v
 	}
-	held := func(p *apipool.Transport) string { return p.Snapshot()[0].Hold }
+	held := func(p *apipool.Transport) string { return p.Snapshot()[0].Reason }
 	used := func(p *apipool.Transport) float64 { return p.Snapshot()[0].Budgets[0].Used }
 	waitFor := func(what string, cond func() bool) {
 		t.Helper()

@@ -199,13 +199,13 @@ func run(out io.Writer, c config) error {
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	for _, s := range pool.Snapshot() {
 		var b strings.Builder
-		for i, bk := range series[s.ID] {
+		for i, bk := range series[s.KeyID] {
 			if i > 0 {
 				b.WriteByte(' ')
 			}
 			b.WriteString(strconv.FormatInt(bk.Count, 10))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t\n", s.ID, b.String())
+		fmt.Fprintf(tw, "%s\t%s\t\n", s.KeyID, b.String())
 	}
 	tw.Flush()
 

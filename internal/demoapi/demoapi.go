@@ -153,9 +153,9 @@ func PrintTable(out io.Writer, keys []apipool.KeyStatus, byKey map[string]int64,
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "KEY\tATTEMPTS\tSUCCESS\tRATE LIMITED\tINVALID\tP50\tP99\tSTATE\t")
 	for _, s := range keys {
-		l := lat[s.ID]
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t\n", s.ID, byKey[s.ID],
-			count(s.ID, status.Success), count(s.ID, status.ReachLimit), count(s.ID, status.InvalidKey),
+		l := lat[s.KeyID]
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t\n", s.KeyID, byKey[s.KeyID],
+			count(s.KeyID, status.Success), count(s.KeyID, status.ReachLimit), count(s.KeyID, status.InvalidKey),
 			round(l.P50), round(l.P99), s.State)
 	}
 	tw.Flush()

@@ -424,10 +424,10 @@ func run(tb testing.TB, o Options, setup Setup, virtual bool) Result {
 							reset = strconv.FormatFloat(ks.ProviderReset.Sub(start).Seconds(), 'f', 4, 64)
 						}
 						hold := ""
-						if ks.Hold != "" {
-							hold = ks.Hold + " until " + strconv.FormatFloat(ks.HoldUntil.Sub(start).Seconds(), 'f', 4, 64)
+						if ks.Reason != "" {
+							hold = ks.Reason + " until " + strconv.FormatFloat(ks.Until.Sub(start).Seconds(), 'f', 4, 64)
 						}
-						prov.trace.add(now, "pool", ks.ID, fmt.Sprintf("inflight=%d remaining=%d reset=%s hold=%s learned=%d/%v", ks.InFlight, ks.ProviderRemaining, reset, hold, ks.LearnedLimit, ks.LearnedWindow))
+						prov.trace.add(now, "pool", ks.KeyID, fmt.Sprintf("inflight=%d remaining=%d reset=%s hold=%s learned=%d/%v", ks.InFlight, ks.ProviderRemaining, reset, hold, ks.LearnedLimit, ks.LearnedWindow))
 					}
 				}
 			}

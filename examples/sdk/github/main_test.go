@@ -150,7 +150,7 @@ func TestPlainForbidden(t *testing.T) {
 	demo.CheckWire(t, got, canary, secrets())
 	for _, s := range pool.Snapshot() {
 		if s.State != "active" {
-			t.Errorf("token %s is %s after a plain 403, want active", s.ID, s.State)
+			t.Errorf("token %s is %s after a plain 403, want active", s.KeyID, s.State)
 		}
 	}
 	if _, _, err := client.Repositories.Get(context.Background(), "acme", "widgets"); err != nil {

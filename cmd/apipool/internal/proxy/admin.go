@@ -250,13 +250,13 @@ func (up *upstream) keyList(id string) []keyJSON {
 	up.mu.Unlock()
 	out := []keyJSON{}
 	for _, k := range up.pool.Snapshot() {
-		if id != "" && k.ID != id {
+		if id != "" && k.KeyID != id {
 			continue
 		}
-		j := keyJSON{ID: k.ID, Fingerprint: k.Fingerprint, State: string(k.State), Hold: k.Hold, HoldUntil: timeOrNil(k.HoldUntil),
+		j := keyJSON{ID: k.KeyID, Fingerprint: k.Fingerprint, State: string(k.State), Hold: k.Reason, HoldUntil: timeOrNil(k.Until),
 			CoolingUntil: timeOrNil(k.CoolingUntil), CoolingReason: k.CoolingReason,
 			Disabled: k.Disabled, DisabledReason: k.DisabledReason, DisabledAt: timeOrNil(k.DisabledAt), DisabledRetryAt: timeOrNil(k.DisabledRetryAt),
-			InFlight: k.InFlight, QuotaLeft: k.QuotaLeft, LearnedLimit: k.LearnedLimit, InKeyFile: inFile[k.ID]}
+			InFlight: k.InFlight, QuotaLeft: k.QuotaLeft, LearnedLimit: k.LearnedLimit, InKeyFile: inFile[k.KeyID]}
 		if k.LearnedWindow > 0 {
 			j.LearnedWindow = k.LearnedWindow.String()
 		}

@@ -464,7 +464,7 @@ func TestAdminAddAfterReloadTakesNewBudgets(t *testing.T) {
 		t.Fatalf("add: %d %s", code, body)
 	}
 	for _, s := range e.srv.Pool("openai").Snapshot() {
-		if s.ID == "openai/k9" && (len(s.Budgets) != 1 || s.Budgets[0].Limit != 24) {
+		if s.KeyID == "openai/k9" && (len(s.Budgets) != 1 || s.Budgets[0].Limit != 24) {
 			t.Errorf("the added key's budgets %+v, want tokens_per_day 24 (the reloaded key_budgets)", s.Budgets)
 		}
 	}

@@ -116,8 +116,8 @@ func TestKeyBudgetsThroughProxy(t *testing.T) {
 		t.Fatalf("every key used up: %d %v %s", resp.StatusCode, resp.Header, body)
 	}
 	for _, s := range e.srv.Pool("openai").Snapshot() {
-		if s.Hold != "token budget per day used up" || len(s.Budgets) != 1 || s.Budgets[0].Used != 16 {
-			t.Errorf("key %s: hold %q, budgets %+v", s.ID, s.Hold, s.Budgets)
+		if s.Reason != "token budget per day used up" || len(s.Budgets) != 1 || s.Budgets[0].Used != 16 {
+			t.Errorf("key %s: hold %q, budgets %+v", s.KeyID, s.Reason, s.Budgets)
 		}
 	}
 }

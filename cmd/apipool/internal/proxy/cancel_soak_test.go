@@ -277,7 +277,7 @@ upstreams:
 	}
 	for _, k := range e.srv.Pool("openai").Snapshot() {
 		if k.Breaker != apipool.BreakerClosed {
-			t.Errorf("key %s: breaker %v", k.ID, k.Breaker)
+			t.Errorf("key %s: breaker %v", k.KeyID, k.Breaker)
 		}
 	}
 	for line := range strings.SplitSeq(e.logs.String(), "\n") {

@@ -31,7 +31,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func keyIDs(e *env) []string {
 	var ids []string
 	for _, k := range e.srv.Pool("openai").Snapshot() {
-		ids = append(ids, k.ID)
+		ids = append(ids, k.KeyID)
 	}
 	return ids
 }

@@ -121,9 +121,9 @@ func TestProxyTiers(t *testing.T) {
 		t.Errorf("after tier 0 came back: status %d, key %q, want the tier-0 key", resp.StatusCode, e.lastKey())
 	}
 	for _, k := range pool.Snapshot() {
-		want := map[string]int{"openai/k0": 1, "openai/k1": 0, "openai/k2": 1}[k.ID]
+		want := map[string]int{"openai/k0": 1, "openai/k1": 0, "openai/k2": 1}[k.KeyID]
 		if k.Tier != want {
-			t.Errorf("%s: tier %d, want %d", k.ID, k.Tier, want)
+			t.Errorf("%s: tier %d, want %d", k.KeyID, k.Tier, want)
 		}
 	}
 
@@ -394,7 +394,7 @@ func TestProxyRoutingReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, k := range pool.Snapshot() {
-		switch k.ID {
+		switch k.KeyID {
 		case "openai/k0":
 			if k.Tier != 0 || !slices.Equal(k.Models, []string{"fake-1"}) {
 				t.Errorf("k0 after the reload: tier %d, models %q", k.Tier, k.Models)
@@ -445,7 +445,7 @@ func TestProxyRoutingReload(t *testing.T) {
 	}
 	for _, k := range e.srv.Pool("openai").Snapshot() {
 		if k.Models != nil {
-			t.Errorf("%s has models %q after a refused reload", k.ID, k.Models)
+			t.Errorf("%s has models %q after a refused reload", k.KeyID, k.Models)
 		}
 	}
 }
@@ -557,8 +557,8 @@ func TestProxyWeights(t *testing.T) {
 		t.Fatalf("the key weighted 1000000 served %d of 20 requests: %v", s[secretB], s)
 	}
 	for _, k := range e.srv.Pool("openai").Snapshot() {
-		if want := map[string]int{"openai/k0": 1, "openai/k1": 1_000_000}[k.ID]; k.Weight != want {
-			t.Errorf("%s: weight %d, want %d", k.ID, k.Weight, want)
+		if want := map[string]int{"openai/k0": 1, "openai/k1": 1_000_000}[k.KeyID]; k.Weight != want {
+			t.Errorf("%s: weight %d, want %d", k.KeyID, k.Weight, want)
 		}
 	}
 }

@@ -90,7 +90,7 @@ upstreams:
 	}
 	waitFor(t, "the second replica to see the cooldown", func() bool {
 		for _, k := range second.srv.Pool("openai").Snapshot() {
-			if k.ID == "openai/k2" {
+			if k.KeyID == "openai/k2" {
 				return k.State == "cooling"
 			}
 		}

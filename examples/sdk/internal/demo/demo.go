@@ -133,9 +133,9 @@ func KeyTable(ctx context.Context, out io.Writer, pool *apipool.Transport, start
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "KEY\tATTEMPTS\tSUCCESS\tRATE LIMITED\tSTATE\t")
 	for _, s := range pool.Snapshot() {
-		u := KeyUsage{byKey[s.ID], count(s.ID, status.Success), count(s.ID, status.ReachLimit)}
-		usage[s.ID] = u
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\t\n", s.ID, u.Attempts, u.Success, u.Limited, s.State)
+		u := KeyUsage{byKey[s.KeyID], count(s.KeyID, status.Success), count(s.KeyID, status.ReachLimit)}
+		usage[s.KeyID] = u
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\t\n", s.KeyID, u.Attempts, u.Success, u.Limited, s.State)
 	}
 	tw.Flush()
 	return usage, nil
