@@ -248,9 +248,15 @@ func WithRateLimitHeaders(m RateLimitHeaderMode) Option {
 // key's budget from the providers' rate-limit headers (status.ParseBudget:
 // OpenAI, Anthropic, GitHub, IETF RateLimit): with it, a key whose answers
 // say its quota is used up rests until the reset, before any 429, and no
-// more requests go to a key at once than it has left. parser, when not
-// nil, reads an API's own headers instead. (WithRateLimitHeaders is
-// another matter: what the headers of the answers the caller gets say.)
+// more requests go to a key at once than it has left. A reset given as a
+// time to wait ("0.42s", OpenAI's) counts from when the provider counted
+// the request, which providers do as it arrives: from 50 ms after the
+// request was sent, or from its answer when that came sooner (counted
+// from a slow answer, the key would rest that much past the reset; at
+// 500 ms per answer that left 18% of the quota unused). parser, when
+// not nil, reads an API's own headers instead; its now is that time.
+// (WithRateLimitHeaders is another matter: what the headers of the
+// answers the caller gets say.)
 func WithProviderBudget(on bool, parser status.BudgetParser) Option {
 	return optionFunc(func(c *config) error {
 		c.steer, c.budgetParser = on, parser

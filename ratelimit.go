@@ -201,6 +201,10 @@ func (b *budget) view(now time.Time) (int64, int64, time.Time) {
 	return max(f-o, 0), b.limit.Load(), time.Unix(0, r).In(now.Location())
 }
 
+// resetSlack is how long after a request's send a relative reset in its
+// answer counts from, at the latest (learnBudget).
+const resetSlack = 50 * time.Millisecond
+
 // learnBudget reads the rate-limit headers of the answer to r's attempt
 // into its key's budget (see status.ParseBudget), unless
 // WithProviderBudget turned it off; the count takes r's request in
@@ -213,11 +217,22 @@ func (t *Transport) learnBudget(r *reservation, h http.Header, now time.Time, sc
 	if !t.cfg.steer || len(h) == 0 {
 		return
 	}
+	// A relative reset ("reset in 0.42s") counts from when the upstream
+	// counted the request, somewhere between its send and its answer;
+	// providers count a request as it arrives. Counted from the answer,
+	// a slow answer (an LLM's, seconds) would hold the key that much past
+	// the reset; counted from the send, a request sent at the reset could
+	// arrive a little before it. So it counts from resetSlack after the
+	// send, or from the answer when that came sooner.
+	from := now
+	if !r.at.IsZero() && now.Sub(r.at) > resetSlack {
+		from = r.at.Add(resetSlack)
+	}
 	var b status.Budget
 	if t.cfg.budgetParser != nil {
-		b = t.cfg.budgetParser(h, now)
+		b = t.cfg.budgetParser(h, from)
 	} else {
-		b = status.ParseBudget(h, now)
+		b = status.ParseBudget(h, from)
 	}
 	w := b.Requests
 	if tok := b.Tokens; tok.Known && tok.Remaining == 0 && tok.Reset.After(now) {
@@ -227,8 +242,8 @@ func (t *Transport) learnBudget(r *reservation, h http.Header, now time.Time, sc
 	if !w.Known || w.Reset.IsZero() {
 		return
 	}
-	// Relative resets count from now; absolute ones (Unix seconds, RFC
-	// 3339) are the upstream's clock, taken as ours.
+	// Absolute resets (Unix seconds, RFC 3339) are the upstream's clock,
+	// taken as ours.
 	reset := w.Reset
 	if !reset.After(now) {
 		return // an answer of a window that has reset already

@@ -83,3 +83,36 @@ func TestBudgetAnswerWithoutCount(t *testing.T) {
 		t.Fatalf("after a cancel: %d left, want 4", left)
 	}
 }
+
+// A relative reset counts from when the upstream counted the request,
+// which providers do as it arrives: an answer that took long (an LLM's)
+// holds the key until its reset counted from at most resetSlack after the
+// send, not from the answer; a quick answer's reset counts from the answer.
+func TestRelativeResetCountsFromTheSend(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		latency time.Duration
+		from    time.Duration // after the send
+	}{
+		{"slow answer", 2 * time.Second, resetSlack},
+		{"quick answer", 10 * time.Millisecond, 10 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := defaultConfig()
+			cfg.finish()
+			tr := &Transport{cfg: cfg}
+			k := tr.newKeyState(Key{ID: "a", Secret: "s"})
+			r := mustReserve(t, k, t0)
+			at := t0.Add(tc.latency)
+			h := budgetAnswer(0)
+			h.Set("X-Ratelimit-Reset-Requests", "3s")
+			tr.learnBudget(&r, h, at, "")
+			r.commit(verdict{st: status.Success, at: at})
+			k.release()
+			want := t0.Add(tc.from + 3*time.Second)
+			if _, _, reset := k.budget.view(at); !reset.Equal(want) {
+				t.Errorf("reset %v after the send, want %v", reset.Sub(t0), want.Sub(t0))
+			}
+		})
+	}
+}
