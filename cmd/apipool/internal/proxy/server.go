@@ -14,13 +14,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/propagation"
+
 	"github.com/apipool-ng/apipool"
 	"github.com/apipool-ng/apipool/cmd/apipool/internal/config"
 	"github.com/apipool-ng/apipool/cmd/apipool/internal/webhook"
 	"github.com/apipool-ng/apipool/recorder"
 	"github.com/apipool-ng/apipool/redisstate"
-	"github.com/redis/go-redis/v9"
-	"go.opentelemetry.io/otel/propagation"
 )
 
 // Options are a Server's settings that do not come from the file.
