@@ -56,6 +56,30 @@ type sharedSync struct {
 	synced    atomic.Bool   // a Watch delivered the whole state (sharedstate.Synced)
 	lastErrMu sync.Mutex
 	lastErr   error
+
+	// held is, per key, the disable and the cooldown this pool holds
+	// that the store holds too, as far as the pool knows: the store
+	// acknowledged them (Publish) or delivered them (Watch). A replay that
+	// no longer lists one means it was enabled meanwhile (reconcile). A
+	// disable or cooldown made here and not yet acknowledged is not in
+	// it. heldMu guards it.
+	heldMu sync.Mutex
+	held   map[*keyState]heldState
+	// watches numbers the Watch calls. A heldState's seq is its value
+	// when the store was known to hold the state: one below a Watch's
+	// number was in the store before that Watch began.
+	watches atomic.Uint64
+}
+
+// heldState is a key's disable and cooldown that the store holds: the
+// disable in force (compared by identity) and the cooldown's deadline
+// (pool-clock ns), each with the Watch number when it was known (see
+// sharedSync.watches).
+type heldState struct {
+	disable    *disableInfo
+	disableSeq uint64
+	cool       int64
+	coolSeq    uint64
 }
 
 func (t *Transport) startShared(s sharedstate.Store) {
@@ -123,10 +147,24 @@ func (sh *sharedSync) watchLoop() {
 	defer sh.wg.Done()
 	for n := 0; ; {
 		applied := false
+		watch := sh.watches.Add(1)
+		// listed is what the replay lists, until Synced ends it.
+		listed := map[string]listing{}
 		err := sh.s.Watch(sh.ctx, func(c sharedstate.Change) {
 			if !applied {
 				applied = true
 				sh.ok()
+			}
+			if listed != nil {
+				switch c.Kind {
+				case sharedstate.Disable:
+					listed[c.KeyID] |= listedDisable
+				case sharedstate.Cooldown:
+					listed[c.KeyID] |= listedCooldown
+				case sharedstate.Synced:
+					sh.reconcile(listed, watch, c.Lost)
+					listed = nil
+				}
 			}
 			sh.t.applyShared(c)
 		})
@@ -162,6 +200,7 @@ func (sh *sharedSync) publishLoop() {
 			cancel()
 			if err == nil {
 				sh.ok()
+				sh.stored(c)
 				break
 			}
 			if errors.Is(err, sharedstate.ErrRejected) {
@@ -203,6 +242,7 @@ func (t *Transport) applyShared(c sharedstate.Change) {
 	switch c.Kind {
 	case sharedstate.Cooldown:
 		k.cool(c.Until, reasonReplica)
+		t.shared.stored(c)
 	case sharedstate.Disable:
 		reason := c.Reason
 		if reason == "" {
@@ -216,8 +256,112 @@ func (t *Transport) applyShared(c sharedstate.Change) {
 		// good (pool.Disable, WithDisabledRetry(0, 0), or a store that
 		// does not say).
 		k.disableUntil(reason, at, c.Until)
+		c.Reason, c.At = reason, at
+		t.shared.stored(c)
 	case sharedstate.Enable:
 		t.enable(k, false)
+	}
+}
+
+// listing is what a replay lists of a key.
+type listing uint8
+
+const (
+	listedDisable listing = 1 << iota
+	listedCooldown
+)
+
+// stored notes that the store holds c, a cooldown or disable that this
+// pool published (Publish returned nil) or that Watch delivered, when k's
+// state is still c's: the disable in force is the one c carries, or the
+// cooldown ends at c.Until.
+func (sh *sharedSync) stored(c sharedstate.Change) {
+	k, ok := sh.t.keys.Load().byID[c.KeyID]
+	if !ok {
+		return
+	}
+	// Read after the store answered: a Watch numbered above seq began
+	// after the store held c.
+	seq := sh.watches.Load()
+	sh.heldMu.Lock()
+	defer sh.heldMu.Unlock()
+	h := sh.held[k]
+	switch c.Kind {
+	case sharedstate.Disable:
+		d := k.disabled.Load()
+		if d == nil || d.reason != c.Reason || !d.at.Equal(c.At) || !d.retryAt.Equal(c.Until) {
+			return
+		}
+		h.disable, h.disableSeq = d, seq
+	case sharedstate.Cooldown:
+		u := c.Until.UnixNano()
+		if k.cooldownUntil.Load() != u {
+			return
+		}
+		h.cool, h.coolSeq = u, seq
+	default:
+		return
+	}
+	if sh.held == nil {
+		sh.held = make(map[*keyState]heldState)
+	}
+	sh.held[k] = h
+}
+
+// reconcile runs at the end of a replay (sharedstate.Synced) of Watch
+// number watch, which listed listed. A key this pool holds disabled, or
+// cooling down, by a disable or cooldown the store held before the Watch
+// began (stored), and which the replay no longer lists, was enabled
+// while the pool was not watching (the store keeps the later of two
+// cooldowns, so one missing has ended or was cleared by an Enable): the
+// disable or the cooldown ends here too. What this pool holds that the
+// store never acknowledged stays. When the store lost its state (lost),
+// a key missing says nothing: all stays, and what the store held is
+// forgotten.
+func (sh *sharedSync) reconcile(listed map[string]listing, watch uint64, lost bool) {
+	sh.heldMu.Lock()
+	defer sh.heldMu.Unlock()
+	if lost {
+		clear(sh.held)
+		return
+	}
+	t := sh.t
+	ks := t.keys.Load()
+	now := t.cfg.clock.Now().UnixNano()
+	for k, h := range sh.held {
+		if ks.byID[k.key.ID] != k {
+			delete(sh.held, k)
+			continue
+		}
+		l := listed[k.key.ID]
+		enabled, ended := false, false
+		if h.disable != nil && h.disableSeq < watch && l&listedDisable == 0 {
+			enabled = k.disabled.CompareAndSwap(h.disable, nil)
+		}
+		if h.cool > now && h.coolSeq < watch && l&listedCooldown == 0 {
+			ended = k.cooldownUntil.CompareAndSwap(h.cool, 0)
+		}
+		if enabled || ended {
+			if k.disabled.Load() == nil && k.cooldownUntil.Load() <= now {
+				// As an Enable would: no trial first.
+				k.gate.CompareAndSwap(gateTrial, gateOpen)
+			}
+			k.wake.wakeHead()
+			if t.cfg.logger != nil {
+				t.cfg.logger.Info("apipool: key enabled through another replica while this one was not watching", "key", k.key.ID, "disable_ended", enabled, "cooldown_ended", ended)
+			}
+		}
+		if h.disable != nil && k.disabled.Load() != h.disable {
+			h.disable = nil
+		}
+		if h.cool != 0 && (h.cool <= now || k.cooldownUntil.Load() != h.cool) {
+			h.cool = 0
+		}
+		if h.disable == nil && h.cool == 0 {
+			delete(sh.held, k)
+		} else {
+			sh.held[k] = h
+		}
 	}
 }
 

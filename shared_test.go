@@ -28,6 +28,9 @@ type memShared struct {
 	fail     atomic.Bool
 	reject   string // a key ID whose changes Publish rejects for good
 	takes    atomic.Int64
+	// failPublish makes Publish alone fail; lost makes the next Watch's
+	// Synced say that the store lost its state (Change.Lost).
+	failPublish, lost atomic.Bool
 }
 
 var errDown = errors.New("store down")
@@ -37,7 +40,7 @@ func newMemShared() *memShared {
 }
 
 func (m *memShared) Publish(_ context.Context, c sharedstate.Change) error {
-	if m.fail.Load() {
+	if m.fail.Load() || m.failPublish.Load() {
 		return errDown
 	}
 	if c.KeyID == m.reject {
@@ -89,7 +92,7 @@ func (m *memShared) Watch(ctx context.Context, apply func(sharedstate.Change)) e
 	for _, c := range state {
 		apply(c)
 	}
-	apply(sharedstate.Change{Kind: sharedstate.Synced})
+	apply(sharedstate.Change{Kind: sharedstate.Synced, Lost: m.lost.Swap(false)})
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	for {

@@ -54,6 +54,7 @@ type watcher struct {
 	ch     chan sharedstate.Change
 	cancel context.CancelFunc
 	done   chan error
+	lost   bool // the last Synced state said Redis lost its data
 }
 
 // startWatch starts r's Watch and returns once it has subscribed, so that
@@ -122,9 +123,10 @@ func (w *watcher) state(t testing.TB) []sharedstate.Change {
 	for {
 		c := w.next(t)
 		if c.Kind == sharedstate.Synced {
-			if c.KeyID != "" || c != (sharedstate.Change{Kind: sharedstate.Synced}) {
+			if c.KeyID != "" || c != (sharedstate.Change{Kind: sharedstate.Synced, Lost: c.Lost}) {
 				t.Errorf("synced with fields: %+v", c)
 			}
+			w.lost = c.Lost
 			return out
 		}
 		out = append(out, c)

@@ -3,6 +3,7 @@ package redisstate
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strconv"
 
 	"github.com/redis/go-redis/v9"
@@ -14,41 +15,55 @@ import (
 // the one held, and then publishes the change. It returns 1 when the
 // deadline moved.
 //
-// KEYS[1] the cooldown hash; ARGV: key ID, deadline (ms), channel, message.
-var cooldownScript = redis.NewScript(`
+// KEYS[1] the cooldown hash, KEYS[2] the epoch; ARGV: key ID, deadline
+// (ms), channel, message, a new epoch. Like every script of Publish, it
+// returns the epoch as well (setting it when missing, as stateScript does).
+var cooldownScript = redis.NewScript(epochLua(2, 5) + `
 local old = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0') or 0
 if tonumber(ARGV[2]) > old then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
   redis.call('PUBLISH', ARGV[3], ARGV[4])
-  return 1
+  return {1, e}
 end
-return 0
+return {0, e}
 `)
+
+// epochLua returns the Lua that reads the epoch, KEYS[key], into e,
+// setting it to ARGV[arg] when missing.
+func epochLua(key, arg int) string {
+	return fmt.Sprintf(`
+local e = redis.call('GET', KEYS[%d])
+if not e then
+  e = ARGV[%d]
+  redis.call('SET', KEYS[%d], e)
+end`, key, arg, key)
+}
 
 // disableScript disables a key unless it is disabled already (the first
 // reason stays), and then publishes the change. It returns 1 when the key
 // was not disabled.
 //
-// KEYS[1] the disabled hash; ARGV: key ID, entry, channel, message.
-var disableScript = redis.NewScript(`
+// KEYS[1] the disabled hash, KEYS[2] the epoch; ARGV: key ID, entry,
+// channel, message, a new epoch.
+var disableScript = redis.NewScript(epochLua(2, 5) + `
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 1 then
   redis.call('PUBLISH', ARGV[3], ARGV[4])
-  return 1
+  return {1, e}
 end
-return 0
+return {0, e}
 `)
 
 // enableScript enables a key and ends its cooldown, and publishes the
 // change whether or not the key was disabled or cooling: a replica may
 // hold it so without Redis knowing.
 //
-// KEYS[1] the disabled hash, KEYS[2] the cooldown hash; ARGV: key ID,
-// channel, message.
-var enableScript = redis.NewScript(`
+// KEYS[1] the disabled hash, KEYS[2] the cooldown hash, KEYS[3] the
+// epoch; ARGV: key ID, channel, message, a new epoch.
+var enableScript = redis.NewScript(epochLua(3, 4) + `
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('PUBLISH', ARGV[2], ARGV[3])
-return 1
+return {1, e}
 `)
 
 // Publish records a change where every replica sees it, and publishes it
@@ -62,6 +77,10 @@ return 1
 //     published;
 //   - Enable enables the key, ends its cooldown, and always
 //     publishes.
+//
+// c.At zero means now. Publish reads the epoch key too, so that the next
+// Watch knows whether Redis lost its data since this change was stored
+// (see Watch).
 //
 // c.At zero means now. An invalid change (empty or non-UTF-8 key ID,
 // unknown kind, cooldown without a deadline) is refused with an error
@@ -79,27 +98,35 @@ func (s *Store) Publish(ctx context.Context, c sharedstate.Change) error {
 		atMs = s.clock.Now().UnixMilli()
 	}
 	msg := encodeChange(c, atMs)
+	epoch := newEpoch()
 	cctx, cancel := s.callCtx(ctx)
 	defer cancel()
+	var res []any
 	var err error
 	switch c.Kind {
 	case sharedstate.Cooldown:
-		err = cooldownScript.Run(cctx, s.c, []string{s.cooldownKey},
-			c.KeyID, strconv.FormatInt(ceilMs(c.Until), 10), s.channel, msg).Err()
+		res, err = cooldownScript.Run(cctx, s.c, []string{s.cooldownKey, s.epochKey},
+			c.KeyID, strconv.FormatInt(ceilMs(c.Until), 10), s.channel, msg, epoch).Slice()
 	case sharedstate.Disable:
 		e := disabledEntry{Reason: c.Reason, At: atMs}
 		if !c.Until.IsZero() {
 			e.Until = max(ceilMs(c.Until), 0)
 		}
 		entry, _ := json.Marshal(e)
-		err = disableScript.Run(cctx, s.c, []string{s.disabledKey},
-			c.KeyID, entry, s.channel, msg).Err()
+		res, err = disableScript.Run(cctx, s.c, []string{s.disabledKey, s.epochKey},
+			c.KeyID, entry, s.channel, msg, epoch).Slice()
 	case sharedstate.Enable:
-		err = enableScript.Run(cctx, s.c, []string{s.disabledKey, s.cooldownKey},
-			c.KeyID, s.channel, msg).Err()
+		res, err = enableScript.Run(cctx, s.c, []string{s.disabledKey, s.cooldownKey, s.epochKey},
+			c.KeyID, s.channel, msg, epoch).Slice()
+	}
+	if err == nil && len(res) != 2 {
+		err = fmt.Errorf("unexpected reply of %d elements", len(res))
 	}
 	if err != nil {
 		return s.fail(ctx, "publish "+c.Kind.String()+" of "+strconv.Quote(c.KeyID), err)
+	}
+	if e, ok := res[1].(string); ok {
+		s.noteEpoch(e)
 	}
 	return nil
 }

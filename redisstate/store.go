@@ -172,9 +172,12 @@ type Store struct {
 	// watchMu guards what Watch remembers between its calls.
 	watchMu sync.Mutex
 	// reported holds the keys Watch has reported disabled or cooling, and
-	// not enabled since; epoch is the value of the epoch key it last read.
+	// not enabled since; epoch is the value of the epoch key Watch or
+	// Publish last read; lost, that a Publish found it changed and no
+	// Watch has said so yet.
 	reported map[string]struct{}
 	epoch    string
+	lost     bool
 }
 
 type errRecord struct {

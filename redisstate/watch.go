@@ -43,7 +43,10 @@ return {e, redis.call('HGETALL', KEYS[2]), redis.call('HGETALL', KEYS[3])}
 // disabled or cooling, and that is now neither disabled nor holds a
 // cooldown, is reported enabled: it was enabled while this replica was not
 // watching. That is skipped when Redis lost its data since (its epoch key
-// changed), lest a restarted Redis enable the keys every replica disabled.
+// changed), lest a restarted Redis enable the keys every replica disabled;
+// the Synced change then says that Redis lost its data (Lost) since this
+// Store last read or published, so that the pool does not take the keys
+// missing as enabled either.
 //
 // Messages that cannot be decoded are ignored and counted in Stats, as are
 // undecodable entries of the hashes. The pool runs one Watch at a time;
@@ -62,14 +65,14 @@ func (s *Store) Watch(ctx context.Context, apply func(sharedstate.Change)) error
 	if err := s.subscribed(ctx, ps); err != nil {
 		return s.fail(ctx, "watch: subscribe", err)
 	}
-	changes, err := s.readState(ctx)
+	changes, lost, err := s.readState(ctx)
 	if err != nil {
 		return s.fail(ctx, "watch: read state", err)
 	}
 	for _, c := range changes {
 		apply(c)
 	}
-	apply(sharedstate.Change{Kind: sharedstate.Synced})
+	apply(sharedstate.Change{Kind: sharedstate.Synced, Lost: lost})
 
 	// From here ctx ends the Watch by closing ps (above): reads and pings
 	// get deadlines of their own, so that a read timing out at ctx's
@@ -136,25 +139,44 @@ func (s *Store) subscribed(ctx context.Context, ps *redis.PubSub) error {
 	}
 }
 
-// readState reads the shared state and returns it as changes to apply,
-// updating what the store remembers of it.
-func (s *Store) readState(ctx context.Context) ([]sharedstate.Change, error) {
+// newEpoch returns a random value for the epoch key.
+func newEpoch() string {
 	var nonce [16]byte
 	rand.Read(nonce[:])
+	return hex.EncodeToString(nonce[:])
+}
+
+// noteEpoch records the epoch a Publish read. One that differs from the
+// epoch last read means Redis lost its data meanwhile: the next Watch
+// says so (sharedstate.Change.Lost), and what Watch reported before is
+// forgotten.
+func (s *Store) noteEpoch(e string) {
+	s.watchMu.Lock()
+	defer s.watchMu.Unlock()
+	if s.epoch != "" && e != s.epoch {
+		s.lost, s.reported = true, nil
+	}
+	s.epoch = e
+}
+
+// readState reads the shared state and returns it as changes to apply,
+// and whether Redis lost its data since this Store last read the epoch,
+// updating what the store remembers of it.
+func (s *Store) readState(ctx context.Context) ([]sharedstate.Change, bool, error) {
 	cctx, cancel := s.callCtx(ctx)
 	defer cancel()
-	res, err := stateScript.Run(cctx, s.c, []string{s.epochKey, s.cooldownKey, s.disabledKey}, hex.EncodeToString(nonce[:])).Slice()
+	res, err := stateScript.Run(cctx, s.c, []string{s.epochKey, s.cooldownKey, s.disabledKey}, newEpoch()).Slice()
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if len(res) != 3 {
-		return nil, fmt.Errorf("unexpected reply of %d elements", len(res))
+		return nil, false, fmt.Errorf("unexpected reply of %d elements", len(res))
 	}
 	epoch, _ := res[0].(string)
 	cooling, err1 := pairs(res[1])
 	disabled, err2 := pairs(res[2])
 	if err := errors.Join(err1, err2); err != nil {
-		return nil, err
+		return nil, false, err
 	}
 
 	now := s.clock.Now()
@@ -197,7 +219,8 @@ func (s *Store) readState(ctx context.Context) ([]sharedstate.Change, error) {
 	for id := range keys {
 		ids = append(ids, id)
 	}
-	if epoch != "" && epoch == s.epoch {
+	lost := s.lost || s.epoch != "" && epoch != s.epoch
+	if epoch != "" && !lost {
 		for id := range s.reported {
 			if keys[id] == nil {
 				ids = append(ids, id)
@@ -239,8 +262,8 @@ func (s *Store) readState(ctx context.Context) ([]sharedstate.Change, error) {
 			reported[id] = struct{}{}
 		}
 	}
-	s.reported, s.epoch = reported, epoch
-	return out, nil
+	s.reported, s.epoch, s.lost = reported, epoch, false
+	return out, lost, nil
 }
 
 // note updates what the store remembers of the state with a change that

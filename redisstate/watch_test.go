@@ -161,6 +161,45 @@ func TestWatchNoEnableAfterDataLoss(t *testing.T) {
 	if got := w.state(t); len(got) != 0 {
 		t.Errorf("after data loss: %s", changesString(got))
 	}
+	if !w.lost {
+		t.Error("the state after data loss does not say so (Synced without Lost)")
+	}
+	// Said once: the next Watch's state is complete again.
+	w.stop()
+	if w = startWatch(t, b); len(w.state(t)) != 0 || w.lost {
+		t.Errorf("second Watch after data loss: lost %v", w.lost)
+	}
+}
+
+// TestWatchLostAfterPublish: a Store that published a change, and never
+// watched, learns of a data loss since from the epoch Publish read: its
+// first Watch's Synced says the state was lost. Without a loss, it does
+// not.
+func TestWatchLostAfterPublish(t *testing.T) {
+	srv := redistest.Shared(t)
+	prefix := testPrefix(t)
+	tag := "{" + prefix + "}:"
+	ctx := ctxT(t)
+	for _, loss := range []bool{false, true} {
+		a := newReplica(t, srv, prefix)
+		if err := a.Publish(ctx, sharedstate.Change{KeyID: "k1", Kind: sharedstate.Disable, Reason: "revoked"}); err != nil {
+			t.Fatal(err)
+		}
+		if loss {
+			if err := a.rdb.Del(ctx, tag+"epoch", tag+"disabled", tag+"cooldown").Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		w := startWatch(t, a)
+		st := w.state(t)
+		if w.lost != loss {
+			t.Errorf("data lost %v: Synced says Lost %v (state %s)", loss, w.lost, changesString(st))
+		}
+		w.stop()
+		if err := a.Publish(ctx, sharedstate.Change{KeyID: "k1", Kind: sharedstate.Enable}); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 // TestWatchIgnoresMalformed: messages and entries that cannot be decoded

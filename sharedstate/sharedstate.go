@@ -36,6 +36,12 @@ type Store interface {
 	// publishes, until ctx ends or the store fails; it returns the error
 	// (ctx's error when ctx ended). The pool calls it again after a
 	// failure, with a backoff. apply must not be called concurrently.
+	//
+	// The state is complete: a disable or cooldown that the store
+	// acknowledged (Publish returned nil) or delivered before the Watch
+	// began, and that the state does not list, has ended, and the pool
+	// ends it too (it was enabled while the pool was not watching), unless
+	// the Synced change says the store lost state (Change.Lost).
 	Watch(ctx context.Context, apply func(Change)) error
 	// Take reserves up to n requests of key id's shared limits at now,
 	// atomically across replicas, and returns how many it granted (0 to
@@ -92,6 +98,11 @@ type Change struct {
 	Until  time.Time
 	Reason string    // Disable: why (never a secret)
 	At     time.Time // when the change was made
+	// Lost, on a Synced change, says that the store lost state since it
+	// last acknowledged a change or delivered its state to this Watch's
+	// caller (Redis restarted without its data, say): a key the state
+	// does not list may still be disabled or cooling on the replicas.
+	Lost bool
 }
 
 // Limits are a key's limits that must hold across replicas, as apipool.Key gives

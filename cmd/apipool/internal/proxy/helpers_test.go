@@ -106,7 +106,8 @@ type envOpts struct {
 	secrets []string
 	limited []string
 	noServe bool
-	ownRec  bool // use the configured recorder, not a testRecorder
+	ownRec  bool              // use the configured recorder, not a testRecorder
+	rec     recorder.Recorder // use this recorder (e.rec stays nil)
 	yaml    func(upstreamURL, keyFile string) string
 	pool    func(upstream string) []apipool.Option // proxy.Options.PoolOptions
 }
@@ -168,7 +169,9 @@ func newEnv(t *testing.T, o envOpts) *env {
 	}
 	log := slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	po := proxy.Options{Logger: log, PoolOptions: o.pool}
-	if !o.ownRec {
+	if o.rec != nil {
+		po.Recorder = o.rec
+	} else if !o.ownRec {
 		store, err := memory.New()
 		if err != nil {
 			t.Fatal(err)

@@ -14,13 +14,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/propagation"
+
 	"github.com/apipool-ng/apipool"
 	"github.com/apipool-ng/apipool/cmd/apipool/internal/config"
 	"github.com/apipool-ng/apipool/cmd/apipool/internal/webhook"
 	"github.com/apipool-ng/apipool/recorder"
 	"github.com/apipool-ng/apipool/redisstate"
-	"github.com/redis/go-redis/v9"
-	"go.opentelemetry.io/otel/propagation"
 )
 
 // Options are a Server's settings that do not come from the file.
@@ -288,7 +289,8 @@ func (s *Server) Serve(ln, adminLn net.Listener) error {
 // Shutdown stops the server gracefully: /readyz turns 503, the listeners
 // close, requests in flight finish (within ctx; past it their connections
 // are closed), then the pools close and the recorder is flushed, within
-// the config's shutdown_timeout from then. It is safe to call more than
+// the config's shutdown_timeout from then (see closeAll: the pools get
+// half of it, the recorder the rest, and 2s at least). It is safe to call more than
 // once; later calls return the first's result.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.shutOnce.Do(func() {
@@ -325,27 +327,56 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return s.shutErr
 }
 
-// closeAll closes the pools, then the recorder, the shared state and the
-// exporters.
+// recorderFloor is the least time closeAll gives the recorder to flush,
+// even when that runs past its context's deadline.
+const recorderFloor = 2 * time.Second
+
+// closeAll closes the pools, then the webhooks and the recorder, then the
+// shared state and the exporters. The pools close side by side, within
+// half of the time ctx leaves: a pool held up (a probe that does not end,
+// say) delays neither the others nor what follows. The webhooks and the
+// recorder then close side by side with the time left, the recorder with
+// recorderFloor at least: however the pools end, the events they handed
+// the recorder get their flush.
 func (s *Server) closeAll(ctx context.Context) error {
-	var errs []error
-	for _, up := range s.upstreams {
-		if err := up.pool.Close(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("upstream %s: %w", up.cfg.Name, err))
-		}
-		up.pool.CloseIdleConnections()
+	pctx, cancel := ctx, context.CancelFunc(func() {})
+	if dl, ok := ctx.Deadline(); ok {
+		pctx, cancel = context.WithDeadline(ctx, time.Now().Add(time.Until(dl)/2))
 	}
-	if err := s.closeWebhooks(ctx); err != nil { // after the pools: they hand it their last alerts
-		errs = append(errs, err)
+	poolErrs := make([]error, len(s.upstreams))
+	var wg sync.WaitGroup
+	for i, up := range s.upstreams {
+		wg.Go(func() {
+			if err := up.pool.Close(pctx); err != nil {
+				poolErrs[i] = fmt.Errorf("upstream %s: %w", up.cfg.Name, err)
+			}
+			up.pool.CloseIdleConnections()
+		})
 	}
+	wg.Wait()
+	cancel()
+	errs := poolErrs
+	var hookErr, recErr error
+	// The webhooks after the pools: they hand it their last alerts.
+	wg.Go(func() { hookErr = s.closeWebhooks(ctx) })
 	if s.rec != nil {
-		if err := s.rec.Close(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("recorder: %w", err))
-		}
-		if d, ok := s.rec.(recorder.DropCounter); ok && d.Dropped() > 0 {
-			s.log.Warn("recorder dropped events", "dropped", d.Dropped())
-		}
+		wg.Go(func() {
+			rctx := ctx
+			if dl, ok := ctx.Deadline(); ok && time.Until(dl) < recorderFloor || ctx.Err() != nil {
+				var cancel context.CancelFunc
+				rctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), recorderFloor)
+				defer cancel()
+			}
+			if err := s.rec.Close(rctx); err != nil {
+				recErr = fmt.Errorf("recorder: %w", err)
+			}
+			if d, ok := s.rec.(recorder.DropCounter); ok && d.Dropped() > 0 {
+				s.log.Warn("recorder dropped events", "dropped", d.Dropped())
+			}
+		})
 	}
+	wg.Wait()
+	errs = append(errs, hookErr, recErr)
 	if s.redis != nil {
 		s.redis.Close()
 	}
