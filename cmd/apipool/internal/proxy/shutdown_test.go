@@ -104,7 +104,7 @@ func TestShutdownStuckProbeLosesNoEvents(t *testing.T) {
 		}
 	}
 	p := e.srv.Pool("openai")
-	if err := p.Disable(p.Snapshot()[1].ID, "so that the probe loop probes it"); err != nil {
+	if err := p.Disable(p.Snapshot()[1].KeyID, "so that the probe loop probes it"); err != nil {
 		t.Fatal(err)
 	}
 	select {
