@@ -485,16 +485,20 @@ func detachOrphans(t *testing.T, c *chtest.Cluster, cfg clickhouse.Config) int {
 func TestClusterCommitCutOffFromZooKeeper(t *testing.T) {
 	c := chtest.SharedCluster(t)
 	for _, v := range []struct {
-		name   string
-		fault  chtest.ZKFault
-		rollup bool // cut the commit of the rollup's part instead
+		name    string
+		fault   chtest.ZKFault
+		rollup  bool // cut the commit of the rollup's part instead
+		viaDist bool // insert through the Distributed table
 	}{
-		{"applied", chtest.ZKLoseMultiAnswer, false},
-		{"not applied", chtest.ZKDropMulti, false},
-		{"rollup not applied", chtest.ZKDropMulti, true},
+		{"applied", chtest.ZKLoseMultiAnswer, false, false},
+		{"not applied", chtest.ZKDropMulti, false, false},
+		{"rollup not applied", chtest.ZKDropMulti, true, false},
+		{"distributed/applied", chtest.ZKLoseMultiAnswer, false, true},
+		{"distributed/not applied", chtest.ZKDropMulti, false, true},
 	} {
 		t.Run(v.name, func(t *testing.T) {
 			cfg := clusterConfig(t, c)
+			cfg.InsertDistributed = v.viaDist
 			const n = 1000
 			cfg.BatchSize = n
 			cfg.FlushInterval = time.Hour
