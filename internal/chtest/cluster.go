@@ -31,6 +31,9 @@ type Cluster struct {
 	Name string
 	// ZK is the ZooKeeper server.
 	ZK *zktest.Server
+	// ZKProxy stands between the replicas and ZK: they reach ZooKeeper
+	// through it, for tests that break a connection at a chosen request.
+	ZKProxy *ZKProxy
 	// Replicas are the servers, in remote_servers' order.
 	Replicas []*Server
 }
@@ -45,7 +48,8 @@ type Cluster struct {
 // (ShardMacro) and {replica} ("r1", "r2", ...); remote_servers naming the
 // cluster, with internal_replication on (a Distributed table writes each
 // row to one replica and replication copies it); ZooKeeper; and the
-// distributed DDL queue (for ON CLUSTER statements).
+// distributed DDL queue (for ON CLUSTER statements). The replicas reach
+// ZooKeeper through a [ZKProxy], which passes everything on until armed.
 func StartCluster(n int) (*Cluster, error) {
 	if n < 1 {
 		return nil, errors.New("chtest: a cluster needs a replica at least")
@@ -58,9 +62,14 @@ func StartCluster(n int) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
+	proxy, err := StartZKProxy(zk.Addr)
+	if err != nil {
+		zk.Close()
+		return nil, err
+	}
 	var last error
 	for try := 0; try < 3; try++ {
-		c, err := startReplicas(bin, zk, n)
+		c, err := startReplicas(bin, zk, proxy, n)
 		if err == nil {
 			return c, nil
 		}
@@ -69,13 +78,14 @@ func StartCluster(n int) (*Cluster, error) {
 			break
 		}
 	}
+	proxy.Close()
 	zk.Close()
 	return nil, last
 }
 
 // startReplicas starts n replicas on free ports.
-func startReplicas(bin string, zk *zktest.Server, n int) (*Cluster, error) {
-	c := &Cluster{Name: ClusterName, ZK: zk}
+func startReplicas(bin string, zk *zktest.Server, proxy *ZKProxy, n int) (*Cluster, error) {
+	c := &Cluster{Name: ClusterName, ZK: zk, ZKProxy: proxy}
 	ports := make([]int, 2*n)
 	for i := range ports {
 		p, err := testsrv.FreePort("chtest")
@@ -122,7 +132,7 @@ func startReplicas(bin string, zk *zktest.Server, n int) (*Cluster, error) {
     <distributed_ddl>
         <path>/clickhouse/task_queue/ddl</path>
     </distributed_ddl>
-`, ports[2*i+1], ShardMacro, s.Replica, ClusterName, shard.String(), zk.Host, zk.Port)
+`, ports[2*i+1], ShardMacro, s.Replica, ClusterName, shard.String(), proxy.Host, proxy.Port)
 		if err := s.writeConfig(ports[2*i], extra); err != nil {
 			closeAll()
 			return nil, err
@@ -178,7 +188,7 @@ func (c *Cluster) Close() error {
 	for _, r := range c.Replicas {
 		errs = append(errs, r.Close())
 	}
-	errs = append(errs, c.ZK.Close())
+	errs = append(errs, c.ZKProxy.Close(), c.ZK.Close())
 	return errors.Join(errs...)
 }
 

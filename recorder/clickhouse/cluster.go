@@ -133,6 +133,7 @@ func (s *Store) setupCluster(ctx context.Context, v string, feat features) (*tab
 	st := &tableState{version: v,
 		table:     quoteIdent(db) + "." + quoteIdent(s.cfg.Table),
 		rollupTbl: quoteIdent(db) + "." + quoteIdent(s.cfg.Table+rollupSuffix),
+		local:     sc.localName(s.cfg.Table),
 	}
 	// exec runs a DDL statement unless name exists; it accepts a timeout
 	// from replicas that are down once name exists here.

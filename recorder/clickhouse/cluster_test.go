@@ -12,6 +12,7 @@ import (
 	"time"
 
 	chgo "github.com/ClickHouse/clickhouse-go/v2"
+
 	"github.com/apipool-ng/apipool/internal/chtest"
 	"github.com/apipool-ng/apipool/recorder"
 	"github.com/apipool-ng/apipool/recorder/clickhouse"
@@ -44,8 +45,17 @@ func syncReplicas(t *testing.T, c *chtest.Cluster, tables ...string) {
 			if !strings.Contains(tbl, ".") {
 				tbl = "default." + tbl
 			}
-			if err := conn.Exec(ctx, "SYSTEM SYNC REPLICA "+tbl); err != nil {
-				t.Fatalf("replica %s: SYNC REPLICA %s: %v", r.Replica, tbl, err)
+			// A replica whose ZooKeeper session expired (ZooKeeper
+			// stopped for long) fails until it has a new one.
+			for {
+				err := conn.Exec(ctx, "SYSTEM SYNC REPLICA "+tbl)
+				if err == nil {
+					break
+				}
+				if ctx.Err() != nil {
+					t.Fatalf("replica %s: SYNC REPLICA %s: %v", r.Replica, tbl, err)
+				}
+				time.Sleep(100 * time.Millisecond)
 			}
 		}
 	}
@@ -335,6 +345,15 @@ func TestClusterZooKeeperStoppedUnderLoad(t *testing.T) {
 		t.Fatalf("Dropped = %d", d)
 	}
 	t.Logf("%d events recorded while ZooKeeper was stopped and started", n)
+	// A commit cut off from ZooKeeper as it stopped may have left an
+	// orphan part (see TestClusterCommitCutOffFromZooKeeper), which the
+	// store must have reported.
+	syncReplicas(t, c, cfg.Table+"_local")
+	if k := detachOrphans(t, c, cfg); k > 0 {
+		if got := clickhouse.Orphans(s); got < uint64(k) {
+			t.Errorf("the replicas held %d orphan parts; the store reported %d", k, got)
+		}
+	}
 	wantOnceEverywhere(t, c, cfg.Table, n)
 }
 
@@ -375,6 +394,183 @@ func TestClusterResendAfterLostAnswerIsWrittenOnce(t *testing.T) {
 			proxy.Cut()
 			if err := s.Flush(ctxT(t, time.Minute)); err != nil {
 				t.Fatal(err)
+			}
+			wantOnceEverywhere(t, c, cfg.Table, n)
+		})
+	}
+}
+
+// zkPath returns the ZooKeeper path of the store's local event table
+// (the default Config.ReplicaPath on the shared cluster).
+func zkPath(cfg clickhouse.Config) string {
+	db := cfg.Database
+	if db == "" {
+		db = "default"
+	}
+	return "/clickhouse/tables/" + chtest.ShardMacro + "/" + db + "." + cfg.Table + "_local"
+}
+
+// orphanParts returns the active parts of the store's local event table on
+// r that ZooKeeper does not list for r, and how many rows they hold.
+func orphanParts(t *testing.T, r *chtest.Server, cfg clickhouse.Config) (parts []string, rows uint64) {
+	t.Helper()
+	ctx := ctxT(t, time.Minute)
+	conn := r.Conn(t)
+	listed := map[string]bool{}
+	zk, err := conn.Query(ctx, "SELECT name FROM system.zookeeper WHERE path = '"+zkPath(cfg)+"/replicas/"+r.Replica+"/parts'")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for zk.Next() {
+		var name string
+		if err := zk.Scan(&name); err != nil {
+			t.Fatal(err)
+		}
+		listed[name] = true
+	}
+	zk.Close()
+	ps, err := conn.Query(ctx, "SELECT name, rows FROM system.parts WHERE database = 'default' AND table = '"+cfg.Table+"_local' AND active")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ps.Close()
+	for ps.Next() {
+		var name string
+		var n uint64
+		if err := ps.Scan(&name, &n); err != nil {
+			t.Fatal(err)
+		}
+		if !listed[name] {
+			parts = append(parts, name)
+			rows += n
+		}
+	}
+	return parts, rows
+}
+
+// detachOrphans restarts the store's local event table on each replica
+// that holds parts ZooKeeper lacks (SYSTEM RESTART REPLICA, as the
+// README says), which detaches them, and returns how many there were.
+func detachOrphans(t *testing.T, c *chtest.Cluster, cfg clickhouse.Config) int {
+	t.Helper()
+	total := 0
+	for _, r := range c.Replicas {
+		parts, rows := orphanParts(t, r, cfg)
+		if len(parts) == 0 {
+			continue
+		}
+		total += len(parts)
+		t.Logf("replica %s holds parts %v (%d rows) that ZooKeeper lacks: restarting its table", r.Replica, parts, rows)
+		if err := r.Conn(t).Exec(ctxT(t, time.Minute), "SYSTEM RESTART REPLICA default."+cfg.Table+"_local"); err != nil {
+			t.Fatal(err)
+		}
+		if parts, _ := orphanParts(t, r, cfg); len(parts) > 0 {
+			t.Fatalf("replica %s still holds %v after SYSTEM RESTART REPLICA", r.Replica, parts)
+		}
+	}
+	return total
+}
+
+// TestClusterCommitCutOffFromZooKeeper cuts the replica's connection to
+// ZooKeeper at the transaction that commits the batch's part: ZooKeeper
+// applies it and its answer is lost, or it never reaches ZooKeeper. The
+// server answers UNKNOWN_STATUS_OF_INSERT either way, and keeps the part
+// either way; the store sends the batch again. When ZooKeeper applied the
+// commit, the replicated table drops the resent block. When it did not,
+// the kept part is an orphan: ZooKeeper lacks it, the other replica never
+// gets it, and the replica counts the batch twice until the part is
+// detached; the store finds it and says so, and SYSTEM RESTART REPLICA
+// detaches it. Cut at the commit of the rollup's part, the batch is
+// missing from the other replica's rollup.
+func TestClusterCommitCutOffFromZooKeeper(t *testing.T) {
+	c := chtest.SharedCluster(t)
+	for _, v := range []struct {
+		name    string
+		fault   chtest.ZKFault
+		rollup  bool // cut the commit of the rollup's part instead
+		viaDist bool // insert through the Distributed table
+	}{
+		{"applied", chtest.ZKLoseMultiAnswer, false, false},
+		{"not applied", chtest.ZKDropMulti, false, false},
+		{"rollup not applied", chtest.ZKDropMulti, true, false},
+		{"distributed/applied", chtest.ZKLoseMultiAnswer, false, true},
+		{"distributed/not applied", chtest.ZKDropMulti, false, true},
+	} {
+		t.Run(v.name, func(t *testing.T) {
+			cfg := clusterConfig(t, c)
+			cfg.InsertDistributed = v.viaDist
+			const n = 1000
+			cfg.BatchSize = n
+			cfg.FlushInterval = time.Hour
+			var logs lockedBuffer
+			cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+			s := newStore(t, cfg)
+			t.Cleanup(func() { c.ZKProxy.ArmMulti(0) })
+
+			// The store writes to r1, the first address.
+			hits := c.ZKProxy.Hits()
+			match := chtest.CommitMatch(zkPath(cfg), c.Replicas[0].Replica)
+			if v.rollup {
+				// 18.16 inserts into a view's table without a block id:
+				// the rollup's first commit is the first transaction
+				// that names a part of it.
+				match = []string{strings.TrimSuffix(zkPath(cfg), "_local") + "_1m_local/replicas/" + c.Replicas[0].Replica + "/parts/"}
+			}
+			c.ZKProxy.ArmMulti(v.fault, match...)
+			for i := range n {
+				s.Record(event(i))
+			}
+			if err := s.Flush(ctxT(t, time.Minute)); err != nil {
+				t.Fatal(err)
+			}
+			if got := c.ZKProxy.Hits() - hits; got != 1 {
+				t.Fatalf("the proxy cut %d commits, want 1", got)
+			}
+			if !strings.Contains(logs.String(), "Unknown status") {
+				t.Errorf("no UNKNOWN_STATUS_OF_INSERT in the store's log:\n%s", logs.String())
+			}
+			syncReplicas(t, c, cfg.Table+"_local", cfg.Table+"_1m_local")
+			orphans := clickhouse.Orphans(s)
+			if v.rollup {
+				// The events' part was committed: the resent block is
+				// dropped, and the view does not run again. The rollup
+				// of the replica written to holds the batch in an orphan
+				// part; the other's lacks it (the README says so).
+				if orphans != 0 {
+					t.Errorf("the store reported %d orphan parts of the events, want none", orphans)
+				}
+				wantOnceEverywhere(t, c, cfg.Table, n)
+				for i, want := range []uint64{n, 0} {
+					var got uint64
+					r := c.Replicas[i]
+					if err := r.Conn(t).QueryRow(ctxT(t, time.Minute), "SELECT countMerge(events) FROM default."+cfg.Table+"_1m_local").Scan(&got); err != nil {
+						t.Fatal(err)
+					}
+					if got != want {
+						t.Errorf("replica %s: the rollup counts %d events, want %d", r.Replica, got, want)
+					}
+				}
+				return
+			}
+			if v.fault == chtest.ZKLoseMultiAnswer {
+				if orphans != 0 {
+					t.Errorf("the store reported %d orphan parts, want none", orphans)
+				}
+				wantOnceEverywhere(t, c, cfg.Table, n)
+				return
+			}
+			// The replica that answered holds the batch twice: its orphan
+			// part and the part of the resend; the other once.
+			parts, rows := orphanParts(t, c.Replicas[0], cfg)
+			if len(parts) != 1 || rows != n {
+				t.Errorf("replica %s: orphan parts %v of %d rows, want one of %d", c.Replicas[0].Replica, parts, rows, n)
+			}
+			wantOnceOn(t, c.Replicas[1], cfg.Table+"_local", n)
+			if orphans != 1 || !strings.Contains(logs.String(), "ZooKeeper lacks it") {
+				t.Errorf("the store reported %d orphan parts, want 1; its log:\n%s", orphans, logs.String())
+			}
+			if got := detachOrphans(t, c, cfg); got != 1 {
+				t.Errorf("detached %d orphan parts, want 1", got)
 			}
 			wantOnceEverywhere(t, c, cfg.Table, n)
 		})

@@ -128,22 +128,10 @@ func (s *Store) checkWritten(ctx context.Context, st *tableState, rows []row, id
 	if running > 0 {
 		return nil, errInsertRunning
 	}
-	firsts := map[int]int{} // month → index of its first row
-	var order []int
-	for i := range rows {
-		m := month(rows[i].ms)
-		if _, ok := firsts[m]; !ok {
-			firsts[m] = i
-			order = append(order, m)
-		}
-	}
-	var conds []string
-	for _, m := range order {
-		r := &rows[firsts[m]]
-		sec := r.ms / 1000
-		// key_id and event_time narrow the search to the table's order.
-		conds = append(conds, fmt.Sprintf("(key_id = %s AND event_time >= toDateTime(%d) AND event_time < toDateTime(%d) AND event_id = toUUID('%s'))",
-			quoteString(r.keyID), sec, sec+1, r.id))
+	order := monthFirsts(rows)
+	conds := make([]string, len(order))
+	for k, i := range order {
+		conds[k] = rowCond(&rows[i])
 	}
 	found := map[string]bool{}
 	q := "SELECT toString(event_id) FROM " + st.table + " WHERE " + strings.Join(conds, " OR ")
@@ -162,22 +150,147 @@ func (s *Store) checkWritten(ctx context.Context, st *tableState, rows []row, id
 	if err := dbRows.Err(); err != nil {
 		return nil, classify(err)
 	}
-	var rest []row
+	firsts := map[int]int{} // month → index of its first row
 	written := 0
-	for _, m := range order {
-		if found[rows[firsts[m]].id.String()] {
+	for _, i := range order {
+		firsts[month(rows[i].ms)] = i
+		if found[rows[i].id.String()] {
 			written++
 		}
 	}
 	if written == 0 {
 		return rows, nil
 	}
+	var rest []row
 	for i := range rows {
 		if !found[rows[firsts[month(rows[i].ms)]].id.String()] {
 			rest = append(rest, rows[i])
 		}
 	}
 	return rest, nil
+}
+
+// monthFirsts returns the index of the first row of each month (partition)
+// of rows, in the order the months first appear.
+func monthFirsts(rows []row) []int {
+	seen := map[int]bool{}
+	var out []int
+	for i := range rows {
+		if m := month(rows[i].ms); !seen[m] {
+			seen[m] = true
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// rowCond returns a condition that finds r in the event table: key_id and
+// event_time narrow the search to the table's order.
+func rowCond(r *row) string {
+	sec := r.ms / 1000
+	return fmt.Sprintf("(key_id = %s AND event_time >= toDateTime(%d) AND event_time < toDateTime(%d) AND event_id = toUUID('%s'))",
+		quoteString(r.keyID), sec, sec+1, r.id)
+}
+
+// codeUnknownStatus is the server's UNKNOWN_STATUS_OF_INSERT: a replicated
+// table lost ZooKeeper while it committed the insert's part.
+const codeUnknownStatus = 319
+
+// A replicated table that loses ZooKeeper while it commits an inserted
+// part answers UNKNOWN_STATUS_OF_INSERT. ZooKeeper may have applied the
+// commit: the part is then the table's, and the identical block sent
+// again is dropped. Or it may not have: the server then keeps the part
+// all the same, and shows its rows, though ZooKeeper does not list it
+// (an orphan part) and no other replica will fetch it. The batch must be
+// sent again for its rows to be replicated, and the server that answered
+// counts them twice until it detaches the orphan part. 18.16 detaches
+// such a part when the table starts (SYSTEM RESTART REPLICA, or the
+// server's restart), and kept one for the 8 minutes watched otherwise
+// (in the setting of TestClusterCommitCutOffFromZooKeeper). The store
+// does not restart the table (others' inserts and queries would fail
+// meanwhile): it resends the batch, as it must, and says so (orphanParts).
+
+// orphanParts returns the parts of the server's table (st.local) that
+// hold the first row of a month of rows and that ZooKeeper does not list
+// for the server's replica, and that replica's ZooKeeper path. The parts
+// and the path are read in one query, so they are the same server's even
+// when the pool's connections reach several.
+func (s *Store) orphanParts(ctx context.Context, st *tableState, rows []row) (orphans []string, replicaPath string, err error) {
+	db := quoteString(s.cfg.Database)
+	var conds []string
+	for _, i := range monthFirsts(rows) {
+		conds = append(conds, rowCond(&rows[i]))
+	}
+	q := "SELECT DISTINCT _part, (SELECT any(replica_path) FROM system.replicas WHERE database = " + db +
+		" AND table = " + quoteString(st.local) + ") FROM " + quoteIdent(s.cfg.Database) + "." + quoteIdent(st.local) +
+		" WHERE " + strings.Join(conds, " OR ")
+	dbRows, err := s.conn.Query(ctx, q)
+	if err != nil {
+		return nil, "", classify(err)
+	}
+	var parts []string
+	for dbRows.Next() {
+		var part string
+		if err := dbRows.Scan(&part, &replicaPath); err != nil {
+			dbRows.Close()
+			return nil, "", classify(err)
+		}
+		parts = append(parts, part)
+	}
+	dbRows.Close()
+	if err := dbRows.Err(); err != nil {
+		return nil, "", classify(err)
+	}
+	if len(parts) == 0 || replicaPath == "" {
+		return nil, replicaPath, nil // not written here, or not a replicated table
+	}
+	quoted := make([]string, len(parts))
+	for i, p := range parts {
+		quoted[i] = quoteString(p)
+	}
+	// ZooKeeper is the cluster's: any server reads the same.
+	zkRows, err := s.conn.Query(ctx, "SELECT name FROM system.zookeeper WHERE path = "+quoteString(replicaPath+"/parts")+
+		" AND name IN ("+strings.Join(quoted, ", ")+")")
+	if err != nil {
+		return nil, "", classify(err)
+	}
+	defer zkRows.Close()
+	listed := map[string]bool{}
+	for zkRows.Next() {
+		var name string
+		if err := zkRows.Scan(&name); err != nil {
+			return nil, "", classify(err)
+		}
+		listed[name] = true
+	}
+	if err := zkRows.Err(); err != nil {
+		return nil, "", classify(err)
+	}
+	for _, p := range parts {
+		if !listed[p] {
+			orphans = append(orphans, p)
+		}
+	}
+	return orphans, replicaPath, nil
+}
+
+// reportOrphans logs the orphan parts (see orphanParts) of a batch about
+// to be sent again after UNKNOWN_STATUS_OF_INSERT, and counts them. It
+// reports whether it could look.
+func (s *Store) reportOrphans(ctx context.Context, st *tableState, rows []row) bool {
+	orphans, replicaPath, err := s.orphanParts(ctx, st, rows)
+	if err != nil {
+		s.log.Debug("apipool: clickhouse: could not look for parts ZooKeeper lacks", "err", err)
+		return false
+	}
+	if len(orphans) > 0 {
+		s.orphans.Add(uint64(len(orphans)))
+		s.log.Warn("apipool: clickhouse: the server kept part of a batch whose commit lost ZooKeeper, and ZooKeeper lacks it; "+
+			"the batch is sent again so that it is replicated, and this replica counts its events twice until it detaches the part "+
+			"(SYSTEM RESTART REPLICA on that replica detaches it)",
+			"replica", replicaPath, "table", s.cfg.Database+"."+st.local, "parts", orphans, "events", len(rows))
+	}
+	return true
 }
 
 // month returns the partition (toYYYYMM, in UTC) of a time in Unix

@@ -20,3 +20,7 @@ func RecoveredAt(s *Store) time.Time {
 }
 
 func Batches(s *Store) uint64 { return s.w.batches.Load() }
+
+// Orphans returns how many parts s found that a server kept though
+// ZooKeeper lacks them, before resending their batches.
+func Orphans(s *Store) uint64 { return s.orphans.Load() }

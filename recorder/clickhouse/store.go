@@ -10,6 +10,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+
 	"github.com/apipool-ng/apipool/recorder"
 )
 
@@ -50,6 +51,9 @@ type Store struct {
 	lastErr error
 
 	spilledN atomic.Int64 // rows in the spill file
+	// orphans counts the parts found that a server kept though ZooKeeper
+	// lacks them (see orphanParts).
+	orphans atomic.Uint64
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -68,6 +72,10 @@ type tableState struct {
 	rollupTbl   string
 	insertSQL   string
 	dedup       dedupInfo
+	// local names (unquoted, in Config.Database) the table that the
+	// inserts' parts go to on the server: Table, or in cluster mode its
+	// local replicated table. See orphanParts.
+	local string
 	// insertSettings go with every insert (cluster mode).
 	insertSettings map[string]any
 }
@@ -223,7 +231,7 @@ func (s *Store) setupLocked(ctx context.Context) (*tableState, error) {
 	if plan.Settings != nil {
 		dctx = clickhouse.Context(ctx, clickhouse.WithSettings(plan.Settings))
 	}
-	st := &tableState{version: v, table: sc.table(), rollupTbl: sc.rollup()}
+	st := &tableState{version: v, table: sc.table(), rollupTbl: sc.rollup(), local: s.cfg.Table}
 	name := s.cfg.Database + "." + s.cfg.Table
 
 	var n uint64

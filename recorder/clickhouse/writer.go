@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
 	"github.com/google/uuid"
 
@@ -35,6 +36,10 @@ type job struct {
 	// reached the server: the next one must not simply resend them (see
 	// dedupInfo).
 	uncertain bool
+	// unknownStatus says that the last attempt's answer was
+	// UNKNOWN_STATUS_OF_INSERT: the next one looks for orphan parts
+	// first (see orphanParts).
+	unknownStatus bool
 	// seq is the queue sequence number of the first row (rows from the
 	// queue are consecutive); fromSpill jobs use the spill's ranges.
 	seq       uint64
@@ -843,6 +848,9 @@ func (s *Store) attempt(j *job, buildOnly bool) (r result) {
 		}
 		// resendIdentical: the same block again (j.batch as it is, or
 		// built anew from the same rows in the same order).
+		if st.dedup.mode == resendIdentical && j.unknownStatus && s.reportOrphans(s.ctx, st, rows) {
+			j.unknownStatus = false
+		}
 	}
 	if j.batch == nil {
 		b, err := s.conn.PrepareBatch(s.insertContext(st, j.id), st.insertSQL)
@@ -864,6 +872,9 @@ func (s *Store) attempt(j *job, buildOnly bool) (r result) {
 	r.sent = true
 	// After a failed Send, Send sends the same block again.
 	if err := j.batch.Send(); err != nil {
+		if ex := (*clickhouse.Exception)(nil); errors.As(err, &ex) && ex.Code == codeUnknownStatus {
+			j.unknownStatus = true
+		}
 		err = classify(err)
 		if !retryable(err) {
 			// The server refused the rows: build them anew, in case the
