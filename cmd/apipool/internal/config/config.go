@@ -804,8 +804,42 @@ func (v *validator) recorder(r *recorderT) Recorder {
 		}
 	default:
 		v.fail(r.Type.Line, "recorder.type", "want memory, clickhouse or sql, got %s", shown(r.Type))
+		return out
+	}
+	// The settings of another type than the one in use would be ignored:
+	// a forgotten `type: clickhouse` would run on memory, unnoticed.
+	other := func(line int, section string) {
+		if line == 0 { // an empty section: {}
+			line = r.Type.Line
+		}
+		v.fail(line, "recorder."+section, "set, but recorder.type is %s, which does not read it: set type: %s, or remove it", out.Type, section)
+	}
+	if ch := r.ClickHouse; ch != nil && out.Type != "clickhouse" {
+		v.secret(ch.Password, "recorder.clickhouse.password")
+		lines := []int{ch.Database.Line, ch.Table.Line, ch.Username.Line, ch.Password.Line, ch.SpillDir.Line, ch.BatchSize.Line, ch.TTL.Line, ch.Cluster.Line, ch.InsertDistributed.Line}
+		for _, a := range ch.Addrs {
+			lines = append(lines, a.Line)
+		}
+		other(firstLine(lines...), "clickhouse")
+	}
+	if s := r.SQL; s != nil && out.Type != "sql" {
+		other(firstLine(s.Driver.Line, s.DSN.Line, s.TablePrefix.Line, s.Retention.Line), "sql")
+	}
+	if x := r.Memory.Retention; x.Set && out.Type != "memory" {
+		other(x.Line, "memory")
 	}
 	return out
+}
+
+// firstLine returns the least of the lines that are set (above 0), or 0.
+func firstLine(lines ...int) int {
+	first := 0
+	for _, l := range lines {
+		if l > 0 && (first == 0 || l < first) {
+			first = l
+		}
+	}
+	return first
 }
 
 func (v *validator) redis(r *redisT) *Redis {

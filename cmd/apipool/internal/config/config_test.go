@@ -310,3 +310,48 @@ func TestClickHouseCluster(t *testing.T) {
 		t.Fatalf("clickhouse settings %+v", ch)
 	}
 }
+
+// The settings of a recorder type other than the one in use are refused,
+// not ignored: a forgotten `type: clickhouse` would otherwise run on the
+// memory recorder unnoticed (and accept a password written in the file).
+func TestRecorderSectionOfAnotherType(t *testing.T) {
+	kf := writeKeys(t, "sk-one\n", 0o600)
+	base := minimal(kf)
+	cases := []struct {
+		name, yaml string
+		want       []string
+	}{
+		{"clickhouse without type", base + "recorder:\n  clickhouse: {addrs: ['127.0.0.1:9000'], password: hunter2}\n",
+			[]string{"f.yaml:10: recorder.clickhouse: set, but recorder.type is memory", "set type: clickhouse", "f.yaml:10: recorder.clickhouse.password: is a secret"}},
+		{"sql with type clickhouse", base + "recorder:\n  type: clickhouse\n  clickhouse: {addrs: ['127.0.0.1:9000']}\n  sql: {driver: sqlite, dsn: usage.db}\n",
+			[]string{"f.yaml:12: recorder.sql: set, but recorder.type is clickhouse"}},
+		{"memory retention with type sql", base + "recorder:\n  type: sql\n  sql: {driver: sqlite, dsn: usage.db}\n  memory: {retention: 1h}\n",
+			[]string{"f.yaml:12: recorder.memory: set, but recorder.type is sql"}},
+		{"empty section", base + "recorder:\n  type: memory\n  sql: {}\n",
+			[]string{"f.yaml:10: recorder.sql: set, but recorder.type is memory"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := Parse(filepath.Join(t.TempDir(), "f.yaml"), []byte(c.yaml))
+			if err == nil {
+				t.Fatal("no error")
+			}
+			for _, w := range c.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error:\n%v\nwant it to contain:\n%s", err, w)
+				}
+			}
+			if strings.Contains(err.Error(), "hunter2") {
+				t.Errorf("the password is shown: %v", err)
+			}
+		})
+	}
+	for _, ok := range []string{
+		base + "recorder:\n  type: memory\n  memory: {retention: 1h}\n",
+		base + "recorder:\n  memory: {retention: 1h}\n",
+	} {
+		if _, err := Parse("f.yaml", []byte(ok)); err != nil {
+			t.Errorf("%s: %v", ok, err)
+		}
+	}
+}
