@@ -486,10 +486,18 @@ func (v *validator) addr(x Value[string], field string) {
 	if !x.Set {
 		return
 	}
-	if _, _, err := net.SplitHostPort(x.V); err != nil {
+	_, port, err := net.SplitHostPort(x.V)
+	switch {
+	case err != nil:
 		v.fail(x.Line, field, "want host:port, got %s", shown(x))
-	} else if strings.ContainsAny(x.V, "@/") {
+	case strings.ContainsAny(x.V, "@/"):
 		v.fail(x.Line, field, "want host:port, without a user, a password or a path, got %s", shown(x))
+	default:
+		// A port net.Listen or net.Dial would refuse (notaport, 99999)
+		// is the file's error, with its line, not a failure at start.
+		if _, err := net.LookupPort("tcp", port); err != nil {
+			v.fail(x.Line, field, "want host:port with a port from 0 to 65535 (or a service name), got %s", shown(x))
+		}
 	}
 }
 

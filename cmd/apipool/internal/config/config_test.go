@@ -121,6 +121,8 @@ func TestErrors(t *testing.T) {
 		{"unknown token upstream", strings.Replace(base, "    sha256: "+goodHash, "    sha256: "+goodHash+"\n    upstreams: [nope]", 1), `f.yaml:4: tokens[0].upstreams[0]: no upstream is named "nope"`},
 		{"two documents", base + "---\nlisten: x\n", "more than one YAML document"},
 		{"not a mapping", "- a\n- b\n", "f.yaml:1:"},
+		{"listen port not a number", base + "listen: '127.0.0.1:notaport'\n", "f.yaml:9: listen: want host:port with a port from 0 to 65535"},
+		{"listen port too large", base + "listen: '127.0.0.1:99999'\n", "f.yaml:9: listen: want host:port with a port from 0 to 65535"},
 		{"list for a scalar", strings.Replace(base, "/openai", "[a, b]", 1), "f.yaml:6: upstreams[0].prefix: want a single value, got a list"},
 	}
 	for _, c := range cases {
