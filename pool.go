@@ -491,14 +491,20 @@ func (ks *keySet) sameSecret(field string, k Key, except *keyState) error {
 }
 
 // Disable takes a key out of use until Enable or a passing probe, with a
-// reason shown in snapshots.
+// reason shown in snapshots, logs and alerts. A secret of the pool's keys
+// in reason (an upstream's error body quoting the key, say) is replaced by
+// "[REDACTED]".
 func (t *Transport) Disable(id, reason string) error {
-	k, ok := t.keys.Load().byID[id]
+	ks := t.keys.Load()
+	k, ok := ks.byID[id]
 	if !ok {
 		return unknownKey(id)
 	}
 	if reason == "" {
 		reason = "disabled by the application"
+	}
+	for _, o := range ks.keys {
+		reason = strings.ReplaceAll(reason, o.secret, "[REDACTED]")
 	}
 	t.disable(k, reason, t.cfg.clock.Now(), true, true)
 	return nil
