@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -22,10 +23,11 @@ import (
 	"strings"
 	"time"
 
+	"go.yaml.in/yaml/v3"
+
 	"github.com/apipool-ng/apipool"
 	"github.com/apipool-ng/apipool/recorder/memory"
 	"github.com/apipool-ng/apipool/status"
-	"go.yaml.in/yaml/v3"
 )
 
 // Defaults of the settings the file leaves out.
@@ -628,7 +630,9 @@ func (v *validator) upstream(u *upstreamT, at string, srv Server) *Upstream {
 	switch s := u.Inject.V; {
 	case s == "" || s == "bearer":
 		out.Inject = Inject{Kind: "bearer"}
-	case strings.HasPrefix(s, "header:") && len(s) > len("header:"):
+	case strings.HasPrefix(s, "header:") && validHeaderName(strings.TrimPrefix(s, "header:")):
+		// A name the pool's WithHeader would refuse is the file's error,
+		// with its line, not a failure at start.
 		out.Inject = Inject{Kind: "header", Name: http.CanonicalHeaderKey(strings.TrimPrefix(s, "header:"))}
 	case strings.HasPrefix(s, "query:") && len(s) > len("query:"):
 		out.Inject = Inject{Kind: "query", Name: strings.TrimPrefix(s, "query:")}
@@ -654,7 +658,11 @@ func (v *validator) upstream(u *upstreamT, at string, srv Server) *Upstream {
 		out.MaxBufferedBody = &n
 	}
 	if out.Cooldown == 0 || out.Cooldown > out.MaxCooldown {
-		v.fail(u.Cooldown.Line, at+".cooldown", "want 0 < cooldown <= max_cooldown")
+		line := u.Cooldown.Line
+		if !u.Cooldown.Set { // a max_cooldown below the default cooldown
+			line = u.MaxCooldown.Line
+		}
+		v.fail(line, at+".cooldown", "want 0 < cooldown <= max_cooldown")
 	}
 	if out.Timeout == 0 {
 		v.fail(u.Timeout.Line, at+".timeout", "0 would let a request run forever; give a duration")
@@ -664,6 +672,17 @@ func (v *validator) upstream(u *upstreamT, at string, srv Server) *Upstream {
 	v.nonNeg(kl.PerMinute, at+".key_limits.per_minute")
 	v.nonNeg(kl.PerDay, at+".key_limits.per_day")
 	v.nonNeg(kl.MaxInFlight, at+".key_limits.max_in_flight")
+	// The pool's own bounds (apipool.Key): past them New refuses every
+	// key, at start, without the file's line.
+	if x := kl.PerSecond; x.V > 1e6 || math.IsNaN(x.V) || math.IsInf(x.V, 0) {
+		v.fail(x.Line, at+".key_limits.per_second", "want 0 to 1000000")
+	}
+	if x := kl.PerMinute; x.V > 10_000_000 {
+		v.fail(x.Line, at+".key_limits.per_minute", "want 0 to 10000000")
+	}
+	if x := kl.PerDay; x.V > math.MaxInt32 {
+		v.fail(x.Line, at+".key_limits.per_day", "want 0 to %d", math.MaxInt32)
+	}
 	out.KeyLimits = KeyLimits{kl.PerSecond.V, kl.PerMinute.V, kl.PerDay.V, kl.MaxInFlight.V}
 	out.KeyBudgets = v.budget(u.KeyBudgets, at+".key_budgets")
 	for j, c := range u.Classifier.RateLimitCodes {
