@@ -20,11 +20,15 @@ const (
 	// AlertKeyDisabled: the key was taken out of use (the upstream
 	// rejected it, a probe failed, or Disable). Until is when a trial
 	// request tests it again; zero when only Enable or a passing probe
-	// puts it back.
+	// puts it back. A key the upstream rejected is alerted when the
+	// request that met the rejection is over, and not at all when a
+	// second key rejected that request too: the request was at fault,
+	// and the first key was put back at once (so that every key revoked,
+	// or a malformed request sent again and again, raises no alert per
+	// request).
 	AlertKeyDisabled AlertKind = iota + 1
 	// AlertKeyEnabled: a disabled key is back in use (its trial request
-	// or a probe passed, Enable, or the request that disabled it was
-	// found at fault).
+	// or a probe passed, or Enable).
 	AlertKeyEnabled
 	// AlertKeyCooling: the upstream rate-limited the key for at least
 	// AlertSettings.CoolingThreshold; Until is when its cooldown ends.

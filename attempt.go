@@ -100,10 +100,17 @@ type call struct {
 }
 
 // rejection is the first key a request was rejected with, and the
-// disable that caused.
+// disable that caused. The disable takes effect at once, but is reported
+// (logged, published to the other replicas, alerted) only when the request
+// is over and did not put the fault on itself (reportRejection): when
+// every key is revoked, or a request is malformed, every request meets two
+// rejections, and reporting each first one would log, publish and alert a
+// disable and an enable per request for keys that stay in use.
 type rejection struct {
 	k    *keyState
 	info *disableInfo
+	// unreported: the disable waits for reportRejection.
+	unreported bool
 }
 
 // rateLimitAttempts bounds the attempts of one request that end in a rate
@@ -115,6 +122,7 @@ func (c *call) run() (*http.Response, error) {
 	ctx, span := c.t.tel.startRequest(c.req.Context(), c.req)
 	c.reqSpan = span
 	resp, err := c.loop(ctx)
+	c.reportRejection()
 	if c.waiter != nil {
 		c.t.waiters.leave(c.waiter)
 		c.waiter = nil
@@ -229,10 +237,12 @@ func (c *call) loop(ctx context.Context) (*http.Response, error) {
 		}
 		v := c.judge(k, resp, err, end, scope)
 		ch := res.commit(v)
-		t.reportChange(k, ch, v)
 		if v.disable != "" {
-			c.rejected = &rejection{k: k, info: ch.disabled}
+			// Reported when the request is over (reportRejection).
+			c.rejected = &rejection{k: k, info: ch.disabled, unreported: ch.disabled != nil}
+			ch.disabled = nil
 		}
+		t.reportChange(k, ch, v)
 		st := v.st
 		c.final = st
 		switch st {
@@ -333,11 +343,13 @@ func (c *call) judge(k *keyState, resp *http.Response, err error, at time.Time, 
 // second key rejected it too: the request is at fault, not the keys.
 func (c *call) forgive(at time.Time) {
 	t, r := c.t, c.rejected
+	unreported := r.unreported
+	r.unreported = false
 	undone, enabled := r.k.undisable(r.info)
 	if !undone {
 		return
 	}
-	if enabled {
+	if enabled && !unreported {
 		t.publish(sharedstate.Change{KeyID: r.k.key.ID, Kind: sharedstate.Enable, At: at})
 		t.alertEnabled(r.k, at, "two keys rejected one request: the request was at fault, not this key")
 	}
@@ -353,6 +365,24 @@ func (c *call) forgive(at time.Time) {
 	}
 	t.cfg.logger.Warn("apipool: two keys rejected one request as invalid, so the request is taken to be at fault and no key is disabled; if every request is rejected so, every key may be revoked",
 		"key", r.k.key.ID, "requests_so_far", n)
+}
+
+// reportRejection logs, publishes and alerts the disable of the first key
+// that rejected the request, once the request is over without a second
+// rejection (forgive), while that disable is still in force.
+func (c *call) reportRejection() {
+	r := c.rejected
+	if r == nil || !r.unreported {
+		return
+	}
+	r.unreported = false
+	if r.k.disabled.Load() != r.info {
+		return // enabled, or disabled anew (by whoever reports that), since
+	}
+	t := c.t
+	t.logDisable(r.k, r.info)
+	t.publishDisable(r.k, r.info)
+	t.alertDisabled(r.k, r.info)
 }
 
 // attemptRequest returns the copy of the caller's request sent for one
@@ -476,6 +506,9 @@ func idempotent(r *http.Request) bool {
 // or the context's error).
 func (c *call) giveUp(ctx context.Context, attempt int, prev *http.Response, prevErr, err error) (*http.Response, error) {
 	t := c.t
+	// No second key will answer: a first rejection stands, and is reported
+	// before what it caused (the pool.no_key alert).
+	c.reportRejection()
 	noKey := errors.Is(err, ErrNoKeyAvailable)
 	ended := ctx.Err() != nil // the caller's deadline or cancel ended the wait
 	if noKey && !ended {

@@ -262,3 +262,37 @@ func TestDefaultStripHeadersAnyCase(t *testing.T) {
 		t.Fatalf("X-Extra-Token went out as %q; want it stripped", got)
 	}
 }
+
+// WithHosts matches names as URL.Host writes them, in any case: a name
+// without a port (an IPv6 address in brackets too) matches every port, a
+// name with one only the URLs that name it.
+func TestWithHostsMatching(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		host  string
+		url   string
+		keyed bool
+	}{
+		{"API.Test", "http://api.test/x", true},
+		{"api.test", "http://API.TEST:8443/x", true},
+		{"api.test:8443", "http://api.test:8443/x", true},
+		{"api.test:443", "https://api.test/x", false}, // the URL names no port
+		{"[::1]", "http://[::1]:8080/x", true},
+		{"::1", "http://[::1]/x", true},
+		{"[::1]:8080", "http://[::1]:8080/x", true},
+		{"[::1]:8080", "http://[::1]:9090/x", false},
+		{"api.test", "http://other.test/x", false},
+	}
+	for _, c := range cases {
+		w := &wire{route: func(*http.Request) *http.Response { return nil }}
+		p := mustNew(t, []apipool.Key{{ID: "k0", Secret: "the-secret"}}, apipool.WithBase(w), apipool.WithHosts(c.host))
+		resp, err := p.RoundTrip(newGet(t, c.url))
+		if err != nil {
+			t.Fatalf("%s to %s: %v", c.url, c.host, err)
+		}
+		resp.Body.Close()
+		if got := w.requests()[0].Header.Get("Authorization") != ""; got != c.keyed {
+			t.Errorf("WithHosts(%q), %s: keyed %v, want %v", c.host, c.url, got, c.keyed)
+		}
+	}
+}

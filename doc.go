@@ -17,26 +17,26 @@
 //	client := &http.Client{Transport: pool}
 //	resp, err := client.Get("https://api.example.com/v1/things")
 //
-// The pool removes whatever credential an SDK put on the request and
-// applies its own key (a bearer token by default; WithHeader and WithQuery
-// for other APIs). It reads each answer into a status (package status): a
+// The pool removes whatever credential an SDK put on the request and applies
+// its own key (a bearer token by default; WithHeader and WithQueryParam for
+// other APIs). It reads each answer into a status (package status): a
 // rate-limited key (429) cools down until its Retry-After and the request
 // goes on with another key; a rejected key (401) is disabled and tested
 // again later; server and network errors count towards the key's circuit
-// breaker. A request that met a kept-alive connection the upstream had
-// just closed, with no byte of an answer within 3 s of the request
-// written, is sent again and counts
-// against no key; the caller's own cancel or deadline is never a network
-// error, whatever error the torn-down connection left. Every attempt is recorded as a usage event, in memory by default
-// (Stats, RecentAttemptsByKey), or in SQL or ClickHouse (package recorder). A
-// Secret never appears in errors, logs, spans, events or fmt output.
+// breaker. A request that met a kept-alive connection the upstream had just
+// closed, with no byte of an answer within 3 s of the request written, is
+// sent again and counts against no key; the caller's own cancel or deadline
+// is never a network error, whatever error the torn-down connection left.
+// Every attempt is recorded as a usage event, in memory by default (Stats,
+// RecentAttemptsByKey), or in SQL or ClickHouse (package recorder). A Secret
+// never appears in errors, logs, spans, events or fmt output.
 //
 // Where to go next: ExampleNew and the other examples; New's options
 // (With...); Key for per-key limits, tiers (Key.Tier) and models
 // (Key.Models, WithModel); WithSessions for sticky sessions; Snapshot for
-// each key's state;
-// NoKeyError for what a caller gets when every key is held; the README for
-// SDK recipes, the dashboard, many replicas and the apipool proxy.
+// each key's state; NoKeyError for what a caller gets when every key is
+// held; the README for SDK recipes, the dashboard, many replicas and the
+// apipool proxy.
 //
 // # For maintainers: one request, top to bottom
 //

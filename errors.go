@@ -75,7 +75,11 @@ func (e *NoKeyError) Error() string {
 	var b strings.Builder
 	b.WriteString("apipool: no key available (")
 	b.WriteString(strconv.Itoa(e.Keys))
-	b.WriteString(" keys")
+	if e.Keys == 1 {
+		b.WriteString(" key")
+	} else {
+		b.WriteString(" keys")
+	}
 	for _, c := range [...]struct {
 		n    int
 		what string

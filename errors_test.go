@@ -2,6 +2,7 @@ package apipool_test
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/apipool-ng/apipool"
@@ -34,5 +35,18 @@ func TestSharedErrors(t *testing.T) {
 	}
 	if apipool.ErrInvalidConfig != errdefs.ErrInvalidConfig {
 		t.Error("apipool.ErrInvalidConfig and errdefs.ErrInvalidConfig differ")
+	}
+}
+
+// A NoKeyError reads as a sentence: "1 key", "2 keys".
+func TestNoKeyErrorCountsKeys(t *testing.T) {
+	for _, c := range []struct {
+		keys int
+		want string
+	}{{1, "(1 key, 1 disabled)"}, {2, "(2 keys, 1 disabled)"}} {
+		err := &apipool.NoKeyError{Keys: c.keys, Disabled: 1}
+		if got := err.Error(); !strings.Contains(got, c.want) {
+			t.Errorf("Error() = %q, want it to contain %q", got, c.want)
+		}
 	}
 }

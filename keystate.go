@@ -873,6 +873,8 @@ func validateKey(k Key, i int) error {
 		return &ConfigError{Field: field("ID"), Reason: "not valid UTF-8"}
 	case k.Secret == "":
 		return &ConfigError{Field: field("Secret"), Reason: "empty secret (key " + quote(k.ID) + ")"}
+	case k.Secret == redacted:
+		return &ConfigError{Field: field("Secret"), Reason: "the secret of key " + quote(k.ID) + " is " + redacted + ", what a Key's JSON holds in place of its secret: a key read back from that JSON has lost its secret"}
 	case strings.TrimSpace(string(k.Secret)) != string(k.Secret):
 		return &ConfigError{Field: field("Secret"), Reason: "the secret of key " + quote(k.ID) + " begins or ends with white space (a copy-paste slip?)"}
 	case string(k.Secret) == k.ID:
@@ -907,6 +909,13 @@ func validateKey(k Key, i int) error {
 	for j := 0; j < len(k.Secret); j++ {
 		if c := k.Secret[j]; c < ' ' || c == 0x7f {
 			return &ConfigError{Field: field("Secret"), Reason: "contains a control character"}
+		}
+	}
+	// An ID goes into logs, metrics' labels and reports: a line break
+	// would forge lines in them.
+	for j := 0; j < len(k.ID); j++ {
+		if c := k.ID[j]; c < ' ' || c == 0x7f {
+			return &ConfigError{Field: field("ID"), Reason: "contains a control character"}
 		}
 	}
 	return nil

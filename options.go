@@ -368,8 +368,11 @@ func WithInjector(f Injector) Option {
 
 // WithHosts limits the hosts a key is sent to. A host is a name as in
 // URL.Host, with or without a port ("api.example.com",
-// "api.example.com:8443"); a name without a port matches any port.
-// Requests to other hosts pass through with no key and no retries.
+// "api.example.com:8443", "[::1]"), in any case; a name without a port
+// matches any port, and a name with one only the URLs that name that port
+// ("api.example.com:443" does not match https://api.example.com/, which
+// names none). Requests to other hosts pass through with no key and no
+// retries.
 //
 // Without WithHosts a key is sent to whichever host a request names, except
 // on a redirect: a request that follows a redirect to a host other than the
@@ -384,6 +387,12 @@ func WithHosts(hosts ...string) Option {
 			h = strings.ToLower(strings.TrimSpace(h))
 			if h == "" || strings.ContainsAny(h, "/ @?#") {
 				return &ConfigError{Field: fmt.Sprintf("WithHosts[%d]", i), Reason: fmt.Sprintf("%q is not a host name", hosts[i])}
+			}
+			if len(h) > 2 && h[0] == '[' && h[len(h)-1] == ']' {
+				// An IPv6 address without a port, as URL.Host writes
+				// it: matched against URL.Hostname, which drops the
+				// brackets.
+				h = h[1 : len(h)-1]
 			}
 			c.hosts[h] = true
 		}

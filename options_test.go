@@ -41,6 +41,8 @@ func TestConfigErrors(t *testing.T) {
 		{"ID is the secret", k(func(k *apipool.Key) { k.ID = string(k.Secret) }), nil, "keys[1].ID"},
 		{"empty secret", k(func(k *apipool.Key) { k.Secret = "" }), nil, "keys[1].Secret"},
 		{"control character in secret", k(func(k *apipool.Key) { k.Secret = "ab\r\nX-Evil: 1" }), nil, "keys[1].Secret"},
+		{"control character in ID", k(func(k *apipool.Key) { k.ID = "b\nlevel=ERROR msg=forged" }), nil, "keys[1].ID"},
+		{"secret read back from a Key's JSON", k(func(k *apipool.Key) { k.Secret = "[REDACTED]" }), nil, "keys[1].Secret"},
 		{"negative weight", k(func(k *apipool.Key) { k.Weight = -1 }), nil, "keys[1].Weight"},
 		{"huge weight", k(func(k *apipool.Key) { k.Weight = math.MaxInt }), nil, "keys[1].Weight"},
 		{"negative MaxInFlight", k(func(k *apipool.Key) { k.MaxInFlight = -1 }), nil, "keys[1].MaxInFlight"},

@@ -438,9 +438,11 @@ func (t *Transport) ReplaceKey(k Key) error {
 }
 
 // SetKeys makes keys the pool's keys, in one step, as the reload of a key
-// file wants: a key the pool holds with the same ID, secret and limits
-// keeps its state (cooldown, disable, breaker, counts); any other is a
-// new key; the pool's keys missing from keys are removed (requests
+// file wants: a key the pool holds with every field the same (ID, secret,
+// weight, tier, models, limits and budget; a Weight of 0 is 1) keeps its
+// state (cooldown, disable, breaker, counts); any other is a new key, which
+// starts afresh (a disabled key given a new weight is in use again); the
+// pool's keys missing from keys are removed (requests
 // already using them finish). keys is checked as New checks it (one key
 // at least, no ID or secret twice), every bad key reported at once, and
 // on an error the pool is left as it was.
@@ -472,9 +474,10 @@ func (t *Transport) SetKeys(keys []Key) error {
 	return nil
 }
 
-// sameKey reports whether a and b are the same key: every field equal.
+// sameKey reports whether a and b are the same key: every field equal, a
+// Weight of 0 being 1.
 func sameKey(a, b Key) bool {
-	return a.ID == b.ID && a.Secret == b.Secret && a.Weight == b.Weight && a.Tier == b.Tier &&
+	return a.ID == b.ID && a.Secret == b.Secret && max(a.Weight, 1) == max(b.Weight, 1) && a.Tier == b.Tier &&
 		slices.Equal(a.Models, b.Models) && a.MaxInFlight == b.MaxInFlight &&
 		a.PerSecond == b.PerSecond && a.PerMinute == b.PerMinute && a.PerDay == b.PerDay && a.Budget == b.Budget
 }
@@ -491,14 +494,20 @@ func (ks *keySet) sameSecret(field string, k Key, except *keyState) error {
 }
 
 // Disable takes a key out of use until Enable or a passing probe, with a
-// reason shown in snapshots.
+// reason shown in snapshots, logs and alerts. A secret of the pool's keys
+// in reason (an upstream's error body quoting the key, say) is replaced by
+// "[REDACTED]".
 func (t *Transport) Disable(id, reason string) error {
-	k, ok := t.keys.Load().byID[id]
+	ks := t.keys.Load()
+	k, ok := ks.byID[id]
 	if !ok {
 		return unknownKey(id)
 	}
 	if reason == "" {
 		reason = "disabled by the application"
+	}
+	for _, o := range ks.keys {
+		reason = strings.ReplaceAll(reason, o.secret, "[REDACTED]")
 	}
 	t.disable(k, reason, t.cfg.clock.Now(), true, true)
 	return nil

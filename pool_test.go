@@ -456,6 +456,20 @@ func TestSetKeys(t *testing.T) {
 	if m := snapshotByID(p); len(m) != 3 || m["a"].State != apipool.KeyCooling {
 		t.Fatalf("a refused list changed the pool: %+v", m)
 	}
+	// Weight 0 is weight 1: spelling it out changes nothing; another
+	// weight makes a new key, which starts afresh.
+	if err := p.SetKeys([]apipool.Key{{ID: "a", Secret: "s-a", Weight: 1}, {ID: "b", Secret: "s-b2"}, {ID: "d", Secret: "s-c"}}); err != nil {
+		t.Fatal(err)
+	}
+	if m := snapshotByID(p); m["a"].State != apipool.KeyCooling {
+		t.Fatalf("a given Weight 1 in place of 0: %s, want still cooling", m["a"].State)
+	}
+	if err := p.SetKeys([]apipool.Key{{ID: "a", Secret: "s-a", Weight: 2}, {ID: "b", Secret: "s-b2"}, {ID: "d", Secret: "s-c"}}); err != nil {
+		t.Fatal(err)
+	}
+	if m := snapshotByID(p); m["a"].State != apipool.KeyActive || m["a"].Weight != 2 {
+		t.Fatalf("a given Weight 2: %+v, want a new key, active", m["a"])
+	}
 	// Down to one key, then that key renamed: never an empty pool.
 	if err := p.SetKeys([]apipool.Key{{ID: "only", Secret: "s-b2"}}); err != nil {
 		t.Fatal(err)

@@ -82,7 +82,7 @@ const maxModelRests = 64
 // model) until its Retry-After, as a key's cooldown would, and the key
 // keeps serving other models. So does an answer whose provider budget is
 // used up (x-ratelimit-remaining: 0 and the like, see
-// WithRateLimitSteering): the pair rests until the reset. The rate-limit
+// WithProviderBudget): the pair rests until the reset. The rate-limit
 // headers of an answer to a request with a model are taken as that
 // model's, not the key's: they steer no other requests, and Snapshot's
 // Provider fields show only what answers without a model said. A

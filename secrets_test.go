@@ -276,6 +276,35 @@ func TestCanaryAbsentFromPoolOutput(t *testing.T) {
 	assertNoCanary(t, "the pool", fmt.Sprintf("%v %+v %#v", p, p, p))
 }
 
+// A Disable reason that quotes a key (an upstream's error body, say) has
+// the pool's secrets replaced before it reaches the snapshot, the log and
+// the alerts.
+func TestDisableReasonRedacted(t *testing.T) {
+	t.Parallel()
+	var logs syncBuffer
+	var mu sync.Mutex
+	var alerts []apipool.Alert
+	ks := []apipool.Key{{ID: "a", Secret: canary + "/a"}, {ID: "b", Secret: canary + "/b"}}
+	p := mustNew(t, ks, apipool.WithClock(newClock()), apipool.WithLogger(slog.New(slog.NewJSONHandler(&logs, nil))),
+		apipool.WithAlerts(func(a apipool.Alert) { mu.Lock(); alerts = append(alerts, a); mu.Unlock() }, apipool.AlertSettings{}))
+	if err := p.Disable("a", "upstream said: Invalid API key provided: "+canary+"/a (and "+canary+"/b)"); err != nil {
+		t.Fatal(err)
+	}
+	closePool(t, p)
+	snap := p.Snapshot()
+	if !strings.Contains(snap[0].DisabledReason, "Invalid API key provided: [REDACTED]") {
+		t.Errorf("reason %q, want the text kept, the secret replaced", snap[0].DisabledReason)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(alerts) != 1 || logs.String() == "" {
+		t.Fatalf("%d alerts, log %q: the test checks nothing", len(alerts), logs.String())
+	}
+	assertNoCanary(t, "snapshot", fmt.Sprintf("%+v", snap))
+	assertNoCanary(t, "logs", logs.String())
+	assertNoCanary(t, "alerts", fmt.Sprintf("%+v", alerts))
+}
+
 // syncBuffer is a bytes.Buffer safe for concurrent writers.
 type syncBuffer struct {
 	mu sync.Mutex

@@ -62,10 +62,11 @@ var _ http.RoundTripper = (*Transport)(nil)
 
 // New returns a Transport over keys. It returns a *ConfigError (matching
 // ErrInvalidConfig) naming the problem when keys is empty, an ID or a
-// secret repeats, a secret is empty or begins or ends with white space, a
-// limit is negative, or an option is given bad values. When several keys
-// are bad, the error joins one *ConfigError per key (errors.As finds the
-// first).
+// secret repeats, a secret is empty, begins or ends with white space or is
+// "[REDACTED]" (a Key read back from its own JSON), an ID or a secret holds
+// a control character, a limit is negative or out of its range, or an
+// option is given bad values. When several keys are bad, the error joins
+// one *ConfigError per key (errors.As finds the first).
 func New(keys []Key, opts ...Option) (*Transport, error) {
 	cfg := defaultConfig()
 	for i, o := range opts {

@@ -1064,4 +1064,7 @@ func TestEveryKeyRevokedIsLogged(t *testing.T) {
 	if strings.Contains(logs.String(), "canary") {
 		t.Fatalf("a secret in the log: %s", logs.String())
 	}
+	if strings.Contains(logs.String(), "key disabled") {
+		t.Fatalf("a key logged as disabled, though every disable was taken back: %s", logs.String())
+	}
 }

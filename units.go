@@ -3,6 +3,7 @@ package apipool
 import (
 	"io"
 	"net/http"
+	"strings"
 
 	"github.com/apipool-ng/apipool/recorder"
 	"github.com/apipool-ng/apipool/usage"
@@ -32,7 +33,20 @@ func WithUsage(r usage.Reader, prices usage.Prices) Option {
 		}
 		if prices != nil {
 			if err := prices.Validate(); err != nil {
-				return &ConfigError{Field: "WithUsage", Reason: "bad price table: " + err.Error(), Err: err}
+				// One "apipool: invalid configuration" prefix, not one
+				// per entry: each of the table's errors names its entry.
+				errs := []error{err}
+				if j, ok := err.(interface{ Unwrap() []error }); ok {
+					errs = j.Unwrap()
+				}
+				reasons := make([]string, len(errs))
+				for i, e := range errs {
+					reasons[i] = e.Error()
+					if ce, ok := e.(*ConfigError); ok {
+						reasons[i] = ce.Field + ": " + ce.Reason
+					}
+				}
+				return &ConfigError{Field: "WithUsage", Reason: "bad price table: " + strings.Join(reasons, "; "), Err: err}
 			}
 		}
 		c.usage, c.prices = r, prices

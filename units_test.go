@@ -121,6 +121,9 @@ func TestUsagePrices(t *testing.T) {
 	if !errors.As(err, &ce) || !strings.Contains(err.Error(), "gpt-4o") {
 		t.Fatalf("negative price: %v, want a *ConfigError naming the model", err)
 	}
+	if n := strings.Count(err.Error(), "invalid configuration"); n != 1 || !strings.HasPrefix(err.Error(), `apipool: invalid configuration: WithUsage: bad price table: usage.Prices["gpt-4o"].Input: `) {
+		t.Errorf("negative price: %q, want one prefix, then the option and the entry (%d prefixes)", err, n)
+	}
 	if _, err := apipool.New(keys(1), apipool.WithUsage(nil, nil)); !errors.As(err, &ce) {
 		t.Fatalf("nil reader: %v", err)
 	}

@@ -126,7 +126,8 @@ type Query struct {
 // call it.
 func (q Query) Check() error {
 	if !q.Since.IsZero() && !q.Until.IsZero() && q.Until.Before(q.Since) {
-		return fmt.Errorf("%w: Until %v is before Since %v", ErrBadQuery, q.Until, q.Since)
+		return fmt.Errorf("%w: Until %s is before Since %s", ErrBadQuery,
+			q.Until.UTC().Format(time.RFC3339Nano), q.Since.UTC().Format(time.RFC3339Nano))
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package recorder_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -136,5 +137,28 @@ func TestWrappersKeepTotalsStats(t *testing.T) {
 	}
 	if _, ok := recorder.Fanout(&counting{}, m, r).(recorder.TotalsStats); !ok {
 		t.Error("Fanout lost TotalsStats of the store that answers its queries")
+	}
+}
+
+// A query whose Until is before its Since is refused with ErrBadQuery, and
+// the error shows both bounds as a reader writes times: RFC 3339 in UTC,
+// without the monotonic clock reading time.Now carries ("m=+0.01").
+func TestQueryCheckNamesBoundsReadably(t *testing.T) {
+	since := time.Now()
+	err := recorder.Query{Since: since, Until: since.Add(-time.Hour)}.Check()
+	if !errors.Is(err, recorder.ErrBadQuery) {
+		t.Fatalf("Check = %v, want an error matching ErrBadQuery", err)
+	}
+	msg := err.Error()
+	if strings.Contains(msg, "m=") {
+		t.Errorf("error %q shows the monotonic clock reading", msg)
+	}
+	for _, want := range []string{since.UTC().Format(time.RFC3339Nano), since.Add(-time.Hour).UTC().Format(time.RFC3339Nano)} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error %q does not show %s", msg, want)
+		}
+	}
+	if err := (recorder.Query{Since: since, Until: since}).Check(); err != nil {
+		t.Errorf("equal bounds: Check = %v, want nil (an empty window)", err)
 	}
 }

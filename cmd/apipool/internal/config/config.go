@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -22,10 +23,11 @@ import (
 	"strings"
 	"time"
 
+	"go.yaml.in/yaml/v3"
+
 	"github.com/apipool-ng/apipool"
 	"github.com/apipool-ng/apipool/recorder/memory"
 	"github.com/apipool-ng/apipool/status"
-	"go.yaml.in/yaml/v3"
 )
 
 // Defaults of the settings the file leaves out.
@@ -486,10 +488,18 @@ func (v *validator) addr(x Value[string], field string) {
 	if !x.Set {
 		return
 	}
-	if _, _, err := net.SplitHostPort(x.V); err != nil {
+	_, port, err := net.SplitHostPort(x.V)
+	switch {
+	case err != nil:
 		v.fail(x.Line, field, "want host:port, got %s", shown(x))
-	} else if strings.ContainsAny(x.V, "@/") {
+	case strings.ContainsAny(x.V, "@/"):
 		v.fail(x.Line, field, "want host:port, without a user, a password or a path, got %s", shown(x))
+	default:
+		// A port net.Listen or net.Dial would refuse (notaport, 99999)
+		// is the file's error, with its line, not a failure at start.
+		if _, err := net.LookupPort("tcp", port); err != nil {
+			v.fail(x.Line, field, "want host:port with a port from 0 to 65535 (or a service name), got %s", shown(x))
+		}
 	}
 }
 
@@ -620,7 +630,9 @@ func (v *validator) upstream(u *upstreamT, at string, srv Server) *Upstream {
 	switch s := u.Inject.V; {
 	case s == "" || s == "bearer":
 		out.Inject = Inject{Kind: "bearer"}
-	case strings.HasPrefix(s, "header:") && len(s) > len("header:"):
+	case strings.HasPrefix(s, "header:") && validHeaderName(strings.TrimPrefix(s, "header:")):
+		// A name the pool's WithHeader would refuse is the file's error,
+		// with its line, not a failure at start.
 		out.Inject = Inject{Kind: "header", Name: http.CanonicalHeaderKey(strings.TrimPrefix(s, "header:"))}
 	case strings.HasPrefix(s, "query:") && len(s) > len("query:"):
 		out.Inject = Inject{Kind: "query", Name: strings.TrimPrefix(s, "query:")}
@@ -646,7 +658,11 @@ func (v *validator) upstream(u *upstreamT, at string, srv Server) *Upstream {
 		out.MaxBufferedBody = &n
 	}
 	if out.Cooldown == 0 || out.Cooldown > out.MaxCooldown {
-		v.fail(u.Cooldown.Line, at+".cooldown", "want 0 < cooldown <= max_cooldown")
+		line := u.Cooldown.Line
+		if !u.Cooldown.Set { // a max_cooldown below the default cooldown
+			line = u.MaxCooldown.Line
+		}
+		v.fail(line, at+".cooldown", "want 0 < cooldown <= max_cooldown")
 	}
 	if out.Timeout == 0 {
 		v.fail(u.Timeout.Line, at+".timeout", "0 would let a request run forever; give a duration")
@@ -656,6 +672,17 @@ func (v *validator) upstream(u *upstreamT, at string, srv Server) *Upstream {
 	v.nonNeg(kl.PerMinute, at+".key_limits.per_minute")
 	v.nonNeg(kl.PerDay, at+".key_limits.per_day")
 	v.nonNeg(kl.MaxInFlight, at+".key_limits.max_in_flight")
+	// The pool's own bounds (apipool.Key): past them New refuses every
+	// key, at start, without the file's line.
+	if x := kl.PerSecond; x.V > 1e6 || math.IsNaN(x.V) || math.IsInf(x.V, 0) {
+		v.fail(x.Line, at+".key_limits.per_second", "want 0 to 1000000")
+	}
+	if x := kl.PerMinute; x.V > 10_000_000 {
+		v.fail(x.Line, at+".key_limits.per_minute", "want 0 to 10000000")
+	}
+	if x := kl.PerDay; x.V > math.MaxInt32 {
+		v.fail(x.Line, at+".key_limits.per_day", "want 0 to %d", math.MaxInt32)
+	}
 	out.KeyLimits = KeyLimits{kl.PerSecond.V, kl.PerMinute.V, kl.PerDay.V, kl.MaxInFlight.V}
 	out.KeyBudgets = v.budget(u.KeyBudgets, at+".key_budgets")
 	for j, c := range u.Classifier.RateLimitCodes {
@@ -804,8 +831,42 @@ func (v *validator) recorder(r *recorderT) Recorder {
 		}
 	default:
 		v.fail(r.Type.Line, "recorder.type", "want memory, clickhouse or sql, got %s", shown(r.Type))
+		return out
+	}
+	// The settings of another type than the one in use would be ignored:
+	// a forgotten `type: clickhouse` would run on memory, unnoticed.
+	other := func(line int, section string) {
+		if line == 0 { // an empty section: {}
+			line = r.Type.Line
+		}
+		v.fail(line, "recorder."+section, "set, but recorder.type is %s, which does not read it: set type: %s, or remove it", out.Type, section)
+	}
+	if ch := r.ClickHouse; ch != nil && out.Type != "clickhouse" {
+		v.secret(ch.Password, "recorder.clickhouse.password")
+		lines := []int{ch.Database.Line, ch.Table.Line, ch.Username.Line, ch.Password.Line, ch.SpillDir.Line, ch.BatchSize.Line, ch.TTL.Line, ch.Cluster.Line, ch.InsertDistributed.Line}
+		for _, a := range ch.Addrs {
+			lines = append(lines, a.Line)
+		}
+		other(firstLine(lines...), "clickhouse")
+	}
+	if s := r.SQL; s != nil && out.Type != "sql" {
+		other(firstLine(s.Driver.Line, s.DSN.Line, s.TablePrefix.Line, s.Retention.Line), "sql")
+	}
+	if x := r.Memory.Retention; x.Set && out.Type != "memory" {
+		other(x.Line, "memory")
 	}
 	return out
+}
+
+// firstLine returns the least of the lines that are set (above 0), or 0.
+func firstLine(lines ...int) int {
+	first := 0
+	for _, l := range lines {
+		if l > 0 && (first == 0 || l < first) {
+			first = l
+		}
+	}
+	return first
 }
 
 func (v *validator) redis(r *redisT) *Redis {

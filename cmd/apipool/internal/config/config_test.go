@@ -115,12 +115,18 @@ func TestErrors(t *testing.T) {
 		{"reserved prefix", strings.Replace(base, "/openai", "/metrics", 1), "f.yaml:6: upstreams[0].prefix: \"/metrics\" is taken"},
 		{"bad strategy", strings.Replace(base, "    keys:", "    strategy: fastest\n    keys:", 1), "f.yaml:8: upstreams[0].strategy:"},
 		{"bad inject", strings.Replace(base, "    keys:", "    inject: cookie\n    keys:", 1), "f.yaml:8: upstreams[0].inject: want bearer, header:NAME or query:NAME"},
+		{"bad inject header name", strings.Replace(base, "    keys:", "    inject: 'header:X Api Key'\n    keys:", 1), "f.yaml:8: upstreams[0].inject: want bearer, header:NAME or query:NAME"},
+		{"key rate above the pool's bound", strings.Replace(base, "    keys:", "    key_limits: {per_second: 2000000}\n    keys:", 1), "f.yaml:8: upstreams[0].key_limits.per_second: want 0 to 1000000"},
+		{"key per minute above the pool's bound", strings.Replace(base, "    keys:", "    key_limits: {per_minute: 20000000}\n    keys:", 1), "f.yaml:8: upstreams[0].key_limits.per_minute: want 0 to 10000000"},
+		{"max_cooldown below the default cooldown", strings.Replace(base, "    keys:", "    max_cooldown: 1s\n    keys:", 1), "f.yaml:8: upstreams[0].cooldown: want 0 < cooldown <= max_cooldown"},
 		{"bad code", strings.Replace(base, "    keys:", "    classifier: {rate_limit_codes: [429, 999]}\n    keys:", 1), "f.yaml:8: upstreams[0].classifier.rate_limit_codes[1]: 999 is not an HTTP status code"},
 		{"missing key env", strings.Replace(base, "{file: "+kf+"}", "{env: APIPOOL_NO_KEYS_X}", 1), "f.yaml:8: upstreams[0].keys.env: environment variable APIPOOL_NO_KEYS_X is not set"},
 		{"dashboard without users", base + "dashboard: {enabled: true}\n", "f.yaml:9: dashboard.users: the dashboard needs at least one user"},
 		{"unknown token upstream", strings.Replace(base, "    sha256: "+goodHash, "    sha256: "+goodHash+"\n    upstreams: [nope]", 1), `f.yaml:4: tokens[0].upstreams[0]: no upstream is named "nope"`},
 		{"two documents", base + "---\nlisten: x\n", "more than one YAML document"},
 		{"not a mapping", "- a\n- b\n", "f.yaml:1:"},
+		{"listen port not a number", base + "listen: '127.0.0.1:notaport'\n", "f.yaml:9: listen: want host:port with a port from 0 to 65535"},
+		{"listen port too large", base + "listen: '127.0.0.1:99999'\n", "f.yaml:9: listen: want host:port with a port from 0 to 65535"},
 		{"list for a scalar", strings.Replace(base, "/openai", "[a, b]", 1), "f.yaml:6: upstreams[0].prefix: want a single value, got a list"},
 	}
 	for _, c := range cases {
@@ -308,5 +314,50 @@ func TestClickHouseCluster(t *testing.T) {
 	ch := c.Recorder.ClickHouse
 	if ch.Cluster != "usage" || !ch.InsertDistributed || len(ch.Addrs) != 2 {
 		t.Fatalf("clickhouse settings %+v", ch)
+	}
+}
+
+// The settings of a recorder type other than the one in use are refused,
+// not ignored: a forgotten `type: clickhouse` would otherwise run on the
+// memory recorder unnoticed (and accept a password written in the file).
+func TestRecorderSectionOfAnotherType(t *testing.T) {
+	kf := writeKeys(t, "sk-one\n", 0o600)
+	base := minimal(kf)
+	cases := []struct {
+		name, yaml string
+		want       []string
+	}{
+		{"clickhouse without type", base + "recorder:\n  clickhouse: {addrs: ['127.0.0.1:9000'], password: hunter2}\n",
+			[]string{"f.yaml:10: recorder.clickhouse: set, but recorder.type is memory", "set type: clickhouse", "f.yaml:10: recorder.clickhouse.password: is a secret"}},
+		{"sql with type clickhouse", base + "recorder:\n  type: clickhouse\n  clickhouse: {addrs: ['127.0.0.1:9000']}\n  sql: {driver: sqlite, dsn: usage.db}\n",
+			[]string{"f.yaml:12: recorder.sql: set, but recorder.type is clickhouse"}},
+		{"memory retention with type sql", base + "recorder:\n  type: sql\n  sql: {driver: sqlite, dsn: usage.db}\n  memory: {retention: 1h}\n",
+			[]string{"f.yaml:12: recorder.memory: set, but recorder.type is sql"}},
+		{"empty section", base + "recorder:\n  type: memory\n  sql: {}\n",
+			[]string{"f.yaml:10: recorder.sql: set, but recorder.type is memory"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := Parse(filepath.Join(t.TempDir(), "f.yaml"), []byte(c.yaml))
+			if err == nil {
+				t.Fatal("no error")
+			}
+			for _, w := range c.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error:\n%v\nwant it to contain:\n%s", err, w)
+				}
+			}
+			if strings.Contains(err.Error(), "hunter2") {
+				t.Errorf("the password is shown: %v", err)
+			}
+		})
+	}
+	for _, ok := range []string{
+		base + "recorder:\n  type: memory\n  memory: {retention: 1h}\n",
+		base + "recorder:\n  memory: {retention: 1h}\n",
+	} {
+		if _, err := Parse("f.yaml", []byte(ok)); err != nil {
+			t.Errorf("%s: %v", ok, err)
+		}
 	}
 }
