@@ -218,6 +218,17 @@ func (t *Transport) applyShared(c sharedstate.Change) {
 		k.disableUntil(reason, at, c.Until)
 	case sharedstate.Enable:
 		t.enable(k, false)
+	case sharedstate.Learned:
+		// The latest learned limit wins (learner.adopt); a pool that does
+		// not learn limits (WithLimitLearning(false)) ignores it.
+		if k.learn != nil {
+			now := t.cfg.clock.Now()
+			at := c.At
+			if at.IsZero() {
+				at = now
+			}
+			k.learn.adopt(c.Limit, c.Window, at, now)
+		}
 	}
 }
 
@@ -245,6 +256,10 @@ func (t *Transport) takeShared(ctx context.Context, k *keyState, now time.Time) 
 		}
 	}
 	l := sharedstate.Limits{PerSecond: k.key.PerSecond, PerMinute: k.key.PerMinute, PerDay: k.key.PerDay}
+	if ll := k.learnedLimit(); ll != nil {
+		// The learned limit holds across the replicas too.
+		l.PerSecond, l.PerMinute = ll.tighten(l.PerSecond, l.PerMinute)
+	}
 	if l.PerDay > 0 {
 		l.Day = dayIndex(now, k.loc)
 		l.DayEnd = dayStart(l.Day+1, k.loc)
