@@ -375,8 +375,8 @@ type verdict struct {
 // change is what a commit changed in a key, for the Transport to log,
 // publish to the other replicas and tell the user.
 type change struct {
-	cooled   bool         // the cooldown moved to the verdict's coolUntil
-	rested   bool         // the key's rest for the verdict's scope moved to its coolUntil
+	cooled   bool          // the cooldown moved to the verdict's coolUntil
+	rested   bool          // the key's rest for the verdict's scope moved to its coolUntil
 	disabled *disableInfo  // the verdict's disable, when it disabled the key
 	enabled  bool          // the trial's answer put a disabled key back in use
 	learned  *learnedLimit // the limit the answer made the key learn, lower or raise
