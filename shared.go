@@ -12,8 +12,9 @@ import (
 )
 
 // WithSharedState shares key state with the other replicas of a service
-// through s (see package sharedstate): cooldowns, disabled keys, and limits that
-// hold across replicas; and, when s is a sharedstate.Spender (redisstate
+// through s (see package sharedstate): cooldowns, disabled keys, limits
+// learned from 429s (WithLimitLearning), and limits that hold across
+// replicas, learned ones among them; and, when s is a sharedstate.Spender (redisstate
 // is), what the keys spent against their budgets (Key.Budget). Close stops
 // the sharing.
 func WithSharedState(s sharedstate.Store) Option {

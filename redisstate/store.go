@@ -280,7 +280,8 @@ func WithCheckInterval(d time.Duration) Option {
 
 // WithClock sets the clock (clock.System by default) that stamps a
 // published change without a time of its own (sharedstate.Change.At) and that
-// Watch measures cooldown deadlines against: give it the pool's clock
+// Watch measures cooldown deadlines and the age of learned limits against:
+// give it the pool's clock
 // (apipool.WithClock). The store reads its Now only. The timeouts of calls
 // to Redis, and the times of Stats, follow the system clock.
 func WithClock(clk clock.Clock) Option {
