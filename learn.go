@@ -119,7 +119,7 @@ func changeTime(now time.Time, old *learnedLimit) int64 {
 // the millisecond, or at the same millisecond and lower. now is this
 // replica's time: requests it sent before did not obey the limit. The
 // requests the held limit let through stay counted when the window is the
-// same. A raise (a larger n in the same window) may be refused as this
+// same. A raise by one in the same window may be refused as this
 // replica's own raises are (refusedRaise); a limit lowered from a raise
 // doubles the wait for the next raise, as here. It reports whether it took
 // the limit.
@@ -139,7 +139,7 @@ func (l *learner) adopt(n int, w time.Duration, at, now time.Time) bool {
 	nl := newLearnedLimit(n, w, now.UnixNano(), l.okN.Load(), old)
 	nl.at = at.UnixNano()
 	if old != nil && old.w == w {
-		nl.relaxed = n > old.n
+		nl.relaxed = n == old.n+1 // a raise: refused, the old limit comes back
 		if n < old.n && old.relaxed && l.shift.Load() < maxRelaxShift {
 			l.shift.Add(1)
 		}

@@ -126,7 +126,7 @@ func TestAdoptLatestWins(t *testing.T) {
 		{11, 90 * time.Second, t0.Add(time.Second), 9},        // not a window it learns
 		{0, time.Second, t0.Add(time.Second), 9},
 		{okLogSize + 1, time.Second, t0.Add(time.Second), 9},
-		{11, time.Second, t0.Add(time.Second), 11}, // later: a raise
+		{10, time.Second, t0.Add(time.Second), 10}, // later: a raise
 	} {
 		l.adopt(c.n, c.w, c.at, t0.Add(2*time.Second))
 		if ll := k.learnedLimit(); ll == nil || ll.n != c.want {
@@ -134,11 +134,11 @@ func TestAdoptLatestWins(t *testing.T) {
 		}
 	}
 	if ll := k.learnedLimit(); !ll.relaxed || l.shift.Load() != 0 {
-		t.Fatalf("a later, higher limit adopted: relaxed %v, shift %d; want a raise, shift 0", ll.relaxed, l.shift.Load())
+		t.Fatalf("a later limit one higher adopted: relaxed %v, shift %d; want a raise, shift 0", ll.relaxed, l.shift.Load())
 	}
 	// Lowered from a raise, elsewhere: the next raise waits twice as long,
 	// as when the raise is refused here.
-	l.adopt(10, time.Second, t0.Add(2*time.Second), t0.Add(time.Second))
+	l.adopt(9, time.Second, t0.Add(2*time.Second), t0.Add(time.Second))
 	if l.shift.Load() != 1 {
 		t.Fatalf("shift %d after a raise lowered elsewhere, want 1", l.shift.Load())
 	}
@@ -149,8 +149,8 @@ func TestAdoptLatestWins(t *testing.T) {
 	noteBurst(t, k, 3, behind)
 	rateLimit(k, behind.Add(time.Millisecond)) // a 429 under the limit: lowered by one
 	ll := k.learnedLimit()
-	if ll == held || ll.n != 9 || ll.at != held.at+int64(time.Millisecond) {
-		t.Fatalf("a 429 at a clock behind: limit %d at +%v, want 9 at +%v", ll.n, time.Duration(ll.at-t0.UnixNano()), time.Duration(held.at-t0.UnixNano())+time.Millisecond)
+	if ll == held || ll.n != 8 || ll.at != held.at+int64(time.Millisecond) {
+		t.Fatalf("a 429 at a clock behind: limit %d at +%v, want 8 at +%v", ll.n, time.Duration(ll.at-t0.UnixNano()), time.Duration(held.at-t0.UnixNano())+time.Millisecond)
 	}
 }
 
