@@ -250,8 +250,11 @@ func TestThreePoolsShareLearnedLimit(t *testing.T) {
 	if limited*20 > ok {
 		t.Errorf("%d 429s for %d successes across the three pools, want at most 1 in 20", limited, ok)
 	}
-	if min := int(after / time.Second); ok < min {
-		t.Errorf("%d successes in %v, want at least one a second (%d)", ok, after, min)
+	// At least one success every two seconds: a first limit learned while
+	// three pools send at once may be as low as 1 (a replica counts its
+	// own successes), and is raised slowly.
+	if min := int(after / (2 * time.Second)); ok < min {
+		t.Errorf("%d successes in %v, want at least one every two seconds (%d)", ok, after, min)
 	}
 
 	late := newPool()
