@@ -375,10 +375,11 @@ type verdict struct {
 // change is what a commit changed in a key, for the Transport to log,
 // publish to the other replicas and tell the user.
 type change struct {
-	cooled   bool         // the cooldown moved to the verdict's coolUntil
-	rested   bool         // the key's rest for the verdict's scope moved to its coolUntil
-	disabled *disableInfo // the verdict's disable, when it disabled the key
-	enabled  bool         // the trial's answer put a disabled key back in use
+	cooled   bool          // the cooldown moved to the verdict's coolUntil
+	rested   bool          // the key's rest for the verdict's scope moved to its coolUntil
+	disabled *disableInfo  // the verdict's disable, when it disabled the key
+	enabled  bool          // the trial's answer put a disabled key back in use
+	learned  *learnedLimit // the limit the answer made the key learn, lower or raise
 }
 
 // commit applies the answer's verdict to r's key: a rate limit cools it
@@ -394,7 +395,7 @@ func (r *reservation) commit(v verdict) change {
 	switch {
 	case v.st == status.Success:
 		if k.learn != nil && !r.pinned {
-			k.learn.noteSuccess(r.at)
+			ch.learned = k.learn.noteSuccess(r.at, v.at)
 		}
 	case v.st == status.ReachLimit:
 		if v.scope != "" {
@@ -405,7 +406,11 @@ func (r *reservation) commit(v verdict) change {
 		}
 		// A refused raise of a learned limit needs no cooldown: the limit
 		// it goes back to holds the key (learner.rateLimited).
-		if k.learn == nil || r.pinned || k.budget.renewable() || !k.learn.rateLimited(r.at, v.at, v.coolUntil.Sub(v.at), r.lrn) {
+		raise := false
+		if k.learn != nil && !r.pinned && !k.budget.renewable() {
+			raise, ch.learned = k.learn.rateLimited(r.at, v.at, v.coolUntil.Sub(v.at), r.lrn)
+		}
+		if !raise {
 			ch.cooled = k.cool(v.coolUntil, reasonRateLimited)
 		}
 	case v.disable != "":
@@ -689,6 +694,9 @@ func (t *Transport) reportChange(k *keyState, ch change, v verdict) {
 		t.logDisable(k, ch.disabled)
 		t.publishDisable(k, ch.disabled)
 		t.alertDisabled(k, ch.disabled)
+	}
+	if ll := ch.learned; ll != nil && t.shared != nil {
+		t.publish(sharedstate.Change{KeyID: k.key.ID, Kind: sharedstate.Learned, Limit: ll.n, Window: ll.w, At: time.Unix(0, ll.at).In(v.at.Location())})
 	}
 	t.flushBreaker(k)
 	if ch.enabled {

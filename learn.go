@@ -17,6 +17,12 @@ import (
 // request costs that request alone: the old limit comes back without a
 // cooldown (refusedRaise).
 // WithLimitLearning turns it off.
+//
+// With shared state (WithSharedState), each limit a key learns, lowers or
+// raises is published (sharedstate.Learned), and every replica adopts the
+// latest (learner.adopt): the one set last, to the millisecond, and at the
+// same millisecond the lower. The limit then holds across the replicas
+// together: Take counts it in the store's windows (learnedLimit.tighten).
 
 // okLogSize is how many of a key's latest successes it remembers, and the
 // largest limit it can learn.
@@ -53,6 +59,9 @@ type learnedLimit struct {
 	sw      *localLimits // the sliding window that enforces it
 	setAt   int64        // when it was learned (ns): requests sent before did not obey it
 	okSince uint64       // learner.okN when it was set: relax counts from here
+	// at is when it was set, raised or adopted (ns): the time of its
+	// sharedstate.Learned change, by which the latest wins among replicas.
+	at int64
 }
 
 // newLearnedLimit returns the limit of n in any w, learned at setAt; the
@@ -71,20 +80,89 @@ func newLearnedLimit(n int, w time.Duration, setAt int64, okN uint64, prev *lear
 	return &learnedLimit{n: n, w: w, setAt: setAt, okSince: okN, sw: &localLimits{windows: []*slidingWindow{sw}}}
 }
 
-// noteSuccess records a success whose request was sent at at, and relaxes
-// the learned limit after enough successes without a 429.
-func (l *learner) noteSuccess(at time.Time) {
+// noteSuccess records a success whose request was sent at at, answered at
+// now, and relaxes the learned limit after enough successes without a 429.
+// It returns the raised limit, or nil when it raised none.
+func (l *learner) noteSuccess(at, now time.Time) *learnedLimit {
 	i := l.okN.Add(1)
 	l.okAt[(i-1)%okLogSize].Store(at.UnixNano())
 	if ll := l.limit.Load(); ll != nil && ll.n < okLogSize && i-ll.okSince >= uint64(relaxAfter*ll.n)<<l.shift.Load() {
 		l.mu.Lock()
+		defer l.mu.Unlock()
 		if l.limit.Load() == ll {
 			up := newLearnedLimit(ll.n+1, ll.w, ll.setAt, i, ll)
 			up.relaxed = true
+			up.at = changeTime(now, ll)
 			l.limit.Store(up)
+			return up
 		}
-		l.mu.Unlock()
 	}
+	return nil
+}
+
+// changeTime returns the time (ns) of a change at now to the limit old
+// (nil: none): now, or the first millisecond after old's when now is not
+// past it (the replicas' clocks may disagree), so that the change wins
+// over old on every replica (learner.adopt).
+func changeTime(now time.Time, old *learnedLimit) int64 {
+	ns := now.UnixNano()
+	if old != nil {
+		if next := (old.at/1e6 + 1) * 1e6; ns < next {
+			return next
+		}
+	}
+	return ns
+}
+
+// adopt takes the limit of n in any w that another replica learned at at
+// (sharedstate.Learned), when it is later than the one held: set later, to
+// the millisecond, or at the same millisecond and lower. now is this
+// replica's time: requests it sent before did not obey the limit. The
+// requests the held limit let through stay counted when the window is the
+// same. A raise by one in the same window may be refused as this
+// replica's own raises are (refusedRaise); a limit lowered from a raise
+// doubles the wait for the next raise, as here. It reports whether it took
+// the limit.
+func (l *learner) adopt(n int, w time.Duration, at, now time.Time) bool {
+	if n < 1 || n > okLogSize || w != time.Second && w != time.Minute {
+		return false // not a limit this pool learns
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	old := l.limit.Load()
+	if old != nil {
+		om, nm := old.at/1e6, at.UnixMilli()
+		if nm < om || nm == om && n >= old.n {
+			return false
+		}
+	}
+	nl := newLearnedLimit(n, w, now.UnixNano(), l.okN.Load(), old)
+	nl.at = at.UnixNano()
+	if old != nil && old.w == w {
+		nl.relaxed = n == old.n+1 // a raise: refused, the old limit comes back
+		if n < old.n && old.relaxed && l.shift.Load() < maxRelaxShift {
+			l.shift.Add(1)
+		}
+	}
+	l.limit.Store(nl)
+	return true
+}
+
+// tighten returns the key's limits p (PerSecond) and m (PerMinute) with the
+// learned limit ll applied: the smaller of the two for its window. A
+// learned limit never raises a configured one.
+func (ll *learnedLimit) tighten(p float64, m int) (float64, int) {
+	switch ll.w {
+	case time.Second:
+		if p == 0 || float64(ll.n) < p {
+			p = float64(ll.n)
+		}
+	case time.Minute:
+		if m == 0 || ll.n < m {
+			m = ll.n
+		}
+	}
+	return p, m
 }
 
 // learnWindow returns the window a Retry-After of d suggests: a second or
@@ -108,11 +186,12 @@ func learnWindow(d time.Duration) (time.Duration, bool) {
 // it, as its successes come in.
 //
 // It reports whether the 429 refused a raise (refusedRaise): the key then
-// needs no cooldown, the limit it goes back to holds it.
-func (l *learner) rateLimited(sent, now time.Time, d time.Duration, lrn *learnedLimit) (raise bool) {
+// needs no cooldown, the limit it goes back to holds it; and the limit it
+// set, or nil when it set none.
+func (l *learner) rateLimited(sent, now time.Time, d time.Duration, lrn *learnedLimit) (raise bool, set *learnedLimit) {
 	w, ok := learnWindow(d)
 	if !ok {
-		return false
+		return false, nil
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -137,12 +216,12 @@ func (l *learner) rateLimited(sent, now time.Time, d time.Duration, lrn *learned
 	case n == 0:
 		// No success in the window: the 429 tells nothing of the rate (a
 		// quota used up elsewhere, a daily limit): the cooldown alone.
-		return false
+		return false, nil
 	case n >= okLogSize:
-		return false // more than it can count: not learned
+		return false, nil // more than it can count: not learned
 	case old != nil && old.w == w && to < old.setAt:
 		if n <= old.n {
-			return false // the burst that taught it: nothing new
+			return false, nil // the burst that taught it: nothing new
 		}
 	case old != nil && old.w == w:
 		// Refused under the learned limit: it is one too high. (The count
@@ -152,8 +231,10 @@ func (l *learner) rateLimited(sent, now time.Time, d time.Duration, lrn *learned
 			l.shift.Add(1) // the raise found the limit: probe it more rarely
 		}
 	}
-	l.limit.Store(newLearnedLimit(n, w, now.UnixNano(), total, old))
-	return raise
+	set = newLearnedLimit(n, w, now.UnixNano(), total, old)
+	set.at = changeTime(now, old)
+	l.limit.Store(set)
+	return raise, set
 }
 
 // refusedRaise reports whether a 429 under the raised limit ll, to a

@@ -101,3 +101,82 @@ func TestRaisedLimitEarly429Cools(t *testing.T) {
 		t.Fatalf("limit %d, want 2", ll.n)
 	}
 }
+
+// A learned limit heard from another replica (sharedstate.Learned) is
+// adopted when it is the latest: set later, to the millisecond, or at the
+// same millisecond and lower. A limit this pool does not learn (a window
+// other than a second or a minute, below 1, above okLogSize) is ignored.
+// The key's own changes after it are stamped later than it, so that they
+// win on every replica.
+func TestAdoptLatestWins(t *testing.T) {
+	k := newTestKeyState(t, Key{ID: "a", Secret: "s"})
+	l := k.learn
+	at := t0.Add(500 * time.Microsecond)
+	for _, c := range []struct {
+		n    int
+		w    time.Duration
+		at   time.Time
+		want int // the limit held after
+	}{
+		{10, time.Second, at, 10},
+		{12, time.Second, t0.Add(900 * time.Microsecond), 10}, // same ms, higher
+		{10, time.Second, t0.Add(900 * time.Microsecond), 10}, // same ms, the same (an echo)
+		{9, time.Second, t0.Add(100 * time.Microsecond), 9},   // same ms, lower
+		{20, time.Second, t0.Add(-time.Second), 9},            // older
+		{11, 90 * time.Second, t0.Add(time.Second), 9},        // not a window it learns
+		{0, time.Second, t0.Add(time.Second), 9},
+		{okLogSize + 1, time.Second, t0.Add(time.Second), 9},
+		{10, time.Second, t0.Add(time.Second), 10}, // later: a raise
+	} {
+		l.adopt(c.n, c.w, c.at, t0.Add(2*time.Second))
+		if ll := k.learnedLimit(); ll == nil || ll.n != c.want {
+			t.Fatalf("after adopting %d in %v at +%v: %+v, want %d", c.n, c.w, c.at.Sub(t0), ll, c.want)
+		}
+	}
+	if ll := k.learnedLimit(); !ll.relaxed || l.shift.Load() != 0 {
+		t.Fatalf("a later limit one higher adopted: relaxed %v, shift %d; want a raise, shift 0", ll.relaxed, l.shift.Load())
+	}
+	// Lowered from a raise, elsewhere: the next raise waits twice as long,
+	// as when the raise is refused here.
+	l.adopt(9, time.Second, t0.Add(2*time.Second), t0.Add(time.Second))
+	if l.shift.Load() != 1 {
+		t.Fatalf("shift %d after a raise lowered elsewhere, want 1", l.shift.Load())
+	}
+	// A change here with a clock behind the one that set the limit held
+	// is stamped a millisecond after it.
+	held := k.learnedLimit()
+	behind := t0.Add(1100 * time.Millisecond)
+	noteBurst(t, k, 3, behind)
+	rateLimit(k, behind.Add(time.Millisecond)) // a 429 under the limit: lowered by one
+	ll := k.learnedLimit()
+	if ll == held || ll.n != 8 || ll.at != held.at+int64(time.Millisecond) {
+		t.Fatalf("a 429 at a clock behind: limit %d at +%v, want 8 at +%v", ll.n, time.Duration(ll.at-t0.UnixNano()), time.Duration(held.at-t0.UnixNano())+time.Millisecond)
+	}
+}
+
+// learnedLimit.tighten: a learned limit lowers the configured limit of
+// its window, or sets it when there is none; it never raises one.
+func TestLearnedTighten(t *testing.T) {
+	for _, c := range []struct {
+		n     int
+		w     time.Duration
+		p     float64
+		m     int
+		wantP float64
+		wantM int
+	}{
+		{10, time.Second, 0, 0, 10, 0},
+		{10, time.Second, 100, 60, 10, 60},
+		{10, time.Second, 5, 0, 5, 0},
+		{10, time.Second, 0.5, 0, 0.5, 0},
+		{2, time.Second, 2.5, 0, 2, 0},
+		{100, time.Minute, 0, 0, 0, 100},
+		{100, time.Minute, 3, 1000, 3, 100},
+		{100, time.Minute, 0, 50, 0, 50},
+	} {
+		ll := &learnedLimit{n: c.n, w: c.w}
+		if p, m := ll.tighten(c.p, c.m); p != c.wantP || m != c.wantM {
+			t.Errorf("%d in %v over PerSecond %v, PerMinute %d: %v, %d; want %v, %d", c.n, c.w, c.p, c.m, p, m, c.wantP, c.wantM)
+		}
+	}
+}

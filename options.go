@@ -278,8 +278,22 @@ func WithProviderBudget(on bool, parser status.BudgetParser) Option {
 // the window is a window old, by when an upstream window of that length,
 // fixed or sliding, has reset. A key whose answers carry rate-limit
 // headers (WithProviderBudget) is steered by them instead.
-// Snapshot shows what was learned (KeyStatus.LearnedLimit). What a pool
-// learns stays in its process: replicas learn each on their own.
+// Snapshot shows what was learned (KeyStatus.LearnedLimit).
+//
+// With WithSharedState, what a pool learns is shared: each limit it learns,
+// lowers or raises is published (sharedstate.Learned), every replica
+// adopts the latest (set last, to the millisecond; at the same millisecond
+// the lower), and a replica that starts or reconnects gets it with the
+// store's state (redisstate keeps it a day after it was last set). The
+// limit then holds across the replicas together, not per replica: it goes
+// to the store's Take as the key's PerSecond or PerMinute when it is the
+// smaller (it never raises a configured limit), so the store's windows
+// count every replica's requests. Each replica counts its own successes:
+// the first limit learned while several replicas send at once may be
+// below the upstream's (the successes of the one that got the 429), and a
+// raise comes after 16n successes of one replica since the last change,
+// so about as many times later as there are replicas sharing the key.
+// Without shared state, each pool learns and paces on its own.
 func WithLimitLearning(on bool) Option {
 	return optionFunc(func(c *config) error {
 		c.noLearn = !on

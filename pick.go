@@ -165,10 +165,11 @@ func (c *call) tryPick(ctx context.Context) (reservation, bool) {
 }
 
 // reserve takes key k at now (keyState.reserve) and, with shared state,
-// one request of its shared limits; all or nothing.
+// one request of its shared limits (its learned limit among them); all or
+// nothing.
 func (t *Transport) reserve(ctx context.Context, k *keyState, now time.Time) (reservation, bool) {
 	r, h := k.reserve(now)
-	if h == holdNone && t.shared != nil && k.limited && !t.takeShared(ctx, k, now) {
+	if h == holdNone && t.shared != nil && (k.limited || r.lrn != nil) && !t.takeShared(ctx, k, now) {
 		r.cancel()
 		h = holdRate
 	}

@@ -12,8 +12,9 @@ import (
 )
 
 // WithSharedState shares key state with the other replicas of a service
-// through s (see package sharedstate): cooldowns, disabled keys, and limits that
-// hold across replicas; and, when s is a sharedstate.Spender (redisstate
+// through s (see package sharedstate): cooldowns, disabled keys, limits
+// learned from 429s (WithLimitLearning), and limits that hold across
+// replicas, learned ones among them; and, when s is a sharedstate.Spender (redisstate
 // is), what the keys spent against their budgets (Key.Budget). Close stops
 // the sharing.
 func WithSharedState(s sharedstate.Store) Option {
@@ -260,6 +261,17 @@ func (t *Transport) applyShared(c sharedstate.Change) {
 		t.shared.stored(c)
 	case sharedstate.Enable:
 		t.enable(k, false)
+	case sharedstate.Learned:
+		// The latest learned limit wins (learner.adopt); a pool that does
+		// not learn limits (WithLimitLearning(false)) ignores it.
+		if k.learn != nil {
+			now := t.cfg.clock.Now()
+			at := c.At
+			if at.IsZero() {
+				at = now
+			}
+			k.learn.adopt(c.Limit, c.Window, at, now)
+		}
 	}
 }
 
@@ -389,6 +401,10 @@ func (t *Transport) takeShared(ctx context.Context, k *keyState, now time.Time) 
 		}
 	}
 	l := sharedstate.Limits{PerSecond: k.key.PerSecond, PerMinute: k.key.PerMinute, PerDay: k.key.PerDay}
+	if ll := k.learnedLimit(); ll != nil {
+		// The learned limit holds across the replicas too.
+		l.PerSecond, l.PerMinute = ll.tighten(l.PerSecond, l.PerMinute)
+	}
 	if l.PerDay > 0 {
 		l.Day = dayIndex(now, k.loc)
 		l.DayEnd = dayStart(l.Day+1, k.loc)

@@ -23,7 +23,8 @@ type memShared struct {
 	mu       sync.Mutex
 	cool     map[string]time.Time
 	disabled map[string]string
-	used     map[string]int // id/day -> requests granted
+	learned  map[string]sharedstate.Change // id -> the latest Learned change
+	used     map[string]int                // id/day -> requests granted
 	subs     map[chan sharedstate.Change]bool
 	fail     atomic.Bool
 	reject   string // a key ID whose changes Publish rejects for good
@@ -36,7 +37,7 @@ type memShared struct {
 var errDown = errors.New("store down")
 
 func newMemShared() *memShared {
-	return &memShared{cool: map[string]time.Time{}, disabled: map[string]string{}, used: map[string]int{}, subs: map[chan sharedstate.Change]bool{}}
+	return &memShared{cool: map[string]time.Time{}, disabled: map[string]string{}, learned: map[string]sharedstate.Change{}, used: map[string]int{}, subs: map[chan sharedstate.Change]bool{}}
 }
 
 func (m *memShared) Publish(_ context.Context, c sharedstate.Change) error {
@@ -59,6 +60,14 @@ func (m *memShared) Publish(_ context.Context, c sharedstate.Change) error {
 	case sharedstate.Enable:
 		delete(m.disabled, c.KeyID)
 		delete(m.cool, c.KeyID)
+	case sharedstate.Learned:
+		// The later At wins, to the millisecond; at the same, the lower.
+		if o, ok := m.learned[c.KeyID]; ok {
+			if at, oat := c.At.UnixMilli(), o.At.UnixMilli(); at < oat || at == oat && c.Limit >= o.Limit {
+				return nil
+			}
+		}
+		m.learned[c.KeyID] = c
 	}
 	for ch := range m.subs {
 		select {
@@ -82,6 +91,9 @@ func (m *memShared) Watch(ctx context.Context, apply func(sharedstate.Change)) e
 	}
 	for id, r := range m.disabled {
 		state = append(state, sharedstate.Change{KeyID: id, Kind: sharedstate.Disable, Reason: r})
+	}
+	for _, c := range m.learned {
+		state = append(state, c)
 	}
 	m.mu.Unlock()
 	defer func() {

@@ -15,16 +15,36 @@ import (
 //	{"kind":"cooldown","key":"k1","until":1767225600000,"at":1767225570000}
 //	{"kind":"disable","key":"k1","reason":"401 from upstream","at":1767225570000}
 //	{"kind":"enable","key":"k1","at":1767225570000}
+//	{"kind":"learned","key":"k1","limit":10,"window":1000,"at":1767225570000}
 //
-// Times are milliseconds since the Unix epoch. A cooldown's until is
-// rounded up, so that the shared deadline never ends before the local one.
+// Times are milliseconds since the Unix epoch, as is a learned limit's
+// window. A cooldown's until is rounded up, so that the shared deadline
+// never ends before the local one.
 type message struct {
 	Kind   string `json:"kind"`
 	Key    string `json:"key"`
 	Until  int64  `json:"until,omitempty"`
 	Reason string `json:"reason,omitempty"`
+	Limit  int64  `json:"limit,omitempty"`
+	Window int64  `json:"window,omitempty"`
 	At     int64  `json:"at,omitempty"`
 }
+
+// learnedEntry is a value of the learned hash: a learned limit of N
+// requests in any window of W ms, set at At (ms).
+type learnedEntry struct {
+	N  int64 `json:"n"`
+	W  int64 `json:"w"`
+	At int64 `json:"at"`
+}
+
+// maxLearned bounds a learned limit, and maxLearnedWindow its window (ms):
+// larger ones are invalid or malformed. The pool learns at most 256
+// requests in a second or a minute.
+const (
+	maxLearned       = 1 << 20
+	maxLearnedWindow = 3600 * 1000
+)
 
 // disabledEntry is a value of the disabled hash.
 type disabledEntry struct {
@@ -63,6 +83,13 @@ func validChange(c sharedstate.Change) error {
 			return fmt.Errorf("%w: cooldown of %q until %v, out of range", ErrInvalid, c.KeyID, c.Until)
 		}
 	case sharedstate.Disable, sharedstate.Enable:
+	case sharedstate.Learned:
+		if c.Limit < 1 || c.Limit > maxLearned {
+			return fmt.Errorf("%w: learned limit %d of %q, out of range", ErrInvalid, c.Limit, c.KeyID)
+		}
+		if c.Window < time.Millisecond || c.Window > maxLearnedWindow*time.Millisecond || c.Window%time.Millisecond != 0 {
+			return fmt.Errorf("%w: learned window %v of %q, want whole milliseconds up to an hour", ErrInvalid, c.Window, c.KeyID)
+		}
 	default:
 		return fmt.Errorf("%w: unknown change kind %d", ErrInvalid, c.Kind)
 	}
@@ -81,6 +108,8 @@ func encodeChange(c sharedstate.Change, at int64) []byte {
 		if !c.Until.IsZero() {
 			m.Until = max(ceilMs(c.Until), 0)
 		}
+	case sharedstate.Learned:
+		m.Limit, m.Window = int64(c.Limit), c.Window.Milliseconds()
 	}
 	b, err := json.Marshal(m)
 	if err != nil { // cannot happen: strings and integers only
@@ -118,6 +147,12 @@ func decodeChange(payload string) (c sharedstate.Change, ok bool) {
 		}
 	case "enable":
 		c.Kind = sharedstate.Enable
+	case "learned":
+		e, ok := validLearned(learnedEntry{N: m.Limit, W: m.Window, At: m.At})
+		if !ok {
+			return sharedstate.Change{}, false
+		}
+		c = e.change(m.Key)
 	default:
 		return sharedstate.Change{}, false
 	}
@@ -149,4 +184,24 @@ func ceilMs(t time.Time) int64 {
 		ms++
 	}
 	return ms
+}
+
+// validLearned checks a learned limit read from Redis.
+func validLearned(e learnedEntry) (learnedEntry, bool) {
+	ok := e.N >= 1 && e.N <= maxLearned && e.W >= 1 && e.W <= maxLearnedWindow && e.At > 0 && e.At <= maxMs
+	return e, ok
+}
+
+// decodeLearned decodes a value of the learned hash.
+func decodeLearned(v string) (learnedEntry, bool) {
+	var e learnedEntry
+	if len(v) > maxMessage || json.Unmarshal([]byte(v), &e) != nil {
+		return e, false
+	}
+	return validLearned(e)
+}
+
+// change returns the Learned change of key id that e holds.
+func (e learnedEntry) change(id string) sharedstate.Change {
+	return sharedstate.Change{KeyID: id, Kind: sharedstate.Learned, Limit: int(e.N), Window: time.Duration(e.W) * time.Millisecond, At: time.UnixMilli(e.At)}
 }

@@ -15,10 +15,12 @@ func TestMessageRoundTrip(t *testing.T) {
 		// A disable with the time of its next trial; without one it is for good.
 		{KeyID: "k2", Kind: sharedstate.Disable, Reason: "401", At: at, Until: at.Add(time.Minute)},
 		{KeyID: "k1", Kind: sharedstate.Enable, At: at},
+		{KeyID: "k1", Kind: sharedstate.Learned, Limit: 10, Window: time.Second, At: at},
+		{KeyID: "k2", Kind: sharedstate.Learned, Limit: 256, Window: time.Minute, At: at},
 	} {
 		m := encodeChange(c, c.At.UnixMilli())
 		got, ok := decodeChange(string(m))
-		if !ok || got.KeyID != c.KeyID || got.Kind != c.Kind || !got.Until.Equal(c.Until) || got.Reason != c.Reason || !got.At.Equal(c.At) {
+		if !ok || got.KeyID != c.KeyID || got.Kind != c.Kind || !got.Until.Equal(c.Until) || got.Reason != c.Reason || !got.At.Equal(c.At) || got.Limit != c.Limit || got.Window != c.Window {
 			t.Errorf("%s: decoded %+v, %v; want %+v", m, got, ok, c)
 		}
 	}
@@ -54,6 +56,8 @@ func FuzzDecodeChange(f *testing.F) {
 		`{"kind":"cooldown","key":"k1","until":1767225600000,"at":1767225570000}`,
 		`{"kind":"disable","key":"k1","reason":"401","at":1}`,
 		`{"kind":"enable","key":"k1"}`,
+		`{"kind":"learned","key":"k1","limit":10,"window":1000,"at":1767225570000}`,
+		`{"kind":"learned","key":"k1","limit":0,"window":1000,"at":1}`,
 		`{"kind":"cooldown","key":"k","until":-1}`,
 		`{"kind":"enable","key":"\ud800"}`,
 		`{`, `null`, ``,
@@ -65,7 +69,7 @@ func FuzzDecodeChange(f *testing.F) {
 		if !ok {
 			return
 		}
-		if c.KeyID == "" || c.Kind < sharedstate.Cooldown || c.Kind > sharedstate.Enable {
+		if c.KeyID == "" || c.Kind < sharedstate.Cooldown || c.Kind > sharedstate.Learned || c.Kind == sharedstate.Synced {
 			t.Fatalf("accepted %q as %+v", payload, c)
 		}
 		if c.Kind == sharedstate.Cooldown && c.Until.IsZero() {
@@ -76,7 +80,10 @@ func FuzzDecodeChange(f *testing.F) {
 			at = c.At.UnixMilli()
 		}
 		again, ok := decodeChange(string(encodeChange(c, at)))
-		if !ok || again.KeyID != c.KeyID || again.Kind != c.Kind || !again.Until.Equal(c.Until) || again.Reason != c.Reason || !again.At.Equal(c.At) {
+		if c.Kind == sharedstate.Learned && (c.Limit < 1 || c.Window < time.Millisecond || c.At.IsZero()) {
+			t.Fatalf("learned limit out of range from %q: %+v", payload, c)
+		}
+		if !ok || again.KeyID != c.KeyID || again.Kind != c.Kind || !again.Until.Equal(c.Until) || again.Reason != c.Reason || !again.At.Equal(c.At) || again.Limit != c.Limit || again.Window != c.Window {
 			t.Fatalf("%q: %+v re-decoded as %+v (%v)", payload, c, again, ok)
 		}
 	})
@@ -91,6 +98,14 @@ func TestDecodeEntries(t *testing.T) {
 	for v, ok := range map[string]bool{`{"reason":"r","at":5}`: true, `{}`: true, `{"at":-1}`: false, `x`: false, `[]`: false} {
 		if _, got := decodeDisabled(v); got != ok {
 			t.Errorf("decodeDisabled(%q) ok = %v", v, got)
+		}
+	}
+	for v, ok := range map[string]bool{
+		`{"n":10,"w":1000,"at":5}`: true, `{"n":0,"w":1000,"at":5}`: false, `{"n":10,"w":0,"at":5}`: false,
+		`{"n":10,"w":1000}`: false, `{"n":10,"w":3600001,"at":5}`: false, `{"n":1048577,"w":1000,"at":5}`: false, `x`: false,
+	} {
+		if _, got := decodeLearned(v); got != ok {
+			t.Errorf("decodeLearned(%q) ok = %v", v, got)
 		}
 	}
 }

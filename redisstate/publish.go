@@ -66,6 +66,31 @@ redis.call('PUBLISH', ARGV[2], ARGV[3])
 return {1, e}
 `)
 
+// learnedScript sets a key's learned limit unless the one held was set
+// later (at the same millisecond: unless it is lower or the same), keeps
+// the hash a learnedTTL longer, and publishes the change. It returns 1
+// when it set the limit.
+//
+// KEYS[1] the learned hash, KEYS[2] the epoch; ARGV: key ID, entry, at
+// (ms), limit, channel, message, learnedTTL (ms), a new epoch.
+var learnedScript = redis.NewScript(epochLua(2, 8) + `
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if old then
+  local ok, e = pcall(cjson.decode, old)
+  if ok and type(e) == 'table' then
+    local oat, on = tonumber(e.at), tonumber(e.n)
+    local at, n = tonumber(ARGV[3]), tonumber(ARGV[4])
+    if oat and on and (at < oat or (at == oat and n >= on)) then
+      return {0, e}
+    end
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[7])
+redis.call('PUBLISH', ARGV[5], ARGV[6])
+return {1, e}
+`)
+
 // Publish records a change where every replica sees it, and publishes it
 // on the store's channel when it changes the shared state:
 //
@@ -76,15 +101,19 @@ return {1, e}
 //     already, in which case the first reason stays and nothing is
 //     published;
 //   - Enable enables the key, ends its cooldown, and always
-//     publishes.
+//     publishes;
+//   - Learned keeps the key's learned limit (c.Limit in any c.Window)
+//     unless the one held was set later (c.At, to the millisecond), or at
+//     the same millisecond and is lower or the same, atomically, and
+//     publishes only when it kept it. It is kept for a day (learnedTTL)
+//     after it was set: Watch no longer reports it after that.
 //
 // c.At zero means now. Publish reads the epoch key too, so that the next
 // Watch knows whether Redis lost its data since this change was stored
-// (see Watch).
-//
-// c.At zero means now. An invalid change (empty or non-UTF-8 key ID,
-// unknown kind, cooldown without a deadline) is refused with an error
-// matching ErrInvalid, without a round trip.
+// (see Watch). An invalid change (empty or non-UTF-8 key ID,
+// unknown kind, cooldown without a deadline, a learned limit below 1 or a
+// window not of whole milliseconds up to an hour) is refused with an
+// error matching ErrInvalid, without a round trip.
 func (s *Store) Publish(ctx context.Context, c sharedstate.Change) error {
 	if err := validChange(c); err != nil {
 		return err
@@ -118,6 +147,10 @@ func (s *Store) Publish(ctx context.Context, c sharedstate.Change) error {
 	case sharedstate.Enable:
 		res, err = enableScript.Run(cctx, s.c, []string{s.disabledKey, s.cooldownKey, s.epochKey},
 			c.KeyID, s.channel, msg, epoch).Slice()
+	case sharedstate.Learned:
+		entry, _ := json.Marshal(learnedEntry{N: int64(c.Limit), W: c.Window.Milliseconds(), At: atMs})
+		res, err = learnedScript.Run(cctx, s.c, []string{s.learnedKey, s.epochKey},
+			c.KeyID, entry, atMs, c.Limit, s.channel, msg, learnedTTL.Milliseconds(), epoch).Slice()
 	}
 	if err == nil && len(res) != 2 {
 		err = fmt.Errorf("unexpected reply of %d elements", len(res))

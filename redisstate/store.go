@@ -25,6 +25,9 @@
 //
 //	{apipool}:cooldown         hash: key ID → cooldown deadline, ms since the epoch
 //	{apipool}:disabled         hash: key ID → {"reason": ..., "at": ms}
+//	{apipool}:learned          hash: key ID → {"n": limit, "w": window in ms, "at": ms}; expires a
+//	                           day after the last limit set, and an entry set more than a day ago
+//	                           is removed by the next Watch
 //	{apipool}:epoch            a random value that changes when Redis loses its data
 //	{apipool}:day:<day>:<id>   counter of key id's requests on quota day <day>; expires after 2 days
 //	{apipool}:second:<id>      sorted set: the times of key id's requests in its per-second window
@@ -41,6 +44,17 @@
 // first reason when the key is already disabled (and then publishes
 // nothing); an enable removes the key's entries from both hashes and always
 // publishes. Messages are small JSON objects; see [Store.Watch].
+//
+// A limit a pool learned from a key's 429s (apipool.WithLimitLearning,
+// sharedstate.Learned) is kept by a Lua script that keeps the one set later
+// (to the millisecond; at the same millisecond, the lower) and publishes
+// the change only when it kept it. A Watch reports the learned limits set
+// within the last day: one left unchanged for a day is forgotten (a pool
+// that runs keeps it; one that starts learns it anew), so that a limit
+// learned long ago does not hold a key back for ever. An enable leaves the
+// learned limit as it is. The pools enforce a learned limit through
+// [Store.Take], as the key's PerSecond or PerMinute when it is the
+// smaller, so it holds across the replicas together.
 //
 // # Limits
 //
@@ -130,6 +144,11 @@ import (
 	"github.com/apipool-ng/apipool/sharedstate"
 )
 
+// learnedTTL is how long a learned limit is kept after it was last set
+// (sharedstate.Learned): a day. A key in use sets it again each time it
+// lowers or raises it; one left alone for a day learns its limit anew.
+const learnedTTL = 24 * time.Hour
+
 // Defaults, as documented on the options that change them.
 const (
 	DefaultPrefix        = "apipool"
@@ -161,9 +180,9 @@ type Store struct {
 	clock    clock.Clock
 
 	// Redis keys and the channel, all beginning with "{prefix}".
-	cooldownKey, disabledKey, epochKey, channel string
-	dayPrefix, secondPrefix, minutePrefix       string
-	spendPrefix                                 string
+	cooldownKey, disabledKey, learnedKey, epochKey, channel string
+	dayPrefix, secondPrefix, minutePrefix                   string
+	spendPrefix                                             string
 
 	errs      atomic.Uint64
 	malformed atomic.Uint64
@@ -264,7 +283,8 @@ func WithCheckInterval(d time.Duration) Option {
 
 // WithClock sets the clock (clock.System by default) that stamps a
 // published change without a time of its own (sharedstate.Change.At) and that
-// Watch measures cooldown deadlines against: give it the pool's clock
+// Watch measures cooldown deadlines and the age of learned limits against:
+// give it the pool's clock
 // (apipool.WithClock). The store reads its Now only. The timeouts of calls
 // to Redis, and the times of Stats, follow the system clock.
 func WithClock(clk clock.Clock) Option {
@@ -298,6 +318,7 @@ func New(client redis.UniversalClient, opts ...Option) (*Store, error) {
 	tag := "{" + s.prefix + "}:"
 	s.cooldownKey = tag + "cooldown"
 	s.disabledKey = tag + "disabled"
+	s.learnedKey = tag + "learned"
 	s.epochKey = tag + "epoch"
 	s.channel = tag + "changes"
 	s.dayPrefix = tag + "day:"

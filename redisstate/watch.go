@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -16,16 +17,32 @@ import (
 )
 
 // stateScript reads the epoch (setting it to ARGV[1] when missing, as after
-// Redis lost its data) and both hashes, atomically.
+// Redis lost its data) and the three hashes, atomically. It first removes
+// the learned limits set before ARGV[2] (ms): those older than learnedTTL.
 //
-// KEYS[1] the epoch, KEYS[2] the cooldown hash, KEYS[3] the disabled hash.
+// KEYS[1] the epoch, KEYS[2] the cooldown hash, KEYS[3] the disabled hash,
+// KEYS[4] the learned hash.
 var stateScript = redis.NewScript(`
 local e = redis.call('GET', KEYS[1])
 if not e then
   e = ARGV[1]
   redis.call('SET', KEYS[1], e)
 end
-return {e, redis.call('HGETALL', KEYS[2]), redis.call('HGETALL', KEYS[3])}
+local learned = redis.call('HGETALL', KEYS[4])
+local kept = {}
+local since = tonumber(ARGV[2])
+for i = 1, #learned, 2 do
+  local ok, v = pcall(cjson.decode, learned[i + 1])
+  local at = nil
+  if ok and type(v) == 'table' then at = tonumber(v.at) end
+  if at and at < since then
+    redis.call('HDEL', KEYS[4], learned[i])
+  else
+    kept[#kept + 1] = learned[i]
+    kept[#kept + 1] = learned[i + 1]
+  end
+end
+return {e, redis.call('HGETALL', KEYS[2]), redis.call('HGETALL', KEYS[3]), kept}
 `)
 
 // Watch subscribes to the store's channel, then reads the shared state and
@@ -39,7 +56,8 @@ return {e, redis.call('HGETALL', KEYS[2]), redis.call('HGETALL', KEYS[3])}
 //
 // The state is applied in key ID order: for each key, its cooldown when it
 // has not ended yet (At zero), then its disable (with the reason and time
-// it was disabled). A key that an earlier Watch of this Store reported
+// it was disabled); then the learned limits set within the last day
+// (learnedTTL; older ones are removed), in key ID order. A key that an earlier Watch of this Store reported
 // disabled or cooling, and that is now neither disabled nor holds a
 // cooldown, is reported enabled: it was enabled while this replica was not
 // watching. That is skipped when Redis lost its data since (its epoch key
@@ -165,21 +183,23 @@ func (s *Store) noteEpoch(e string) {
 func (s *Store) readState(ctx context.Context) ([]sharedstate.Change, bool, error) {
 	cctx, cancel := s.callCtx(ctx)
 	defer cancel()
-	res, err := stateScript.Run(cctx, s.c, []string{s.epochKey, s.cooldownKey, s.disabledKey}, newEpoch()).Slice()
+	now := s.clock.Now()
+	res, err := stateScript.Run(cctx, s.c, []string{s.epochKey, s.cooldownKey, s.disabledKey, s.learnedKey},
+		newEpoch(), now.Add(-learnedTTL).UnixMilli()).Slice()
 	if err != nil {
 		return nil, false, err
 	}
-	if len(res) != 3 {
+	if len(res) != 4 {
 		return nil, false, fmt.Errorf("unexpected reply of %d elements", len(res))
 	}
 	epoch, _ := res[0].(string)
 	cooling, err1 := pairs(res[1])
 	disabled, err2 := pairs(res[2])
-	if err := errors.Join(err1, err2); err != nil {
+	learned, err3 := pairs(res[3])
+	if err := errors.Join(err1, err2, err3); err != nil {
 		return nil, false, err
 	}
 
-	now := s.clock.Now()
 	// A key in either hash, even with a malformed or ended entry.
 	type keyState struct {
 		until    time.Time // zero when none or ended
@@ -255,6 +275,20 @@ func (s *Store) readState(ctx context.Context) ([]sharedstate.Change, bool, erro
 			reported[id] = struct{}{}
 		}
 	}
+	// The learned limits, apart: they do not make a key reported (an
+	// enable is not reported for a key that only loses its learned limit).
+	var learnedOut []sharedstate.Change
+	for i := 0; i+1 < len(learned); i += 2 {
+		id := learned[i]
+		e, ok := decodeLearned(learned[i+1])
+		if !ok || id == "" || len(id) > maxKeyID {
+			s.malformed.Add(1)
+			continue
+		}
+		learnedOut = append(learnedOut, e.change(id))
+	}
+	slices.SortFunc(learnedOut, func(a, b sharedstate.Change) int { return strings.Compare(a.KeyID, b.KeyID) })
+	out = append(out, learnedOut...)
 	// A key with an ended cooldown stays reported, if it was: its entry
 	// is still there, so a later enable removes it and must be reported.
 	for id := range s.reported {
@@ -269,6 +303,9 @@ func (s *Store) readState(ctx context.Context) ([]sharedstate.Change, bool, erro
 // note updates what the store remembers of the state with a change that
 // Watch applies.
 func (s *Store) note(c sharedstate.Change) {
+	if c.Kind == sharedstate.Learned {
+		return // not a state an enable ends
+	}
 	s.watchMu.Lock()
 	defer s.watchMu.Unlock()
 	if c.Kind == sharedstate.Enable {

@@ -13,8 +13,9 @@ import (
 
 // Store shares key state among the replicas of a service that use
 // the same keys, so that a cooldown seen by one holds for all, a key
-// revoked through one is skipped by all, and a key's limits hold across
-// all of them. Package redisstate implements it on Redis.
+// revoked through one is skipped by all, a limit one learned from the
+// upstream's 429s is kept by all, and a key's limits hold across all of
+// them. Package redisstate implements it on Redis.
 //
 // The pool keeps every key's state in memory and reads only memory to pick
 // a key; a Store carries changes between replicas (Publish, Watch)
@@ -26,12 +27,14 @@ import (
 type Store interface {
 	// Publish records a change of one key's state where every replica
 	// sees it: a cooldown (the later deadline wins, atomically), a key
-	// disabled with its reason, or a key enabled. The pool calls it off
+	// disabled with its reason, a key enabled, or a learned limit (the
+	// later At wins, atomically: see Learned). The pool calls it off
 	// the request path, and again after an error, except an error that
 	// matches ErrRejected: that change is dropped and counted.
 	Publish(ctx context.Context, c Change) error
 	// Watch calls apply with the current state of every key the store
-	// knows, then once with a change of kind Synced (no key) to say
+	// knows (its learned limit among it, unless the store let it
+	// expire), then once with a change of kind Synced (no key) to say
 	// that the state is complete, then with each change that any replica
 	// publishes, until ctx ends or the store fails; it returns the error
 	// (ctx's error when ctx ended). The pool calls it again after a
@@ -70,10 +73,18 @@ const (
 	Enable
 	// Synced: Watch delivered the whole current state; no key.
 	Synced
+	// Learned: the pool learned from the upstream's 429s that the key
+	// allows Change.Limit requests in any window of Change.Window (a
+	// second or a minute), or lowered or raised that limit. Every replica
+	// keeps the latest: the change with the later At wins, compared to
+	// the millisecond, and at the same millisecond the lower limit. A
+	// store should let a learned limit expire some time after it was last
+	// set, so that a limit learned long ago is learned again.
+	Learned
 )
 
-// String names the kind: "cooldown", "disable", "enable" or "synced"
-// (and "unknown" for any other value).
+// String names the kind: "cooldown", "disable", "enable", "synced" or
+// "learned" (and "unknown" for any other value).
 func (k Kind) String() string {
 	switch k {
 	case Cooldown:
@@ -84,6 +95,8 @@ func (k Kind) String() string {
 		return "enable"
 	case Synced:
 		return "synced"
+	case Learned:
+		return "learned"
 	}
 	return "unknown"
 }
@@ -103,10 +116,18 @@ type Change struct {
 	// caller (Redis restarted without its data, say): a key the state
 	// does not list may still be disabled or cooling on the replicas.
 	Lost bool
+	// Limit and Window are, for Learned, the limit learned: at most Limit
+	// requests (1 or more) in any window of length Window (time.Second or
+	// time.Minute).
+	Limit  int
+	Window time.Duration
 }
 
 // Limits are a key's limits that must hold across replicas, as apipool.Key gives
-// them. Day is the quota day, in days since the Unix epoch in the pool's
+// them, tightened by the limit the pool learned for the key (Learned):
+// PerSecond carries the smaller of the key's PerSecond and a learned limit
+// of a second, PerMinute the smaller of the key's PerMinute and one of a
+// minute (a learned limit never raises a configured one). Day is the quota day, in days since the Unix epoch in the pool's
 // quota location; a PerDay count resets when it changes, at DayEnd.
 type Limits struct {
 	PerSecond float64
