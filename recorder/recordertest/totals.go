@@ -46,12 +46,13 @@ func wantTotals(evs []recorder.Event, q recorder.Query, by recorder.GroupBy) map
 		if e.InputTokens < 0 || e.OutputTokens < 0 {
 			t.TokensUnknown++
 		}
-		if e.Units >= 0 {
+		// NaN, an infinity or a negative amount is not known.
+		if e.Units >= 0 && e.Units <= math.MaxFloat64 {
 			t.Units += e.Units
 		} else {
 			t.UnitsUnknown++
 		}
-		if e.Cost >= 0 {
+		if e.Cost >= 0 && e.Cost <= math.MaxFloat64 {
 			t.Cost += e.Cost
 		} else {
 			t.CostUnknown++
@@ -180,6 +181,7 @@ func testUsageValues(t *testing.T, s Store, base time.Time) {
 	add(oddModel, oddClient, 0, 1<<33, 0, -1, 0)
 	add(oddModel, "", -1, -1, -1, -1, -1)
 	add("", oddClient, 7, 3, 2, 1e6, 12345.678)
+	add(oddModel, "", 5, 5, -1, math.NaN(), math.Inf(1)) // amounts no store can hold: not known
 	flush(t, s)
 	ctx := context.Background()
 	for _, q := range []recorder.Query{{Model: oddModel}, {Client: oddClient}, {Model: oddModel, Client: oddClient}, {Model: oddModel + " "}} {
@@ -202,7 +204,7 @@ func testUsageValues(t *testing.T, s Store, base time.Time) {
 	}
 	got, err := ts.TotalsBy(ctx, recorder.Query{}, recorder.ByModel)
 	want := map[string]recorder.Totals{
-		oddModel: {Events: 3, InputTokens: 1 << 40, OutputTokens: 1 << 33, TokensUnknown: 1, Units: 0.001, UnitsUnknown: 2, Cost: 1e-9, CostUnknown: 1},
+		oddModel: {Events: 4, InputTokens: 1<<40 + 5, OutputTokens: 1<<33 + 5, TokensUnknown: 1, Units: 0.001, UnitsUnknown: 3, Cost: 1e-9, CostUnknown: 2},
 		"":       {Events: 1, InputTokens: 7, OutputTokens: 3, CachedTokens: 2, Units: 1e6, Cost: 12345.678},
 	}
 	if err != nil || !totalsMapEqual(got, want) {
