@@ -9,9 +9,10 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/apipool-ng/apipool/cmd/apipool/internal/config"
 	"github.com/apipool-ng/apipool/internal/creds"
-	"golang.org/x/time/rate"
 )
 
 // token is a configured client token with its limiter.
