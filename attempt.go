@@ -742,7 +742,10 @@ func (c *call) bufferBody(limit int64) ([]byte, error) {
 	return buf, nil
 }
 
-// replayBuffer makes buf the body every attempt sends.
+// replayBuffer makes buf the body every attempt sends. Its reader stays
+// an io.NopCloser of a *bytes.Reader, which net/http knows is in memory:
+// it then writes the request's header and body in one write, where a
+// body of another type has the header flushed on its own first.
 func (c *call) replayBuffer(buf []byte) {
 	c.getBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(buf)), nil }
 	c.replayable = true

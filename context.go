@@ -1,8 +1,14 @@
 package apipool
 
-import "context"
+import (
+	"context"
 
-type operationKey struct{}
+	"github.com/apipool-ng/apipool/internal/ctxkey"
+)
+
+// operationKey is shared with the apipool proxy, whose request context
+// answers it itself.
+type operationKey = ctxkey.Operation
 
 // ContextWithOperation returns a context that names the API operation of
 // the requests made with it ("createChatCompletion", "getPlace"). The name
@@ -18,7 +24,9 @@ func OperationFrom(ctx context.Context) string {
 	return s
 }
 
-type clientKey struct{}
+// clientKey is shared with the apipool proxy, whose request context
+// answers it itself.
+type clientKey = ctxkey.Client
 
 // ContextWithClient returns a context that names who sends the requests
 // made with it (a tenant, a team, a job). The name reaches the usage

@@ -77,18 +77,24 @@ func (c *call) traceConn(ctx context.Context) (context.Context, *connTrace) {
 		return ctx, nil
 	}
 	ct := c.ctrace
-	if own := httptrace.ContextClientTrace(ctx) != nil; own || ct == nil {
-		// WithClientTrace composes the caller's own trace into the hooks
-		// given: those of a call, reused by later requests, stay apart.
+	if ct == nil {
 		ct = newConnTrace()
-		if !own {
-			c.ctrace = ct
-		}
+		c.ctrace = ct
 	}
 	ct.reused.Store(false)
 	ct.answered.Store(false)
 	ct.wrote.Store(0)
-	return httptrace.WithClientTrace(ctx, &ct.hooks), ct
+	hooks := &ct.hooks
+	if httptrace.ContextClientTrace(ctx) != nil {
+		// WithClientTrace composes the caller's own trace (a
+		// ReverseProxy's, for one) into the hooks given: it gets a copy,
+		// so that the call's, reused by later requests, stay apart. The
+		// copy's hooks are the same functions: one allocation, not the
+		// four of a new connTrace.
+		own := ct.hooks
+		hooks = &own
+	}
+	return httptrace.WithClientTrace(ctx, hooks), ct
 }
 
 // newConnTrace returns a connTrace with its hooks set. The hooks are

@@ -1,8 +1,10 @@
 package proxy
 
 import (
+	"maps"
 	"net/http"
 	"sync"
+	"sync/atomic"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
@@ -10,10 +12,12 @@ import (
 
 // attrCache holds an upstream's request-duration attribute sets, built
 // once per method and status code, so that recording a request costs no
-// allocation.
+// allocation: each is held as the option slice Record is passed (a slice
+// built per call would escape to the heap through the interface). Reads
+// take no lock: a new set copies the map.
 type attrCache struct {
-	mu   sync.RWMutex
-	sets map[attrKey]metric.RecordOption
+	mu   sync.Mutex // serialises additions
+	sets atomic.Pointer[map[attrKey][]metric.RecordOption]
 }
 
 type attrKey struct {
@@ -25,27 +29,31 @@ type attrKey struct {
 // built per request.
 const maxAttrSets = 512
 
-// requestAttrs returns the attributes of a request to upstream name.
-func (c *attrCache) requestAttrs(name, method string, code int) metric.RecordOption {
+// requestAttrs returns the attributes of a request to upstream name, as
+// Record's options.
+func (c *attrCache) requestAttrs(name, method string, code int) []metric.RecordOption {
 	k := attrKey{methodAttr(method), code}
-	c.mu.RLock()
-	o, ok := c.sets[k]
-	c.mu.RUnlock()
-	if ok {
-		return o
+	if m := c.sets.Load(); m != nil {
+		if o, ok := (*m)[k]; ok {
+			return o
+		}
 	}
-	o = metric.WithAttributeSet(attribute.NewSet(
+	o := []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(
 		attribute.String("apipool.upstream", name),
 		attribute.String("http.request.method", k.method),
-		attribute.Int("http.response.status_code", code)))
+		attribute.Int("http.response.status_code", code)))}
 	c.mu.Lock()
-	if c.sets == nil {
-		c.sets = map[attrKey]metric.RecordOption{}
+	defer c.mu.Unlock()
+	old := c.sets.Load()
+	if old == nil {
+		old = &map[attrKey][]metric.RecordOption{}
 	}
-	if len(c.sets) < maxAttrSets {
-		c.sets[k] = o
+	if len(*old) < maxAttrSets {
+		m := make(map[attrKey][]metric.RecordOption, len(*old)+1)
+		maps.Copy(m, *old)
+		m[k] = o
+		c.sets.Store(&m)
 	}
-	c.mu.Unlock()
 	return o
 }
 

@@ -9,15 +9,17 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/apipool-ng/apipool/cmd/apipool/internal/config"
 	"github.com/apipool-ng/apipool/internal/creds"
-	"golang.org/x/time/rate"
 )
 
 // token is a configured client token with its limiter.
 type token struct {
 	config.Token
 	limiter *rate.Limiter // nil: no rate limit
+	client  any           // Name, as the requests' contexts answer ctxkey.Client (boxed once)
 }
 
 // tokenSet is the tokens in force; Reload replaces it whole.
@@ -28,7 +30,7 @@ type tokenSet struct {
 func newTokenSet(cfg []config.Token, old *tokenSet) *tokenSet {
 	ts := &tokenSet{}
 	for _, c := range cfg {
-		t := &token{Token: c}
+		t := &token{Token: c, client: c.Name}
 		if c.Rate > 0 {
 			// Keep a token's limiter across reloads that leave its
 			// limits alone, so a reload is no way round them.
@@ -58,7 +60,10 @@ func (ts *tokenSet) find(name string) *token {
 // match returns the token whose hash is the hash of presented, comparing
 // every configured hash in constant time.
 func (ts *tokenSet) match(presented string) *token {
-	h := sha256.Sum256([]byte(presented))
+	// A token of up to 128 bytes is hashed from the stack, with no
+	// allocation.
+	var buf [128]byte
+	h := sha256.Sum256(append(buf[:0], presented...))
 	var found *token
 	for _, t := range ts.tokens {
 		if subtle.ConstantTimeCompare(h[:], t.Hash[:]) == 1 {

@@ -24,6 +24,7 @@ import (
 
 	"github.com/apipool-ng/apipool"
 	"github.com/apipool-ng/apipool/cmd/apipool/internal/config"
+	"github.com/apipool-ng/apipool/internal/ctxkey"
 )
 
 // ctxKey carries per-request data from ServeHTTP to the reverse proxy's
@@ -31,7 +32,8 @@ import (
 type ctxKey struct{}
 
 // A reqInfo is the request's context too (the caller's, with the
-// upstream's deadline), which answers ctxKey with itself, and it holds
+// upstream's deadline), which answers ctxKey with itself and the pool's
+// keys (ctxkey) with the token's name and no operation, and it holds
 // the request's body reader and response writer: one allocation for
 // them all.
 type reqInfo struct {
@@ -39,6 +41,7 @@ type reqInfo struct {
 	id       string
 	upstream *upstream
 	token    string
+	client   any            // the token's name, which the context answers for ctxkey.Client (the events' Client)
 	tooLarge atomic.Bool    // the body went past the token's limit
 	resp     *http.Response // the upstream's answer, once modifyResponse has it
 	// handshake, for an upgrade request, cancels the context when the
@@ -53,8 +56,16 @@ type reqInfo struct {
 }
 
 func (ri *reqInfo) Value(k any) any {
-	if _, ok := k.(ctxKey); ok {
+	switch k.(type) {
+	case ctxKey:
 		return ri
+	case ctxkey.Client:
+		return ri.client // as apipool.ContextWithClient's would
+	case ctxkey.Operation:
+		// The proxy names no operation: answered here, the pool's
+		// lookup of it does not walk the server's contexts to their
+		// root.
+		return nil
 	}
 	return ri.Context.Value(k)
 }
@@ -259,7 +270,7 @@ func (s *Server) serveProxy(w http.ResponseWriter, r *http.Request) {
 	}
 
 	cfg := s.cfg.Load()
-	ri := &reqInfo{id: id, upstream: up, token: tok.Name}
+	ri := &reqInfo{id: id, upstream: up, token: tok.Name, client: tok.client}
 	ri.rc = *http.NewResponseController(w)
 	deadline := start.Add(up.cfg.Timeout)
 	if cfg.Server.WriteTimeout == 0 {
@@ -288,7 +299,7 @@ func (s *Server) serveProxy(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel = context.WithDeadline(ctx, deadline)
 	}
 	defer cancel()
-	ri.Context = apipool.ContextWithClient(ctx, tok.Name) // the events' Client
+	ri.Context = ctx
 	ri.sw = statusWriter{ResponseWriter: w, scrub: &s.scrub}
 	sw := &ri.sw
 	up.proxy.ServeHTTP(sw, r.WithContext(ri))
@@ -305,7 +316,7 @@ func (s *Server) serveProxy(w http.ResponseWriter, r *http.Request) {
 		code = http.StatusOK
 	}
 	d := time.Since(start)
-	s.tel.requests.Record(ctx, d.Seconds(), up.attrs.requestAttrs(up.cfg.Name, r.Method, code))
+	s.tel.requests.Record(ctx, d.Seconds(), up.attrs.requestAttrs(up.cfg.Name, r.Method, code)...)
 	if s.log.Enabled(ctx, levelFor(code)) {
 		s.log.Log(ctx, levelFor(code), "request", "id", id, "token", tok.Name, "upstream", up.cfg.Name,
 			"method", r.Method, "path", r.URL.Path, "status", code, "duration", d, "bytes", sw.n)
