@@ -108,7 +108,17 @@ func Start() (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mysqltest: %w", err)
 	}
-	args := []string{"--no-defaults", "--datadir=" + filepath.Join(dir, "data"), "--skip-test-db",
+	// Each server has a temporary directory of its own: a server starting
+	// removes the #sql* files it finds in its tmpdir, which in a shared
+	// /tmp are another server's (mariadb-install-db failed in CI with
+	// "Error on delete of '/tmp/#sql-temptable-...'" while another test
+	// started one).
+	tmp := filepath.Join(dir, "tmp")
+	if err := os.Mkdir(tmp, 0o700); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("mysqltest: %w", err)
+	}
+	args := []string{"--no-defaults", "--datadir=" + filepath.Join(dir, "data"), "--tmpdir=" + tmp, "--skip-test-db",
 		"--auth-root-authentication-method=normal", "--skip-name-resolve"}
 	if os.Geteuid() == 0 {
 		args = append(args, "--user=root")
@@ -147,6 +157,7 @@ func (s *Server) Start() error {
 		args := []string{
 			"--no-defaults",
 			"--datadir=" + filepath.Join(s.Dir, "data"),
+			"--tmpdir=" + filepath.Join(s.Dir, "tmp"),
 			"--socket=" + filepath.Join(s.Dir, "mysqld.sock"),
 			"--pid-file=" + filepath.Join(s.Dir, "mysqld.pid"),
 			"--port=" + strconv.Itoa(s.port),
