@@ -3,8 +3,10 @@ package apipool
 import (
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -386,7 +388,7 @@ func WithInjector(f Injector) Option {
 // matches any port, and a name with one only the URLs that name that port
 // ("api.example.com:443" does not match https://api.example.com/, which
 // names none). Requests to other hosts pass through with no key and no
-// retries.
+// retries. A port past 65535, or a name ending with a dot (which no request's host has), is refused.
 //
 // Without WithHosts a key is sent to whichever host a request names, except
 // on a redirect: a request that follows a redirect to a host other than the
@@ -401,6 +403,16 @@ func WithHosts(hosts ...string) Option {
 			h = strings.ToLower(strings.TrimSpace(h))
 			if h == "" || strings.ContainsAny(h, "/ @?#") {
 				return &ConfigError{Field: fmt.Sprintf("WithHosts[%d]", i), Reason: fmt.Sprintf("%q is not a host name", hosts[i])}
+			}
+			name := h
+			if hn, port, err := net.SplitHostPort(h); err == nil {
+				if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+					return &ConfigError{Field: fmt.Sprintf("WithHosts[%d]", i), Reason: fmt.Sprintf("%q has no port from 1 to 65535", hosts[i])}
+				}
+				name = hn
+			}
+			if strings.HasSuffix(name, ".") {
+				return &ConfigError{Field: fmt.Sprintf("WithHosts[%d]", i), Reason: fmt.Sprintf("%q ends with a dot, which no request's host does: drop it", hosts[i])}
 			}
 			if len(h) > 2 && h[0] == '[' && h[len(h)-1] == ']' {
 				// An IPv6 address without a port, as URL.Host writes

@@ -63,6 +63,8 @@ func TestConfigErrors(t *testing.T) {
 		{"no hosts", one, []apipool.Option{apipool.WithHosts()}, "WithHosts"},
 		{"bad host", one, []apipool.Option{apipool.WithHosts("api.test", "https://api.test/v1")}, "WithHosts[1]"},
 		{"empty host", one, []apipool.Option{apipool.WithHosts(" ")}, "WithHosts[0]"},
+		{"host port out of range", one, []apipool.Option{apipool.WithHosts("api.test:99999")}, "WithHosts[0]"},
+		{"host with a trailing dot", one, []apipool.Option{apipool.WithHosts("api.test", "api.test.")}, "WithHosts[1]"},
 		{"bad classifier code", one, []apipool.Option{apipool.WithClassifier(status.Config{RateLimitCodes: []int{999}})}, "WithClassifier"},
 		{"zero cooldown", one, []apipool.Option{apipool.WithCooldown(0, time.Hour)}, "WithCooldown"},
 		{"cooldown over its cap", one, []apipool.Option{apipool.WithCooldown(time.Hour, time.Minute)}, "WithCooldown"},
