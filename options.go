@@ -388,7 +388,8 @@ func WithInjector(f Injector) Option {
 // matches any port, and a name with one only the URLs that name that port
 // ("api.example.com:443" does not match https://api.example.com/, which
 // names none). Requests to other hosts pass through with no key and no
-// retries. A port past 65535, or a name ending with a dot (which no request's host has), is refused.
+// retries. A port past 65535, or a name ending with a dot (which no
+// request's host has), is refused.
 //
 // Without WithHosts a key is sent to whichever host a request names, except
 // on a redirect: a request that follows a redirect to a host other than the
