@@ -71,6 +71,10 @@ type Config struct {
 	// Logger receives the store's rare log lines: write failures and
 	// recoveries, schema changes. Default: none.
 	Logger *slog.Logger
+
+	// noLoad: MySQL inserts the events by INSERT even when the server
+	// allows LOAD DATA LOCAL INFILE (for the tests).
+	noLoad bool
 }
 
 // FullPolicy says what Record does when the queue is full.

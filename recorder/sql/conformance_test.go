@@ -2,6 +2,7 @@ package sql_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -9,11 +10,18 @@ import (
 	sqlrec "github.com/apipool-ng/apipool/recorder/sql"
 )
 
+// TestConformance runs the suite on each dialect, and on MySQL also with
+// the events inserted by INSERT rather than LOAD DATA LOCAL INFILE
+// ("mysql-insert": for a server that does not allow it).
 func TestConformance(t *testing.T) {
-	for _, driver := range drivers {
-		t.Run(driver, func(t *testing.T) {
+	for _, name := range append(drivers, "mysql-insert") {
+		t.Run(name, func(t *testing.T) {
 			recordertest.Run(t, func(t *testing.T) recordertest.Store {
+				driver, _, insert := strings.Cut(name, "-")
 				cfg := sqlrec.Config{Driver: driver, DSN: dsnFor(t, driver)}
+				if insert {
+					cfg = sqlrec.WithoutLoad(cfg)
+				}
 				s, err := sqlrec.New(context.Background(), cfg)
 				if err != nil {
 					t.Fatal(err)

@@ -142,3 +142,14 @@ func insertAtVersion(ctx context.Context, s *Store, v int, evs []recorder.Event)
 	}
 	return nil
 }
+
+// WithoutLoad makes a MySQL store insert its events by INSERT even when
+// the server allows LOAD DATA LOCAL INFILE.
+func WithoutLoad(c Config) Config {
+	c.noLoad = true
+	return c
+}
+
+// UsesLoad reports whether s writes its events by LOAD DATA LOCAL INFILE
+// (read it after Flush: the writer's own).
+func UsesLoad(s *Store) bool { return s.useLoad }

@@ -13,7 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	_ "github.com/go-sql-driver/mysql" // the "mysql" driver
+	"github.com/go-sql-driver/mysql" // the "mysql" driver
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
 	"modernc.org/sqlite" // the "sqlite" driver
@@ -63,6 +63,15 @@ type Store struct {
 	// PostgreSQL: the COPY statement, and a buffer for copySource.
 	copySQL string
 	copyBuf []byte
+
+	// MySQL: the name of the store's reader for LOAD DATA LOCAL INFILE
+	// (see setupLoad), the reader of the LOAD under way, and a buffer
+	// for it; useLoad, the writer's own, is cleared when the server
+	// refuses a LOAD.
+	loadName string
+	loadSrc  atomic.Pointer[loadReader]
+	loadBuf  []byte
+	useLoad  bool
 
 	closed atomic.Bool
 }
@@ -166,7 +175,11 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		if s.insertStmt, err = db.PrepareContext(ctx, d.insertEventsSQL(s.t, d.insertRows, false)); err == nil {
 			s.plainStmt, err = db.PrepareContext(ctx, d.insertEventsSQL(s.t, d.insertRows, true))
 		}
+		if err == nil && d == mysqlDialect {
+			err = s.setupLoad(ctx)
+		}
 		if err != nil {
+			s.closeStmts()
 			db.Close()
 			return nil, fmt.Errorf("apipool: sql: %w", err)
 		}
@@ -279,17 +292,26 @@ func (s *Store) Close(ctx context.Context) error {
 		return nil
 	}
 	lost, err := s.w.Close(ctx)
+	s.closeStmts()
+	s.db.Close()
+	if lost > 0 {
+		return &CloseError{Lost: lost, Err: err}
+	}
+	return nil
+}
+
+// closeStmts closes the prepared statements, and deregisters the LOAD
+// DATA reader.
+func (s *Store) closeStmts() {
 	if s.insertStmt != nil {
 		s.insertStmt.Close()
 	}
 	if s.plainStmt != nil {
 		s.plainStmt.Close()
 	}
-	s.db.Close()
-	if lost > 0 {
-		return &CloseError{Lost: lost, Err: err}
+	if s.loadName != "" {
+		mysql.DeregisterReaderHandler(s.loadName)
 	}
-	return nil
 }
 
 // rollupRow is one row of counts for the rollup, with the sums of the
@@ -464,6 +486,16 @@ func (s *Store) writeBatch(ctx context.Context, evs []recorder.Event, attempt in
 			s.counts = countsOf(s.agg, s.counts)
 		}
 		err = s.writeTx(ctx, attempt)
+		if s.useLoad && (loadRefused(err) || errors.Is(err, errLoadChanged)) {
+			// Insert from now on; this batch at once when the server
+			// refused the LOAD (nothing was written), else after the
+			// batch writer's backoff.
+			s.useLoad = false
+			s.log.Warn("apipool: sql: LOAD DATA LOCAL INFILE failed; inserting the events by INSERT from now on", "err", err)
+			if loadRefused(err) {
+				err = s.writeTx(ctx, attempt)
+			}
+		}
 	}
 	if err != nil {
 		return err
@@ -494,6 +526,31 @@ func (s *Store) writeTx(ctx context.Context, attempt int) (err error) {
 			return err
 		}
 	}
+	if s.useLoad {
+		if err = s.loadEvents(ctx, tx); err != nil {
+			return fmt.Errorf("loading events: %w", err)
+		}
+	} else if err = s.insertEvents(ctx, tx); err != nil {
+		return err
+	}
+	exec := func(q string, args ...any) error { _, err := tx.ExecContext(ctx, q, args...); return err }
+	if err = upsertChunks(s, s.agg, func(n int) string { return s.d.upsertRollupSQL(s.t, n) }, exec); err != nil {
+		return fmt.Errorf("updating the rollup: %w", err)
+	}
+	if err = upsertChunks(s, s.counts, func(n int) string { return s.d.upsertCountsSQL(s.t, n) }, exec); err != nil {
+		return fmt.Errorf("updating the counts rollup: %w", err)
+	}
+	if _, err = tx.ExecContext(ctx, s.d.rebind("INSERT INTO "+s.t.batches+" (batch_id, written_ms, events) VALUES (?, ?, ?)"),
+		s.batchID, time.Now().UnixMilli(), len(s.rows)); err != nil {
+		return fmt.Errorf("noting the batch: %w", err)
+	}
+	return tx.Commit()
+}
+
+// insertEvents writes s.rows into the event table in tx by multi-row
+// INSERTs (SQLite; MySQL when the server does not allow LOAD DATA LOCAL
+// INFILE).
+func (s *Store) insertEvents(ctx context.Context, tx *dbsql.Tx) (err error) {
 	n := s.d.insertRows
 	var stmt, plainStmt *dbsql.Stmt
 	rows := s.rows
@@ -537,18 +594,7 @@ func (s *Store) writeTx(ctx context.Context, attempt int) (err error) {
 		}
 		rows = rows[k:]
 	}
-	exec := func(q string, args ...any) error { _, err := tx.ExecContext(ctx, q, args...); return err }
-	if err = upsertChunks(s, s.agg, func(n int) string { return s.d.upsertRollupSQL(s.t, n) }, exec); err != nil {
-		return fmt.Errorf("updating the rollup: %w", err)
-	}
-	if err = upsertChunks(s, s.counts, func(n int) string { return s.d.upsertCountsSQL(s.t, n) }, exec); err != nil {
-		return fmt.Errorf("updating the counts rollup: %w", err)
-	}
-	if _, err = tx.ExecContext(ctx, s.d.rebind("INSERT INTO "+s.t.batches+" (batch_id, written_ms, events) VALUES (?, ?, ?)"),
-		s.batchID, time.Now().UnixMilli(), len(s.rows)); err != nil {
-		return fmt.Errorf("noting the batch: %w", err)
-	}
-	return tx.Commit()
+	return nil
 }
 
 // checkWritten returns errAlreadyWritten when the batch's id is in the
