@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -763,5 +764,38 @@ func TestMount(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 || resp.Request.URL.Path != "/apipool/" {
 		t.Errorf("GET /apipool: %d at %s", resp.StatusCode, resp.Request.URL.Path)
+	}
+}
+
+// A key that learned its limit from its 429s (apipool.WithLimitLearning)
+// shows it in api/keys: 3 successes then a 429 with Retry-After: 1, all
+// at one instant of the pool's clock, teach alpha 3 requests a second.
+func TestKeysAPILearnedLimit(t *testing.T) {
+	var alpha atomic.Int64
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") == "Bearer sk-alpha-1" && alpha.Add(1) > 3 {
+			w.Header().Set("Retry-After", "1")
+			w.WriteHeader(http.StatusTooManyRequests)
+			return
+		}
+		io.WriteString(w, "ok")
+	}))
+	defer upstream.Close()
+	f := newFixture(t, apipool.WithStrategy(apipool.RoundRobin), apipool.WithClock(fakeclock.New(now)))
+	client := &http.Client{Transport: f.pool}
+	for alpha.Load() < 4 {
+		resp, err := client.Get(upstream.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	body := getJSON[keysBody](t, f.handler(t), "/api/keys")
+	a := body.Keys[0]
+	if a.LearnedLimit == nil || *a.LearnedLimit != 3 || a.LearnedWindowMS == nil || *a.LearnedWindowMS != 1000 {
+		t.Errorf("alpha after 3 successes and a 429 with Retry-After 1: learned %v in %v ms, want 3 in 1000", a.LearnedLimit, a.LearnedWindowMS)
+	}
+	if b := body.Keys[1]; b.LearnedLimit != nil || b.LearnedWindowMS != nil {
+		t.Errorf("bravo learned %v in %v ms, want none (null)", b.LearnedLimit, b.LearnedWindowMS)
 	}
 }

@@ -80,7 +80,13 @@ type KeyRow struct {
 	ProviderRemaining *int64     `json:"provider_remaining"`
 	ProviderLimit     *int64     `json:"provider_limit"`
 	ProviderReset     *time.Time `json:"provider_reset"`
-	Weight            int        `json:"weight"`
+	// LearnedLimit is the limit the pool learned from the key's 429s
+	// (apipool.WithLimitLearning): at most LearnedLimit requests in any
+	// LearnedWindowMS milliseconds (1,000 or 60,000); null when none was
+	// learned.
+	LearnedLimit    *int   `json:"learned_limit"`
+	LearnedWindowMS *int64 `json:"learned_window_ms"`
+	Weight          int    `json:"weight"`
 	// Tier is the key's tier (0 first: see apipool.Key.Tier).
 	Tier int `json:"tier"`
 	// Tokens and Cost are what the key's answers in the window stated
@@ -268,6 +274,9 @@ func (h *handler) row(s apipool.KeyStatus) KeyRow {
 		DisabledRetryAt: timePtr(s.DisabledRetryAt), HoldUntil: timePtr(s.Until),
 		QuotaLeft: countPtr(s.QuotaLeft), ProviderRemaining: countPtr(s.ProviderRemaining),
 		ProviderLimit: countPtr(s.ProviderLimit), ProviderReset: timePtr(s.ProviderReset),
+	}
+	if s.LearnedLimit > 0 {
+		k.LearnedLimit, k.LearnedWindowMS = ptr(s.LearnedLimit), ptr(s.LearnedWindow.Milliseconds())
 	}
 	return k
 }

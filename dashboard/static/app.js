@@ -177,6 +177,10 @@
     var rem = num(k.provider_remaining);
     if (k.provider_remaining !== null && k.provider_limit !== null) rem += ' / ' + k.provider_limit;
     if (k.provider_remaining !== null && k.provider_reset) rem += ' (reset ' + clock(k.provider_reset) + ')';
+    if (k.provider_remaining === null && k.learned_limit) {
+      // No count from the provider: the limit the pool learned from its 429s.
+      rem = 'learned ' + k.learned_limit + (k.learned_window_ms === 60000 ? ' / min' : ' / s');
+    }
     tr.appendChild(el('td', 'n remaining', rem));
     tr.appendChild(el('td', 'n requests', num(k.requests)));
     tr.appendChild(el('td', 'n success', pct(k.success_share)));
