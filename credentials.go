@@ -225,6 +225,16 @@ func redact(err error, secrets ...string) error {
 	if err == nil {
 		return nil
 	}
+	forms := secretForms(secrets)
+	if len(forms) == 0 {
+		return err
+	}
+	return redactForms(err, forms, 0)
+}
+
+// secretForms returns the forms a secret of secrets may take in a text:
+// as it is, URL-escaped as a query and as a path.
+func secretForms(secrets []string) []string {
 	forms := make([]string, 0, 2*len(secrets))
 	for _, s := range secrets {
 		if s == "" {
@@ -238,10 +248,15 @@ func redact(err error, secrets ...string) error {
 			forms = append(forms, e)
 		}
 	}
-	if len(forms) == 0 {
-		return err
+	return forms
+}
+
+// scrubForms replaces every one of forms in s with "[REDACTED]".
+func scrubForms(s string, forms []string) string {
+	for _, f := range forms {
+		s = strings.ReplaceAll(s, f, redacted)
 	}
-	return redactForms(err, forms, 0)
+	return s
 }
 
 func redactForms(err error, forms []string, depth int) error {
@@ -251,12 +266,7 @@ func redactForms(err error, forms []string, depth int) error {
 	if !holdsAny(reflect.ValueOf(err), forms, 0) {
 		return err
 	}
-	scrub := func(s string) string {
-		for _, f := range forms {
-			s = strings.ReplaceAll(s, f, redacted)
-		}
-		return s
-	}
+	scrub := func(s string) string { return scrubForms(s, forms) }
 	if depth > 16 {
 		return &redactedError{msg: scrub(err.Error())}
 	}

@@ -495,8 +495,8 @@ func (ks *keySet) sameSecret(field string, k Key, except *keyState) error {
 
 // Disable takes a key out of use until Enable or a passing probe, with a
 // reason shown in snapshots, logs and alerts. A secret of the pool's keys
-// in reason (an upstream's error body quoting the key, say) is replaced by
-// "[REDACTED]".
+// in reason (an upstream's error body quoting the key, say), as it is or
+// URL-escaped, is replaced by "[REDACTED]".
 func (t *Transport) Disable(id, reason string) error {
 	ks := t.keys.Load()
 	k, ok := ks.byID[id]
@@ -506,9 +506,11 @@ func (t *Transport) Disable(id, reason string) error {
 	if reason == "" {
 		reason = "disabled by the application"
 	}
-	for _, o := range ks.keys {
-		reason = strings.ReplaceAll(reason, o.secret, "[REDACTED]")
+	secrets := make([]string, len(ks.keys))
+	for i, o := range ks.keys {
+		secrets[i] = o.secret
 	}
+	reason = scrubForms(reason, secretForms(secrets))
 	t.disable(k, reason, t.cfg.clock.Now(), true, true)
 	return nil
 }

@@ -287,7 +287,8 @@ func TestDisableReasonRedacted(t *testing.T) {
 	ks := []apipool.Key{{ID: "a", Secret: canary + "/a"}, {ID: "b", Secret: canary + "/b"}}
 	p := mustNew(t, ks, apipool.WithClock(newClock()), apipool.WithLogger(slog.New(slog.NewJSONHandler(&logs, nil))),
 		apipool.WithAlerts(func(a apipool.Alert) { mu.Lock(); alerts = append(alerts, a); mu.Unlock() }, apipool.AlertSettings{}))
-	if err := p.Disable("a", "upstream said: Invalid API key provided: "+canary+"/a (and "+canary+"/b)"); err != nil {
+	escaped := url.QueryEscape(canary + "/b")
+	if err := p.Disable("a", "upstream said: Invalid API key provided: "+canary+"/a (and "+canary+"/b, "+escaped+")"); err != nil {
 		t.Fatal(err)
 	}
 	closePool(t, p)
@@ -299,6 +300,9 @@ func TestDisableReasonRedacted(t *testing.T) {
 	defer mu.Unlock()
 	if len(alerts) != 1 || logs.String() == "" {
 		t.Fatalf("%d alerts, log %q: the test checks nothing", len(alerts), logs.String())
+	}
+	if strings.Contains(snap[0].DisabledReason, escaped) {
+		t.Errorf("reason %q holds a secret URL-escaped", snap[0].DisabledReason)
 	}
 	assertNoCanary(t, "snapshot", fmt.Sprintf("%+v", snap))
 	assertNoCanary(t, "logs", logs.String())
