@@ -20,9 +20,15 @@ func readmeQueries(t *testing.T) map[string]string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return sqlQueries(t, string(b))
+}
+
+// sqlQueries returns the SQL blocks of the Markdown text md that start
+// with "-- query: NAME", by name.
+func sqlQueries(t *testing.T, md string) map[string]string {
+	t.Helper()
 	out := map[string]string{}
-	parts := strings.Split(string(b), "```sql\n")
-	for _, p := range parts[1:] {
+	for _, p := range strings.Split(md, "```sql\n")[1:] {
 		block, _, ok := strings.Cut(p, "```")
 		if !ok {
 			t.Fatal("README.md: unterminated sql block")

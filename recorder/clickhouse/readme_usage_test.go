@@ -29,18 +29,7 @@ func rootReadmeQueries(t *testing.T) map[string]string {
 		t.Fatal(`README.md has no section "Usage stats in SQL"`)
 	}
 	section, _, _ = strings.Cut(section, "\n## ")
-	out := map[string]string{}
-	for _, p := range strings.Split(section, "```sql\n")[1:] {
-		block, _, ok := strings.Cut(p, "```")
-		if !ok {
-			t.Fatal("README.md: unterminated sql block")
-		}
-		first, rest, _ := strings.Cut(block, "\n")
-		if name, ok := strings.CutPrefix(first, "-- query: "); ok {
-			out[name] = rest
-		}
-	}
-	return out
+	return sqlQueries(t, section)
 }
 
 // TestReadmeUsageSQL runs the root README's ClickHouse queries of tokens
