@@ -317,29 +317,37 @@ func sendStepped(t *testing.T, clk clockAdapter, pools []*apipool.Transport, d, 
 	t.Helper()
 	end := clk.Now().Add(d)
 	for clk.Now().Before(end) {
-		var wg sync.WaitGroup
-		for i := range 2 * len(pools) {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for {
-					resp, err := pools[i%len(pools)].RoundTrip(newGet(t, "http://api.test/"))
-					if err != nil {
-						if !errors.Is(err, apipool.ErrNoKeyAvailable) {
-							t.Error(err)
-						}
-						return
-					}
-					resp.Body.Close()
-				}
-			}()
-		}
-		wg.Wait()
-		if t.Failed() {
+		if !sendUntilRefused(t, pools) {
 			return
 		}
 		clk.Advance(step)
 	}
+}
+
+// sendUntilRefused sends from two goroutines per pool until every one is
+// refused (ErrNoKeyAvailable); it reports false when a request failed
+// otherwise (reported as a test error).
+func sendUntilRefused(t *testing.T, pools []*apipool.Transport) bool {
+	t.Helper()
+	var wg sync.WaitGroup
+	for i := range 2 * len(pools) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				resp, err := pools[i%len(pools)].RoundTrip(newGet(t, "http://api.test/"))
+				if err != nil {
+					if !errors.Is(err, apipool.ErrNoKeyAvailable) {
+						t.Error(err)
+					}
+					return
+				}
+				resp.Body.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	return !t.Failed()
 }
 
 // TestRateLimitWindowsOnePool: one pool sending as fast as its key's rate

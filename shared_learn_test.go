@@ -2,7 +2,6 @@ package apipool_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -140,25 +139,7 @@ func sendLearning(t *testing.T, clk clockAdapter, pools []*apipool.Transport, id
 	t.Helper()
 	end := clk.Now().Add(d)
 	for clk.Now().Before(end) {
-		var wg sync.WaitGroup
-		for i := range 2 * len(pools) {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for {
-					resp, err := pools[i%len(pools)].RoundTrip(newGet(t, "http://api.test/"))
-					if err != nil {
-						if !errors.Is(err, apipool.ErrNoKeyAvailable) {
-							t.Error(err)
-						}
-						return
-					}
-					resp.Body.Close()
-				}
-			}()
-		}
-		wg.Wait()
-		if t.Failed() {
+		if !sendUntilRefused(t, pools) {
 			return
 		}
 		agreed(t, pools, id)
